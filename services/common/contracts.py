@@ -1,0 +1,314 @@
+"""Event contracts: the one place where the shape of every Kafka message is defined.
+
+Events are facts (past tense), commands are requests (imperative). Every message carries the
+envelope fields; `study_id` is the Kafka key so one study's events stay ordered on one partition.
+When a shape changes, bump `schema_version` and register an upcaster in `UPCASTERS` instead of
+breaking readers that still see old messages on the topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Protocol(StrEnum):
+    """A curation protocol: what readers are asked to do."""
+
+    CXR = "cxr-label-verification"
+    LUMBAR = "lumbar-grading"
+
+
+class Verdict(StrEnum):
+    """A reader's judgement of the suggested labels (CXR protocol)."""
+
+    AGREE_ALL = "agree_all"
+    AGREE_MOSTLY = "agree_mostly"
+    DISAGREE = "disagree"
+
+
+class Certainty(StrEnum):
+    PRESENT = "present"
+    UNCERTAIN = "uncertain"
+
+
+class Laterality(StrEnum):
+    LEFT = "left"
+    RIGHT = "right"
+    BILATERAL = "bilateral"
+    NONE = "none"
+
+
+class Topic(StrEnum):
+    """Kafka topics. Dead letters go to `<topic>.dlq`."""
+
+    REPORT_INGESTED = "report-ingested"
+    FINDINGS_EXTRACTED = "findings-extracted"
+    LABELS_SUGGESTED = "labels-suggested"
+    SAMPLING_REQUESTED = "sampling-requested"
+    REVIEW_ASSIGNED = "review-assigned"
+    VOTE_CAST = "vote-cast"
+    CONSENSUS_REACHED = "consensus-reached"
+    SELECTION_REQUESTED = "selection-requested"
+    BENCHMARK_RELEASED = "benchmark-released"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.value}.dlq"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Event(BaseModel):
+    """The envelope every message shares."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: ClassVar[Topic]
+    event_type: str
+    schema_version: int = 1
+    event_id: str = Field(default_factory=_uuid)
+    occurred_at: datetime = Field(default_factory=_now)
+    correlation_id: str = Field(default_factory=_uuid)
+    study_id: str
+
+    def key(self) -> bytes:
+        return self.study_id.encode()
+
+
+# --- payload parts ------------------------------------------------------------------------
+
+
+class DicomObject(BaseModel):
+    """One stored DICOM instance: where it lives in the object store, and what it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    object_key: str  # content-addressed: sha256 of the bytes
+    sha256: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    series_description: str = ""
+    instance_number: int = 1
+    modality: str = ""
+
+
+class Finding(BaseModel):
+    """An abnormal finding read from a report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str  # the finding as named in the report, e.g. "left basilar opacity"
+    certainty: Certainty = Certainty.PRESENT
+    laterality: Laterality = Laterality.NONE
+    evidence: str  # the sentence it came from
+    evidence_start: int = 0  # character span of the evidence in the report
+    evidence_end: int = 0
+    label_hint: str | None = None  # the taxonomy label the extractor matched, if any
+
+
+class SuggestedLabel(BaseModel):
+    """A taxonomy label proposed for a study, with why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label_id: str
+    confidence: float = 1.0
+    uncertain: bool = False
+    evidence: list[str] = Field(default_factory=list)
+
+
+class ModelProvenance(BaseModel):
+    """Which backend produced a result: recorded on every extraction and suggestion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str  # "rules" | "lexicon" | "llm"
+    model: str = ""
+    prompt_version: str = ""
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class ReportIngested(Event):
+    topic: ClassVar[Topic] = Topic.REPORT_INGESTED
+    event_type: Literal["ReportIngested"] = "ReportIngested"
+    protocol: Protocol = Protocol.CXR
+    patient_id: str
+    study_instance_uid: str
+    report_text: str
+    objects: list[DicomObject]
+
+
+class FindingsExtracted(Event):
+    topic: ClassVar[Topic] = Topic.FINDINGS_EXTRACTED
+    event_type: Literal["FindingsExtracted"] = "FindingsExtracted"
+    protocol: Protocol = Protocol.CXR
+    findings: list[Finding]
+    provenance: ModelProvenance
+
+
+class LabelsSuggested(Event):
+    topic: ClassVar[Topic] = Topic.LABELS_SUGGESTED
+    event_type: Literal["LabelsSuggested"] = "LabelsSuggested"
+    protocol: Protocol = Protocol.CXR
+    patient_id: str
+    taxonomy_version: str
+    labels: list[SuggestedLabel]
+    unmapped_findings: list[Finding] = Field(default_factory=list)
+    extraction: ModelProvenance
+    mapping: ModelProvenance
+
+
+class SamplingPlan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(1000, ge=1)
+    readers_per_study: int = Field(3, ge=1)
+    min_per_label: int = Field(25, ge=0)
+    max_label_share: float = Field(0.35, gt=0, le=1)  # cap on the dominant labels
+    no_finding_share: float = Field(0.10, ge=0, le=1)
+    seed: int = 0
+
+
+class SamplingRequested(Event):
+    """Command: draw a review sample from the candidate pool and assign readers."""
+
+    topic: ClassVar[Topic] = Topic.SAMPLING_REQUESTED
+    event_type: Literal["SamplingRequested"] = "SamplingRequested"
+    run_id: str
+    protocol: Protocol = Protocol.CXR
+    plan: SamplingPlan
+    panel: list[str]  # reader user ids
+
+
+class ReviewAssigned(Event):
+    topic: ClassVar[Topic] = Topic.REVIEW_ASSIGNED
+    event_type: Literal["ReviewAssigned"] = "ReviewAssigned"
+    protocol: Protocol = Protocol.CXR
+    run_id: str
+    patient_id: str
+    readers: list[str]
+    reason: str
+    difficulty: str
+    suggested: list[SuggestedLabel]
+    unmapped_findings: list[Finding] = Field(default_factory=list)
+    taxonomy_version: str
+    extraction: ModelProvenance
+    mapping: ModelProvenance
+
+
+class VoteCast(Event):
+    topic: ClassVar[Topic] = Topic.VOTE_CAST
+    event_type: Literal["VoteCast"] = "VoteCast"
+    protocol: Protocol = Protocol.CXR
+    vote_id: str
+    assignment_id: str
+    reader_id: str
+    verdict: Verdict
+    added_labels: list[str] = Field(default_factory=list)
+    removed_labels: list[str] = Field(default_factory=list)
+    comment: str = ""
+    seconds_spent: float | None = None
+
+
+class ConsensusReached(Event):
+    topic: ClassVar[Topic] = Topic.CONSENSUS_REACHED
+    event_type: Literal["ConsensusReached"] = "ConsensusReached"
+    protocol: Protocol = Protocol.CXR
+    accepted: bool
+    rule: str
+    rule_version: str
+    labels: list[str]  # the label set that enters the benchmark if accepted
+    vote_ids: list[str]
+
+
+class SelectionPlan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_size: int = Field(200, ge=2)
+    holdout_fraction: float = Field(0.5, gt=0, lt=1)
+    min_per_label: int = Field(5, ge=0)
+    seed: int = 0
+
+
+class SelectionRequested(Event):
+    """Command: choose the benchmark from accepted studies and release it. `study_id` is the run id."""
+
+    topic: ClassVar[Topic] = Topic.SELECTION_REQUESTED
+    event_type: Literal["SelectionRequested"] = "SelectionRequested"
+    release_id: str
+    protocol: Protocol = Protocol.CXR
+    plan: SelectionPlan
+
+
+class BenchmarkReleased(Event):
+    topic: ClassVar[Topic] = Topic.BENCHMARK_RELEASED
+    event_type: Literal["BenchmarkReleased"] = "BenchmarkReleased"
+    release_id: str
+    protocol: Protocol = Protocol.CXR
+    released_count: int
+    holdout_count: int
+    manifest_key: str
+    manifest_sha256: str
+
+
+AnyEvent = Annotated[
+    ReportIngested
+    | FindingsExtracted
+    | LabelsSuggested
+    | SamplingRequested
+    | ReviewAssigned
+    | VoteCast
+    | ConsensusReached
+    | SelectionRequested
+    | BenchmarkReleased,
+    Field(discriminator="event_type"),
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["event_type"].default: cls
+    for cls in (
+        ReportIngested,
+        FindingsExtracted,
+        LabelsSuggested,
+        SamplingRequested,
+        ReviewAssigned,
+        VoteCast,
+        ConsensusReached,
+        SelectionRequested,
+        BenchmarkReleased,
+    )
+}
+
+# (event_type, schema_version) -> function turning that raw dict into the next version's dict.
+UPCASTERS: dict[tuple[str, int], Any] = {}
+
+
+class UnknownEvent(ValueError):
+    """A message whose event_type no reader knows."""
+
+
+def parse_event(raw: dict[str, Any]) -> Event:
+    """Decode a message body into its event class, upcasting old schema versions first."""
+    event_type = raw.get("event_type")
+    cls = EVENT_TYPES.get(event_type)  # type: ignore[arg-type]
+    if cls is None:
+        raise UnknownEvent(f"unknown event_type {event_type!r}")
+    current = cls.model_fields["schema_version"].default
+    version = int(raw.get("schema_version", 1))
+    while version < current:
+        raw = UPCASTERS[(event_type, version)](raw)
+        version = int(raw["schema_version"])
+    return cls.model_validate(raw)
