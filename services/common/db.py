@@ -1,0 +1,74 @@
+"""Postgres access: a connection pool per service, a unit of work, and the migrations runner.
+
+Each service owns one schema; its role's `search_path` points there, so SQL in the repository
+modules is written without schema prefixes. Migrations are ordered `NNN_name.sql` files applied
+by an explicit step (`radcurate migrate <service>`), never at import or service start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+    """Open a pool whose connections return rows as dicts."""
+    pool = AsyncConnectionPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "autocommit": False},
+        open=False,
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+@asynccontextmanager
+async def unit_of_work(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction that commits only if the block finishes; any exception rolls it back."""
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            yield conn
+
+
+def migration_files(service_dir: Path) -> list[Path]:
+    """The common outbox/inbox migrations first, then the service's own, in name order."""
+    own = sorted((service_dir / "migrations").glob("*.sql"))
+    return sorted(COMMON_MIGRATIONS.glob("*.sql")) + own
+
+
+def apply_migrations(dsn: str, files: list[Path]) -> list[str]:
+    """Apply files not yet recorded in `schema_migrations`; returns the names applied.
+
+    Each file runs in its own transaction together with its bookkeeping row, so a failed
+    migration leaves no half-applied state and the next run retries it.
+    """
+    applied: list[str] = []
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.commit()
+        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for path in files:
+            name = f"{path.parent.parent.name}/{path.name}"
+            if name in done:
+                continue
+            with conn.transaction():
+                conn.execute(path.read_text())
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            log.info("applied migration %s", name)
+            applied.append(name)
+    return applied

@@ -1,0 +1,89 @@
+"""The object store (MinIO in production, any S3 server locally), reached with the minio client.
+
+DICOM and release files are stored under content-addressed keys (sha256 of the bytes), so storing
+the same bytes twice is a no-op and a key is its own integrity check. The minio client blocks:
+async callers go through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from datetime import timedelta
+
+from minio import Minio
+from minio.error import S3Error
+
+from services.common.settings import ServiceSettings
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_key(data: bytes, prefix: str = "dicom") -> str:
+    digest = sha256_hex(data)
+    return f"{prefix}/sha256/{digest[:2]}/{digest}"
+
+
+class ObjectStore:
+    def __init__(self, client: Minio) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, s: ServiceSettings) -> ObjectStore:
+        return cls(
+            Minio(
+                s.s3_endpoint,
+                access_key=s.s3_access_key.get_secret_value(),
+                secret_key=s.s3_secret_key.get_secret_value(),
+                secure=s.s3_secure,
+                region="us-east-1",
+            )
+        )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        if not self.client.bucket_exists(bucket):
+            try:
+                self.client.make_bucket(bucket)
+            except S3Error as exc:  # created by a concurrent starter
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+    def put_content_addressed(self, bucket: str, data: bytes, prefix: str = "dicom",
+                              content_type: str = "application/dicom") -> str:
+        """Store bytes under their sha256 key. Writing the same bytes again is harmless, so there is
+        no existence check first (it would cost a round trip per object on the hot ingest path)."""
+        key = content_key(data, prefix)
+        self.put_bytes(bucket, key, data, content_type)
+        return key
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.stat_object(bucket, key)
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        resp = self.client.get_object(bucket, key)
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def presigned_get(self, bucket: str, key: str, seconds: int = 300) -> str:
+        return self.client.presigned_get_object(bucket, key, expires=timedelta(seconds=seconds))
+
+    async def aget_bytes(self, bucket: str, key: str) -> bytes:
+        return await asyncio.to_thread(self.get_bytes, bucket, key)
+
+    async def aput_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await asyncio.to_thread(self.put_bytes, bucket, key, data, content_type)

@@ -1,0 +1,171 @@
+"""What every service process is: an HTTP app (health, metrics, maybe an API) whose lifespan
+opens the pool, the producer, the outbox relay and the event consumer, and closes them again.
+
+A service provides its settings, a function that builds its topic handlers from the opened
+resources, and optionally API routers. Everything else — health, metrics, relay, consumer — is
+the same in all five services and lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import metrics
+from services.common.consumer import EventConsumer, Handler
+from services.common.db import open_pool
+from services.common.kafka import make_producer
+from services.common.objectstore import ObjectStore
+from services.common.outbox import OutboxRelay
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    """Opened once per process in the lifespan; handed to handlers and routes."""
+
+    settings: ServiceSettings
+    pool: AsyncConnectionPool
+    producer: AIOKafkaProducer
+    relay: OutboxRelay
+    store: ObjectStore
+    consumer: EventConsumer | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+HandlersFactory = Callable[[Resources], Mapping[str, Handler]]
+Hook = Callable[[Resources], Any]
+
+
+def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = None, *,
+               routers: Sequence[APIRouter] = (), on_start: Hook | None = None,
+               on_stop: Hook | None = None, **fastapi_kwargs: Any) -> FastAPI:
+    """Build the service's FastAPI app with health, metrics and the event machinery."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        res = await _open(settings, handlers)
+        app.state.resources = res
+        if on_start:
+            await _maybe_await(on_start(res))
+        try:
+            yield
+        finally:
+            if on_stop:
+                await _maybe_await(on_stop(res))
+            await _close(res)
+
+    app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
+    app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+    for router in routers:
+        app.include_router(router)
+    _add_http_metrics(app, settings.service_name)
+    return app
+
+
+async def _open(settings: ServiceSettings, handlers: HandlersFactory | None) -> Resources:
+    pool = await open_pool(settings.database_url.get_secret_value())
+    producer = make_producer(settings.kafka_bootstrap)
+    await producer.start()
+    relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds)
+    res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
+    res.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    res.tasks.append(asyncio.create_task(_observe_loop(res), name="observe"))
+    topic_handlers = handlers(res) if handlers else {}
+    if topic_handlers:
+        res.consumer = EventConsumer(
+            service=settings.service_name, pool=pool, bootstrap=settings.kafka_bootstrap,
+            handlers=topic_handlers, relay=relay,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_batch=settings.kafka_max_batch, max_attempts=settings.max_attempts,
+        )
+        await res.consumer.start()
+        res.tasks.append(asyncio.create_task(res.consumer.run(), name="consumer"))
+    return res
+
+
+async def _close(res: Resources) -> None:
+    for task in res.tasks:
+        task.cancel()
+    await asyncio.gather(*res.tasks, return_exceptions=True)
+    if res.consumer:
+        await res.consumer.stop()
+    await res.producer.stop()
+    await res.pool.close()
+
+
+async def _observe_loop(res: Resources) -> None:
+    """Refresh gauges that are read from the database, and prune long-published outbox rows."""
+    while True:
+        with contextlib.suppress(Exception):
+            await res.relay.observe_backlog()
+            async with res.pool.connection() as conn:
+                await conn.execute(
+                    "DELETE FROM outbox WHERE published_at < now() - interval '1 day'"
+                )
+                await conn.commit()
+        await asyncio.sleep(5)
+
+
+async def _healthz(request: Request) -> Response:
+    res: Resources = request.app.state.resources
+    problems = [t.get_name() for t in res.tasks if t.done()]
+    try:
+        async with res.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - health reports every failure
+        problems.append(f"database: {exc}")
+    if res.consumer is not None and not res.consumer.ready:
+        problems.append("consumer not yet joined")
+    if problems:
+        return JSONResponse({"status": "unhealthy", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ok", "service": res.settings.service_name})
+
+
+async def _metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_http_metrics(app: FastAPI, service: str) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        if template not in ("/metrics", "/healthz"):
+            metrics.HTTP_REQUESTS.labels(service, request.method, template, str(response.status_code)).inc()
+            metrics.HTTP_LATENCY.labels(service, request.method, template).observe(time.perf_counter() - started)
+        return response
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value):
+        await value
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the app until SIGTERM/SIGINT (uvicorn handles both and runs the lifespan's close)."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s {settings.service_name} %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port,
+                log_level=settings.log_level.lower(), access_log=False)

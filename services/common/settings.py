@@ -1,0 +1,37 @@
+"""Settings shared by every service; each service subclasses with its own env prefix.
+
+Nothing else in the code base reads `os.environ`: a service builds its settings object once in
+its entrypoint and passes what each part needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to reach the outside world."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    database_url: SecretStr  # no default: a secret
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_secure: bool = False
+    objects_bucket: str = "radcurate-objects"
+    public_bucket: str = "radcurate-public"
+    holdout_bucket: str = "radcurate-holdout"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    # Consumer tuning. Defaults suit a real Kafka cluster; the local stack shortens the session
+    # timeout because tansu's group join waits about half of it.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 1_000
+    kafka_max_batch: int = 500
+    max_attempts: int = 3  # handler attempts before an event goes to the dead-letter topic
+    outbox_poll_seconds: float = 0.5

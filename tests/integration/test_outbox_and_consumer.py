@@ -1,0 +1,236 @@
+"""The delivery guarantees, against the real broker and Postgres: outbox, inbox, retries, DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.common import outbox
+from services.common.consumer import EventConsumer, Handler, PermanentError
+from services.common.contracts import ReportIngested
+from services.common.db import open_pool, unit_of_work
+from services.common.kafka import ensure_topics, make_producer
+
+pytestmark = pytest.mark.integration
+
+
+def report(study_id: str, **kw: Any) -> ReportIngested:
+    return ReportIngested(study_id=study_id, patient_id=f"P-{study_id}", study_instance_uid=f"1.2.{len(study_id)}",
+                          report_text="No acute cardiopulmonary process.", objects=[], **kw)
+
+
+async def produce(bootstrap: str, topic: str, payloads: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for key, value in payloads:
+            await producer.send_and_wait(topic, key=key.encode(), value=value)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out += [json.loads(r.value) | {"_key": r.key.decode()} for r in records]
+    finally:
+        await consumer.stop()
+    return out
+
+
+class Harness:
+    """A consumer with one handler on a fresh topic, writing to a fresh schema."""
+
+    def __init__(self, infra: dict, dsn: str, topic: str, apply) -> None:
+        self.bootstrap = infra["kafka"]["bootstrap"]
+        self.dsn, self.topic, self._apply = dsn, topic, apply
+
+    async def __aenter__(self) -> Harness:
+        await ensure_topics(self.bootstrap, (self.topic, f"{self.topic}.dlq"), partitions=2)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS applied (event_id text, study_id text)")
+        self.pool = await open_pool(self.dsn)
+        self.producer = make_producer(self.bootstrap)
+        await self.producer.start()
+        self.relay = outbox.OutboxRelay(self.pool, self.producer, "test", poll_seconds=0.1)
+        return self
+
+    def consumer(self) -> EventConsumer:
+        return EventConsumer(service=f"test-{self.topic}", pool=self.pool, bootstrap=self.bootstrap,
+                             handlers={self.topic: Handler(apply=self._apply)}, relay=self.relay,
+                             session_timeout_ms=2000, heartbeat_interval_ms=300, max_attempts=3)
+
+    async def run_until(self, condition, timeout: float = 30) -> None:
+        consumer = self.consumer()
+        await consumer.start()
+        tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(self.relay.run())]
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not await condition() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await consumer.stop()
+
+    async def count(self, sql: str) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql)
+            return list((await cur.fetchone()).values())[0]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+        await self.pool.close()
+
+
+async def record_applied(conn: psycopg.AsyncConnection, event: ReportIngested, _: Any) -> None:
+    await conn.execute("INSERT INTO applied VALUES (%s, %s)", (event.event_id, event.study_id))
+
+
+async def test_each_event_takes_effect_once_even_when_delivered_twice(infra, fresh_schema, fresh_topic):
+    events = [report(f"S{i:03d}") for i in range(40)]
+    payloads = [(e.study_id, e.model_dump_json().encode()) for e in events]
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
+        await produce(h.bootstrap, fresh_topic, payloads + payloads[:15])  # at-least-once: 15 redelivered
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox", 40))
+        await asyncio.sleep(0.5)
+        assert await h.count("SELECT count(*) FROM applied") == 40
+        assert await h.count("SELECT count(DISTINCT event_id) FROM applied") == 40
+
+
+async def test_a_replayed_batch_after_a_crash_before_the_offset_commit_changes_nothing(infra, fresh_schema, fresh_topic):
+    events = [report(f"C{i:03d}") for i in range(20)]
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
+        await produce(h.bootstrap, fresh_topic, [(e.study_id, e.model_dump_json().encode()) for e in events])
+        # First life: apply the records but "crash" before committing any offset.
+        crashed = h.consumer()
+        await crashed.start()
+        try:
+            fetched = 0
+            for _ in range(20):
+                batch = await crashed._consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    await crashed._apply_batch(tp.topic, records)
+                    fetched += len(records)
+                if fetched >= 20:
+                    break
+        finally:
+            await crashed._consumer.stop()  # leaves without committing
+        assert await h.count("SELECT count(*) FROM applied") == 20
+        # Second life: the whole log is redelivered; the inbox turns it into no-ops.
+        await h.run_until(lambda: _committed_through(h, 20))
+        assert await h.count("SELECT count(*) FROM applied") == 20
+
+
+async def test_an_event_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_rest_flow_on(infra, fresh_schema, fresh_topic):
+    async def apply(conn, event, _):
+        if event.study_id == "BAD":
+            raise RuntimeError("the database says no to BAD")
+        await record_applied(conn, event, _)
+
+    events = [report("G1"), report("BAD"), report("G2")]
+    async with Harness(infra, fresh_schema, fresh_topic, apply) as h:
+        await produce(h.bootstrap, fresh_topic, [("same-key", e.model_dump_json().encode()) for e in events])
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox", 3))
+        assert await h.count("SELECT count(*) FROM applied") == 2
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == 1
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", 1), 10)
+        letters = await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 1)
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["original_event_id"] == events[1].event_id
+    assert "the database says no to BAD" in letter["error"]
+    assert letter["attempts"] == 3
+    assert json.loads(letter["payload"])["study_id"] == "BAD"
+
+
+async def test_a_transient_failure_is_retried_and_then_applied(infra, fresh_schema, fresh_topic):
+    failures = {"n": 0}
+
+    async def flaky(conn, event, _):
+        if failures["n"] < 2:
+            failures["n"] += 1
+            raise ConnectionError("blip")
+        await record_applied(conn, event, _)
+
+    async with Harness(infra, fresh_schema, fresh_topic, flaky) as h:
+        await produce(h.bootstrap, fresh_topic, [("k", report("T1").model_dump_json().encode())])
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox", 1))
+        assert await h.count("SELECT count(*) FROM applied") == 1
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == 0
+
+
+async def test_undecodable_and_unknown_messages_are_dead_lettered_with_the_reason(infra, fresh_schema, fresh_topic):
+    async def permanent(conn, event, _):
+        raise PermanentError("not for me")
+
+    async with Harness(infra, fresh_schema, fresh_topic, permanent) as h:
+        await produce(h.bootstrap, fresh_topic, [
+            ("k1", b"{not json"), ("k2", json.dumps({"event_type": "Nope"}).encode()),
+            ("k3", report("P1").model_dump_json().encode())])
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'", 3))
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", 3), 10)
+        letters = await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 3)
+    errors = sorted(letter["error"] for letter in letters)
+    assert len(errors) == 3
+    assert any("cannot decode" in e and "Nope" in e for e in errors)
+    assert any("cannot decode" in e and "Expecting property name" in e for e in errors)
+    assert any("PermanentError: not for me" in e for e in errors)
+    assert all(letter["attempts"] <= 1 for letter in letters)  # permanent: no pointless retries
+
+
+async def test_the_relay_publishes_only_committed_events_in_order_keyed_by_study(infra, fresh_schema, fresh_topic):
+    from services.common.contracts import Topic
+
+    committed = [report("R1"), report("R1"), report("R2")]
+    pool = await open_pool(fresh_schema)
+    producer = make_producer(infra["kafka"]["bootstrap"])
+    await producer.start()
+    try:
+        with pytest.raises(RuntimeError):
+            async with unit_of_work(pool) as conn:
+                await outbox.record(conn, [report("ROLLED-BACK")])
+                raise RuntimeError("the state change failed")
+        async with unit_of_work(pool) as conn:
+            await outbox.record(conn, committed)
+        relay = outbox.OutboxRelay(pool, producer, "test")
+        assert await relay.publish_once() == 3
+        assert await relay.publish_once() == 0  # nothing is sent twice
+    finally:
+        await producer.stop()
+        await pool.close()
+    seen = await read_topic(infra["kafka"]["bootstrap"], Topic.REPORT_INGESTED.value, 10 ** 6, timeout=4)
+    ours = [m for m in seen if m["event_id"] in {e.event_id for e in committed} or m["study_id"] == "ROLLED-BACK"]
+    assert [m["event_id"] for m in ours] == [e.event_id for e in committed]
+    assert all(m["_key"] == m["study_id"] for m in ours)
+
+
+async def _at_least(h: Harness, sql: str, n: int) -> bool:
+    return await h.count(sql) >= n
+
+
+async def _committed_through(h: Harness, n: int) -> bool:
+    consumer = AIOKafkaConsumer(bootstrap_servers=h.bootstrap, group_id=f"radcurate-test-{h.topic}",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        parts = consumer.partitions_for_topic(h.topic) or set()
+        offsets = [await consumer.committed(TopicPartition(h.topic, p)) for p in parts]
+        return sum(o or 0 for o in offsets) >= n
+    finally:
+        await consumer.stop()
