@@ -1,0 +1,392 @@
+"""Offline, rule-based finding extraction (the CheXpert-labeler / NegBio / NegEx family).
+
+Why rules at all: they need no model, are deterministic and fast (thousands of reports a second
+on one core), so they label a whole archive as a baseline and keep working when the LLM backend
+is unavailable. The steps follow the CheXpert labeler:
+
+1. drop sections that describe the request rather than the image (indication, history,
+   comparison, technique) and split the rest into sentences, keeping character spans;
+2. find label mentions with the taxonomy's synonym phrases (minus its exclusion phrases);
+3. classify each mention as negated, uncertain or positive from the nearest trigger phrase before
+   it and after it in the same clause (NegEx-style scope, ended by "but", "however", ";", ...);
+4. per label, keep the mentions of the strongest certainty: positive > uncertain > negated, and
+   drop the label when only negated mentions remain (negated == absent).
+
+Stability wording ("unchanged", "stable", "no change in") never negates: a stable finding is
+still present. Report text is only ever matched, never obeyed.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from enum import Enum
+
+from services.common.contracts import Certainty, Finding, Laterality
+from services.common.taxonomy import LabelDef, Taxonomy
+
+
+class Polarity(Enum):
+    """What a trigger phrase does to a mention in its scope."""
+
+    NEGATED = "negated"
+    UNCERTAIN = "uncertain"
+    PSEUDO = "pseudo"  # contains a trigger ("no change in", "to suggest") but is none: skipped
+    TERMINATION = "termination"  # ends a trigger's scope ("but", "however", ";")
+
+
+class Direction(Enum):
+    """Whether a trigger governs the words after it (PRE), before it (POST), or both."""
+
+    PRE = "pre"
+    POST = "post"
+    BOTH = "both"
+
+
+_N, _U, _P, _T = Polarity.NEGATED, Polarity.UNCERTAIN, Polarity.PSEUDO, Polarity.TERMINATION
+_PRE, _POST, _BOTH = Direction.PRE, Direction.POST, Direction.BOTH
+
+# (regex, polarity, direction). Order does not matter: longer patterns are tried first.
+TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
+    # pseudo-negations: stability / comparison wording, and "no ... to suggest"
+    (r"no (?:significant |substantial |definite |appreciable |interval |significant interval )?change", _P, _BOTH),
+    (r"(?:not|without) (?:significantly |substantially )?(?:significant )?change[ds]?", _P, _BOTH),
+    (r"no (?:significant )?(?:increase|decrease)", _P, _BOTH),
+    (r"to suggest", _P, _BOTH),
+    (r"not only", _P, _BOTH),
+    (r"gram negative", _P, _BOTH),
+    # negation before the mention
+    (r"no", _N, _PRE),
+    (r"without", _N, _PRE),
+    (r"negative for", _N, _PRE),
+    (r"no (?:radiographic |definite |convincing |other |new )?(?:evidence|signs?|findings?) (?:of|for|to suggest)", _N, _PRE),
+    (r"(?:free|clear) of", _N, _PRE),
+    (r"absence of", _N, _PRE),
+    (r"(?:interval |near[- ]complete |complete )?(?:resolution|removal|clearing) of", _N, _PRE),
+    (r"resolved", _N, _BOTH),
+    (r"(?:to (?:exclude|rule out)|r/o|rule out|evaluate for|eval for|assess for)", _N, _PRE),
+    (r"no longer", _N, _PRE),
+    (r"(?:is |are )?(?:unlikely|less likely|not likely)", _N, _BOTH),
+    # negation after the mention
+    (r"(?:is |are |was |were )?(?:not|no longer) (?:clearly |definitely |well )?"
+     r"(?:seen|visualized|visible|identified|appreciated|present|demonstrated|evident|noted|detected)", _N, _POST),
+    (r"(?:is |are )?absent", _N, _POST),
+    (r"(?:has|have) (?:also )?(?:been )?(?:resolved|cleared|removed|discontinued)", _N, _POST),
+    (r"(?:been |is |are )?(?:cleared|removed|discontinued)", _N, _POST),
+    (r"removal", _N, _POST),
+    (r"(?:is |are )?within normal limits", _N, _POST),
+    (r"(?:is|are) normal", _N, _POST),
+    # uncertainty before the mention
+    (r"(?:possible|possibly|probable|probably|likely|most likely|presumed|presumably)", _U, _PRE),
+    (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
+    (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
+    (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
+    (r"(?:questionable|question of|suspicious (?:for|of)|concerning for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
+    (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
+    (r"(?:borderline|equivocal|consider|considered|versus|vs\.?)", _U, _BOTH),
+    (r"(?:is|are) (?:also )?(?:likely|possible|suspected|questioned|a consideration|considered)", _U, _POST),
+    (r"\?(?=\w)", _U, _PRE),
+    (r"\?", _U, _POST),
+    # scope termination
+    (r"(?:but|however|although|though|whereas|except|which|aside from|apart from)", _T, _BOTH),
+    (r"and (?:there|the|this|these|it)", _T, _BOTH),
+    (r"[;:]", _T, _BOTH),
+)
+
+PRE_WINDOW = 8  # words between a pre-trigger and the mention (fits "no A, B, or C")
+POST_WINDOW = 5  # words between the mention and a post-trigger
+_RANK = {Certainty.PRESENT: 2, Certainty.UNCERTAIN: 1, None: 0}
+
+
+def _compile_triggers() -> tuple[re.Pattern[str], list[tuple[Polarity, Direction]]]:
+    """One alternation, longest phrase first, so "no evidence of" beats "no" at the same place.
+
+    Group `t<i>` names the trigger, so one `finditer` finds every trigger in a report.
+    """
+    ordered = sorted(TRIGGERS, key=lambda t: len(t[0]), reverse=True)
+    words = [f"(?P<t{i}>{src})\\b" for i, (src, _, _) in enumerate(ordered) if _is_word(src)]
+    marks = [f"(?P<t{i}>{src})" for i, (src, _, _) in enumerate(ordered) if not _is_word(src)]
+    # the look-behind is tested once per position, so word alternatives only run at word starts
+    pattern = r"(?<![\w/])(?:" + "|".join(words) + ")|" + "|".join(marks)
+    return re.compile(pattern, re.IGNORECASE), [(pol, d) for _, pol, d in ordered]
+
+
+def _is_word(src: str) -> bool:
+    return src[0].isalpha() or src.startswith("(?:")
+
+
+_TRIGGER_RE, _TRIGGER_KINDS = _compile_triggers()
+
+_SKIPPED_SECTIONS = frozenset({
+    "indication", "indications", "history", "clinical history", "clinical information",
+    "clinical indication", "clinical data", "reason for exam", "reason for examination",
+    "reason for study", "comparison", "comparisons", "technique", "exam", "examination",
+    "procedure",
+})
+_HEADER_RE = re.compile(r"(?:^|(?<=[.\n]))[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)", re.M)
+_ABBREVIATIONS = frozenset("approx dr vs e.g i.e etc mr mrs ms st no fig cf incl resp pt".split())
+_LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
+_NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
+
+_NEGATED_MENTION_RE = re.compile(r"\b(?:not|no|without)\b", re.IGNORECASE)
+_CLAUSE_BREAK_RE = re.compile(r"[,;:()]|\b(?:with|but|however|which|w/)\b", re.IGNORECASE)
+_SIDE_RE = re.compile(
+    r"\b(?:(?i:left|lt|right|rt|bilateral(?:ly)?|bibasilar|bibasal|biapical|both|b/l)|L|R)\b"
+)
+_WORD_RE = re.compile(r"\S+")
+_PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    start: int
+    end: int
+    polarity: Polarity
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class Mention:
+    label: LabelDef
+    start: int
+    end: int
+    sentence: tuple[int, int]
+    certainty: Certainty | None  # None: negated
+
+
+def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
+    """Present or uncertain findings in `report`, one per (label, evidence sentence)."""
+    sentences = split_sentences(report)
+    if not sentences:
+        return []
+    triggers = find_triggers(report)
+    mentions: list[Mention] = []
+    for label in taxonomy.labels:
+        mentions.extend(_label_mentions(report, label, sentences, triggers))
+    kept = _strongest_per_label(mentions)
+    return [_to_finding(report, m) for m in sorted(kept, key=lambda m: (m.start, m.label.id))]
+
+
+def _label_mentions(
+    report: str, label: LabelDef, sentences: list[tuple[int, int]], triggers: list[Trigger]
+) -> list[Mention]:
+    starts = [s for s, _ in sentences]
+    found = []
+    for start, end in label.mentions(report):
+        index = bisect_right(starts, start) - 1
+        if index < 0 or end > sentences[index][1]:
+            continue  # inside a skipped section, or straddling two sentences
+        sentence = sentences[index]
+        certainty = classify_mention(report, start, end, sentence, triggers)
+        found.append(Mention(label, start, end, sentence, certainty))
+    return found
+
+
+def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
+    """Positive beats uncertain beats negated; keep one mention per label and sentence."""
+    best: dict[str, int] = {}
+    for m in mentions:
+        best[m.label.id] = max(best.get(m.label.id, 0), _RANK[m.certainty])
+    kept: dict[tuple[str, tuple[int, int]], Mention] = {}
+    for m in mentions:
+        rank = _RANK[m.certainty]
+        if rank and rank == best[m.label.id]:
+            kept.setdefault((m.label.id, m.sentence), m)
+    return list(kept.values())
+
+
+def _to_finding(report: str, m: Mention) -> Finding:
+    start, end = m.sentence
+    return Finding(
+        text=report[m.start : m.end],
+        certainty=m.certainty or Certainty.PRESENT,
+        laterality=laterality(report, m.start, m.end, m.sentence),
+        evidence=report[start:end],
+        evidence_start=start,
+        evidence_end=end,
+        label_hint=m.label.id,
+    )
+
+
+# --- sentences ----------------------------------------------------------------------------
+
+
+def split_sentences(report: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences that describe the image (request sections dropped)."""
+    spans: list[tuple[int, int]] = []
+    for start, end in _kept_regions(report):
+        spans.extend(_split_region(report, start, end))
+    return spans
+
+
+def _kept_regions(report: str) -> list[tuple[int, int]]:
+    """Regions outside indication/history/comparison/technique sections.
+
+    A skipped section ends at the next header or at the end of its line, whichever comes first,
+    because single-line reports often run "Comparison: ... Findings ..." together without one.
+    """
+    headers = [m for m in _HEADER_RE.finditer(report) if len(m.group(1).split()) <= 4]
+    regions, cursor = [], 0
+    for i, header in enumerate(headers):
+        regions.append((cursor, header.start()))
+        next_start = headers[i + 1].start() if i + 1 < len(headers) else len(report)
+        cursor = header.end()
+        if header.group(1).strip().lower() in _SKIPPED_SECTIONS:
+            newline = report.find("\n", cursor, next_start)
+            cursor = next_start if newline < 0 else newline
+    regions.append((cursor, len(report)))
+    return [(s, e) for s, e in regions if e > s]
+
+
+def _split_region(report: str, start: int, end: int) -> list[tuple[int, int]]:
+    cuts = [start]
+    for i in range(start, end):
+        char = report[i]
+        if char in ".!?" and _ends_sentence(report, start, i, end):
+            cuts.append(i + 1)
+        elif char == "\n" and _breaks_line(report, cuts[-1], i, end):
+            cuts.append(i + 1)
+    cuts.append(end)
+    spans = []
+    for s, e in zip(cuts, cuts[1:]):
+        s, e = _trim(report, s, e)
+        if e > s:
+            spans.append((s, e))
+    return spans
+
+
+def _ends_sentence(report: str, region_start: int, i: int, end: int) -> bool:
+    if i + 1 < end and not report[i + 1].isspace():
+        return False  # "4.5 cm", "e.g", "?PNA"
+    if report[i] != ".":
+        return True
+    before = report[max(region_start, i - 12) : i]
+    token = before.rsplit(None, 1)[-1] if before.strip() else ""
+    if token.lower().rstrip(".") in _ABBREVIATIONS:
+        return False
+    if token.isdigit() and len(token) <= 2:
+        preceding = report[region_start : i - len(token)].rstrip()
+        return bool(preceding) and preceding[-1] not in ".:\n"  # "1." list marker
+    return True
+
+
+def _breaks_line(report: str, line_start: int, i: int, end: int) -> bool:
+    """A newline ends a sentence unless a long line wraps onto a lowercase continuation."""
+    line = report[report.rfind("\n", line_start, i) + 1 : i].strip()
+    following = report[i + 1 : end].lstrip(" \t")
+    if not line or not following:
+        return True
+    return not (len(line) >= _NEWLINE_JOIN_MIN and following[0].islower())
+
+
+def _trim(report: str, s: int, e: int) -> tuple[int, int]:
+    while s < e and report[s].isspace():
+        s += 1
+    marker = _LIST_MARKER_RE.match(report, s, e)
+    if marker:
+        s = marker.end()
+    while e > s and report[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
+# --- negation and uncertainty -------------------------------------------------------------
+
+
+def find_triggers(report: str) -> list[Trigger]:
+    """All trigger phrases in the report; overlapping ones resolved longest-first by the regex."""
+    found = []
+    for m in _TRIGGER_RE.finditer(report):
+        polarity, direction = _TRIGGER_KINDS[int(m.lastgroup[1:])]  # type: ignore[index]
+        found.append(Trigger(m.start(), m.end(), polarity, direction))
+    return found
+
+
+def classify_mention(
+    report: str, start: int, end: int, sentence: tuple[int, int], triggers: list[Trigger]
+) -> Certainty | None:
+    """Certainty of one mention, or None when it is negated (absent)."""
+    if _NEGATED_MENTION_RE.search(report, start, end):
+        return None  # "heart is not enlarged" matched "heart ... enlarged"
+    before = _nearest_pre(report, start, sentence, triggers)
+    after = _nearest_post(report, end, sentence, triggers)
+    polarities = {t.polarity for t in (before, after) if t is not None}
+    if Polarity.NEGATED in polarities:
+        return None
+    if Polarity.UNCERTAIN in polarities:
+        return Certainty.UNCERTAIN
+    return Certainty.PRESENT
+
+
+def _nearest_pre(
+    report: str, start: int, sentence: tuple[int, int], triggers: list[Trigger]
+) -> Trigger | None:
+    """The closest trigger before the mention, if its forward scope reaches the mention."""
+    for t in reversed(triggers):
+        if t.start < sentence[0]:
+            return None
+        if t.end > start or t.polarity is Polarity.PSEUDO:
+            continue  # after (or overlapping) the mention, or only looks like a trigger
+        if t.polarity is Polarity.TERMINATION or t.direction is Direction.POST:
+            return None
+        if len(_WORD_RE.findall(report, t.end, start)) > PRE_WINDOW:
+            return None
+        return t
+    return None
+
+
+def _nearest_post(
+    report: str, end: int, sentence: tuple[int, int], triggers: list[Trigger]
+) -> Trigger | None:
+    """The closest trigger after the mention, in the same clause, if it looks back at it."""
+    for t in triggers:
+        if t.start < end or t.polarity is Polarity.PSEUDO:
+            continue
+        if t.start >= sentence[1] or t.polarity is Polarity.TERMINATION:
+            return None
+        if t.direction is Direction.PRE:
+            return None  # a new scope starts here
+        gap = report[end : t.start]
+        if _CLAUSE_BREAK_RE.search(gap) or len(gap.split()) > POST_WINDOW:
+            return None
+        if " and " in gap and not _PLURAL_VERB_RE.match(report, t.start):
+            return None  # "X and Y have been removed" covers X; "X and Y removed" is ambiguous
+        return t
+    return None
+
+
+# --- laterality ---------------------------------------------------------------------------
+
+
+def laterality(report: str, start: int, end: int, sentence: tuple[int, int]) -> Laterality:
+    """Side of a mention from its clause: a bilateral word wins, else the nearest side word."""
+    clause_start, clause_end = _clause(report, start, end, sentence)
+    sides = [(m.start(), _side(m.group(0))) for m in _SIDE_RE.finditer(report, clause_start, clause_end)]
+    if not sides:
+        return Laterality.NONE
+    if Laterality.BILATERAL in {side for _, side in sides}:
+        return Laterality.BILATERAL
+    preceding = [side for pos, side in sides if pos < start]
+    return preceding[-1] if preceding else sides[0][1]
+
+
+def _clause(report: str, start: int, end: int, sentence: tuple[int, int]) -> tuple[int, int]:
+    clause_start, clause_end = sentence
+    for m in _CLAUSE_BREAK_RE.finditer(report, sentence[0], sentence[1]):
+        if m.end() <= start:
+            clause_start = m.end()
+        elif m.start() >= end:
+            clause_end = m.start()
+            break
+    return clause_start, clause_end
+
+
+def _side(word: str) -> Laterality:
+    lowered = word.lower()
+    if lowered in ("left", "lt", "l"):
+        return Laterality.LEFT
+    if lowered in ("right", "rt", "r"):
+        return Laterality.RIGHT
+    return Laterality.BILATERAL
