@@ -1,0 +1,140 @@
+"""`synth_cxr`: a de-identified chest-radiograph archive with reports and hidden truth.
+
+Layout of `out_dir`:
+  dicom/<study_id>.dcm  one CR image per study (de-identified, 256x256, 12-bit)
+  reports.csv           study_id, patient_id, report (free text, multi-line)
+  truth.jsonl           what each image really shows, and what its report says about it;
+                        read only by the reader simulator and tests, never by the pipeline.
+Everything is a pure function of (n_studies, seed): same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from radcurate.synth.cohort import StudyTruth, build_cohort
+from radcurate.synth.dicom import image_rng, study_values
+from radcurate.synth.encode import CxrEncoder
+from radcurate.synth.labels import LABEL_IDS
+from radcurate.synth.paint import render_chest
+from radcurate.synth.report import Report, write_report
+
+COHORT_STREAM, REPORT_STREAM = 1, 2  # seed-sequence tags: truth and wording vary independently
+PARALLEL_MIN_STUDIES = 500  # below this a process pool costs more than it saves
+CHUNK = 250
+
+
+@dataclass(frozen=True)
+class SynthPaths:
+    out_dir: Path
+    dicom_dir: Path
+    reports_csv: Path
+    truth_jsonl: Path
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    n_studies: int
+    n_patients: int
+    label_counts: dict[str, int]  # hidden-truth studies per label id, every label listed
+    normal_count: int  # studies with none of the labels
+    paths: SynthPaths
+
+    def to_dict(self) -> dict:
+        """JSON-ready, for the CLI to print."""
+        data = asdict(self)
+        data["paths"] = {k: str(v) for k, v in data["paths"].items()}
+        return data
+
+
+def _report_rng(seed: int, study_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, REPORT_STREAM, int(study_id.split("-")[1])])
+
+
+def _write_text(cohort: list[StudyTruth], reports: list[Report], paths: SynthPaths) -> None:
+    with paths.reports_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["study_id", "patient_id", "report"])
+        for truth, report in zip(cohort, reports):
+            writer.writerow([truth.study_id, truth.patient_id, report.text])
+    with paths.truth_jsonl.open("w", encoding="utf-8") as f:
+        for truth, report in zip(cohort, reports):
+            record = truth.to_json() | {"report_style": str(report.style),
+                                        "report_mentions": report.mentions}
+            f.write(json.dumps(record) + "\n")
+
+
+def _image_job(truth: StudyTruth) -> dict:
+    """What a worker needs to draw and write one study (no prior chain to pickle)."""
+    return {"study_id": truth.study_id, "patient_id": truth.patient_id, "labels": truth.labels,
+            "subtle": truth.subtle, "laterality": truth.laterality, "devices": truth.devices,
+            "study_date": truth.study_date, "study_time": truth.study_time,
+            "view_position": truth.view_position}
+
+
+_ENCODER: CxrEncoder | None = None
+
+
+def _write_dicoms(seed: int, dicom_dir: Path, jobs: list[dict]) -> int:
+    """Worker: render and write a chunk of studies; one encoder per process."""
+    global _ENCODER
+    if _ENCODER is None:
+        _ENCODER = CxrEncoder()
+    for job in jobs:
+        rng = image_rng(seed, job["study_id"])
+        pixels = render_chest(job["labels"], job["subtle"], job["laterality"], job["devices"], rng)
+        values = study_values(study_id=job["study_id"], patient_id=job["patient_id"], seed=seed,
+                              study_date=job["study_date"], study_time=job["study_time"],
+                              view_position=job["view_position"])
+        (dicom_dir / f"{job['study_id']}.dcm").write_bytes(_ENCODER.encode(values, pixels))
+    return len(jobs)
+
+
+def _default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _write_all_dicoms(cohort: list[StudyTruth], seed: int, dicom_dir: Path,
+                      workers: int | None) -> None:
+    jobs = [_image_job(truth) for truth in cohort]
+    workers = workers or _default_workers()
+    if workers == 1 or len(jobs) < PARALLEL_MIN_STUDIES:
+        _write_dicoms(seed, dicom_dir, jobs)
+        return
+    chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        written = sum(pool.map(_write_dicoms, [seed] * len(chunks), [dicom_dir] * len(chunks),
+                               chunks))
+    assert written == len(jobs)
+
+
+def synth_cxr(n_studies: int, seed: int, out_dir: Path, *,
+              workers: int | None = None) -> SynthSummary:
+    """Write `n_studies` synthetic CXR studies (DICOM, reports, hidden truth) under `out_dir`.
+
+    `workers` only changes speed, never the output; by default one process per core (max 8).
+    """
+    if n_studies < 1:
+        raise ValueError("n_studies must be at least 1")
+    out_dir = Path(out_dir)
+    paths = SynthPaths(out_dir, out_dir / "dicom", out_dir / "reports.csv",
+                       out_dir / "truth.jsonl")
+    paths.dicom_dir.mkdir(parents=True, exist_ok=True)
+    cohort = build_cohort(np.random.default_rng([seed, COHORT_STREAM]), n_studies)
+    reports = [write_report(truth, _report_rng(seed, truth.study_id)) for truth in cohort]
+    _write_text(cohort, reports, paths)
+    _write_all_dicoms(cohort, seed, paths.dicom_dir, workers)
+    counts = Counter(str(label) for truth in cohort for label in truth.labels)
+    return SynthSummary(n_studies=len(cohort),
+                        n_patients=len({truth.patient_id for truth in cohort}),
+                        label_counts={label: counts.get(label, 0) for label in LABEL_IDS},
+                        normal_count=sum(1 for truth in cohort if not truth.labels),
+                        paths=paths)
