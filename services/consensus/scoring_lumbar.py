@@ -1,0 +1,285 @@
+"""The RSNA 2024 Lumbar Spine Degenerative Classification metric.
+
+RadCurate exports lumbar grading benchmarks in the competition's file layout, so it scores them
+with the competition's metric: a sample-weighted log loss per condition group (spinal,
+foraminal, subarticular), plus a study-level "any severe spinal stenosis" log loss, averaged.
+Weights 1 / 2 / 4 by true grade make a missed Severe cost four times a missed Normal/Mild.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum, StrEnum
+
+import numpy as np
+
+EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS], as sklearn's log_loss did
+TARGET_COLUMNS = ("normal_mild", "moderate", "severe")
+ROW_ID_COLUMN = "row_id"
+MAX_NAMED = 5
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+class Group(StrEnum):
+    """The condition groups that each get their own log loss."""
+
+    SPINAL = "spinal"
+    FORAMINAL = "foraminal"
+    SUBARTICULAR = "subarticular"
+
+
+class Condition(StrEnum):
+    SPINAL_CANAL_STENOSIS = "spinal_canal_stenosis"
+    LEFT_NEURAL_FORAMINAL_NARROWING = "left_neural_foraminal_narrowing"
+    RIGHT_NEURAL_FORAMINAL_NARROWING = "right_neural_foraminal_narrowing"
+    LEFT_SUBARTICULAR_STENOSIS = "left_subarticular_stenosis"
+    RIGHT_SUBARTICULAR_STENOSIS = "right_subarticular_stenosis"
+
+    @property
+    def group(self) -> Group:
+        if self is Condition.SPINAL_CANAL_STENOSIS:
+            return Group.SPINAL
+        return Group.FORAMINAL if "foraminal" in self.value else Group.SUBARTICULAR
+
+
+class Level(StrEnum):
+    L1_L2 = "l1_l2"
+    L2_L3 = "l2_l3"
+    L3_L4 = "l3_l4"
+    L4_L5 = "l4_l5"
+    L5_S1 = "l5_s1"
+
+
+class Grade(Enum):
+    NORMAL_MILD = "Normal/Mild"
+    MODERATE = "Moderate"
+    SEVERE = "Severe"
+
+    @property
+    def weight(self) -> int:
+        """Sample weight of a row with this true grade."""
+        return {Grade.NORMAL_MILD: 1, Grade.MODERATE: 2, Grade.SEVERE: 4}[self]
+
+    @property
+    def index(self) -> int:
+        """Position of this grade's probability in a submission row."""
+        return list(Grade).index(self)
+
+
+CONDITIONS: tuple[Condition, ...] = tuple(Condition)
+LEVELS: tuple[Level, ...] = tuple(Level)
+_SUFFIXES = {f"_{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
+
+Probabilities = tuple[float, float, float]  # (normal_mild, moderate, severe)
+
+
+class SubmissionError(ValueError):
+    """A submission cannot be scored; the message says what to fix."""
+
+
+def row_id(study_id: str | int, condition: Condition | str, level: Level | str) -> str:
+    """`<study_id>_<condition>_<level>`, the key of a submission row."""
+    return f"{study_id}_{Condition(condition).value}_{Level(level).value}"
+
+
+def split_row_id(rid: str) -> tuple[str, Condition, Level]:
+    """Inverse of `row_id`; matched on the known suffixes so any study id text survives."""
+    for suffix, (condition, level) in _SUFFIXES.items():
+        if rid.endswith(suffix) and len(rid) > len(suffix):
+            return rid[: -len(suffix)], condition, level
+    raise ValueError(f"not a row id of the form <study_id>_<condition>_<level>: {rid!r}")
+
+
+# --- reading files ------------------------------------------------------------------------
+
+
+def _csv_lines(csv_text: str, error: type[ValueError]) -> list[tuple[int, list[str]]]:
+    """Non-blank rows with line numbers; an empty or unreadable file raises `error`."""
+    text = csv_text.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        lines = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    except csv.Error as exc:
+        raise error(f"not a valid CSV file (line {reader.line_num}): {exc}") from None
+    if not lines:
+        raise error("the file is empty")
+    return lines
+
+
+def _summarise(what: str, examples: Sequence[str]) -> list[str]:
+    if not examples:
+        return []
+    shown = ", ".join(examples[:MAX_NAMED]) + (", ..." if len(examples) > MAX_NAMED else "")
+    return [f"{what}: {len(examples)} ({shown})"]
+
+
+def _header_problems(header: list[str], expected: Sequence[str]) -> list[str]:
+    duplicated = sorted(repr(c) for c, n in Counter(header).items() if n > 1)
+    missing = [repr(c) for c in expected if c not in header]
+    extra = [repr(c) for c in header if c not in expected]
+    return (
+        _summarise("repeated column names", duplicated)
+        + _summarise("missing columns", missing)
+        + _summarise("unexpected columns", extra)
+    )
+
+
+def truth_from_train_csv(csv_text: str) -> dict[str, Grade]:
+    """Grades keyed by row id from a `train.csv`; empty cells are unscored and left out."""
+    lines = _csv_lines(csv_text, ValueError)
+    header = [cell.strip() for cell in lines[0][1]]
+    columns = [f"{c}_{lv}" for c in CONDITIONS for lv in LEVELS]
+    if problems := _header_problems(header, ["study_id", *columns]):
+        raise ValueError("train.csv: " + "; ".join(problems))
+    truth: dict[str, Grade] = {}
+    seen: set[str] = set()
+    for line_no, row in lines[1:]:
+        if len(row) != len(header):
+            raise ValueError(f"train.csv line {line_no}: {len(row)} fields, expected {len(header)}")
+        cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
+        study_id = cells["study_id"]
+        if not study_id or study_id in seen:
+            raise ValueError(f"train.csv line {line_no}: empty or repeated study_id {study_id!r}")
+        seen.add(study_id)
+        for column in columns:
+            if cells[column]:
+                truth[f"{study_id}_{column}"] = _grade(cells[column], line_no)
+    return truth
+
+
+def _grade(text: str, line_no: int) -> Grade:
+    try:
+        return Grade(text)
+    except ValueError:
+        raise ValueError(f"train.csv line {line_no}: unknown grade {text!r}") from None
+
+
+def parse_submission(csv_text: str) -> dict[str, Probabilities]:
+    """Read `row_id,normal_mild,moderate,severe`; values must be finite and non-negative.
+
+    Rows need not sum to 1 (scoring normalises them). Every problem found is reported at once.
+    """
+    lines = _csv_lines(csv_text, SubmissionError)
+    header = [cell.strip() for cell in lines[0][1]]
+    if problems := _header_problems(header, [ROW_ID_COLUMN, *TARGET_COLUMNS]):
+        raise SubmissionError("; ".join(problems))
+    cols = [header.index(c) for c in (ROW_ID_COLUMN, *TARGET_COLUMNS)]
+    found: dict[str, list[str]] = defaultdict(list)
+    rows: list[tuple[str, Probabilities]] = []
+    for line_no, row in lines[1:]:
+        if len(row) != len(header):
+            found["lines with the wrong number of fields"].append(f"line {line_no}")
+            continue
+        rid, *cells = (row[j].strip() for j in cols)
+        if not _is_row_id(rid):
+            found["row ids not of the form <study_id>_<condition>_<level>"].append(repr(rid))
+        values = tuple(_value(cell, f"line {line_no}", found) for cell in cells)
+        rows.append((rid, values))  # type: ignore[arg-type]
+    repeated = sorted(repr(r) for r, n in Counter(r for r, _ in rows).items() if n > 1)
+    problems = [p for what, ex in found.items() for p in _summarise(what, ex)]
+    problems += _summarise("repeated row ids", repeated)
+    if problems:
+        raise SubmissionError("; ".join(problems))
+    return dict(rows)
+
+
+def _is_row_id(rid: str) -> bool:
+    try:
+        split_row_id(rid)
+    except ValueError:
+        return False
+    return True
+
+
+def _value(cell: str, where: str, found: dict[str, list[str]]) -> float:
+    """The cell as a non-negative finite number; problems are recorded, NaN returned."""
+    if cell.lower() in _NON_FINITE:
+        found["values that are NaN or infinite"].append(f"{where} {cell!r}")
+    elif _NUMBER.fullmatch(cell) is None:
+        found["values that are not numbers"].append(f"{where} {cell!r}")
+    elif not math.isfinite(value := float(cell)):
+        found["values that are NaN or infinite"].append(f"{where} {cell!r}")
+    elif value < 0:
+        found["negative values"].append(f"{where} {cell!r}")
+    else:
+        return value
+    return float("nan")
+
+
+# --- the metric ---------------------------------------------------------------------------
+
+
+def log_loss(classes: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> float:
+    """Sample-weighted mean multi-class log loss, sklearn's `log_loss(normalize=True)`.
+
+    Each row is first normalised to sum 1, then clipped to [EPS, 1 - EPS], so the loss stays
+    finite. A row of zeros carries no preference and is read as uniform.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    sums = proba.sum(axis=1, keepdims=True)
+    uniform = np.full_like(proba, 1.0 / proba.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        proba = np.where(sums == 0, uniform, proba / sums)
+    proba = np.clip(proba, EPS, 1 - EPS)
+    losses = -np.log(proba[np.arange(len(classes)), classes])
+    return float(np.average(losses, weights=weights))
+
+
+def score_lumbar(truth: Mapping[str, Grade], submission: Mapping[str, Probabilities]) -> dict:
+    """The competition score (lower is better) and its four terms.
+
+    Only rows with a true grade are scored, but the submission must hold all 25 rows of every
+    study in the truth, as the competition's sample submission does; asking for exactly the
+    graded rows would tell a submitter which rows are ungraded.
+    """
+    _check_coverage(truth, submission)
+    scored = [(*split_row_id(rid), grade, submission[rid]) for rid, grade in truth.items()]
+    result: dict[str, float] = {}
+    for group in Group:
+        rows = [(grade, proba) for _, cond, _, grade, proba in scored if cond.group is group]
+        if not rows:
+            raise ValueError(f"the truth has no graded {group} rows")
+        result[group.value] = _group_loss(rows)
+    spinal = [(s, g, p) for s, cond, _, g, p in scored if cond is Condition.SPINAL_CANAL_STENOSIS]
+    result["any_severe_spinal"] = any_severe_spinal_loss(spinal)
+    return {"score": float(np.mean(list(result.values()))), **result}
+
+
+def _group_loss(rows: Sequence[tuple[Grade, Probabilities]]) -> float:
+    classes = np.array([grade.index for grade, _ in rows])
+    weights = np.array([grade.weight for grade, _ in rows], dtype=np.float64)
+    return log_loss(classes, np.array([proba for _, proba in rows]), weights)
+
+
+def any_severe_spinal_loss(rows: Iterable[tuple[str, Grade, Probabilities]]) -> float:
+    """Study-level binary log loss of "some spinal level is Severe".
+
+    Per study (from its graded spinal rows): label = any Severe; prediction = the largest raw
+    `severe` probability (not renormalised, then clipped); weight = the largest row weight.
+    """
+    by_study: dict[str, list[tuple[Grade, Probabilities]]] = defaultdict(list)
+    for study_id, grade, proba in rows:
+        by_study[study_id].append((grade, proba))
+    label = np.array([any(g is Grade.SEVERE for g, _ in r) for r in by_study.values()])
+    severe = np.array([max(p[Grade.SEVERE.index] for _, p in r) for r in by_study.values()])
+    weight = np.array([max(g.weight for g, _ in r) for r in by_study.values()], dtype=float)
+    return log_loss(label.astype(int), np.stack([1 - severe, severe], axis=1), weight)
+
+
+def _check_coverage(truth: Mapping[str, Grade], submission: Mapping[str, Probabilities]) -> None:
+    """Every row of every truth study must be submitted; rows of other studies may not be."""
+    studies = {split_row_id(rid)[0] for rid in truth}
+    expected = {row_id(s, c, lv) for s in studies for c in CONDITIONS for lv in LEVELS}
+    missing = [repr(r) for r in sorted(expected - submission.keys())]
+    unknown = [repr(r) for r in sorted(submission.keys() - expected)]
+    problems = _summarise("missing rows", missing)
+    problems += _summarise("rows for studies not in this benchmark", unknown)
+    if problems:
+        raise SubmissionError("; ".join(problems))
