@@ -45,11 +45,14 @@ def alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours counts as dead.
+    # A zombie counts as dead: reap it if it is our child, else read its state.
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 

@@ -107,6 +107,9 @@ async def _close(res: Resources) -> None:
     await asyncio.gather(*res.tasks, return_exceptions=True)
     if res.consumer:
         await res.consumer.stop()
+    for resource in res.extra.values():  # e.g. an LLM client opened by the handlers
+        if hasattr(resource, "aclose"):
+            await resource.aclose()
     await res.producer.stop()
     await res.pool.close()
 

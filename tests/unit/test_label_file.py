@@ -59,10 +59,13 @@ def test_bad_lines_are_reported_by_number_and_the_rest_are_labelled(tmp_path):
     assert [r["id"] for r in read_records(tmp_path / "out" / "labels.jsonl")] == ["ok-1", "ok-2"]
 
 
-def test_the_llm_backend_is_not_available_offline_yet(tmp_path):
+def test_the_llm_backend_without_an_endpoint_or_key_says_what_to_set(tmp_path, monkeypatch):
+    for var in ("RADCURATE_EXTRACTOR_LLM_API_KEY", "RADCURATE_EXTRACTOR_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
     source = write_lines(tmp_path / "r.jsonl", [json.dumps({"id": "a", "report": "Cardiomegaly."})])
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="llm_api_key"):
         label_file(source, tmp_path / "o.jsonl", backend="llm")
+    assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
 
 
 def test_an_unknown_backend_is_a_value_error(tmp_path):

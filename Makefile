@@ -1,0 +1,48 @@
+# RadCurate — every target sets up what it needs itself (a fresh machine needs only python3).
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV_VERSION := 0.13.9
+STUDIES ?= 13735
+SEED ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit integration e2e bench eval-labels up down status clean
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	uv sync --frozen --extra local
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup  ## the CXR funnel at the paper's scale on a fresh local stack (STUDIES=… to shrink it)
+	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED)
+
+test: setup  ## the whole suite: unit, integration (real broker/Postgres/S3) and end-to-end
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: setup
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+bench: setup  ## speed, measured: prints figures and ratios to the targets
+	$(PY) bench/run_all.py
+
+eval-labels: setup  ## accuracy of the offline report labeller on the hand-labelled gold set
+	$(PY) -m radcurate.eval_labels
+
+up: setup
+	$(PY) -m radcurate.cli up
+down: setup
+	$(PY) -m radcurate.cli down
+status: setup
+	$(PY) -m radcurate.cli status
+
+clean:
+	-$(PY) -m radcurate.cli down
+	rm -rf .radcurate out data

@@ -1,0 +1,80 @@
+"""`radcurate ingest DIR`: bulk ingestion through the gateway's own ingest code.
+
+DIR holds `reports.csv` (study_id, patient_id, report) and `dicom/<study_id>.dcm` or
+`dicom/<study_id>/**/*.dcm`. Each study is ingested on its own: a bad study is reported and
+skipped, the rest go in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.contracts import Protocol
+from services.common.objectstore import ObjectStore
+from services.gateway.ingest import IngestError, ingest_study
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass
+class IngestSummary:
+    ingested: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def study_files(data_dir: Path, study_id: str) -> list[tuple[str, bytes]]:
+    single = data_dir / "dicom" / f"{study_id}.dcm"
+    if single.exists():
+        return [(single.name, single.read_bytes())]
+    folder = data_dir / "dicom" / study_id
+    if folder.is_dir():
+        return [(str(p.relative_to(folder)), p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()]
+    return []
+
+
+def read_reports(data_dir: Path) -> list[dict[str, str]]:
+    path = data_dir / "reports.csv"
+    if not path.exists():
+        raise IngestError(f"{path} not found: a study folder needs reports.csv (study_id, patient_id, report)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"study_id", "patient_id", "report"} - set(reader.fieldnames or [])
+        if missing:
+            raise IngestError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        return list(reader)
+
+
+async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *,
+                     scrub: bool = False, concurrency: int = 8, protocol: Protocol = Protocol.CXR,
+                     progress=None) -> IngestSummary:
+    rows = read_reports(data_dir)
+    summary = IngestSummary()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(row: dict[str, str]) -> None:
+        async with gate:
+            sid = row["study_id"]
+            try:
+                files = await asyncio.to_thread(study_files, data_dir, sid)
+                result = await ingest_study(pool, store, bucket, study_id=sid, patient_id=row["patient_id"],
+                                            report=row["report"], files=files, scrub=scrub, protocol=protocol)
+            except IngestError as exc:
+                summary.rejected.append((sid, str(exc)))
+                return
+            if result.status == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.ingested += 1
+            if progress:
+                progress(summary)
+
+    await asyncio.gather(*(one(r) for r in rows))
+    summary.rejected.sort()
+    return summary

@@ -1,0 +1,64 @@
+"""A small typed client for the gateway API, used by the reader simulator, the demo and tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class GatewayError(RuntimeError):
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status}: {problem.get('detail', problem)}")
+        self.status, self.problem = status, problem
+
+
+class Gateway:
+    def __init__(self, base_url: str, token: str, *, client: httpx.AsyncClient | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._client = client or httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
+
+    def as_user(self, token: str) -> Gateway:
+        """The same connection pool, another user's credentials."""
+        return Gateway(self.base_url, token, client=self._client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        resp = await self._client.request(method, f"{self.base_url}{path}", headers=headers, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"detail": resp.text}
+            raise GatewayError(resp.status_code, problem)
+        return resp
+
+    async def create_user(self, user_id: str, role: str, display_name: str = "") -> str:
+        resp = await self.request("POST", "/api/v1/users",
+                                  json={"user_id": user_id, "role": role, "display_name": display_name})
+        return resp.json()["token"]
+
+    async def next_assignment(self) -> dict | None:
+        resp = await self.request("GET", "/api/v1/reviews/next")
+        return None if resp.status_code == 204 else resp.json()
+
+    async def vote(self, assignment_id: str, body: dict, idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers)
+        return resp.json()
+
+    async def progress(self) -> dict:
+        return (await self.request("GET", "/api/v1/progress")).json()
+
+    async def request_sampling(self, plan: dict, panel: list[str] | None = None) -> dict:
+        return (await self.request("POST", "/api/v1/sampling-runs", json={"plan": plan, "panel": panel})).json()
+
+    async def request_release(self, plan: dict, release_id: str | None = None) -> dict:
+        return (await self.request("POST", "/api/v1/releases", json={"plan": plan, "release_id": release_id})).json()
+
+    async def release(self, release_id: str) -> dict:
+        return (await self.request("GET", f"/api/v1/releases/{release_id}")).json()

@@ -1,0 +1,99 @@
+"""Simulated radiologists: a panel of readers who vote through the gateway's HTTP API.
+
+Each reader looks at a study's hidden truth through their own imperfect eyes — they miss true
+findings (subtle ones more often) and now and then see one that is not there — then compares
+what they saw with the AI-suggested labels: identical ⇒ agree_all, one label off ⇒ agree_mostly
+with the correction, more ⇒ disagree. Nothing here knows the funnel's published figures: the
+share of accepted studies emerges from the reports, the extractor, the sampler and these readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from radcurate.client import Gateway
+
+# Reader skill: the chance to miss a clearly visible true finding is drawn per reader from this
+# range; subtle findings are missed SUBTLE_FACTOR times as often; a false positive (seeing an
+# absent finding) happens with FALSE_POSITIVE_RATE per study.
+MISS_RANGE = (0.02, 0.12)
+SUBTLE_FACTOR = 3.0
+FALSE_POSITIVE_RATE = 0.04
+SECONDS_PER_READ = (25.0, 0.5)  # lognormal: median seconds, sigma
+
+
+@dataclass(frozen=True)
+class Truth:
+    labels: frozenset[str]
+    subtle: frozenset[str]
+
+
+@dataclass
+class SimReader:
+    user_id: str
+    token: str
+    miss_rate: float
+    rng: random.Random
+
+    def perceive(self, truth: Truth, label_ids: list[str]) -> set[str]:
+        seen = set()
+        for label in truth.labels:
+            p_miss = self.miss_rate * (SUBTLE_FACTOR if label in truth.subtle else 1.0)
+            if self.rng.random() >= min(p_miss, 0.9):
+                seen.add(label)
+        if self.rng.random() < FALSE_POSITIVE_RATE:
+            seen.add(self.rng.choice(label_ids))
+        return seen
+
+    def judge(self, suggested: set[str], truth: Truth, label_ids: list[str]) -> dict:
+        seen = self.perceive(truth, label_ids)
+        added, removed = sorted(seen - suggested), sorted(suggested - seen)
+        wrong = len(added) + len(removed)
+        verdict = "agree_all" if wrong == 0 else "agree_mostly" if wrong == 1 else "disagree"
+        seconds = self.rng.lognormvariate(0, SECONDS_PER_READ[1]) * SECONDS_PER_READ[0]
+        return {"verdict": verdict, "added_labels": added, "removed_labels": removed,
+                "seconds_spent": round(seconds, 1), "comment": ""}
+
+
+def load_truth(path: Path) -> dict[str, Truth]:
+    truth = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                truth[row["study_id"]] = Truth(frozenset(row["labels"]), frozenset(row.get("subtle", [])))
+    return truth
+
+
+async def register_panel(admin: Gateway, n_readers: int, seed: int, prefix: str = "reader") -> list[SimReader]:
+    """Create the panel's reviewer accounts; each simulated reader gets its own skill."""
+    rng = random.Random(seed)
+    readers = []
+    for i in range(1, n_readers + 1):
+        user_id = f"{prefix}-{i:02d}"
+        token = await admin.create_user(user_id, "reviewer", f"Simulated radiologist {i}")
+        readers.append(SimReader(user_id, token, rng.uniform(*MISS_RANGE), random.Random(rng.random())))
+    return readers
+
+
+async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]) -> int:
+    """Vote on every open assignment of one reader; returns the number of votes cast."""
+    me = api.as_user(reader.token)
+    votes = 0
+    while (a := await me.next_assignment()) is not None:
+        suggested = {s["label_id"] for s in a["suggested"]}
+        body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
+        await me.vote(a["assignment_id"], body, idempotency_key=str(uuid.uuid4()))
+        votes += 1
+    return votes
+
+
+async def run_panel(api: Gateway, readers: list[SimReader], truth: dict[str, Truth]) -> int:
+    """All readers read at once, each through their own worklist."""
+    counts = await asyncio.gather(*(read_worklist(api, r, truth) for r in readers))
+    return sum(counts)

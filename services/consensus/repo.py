@@ -1,0 +1,103 @@
+"""The consensus service's tables."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from services.common.contracts import ReviewAssigned, VoteCast
+from services.consensus.rules import Decision, VoteView
+
+
+async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned) -> None:
+    await conn.execute(
+        "INSERT INTO assignments (study_id, patient_id, protocol, run_id, readers, suggested, difficulty,"
+        " taxonomy_version, extraction, mapping, objects) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (study_id) DO NOTHING",
+        (a.study_id, a.patient_id, a.protocol, a.run_id, json.dumps(a.readers),
+         json.dumps([s.label_id for s in a.suggested]), a.difficulty, a.taxonomy_version,
+         a.extraction.model_dump_json(), a.mapping.model_dump_json(),
+         json.dumps([o.model_dump(mode="json") for o in a.objects])),
+    )
+
+
+async def get_assignment(conn: psycopg.AsyncConnection, study_id: str) -> dict | None:
+    cur = await conn.execute("SELECT * FROM assignments WHERE study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def is_decided(conn: psycopg.AsyncConnection, study_id: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM decisions WHERE study_id = %s", (study_id,))
+    return await cur.fetchone() is not None
+
+
+async def reader_has_counted_vote(conn: psycopg.AsyncConnection, study_id: str, reader_id: str) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM votes WHERE study_id = %s AND reader_id = %s AND counted", (study_id, reader_id))
+    return await cur.fetchone() is not None
+
+
+async def save_vote(conn: psycopg.AsyncConnection, v: VoteCast, counted: bool) -> None:
+    await conn.execute(
+        "INSERT INTO votes (vote_id, study_id, reader_id, verdict, added_labels, removed_labels, seconds_spent,"
+        " cast_at, counted) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
+        (v.vote_id, v.study_id, v.reader_id, v.verdict, json.dumps(v.added_labels), json.dumps(v.removed_labels),
+         v.seconds_spent, v.occurred_at, counted),
+    )
+
+
+async def counted_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[tuple[str, VoteView]]:
+    cur = await conn.execute(
+        "SELECT vote_id, reader_id, verdict, added_labels, removed_labels FROM votes"
+        " WHERE study_id = %s AND counted ORDER BY cast_at, vote_id", (study_id,))
+    return [
+        (r["vote_id"], VoteView(r["reader_id"], r["verdict"], frozenset(r["added_labels"]), frozenset(r["removed_labels"])))
+        for r in await cur.fetchall()
+    ]
+
+
+async def flag(conn: psycopg.AsyncConnection, study_id: str, reason: str) -> None:
+    await conn.execute("INSERT INTO flags (study_id, reason) VALUES (%s, %s)", (study_id, reason))
+
+
+async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decision, vote_ids: list[str]) -> None:
+    await conn.execute(
+        "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+        (study_id, d.accepted, json.dumps(list(d.labels)), d.rule, d.rule_version, d.needs_adjudication,
+         d.reason, json.dumps(vote_ids)),
+    )
+
+
+async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list[dict]:
+    cur = await conn.execute(
+        "SELECT d.study_id, a.patient_id, d.labels, a.objects FROM decisions d JOIN assignments a USING (study_id)"
+        " WHERE d.accepted AND a.protocol = %s ORDER BY d.study_id", (protocol,))
+    return await cur.fetchall()
+
+
+async def funnel_counts(conn: psycopg.AsyncConnection, protocol: str) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT count(*) AS sampled, count(d.study_id) AS decided, count(*) FILTER (WHERE d.accepted) AS accepted"
+        " FROM assignments a LEFT JOIN decisions d USING (study_id) WHERE a.protocol = %s", (protocol,))
+    return dict(await cur.fetchone())
+
+
+async def release_exists(conn: psycopg.AsyncConnection, release_id: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM releases WHERE release_id = %s", (release_id,))
+    return await cur.fetchone() is not None
+
+
+async def save_release(conn: psycopg.AsyncConnection, release_id: str, protocol: str, plan_json: str,
+                       released: list[str], holdout: dict[str, list[str]], manifest_key: str, manifest_sha: str) -> None:
+    await conn.execute(
+        "INSERT INTO releases (release_id, protocol, plan, released, holdout, manifest_key, manifest_sha256)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+        (release_id, protocol, plan_json, json.dumps(released), json.dumps(sorted(holdout)), manifest_key, manifest_sha),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO holdout_truth (release_id, study_id, labels) VALUES (%s, %s, %s)",
+            [(release_id, sid, json.dumps(labels)) for sid, labels in sorted(holdout.items())],
+        )

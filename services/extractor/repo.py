@@ -1,0 +1,20 @@
+"""The extractor's tables."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from services.common.contracts import Finding, ModelProvenance
+
+
+async def save_findings(conn: psycopg.AsyncConnection, study_id: str, protocol: str,
+                        findings: list[Finding], provenance: ModelProvenance) -> None:
+    await conn.execute(
+        "INSERT INTO findings (study_id, protocol, findings, provenance) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (study_id) DO UPDATE SET findings = EXCLUDED.findings,"
+        " provenance = EXCLUDED.provenance, extracted_at = now()",
+        (study_id, protocol, json.dumps([f.model_dump(mode="json") for f in findings]),
+         provenance.model_dump_json()),
+    )

@@ -1,0 +1,137 @@
+"""Curator operations: request sampling and releases, watch progress, export votes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from services.common import outbox
+from services.common.contracts import Protocol, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
+from services.common.db import unit_of_work
+from services.gateway.auth import Curator, Role
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["curation"])
+
+
+class SamplingRequest(BaseModel):
+    plan: SamplingPlan = SamplingPlan()
+    panel: list[str] | None = Field(None, description="Reader user ids; default: every active reviewer.")
+    protocol: Protocol = Protocol.CXR
+
+
+class SamplingAccepted(BaseModel):
+    run_id: str
+    panel: list[str]
+    min_pool_size: int
+
+
+class ReleaseRequest(BaseModel):
+    release_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    plan: SelectionPlan = SelectionPlan()
+    protocol: Protocol = Protocol.CXR
+
+
+async def _panel(conn, requested: list[str] | None) -> list[str]:
+    cur = await conn.execute("SELECT user_id FROM users WHERE active AND role = %s ORDER BY user_id",
+                             (Role.REVIEWER.value,))
+    reviewers = [r["user_id"] for r in await cur.fetchall()]
+    if requested is None:
+        return reviewers
+    unknown = sorted(set(requested) - set(reviewers))
+    if unknown:
+        raise Problem(422, f"not active reviewers: {', '.join(unknown)}")
+    return sorted(set(requested))
+
+
+@router.post("/sampling-runs", status_code=status.HTTP_202_ACCEPTED)
+async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> SamplingAccepted:
+    """Ask the sampler for a review sample. It runs once every ingested study is in its pool."""
+    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(res.pool) as conn:
+        panel = await _panel(conn, body.panel)
+        if len(panel) < body.plan.readers_per_study:
+            raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
+        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol.value,))
+        ingested = (await cur.fetchone())["n"]
+        cur = await conn.execute(
+            "SELECT count(DISTINCT study_id) AS n FROM assignments a JOIN studies s USING (study_id)"
+            " WHERE s.protocol = %s", (body.protocol.value,))
+        min_pool = ingested - (await cur.fetchone())["n"]
+        if min_pool <= 0:
+            raise Problem(422, "no unsampled studies: ingest studies first")
+        cmd = SamplingRequested(study_id=run_id, run_id=run_id, protocol=body.protocol, plan=body.plan,
+                                panel=panel, min_pool_size=min_pool)
+        await conn.execute("INSERT INTO sampling_runs (run_id, plan, panel) VALUES (%s, %s, %s)",
+                           (run_id, body.plan.model_dump_json(), json.dumps(panel)))
+        await outbox.record(conn, [cmd])
+    res.relay.notify()
+    return SamplingAccepted(run_id=run_id, panel=panel, min_pool_size=min_pool)
+
+
+@router.post("/releases", status_code=status.HTTP_202_ACCEPTED)
+async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
+    """Ask consensus to select the benchmark from accepted studies and release it."""
+    release_id = body.release_id or f"release-{uuid.uuid4().hex[:8]}"
+    async with unit_of_work(res.pool) as conn:
+        cur = await conn.execute("SELECT 1 FROM releases WHERE release_id = %s", (release_id,))
+        if await cur.fetchone():
+            raise Problem(409, f"release {release_id!r} already exists; releases are immutable")
+        funnel = await _funnel(conn, body.protocol)
+        cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=body.protocol,
+                                 plan=body.plan, funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
+        await conn.execute("INSERT INTO releases (release_id, protocol, status) VALUES (%s, %s, 'requested')",
+                           (release_id, body.protocol.value))
+        await outbox.record(conn, [cmd])
+    res.relay.notify()
+    return {"release_id": release_id, "status": "requested"}
+
+
+@router.get("/releases/{release_id}")
+async def get_release(release_id: str, _: Curator, res: Res) -> dict:
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, f"no release {release_id!r}")
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+async def _funnel(conn, protocol: Protocol) -> dict:
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
+        " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
+        " (SELECT count(DISTINCT study_id) FROM assignments) AS sampled,"
+        " (SELECT count(*) FROM assignments) AS assignments,"
+        " (SELECT count(*) FROM votes) AS votes,"
+        " (SELECT count(*) FROM decisions) AS decided,"
+        " (SELECT count(*) FROM decisions WHERE accepted) AS accepted", {"p": protocol.value})
+    return dict(await cur.fetchone())
+
+
+@router.get("/progress")
+async def progress(_: Curator, res: Res, protocol: Protocol = Protocol.CXR) -> dict:
+    """The funnel so far, and per reader: assigned, done, median seconds per read."""
+    async with res.pool.connection() as conn:
+        funnel = await _funnel(conn, protocol)
+        cur = await conn.execute(
+            "SELECT a.reader_id, count(*) AS assigned, count(v.vote_id) AS done,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds"
+            " FROM assignments a LEFT JOIN votes v USING (assignment_id) GROUP BY a.reader_id ORDER BY a.reader_id")
+        readers = await cur.fetchall()
+    return {"funnel": funnel, "readers": readers}
+
+
+@router.get("/votes")
+async def export_votes(_: Curator, res: Res) -> list[dict]:
+    """Every vote, for analysis outside RadCurate."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT vote_id, study_id, reader_id, verdict, added_labels, removed_labels, comment, seconds_spent,"
+            " cast_at FROM votes ORDER BY cast_at, vote_id")
+        rows = await cur.fetchall()
+    return [{**r, "cast_at": r["cast_at"].isoformat()} for r in rows]

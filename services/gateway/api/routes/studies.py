@@ -1,0 +1,96 @@
+"""Studies: ingest over HTTP, the study view, the rendered image and the raw DICOM link."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from pydantic import BaseModel
+
+from services.common.contracts import DicomObject
+from services.gateway.auth import Curator, CurrentUser, Role
+from services.gateway.deps import Res
+from services.gateway.ingest import IngestError, ingest_study
+from services.gateway.problems import Problem
+from services.gateway.render import RenderCache, render
+
+router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
+_render_cache = RenderCache()
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+class IngestResponse(BaseModel):
+    study_id: str
+    status: str
+    objects: list[DicomObject]
+    scrubbed: list[str]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[str, Form()],
+                 patient_id: Annotated[str, Form()], report: Annotated[str, Form()],
+                 files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False) -> IngestResponse:
+    """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200)."""
+    payload = [(f.filename or "upload", await f.read()) for f in files]
+    if sum(len(d) for _, d in payload) > MAX_UPLOAD_BYTES:
+        raise Problem(413, "upload larger than 512 MiB")
+    try:
+        result = await ingest_study(res.pool, res.store, res.settings.objects_bucket, study_id=study_id,
+                                    patient_id=patient_id, report=report, files=payload, scrub=scrub)
+    except IngestError as exc:
+        raise Problem(422, str(exc)) from exc
+    if result.status == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return IngestResponse(study_id=result.study_id, status=result.status, objects=result.objects,
+                          scrubbed=result.scrubbed)
+
+
+async def _objects_for(res, user, study_id: str) -> list[dict]:
+    """The study's objects, if this user may see the study (curators, or its assigned readers)."""
+    async with res.pool.connection() as conn:
+        if user.role == Role.REVIEWER:
+            cur = await conn.execute(
+                "SELECT 1 FROM assignments WHERE study_id = %s AND reader_id = %s", (study_id, user.user_id))
+            if await cur.fetchone() is None:
+                raise Problem(404, f"no study {study_id!r} on your worklist")
+        elif user.role not in (Role.CURATOR, Role.ADMIN):
+            raise Problem(403, "studies are visible to their readers and to curators")
+        cur = await conn.execute(
+            "SELECT object_key, sop_instance_uid, series_instance_uid, series_description, instance_number, modality,"
+            " sha256 FROM study_objects WHERE study_id = %s ORDER BY series_instance_uid, instance_number",
+            (study_id,))
+        rows = await cur.fetchall()
+    if not rows:
+        raise Problem(404, f"no study {study_id!r}")
+    return rows
+
+
+@router.get("/{study_id}/image")
+async def image(study_id: str, user: CurrentUser, res: Res,
+                window_center: float | None = None, window_width: Annotated[float | None, Query(gt=0)] = None,
+                size: Annotated[int, Query(ge=64, le=4096)] = 1024, instance: Annotated[int, Query(ge=0)] = 0,
+                format: Literal["png", "jpeg"] = "png") -> Response:
+    """The image rendered with window/level (the file's own window unless given), cached."""
+    rows = await _objects_for(res, user, study_id)
+    if instance >= len(rows):
+        raise Problem(404, f"study {study_id!r} has {len(rows)} instance(s); no index {instance}")
+    key = (rows[instance]["object_key"], window_center, window_width, size, format)
+    body = _render_cache.get(key)
+    if body is None:
+        data = await res.store.aget_bytes(res.settings.objects_bucket, rows[instance]["object_key"])
+        body = await asyncio.to_thread(render, data, center=window_center, width=window_width, size=size, fmt=format)
+        _render_cache.put(key, body)
+    return Response(body, media_type=f"image/{format}", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/{study_id}/dicom")
+async def dicom_links(study_id: str, user: CurrentUser, res: Res) -> list[dict]:
+    """Short-lived presigned URLs for the raw DICOM instances."""
+    rows = await _objects_for(res, user, study_id)
+    seconds = getattr(res.settings, "presigned_url_seconds", 300)
+    urls = await asyncio.to_thread(
+        lambda: [res.store.presigned_get(res.settings.objects_bucket, r["object_key"], seconds) for r in rows])
+    return [{"sop_instance_uid": r["sop_instance_uid"], "instance_number": r["instance_number"],
+             "series_instance_uid": r["series_instance_uid"], "url": url, "expires_in_seconds": seconds}
+            for r, url in zip(rows, urls, strict=True)]

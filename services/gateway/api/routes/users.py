@@ -1,0 +1,66 @@
+"""Users, roles and tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from psycopg.errors import UniqueViolation
+from pydantic import BaseModel, Field
+
+from services.gateway.auth import Admin, Curator, CurrentUser, Role, User, new_token, token_hash
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["users"])
+
+
+class NewUser(BaseModel):
+    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    display_name: str = ""
+    role: Role
+
+
+class IssuedToken(BaseModel):
+    user_id: str
+    role: Role
+    token: str = Field(description="Shown once; only its hash is stored.")
+
+
+@router.get("/me")
+async def me(user: CurrentUser) -> User:
+    """Who the token belongs to."""
+    return user
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED)
+async def create_user(body: NewUser, actor: Curator, res: Res) -> IssuedToken:
+    """Create a user and issue their token. Curators manage reviewers and evaluators; admins anyone."""
+    if body.role in (Role.CURATOR, Role.ADMIN) and actor.role != Role.ADMIN:
+        raise Problem(403, f"only an admin can create a {body.role}")
+    token = new_token()
+    try:
+        async with res.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES (%s, %s, %s, %s)",
+                (body.user_id, body.display_name, body.role.value, token_hash(token)))
+    except UniqueViolation as exc:
+        raise Problem(409, f"user {body.user_id!r} already exists") from exc
+    return IssuedToken(user_id=body.user_id, role=body.role, token=token)
+
+
+@router.get("/users")
+async def list_users(_: Curator, res: Res, role: Role | None = None) -> list[User]:
+    """Users, optionally of one role (the panel is `role=reviewer`)."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id, display_name, role FROM users WHERE active AND (%s::text IS NULL OR role = %s)"
+            " ORDER BY user_id", (role, role))
+        return [User(**r) for r in await cur.fetchall()]
+
+
+@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def deactivate_user(user_id: str, _: Admin, res: Res) -> None:
+    """Revoke a user's token."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("UPDATE users SET active = false WHERE user_id = %s RETURNING user_id", (user_id,))
+        if await cur.fetchone() is None:
+            raise Problem(404, f"no user {user_id!r}")

@@ -1,0 +1,49 @@
+"""Gateway: the HTTP API for reviewer frontends and curators, and the owner of studies and votes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from services.common.runtime import Resources, create_app
+from services.common.settings import ServiceSettings
+from services.gateway import problems
+from services.gateway.api.routes import admin, reviews, studies, users
+from services.gateway.auth import Role, token_hash
+from services.gateway.handlers import build_handlers
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RADCURATE_GATEWAY_", extra="ignore")
+
+    service_name: str = "gateway"
+    # Bootstrap credential: an admin user with this token exists after start. No default.
+    admin_token: SecretStr | None = None
+    presigned_url_seconds: int = 300
+
+
+async def _bootstrap_admin(res: Resources) -> None:
+    token = getattr(res.settings, "admin_token", None)
+    if token is None:
+        return
+    async with res.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES ('admin', 'Administrator', %s, %s)"
+            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256, active = true",
+            (Role.ADMIN.value, token_hash(token.get_secret_value())))
+        await conn.commit()
+
+
+def build_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    app = create_app(
+        settings, build_handlers,
+        routers=[users.router, studies.router, reviews.router, admin.router],
+        on_start=_bootstrap_admin,
+        title="RadCurate gateway",
+        version="0.1.0",
+        description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json.",
+    )
+    problems.install(app)
+    return app

@@ -1,0 +1,45 @@
+"""End-to-end fixtures: the whole system — broker, Postgres, S3 server and the five services as
+separate OS processes — started exactly as `radcurate up` starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from radcurate.stack import local
+from tests.conftest import schema_dsn
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp("stack")
+    state = local.up(state_dir)
+    yield state
+    local.down(state_dir)
+
+
+def query(state: dict, schema: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read a service's own tables (as the superuser: tests may look where services may not)."""
+    with psycopg.connect(schema_dsn(state["postgres"]["admin_dsn"], schema)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def scalar(state: dict, schema: str, sql: str, params: tuple = ()) -> int:
+    return query(state, schema, sql, params)[0][0]
+
+
+async def eventually(check, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,117 @@
+"""Ingest against real Postgres and S3: what is stored, what is refused, and that refusals change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pydicom
+import pytest
+
+import services
+from radcurate.bulk_ingest import ingest_dir
+from services.common.db import apply_migrations, migration_files, open_pool
+from services.common.objectstore import ObjectStore
+from services.gateway.ingest import IngestError, ingest_study
+from tests.support.factories import dicom_bytes, study_folder
+
+pytestmark = pytest.mark.integration
+REPORT = "Small left pleural effusion. No pneumothorax."
+
+
+@pytest.fixture
+def gateway_dsn(fresh_schema: str) -> str:
+    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
+    return fresh_schema
+
+
+@pytest.fixture
+def store(infra: dict) -> ObjectStore:
+    from radcurate.demo import store_for
+
+    return store_for(infra)
+
+
+def counts(dsn: str) -> tuple[int, int, int]:
+    with psycopg.connect(dsn) as conn:
+        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("studies", "study_objects", "outbox"))
+
+
+async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, store, infra, tmp_path):
+    data = dicom_bytes(tmp_path, "ING-1")
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+        again = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+    finally:
+        await pool.close()
+    assert (first.status, again.status) == ("ingested", "duplicate")
+    key = first.objects[0].object_key
+    assert key.endswith(first.objects[0].sha256)
+    assert store.get_bytes(infra["buckets"]["objects"], key) == data
+    assert counts(gateway_dsn) == (1, 1, 1)
+    with psycopg.connect(gateway_dsn) as conn:
+        topic, payload = conn.execute("SELECT topic, payload FROM outbox").fetchone()
+    assert topic == "report-ingested"
+    assert payload["objects"][0]["object_key"] == key and "PixelData" not in str(payload)
+
+
+@pytest.mark.parametrize(("name", "make", "message"), [
+    ("not DICOM", lambda tmp: b"%PDF-1.4 not an image", "not a readable DICOM file"),
+    ("identifying", lambda tmp: dicom_bytes(tmp, "ING-2", identifiable=True), "identifying data"),
+])
+async def test_bad_files_are_refused_with_a_reason_and_nothing_is_stored(gateway_dsn, store, infra, tmp_path, name, make, message):
+    pool = await open_pool(gateway_dsn)
+    try:
+        with pytest.raises(IngestError, match=message):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-2", patient_id="P-2",
+                               report=REPORT, files=[("x.dcm", make(tmp_path))])
+    finally:
+        await pool.close()
+    assert counts(gateway_dsn) == (0, 0, 0)
+
+
+async def test_an_empty_report_is_refused(gateway_dsn, store, infra, tmp_path):
+    pool = await open_pool(gateway_dsn)
+    try:
+        with pytest.raises(IngestError, match="report text is empty"):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-3", patient_id="P-3",
+                               report="   ", files=[("a.dcm", dicom_bytes(tmp_path, "ING-3"))])
+    finally:
+        await pool.close()
+    assert counts(gateway_dsn) == (0, 0, 0)
+
+
+async def test_scrub_removes_identifying_data_before_storing(gateway_dsn, store, infra, tmp_path):
+    import io
+
+    pool = await open_pool(gateway_dsn)
+    try:
+        result = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-4", patient_id="P-4",
+                                    report=REPORT, files=[("a.dcm", dicom_bytes(tmp_path, "ING-4", identifiable=True))],
+                                    scrub=True)
+    finally:
+        await pool.close()
+    assert "PatientName" in result.scrubbed
+    stored = pydicom.dcmread(io.BytesIO(store.get_bytes(infra["buckets"]["objects"], result.objects[0].object_key)))
+    assert "PatientName" not in stored and stored.PatientIdentityRemoved == "YES"
+
+
+async def test_bulk_ingest_takes_the_good_studies_and_lists_the_bad_ones(gateway_dsn, store, infra, tmp_path):
+    folder = study_folder(tmp_path / "batch", [
+        ("B-1", "P-1", REPORT), ("B-2", "P-1", "Cardiomegaly."), ("B-3", "P-3", "Normal chest."),
+        ("B-4", "P-4", "Normal chest."), ("B-5", "P-5", "")],
+        identifiable={"B-3"}, not_dicom={"B-4"})
+    pool = await open_pool(gateway_dsn)
+    try:
+        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"])
+    finally:
+        await pool.close()
+    assert summary.ingested == 2
+    assert [sid for sid, _ in summary.rejected] == ["B-3", "B-4", "B-5"]
+    assert "identifying data" in summary.rejected[0][1]
+    assert "not a readable DICOM" in summary.rejected[1][1]
+    assert "report text is empty" in summary.rejected[2][1]
+    assert counts(gateway_dsn) == (2, 2, 2)

@@ -1,0 +1,40 @@
+"""Rendering DICOM for the reviewer: window/level, inversion, size, cache."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from services.gateway.render import RenderCache, render
+from tests.support.factories import dicom_bytes
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_the_image_is_rendered_at_the_requested_size(tmp_path):
+    img = pixels(render(dicom_bytes(tmp_path, "R1"), size=128))
+    assert max(img.shape) == 128 and img.dtype == np.uint8
+
+
+def test_a_narrow_window_raises_contrast(tmp_path):
+    data = dicom_bytes(tmp_path, "R2")
+    wide = pixels(render(data, center=2048, width=4096, size=128))
+    narrow = pixels(render(data, center=float(np.median(wide)) * 16, width=400, size=128))
+    assert narrow.std() > wide.std()
+
+
+def test_jpeg_is_available_for_slow_links(tmp_path):
+    assert render(dicom_bytes(tmp_path, "R3"), size=64, fmt="jpeg")[:2] == b"\xff\xd8"
+
+
+def test_the_cache_keeps_the_most_recent_images():
+    cache = RenderCache(capacity=2)
+    cache.put(("a",), b"A")
+    cache.put(("b",), b"B")
+    assert cache.get(("a",)) == b"A"  # touching a makes b the oldest
+    cache.put(("c",), b"C")
+    assert (cache.get(("a",)), cache.get(("b",)), cache.get(("c",))) == (b"A", None, b"C")
