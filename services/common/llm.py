@@ -1,0 +1,353 @@
+"""The one LLM client layer: every OpenAI-compatible call (GPT-4o, vLLM) goes through here.
+
+Why one layer: the extractor and the mapper need the same things around a chat completion —
+bounded concurrency so a Kafka batch cannot flood the server, retries that honour `Retry-After`
+(the OpenAI API and vLLM both shed load with 429/5xx), structured JSON output with exactly one
+corrective retry, reasoning kept apart from the answer, a cache that makes re-runs free, and the
+shared metrics. The openai client's own retries are off (`max_retries=0`) so that this policy is
+the only one and every attempt is counted.
+
+Structured output is requested with `response_format={"type": "json_schema", ...}` only. The
+OpenAI API and vLLM's OpenAI-compatible server (>= 0.6) both accept it; vLLM's `guided_json`
+extra parameter was deprecated and later removed, so it is not sent. The answer is validated
+here regardless, because a server may ignore the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import openai
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import metrics
+from services.common.consumer import PermanentError
+
+log = logging.getLogger(__name__)
+
+BACKEND = "llm"  # the `backend` metric label and provenance value of every LLM backend
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_INPUT_REJECTED_STATUS = frozenset({400, 413, 422})  # this input will never be accepted
+_ERROR_PREVIEW = 1_000  # characters of a validation error fed back to the model
+_THINK_RE = re.compile(r"^\s*(?:<think>)?(?P<reasoning>.*?)</think>\s*", re.DOTALL)
+_FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*$", re.DOTALL)
+
+T = TypeVar("T")
+Message = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """Where the model is and how hard to push it; built from a service's settings."""
+
+    service: str
+    model: str
+    base_url: str | None = None
+    api_key: str | None = None
+    concurrency: int = 32
+    timeout_s: float = 60.0
+    max_attempts: int = 4  # HTTP attempts per completion, first one included
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_after_max_s: float = 60.0  # a longer Retry-After is capped, not obeyed blindly
+
+
+def config_from_settings(service: str, settings: Any) -> LlmConfig:
+    """An LlmConfig from a service's `llm_*` settings fields (extractor and mapper share them).
+
+    Without a base URL the calls go to the OpenAI API, which needs a real key: refuse to start
+    rather than fail on every study. A local server (vLLM) is given a placeholder key.
+    """
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+    if settings.llm_base_url is None and not key:
+        raise ValueError(f"{service}: the OpenAI API needs llm_api_key (or set llm_base_url)")
+    return LlmConfig(
+        service=service, model=settings.llm_model, base_url=settings.llm_base_url, api_key=key or "EMPTY",
+        concurrency=settings.llm_concurrency, timeout_s=settings.llm_timeout_seconds,
+        max_attempts=settings.llm_max_attempts,
+    )
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    """One completion: the answer text with any reasoning split off, and token usage."""
+
+    content: str
+    reasoning: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LlmUnavailable(Exception):
+    """The server kept failing for every attempt: transient, so the caller may try again later."""
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+class LlmCache(Protocol):
+    """Validated answers by cache key, so a re-run over the same inputs makes no HTTP call."""
+
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class MemoryLlmCache:
+    """A process-local cache for the CLI and tests."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        self.entries.setdefault(key, value)
+
+
+class PostgresLlmCache:
+    """The service's `llm_cache` table (search_path = the service schema, dict rows)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT response FROM llm_cache WHERE cache_key = %s", (key,))
+            row = await cur.fetchone()
+        return None if row is None else row["response"]
+
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        """First writer wins: concurrent consumers computing the same key store one answer."""
+        async with self._pool.connection() as conn:  # the pool commits when the block ends
+            await conn.execute(
+                "INSERT INTO llm_cache (cache_key, response) VALUES (%s, %s) ON CONFLICT (cache_key) DO NOTHING",
+                (key, Jsonb(value)),
+            )
+
+
+def cache_key(model: str, prompt_version: str, payload: Any) -> str:
+    """sha256 of (backend, model, prompt version, sha256 of the canonical input)."""
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    input_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(f"{BACKEND}\0{model}\0{prompt_version}\0{input_hash}".encode()).hexdigest()
+
+
+# --- retry policy -------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+    """Seconds the server asked us to wait: `retry-after-ms`, `Retry-After` seconds or HTTP date."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Rate limits, server errors, timeouts and broken connections may succeed on a later try."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
+    return False
+
+
+def retry_delay(exc: BaseException, attempt: int, config: LlmConfig) -> float:
+    """Retry-After when the server sent one, else exponential backoff with full jitter."""
+    response = getattr(exc, "response", None)
+    asked = parse_retry_after(response.headers if response is not None else None)
+    if asked is not None:
+        return min(asked, config.retry_after_max_s)
+    ceiling = min(config.backoff_max_s, config.backoff_base_s * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
+
+
+# --- output parsing -----------------------------------------------------------------------
+
+
+def split_reasoning(message: Any) -> tuple[str, str | None]:
+    """(answer, reasoning) from a chat message, however the server returned the reasoning.
+
+    vLLM with a reasoning parser puts it in a `reasoning_content` (newer: `reasoning`) field,
+    which the openai client keeps as an extra attribute; without a parser a reasoning model
+    writes `<think>...</think>` before the answer (the opening tag may sit in the prompt).
+    """
+    extra = getattr(message, "model_extra", None) or {}
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning") or getattr(message, "reasoning_content", None)
+    content = message.content or ""
+    think = _THINK_RE.match(content) if "</think>" in content else None
+    if think:
+        reasoning = "\n".join(part for part in (reasoning, think.group("reasoning").strip()) if part)
+        content = content[think.end():]
+    return content.strip(), (reasoning or None)
+
+
+def parse_json_object(content: str) -> dict[str, Any]:
+    """The JSON object a model answered with (a Markdown code fence around it is tolerated)."""
+    fenced = _FENCE_RE.match(content)
+    try:
+        value = json.loads(fenced.group("body") if fenced else content)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the answer is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError("the answer must be a JSON object")
+    return value
+
+
+def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The `response_format` that asks for strict JSON-schema output (OpenAI API and vLLM)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+class LlmClient:
+    """An AsyncOpenAI client with the retry, concurrency, cache and metrics policy above."""
+
+    def __init__(self, config: LlmConfig, cache: LlmCache | None = None, *,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self.config = config
+        self.cache: LlmCache = cache if cache is not None else MemoryLlmCache()
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._openai = openai.AsyncOpenAI(
+            base_url=config.base_url or OPENAI_BASE_URL, api_key=config.api_key or "EMPTY",
+            timeout=config.timeout_s, max_retries=0,
+        )
+        self._labels = (config.service, BACKEND, config.model)
+        self._in_flight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    async def aclose(self) -> None:
+        await self._openai.close()
+
+    async def cached(self, prompt_version: str, payload: Any,
+                     compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The cached answer for this input, or `compute()`'s, stored only once it is valid.
+
+        Identical inputs in flight at once share one computation (single flight): a batch with
+        the same report twice, or "No acute cardiopulmonary process." a hundred times, makes
+        one call, not one per copy.
+        """
+        key = cache_key(self.config.model, prompt_version, payload)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._lookup_or_compute(key, compute))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        else:
+            metrics.LLM_REQUESTS.labels(*self._labels, "cache_hit").inc()
+        return await asyncio.shield(task)  # one caller cancelled must not cancel the others
+
+    async def _lookup_or_compute(self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        hit = await self.cache.get(key)
+        if hit is not None:
+            metrics.LLM_REQUESTS.labels(*self._labels, "cache_hit").inc()
+            return hit
+        value = await compute()
+        await self.cache.put(key, value)
+        return value
+
+    async def complete(self, messages: Sequence[Message], *, schema_name: str,
+                       schema: dict[str, Any]) -> LlmReply:
+        """One chat completion, retried on transient failures up to `max_attempts` times."""
+        for attempt in range(1, self.config.max_attempts + 1):
+            try:
+                return await self._attempt(messages, json_schema_format(schema_name, schema))
+            except openai.APIError as exc:
+                if getattr(exc, "status_code", None) in _INPUT_REJECTED_STATUS:
+                    raise PermanentError(f"LLM rejected the request: {exc}") from exc
+                if not is_retryable(exc):
+                    raise  # e.g. 401: a configuration fault, not this study's; the consumer retries
+                if attempt == self.config.max_attempts:
+                    raise LlmUnavailable(f"LLM failed {attempt} times; last: {exc}") from exc
+                delay = retry_delay(exc, attempt, self.config)
+                log.warning("LLM attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
+                await self._sleep(delay)  # outside the semaphore: a waiting retry holds no slot
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, messages: Sequence[Message], response_format: dict[str, Any]) -> LlmReply:
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                completion = await self._openai.chat.completions.create(
+                    model=self.config.model, messages=list(messages),  # type: ignore[arg-type]
+                    response_format=response_format, temperature=0,  # type: ignore[arg-type]
+                )
+            except openai.APIError:
+                metrics.LLM_REQUESTS.labels(*self._labels, "error").inc()
+                raise
+            finally:
+                metrics.LLM_LATENCY.labels(*self._labels).observe(time.perf_counter() - started)
+        metrics.LLM_REQUESTS.labels(*self._labels, "ok").inc()
+        return self._reply(completion)
+
+    def _reply(self, completion: Any) -> LlmReply:
+        usage = completion.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        metrics.LLM_TOKENS.labels(*self._labels, "prompt").inc(prompt_tokens)
+        metrics.LLM_TOKENS.labels(*self._labels, "completion").inc(completion_tokens)
+        if not completion.choices:
+            return LlmReply("", None, prompt_tokens, completion_tokens)
+        content, reasoning = split_reasoning(completion.choices[0].message)
+        return LlmReply(content, reasoning, prompt_tokens, completion_tokens)
+
+    async def complete_json(self, messages: Sequence[Message], *, schema_name: str, schema: dict[str, Any],
+                            validate: Callable[[dict[str, Any], LlmReply], T]) -> T:
+        """A validated structured answer; an invalid one is retried ONCE with the error shown.
+
+        A second invalid answer raises PermanentError: the input itself is likely the problem,
+        so the consumer dead-letters the study rather than spending more calls on it.
+        """
+        conversation = list(messages)
+        for attempt in (1, 2):
+            reply = await self.complete(conversation, schema_name=schema_name, schema=schema)
+            try:
+                return validate(parse_json_object(reply.content), reply)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                reason = str(exc)[:_ERROR_PREVIEW]
+                if attempt == 2:
+                    raise PermanentError(f"{schema_name}: invalid model output after one retry: {reason}") from exc
+                log.info("%s: invalid model output, retrying once: %s", schema_name, reason)
+                conversation += [
+                    {"role": "assistant", "content": reply.content},
+                    {"role": "user", "content": f"That answer was invalid: {reason}\n"
+                                                "Answer again with only a JSON object that matches the schema."},
+                ]
+        raise AssertionError("unreachable")
