@@ -35,3 +35,24 @@ class ServiceSettings(BaseSettings):
     kafka_max_batch: int = 500
     max_attempts: int = 3  # handler attempts before an event goes to the dead-letter topic
     outbox_poll_seconds: float = 0.5
+    # After a wake-up the relay waits this long to gather more rows into one produce request:
+    # every request costs the broker storage writes per partition, so bigger batches are cheaper.
+    outbox_linger_seconds: float = 0.05
+    # Let the broker gather data for a fetch (fewer, larger batches → fewer commits and writes).
+    kafka_fetch_min_bytes: int = 1
+    kafka_fetch_max_wait_ms: int = 500
+
+
+class LlmSettings(BaseSettings):
+    """An OpenAI-compatible endpoint. Each LLM-using service subclasses it with its env prefix and
+    its own defaults; kept apart from ServiceSettings so `radcurate label --backend llm` can read
+    it without the database and broker settings a service process requires."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None  # a secret: no default (a local server may need none)
+    llm_model: str = ""
+    llm_concurrency: int = 32
+    llm_timeout_seconds: float = 60.0
+    llm_max_attempts: int = 4  # HTTP attempts per completion (429/5xx/timeouts are retried)

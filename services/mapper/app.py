@@ -6,25 +6,20 @@ from typing import Literal
 
 from fastapi import FastAPI
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.common.runtime import create_app
-from services.common.settings import ServiceSettings
+from services.common.settings import LlmSettings, ServiceSettings
 from services.mapper.handlers import build_handlers
 
 
-class MapperLlmSettings(BaseSettings):
-    """The LLM part of the mapper's settings, alone: `radcurate label --backend llm` needs it
-    without the database and broker settings a service process requires."""
-
+class MapperLlmSettings(LlmSettings):
     model_config = SettingsConfigDict(env_prefix="RADCURATE_MAPPER_", extra="ignore")
 
-    llm_base_url: str | None = None
-    llm_api_key: SecretStr = SecretStr("EMPTY")  # vLLM ignores it unless started with --api-key
+    llm_api_key: SecretStr | None = SecretStr("EMPTY")  # vLLM ignores it unless started with --api-key
     llm_model: str = "microsoft/Phi-4-reasoning"
-    llm_concurrency: int = 64
-    llm_timeout_seconds: float = 120.0
-    llm_max_attempts: int = 4  # HTTP attempts per completion (429/5xx/timeouts are retried)
+    llm_concurrency: int = 64  # vLLM batches continuously: many requests in flight keep the GPU busy
+    llm_timeout_seconds: float = 120.0  # reasoning output is long
 
 
 class MapperSettings(ServiceSettings, MapperLlmSettings):
