@@ -62,7 +62,8 @@ class EventConsumer:
     def __init__(self, *, service: str, pool: AsyncConnectionPool, bootstrap: str,
                  handlers: Mapping[str, Handler], relay: outbox.OutboxRelay,
                  session_timeout_ms: int, heartbeat_interval_ms: int,
-                 max_batch: int = 500, max_attempts: int = 3) -> None:
+                 max_batch: int = 500, max_attempts: int = 3, fetch_min_bytes: int = 1,
+                 fetch_max_wait_ms: int = 500) -> None:
         self.service = service
         self._pool = pool
         self._handlers = dict(handlers)
@@ -79,6 +80,8 @@ class EventConsumer:
             heartbeat_interval_ms=heartbeat_interval_ms,
             rebalance_timeout_ms=session_timeout_ms,
             max_poll_records=max_batch,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self.ready = False
 

@@ -52,11 +52,12 @@ class OutboxRelay:
     """Publishes outbox rows to Kafka; wake it with `notify()` after a commit for low latency."""
 
     def __init__(self, pool: AsyncConnectionPool, producer: AIOKafkaProducer, service: str,
-                 poll_seconds: float = 0.5, batch: int = 1000) -> None:
+                 poll_seconds: float = 0.5, batch: int = 1000, linger_seconds: float = 0.0) -> None:
         self._pool = pool
         self._producer = producer
         self._service = service
         self._poll = poll_seconds
+        self._linger = linger_seconds
         self._batch = batch
         self._wake = asyncio.Event()
 
@@ -79,6 +80,7 @@ class OutboxRelay:
     async def _wait(self) -> None:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            await asyncio.sleep(self._linger)  # let concurrent commits join this batch
         except TimeoutError:
             pass
         self._wake.clear()
