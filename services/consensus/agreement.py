@@ -222,3 +222,50 @@ def ai_vs_expert_by_group(
 ) -> dict[K, dict[str, LabelComparison]]:
     """`ai_vs_expert` per group, e.g. per provenance key or per difficulty tier."""
     return {group: ai_vs_expert(rows, label_ids) for group, rows in groups.items()}
+
+
+# --- ordinal grades (lumbar protocol) ------------------------------------------------------
+
+
+def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int], n_categories: int) -> float:
+    """Cohen's kappa with quadratic weights for two raters' ordinal ratings 0..n_categories-1.
+
+    Same formula as scikit-learn's `cohen_kappa_score(weights="quadratic")`: disagreeing by two
+    grades costs four times disagreeing by one, which is why ordinal grades use it. When chance
+    disagreement is 0 (both raters always gave one and the same grade) kappa is 0/0 and, as in
+    scikit-learn, NaN: perfect agreement on a constant is no evidence of reliability.
+    """
+    if len(a) != len(b) or not len(a):
+        raise ValueError("two equally long, non-empty rating sequences are needed")
+    observed = np.zeros((n_categories, n_categories))
+    np.add.at(observed, (np.asarray(a), np.asarray(b)), 1)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    ranks = np.arange(n_categories)
+    weights = (ranks[:, None] - ranks[None, :]) ** 2
+    chance = float((weights * expected).sum())
+    if chance == 0:
+        return float("nan")
+    return 1.0 - float((weights * observed).sum()) / chance
+
+
+def mean_pairwise_qwk(ratings: Mapping[str, Mapping[Hashable, int]], n_categories: int,
+                      min_shared: int = 2) -> float:
+    """Agreement of K >= 2 readers on ordinal grades: the mean of `quadratic_weighted_kappa`
+    over every pair of readers, each pair on the items both rated.
+
+    `ratings` is reader -> item -> grade, so panels may differ per item (3 of 17 readers per
+    study). Pairs sharing fewer than `min_shared` items, and pairs whose kappa is NaN (see
+    above), are left out; NaN when no pair is left. With two readers this is their kappa.
+    """
+    readers = sorted(ratings)
+    kappas = []
+    for i, first in enumerate(readers):
+        for second in readers[i + 1:]:
+            shared = [item for item in ratings[first] if item in ratings[second]]
+            if len(shared) < max(min_shared, 1):
+                continue
+            kappa = quadratic_weighted_kappa([ratings[first][s] for s in shared],
+                                             [ratings[second][s] for s in shared], n_categories)
+            if not math.isnan(kappa):
+                kappas.append(kappa)
+    return float(np.mean(kappas)) if kappas else float("nan")
