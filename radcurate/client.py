@@ -62,3 +62,28 @@ class Gateway:
 
     async def release(self, release_id: str) -> dict:
         return (await self.request("GET", f"/api/v1/releases/{release_id}")).json()
+
+    # --- review workflow (issue 4) --------------------------------------------------------
+
+    async def study(self, study_id: str) -> dict:
+        return (await self.request("GET", f"/api/v1/studies/{study_id}")).json()
+
+    async def discussion(self, study_id: str) -> dict:
+        return (await self.request("GET", f"/api/v1/studies/{study_id}/discussion")).json()
+
+    async def post_discussion(self, study_id: str, body: str) -> dict:
+        return (await self.request("POST", f"/api/v1/studies/{study_id}/discussion", json={"body": body})).json()
+
+    async def worklist(self, state: str = "open") -> list[dict]:
+        return (await self.request("GET", "/api/v1/reviews", params={"state": state, "limit": 500})).json()
+
+    async def sampling_run(self, run_id: str) -> dict:
+        return (await self.request("GET", f"/api/v1/sampling-runs/{run_id}")).json()
+
+    async def study_states(self, state: str | None = None) -> list[dict]:
+        params = {"state": state} if state else {}
+        return (await self.request("GET", "/api/v1/progress/studies", params=params)).json()
+
+    async def reassign(self, assignment_id: str, to_reader: str | None = None, reason: str = "") -> dict:
+        return (await self.request("POST", f"/api/v1/assignments/{assignment_id}/reassign",
+                                   json={"to_reader": to_reader, "reason": reason})).json()

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from radcurate.client import Gateway
+from radcurate.client import Gateway, GatewayError
 
 # Reader skill: the chance to miss a clearly visible true finding is drawn per reader from this
 # range; subtle findings are missed SUBTLE_FACTOR times as often; a false positive (seeing an
@@ -88,9 +88,24 @@ async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]
     while (a := await me.next_assignment()) is not None:
         suggested = {s["label_id"] for s in a["suggested"]}
         body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
-        await me.vote(a["assignment_id"], body, idempotency_key=str(uuid.uuid4()))
+        await cast_vote(me, a["assignment_id"], body)
         votes += 1
     return votes
+
+
+CONFIRMATION_TYPE = "https://radcurate.dev/problems/confirmation-required"
+
+
+async def cast_vote(me: Gateway, assignment_id: str, body: dict) -> dict:
+    """Vote; when the gateway asks to confirm an omission, the simulated reader stands by what it
+    saw (it judged from the truth, as a radiologist judges from the image) and confirms."""
+    key = str(uuid.uuid4())
+    try:
+        return await me.vote(assignment_id, body, idempotency_key=key)
+    except GatewayError as exc:
+        if exc.status != 409 or exc.problem.get("type") != CONFIRMATION_TYPE:
+            raise
+    return await me.vote(assignment_id, {**body, "confirm": True}, idempotency_key=key)
 
 
 async def run_panel(api: Gateway, readers: list[SimReader], truth: dict[str, Truth]) -> int:

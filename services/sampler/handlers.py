@@ -1,4 +1,5 @@
-"""labels-suggested → the pool; sampling-requested → review-assigned (one per sampled study)."""
+"""labels-suggested → the pool; sampling-requested → review-assigned (one per sampled study) and
+sampling-completed; vote-cast closes a read's lease; reassignment-requested → review-reoffered."""
 
 from __future__ import annotations
 
@@ -9,13 +10,25 @@ from typing import Any
 import psycopg
 
 from services.common import metrics
-from services.common.consumer import Handler, PermanentError
-from services.common.contracts import LabelsSuggested, ReviewAssigned, SamplingRequested, Topic
+from services.common.consumer import Handler
+from services.common.contracts import (
+    Event,
+    LabelsSuggested,
+    ReassignmentRequested,
+    ReviewAssigned,
+    ReviewReoffered,
+    SamplingCompleted,
+    SamplingRequested,
+    Topic,
+    VoteCast,
+)
 from services.common.runtime import Resources
 from services.common.taxonomy import load_taxonomy
-from services.sampler import repo
+from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
 from services.sampler.sampling import Candidate, draw_sample
+
+DEFAULT_LEASE_SECONDS = 72 * 3600.0
 
 
 def candidate_from(s: LabelsSuggested) -> Candidate:
@@ -31,50 +44,69 @@ def candidate_from(s: LabelsSuggested) -> Candidate:
     )
 
 
-async def on_labels_suggested(conn: psycopg.AsyncConnection, event: LabelsSuggested, _: Any) -> list[ReviewAssigned]:
+async def on_labels_suggested(conn: psycopg.AsyncConnection, event: LabelsSuggested, _: Any,
+                              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Event]:
     """Add a study to the candidate pool; run parked sampling requests the pool now satisfies."""
     await repo.add_candidate(conn, event)
-    emitted: list[ReviewAssigned] = []
+    emitted: list[Event] = []
     for cmd in await repo.pending_runs(conn):
         if await repo.pool_size(conn, cmd.protocol) >= cmd.min_pool_size:
             await repo.unpark_run(conn, cmd.run_id)
-            emitted += await run_sampling(conn, cmd)
+            emitted += await run_sampling(conn, cmd, lease_seconds)
     return emitted
 
 
-async def on_sampling_requested(conn: psycopg.AsyncConnection, cmd: SamplingRequested, _: Any) -> list[ReviewAssigned]:
+async def on_sampling_requested(conn: psycopg.AsyncConnection, cmd: SamplingRequested, _: Any,
+                                lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Event]:
     """Draw the sample now, or park the request until the pool is as large as it asks."""
     if await repo.run_exists(conn, cmd.run_id):
         return []
     if await repo.pool_size(conn, cmd.protocol) < cmd.min_pool_size:
         await repo.park_run(conn, cmd)
         return []
-    return await run_sampling(conn, cmd)
+    return await run_sampling(conn, cmd, lease_seconds)
 
 
-async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested) -> list[ReviewAssigned]:
-    """Draw the sample, assign K readers per study, and announce each assignment."""
+async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
+                       lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Event]:
+    """Draw the sample, assign K readers per study, announce each assignment and the run's outcome.
+
+    A run that cannot be done (empty pool, too small a panel) is reported back as a failed
+    `SamplingCompleted` instead of only a dead letter, so the curator who asked learns why.
+    """
     started = time.perf_counter()
     suggestions = {s.study_id: s for s in await repo.unsampled_pool(conn, cmd.protocol)}
     label_ids = load_taxonomy("cxr").label_ids
     result = draw_sample([candidate_from(s) for s in suggestions.values()], cmd.plan, label_ids)
     if not result.selected:
-        raise PermanentError(f"sampling run {cmd.run_id}: the pool has no unsampled studies")
+        return [_failed(cmd, "the pool has no unsampled studies")]
     try:
         readers = assign_readers(
             [sel.study_id for sel in result.selected], cmd.panel, cmd.plan.readers_per_study,
-            seed=cmd.plan.seed, existing_load=await repo.reader_load(conn),
+            seed=cmd.plan.seed, existing_load=await repo.reader_load(conn), capacity=cmd.capacity,
+            exclusions={r: set(s) for r, s in cmd.exclusions.items()},
         )
     except ValueError as exc:
-        raise PermanentError(f"sampling run {cmd.run_id}: {exc}") from exc
+        return [_failed(cmd, str(exc))]
     seconds = time.perf_counter() - started
-    tiers = {str(k): v for k, v in getattr(result, "tier_counts", {}).items()}
+    tiers = {str(k): v for k, v in result.tier_counts.items()}
     await repo.save_run(conn, cmd, len(suggestions), len(result.selected), result.unmet_quotas, tiers, seconds)
     rows = [(sel.study_id, sel.stratum, sel.quota, sel.difficulty.value, sel.reason, json.dumps(readers[sel.study_id]))
             for sel in result.selected]
     await repo.save_sampled(conn, cmd.run_id, rows)
+    await repo.save_run_limits(conn, cmd, result.label_counts)
+    await repo.open_leases(conn, cmd.run_id, readers, cmd.plan.lease_seconds or lease_seconds)
     metrics.SAMPLING_RUN.observe(seconds)
-    return [_assigned(cmd, suggestions[sel.study_id], sel, readers[sel.study_id]) for sel in result.selected]
+    done = SamplingCompleted(
+        study_id=cmd.run_id, correlation_id=cmd.correlation_id, run_id=cmd.run_id, protocol=cmd.protocol,
+        pool_size=len(suggestions), n_selected=len(result.selected), unmet_quotas=result.unmet_quotas,
+        tiers=tiers, label_counts=result.label_counts, seconds=seconds)
+    return [*(_assigned(cmd, suggestions[sel.study_id], sel, readers[sel.study_id]) for sel in result.selected), done]
+
+
+def _failed(cmd: SamplingRequested, why: str) -> SamplingCompleted:
+    return SamplingCompleted(study_id=cmd.run_id, correlation_id=cmd.correlation_id, run_id=cmd.run_id,
+                             protocol=cmd.protocol, status="failed", error=f"sampling run {cmd.run_id}: {why}")
 
 
 def _assigned(cmd: SamplingRequested, s: LabelsSuggested, sel: Any, readers: list[str]) -> ReviewAssigned:
@@ -86,8 +118,30 @@ def _assigned(cmd: SamplingRequested, s: LabelsSuggested, sel: Any, readers: lis
     )
 
 
+async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> None:
+    """A vote ends its read's lease."""
+    await leases.on_vote(conn, vote)
+
+
+async def on_reassignment_requested(conn: psycopg.AsyncConnection, cmd: ReassignmentRequested, _: Any,
+                                    lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[ReviewReoffered]:
+    """A curator moves an open read; the rules of an expired lease apply (eligibility, capacity)."""
+    why = f"reassigned by {cmd.requested_by}" + (f": {cmd.reason}" if cmd.reason else "")
+    event = await leases.move_read(conn, cmd.study_id, cmd.from_reader, why, lease_seconds, cmd.to_reader)
+    return [] if event is None else [event.model_copy(update={"correlation_id": cmd.correlation_id})]
+
+
 def build_handlers(res: Resources) -> dict[str, Handler]:
+    lease = float(getattr(res.settings, "lease_seconds", DEFAULT_LEASE_SECONDS))
+
+    def with_lease(fn: Any) -> Any:
+        async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> Any:
+            return await fn(conn, event, prepared, lease)
+        return apply
+
     return {
-        Topic.LABELS_SUGGESTED.value: Handler(apply=on_labels_suggested),
-        Topic.SAMPLING_REQUESTED.value: Handler(apply=on_sampling_requested),
+        Topic.LABELS_SUGGESTED.value: Handler(apply=with_lease(on_labels_suggested)),
+        Topic.SAMPLING_REQUESTED.value: Handler(apply=with_lease(on_sampling_requested)),
+        Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
+        Topic.REASSIGNMENT_REQUESTED.value: Handler(apply=with_lease(on_reassignment_requested)),
     }

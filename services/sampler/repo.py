@@ -78,3 +78,71 @@ async def pending_runs(conn: psycopg.AsyncConnection) -> list[SamplingRequested]
 
 async def unpark_run(conn: psycopg.AsyncConnection, run_id: str) -> None:
     await conn.execute("DELETE FROM pending_runs WHERE run_id = %s", (run_id,))
+
+
+async def save_run_limits(conn: psycopg.AsyncConnection, cmd: SamplingRequested, label_counts: dict) -> None:
+    """Capacity and exclusions stay with the run: a reoffer weeks later must still respect them."""
+    await conn.execute(
+        "UPDATE sampling_runs SET capacity = %s, exclusions = %s, label_counts = %s WHERE run_id = %s",
+        (json.dumps(cmd.capacity), json.dumps(cmd.exclusions), json.dumps(label_counts), cmd.run_id))
+
+
+async def open_leases(conn: psycopg.AsyncConnection, run_id: str, readers: dict[str, list[str]],
+                      lease_seconds: float) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO leases (study_id, reader_id, run_id, lease_until)"
+            " VALUES (%s, %s, %s, now() + make_interval(secs => %s)) ON CONFLICT DO NOTHING",
+            [(s, r, run_id, lease_seconds) for s, rs in readers.items() for r in rs])
+
+
+async def lock_lease(conn: psycopg.AsyncConnection, study_id: str, reader_id: str) -> dict | None:
+    cur = await conn.execute(
+        "SELECT study_id, reader_id, run_id, status, replaced_by FROM leases"
+        " WHERE study_id = %s AND reader_id = %s FOR UPDATE", (study_id, reader_id))
+    return await cur.fetchone()
+
+
+async def due_leases(conn: psycopg.AsyncConnection, limit: int = 200) -> list[dict]:
+    """Open leases past their deadline, locked so two sweepers never move the same read."""
+    cur = await conn.execute(
+        "SELECT study_id, reader_id, run_id FROM leases WHERE status = 'open' AND lease_until < now()"
+        " ORDER BY lease_until LIMIT %s FOR UPDATE SKIP LOCKED", (limit,))
+    return await cur.fetchall()
+
+
+async def run_limits(conn: psycopg.AsyncConnection, run_id: str) -> dict:
+    cur = await conn.execute("SELECT plan, panel, capacity, exclusions FROM sampling_runs WHERE run_id = %s", (run_id,))
+    return await cur.fetchone()
+
+
+async def study_readers(conn: psycopg.AsyncConnection, study_id: str) -> tuple[list[str], set[str]]:
+    """The study's current readers, and everyone who ever had it."""
+    cur = await conn.execute("SELECT readers FROM sampled WHERE study_id = %s", (study_id,))
+    current = (await cur.fetchone())["readers"]
+    cur = await conn.execute("SELECT reader_id FROM leases WHERE study_id = %s", (study_id,))
+    return current, set(current) | {r["reader_id"] for r in await cur.fetchall()}
+
+
+async def move_lease(conn: psycopg.AsyncConnection, study_id: str, from_reader: str, to_reader: str,
+                     run_id: str, readers: list[str], lease_seconds: float) -> None:
+    await conn.execute("UPDATE leases SET status = 'expired', replaced_by = %s WHERE study_id = %s AND reader_id = %s",
+                       (to_reader, study_id, from_reader))
+    await conn.execute(
+        "INSERT INTO leases (study_id, reader_id, run_id, lease_until)"
+        " VALUES (%s, %s, %s, now() + make_interval(secs => %s))", (study_id, to_reader, run_id, lease_seconds))
+    await conn.execute("UPDATE sampled SET readers = %s WHERE study_id = %s", (json.dumps(readers), study_id))
+
+
+async def extend_lease(conn: psycopg.AsyncConnection, study_id: str, reader_id: str, lease_seconds: float) -> None:
+    await conn.execute("UPDATE leases SET lease_until = now() + make_interval(secs => %s)"
+                       " WHERE study_id = %s AND reader_id = %s", (lease_seconds, study_id, reader_id))
+
+
+async def set_lease_status(conn: psycopg.AsyncConnection, study_id: str, reader_id: str, status: str) -> None:
+    await conn.execute("UPDATE leases SET status = %s WHERE study_id = %s AND reader_id = %s",
+                       (status, study_id, reader_id))
+
+
+async def set_readers(conn: psycopg.AsyncConnection, study_id: str, readers: list[str]) -> None:
+    await conn.execute("UPDATE sampled SET readers = %s WHERE study_id = %s", (json.dumps(sorted(readers)), study_id))

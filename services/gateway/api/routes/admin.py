@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
@@ -22,6 +23,10 @@ class SamplingRequest(BaseModel):
     plan: SamplingPlan = SamplingPlan()
     panel: list[str] | None = Field(None, description="Reader user ids; default: every active reviewer.")
     protocol: Protocol = Protocol.CXR
+    capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Per reader: the most studies they may hold in total.")
+    exclusions: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per reader: study ids they must not read (own patients, own site).")
 
 
 class SamplingAccepted(BaseModel):
@@ -54,6 +59,9 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     async with unit_of_work(res.pool) as conn:
         panel = await _panel(conn, body.panel)
+        strangers = sorted((set(body.capacity) | set(body.exclusions)) - set(panel))
+        if strangers:
+            raise Problem(422, f"capacity/exclusions name readers outside the panel: {', '.join(strangers)}")
         if len(panel) < body.plan.readers_per_study:
             raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
         cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol.value,))
@@ -65,7 +73,8 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
         if min_pool <= 0:
             raise Problem(422, "no unsampled studies: ingest studies first")
         cmd = SamplingRequested(study_id=run_id, run_id=run_id, protocol=body.protocol, plan=body.plan,
-                                panel=panel, min_pool_size=min_pool)
+                                panel=panel, min_pool_size=min_pool, capacity=body.capacity,
+                                exclusions=body.exclusions)
         await conn.execute("INSERT INTO sampling_runs (run_id, plan, panel) VALUES (%s, %s, %s)",
                            (run_id, body.plan.model_dump_json(), json.dumps(panel)))
         await outbox.record(conn, [cmd])
@@ -106,7 +115,7 @@ async def _funnel(conn, protocol: Protocol) -> dict:
         "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
         " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
         " (SELECT count(DISTINCT study_id) FROM assignments) AS sampled,"
-        " (SELECT count(*) FROM assignments) AS assignments,"
+        " (SELECT count(*) FROM assignments WHERE status <> 'expired') AS assignments,"
         " (SELECT count(*) FROM votes) AS votes,"
         " (SELECT count(*) FROM decisions) AS decided,"
         " (SELECT count(*) FROM decisions WHERE accepted) AS accepted", {"p": protocol.value})
@@ -115,12 +124,16 @@ async def _funnel(conn, protocol: Protocol) -> dict:
 
 @router.get("/progress")
 async def progress(_: Curator, res: Res, protocol: Protocol = Protocol.CXR) -> dict:
-    """The funnel so far, and per reader: assigned, done, median seconds per read."""
+    """The funnel so far, and per reader: open, done and moved-away reads, and time per read
+    (the reader's own `seconds_spent`, else from opening the study to the vote)."""
     async with res.pool.connection() as conn:
         funnel = await _funnel(conn, protocol)
         cur = await conn.execute(
-            "SELECT a.reader_id, count(*) AS assigned, count(v.vote_id) AS done,"
-            " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds"
+            "SELECT a.reader_id, count(*) FILTER (WHERE a.status <> 'expired') AS assigned,"
+            " count(*) FILTER (WHERE a.status = 'open') AS open, count(v.vote_id) AS done,"
+            " count(*) FILTER (WHERE a.status = 'expired') AS expired,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds,"
+            " avg(v.seconds_spent) AS mean_seconds, sum(v.seconds_spent) AS total_seconds"
             " FROM assignments a LEFT JOIN votes v USING (assignment_id) GROUP BY a.reader_id ORDER BY a.reader_id")
         readers = await cur.fetchall()
     return {"funnel": funnel, "readers": readers}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from services.common.db import unit_of_work
 from services.common.taxonomy import load_taxonomy
 from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
+from services.gateway.omissions import CONFIRMATION_TYPE, describe, omissions
 from services.gateway.problems import Problem
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
@@ -30,15 +31,18 @@ class Assignment(BaseModel):
     unmapped_findings: list[Finding]
     image_url: str
     dicom_url: str
+    study_url: str
+    discussion_url: str
     label_ids: list[str] = Field(description="The taxonomy a vote may add from.")
 
 
 class VoteIn(BaseModel):
     verdict: Verdict
-    added_labels: list[str] = Field(default_factory=list, description="Labels the suggestion missed.")
-    removed_labels: list[str] = Field(default_factory=list, description="Suggested labels that are wrong.")
+    added_labels: list[str] = Field(default_factory=list, max_length=64, description="Labels the suggestion missed.")
+    removed_labels: list[str] = Field(default_factory=list, max_length=64, description="Suggested labels that are wrong.")
     comment: str = Field("", max_length=4000)
     seconds_spent: float | None = Field(None, ge=0, le=86_400)
+    confirm: bool = Field(False, description="Accept the omission warnings a previous attempt answered with (409).")
 
 
 class VoteOut(BaseModel):
@@ -48,38 +52,45 @@ class VoteOut(BaseModel):
     verdict: Verdict
     added_labels: list[str]
     removed_labels: list[str]
+    confirmed_omissions: list[dict] = Field(default_factory=list)
 
 
 _COLUMNS = "assignment_id, study_id, status, difficulty, suggested, unmapped"
 
 
 def _view(row: dict) -> Assignment:
+    sid = row["study_id"]
     return Assignment(
-        assignment_id=row["assignment_id"], study_id=row["study_id"], status=row["status"],
+        assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
-        image_url=f"/api/v1/studies/{row['study_id']}/image", dicom_url=f"/api/v1/studies/{row['study_id']}/dicom",
+        image_url=f"/api/v1/studies/{sid}/image", dicom_url=f"/api/v1/studies/{sid}/dicom",
+        study_url=f"/api/v1/studies/{sid}", discussion_url=f"/api/v1/studies/{sid}/discussion",
         label_ids=list(load_taxonomy("cxr").label_ids),
     )
 
 
 @router.get("")
-async def worklist(user: Reviewer, res: Res, state: str = "open", limit: int = 50) -> list[Assignment]:
+async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "open",
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[Assignment]:
     """The caller's assignments (open by default), oldest first."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT {_COLUMNS} FROM assignments WHERE reader_id = %s AND status = %s"
-            " ORDER BY assigned_at, study_id LIMIT %s", (user.user_id, state, min(limit, 500)))
+            " ORDER BY assigned_at, study_id LIMIT %s", (user.user_id, state, limit))
         return [_view(r) for r in await cur.fetchall()]
 
 
 @router.get("/next", response_model=Assignment, responses={204: {"description": "Nothing left to read."}})
-async def next_assignment(user: Reviewer, res: Res) -> Assignment | Response:
-    """The caller's oldest open assignment, or 204 when the worklist is empty."""
+async def next_assignment(user: Reviewer, res: Res,
+                          after: Annotated[str | None, Query(max_length=64)] = None) -> Assignment | Response:
+    """The caller's oldest open assignment, or 204 when the worklist is empty. `after` skips one
+    assignment (the one on screen), so a page can prefetch the study that comes next."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
             f"UPDATE assignments SET opened_at = coalesce(opened_at, now()) WHERE assignment_id = ("
             f" SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
-            f" ORDER BY assigned_at, study_id LIMIT 1) RETURNING {_COLUMNS}", (user.user_id,))
+            f" AND assignment_id IS DISTINCT FROM %s ORDER BY assigned_at, study_id LIMIT 1) RETURNING {_COLUMNS}",
+            (user.user_id, after))
         row = await cur.fetchone()
     if row is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -94,39 +105,45 @@ def _check_labels(vote: VoteIn, suggested: set[str]) -> None:
     if set(vote.added_labels) & suggested:
         raise Problem(422, f"cannot add labels already suggested: {', '.join(sorted(set(vote.added_labels) & suggested))}")
     if set(vote.removed_labels) - suggested:
-        raise Problem(422, f"cannot remove labels not suggested: {', '.join(sorted(set(vote.removed_labels) - suggested))}")
+        raise Problem(422, f"cannot remove labels that were not suggested: {', '.join(sorted(set(vote.removed_labels) - suggested))}")
     if vote.verdict == Verdict.AGREE_ALL and (vote.added_labels or vote.removed_labels):
         raise Problem(422, "agree_all means no corrections; use agree_mostly or disagree to add or remove labels")
 
 
-@router.post("/{assignment_id}/vote", status_code=status.HTTP_201_CREATED)
+def _check_omissions(vote: VoteIn, a: dict) -> list[dict]:
+    """The warnings this vote raises; unconfirmed ones stop it with a 409 that lists them."""
+    asks = omissions(a["suggested"], a["unmapped"], vote.added_labels, vote.removed_labels)
+    if asks and not vote.confirm:
+        raise Problem(409, describe(asks), type_=CONFIRMATION_TYPE, confirmations=asks)
+    return asks
+
+
+@router.post("/{assignment_id}/vote", status_code=status.HTTP_201_CREATED,
+             responses={409: {"description": "Already voted, read moved away, or omissions to confirm."}})
 async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, response: Response,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> VoteOut:
     """Cast the caller's vote on one assignment. With the same Idempotency-Key a retry returns the
-    original vote (200); a second, different vote is refused (409)."""
+    original vote (200); a second, different vote is refused (409). A vote that removes a label the
+    report states as present, or leaves an unmapped finding without adding a label, is answered
+    with a 409 confirmation request until it is sent again with `confirm: true`."""
     async with unit_of_work(res.pool) as conn:
-        cur = await conn.execute(
-            "SELECT study_id, reader_id, suggested FROM assignments WHERE assignment_id = %s FOR UPDATE",
-            (assignment_id,))
-        a = await cur.fetchone()
-        if a is None:
-            raise Problem(404, f"no assignment {assignment_id!r}")
-        if a["reader_id"] != user.user_id:
-            raise Problem(403, "this assignment belongs to another reader")
-        cur = await conn.execute("SELECT * FROM votes WHERE assignment_id = %s", (assignment_id,))
-        existing = await cur.fetchone()
-        if existing is not None:
-            if idempotency_key and existing["idempotency_key"] == idempotency_key:
+        a = await _lock_assignment(conn, assignment_id, user.user_id)
+        if a["vote_id"] is not None:
+            if idempotency_key and a["idempotency_key"] == idempotency_key:
                 response.status_code = status.HTTP_200_OK
-                return _vote_out(existing)
-            raise Problem(409, "you have already voted on this assignment", vote_id=existing["vote_id"])
+                return _vote_out(a)
+            raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
+        if a["status"] == "expired":
+            raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
         _check_labels(body, {s["label_id"] for s in a["suggested"]})
+        confirmed = _check_omissions(body, a)
         event = VoteCast(
             study_id=a["study_id"], vote_id=str(uuid.uuid4()), assignment_id=assignment_id, reader_id=user.user_id,
             verdict=body.verdict, added_labels=sorted(set(body.added_labels)),
-            removed_labels=sorted(set(body.removed_labels)), comment=body.comment, seconds_spent=body.seconds_spent)
+            removed_labels=sorted(set(body.removed_labels)), comment=body.comment,
+            seconds_spent=body.seconds_spent if body.seconds_spent is not None else a["open_seconds"])
         try:
-            await _insert_vote(conn, event, idempotency_key)
+            await _insert_vote(conn, event, idempotency_key, confirmed)
         except UniqueViolation as exc:  # a concurrent duplicate lost the race
             raise Problem(409, "you have already voted on this assignment") from exc
         await outbox.record(conn, [event])
@@ -134,18 +151,38 @@ async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, respo
     metrics.VOTES.labels(body.verdict.value).inc()
     metrics.READS.labels(user.user_id).inc()
     return VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                   verdict=event.verdict, added_labels=event.added_labels, removed_labels=event.removed_labels)
+                   verdict=event.verdict, added_labels=event.added_labels, removed_labels=event.removed_labels,
+                   confirmed_omissions=confirmed)
 
 
-async def _insert_vote(conn, e: VoteCast, idempotency_key: str | None) -> None:
+async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
+    """The assignment (locked) with its vote if any, in one round trip; refuses other readers'."""
+    cur = await conn.execute(
+        "SELECT a.study_id, a.reader_id, a.status, a.suggested, a.unmapped,"
+        " extract(epoch FROM now() - a.opened_at)::float8 AS open_seconds, v.vote_id, v.assignment_id,"
+        " v.verdict, v.added_labels, v.removed_labels, v.idempotency_key, v.confirmed_omissions"
+        " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.assignment_id = %s FOR UPDATE OF a",
+        (assignment_id,))
+    a = await cur.fetchone()
+    if a is None:
+        raise Problem(404, f"no assignment {assignment_id!r}")
+    if a["reader_id"] != user_id:
+        raise Problem(403, "this assignment belongs to another reader")
+    return a
+
+
+async def _insert_vote(conn, e: VoteCast, idempotency_key: str | None, confirmed: list[dict]) -> None:
     await conn.execute(
-        "INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, verdict, added_labels, removed_labels,"
-        " comment, seconds_spent, idempotency_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-        (e.vote_id, e.assignment_id, e.study_id, e.reader_id, e.verdict.value, json.dumps(e.added_labels),
-         json.dumps(e.removed_labels), e.comment, e.seconds_spent, idempotency_key))
-    await conn.execute("UPDATE assignments SET status = 'voted' WHERE assignment_id = %s", (e.assignment_id,))
+        "WITH done AS (UPDATE assignments SET status = 'voted' WHERE assignment_id = %s)"
+        " INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, verdict, added_labels, removed_labels,"
+        " comment, seconds_spent, idempotency_key, confirmed_omissions) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        (e.assignment_id, e.vote_id, e.assignment_id, e.study_id, e.reader_id, e.verdict.value,
+         json.dumps(e.added_labels), json.dumps(e.removed_labels), e.comment, e.seconds_spent, idempotency_key,
+         json.dumps(confirmed)))
 
 
 def _vote_out(row: dict) -> VoteOut:
     return VoteOut(vote_id=row["vote_id"], assignment_id=row["assignment_id"], study_id=row["study_id"],
-                   verdict=row["verdict"], added_labels=row["added_labels"], removed_labels=row["removed_labels"])
+                   verdict=row["verdict"], added_labels=row["added_labels"], removed_labels=row["removed_labels"],
+                   confirmed_omissions=row["confirmed_omissions"] or [])
+

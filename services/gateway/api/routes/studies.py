@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import BaseModel
 
-from services.common.contracts import DicomObject
-from services.gateway.auth import Curator, CurrentUser, Role
+from services.common.contracts import DicomObject, Finding, SuggestedLabel
+from services.gateway.access import own_read
+from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
 from services.gateway.ingest import IngestError, ingest_study
 from services.gateway.problems import Problem
@@ -47,15 +48,9 @@ async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[s
 
 
 async def _objects_for(res, user, study_id: str) -> list[dict]:
-    """The study's objects, if this user may see the study (curators, or its assigned readers)."""
+    """The study's objects, if this user may see the study (curators, or its live readers)."""
     async with res.pool.connection() as conn:
-        if user.role == Role.REVIEWER:
-            cur = await conn.execute(
-                "SELECT 1 FROM assignments WHERE study_id = %s AND reader_id = %s", (study_id, user.user_id))
-            if await cur.fetchone() is None:
-                raise Problem(404, f"no study {study_id!r} on your worklist")
-        elif user.role not in (Role.CURATOR, Role.ADMIN):
-            raise Problem(403, "studies are visible to their readers and to curators")
+        await own_read(conn, user, study_id)
         cur = await conn.execute(
             "SELECT object_key, sop_instance_uid, series_instance_uid, series_description, instance_number, modality,"
             " sha256 FROM study_objects WHERE study_id = %s ORDER BY series_instance_uid, instance_number",
@@ -64,6 +59,48 @@ async def _objects_for(res, user, study_id: str) -> list[dict]:
     if not rows:
         raise Problem(404, f"no study {study_id!r}")
     return rows
+
+
+class StudyView(BaseModel):
+    """What a reader needs to judge the suggestion: the report, each suggested label with the
+    sentences that support it, the findings the mapper could not place, and the images. Never
+    another reader's vote: those are in the discussion, after one's own vote."""
+
+    study_id: str
+    report_text: str
+    taxonomy_version: str | None
+    suggested: list[SuggestedLabel]
+    unmapped_findings: list[Finding]
+    evidence_sentences: list[str]
+    instances: int
+    image_url: str
+    dicom_url: str
+    discussion_url: str
+    assignment_id: str | None = None
+    status: str | None = None
+
+
+@router.get("/{study_id}")
+async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
+    """The study as a reader sees it (readers of the study and curators)."""
+    async with res.pool.connection() as conn:
+        read = await own_read(conn, user, study_id)
+        cur = await conn.execute(
+            "SELECT s.report_text, g.taxonomy_version, g.labels, g.unmapped,"
+            " (SELECT count(*) FROM study_objects o WHERE o.study_id = s.study_id) AS instances"
+            " FROM studies s LEFT JOIN suggestions g USING (study_id) WHERE s.study_id = %s", (study_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, f"no study {study_id!r}")
+    suggested = (read or {}).get("suggested") or row["labels"] or []
+    unmapped = (read or {}).get("unmapped") or row["unmapped"] or []
+    sentences = [e for s in suggested for e in s.get("evidence", [])] + [f["evidence"] for f in unmapped]
+    base = f"/api/v1/studies/{study_id}"
+    return StudyView(
+        study_id=study_id, report_text=row["report_text"], taxonomy_version=row["taxonomy_version"],
+        suggested=suggested, unmapped_findings=unmapped, evidence_sentences=list(dict.fromkeys(sentences)),
+        instances=row["instances"], image_url=f"{base}/image", dicom_url=f"{base}/dicom",
+        discussion_url=f"{base}/discussion", assignment_id=read and read["assignment_id"], status=read and read["status"])
 
 
 @router.get("/{study_id}/image")

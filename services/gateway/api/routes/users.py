@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel, Field
 
-from services.gateway.auth import Admin, Curator, CurrentUser, Role, User, new_token, token_hash
+from services.gateway.auth import Curator, CurrentUser, Role, User, new_token, token_cache, token_hash
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
 
@@ -58,9 +58,14 @@ async def list_users(_: Curator, res: Res, role: Role | None = None) -> list[Use
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def deactivate_user(user_id: str, _: Admin, res: Res) -> None:
-    """Revoke a user's token."""
+async def deactivate_user(user_id: str, actor: Curator, res: Res) -> None:
+    """Revoke a user's token. Curators manage the panel (reviewers, evaluators); admins anyone."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("UPDATE users SET active = false WHERE user_id = %s RETURNING user_id", (user_id,))
-        if await cur.fetchone() is None:
-            raise Problem(404, f"no user {user_id!r}")
+        cur = await conn.execute("SELECT role FROM users WHERE user_id = %s AND active", (user_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise Problem(404, f"no active user {user_id!r}")
+        if row["role"] in (Role.CURATOR, Role.ADMIN) and actor.role != Role.ADMIN:
+            raise Problem(403, f"only an admin can deactivate a {row['role']}")
+        await conn.execute("UPDATE users SET active = false WHERE user_id = %s", (user_id,))
+    token_cache.forget_user(user_id)

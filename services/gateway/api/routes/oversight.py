@@ -1,0 +1,116 @@
+"""Curator oversight: where every study stands, what each sampling run drew, and moving a read.
+
+A reassignment is a command to the sampler, which owns who reads what: it picks (or checks) the
+new reader under the same rules as an expired lease, and the move comes back as review-reoffered.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
+
+from services.common import outbox
+from services.common.contracts import ReassignmentRequested
+from services.common.db import unit_of_work
+from services.gateway.auth import Curator, Role
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["curation"])
+
+StudyState = Literal["assigned", "in_review", "voted", "accepted", "not_accepted"]
+
+_STUDY_STATES = """
+SELECT a.study_id, min(a.run_id) AS run_id, min(a.difficulty) AS difficulty, min(a.reason) AS reason,
+       jsonb_agg(jsonb_build_object('reader_id', a.reader_id, 'status', a.status, 'assignment_id', a.assignment_id)
+                 ORDER BY a.reader_id) AS readers,
+       count(*) FILTER (WHERE a.status = 'voted') AS votes,
+       count(*) FILTER (WHERE a.status <> 'expired') AS readers_needed,
+       CASE WHEN bool_or(d.accepted) THEN 'accepted'
+            WHEN bool_or(d.accepted IS NOT NULL) THEN 'not_accepted'
+            WHEN count(*) FILTER (WHERE a.status = 'open') = 0 THEN 'voted'
+            WHEN count(*) FILTER (WHERE a.status = 'voted') > 0 THEN 'in_review'
+            ELSE 'assigned' END AS state
+FROM assignments a LEFT JOIN decisions d USING (study_id)
+GROUP BY a.study_id
+"""
+
+
+@router.get("/progress/studies")
+async def study_states(_: Curator, res: Res, state: StudyState | None = None,
+                       limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+    """Per sampled study: its state, its readers and their read status, and why it was sampled."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT * FROM ({_STUDY_STATES}) s WHERE %(state)s::text IS NULL OR s.state = %(state)s"
+            " ORDER BY s.study_id LIMIT %(limit)s OFFSET %(offset)s",
+            {"state": state, "limit": limit, "offset": offset})
+        return await cur.fetchall()
+
+
+@router.get("/sampling-runs")
+async def sampling_runs(_: Curator, res: Res) -> list[dict]:
+    """Every sampling run and its outcome (status stays 'requested' until the sampler reports)."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM sampling_runs ORDER BY requested_at, run_id")
+        return [_iso(r) for r in await cur.fetchall()]
+
+
+@router.get("/sampling-runs/{run_id}")
+async def sampling_run(run_id: str, _: Curator, res: Res) -> dict:
+    """One run: plan, panel, unmet quotas, difficulty tiers, label counts, and each study's reason."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM sampling_runs WHERE run_id = %s", (run_id,))
+        run = await cur.fetchone()
+        if run is None:
+            raise Problem(404, f"no sampling run {run_id!r}")
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (study_id) study_id, difficulty, reason FROM assignments WHERE run_id = %s"
+            " ORDER BY study_id, assigned_at", (run_id,))
+        studies = await cur.fetchall()
+    return {**_iso(run), "studies": studies}
+
+
+def _iso(row: dict) -> dict:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+class ReassignIn(BaseModel):
+    to_reader: str | None = Field(None, max_length=64, description="Default: the least-loaded eligible reader.")
+    reason: str = Field("", max_length=500)
+
+
+@router.post("/assignments/{assignment_id}/reassign", status_code=status.HTTP_202_ACCEPTED)
+async def reassign(assignment_id: str, body: ReassignIn, actor: Curator, res: Res) -> dict:
+    """Move an open read to another reader. Refused for a read already voted or moved, and for a
+    reader who is not an active reviewer or has already had the study (they would not read blind)."""
+    async with unit_of_work(res.pool) as conn:
+        cur = await conn.execute("SELECT study_id, reader_id, status FROM assignments WHERE assignment_id = %s"
+                                 " FOR UPDATE", (assignment_id,))
+        a = await cur.fetchone()
+        if a is None:
+            raise Problem(404, f"no assignment {assignment_id!r}")
+        if a["status"] != "open":
+            raise Problem(409, f"the read is {a['status']}; only an open read can be reassigned")
+        if body.to_reader is not None:
+            await _check_new_reader(conn, a["study_id"], body.to_reader)
+        cmd = ReassignmentRequested(study_id=a["study_id"], from_reader=a["reader_id"], to_reader=body.to_reader,
+                                    requested_by=actor.user_id, reason=body.reason)
+        await outbox.record(conn, [cmd])
+    res.relay.notify()
+    return {"status": "requested", "study_id": a["study_id"], "from_reader": a["reader_id"],
+            "to_reader": body.to_reader, "request_id": cmd.event_id}
+
+
+async def _check_new_reader(conn, study_id: str, reader_id: str) -> None:
+    cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s AND active AND role = %s",
+                             (reader_id, Role.REVIEWER.value))
+    if await cur.fetchone() is None:
+        raise Problem(422, f"{reader_id!r} is not an active reviewer")
+    cur = await conn.execute("SELECT 1 FROM assignments WHERE study_id = %s AND reader_id = %s", (study_id, reader_id))
+    if await cur.fetchone() is not None:
+        raise Problem(422, f"{reader_id!r} has already had study {study_id!r}; a reader never gets a study twice")

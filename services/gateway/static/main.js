@@ -1,0 +1,147 @@
+// The reviewer page: sign in, read the worklist in order, vote with 1/2/3. The study after the
+// current one is always fetched and decoded ahead, so a vote swaps to it without waiting.
+import { ApiError, call, imageUrl, token } from "./api.js";
+import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
+import { confirmOmissions, corrections, omissions, renderStudy } from "./review.js";
+import { Viewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const VERDICTS = { 1: "agree_all", 2: "agree_mostly", 3: "disagree" };
+const state = { cur: null, next: null, opened: 0, busy: false };
+// For tests and the benchmark: keypress → painted timings, and whether the prefetch is ready.
+window.__rc = { paints: [], ready: false, votes: 0 };
+let viewer;
+
+async function load(after) {
+  const a = await call("GET", `/api/v1/reviews/next${after ? `?after=${encodeURIComponent(after)}` : ""}`);
+  return a && { a, url: await imageUrl(a.image_url) };
+}
+
+function prefetch() {
+  window.__rc.ready = false;
+  state.next = load(state.cur?.a.assignment_id).then((n) => { window.__rc.ready = true; return n; },
+    () => { window.__rc.ready = true; return null; });
+}
+
+async function show(item) {
+  if (state.cur) URL.revokeObjectURL(state.cur.url);
+  state.cur = item;
+  $("empty").hidden = !!item;
+  $("image").hidden = !item;
+  document.querySelectorAll(".verdicts button").forEach((b) => (b.disabled = !item));
+  if (!item) { $("study-title").textContent = "Nothing left to read"; return; }
+  renderStudy(item.a);
+  state.opened = performance.now();
+  await viewer.show(item.url);
+  markCurrent();
+}
+
+async function vote(verdict, t0) {
+  const item = state.cur;
+  if (!item || state.busy) return;
+  const fix = corrections();
+  if (verdict === "agree_all" && (fix.added.length || fix.removed.length)) {
+    $("status").textContent = "Agree all means no corrections: use 2 (agree mostly) or 3 (disagree).";
+    return;
+  }
+  const asks = omissions(item.a, fix);
+  if (asks.length && !(await confirmOmissions(asks))) return;
+  state.busy = true;
+  const body = { verdict, ...fix, comment: $("comment").value, confirm: asks.length > 0,
+                 seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
+  const sent = call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
+                    { "Idempotency-Key": crypto.randomUUID() });
+  await show(await state.next);
+  window.__rc.paints.push(performance.now() - t0);
+  await settle(sent, item);
+}
+
+// The next prefetch must wait for the vote: until it is stored the gateway would offer the
+// voted study again. Votes stay blocked (busy) until that prefetch has started.
+async function settle(sent, item) {
+  let ok = true;
+  try {
+    await sent;
+    window.__rc.votes += 1;
+    $("status").textContent = `Voted on ${item.a.study_id}.`;
+  } catch (err) {
+    ok = false;
+    $("status").textContent = `Vote on ${item.a.study_id} not saved: ${err.message}. It stays on your worklist.`;
+  }
+  prefetch();
+  state.busy = false;
+  if (ok) showDiscussion(item.a.study_id).catch(() => {});
+  refreshLists().catch(() => {});
+}
+
+function markCurrent() {
+  for (const li of document.querySelectorAll("#todo li")) {
+    li.setAttribute("aria-current", String(li.dataset.id === state.cur?.a.assignment_id));
+  }
+}
+
+function listItem(a, onClick) {
+  const li = document.createElement("li");
+  li.dataset.id = a.assignment_id;
+  const b = Object.assign(document.createElement("button"), { type: "button", textContent: a.study_id });
+  b.addEventListener("click", onClick);
+  li.append(b);
+  return li;
+}
+
+async function refreshLists() {
+  const [todo, done] = await Promise.all([call("GET", "/api/v1/reviews?state=open&limit=500"),
+                                          call("GET", "/api/v1/reviews?state=voted&limit=500")]);
+  $("todo").replaceChildren(...todo.map((a) => listItem(a, () => openTodo(a))));
+  $("done").replaceChildren(...done.map((a) => listItem(a, () => showDiscussion(a.study_id))));
+  $("counts").textContent = `${todo.length} to read · ${done.length} voted`;
+  markCurrent();
+}
+
+async function openTodo(a) {
+  await show({ a, url: await imageUrl(a.image_url) });
+  prefetch();
+}
+
+function onKey(e) {
+  if (e.target.closest("input, textarea, dialog") || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (VERDICTS[e.key]) { e.preventDefault(); vote(VERDICTS[e.key], performance.now()); }
+  else if (e.key === "r" || e.key === "R") viewer.reset();
+  else if (e.key === "+" || e.key === "=") viewer.zoomBy(1.25);
+  else if (e.key === "-") viewer.zoomBy(0.8);
+}
+
+async function start() {
+  let me;
+  try { me = await call("GET", "/api/v1/me"); } catch (err) { return signOut(err.message); }
+  if (me.role !== "reviewer") return signOut(`This page is for reviewers; you are signed in as ${me.role}.`);
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("who").textContent = me.display_name || me.user_id;
+  hideDiscussion();
+  await show(await load());
+  prefetch();
+  await refreshLists();
+}
+
+function signOut(message = "") {
+  token.clear();
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("token").focus();
+}
+
+function init() {
+  viewer = new Viewer($("stage"), $("image"), $("wl-readout"));
+  $("login-form").addEventListener("submit", (e) => { e.preventDefault(); token.set($("token").value.trim()); start(); });
+  $("logout").addEventListener("click", () => signOut());
+  document.querySelectorAll(".verdicts button").forEach((b) =>
+    b.addEventListener("click", () => vote(b.dataset.verdict, performance.now())));
+  document.addEventListener("keydown", onKey);
+  wirePostForm();
+  if (token.get()) start(); else $("token").focus();
+}
+
+init();
+export { ApiError };
