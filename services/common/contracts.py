@@ -55,6 +55,16 @@ class Topic(StrEnum):
     CONSENSUS_REACHED = "consensus-reached"
     SELECTION_REQUESTED = "selection-requested"
     BENCHMARK_RELEASED = "benchmark-released"
+    SAMPLING_COMPLETED = "sampling-completed"
+    REVIEW_REOFFERED = "review-reoffered"
+    REASSIGNMENT_REQUESTED = "reassignment-requested"
+
+    ADJUDICATION_REQUESTED = "adjudication-requested"
+    STUDY_ADJUDICATED = "study-adjudicated"
+    REPORT_REQUESTED = "report-requested"
+    REPORT_READY = "report-ready"
+    EVALUATION_REQUESTED = "evaluation-requested"
+    EVALUATION_COMPLETED = "evaluation-completed"
 
     @property
     def dlq(self) -> str:
@@ -122,10 +132,11 @@ class SuggestedLabel(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    label_id: str
+    label_id: str  # CXR: a taxonomy label; lumbar: a cell "<condition>_<level>"
     confidence: float = 1.0
     uncertain: bool = False
     evidence: list[str] = Field(default_factory=list)
+    grade: str | None = None  # lumbar only: "Normal/Mild" | "Moderate" | "Severe"
 
 
 class ModelProvenance(BaseModel):
@@ -183,6 +194,8 @@ class SamplingPlan(BaseModel):
     max_label_share: float = Field(0.35, gt=0, le=1)  # cap on the dominant labels
     no_finding_share: float = Field(0.10, ge=0, le=1)
     seed: int = 0
+    # A read not voted within this many seconds moves to another reader; None: the sampler's default.
+    lease_seconds: float | None = Field(None, gt=0)
 
 
 class SamplingRequested(Event):
@@ -197,6 +210,9 @@ class SamplingRequested(Event):
     # Wait until the pool holds at least this many studies (the curator's ingest count), so a
     # request racing ahead of the last labels-suggested events does not sample a partial pool.
     min_pool_size: int = 0
+    # Per reader: the most studies they may hold in total, and study ids they must not read.
+    capacity: dict[str, int] = Field(default_factory=dict)
+    exclusions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class ReviewAssigned(Event):
@@ -272,6 +288,127 @@ class BenchmarkReleased(Event):
     manifest_sha256: str
 
 
+class SamplingCompleted(Event):
+    """The outcome of a sampling run, for curators: what was drawn and which quotas the pool could
+    not meet. `study_id` is the run id; each study's reason travels on its review-assigned event."""
+
+    topic: ClassVar[Topic] = Topic.SAMPLING_COMPLETED
+    event_type: Literal["SamplingCompleted"] = "SamplingCompleted"
+    run_id: str
+    protocol: Protocol = Protocol.CXR
+    status: Literal["completed", "failed"] = "completed"
+    pool_size: int = 0
+    n_selected: int = 0
+    unmet_quotas: list[str] = Field(default_factory=list)
+    tiers: dict[str, int] = Field(default_factory=dict)
+    label_counts: dict[str, int] = Field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+
+
+class ReviewReoffered(Event):
+    """A study's assignment moved from one reader to another (lease expired, or a curator asked).
+    `readers` is the study's reader set after the move."""
+
+    topic: ClassVar[Topic] = Topic.REVIEW_REOFFERED
+    event_type: Literal["ReviewReoffered"] = "ReviewReoffered"
+    protocol: Protocol = Protocol.CXR
+    run_id: str
+    from_reader: str
+    to_reader: str
+    readers: list[str]
+    reason: str
+
+
+class ReassignmentRequested(Event):
+    """Command (curator): move one reader's open assignment to another eligible reader
+    (`to_reader`, or the least-loaded eligible one when None)."""
+
+    topic: ClassVar[Topic] = Topic.REASSIGNMENT_REQUESTED
+    event_type: Literal["ReassignmentRequested"] = "ReassignmentRequested"
+    from_reader: str
+    to_reader: str | None = None
+    requested_by: str
+    reason: str = ""
+
+
+class AdjudicationRequested(Event):
+    """Command (curator): settle a flagged study. Consensus records it next to, never over, the
+    rule's decision, so the audit trail keeps both. `study_id` is the study."""
+
+    topic: ClassVar[Topic] = Topic.ADJUDICATION_REQUESTED
+    event_type: Literal["AdjudicationRequested"] = "AdjudicationRequested"
+    adjudication_id: str
+    curator_id: str
+    accepted: bool
+    labels: list[str] = Field(default_factory=list)
+    note: str = ""
+
+
+class StudyAdjudicated(Event):
+    """A curator's adjudication took effect: the study's decision is now `accepted` / `labels`."""
+
+    topic: ClassVar[Topic] = Topic.STUDY_ADJUDICATED
+    event_type: Literal["StudyAdjudicated"] = "StudyAdjudicated"
+    protocol: Protocol = Protocol.CXR
+    adjudication_id: str
+    curator_id: str
+    accepted: bool
+    labels: list[str]
+    previous_accepted: bool
+    rule: str
+    rule_version: str
+
+
+class ReportRequested(Event):
+    """Command (curator): compute the agreement / AI-vs-expert report. `study_id` is the report id."""
+
+    topic: ClassVar[Topic] = Topic.REPORT_REQUESTED
+    event_type: Literal["ReportRequested"] = "ReportRequested"
+    report_id: str
+    protocol: Protocol = Protocol.CXR
+    kind: Literal["agreement"] = "agreement"
+
+
+class ReportReady(Event):
+    """The report asked for: aggregate figures only, never a study's labels."""
+
+    topic: ClassVar[Topic] = Topic.REPORT_READY
+    event_type: Literal["ReportReady"] = "ReportReady"
+    report_id: str
+    protocol: Protocol = Protocol.CXR
+    kind: Literal["agreement"] = "agreement"
+    report: dict[str, Any]
+
+
+class EvaluationRequested(Event):
+    """Command (evaluator): score a prediction file against a release's holdout.
+    `study_id` is the evaluation id; the file travels as text (it is small: one row per study)."""
+
+    topic: ClassVar[Topic] = Topic.EVALUATION_REQUESTED
+    event_type: Literal["EvaluationRequested"] = "EvaluationRequested"
+    evaluation_id: str
+    evaluator_id: str
+    release_id: str
+    predictions_csv: str
+    submission_sha256: str
+
+
+class EvaluationCompleted(Event):
+    """The outcome of an evaluation: aggregate metrics and a receipt, or why the file was refused."""
+
+    topic: ClassVar[Topic] = Topic.EVALUATION_COMPLETED
+    event_type: Literal["EvaluationCompleted"] = "EvaluationCompleted"
+    evaluation_id: str
+    evaluator_id: str
+    release_id: str
+    status: Literal["scored", "rejected"]
+    result: dict[str, Any] | None = None
+    error: str = ""
+    receipt: str = ""
+    metric_version: str = ""
+
+
 AnyEvent = Annotated[
     ReportIngested
     | FindingsExtracted
@@ -281,7 +418,16 @@ AnyEvent = Annotated[
     | VoteCast
     | ConsensusReached
     | SelectionRequested
-    | BenchmarkReleased,
+    | BenchmarkReleased
+    | SamplingCompleted
+    | ReviewReoffered
+    | ReassignmentRequested
+    | AdjudicationRequested
+    | StudyAdjudicated
+    | ReportRequested
+    | ReportReady
+    | EvaluationRequested
+    | EvaluationCompleted,
     Field(discriminator="event_type"),
 ]
 
@@ -297,6 +443,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ConsensusReached,
         SelectionRequested,
         BenchmarkReleased,
+        SamplingCompleted,
+        ReviewReoffered,
+        ReassignmentRequested,
+        AdjudicationRequested,
+        StudyAdjudicated,
+        ReportRequested,
+        ReportReady,
+        EvaluationRequested,
+        EvaluationCompleted,
     )
 }
 

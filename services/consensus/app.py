@@ -1,12 +1,17 @@
-"""Consensus service: decides each study from its votes; selects, splits and releases the benchmark."""
+"""Consensus service: decides each study from its votes; selects, splits and releases the benchmark;
+adjudicates, reports agreement and scores holdout evaluations."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.common.runtime import create_app
+from services.common.contracts import Protocol
+from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
+from services.consensus.gauges import refresh_forever
 from services.consensus.handlers import build_handlers
 
 
@@ -14,9 +19,16 @@ class ConsensusSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RADCURATE_CONSENSUS_", extra="ignore")
 
     service_name: str = "consensus"
-    min_agree_all: int = 2  # CXR rule: accepted iff at least this many readers chose agree_all
+    rules_file: str | None = None  # consensus rules per protocol; default: services/consensus/rules.yaml
+    evaluation_bootstrap: int = 1000  # bootstrap replicates behind each evaluation's 95% intervals
+    gauge_refresh_seconds: float = 15.0
+
+
+def _start_gauges(res: Resources) -> None:
+    seconds = getattr(res.settings, "gauge_refresh_seconds", 15.0)
+    res.tasks.append(asyncio.create_task(refresh_forever(res.pool, Protocol.CXR.value, seconds), name="gauges"))
 
 
 def build_app(settings: ConsensusSettings | None = None) -> FastAPI:
     settings = settings or ConsensusSettings()
-    return create_app(settings, build_handlers, title="RadCurate consensus")
+    return create_app(settings, build_handlers, on_start=_start_gauges, title="RadCurate consensus")

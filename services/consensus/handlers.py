@@ -1,4 +1,6 @@
-"""review-assigned + vote-cast → consensus-reached; selection-requested → benchmark-released."""
+"""review-assigned + vote-cast → consensus-reached; selection-requested → benchmark-released;
+adjudication-requested → study-adjudicated; report-requested → report-ready;
+evaluation-requested → evaluation-completed."""
 
 from __future__ import annotations
 
@@ -11,36 +13,46 @@ import psycopg
 from services.common import metrics
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import (
+    AdjudicationRequested,
     BenchmarkReleased,
     ConsensusReached,
+    EvaluationCompleted,
+    EvaluationRequested,
     Protocol,
+    ReportReady,
+    ReportRequested,
     ReviewAssigned,
+    ReviewReoffered,
     SelectionRequested,
+    StudyAdjudicated,
     Topic,
     VoteCast,
 )
 from services.common.runtime import Resources
 from services.common.taxonomy import load_taxonomy
 from services.consensus import repo
+from services.consensus.benchmark import compose_release
+from services.consensus.evaluation import evaluate
 from services.consensus.publish import publish_release
-from services.consensus.release import ReleaseStudy, build_release, prevalence
-from services.consensus.rules import decide_cxr
-from services.consensus.selection import AcceptedStudy, select_and_split
+from services.consensus.reporting import agreement_report
+from services.consensus.rule_config import decide, rule_for
+
+ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 
 
 def build_handlers(res: Resources) -> dict[str, Handler]:
-    min_agree_all = getattr(res.settings, "min_agree_all", 2)
+    rules_file = getattr(res.settings, "rules_file", None)
+    n_bootstrap = getattr(res.settings, "evaluation_bootstrap", 1000)
 
     async def decide_if_complete(conn: psycopg.AsyncConnection, study_id: str) -> list[ConsensusReached]:
         assignment = await repo.get_assignment(conn, study_id)
         if assignment is None or await repo.is_decided(conn, study_id):
             return []
         votes = await repo.counted_votes(conn, study_id)
-        readers = assignment["readers"]
-        if len(votes) < len(readers):
+        if len(votes) < len(assignment["readers"]):
             return []
-        decision = decide_cxr([v for _, v in votes], assignment["suggested"],
-                              min_agree_all=min_agree_all, readers_per_study=len(readers))
+        rule = rule_for(assignment["protocol"], rules_file)
+        decision = decide(rule, [v for _, v in votes], assignment["suggested"])
         vote_ids = [vid for vid, _ in votes]
         await repo.save_decision(conn, study_id, decision, vote_ids)
         if decision.needs_adjudication:
@@ -55,6 +67,11 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         await repo.save_assignment(conn, event)
         return await decide_if_complete(conn, event.study_id)
 
+    async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered, _: Any) -> None:
+        """A reassignment changed the study's readers: the new reader's vote must count."""
+        if await repo.get_assignment(conn, event.study_id) is not None:
+            await repo.set_readers(conn, event.study_id, event.readers)
+
     async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ConsensusReached]:
         """Record a vote; decide the study once all its readers have voted."""
         assignment = await repo.get_assignment(conn, vote.study_id)
@@ -68,46 +85,84 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
             return []
         return await decide_if_complete(conn, vote.study_id)
 
+    async def on_adjudication_requested(conn: psycopg.AsyncConnection, cmd: AdjudicationRequested,
+                                        _: Any) -> list[StudyAdjudicated]:
+        """Record a curator's ruling next to the rule's decision (an audit trail, never an overwrite)."""
+        current = await repo.effective_decision(conn, cmd.study_id)
+        if current is None:
+            raise PermanentError(f"adjudication {cmd.adjudication_id}: study {cmd.study_id} has no decision yet")
+        assignment = await repo.get_assignment(conn, cmd.study_id)
+        known = set(load_taxonomy("cxr").label_ids)
+        if unknown := sorted(set(cmd.labels) - known):
+            raise PermanentError(f"adjudication {cmd.adjudication_id}: unknown labels {unknown}")
+        labels = sorted(set(cmd.labels)) if cmd.accepted else []
+        if not await repo.save_adjudication(conn, cmd, labels, current):
+            return []
+        await repo.resolve_flags(conn, cmd.study_id, cmd.curator_id)
+        return [StudyAdjudicated(
+            study_id=cmd.study_id, correlation_id=cmd.correlation_id, protocol=assignment["protocol"],
+            adjudication_id=cmd.adjudication_id, curator_id=cmd.curator_id, accepted=cmd.accepted, labels=labels,
+            previous_accepted=current["accepted"], rule=ADJUDICATION_RULE, rule_version=ADJUDICATION_RULE_VERSION,
+        )]
+
+    async def on_report_requested(conn: psycopg.AsyncConnection, cmd: ReportRequested, _: Any) -> list[ReportReady]:
+        """Compute the agreement / AI-vs-expert report from this service's own tables."""
+        studies, votes = await repo.report_rows(conn, cmd.protocol)
+        label_ids = load_taxonomy("cxr").label_ids
+        report = await asyncio.to_thread(agreement_report, studies, votes, label_ids)
+        report["open_flags"] = await repo.open_flags(conn)
+        report["rule"] = rule_for(cmd.protocol, rules_file).describe()
+        return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
+                            protocol=cmd.protocol, report=report)]
+
+    async def on_evaluation_requested(conn: psycopg.AsyncConnection, cmd: EvaluationRequested,
+                                      _: Any) -> list[EvaluationCompleted]:
+        """Score a submission against the holdout; only aggregates (or a truth-free error) go back."""
+        release = await repo.get_release(conn, cmd.release_id)
+        truth = await repo.holdout_truth(conn, cmd.release_id) if release else {}
+        outcome = await asyncio.to_thread(evaluate, cmd, release, truth, n_bootstrap)
+        row = {"evaluation_id": cmd.evaluation_id, "evaluator_id": cmd.evaluator_id, "release_id": cmd.release_id,
+               "submission_sha256": cmd.submission_sha256, "status": outcome.status, "receipt": outcome.receipt,
+               "metric_version": outcome.metric_version, "result": outcome.result, "error": outcome.error}
+        await repo.save_evaluation(conn, row)
+        return [EvaluationCompleted(study_id=cmd.evaluation_id, correlation_id=cmd.correlation_id,
+                                    **{k: v for k, v in row.items() if k != "submission_sha256"})]
+
     async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested, _: Any) -> list[BenchmarkReleased]:
         """Choose the benchmark from accepted studies, split it, and write the release."""
         if await repo.release_exists(conn, cmd.release_id):
             return []
         started = time.perf_counter()
-        taxonomy = load_taxonomy("cxr")
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
-        studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]), tuple(r["objects"]))
-                   for r in rows}
-        split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in studies.values()],
-                                 cmd.plan, taxonomy.label_ids)
-        released = [studies[sid] for sid in split.released]
-        holdout = [studies[sid] for sid in split.holdout]
-        funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol),
-                  "selected": len(released) + len(holdout), "released": len(released), "holdout": len(holdout)}
-        card = {
-            "release_id": cmd.release_id, "protocol": cmd.protocol, "taxonomy_version": taxonomy.version,
-            "rule": "cxr-agree-all-majority", "plan": cmd.plan.model_dump(mode="json"), "funnel": funnel,
-            "prevalence": {"released": prevalence(released, taxonomy.label_ids),
-                           "holdout": prevalence(holdout, taxonomy.label_ids)},
-            "unmet_quotas": list(split.unmet),
-        }
-        files = build_release(cmd.release_id, protocol=cmd.protocol, released=released, holdout=holdout,
-                              label_ids=taxonomy.label_ids, card=card)
+        taxonomy = load_taxonomy("cxr")
+        studies, votes = await repo.report_rows(conn, cmd.protocol)
+        agreement = await asyncio.to_thread(agreement_report, studies, votes, taxonomy.label_ids)
+        funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
+        composed = compose_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, taxonomy,
+                                   rule_for(cmd.protocol, rules_file), agreement)
+        files = composed.files
         await asyncio.to_thread(publish_release, res.store, res.settings, files)
-        await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(), split.released,
-                                {s.study_id: sorted(s.labels) for s in holdout}, files.manifest_key, files.manifest_sha256)
+        await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(),
+                                [s.study_id for s in composed.released],
+                                {s.study_id: sorted(s.labels) for s in composed.holdout},
+                                files.manifest_key, files.manifest_sha256)
         metrics.SELECTION_RUN.observe(time.perf_counter() - started)
         return [BenchmarkReleased(
             study_id=cmd.release_id, correlation_id=cmd.correlation_id, release_id=cmd.release_id,
-            protocol=cmd.protocol, released_count=len(released), holdout_count=len(holdout),
+            protocol=cmd.protocol, released_count=len(composed.released), holdout_count=len(composed.holdout),
             manifest_key=files.manifest_key, manifest_sha256=files.manifest_sha256,
         )]
 
     return {
         Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
+        Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
         Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested),
+        Topic.ADJUDICATION_REQUESTED.value: Handler(apply=on_adjudication_requested),
+        Topic.REPORT_REQUESTED.value: Handler(apply=on_report_requested),
+        Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested),
     }
 
 

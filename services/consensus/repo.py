@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from services.common.contracts import ReviewAssigned, VoteCast
+from services.common.contracts import AdjudicationRequested, ReviewAssigned, VoteCast
 from services.consensus.rules import Decision, VoteView
 
 
@@ -72,7 +72,7 @@ async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decisio
 
 async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list[dict]:
     cur = await conn.execute(
-        "SELECT d.study_id, a.patient_id, d.labels, a.objects FROM decisions d JOIN assignments a USING (study_id)"
+        "SELECT d.study_id, a.patient_id, d.labels, a.objects FROM effective_decisions d JOIN assignments a USING (study_id)"
         " WHERE d.accepted AND a.protocol = %s ORDER BY d.study_id", (protocol,))
     return await cur.fetchall()
 
@@ -80,7 +80,7 @@ async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list
 async def funnel_counts(conn: psycopg.AsyncConnection, protocol: str) -> dict[str, int]:
     cur = await conn.execute(
         "SELECT count(*) AS sampled, count(d.study_id) AS decided, count(*) FILTER (WHERE d.accepted) AS accepted"
-        " FROM assignments a LEFT JOIN decisions d USING (study_id) WHERE a.protocol = %s", (protocol,))
+        " FROM assignments a LEFT JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s", (protocol,))
     return dict(await cur.fetchone())
 
 
@@ -101,3 +101,97 @@ async def save_release(conn: psycopg.AsyncConnection, release_id: str, protocol:
             "INSERT INTO holdout_truth (release_id, study_id, labels) VALUES (%s, %s, %s)",
             [(release_id, sid, json.dumps(labels)) for sid, labels in sorted(holdout.items())],
         )
+
+
+async def set_readers(conn: psycopg.AsyncConnection, study_id: str, readers: list[str]) -> None:
+    """A reassignment changed who reads the study (review-reoffered)."""
+    await conn.execute("UPDATE assignments SET readers = %s WHERE study_id = %s", (json.dumps(readers), study_id))
+
+
+# --- adjudication -------------------------------------------------------------------------
+
+
+async def effective_decision(conn: psycopg.AsyncConnection, study_id: str) -> dict | None:
+    cur = await conn.execute("SELECT * FROM effective_decisions WHERE study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def save_adjudication(conn: psycopg.AsyncConnection, cmd: AdjudicationRequested, labels: list[str],
+                            previous: dict) -> bool:
+    """Append the adjudication; False when this adjudication id was recorded before."""
+    cur = await conn.execute(
+        "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note,"
+        " previous_accepted, previous_labels) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (adjudication_id) DO NOTHING RETURNING seq",
+        (cmd.adjudication_id, cmd.study_id, cmd.curator_id, cmd.accepted, json.dumps(labels), cmd.note,
+         previous["accepted"], json.dumps(previous["labels"])))
+    return await cur.fetchone() is not None
+
+
+async def resolve_flags(conn: psycopg.AsyncConnection, study_id: str, curator_id: str) -> None:
+    await conn.execute("UPDATE flags SET resolved_at = now(), resolved_by = %s WHERE study_id = %s"
+                       " AND resolved_at IS NULL", (curator_id, study_id))
+
+
+# --- reports and gauges -------------------------------------------------------------------
+
+
+async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
+    """Decided studies (with their suggestion, tier, provenance and effective decision) and their
+    counted votes: everything the agreement report is computed from."""
+    cur = await conn.execute(
+        "SELECT a.study_id, a.suggested, a.difficulty, a.extraction, a.mapping, d.accepted, d.labels"
+        " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
+        " ORDER BY a.study_id", (protocol,))
+    studies = await cur.fetchall()
+    cur = await conn.execute(
+        "SELECT v.study_id, v.reader_id, v.verdict, v.added_labels, v.removed_labels, v.seconds_spent"
+        " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
+        " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
+    return studies, await cur.fetchall()
+
+
+async def study_states(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """How many studies are in each curation state (bounded label set for a gauge)."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE d.study_id IS NULL) AS awaiting_votes,"
+        " count(*) FILTER (WHERE d.accepted) AS accepted,"
+        " count(*) FILTER (WHERE NOT d.accepted AND NOT (d.needs_adjudication AND NOT d.adjudicated)) AS rejected,"
+        " count(*) FILTER (WHERE d.needs_adjudication AND NOT d.adjudicated) AS awaiting_adjudication,"
+        " count(*) FILTER (WHERE d.adjudicated) AS adjudicated"
+        " FROM assignments a LEFT JOIN effective_decisions d USING (study_id)")
+    counts = dict(await cur.fetchone())
+    cur = await conn.execute("SELECT count(DISTINCT study_id) AS n FROM flags WHERE resolved_at IS NULL")
+    counts["flagged"] = (await cur.fetchone())["n"]
+    return counts
+
+
+async def open_flags(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """Unresolved flags by kind (the reason's first word), for the report."""
+    cur = await conn.execute(
+        "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM flags WHERE resolved_at IS NULL"
+        " GROUP BY 1 ORDER BY 1")
+    return {r["kind"]: r["n"] for r in await cur.fetchall()}
+
+
+# --- evaluations --------------------------------------------------------------------------
+
+
+async def get_release(conn: psycopg.AsyncConnection, release_id: str) -> dict | None:
+    cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
+    return await cur.fetchone()
+
+
+async def holdout_truth(conn: psycopg.AsyncConnection, release_id: str) -> dict[str, object]:
+    cur = await conn.execute("SELECT study_id, labels FROM holdout_truth WHERE release_id = %s ORDER BY study_id",
+                             (release_id,))
+    return {r["study_id"]: r["labels"] for r in await cur.fetchall()}
+
+
+async def save_evaluation(conn: psycopg.AsyncConnection, row: dict) -> None:
+    await conn.execute(
+        "INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256, status, receipt,"
+        " metric_version, result, error) VALUES (%(evaluation_id)s, %(evaluator_id)s, %(release_id)s,"
+        " %(submission_sha256)s, %(status)s, %(receipt)s, %(metric_version)s, %(result)s, %(error)s)"
+        " ON CONFLICT (evaluation_id) DO NOTHING",
+        {**row, "result": json.dumps(row["result"]) if row["result"] is not None else None})

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
-from services.gateway.api.routes import admin, reviews, studies, users
+from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
+from services.gateway.api.routes import evaluations, reports
 from services.gateway.auth import Role, token_hash
 from services.gateway.handlers import build_handlers
 
@@ -39,11 +44,25 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     app = create_app(
         settings, build_handlers,
-        routers=[users.router, studies.router, reviews.router, admin.router],
+        routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
+                 reports.router, evaluations.router],
         on_start=_bootstrap_admin,
         title="RadCurate gateway",
         version="0.1.0",
         description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json.",
     )
     problems.install(app)
+    _serve_page(app)
     return app
+
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _serve_page(app: FastAPI) -> None:
+    """The reviewer web page: plain files, no build step; the page itself needs no token."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})

@@ -1,4 +1,4 @@
-"""The gateway's read models: suggestions, assignments, decisions and releases, from events."""
+"""The gateway's read models: suggestions, assignments, decisions, releases and sampling runs, from events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Any
 import psycopg
 
 from services.common.consumer import Handler
-from services.common.contracts import BenchmarkReleased, ConsensusReached, LabelsSuggested, ReviewAssigned, Topic
+from services.common.contracts import EvaluationCompleted, ReportReady, StudyAdjudicated
+from services.common.contracts import (
+    BenchmarkReleased,
+    ConsensusReached,
+    LabelsSuggested,
+    ReviewAssigned,
+    ReviewReoffered,
+    SamplingCompleted,
+    Topic,
+)
 from services.common.runtime import Resources
 
 _ASSIGNMENT_NS = uuid.UUID("6f1c2a64-5d5e-4f55-9a53-0c1f3f7e2b10")
@@ -38,10 +47,36 @@ async def on_review_assigned(conn: psycopg.AsyncConnection, e: ReviewAssigned, _
     """Put the study on each of its readers' worklists."""
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped,"
+            " reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
             [(assignment_id(e.study_id, r), e.study_id, r, e.run_id, e.difficulty, _dump(e.suggested),
-              _dump(e.unmapped_findings)) for r in e.readers])
+              _dump(e.unmapped_findings), e.reason) for r in e.readers])
+
+
+async def on_review_reoffered(conn: psycopg.AsyncConnection, e: ReviewReoffered, _: Any) -> None:
+    """Move a read to its new reader, unless the old reader's vote got in first (then the vote
+    stands and the sampler, seeing that vote, undoes the move on its side)."""
+    cur = await conn.execute(
+        "UPDATE assignments SET status = 'expired', expired_at = now(), replaced_by = %s"
+        " WHERE study_id = %s AND reader_id = %s AND status = 'open'"
+        " RETURNING run_id, difficulty, suggested, unmapped, reason", (e.to_reader, e.study_id, e.from_reader))
+    old = await cur.fetchone()
+    if old is None:
+        return
+    await conn.execute(
+        "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped, reason)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+        (assignment_id(e.study_id, e.to_reader), e.study_id, e.to_reader, old["run_id"], old["difficulty"],
+         json.dumps(old["suggested"]), json.dumps(old["unmapped"]), f"{old['reason']} (re-offered: {e.reason})"))
+
+
+async def on_sampling_completed(conn: psycopg.AsyncConnection, e: SamplingCompleted, _: Any) -> None:
+    """Keep the run's outcome for curators: counts, tiers, and the quotas the pool could not meet."""
+    await conn.execute(
+        "UPDATE sampling_runs SET status = %s, pool_size = %s, n_selected = %s, unmet_quotas = %s, tiers = %s,"
+        " label_counts = %s, seconds = %s, error = %s, completed_at = %s WHERE run_id = %s",
+        (e.status, e.pool_size, e.n_selected, json.dumps(e.unmet_quotas), json.dumps(e.tiers),
+         json.dumps(e.label_counts), e.seconds, e.error, e.occurred_at, e.run_id))
 
 
 async def on_consensus_reached(conn: psycopg.AsyncConnection, e: ConsensusReached, _: Any) -> None:
@@ -66,4 +101,33 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
         Topic.CONSENSUS_REACHED.value: Handler(apply=on_consensus_reached),
         Topic.BENCHMARK_RELEASED.value: Handler(apply=on_benchmark_released),
+        Topic.STUDY_ADJUDICATED.value: Handler(apply=on_study_adjudicated),
+        Topic.REPORT_READY.value: Handler(apply=on_report_ready),
+        Topic.EVALUATION_COMPLETED.value: Handler(apply=on_evaluation_completed),
+        Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
+        Topic.SAMPLING_COMPLETED.value: Handler(apply=on_sampling_completed),
     }
+
+
+# --- curation read models (adjudications, reports, evaluations) -----------------------------
+
+
+async def on_study_adjudicated(conn: psycopg.AsyncConnection, e: StudyAdjudicated, _: Any) -> None:
+    """The decision read model follows the curator's ruling; consensus keeps the audit trail."""
+    await conn.execute("UPDATE decisions SET accepted = %s, labels = %s, rule = %s WHERE study_id = %s",
+                       (e.accepted, json.dumps(e.labels), e.rule, e.study_id))
+    await conn.execute("UPDATE adjudications SET applied_at = now() WHERE adjudication_id = %s", (e.adjudication_id,))
+
+
+async def on_report_ready(conn: psycopg.AsyncConnection, e: ReportReady, _: Any) -> None:
+    await conn.execute("UPDATE reports SET status = 'ready', body = %s, ready_at = now() WHERE report_id = %s",
+                       (json.dumps(e.report), e.report_id))
+
+
+async def on_evaluation_completed(conn: psycopg.AsyncConnection, e: EvaluationCompleted, _: Any) -> None:
+    """Keep the aggregate result (or the refusal) for the evaluator to fetch."""
+    await conn.execute(
+        "UPDATE evaluations SET status = %s, result = %s, error = %s, receipt = %s, metric_version = %s,"
+        " completed_at = now() WHERE evaluation_id = %s",
+        (e.status, json.dumps(e.result) if e.result is not None else None, e.error, e.receipt, e.metric_version,
+         e.evaluation_id))

@@ -1,0 +1,74 @@
+"""`radcurate export RELEASE DIR`: the public part of a release (DICOM + labels CSV + dataset
+card + manifest) written to a folder, every byte checked against the manifest's sha256.
+
+The manifest itself is checked against the digest the release event recorded, so a tampered or
+half-written bucket is detected rather than copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from radcurate.client import Gateway, GatewayError
+from radcurate.stack import local
+from radcurate.stack.procs import StackError
+from services.common.objectstore import ObjectStore, sha256_hex
+
+
+class ChecksumError(RuntimeError):
+    """An object's bytes differ from the digest the manifest (or the release event) records."""
+
+
+def export_release(store: ObjectStore, bucket: str, release: dict, target: Path) -> dict[str, int]:
+    """Write the released files under `target`, laid out as in the bucket below the release prefix."""
+    manifest_bytes = store.get_bytes(bucket, release["manifest_key"])
+    if sha256_hex(manifest_bytes) != release["manifest_sha256"]:
+        raise ChecksumError(f"{release['manifest_key']}: sha256 differs from the released manifest's")
+    manifest = json.loads(manifest_bytes)
+    prefix = release["manifest_key"].rsplit("/", 1)[0] + "/"
+    entries = sorted(manifest["files"].items()) + [(o["key"], o["sha256"]) for o in manifest["released"]["objects"]]
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for key, digest in entries:
+        data = store.get_bytes(bucket, key)
+        if sha256_hex(data) != digest:
+            raise ChecksumError(f"{key}: sha256 {sha256_hex(data)} differs from the manifest's {digest}")
+        path = staging / key.removeprefix(prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (staging / "manifest.json").write_bytes(manifest_bytes)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)  # the folder appears only once every file is verified
+    return {"files": len(manifest["files"]) + 1, "objects": len(manifest["released"]["objects"])}
+
+
+async def _release(state: dict, release_id: str) -> dict:
+    api = Gateway(state["gateway_url"], state["admin_token"])
+    try:
+        return await api.release(release_id)
+    finally:
+        await api.aclose()
+
+
+def export(release_id: Annotated[str, typer.Argument(help="The release id.")],
+           out_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write (replaced).")],
+           state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate")) -> None:
+    """Write a release's public set (DICOM, labels CSV, dataset card, manifest) to a folder."""
+    from radcurate.demo import store_for
+
+    try:
+        state = local.require_running(state_dir)
+        release = asyncio.run(_release(state, release_id))
+        if release.get("status") != "released":
+            raise StackError(f"release {release_id!r} is {release.get('status')}, not released")
+        counts = export_release(store_for(state), state["buckets"]["public"], release, out_dir)
+    except (StackError, GatewayError, ChecksumError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {counts['objects']} DICOM objects and {counts['files']} files to {out_dir}, all verified")

@@ -1,0 +1,68 @@
+"""From accepted studies to the files of a release: selection, split, dataset card, manifest.
+
+Pure and deterministic, so that the same accepted studies, plan (seed included), funnel figures
+and agreement statistics give the same release byte for byte; `handlers` only fetches the rows
+and writes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.common.contracts import SelectionPlan
+from services.common.taxonomy import Taxonomy
+from services.consensus import scoring_cxr
+from services.consensus.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
+from services.consensus.reporting import REPORT_VERSION
+from services.consensus.rule_config import RuleConfig
+from services.consensus.selection import AcceptedStudy, select_and_split
+
+
+@dataclass(frozen=True)
+class ComposedRelease:
+    files: ReleaseFiles
+    released: list[ReleaseStudy]
+    holdout: list[ReleaseStudy]
+
+
+def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], plan: SelectionPlan,
+                    funnel: Mapping[str, int], taxonomy: Taxonomy, rule: RuleConfig,
+                    agreement: Mapping) -> ComposedRelease:
+    """Select and split `rows` (accepted studies) and lay out every file of the release."""
+    studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
+                                           tuple(r["objects"])) for r in rows}
+    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in studies.values()],
+                             plan, taxonomy.label_ids)
+    released = [studies[sid] for sid in split.released]
+    holdout = [studies[sid] for sid in split.holdout]
+    card = dataset_card(release_id, protocol, plan, funnel, taxonomy, rule, agreement, released, holdout,
+                        split.unmet)
+    files = build_release(release_id, protocol=protocol, released=released, holdout=holdout,
+                          label_ids=taxonomy.label_ids, card=card)
+    return ComposedRelease(files, released, holdout)
+
+
+def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Mapping[str, int],
+                 taxonomy: Taxonomy, rule: RuleConfig, agreement: Mapping, released: Sequence[ReleaseStudy],
+                 holdout: Sequence[ReleaseStudy], unmet: Sequence[str]) -> dict:
+    """What a reader of the benchmark needs to trust it. Holdout figures are counts, never ids
+    with labels: per-split prevalence is public by design, which studies are positive is not."""
+    return {
+        "release_id": release_id, "protocol": protocol,
+        "versions": {"taxonomy": taxonomy.version, "rule": f"{rule.rule}/{rule.version}",
+                     "manifest": MANIFEST_VERSION, "agreement_report": REPORT_VERSION,
+                     "metric": scoring_cxr.METRIC_VERSION},
+        "taxonomy_version": taxonomy.version, "rule": rule.describe(),
+        "plan": plan.model_dump(mode="json"),
+        "funnel": {**funnel, "selected": len(released) + len(holdout), "released": len(released),
+                   "holdout": len(holdout)},
+        "counts": {"released": len(released), "holdout": len(holdout),
+                   "patients": {"released": len({s.patient_id for s in released}),
+                                "holdout": len({s.patient_id for s in holdout})}},
+        "prevalence": {"released": prevalence(released, taxonomy.label_ids),
+                       "holdout": prevalence(holdout, taxonomy.label_ids)},
+        "agreement": {"fleiss_kappa": agreement["fleiss_kappa"], "verdict_shares": agreement["verdict_shares"],
+                      "studies": agreement["studies"]},
+        "unmet_quotas": list(unmet),
+    }

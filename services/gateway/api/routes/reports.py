@@ -1,0 +1,105 @@
+"""Curator views computed by consensus: the agreement / AI-vs-expert report, and adjudication.
+
+The figures live in the consensus schema, which the gateway never reads: a request becomes a
+`report-requested` command and the answer arrives as `report-ready`. The endpoint waits a few
+seconds for it so a curator usually gets the report in one call, else 202 and a link to poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
+
+from services.common import outbox
+from services.common.contracts import AdjudicationRequested, Protocol, ReportRequested
+from services.common.db import unit_of_work
+from services.common.taxonomy import load_taxonomy
+from services.gateway.auth import Curator
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["curation"])
+
+
+class AdjudicationIn(BaseModel):
+    study_id: str
+    accepted: bool
+    labels: list[str] = Field(default_factory=list, description="The labels that enter the benchmark if accepted.")
+    note: str = Field("", max_length=4000)
+
+
+async def wait_for_row(res, sql: str, params: tuple, done, seconds: float) -> dict | None:
+    """Poll one row until `done(row)` or the time is up; returns the last row read."""
+    deadline = time.monotonic() + seconds
+    while True:
+        async with res.pool.connection() as conn:
+            row = await (await conn.execute(sql, params)).fetchone()
+        if row is None or done(row) or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(0.2)
+
+
+def _report_view(row: dict, response: Response) -> dict:
+    if row["status"] != "ready":
+        response.status_code = status.HTTP_202_ACCEPTED
+        return {"report_id": row["report_id"], "status": "pending",
+                "href": f"/api/v1/reports/agreement/{row['report_id']}"}
+    return {"report_id": row["report_id"], "status": "ready", "protocol": row["protocol"],
+            "ready_at": row["ready_at"].isoformat(), **row["body"]}
+
+
+@router.get("/reports/agreement", responses={202: {"description": "Still computing; poll `href`."}})
+async def agreement_report(user: Curator, res: Res, response: Response, protocol: Protocol = Protocol.CXR,
+                           wait: Annotated[float, Query(ge=0, le=60)] = 15) -> dict:
+    """Fleiss' kappa per label, verdict shares, per-reader stats and AI-vs-expert tables (by
+    model and by difficulty tier), freshly computed by the consensus service."""
+    report_id = f"report-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(res.pool) as conn:
+        await conn.execute("INSERT INTO reports (report_id, kind, protocol, requested_by) VALUES (%s,'agreement',%s,%s)",
+                           (report_id, protocol.value, user.user_id))
+        await outbox.record(conn, [ReportRequested(study_id=report_id, report_id=report_id, protocol=protocol)])
+    res.relay.notify()
+    row = await wait_for_row(res, "SELECT * FROM reports WHERE report_id = %s", (report_id,),
+                             lambda r: r["status"] == "ready", wait)
+    return _report_view(row, response)
+
+
+@router.get("/reports/agreement/{report_id}", responses={202: {"description": "Still computing."}})
+async def get_agreement_report(report_id: str, _: Curator, res: Res, response: Response) -> dict:
+    async with res.pool.connection() as conn:
+        row = await (await conn.execute("SELECT * FROM reports WHERE report_id = %s", (report_id,))).fetchone()
+    if row is None:
+        raise Problem(404, f"no report {report_id!r}")
+    return _report_view(row, response)
+
+
+@router.post("/adjudications", status_code=status.HTTP_202_ACCEPTED)
+async def adjudicate(body: AdjudicationIn, user: Curator, res: Res) -> dict:
+    """Settle a decided study (typically one flagged for adjudication). Consensus records the
+    ruling beside the rule's decision, with who and why, and it becomes the study's decision."""
+    unknown = sorted(set(body.labels) - set(load_taxonomy("cxr").label_ids))
+    if unknown:
+        raise Problem(422, f"unknown label(s): {', '.join(unknown)}", unknown_labels=unknown)
+    if body.labels and not body.accepted:
+        raise Problem(422, "a rejected study has no benchmark labels; send accepted=true or no labels")
+    adjudication_id = f"adj-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(res.pool) as conn:
+        cur = await conn.execute("SELECT 1 FROM decisions WHERE study_id = %s", (body.study_id,))
+        if await cur.fetchone() is None:
+            raise Problem(404, f"study {body.study_id!r} has no decision to adjudicate")
+        await conn.execute(
+            "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note)"
+            " VALUES (%s,%s,%s,%s,%s,%s)",
+            (adjudication_id, body.study_id, user.user_id, body.accepted, json.dumps(sorted(set(body.labels))),
+             body.note))
+        await outbox.record(conn, [AdjudicationRequested(
+            study_id=body.study_id, adjudication_id=adjudication_id, curator_id=user.user_id,
+            accepted=body.accepted, labels=sorted(set(body.labels)), note=body.note)])
+    res.relay.notify()
+    return {"adjudication_id": adjudication_id, "study_id": body.study_id, "status": "requested"}

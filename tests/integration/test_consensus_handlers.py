@@ -1,0 +1,132 @@
+"""The consensus handlers on a real Postgres schema: late votes and re-votes, adjudication's audit
+trail, the agreement report and holdout evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+import services
+from services.common.contracts import (
+    AdjudicationRequested,
+    EvaluationRequested,
+    ModelProvenance,
+    ReportRequested,
+    ReviewAssigned,
+    SuggestedLabel,
+    VoteCast,
+)
+from services.common.db import apply_migrations
+from services.common.objectstore import sha256_hex
+from services.consensus.handlers import build_handlers
+
+pytestmark = pytest.mark.integration
+READERS = ["r1", "r2", "r3"]
+PROV = ModelProvenance(backend="rules", prompt_version="v1")
+
+
+@pytest.fixture
+async def db(fresh_schema):
+    own = sorted((Path(services.__file__).parent / "consensus" / "migrations").glob("*.sql"))
+    apply_migrations(fresh_schema, own)
+    async with await psycopg.AsyncConnection.connect(fresh_schema, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def handlers():
+    res = SimpleNamespace(settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50), store=None)
+    return build_handlers(res)
+
+
+async def apply(conn, handlers, event):
+    async with conn.transaction():
+        return list(await handlers[event.topic.value].apply(conn, event, None) or [])
+
+
+def assigned(study_id: str, suggested=("cardiomegaly",)) -> ReviewAssigned:
+    return ReviewAssigned(study_id=study_id, run_id="run", patient_id=f"P-{study_id}", readers=READERS, reason="",
+                          difficulty="easy", suggested=[SuggestedLabel(label_id=s) for s in suggested],
+                          taxonomy_version="cxr-v1", extraction=PROV, mapping=PROV)
+
+
+def vote(study_id: str, reader: str, verdict: str, vote_id: str | None = None, **kw) -> VoteCast:
+    return VoteCast(study_id=study_id, vote_id=vote_id or f"{study_id}-{reader}", assignment_id=f"a-{reader}",
+                    reader_id=reader, verdict=verdict, seconds_spent=10, **kw)
+
+
+async def decide(conn, handlers, study_id, verdicts, **kw):
+    await apply(conn, handlers, assigned(study_id))
+    out = []
+    for reader, verdict in zip(READERS, verdicts, strict=True):
+        out += await apply(conn, handlers, vote(study_id, reader, verdict, **kw))
+    return out
+
+
+async def rows(conn, sql, *params):
+    return await (await conn.execute(sql, params)).fetchall()
+
+
+async def test_a_late_vote_and_a_revote_are_recorded_and_flagged_but_never_change_the_decision(db, handlers):
+    await apply(db, handlers, assigned("S1"))
+    await apply(db, handlers, vote("S1", "r1", "agree_all"))
+    assert await apply(db, handlers, vote("S1", "r1", "disagree", vote_id="S1-r1-again")) == []
+    await apply(db, handlers, vote("S1", "r2", "agree_all"))
+    [reached] = await apply(db, handlers, vote("S1", "r3", "disagree"))
+    assert reached.accepted and reached.rule_version == "1" and len(reached.vote_ids) == 3
+    assert await apply(db, handlers, vote("S1", "r3", "agree_all", vote_id="S1-r3-late")) == []
+    counted = await rows(db, "SELECT vote_id, counted FROM votes ORDER BY vote_id")
+    assert {r["vote_id"]: r["counted"] for r in counted} == {
+        "S1-r1": True, "S1-r1-again": False, "S1-r2": True, "S1-r3": True, "S1-r3-late": False}
+    reasons = [r["reason"] for r in await rows(db, "SELECT reason FROM flags ORDER BY id")]
+    assert reasons == ["re-vote by r1", "vote after decision"]
+    assert (await rows(db, "SELECT accepted FROM decisions"))[0]["accepted"] is True
+
+
+async def test_adjudication_is_appended_beside_the_rule_decision_and_becomes_effective(db, handlers):
+    [reached] = await decide(db, handlers, "S2", ["agree_mostly", "agree_mostly", "agree_all"])
+    assert not reached.accepted
+    assert (await rows(db, "SELECT reason FROM flags"))[0]["reason"].startswith("adjudication:")
+    cmd = AdjudicationRequested(study_id="S2", adjudication_id="adj1", curator_id="cur", accepted=True,
+                                labels=["cardiomegaly"], note="checked the film")
+    [done] = await apply(db, handlers, cmd)
+    assert (done.accepted, done.previous_accepted, done.labels) == (True, False, ["cardiomegaly"])
+    assert await apply(db, handlers, cmd.model_copy(update={"event_id": "again"})) == []
+    decision = (await rows(db, "SELECT accepted FROM decisions WHERE study_id = 'S2'"))[0]
+    effective = (await rows(db, "SELECT accepted, adjudicated FROM effective_decisions WHERE study_id = 'S2'"))[0]
+    assert decision["accepted"] is False and effective == {"accepted": True, "adjudicated": True}
+    trail = await rows(db, "SELECT curator_id, note, previous_accepted FROM adjudications")
+    assert trail == [{"curator_id": "cur", "note": "checked the film", "previous_accepted": False}]
+    assert (await rows(db, "SELECT resolved_by FROM flags"))[0]["resolved_by"] == "cur"
+
+
+async def test_the_report_is_aggregate_and_counts_every_decided_study(db, handlers):
+    for i in range(6):
+        await decide(db, handlers, f"R{i}", ["agree_all", "agree_all", "disagree" if i % 2 else "agree_all"])
+    [ready] = await apply(db, handlers, ReportRequested(study_id="rep1", report_id="rep1"))
+    assert ready.event_type == "ReportReady" and ready.report["studies"]["decided"] == 6
+    assert ready.report["readers"]["r3"]["reads"] == 6
+    assert not any(f"R{i}" in json.dumps(ready.report) for i in range(6))
+
+
+async def test_an_evaluation_is_scored_against_the_holdout_or_refused_without_the_truth(db, handlers):
+    await db.execute("INSERT INTO releases (release_id, protocol, plan, released, holdout, manifest_key,"
+                     " manifest_sha256) VALUES ('r1','cxr-label-verification','{}','[]','[\"H1\",\"H2\"]','k','ab')")
+    await db.execute("INSERT INTO holdout_truth VALUES ('r1','H1','[\"cardiomegaly\"]'), ('r1','H2','[]')")
+    from services.common.taxonomy import load_taxonomy
+
+    labels = load_taxonomy("cxr").label_ids
+    good = "study_id," + ",".join(labels) + "\nH1," + ",".join(["0.9"] * 12) + "\nH2," + ",".join(["0.1"] * 12) + "\n"
+    bad = good.replace("H2,", "H3,")
+    for eid, text in (("e-good", good), ("e-bad", bad)):
+        await apply(db, handlers, EvaluationRequested(study_id=eid, evaluation_id=eid, evaluator_id="ev",
+                                                      release_id="r1", predictions_csv=text,
+                                                      submission_sha256=sha256_hex(text.encode())))
+    result = {r["evaluation_id"]: r for r in await rows(db, "SELECT * FROM evaluations")}
+    assert result["e-good"]["status"] == "scored" and result["e-good"]["result"]["per_label"]["cardiomegaly"]["auroc"] == 1.0
+    assert result["e-bad"]["status"] == "rejected" and "missing holdout studies: 1 ('H2')" in result["e-bad"]["error"]

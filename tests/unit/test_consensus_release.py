@@ -1,0 +1,68 @@
+"""A release composed from the same accepted studies, plan and seed is the same, byte for byte;
+its card carries the agreement statistics, per-split prevalence, funnel and versions."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from services.common.contracts import SelectionPlan
+from services.common.objectstore import sha256_hex
+from services.common.taxonomy import load_taxonomy
+from services.consensus.benchmark import compose_release
+from services.consensus.rule_config import rule_for
+
+TAXONOMY = load_taxonomy("cxr")
+RULE = rule_for("cxr-label-verification")
+AGREEMENT = {"fleiss_kappa": {label: 0.5 for label in TAXONOMY.label_ids},
+             "verdict_shares": {"overall": {"agree_all": 0.6, "agree_mostly": 0.3, "disagree": 0.1}},
+             "studies": {"decided": 90, "accepted": 60, "in_kappa": 90, "votes": 270}}
+
+
+def accepted_rows(n: int = 60, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        sid = f"S{i:03d}"
+        obj = {"object_key": f"dicom/{sid}", "sha256": sha256_hex(sid.encode()), "sop_instance_uid": f"1.{i}",
+               "series_instance_uid": f"2.{i}", "instance_number": 1}
+        rows.append({"study_id": sid, "patient_id": f"P{i // 2}", "labels": rng.sample(TAXONOMY.label_ids, rng.randint(0, 3)),
+                     "objects": [obj]})
+    return rows
+
+
+def compose(seed: int = 4, rows=None):
+    plan = SelectionPlan(target_size=30, min_per_label=2, seed=seed)
+    return compose_release("r1", "cxr-label-verification", rows or accepted_rows(), plan,
+                           {"ingested": 300, "accepted": 60}, TAXONOMY, RULE, AGREEMENT)
+
+
+def test_same_inputs_and_seed_give_the_same_release_byte_for_byte():
+    a, b = compose(), compose(rows=list(reversed(accepted_rows())))
+    assert a.files.files == b.files.files and a.files.copies == b.files.copies
+    assert a.files.manifest_sha256 == b.files.manifest_sha256
+
+
+def test_another_seed_gives_another_split():
+    assert compose(seed=4).files.manifest_sha256 != compose(seed=5).files.manifest_sha256
+
+
+def test_the_card_has_agreement_prevalence_per_split_funnel_and_versions():
+    c = compose()
+    card = json.loads(c.files.files[("public", "releases/r1/dataset_card.json")])
+    assert card["agreement"]["fleiss_kappa"] == AGREEMENT["fleiss_kappa"]
+    assert set(card["prevalence"]) == {"released", "holdout"}
+    assert sum(card["prevalence"]["holdout"].values()) == sum(len(s.labels) for s in c.holdout)
+    assert card["funnel"]["selected"] == 30 and card["funnel"]["ingested"] == 300
+    assert card["versions"]["taxonomy"] == TAXONOMY.version and card["versions"]["rule"] == "cxr-agree-all-majority/1"
+    assert card["rule"]["min_agree_all"] == 2
+
+
+def test_no_patient_is_on_both_sides_and_holdout_labels_stay_in_the_holdout_bucket():
+    c = compose()
+    assert not {s.patient_id for s in c.released} & {s.patient_id for s in c.holdout}
+    public = b"".join(v for (bucket, _), v in c.files.files.items() if bucket == "public")
+    holdout_csv = c.files.files[("holdout", "releases/r1/holdout/labels.csv")].decode().splitlines()
+    assert all(line.encode() not in public for line in holdout_csv[1:])
+    assert all(kind == "holdout" for kind, _, dst in c.files.copies if "/holdout/" in dst)
+    assert {kind for kind, _, _ in c.files.copies} == {"public", "holdout"}
