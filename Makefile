@@ -13,7 +13,12 @@ PYTEST_ARGS ?=
 	uv sync --frozen --extra local
 	@touch $@
 
-setup: .venv/.synced
+setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test) and prometheus (--with-prometheus)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium not installed: the browser test will be skipped"
+	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus; } \
+		|| echo "prometheus not installed: 'radcurate up --with-prometheus' and its test need it"
 
 demo: setup  ## the CXR funnel at the paper's scale on a fresh local stack (STUDIES=… to shrink it)
 	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED)

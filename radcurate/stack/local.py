@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
-from radcurate.stack import infra, postgres
+from radcurate.stack import infra, postgres, prometheus
 from radcurate.stack.procs import StackError, alive, free_port, http_ok, spawn, stop, stop_all, wait_until
 from services.common.db import apply_migrations, migration_files
 
@@ -36,10 +36,11 @@ class StackSettings(BaseSettings):
     s3_endpoint: str | None = None
     s3_access_key: SecretStr = SecretStr("radcurate")
     s3_secret_key: SecretStr = SecretStr("radcurate-local")
-    topic_partitions: int = 4
+    # Two partitions: this runs on small machines, and the broker writes its S3 log per partition.
+    topic_partitions: int = 2
     # tansu's group join takes about half the session timeout: keep it short on loopback.
     kafka_session_timeout_ms: int = 6000
-    kafka_heartbeat_interval_ms: int = 500
+    kafka_heartbeat_interval_ms: int = 1500  # each heartbeat is a group-state write to S3
 
 
 def stack_file(state_dir: Path) -> Path:
@@ -59,8 +60,12 @@ def save(state_dir: Path, state: dict[str, Any]) -> None:
 
 
 def up(state_dir: Path, services_to_run: tuple[str, ...] = SERVICES,
-       service_env: dict[str, str] | None = None, settings: StackSettings | None = None) -> dict[str, Any]:
+       service_env: dict[str, str] | None = None, settings: StackSettings | None = None,
+       with_prometheus: bool = False) -> dict[str, Any]:
     """Bring the stack to healthy; returns the stack description (also written to stack.json).
+
+    `with_prometheus` also starts a Prometheus scraping every service (see `prometheus.py`); one
+    started earlier keeps running (its targets refreshed) until `down`.
 
     If any part fails to start, the processes this call started are stopped again, so a failed
     `up` leaves nothing behind that `down` would not know about.
@@ -70,19 +75,20 @@ def up(state_dir: Path, services_to_run: tuple[str, ...] = SERVICES,
     state = load(state_dir)
     before = _pids(state)
     try:
-        return _up(state, state_dir, services_to_run, service_env or {}, settings)
+        return _up(state, state_dir, services_to_run, service_env or {}, settings, with_prometheus)
     except BaseException:
         stop_all([pid for pid in _pids(state) if pid not in before])
         raise
 
 
 def _pids(state: dict) -> set[int]:
-    parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka")] + list((state.get("services") or {}).values())
+    parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka", "prometheus")]
+    parts += list((state.get("services") or {}).values())
     return {info["pid"] for info in parts if info.get("pid")}
 
 
 def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_env: dict[str, str],
-        settings: StackSettings) -> dict[str, Any]:
+        settings: StackSettings, with_prometheus: bool = False) -> dict[str, Any]:
     if state.get("s3") and not state["s3"].get("external") and not alive(state["s3"].get("pid")):
         _stop_all(state)  # the S3 server (and with it the broker's log and all objects) is gone
         shutil.rmtree(state_dir / "pg", ignore_errors=True)
@@ -107,6 +113,11 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
     _ensure_services(state, state_dir, services_to_run, service_env, settings)
     gw = state["services"].get("gateway")
     state["gateway_url"] = gw["url"] if gw else None
+    save(state_dir, state)
+    if with_prometheus or alive((state.get("prometheus") or {}).get("pid")):
+        state["prometheus"] = prometheus.ensure(state, state_dir)
+    else:
+        state.pop("prometheus", None)
     save(state_dir, state)
     return state
 
@@ -151,6 +162,9 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
         "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
         "OUTBOX_POLL_SECONDS": "0.2",
+        "OUTBOX_LINGER_SECONDS": "0.1",
+        "KAFKA_FETCH_MIN_BYTES": "65536",
+        "KAFKA_FETCH_MAX_WAIT_MS": "200",
     }
     if svc == "gateway":
         env["ADMIN_TOKEN"] = state["admin_token"]
@@ -206,6 +220,8 @@ def health(state: dict) -> dict[str, str]:
             report[svc] = "down"
         else:
             report[svc] = "healthy" if http_ok(f"{info['url']}/healthz") else "unhealthy"
+    if state.get("prometheus"):
+        report["prometheus"] = prometheus.health(state["prometheus"])
     return report
 
 
@@ -215,6 +231,7 @@ def down(state_dir: Path) -> list[str]:
     stopped = _stop_all(state)
     if state:
         state["services"] = {}
+        state.pop("prometheus", None)
         for part in ("s3", "postgres", "kafka"):
             if state.get(part) and not state[part].get("external"):
                 state[part]["pid"] = None
@@ -224,6 +241,8 @@ def down(state_dir: Path) -> list[str]:
 
 def _stop_all(state: dict) -> list[str]:
     services_ = {svc: info["pid"] for svc, info in (state.get("services") or {}).items() if alive(info.get("pid"))}
+    if alive((state.get("prometheus") or {}).get("pid")):
+        services_["prometheus"] = state["prometheus"]["pid"]
     stop_all(list(services_.values()))
     stopped = list(services_)
     for part in ("kafka", "postgres", "s3"):

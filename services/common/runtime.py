@@ -54,12 +54,16 @@ Hook = Callable[[Resources], Any]
 
 def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = None, *,
                routers: Sequence[APIRouter] = (), on_start: Hook | None = None,
-               on_stop: Hook | None = None, **fastapi_kwargs: Any) -> FastAPI:
-    """Build the service's FastAPI app with health, metrics and the event machinery."""
+               on_stop: Hook | None = None, observe: Hook | None = None, **fastapi_kwargs: Any) -> FastAPI:
+    """Build the service's FastAPI app with health, metrics and the event machinery.
+
+    `observe` (optional) is called every few seconds to refresh gauges read from the service's
+    own tables (e.g. studies per state, agreement per label); its failures are logged, not fatal.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        res = await _open(settings, handlers)
+        res = await _open(settings, handlers, observe)
         app.state.resources = res
         if on_start:
             await _maybe_await(on_start(res))
@@ -79,14 +83,16 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
     return app
 
 
-async def _open(settings: ServiceSettings, handlers: HandlersFactory | None) -> Resources:
+async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
+                observe: Hook | None = None) -> Resources:
     pool = await open_pool(settings.database_url.get_secret_value())
     producer = make_producer(settings.kafka_bootstrap)
     await producer.start()
-    relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds)
+    relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
+                        linger_seconds=settings.outbox_linger_seconds)
     res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
     res.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
-    res.tasks.append(asyncio.create_task(_observe_loop(res), name="observe"))
+    res.tasks.append(asyncio.create_task(_observe_loop(res, observe), name="observe"))
     topic_handlers = handlers(res) if handlers else {}
     if topic_handlers:
         res.consumer = EventConsumer(
@@ -95,6 +101,7 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None) -> 
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_batch=settings.kafka_max_batch, max_attempts=settings.max_attempts,
+            fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         await res.consumer.start()
         res.tasks.append(asyncio.create_task(res.consumer.run(), name="consumer"))
@@ -114,7 +121,7 @@ async def _close(res: Resources) -> None:
     await res.pool.close()
 
 
-async def _observe_loop(res: Resources) -> None:
+async def _observe_loop(res: Resources, observe: Hook | None = None) -> None:
     """Refresh gauges that are read from the database, and prune long-published outbox rows."""
     while True:
         with contextlib.suppress(Exception):
@@ -124,6 +131,11 @@ async def _observe_loop(res: Resources) -> None:
                     "DELETE FROM outbox WHERE published_at < now() - interval '1 day'"
                 )
                 await conn.commit()
+        if observe:
+            try:
+                await _maybe_await(observe(res))
+            except Exception:  # noqa: BLE001 - a gauge refresh must never stop the loop
+                log.warning("refreshing %s gauges failed", res.settings.service_name, exc_info=True)
         await asyncio.sleep(5)
 
 
@@ -150,13 +162,17 @@ def _add_http_metrics(app: FastAPI, service: str) -> None:
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        if template not in ("/metrics", "/healthz"):
-            metrics.HTTP_REQUESTS.labels(service, request.method, template, str(response.status_code)).inc()
-            metrics.HTTP_LATENCY.labels(service, request.method, template).observe(time.perf_counter() - started)
-        return response
+        status = "500"  # an unhandled exception propagates past us and becomes a 500 outside
+        try:
+            response = await call_next(request)
+            status = str(response.status_code)
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            if template not in ("/metrics", "/healthz"):
+                metrics.HTTP_REQUESTS.labels(service, request.method, template, status).inc()
+                metrics.HTTP_LATENCY.labels(service, request.method, template).observe(time.perf_counter() - started)
 
 
 async def _maybe_await(value: Any) -> None:

@@ -131,6 +131,23 @@ def test_promtool_accepts_the_rule_file() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_local_prometheus_scrapes_every_service_and_loads_the_alert_rules(tmp_path: Path) -> None:
+    from radcurate.stack import prometheus
+
+    state = {"services": {svc: {"port": 8000 + i} for i, svc in enumerate(("gateway", "extractor", "mapper"))}}
+    cfg = prometheus.config(state)
+    assert cfg["rule_files"] == [str(PROMETHEUS / "rules.yml")]
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in cfg["scrape_configs"]}
+    assert jobs == {"extractor": ["127.0.0.1:8001"], "gateway": ["127.0.0.1:8000"], "mapper": ["127.0.0.1:8002"]}
+    assert all(job["metrics_path"] == "/metrics" for job in cfg["scrape_configs"])
+    if shutil.which("promtool"):  # also loads and checks the rule file it names
+        path = tmp_path / "prometheus.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True,
+                             timeout=30, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
 # --- Grafana -----------------------------------------------------------------------------------
 
 
