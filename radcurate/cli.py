@@ -25,14 +25,19 @@ def fail(message: str, code: int = 1) -> None:
 
 
 @app.command()
-def up(state_dir: StateDir = DEFAULT_STATE) -> None:
+def up(state_dir: StateDir = DEFAULT_STATE,
+       with_prometheus: Annotated[bool, typer.Option(
+           "--with-prometheus", help="Also start Prometheus scraping every service, with the alert rules.")] = False,
+       ) -> None:
     """Start (or repair) the local stack: broker, Postgres, S3 server and the five services."""
     try:
-        state = local.up(state_dir)
+        state = local.up(state_dir, with_prometheus=with_prometheus)
     except StackError as exc:
         fail(str(exc))
     _print_health(state)
     typer.echo(f"gateway: {state['gateway_url']}   stack: {local.stack_file(state_dir.resolve())}")
+    if state.get("prometheus"):
+        typer.echo(f"prometheus: {state['prometheus']['url']}")
 
 
 @app.command()
@@ -81,10 +86,20 @@ def migrate(service: Annotated[str, typer.Argument(help="extractor, mapper, samp
 @app.command()
 def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
           out: Annotated[Path, typer.Option()] = Path("data/synth"),
-          protocol: Annotated[str, typer.Option(help="cxr")] = "cxr") -> None:
+          protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr",
+          layout: Annotated[str, typer.Option(help="lumbar only: ingest or competition")] = "ingest") -> None:
     """Write synthetic de-identified studies, reports and (separately) their hidden truth."""
+    if protocol == "lumbar":
+        from radcurate.synth.lumbar import synth_lumbar
+
+        try:
+            synth_lumbar(studies, seed, out, layout=layout)
+        except ValueError as exc:
+            fail(str(exc), 2)
+        typer.echo(f"wrote {studies} lumbar MRI studies to {out} ({layout} layout)")
+        return
     if protocol != "cxr":
-        fail(f"unknown protocol {protocol!r}", 2)
+        fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
     from radcurate.synth.cxr import synth_cxr
 
     summary = synth_cxr(studies, seed, out)
@@ -94,13 +109,19 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 @app.command()
 def ingest(data_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
-           concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE) -> None:
+           concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
+           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr") -> None:
     """Ingest a folder of studies (reports.csv + dicom/) into the running stack."""
     from radcurate.demo import ingest_folder
+    from services.common.contracts import Protocol
 
+    by_name = {"cxr": Protocol.CXR, "lumbar": Protocol.LUMBAR}
+    if protocol not in by_name:
+        fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
     try:
         state = local.require_running(state_dir)
-        summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency))
+        summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
+                                            protocol=by_name[protocol]))
     except (StackError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"ingested {summary.ingested}, already present {summary.duplicates}, rejected {len(summary.rejected)}")
@@ -155,6 +176,13 @@ def demo(studies: Annotated[int, typer.Option(min=20)] = 13_735, seed: int = 0,
     except StackError as exc:
         fail(str(exc))
 
+
+
+from radcurate import export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
+
+app.command("score")(score_cmd.score)
+app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 
 def main() -> None:
     app()

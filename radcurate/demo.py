@@ -19,6 +19,7 @@ from radcurate.client import Gateway
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
+from services.common.contracts import Protocol
 from services.common.db import open_pool
 from services.common.objectstore import ObjectStore, sha256_hex
 
@@ -34,11 +35,12 @@ def store_for(state: dict) -> ObjectStore:
                              secure=False, region="us-east-1"))
 
 
-async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8) -> IngestSummary:
+async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
+                        protocol: Protocol = Protocol.CXR) -> IngestSummary:
     pool = await open_pool(state["dsns"]["gateway"], max_size=concurrency + 2)
     try:
         return await ingest_dir(data_dir, pool, store_for(state), state["buckets"]["objects"],
-                                scrub=scrub, concurrency=concurrency)
+                                scrub=scrub, concurrency=concurrency, protocol=protocol)
     finally:
         await pool.close()
 

@@ -20,9 +20,11 @@ from services.common.runtime import Resources
 from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.extractor import repo
 from services.extractor.llm import LlmExtractor
+from services.extractor.lumbar_rules import extract_lumbar_findings
 from services.extractor.rules import extract_findings
 
 RULES_PROVENANCE = ModelProvenance(backend="rules", model="negex-rules", prompt_version="cxr-rules-v1")
+LUMBAR_RULES_PROVENANCE = ModelProvenance(backend="rules", model="lumbar-grade-rules", prompt_version="lumbar-rules-v1")
 
 
 class Extractor(Protocol):
@@ -43,6 +45,18 @@ class RulesExtractor:
         return extract_findings(report, self._taxonomy)
 
 
+class LumbarRulesExtractor:
+    """Grades per condition x level read from a lumbar MRI report, as findings."""
+
+    provenance = LUMBAR_RULES_PROVENANCE
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        self._taxonomy = taxonomy
+
+    async def extract(self, report: str) -> list[Finding]:
+        return extract_lumbar_findings(report, self._taxonomy)
+
+
 def make_extractor(res: Resources) -> Extractor:
     """The configured backend; the LLM client lives as long as the process (`res.extra`)."""
     settings = res.settings
@@ -54,24 +68,27 @@ def make_extractor(res: Resources) -> Extractor:
 
 
 def build_handlers(res: Resources) -> dict[str, Handler]:
-    extractor = make_extractor(res)
+    # The lumbar protocol has an offline grader only; its LLM prompt is future work (issue 6 note).
+    extractors: dict[CurationProtocol, Extractor] = {
+        CurationProtocol.CXR: make_extractor(res),
+        CurationProtocol.LUMBAR: LumbarRulesExtractor(load_taxonomy("lumbar")),
+    }
 
     async def read_report(event: ReportIngested) -> list[Finding]:
         """Outside the transaction, concurrently for a whole batch: the slow (LLM) part."""
-        if event.protocol is not CurationProtocol.CXR:
-            raise PermanentError(f"extractor has no backend for protocol {event.protocol}")
         if not event.report_text.strip():
             raise PermanentError("report text is empty")
-        return await extractor.extract(event.report_text)
+        return await extractors[event.protocol].extract(event.report_text)
 
     async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
                                  findings: list[Finding]) -> list[FindingsExtracted]:
         """Read the abnormal findings out of one report."""
-        await repo.save_findings(conn, event.study_id, event.protocol, findings, extractor.provenance)
+        provenance = extractors[event.protocol].provenance
+        await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance)
         return [
             FindingsExtracted(
                 study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,
-                protocol=event.protocol, findings=findings, provenance=extractor.provenance, objects=event.objects,
+                protocol=event.protocol, findings=findings, provenance=provenance, objects=event.objects,
             )
         ]
 
