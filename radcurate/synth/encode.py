@@ -34,6 +34,29 @@ def short_element(keyword: str, text: str) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(raw)) + raw
 
 
+def assemble(meta_parts: list[bytes | str], body_parts: list[bytes | str], values: dict[str, str],
+             pixels: np.ndarray, element=short_element) -> bytes:
+    """A file's bytes from a template's pre-encoded parts, this object's values and its pixels.
+
+    Every fixed element was encoded once from the template; only the variable ones (named by
+    keyword in the parts) and the pixel data are encoded here.
+    """
+    meta = b"".join(p if isinstance(p, bytes) else short_element(
+        "MediaStorageSOPInstanceUID", values["SOPInstanceUID"])
+        for p in meta_parts if p != "FileMetaInformationGroupLength")
+    group_length = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(meta))
+    data = pixels.astype("<u2").tobytes()
+    body = []
+    for p in body_parts:
+        if isinstance(p, bytes):
+            body.append(p)
+        elif p == "PixelData":
+            body.append(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OW", len(data)) + data)
+        else:
+            body.append(element(p, values[p]))
+    return PREAMBLE + group_length + meta + b"".join(body)
+
+
 def _parts(ds: Dataset, variable: tuple[str, ...]) -> list[bytes | str]:
     """Elements in tag order: encoded bytes for constants, the keyword for variables."""
     parts: list[bytes | str] = []
@@ -68,17 +91,4 @@ class CxrEncoder:
 
     def encode(self, values: dict[str, str], pixels: np.ndarray) -> bytes:
         """The file bytes for one study: `values` from `study_values`, uint16 pixels."""
-        meta = b"".join(p if isinstance(p, bytes) else short_element(
-            "MediaStorageSOPInstanceUID", values["SOPInstanceUID"])
-            for p in self._meta if p != "FileMetaInformationGroupLength")
-        group_length = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(meta))
-        data = pixels.astype("<u2").tobytes()
-        body = []
-        for p in self._body:
-            if isinstance(p, bytes):
-                body.append(p)
-            elif p == "PixelData":
-                body.append(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OW", len(data)) + data)
-            else:
-                body.append(short_element(p, values[p]))
-        return PREAMBLE + group_length + meta + b"".join(body)
+        return assemble(self._meta, self._body, values, pixels)

@@ -20,7 +20,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
 
 from radcurate.synth.dicom import _deidentification
-from radcurate.synth.encode import PREAMBLE, _parts, short_element
+from radcurate.synth.encode import _parts, assemble, short_element
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 # Values that differ per instance; everything else is fixed per series type.
@@ -125,17 +125,4 @@ class MrEncoder:
         return mr_dataset(values, pixels=pixels, **self.kwargs)
 
     def encode(self, values: dict[str, str], pixels: np.ndarray) -> bytes:
-        meta = b"".join(p if isinstance(p, bytes) else short_element(
-            "MediaStorageSOPInstanceUID", values["SOPInstanceUID"])
-            for p in self._meta if p != "FileMetaInformationGroupLength")
-        group_length = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(meta))
-        data = pixels.astype("<u2").tobytes()
-        body = []
-        for p in self._body:
-            if isinstance(p, bytes):
-                body.append(p)
-            elif p == "PixelData":
-                body.append(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OW", len(data)) + data)
-            else:
-                body.append(_short(p, values[p]))
-        return PREAMBLE + group_length + meta + b"".join(body)
+        return assemble(self._meta, self._body, values, pixels, _short)
