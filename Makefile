@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 UV_VERSION := 0.13.9
-STUDIES ?= 13735
+PROTOCOL ?= cxr
+STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
@@ -20,8 +21,8 @@ setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test) 
 		apt-get install -y -qq --no-install-recommends prometheus; } \
 		|| echo "prometheus not installed: 'radcurate up --with-prometheus' and its test need it"
 
-demo: setup  ## the CXR funnel at the paper's scale on a fresh local stack (STUDIES=… to shrink it)
-	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED)
+demo: setup  ## a protocol's funnel on a fresh local stack: CXR at the paper's scale (STUDIES=… to shrink it), PROTOCOL=lumbar
+	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED) --protocol $(PROTOCOL)
 
 test: setup  ## the whole suite: unit, integration (real broker/Postgres/S3) and end-to-end
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -167,12 +167,18 @@ def simulate_readers(truth: Annotated[Path, typer.Option(exists=True, dir_okay=F
 def demo(studies: Annotated[int, typer.Option(min=20)] = 13_735, seed: int = 0,
          out: Annotated[Path, typer.Option()] = Path("out"),
          keep_running: Annotated[bool, typer.Option(help="Leave the stack up afterwards.")] = False,
-         state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate/demo")) -> None:
-    """Run the whole CXR funnel at the paper's scale on a fresh local stack and print it."""
+         state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate/demo"),
+         protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr") -> None:
+    """Run a protocol's whole funnel on a fresh local stack and print it (CXR at the paper's scale)."""
     from radcurate.demo import run_demo
+    from services.common.contracts import Protocol
 
+    by_name = {"cxr": Protocol.CXR, "lumbar": Protocol.LUMBAR}
+    if protocol not in by_name:
+        fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
     try:
-        run_demo(studies=studies, seed=seed, out=out, state_dir=state_dir, keep_running=keep_running)
+        run_demo(studies=studies, seed=seed, out=out, state_dir=state_dir, keep_running=keep_running,
+                 protocol=by_name[protocol])
     except StackError as exc:
         fail(str(exc))
 

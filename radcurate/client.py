@@ -51,14 +51,17 @@ class Gateway:
         resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers)
         return resp.json()
 
-    async def progress(self) -> dict:
-        return (await self.request("GET", "/api/v1/progress")).json()
+    async def progress(self, protocol: str | None = None) -> dict:
+        params = {"protocol": protocol} if protocol else {}
+        return (await self.request("GET", "/api/v1/progress", params=params)).json()
 
-    async def request_sampling(self, plan: dict, panel: list[str] | None = None) -> dict:
-        return (await self.request("POST", "/api/v1/sampling-runs", json={"plan": plan, "panel": panel})).json()
+    async def request_sampling(self, plan: dict, panel: list[str] | None = None, protocol: str | None = None) -> dict:
+        body = {"plan": plan, "panel": panel, **({"protocol": protocol} if protocol else {})}
+        return (await self.request("POST", "/api/v1/sampling-runs", json=body)).json()
 
-    async def request_release(self, plan: dict, release_id: str | None = None) -> dict:
-        return (await self.request("POST", "/api/v1/releases", json={"plan": plan, "release_id": release_id})).json()
+    async def request_release(self, plan: dict, release_id: str | None = None, protocol: str | None = None) -> dict:
+        body = {"plan": plan, "release_id": release_id, **({"protocol": protocol} if protocol else {})}
+        return (await self.request("POST", "/api/v1/releases", json=body)).json()
 
     async def release(self, release_id: str) -> dict:
         return (await self.request("GET", f"/api/v1/releases/{release_id}")).json()

@@ -116,24 +116,30 @@ def download_release(state: dict, release: dict, out: Path) -> Path:
     return target
 
 
-def run_demo(*, studies: int, seed: int, out: Path, state_dir: Path, keep_running: bool) -> dict:
+def run_demo(*, studies: int, seed: int, out: Path, state_dir: Path, keep_running: bool,
+             protocol: Protocol = Protocol.CXR) -> dict:
+    """The protocol's funnel on a fresh local stack: CXR at the paper's scale, or lumbar grading."""
+    from radcurate import demo_lumbar
+
+    lumbar = protocol == Protocol.LUMBAR
     timings: dict[str, float] = {}
     local.down(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    data_dir = Path("data") / f"demo-{studies}-{seed}"
-    synth_data(studies, seed, data_dir)
+    data_dir = Path("data") / (f"demo-lumbar-{studies}-{seed}" if lumbar else f"demo-{studies}-{seed}")
+    (demo_lumbar.synth_lumbar_data if lumbar else synth_data)(studies, seed, data_dir)
     timings["synth"] = time.perf_counter() - t0
     t = time.perf_counter()
     state = local.up(state_dir)
     timings["stack up"] = time.perf_counter() - t
+    funnel = demo_lumbar.lumbar_funnel if lumbar else _funnel
     try:
-        figures = asyncio.run(_funnel(state, data_dir, studies, seed, out, timings))
+        figures = asyncio.run(funnel(state, data_dir, studies, seed, out, timings))
     finally:
         if not keep_running:
             local.down(state_dir)
     timings["total"] = time.perf_counter() - t0
-    print_funnel(figures, timings)
+    (demo_lumbar.print_lumbar_funnel if lumbar else print_funnel)(figures, timings)
     return figures
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radcurate.client import Gateway, GatewayError
+from radcurate.simulate_lumbar import LumbarTruth, grade_study, lumbar_truth
 
 # Reader skill: the chance to miss a clearly visible true finding is drawn per reader from this
 # range; subtle findings are missed SUBTLE_FACTOR times as often; a false positive (seeing an
@@ -60,13 +61,15 @@ class SimReader:
                 "seconds_spent": round(seconds, 1), "comment": ""}
 
 
-def load_truth(path: Path) -> dict[str, Truth]:
-    truth = {}
+def load_truth(path: Path) -> dict[str, Truth | LumbarTruth]:
+    """The hidden truth per study: labels (CXR) or grades and points (lumbar, rows with `grades`)."""
+    truth: dict[str, Truth | LumbarTruth] = {}
     with open(path) as f:
         for line in f:
             if line.strip():
                 row = json.loads(line)
-                truth[row["study_id"]] = Truth(frozenset(row["labels"]), frozenset(row.get("subtle", [])))
+                truth[row["study_id"]] = lumbar_truth(row) if "grades" in row else \
+                    Truth(frozenset(row["labels"]), frozenset(row.get("subtle", [])))
     return truth
 
 
@@ -86,11 +89,26 @@ async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]
     me = api.as_user(reader.token)
     votes = 0
     while (a := await me.next_assignment()) is not None:
-        suggested = {s["label_id"] for s in a["suggested"]}
-        body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
+        if a.get("protocol") == LUMBAR:
+            body = await grade(me, reader, a, truth[a["study_id"]])
+        else:
+            suggested = {s["label_id"] for s in a["suggested"]}
+            body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
         await cast_vote(me, a["assignment_id"], body)
         votes += 1
     return votes
+
+
+LUMBAR = "lumbar-grading"
+
+
+async def grade(me: Gateway, reader: SimReader, a: dict, truth: LumbarTruth) -> dict:
+    """A lumbar read: every cell graded (a grade slips one step at the reader's `miss_rate`), a
+    point near each true one, on the series the gateway lists for the study."""
+    series = (await me.request("GET", a["series_url"])).json()
+    seconds = reader.rng.lognormvariate(0, SECONDS_PER_READ[1]) * 4 * SECONDS_PER_READ[0]
+    return {"grades": grade_study(truth, series, reader.miss_rate, reader.rng), "seconds_spent": round(seconds, 1),
+            "comment": ""}
 
 
 CONFIRMATION_TYPE = "https://radcurate.dev/problems/confirmation-required"

@@ -14,6 +14,7 @@ report the extractor reads back as suggestions (`prior_report`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -98,18 +99,39 @@ def write_split(root: Path, studies: Iterable[CompetitionStudy], prefix: str = "
     """
     studies = list(studies)
     root.mkdir(parents=True, exist_ok=True)
-    _write_csv(root / f"{prefix}.csv", TRAIN_COLUMNS, (_train_row(s) for s in studies))
-    _write_csv(root / f"{prefix}_label_coordinates.csv", COORDINATE_COLUMNS,
-               (c.row() for s in studies for c in s.coordinates))
-    _write_csv(root / f"{prefix}_series_descriptions.csv", SERIES_COLUMNS,
-               ([s.study_id, sid, desc] for s in studies for sid, desc in s.series.items()))
+    for name, data in split_csvs(studies, prefix).items():
+        (root / name).write_bytes(data)
     for study in studies:
         for series_id, instances in study.images.items():
-            folder = root / f"{prefix}_images" / study.study_id / series_id
-            folder.mkdir(parents=True, exist_ok=True)
             for number, source in instances.items():
-                _place(Path(source), folder / f"{number}.dcm", link)
+                target = root / image_path(prefix, study.study_id, series_id, number)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _place(Path(source), target, link)
     return root
+
+
+def split_csvs(studies: Iterable[CompetitionStudy], prefix: str = "train") -> dict[str, bytes]:
+    """The three CSV files of one split, as bytes (the consensus service writes them to the
+    object store; `write_split` to disk): same studies, same bytes."""
+    studies = list(studies)
+    return {f"{prefix}.csv": _csv_bytes(TRAIN_COLUMNS, (_train_row(s) for s in studies)),
+            f"{prefix}_label_coordinates.csv": _csv_bytes(
+                COORDINATE_COLUMNS, (c.row() for s in studies for c in s.coordinates)),
+            f"{prefix}_series_descriptions.csv": _csv_bytes(
+                SERIES_COLUMNS, ([s.study_id, sid, desc] for s in studies for sid, desc in s.series.items()))}
+
+
+def image_path(prefix: str, study_id: str, series_id: str, instance_number: int) -> str:
+    """`<prefix>_images/<study_id>/<series_id>/<instance_number>.dcm`, relative to the root."""
+    return f"{prefix}_images/{study_id}/{series_id}/{instance_number}.dcm"
+
+
+def _csv_bytes(header: Iterable[str], rows: Iterable[list[str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
 
 
 def export_splits(out_dir: Path, released: Iterable[CompetitionStudy],

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Protocol(StrEnum):
@@ -111,6 +111,8 @@ class DicomObject(BaseModel):
     series_description: str = ""
     instance_number: int = 1
     modality: str = ""
+    # DICOM PixelSpacing (row, column) in mm; lumbar consensus averages reader points in mm with it.
+    pixel_spacing: tuple[float, float] | None = None
 
 
 class Finding(BaseModel):
@@ -232,18 +234,64 @@ class ReviewAssigned(Event):
     objects: list[DicomObject] = Field(default_factory=list)
 
 
+class CellPoint(BaseModel):
+    """Where a reader saw a finding: image pixel coordinates on one instance of one series."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    series_instance_uid: str
+    instance_number: int = Field(ge=1)
+    x: float = Field(ge=0)
+    y: float = Field(ge=0)
+
+
+class CellGrade(BaseModel):
+    """A reader's grade of one condition x level (`cell_id = <condition>_<level>`), lumbar protocol."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cell_id: str
+    grade: str  # "Normal/Mild" | "Moderate" | "Severe"
+    point: CellPoint | None = None
+
+
+class CellConsensus(BaseModel):
+    """The decided grade (and averaged point) of one cell, and how it was decided."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cell_id: str
+    grade: str
+    method: str  # "majority" | "median"
+    adjudicate: bool = False
+    point: CellPoint | None = None
+
+
 class VoteCast(Event):
+    """A reader's vote: a verdict on the suggested labels (CXR) or a grade per cell (lumbar).
+    Additive to schema 1: CXR votes are unchanged, so no upcaster is needed."""
+
     topic: ClassVar[Topic] = Topic.VOTE_CAST
     event_type: Literal["VoteCast"] = "VoteCast"
     protocol: Protocol = Protocol.CXR
     vote_id: str
     assignment_id: str
     reader_id: str
-    verdict: Verdict
+    verdict: Verdict | None = None
     added_labels: list[str] = Field(default_factory=list)
     removed_labels: list[str] = Field(default_factory=list)
+    grades: list[CellGrade] | None = None
     comment: str = ""
     seconds_spent: float | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_judgement(self) -> VoteCast:
+        """Exactly one of verdict / grades, the one the protocol asks for."""
+        if self.protocol == Protocol.LUMBAR and (self.grades is None or self.verdict is not None):
+            raise ValueError("a lumbar vote carries grades and no verdict")
+        if self.protocol == Protocol.CXR and (self.verdict is None or self.grades is not None):
+            raise ValueError("a CXR vote carries a verdict and no grades")
+        return self
 
 
 class ConsensusReached(Event):
@@ -255,6 +303,7 @@ class ConsensusReached(Event):
     rule_version: str
     labels: list[str]  # the label set that enters the benchmark if accepted
     vote_ids: list[str]
+    cells: list[CellConsensus] = Field(default_factory=list)  # lumbar: one per graded cell
 
 
 class SelectionPlan(BaseModel):

@@ -15,6 +15,7 @@ from services.common.consumer import Handler, PermanentError
 from services.common.contracts import (
     AdjudicationRequested,
     BenchmarkReleased,
+    CellConsensus,
     ConsensusReached,
     EvaluationCompleted,
     EvaluationRequested,
@@ -33,6 +34,8 @@ from services.common.taxonomy import load_taxonomy
 from services.consensus import repo
 from services.consensus.benchmark import compose_release
 from services.consensus.evaluation import evaluate
+from services.consensus.lumbar_consensus import decide_lumbar, lumbar_agreement_report
+from services.consensus.lumbar_release import compose_lumbar_release
 from services.consensus.publish import publish_release
 from services.consensus.reporting import agreement_report
 from services.consensus.rule_config import decide, rule_for
@@ -48,19 +51,36 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         assignment = await repo.get_assignment(conn, study_id)
         if assignment is None or await repo.is_decided(conn, study_id):
             return []
-        votes = await repo.counted_votes(conn, study_id)
-        if len(votes) < len(assignment["readers"]):
-            return []
         rule = rule_for(assignment["protocol"], rules_file)
-        decision = decide(rule, [v for _, v in votes], assignment["suggested"])
-        vote_ids = [vid for vid, _ in votes]
-        await repo.save_decision(conn, study_id, decision, vote_ids)
+        cells: list[CellConsensus] | None = None
+        if assignment["protocol"] == Protocol.LUMBAR:
+            votes = await repo.counted_grade_votes(conn, study_id)
+            if len(votes) < len(assignment["readers"]):
+                return []
+            decision, cells = decide_lumbar(study_id, votes, assignment["objects"], rule)
+            vote_ids = [v["vote_id"] for v in votes]
+        else:
+            views = await repo.counted_votes(conn, study_id)
+            if len(views) < len(assignment["readers"]):
+                return []
+            decision = decide(rule, [v for _, v in views], assignment["suggested"])
+            vote_ids = [vid for vid, _ in views]
+        await repo.save_decision(conn, study_id, decision, vote_ids,
+                                 None if cells is None else [c.model_dump(mode="json") for c in cells])
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
         return [ConsensusReached(
             study_id=study_id, protocol=assignment["protocol"], accepted=decision.accepted, rule=decision.rule,
-            rule_version=decision.rule_version, labels=list(decision.labels), vote_ids=vote_ids,
+            rule_version=decision.rule_version, labels=list(decision.labels), vote_ids=vote_ids, cells=cells or [],
         )]
+
+    async def protocol_agreement(conn: psycopg.AsyncConnection, protocol: str) -> dict:
+        """The agreement report: Fleiss' kappa on verdicts (CXR), QWK and point distance (lumbar)."""
+        if protocol == Protocol.LUMBAR:
+            studies, votes = await repo.grade_report_rows(conn, protocol)
+            return await asyncio.to_thread(lumbar_agreement_report, studies, votes)
+        studies, votes = await repo.report_rows(conn, protocol)
+        return await asyncio.to_thread(agreement_report, studies, votes, load_taxonomy("cxr").label_ids)
 
     async def on_review_assigned(conn: psycopg.AsyncConnection, event: ReviewAssigned, _: Any) -> list[ConsensusReached]:
         """Remember who reads a study; votes that raced ahead of this event may now complete it."""
@@ -107,9 +127,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
 
     async def on_report_requested(conn: psycopg.AsyncConnection, cmd: ReportRequested, _: Any) -> list[ReportReady]:
         """Compute the agreement / AI-vs-expert report from this service's own tables."""
-        studies, votes = await repo.report_rows(conn, cmd.protocol)
-        label_ids = load_taxonomy("cxr").label_ids
-        report = await asyncio.to_thread(agreement_report, studies, votes, label_ids)
+        report = await protocol_agreement(conn, cmd.protocol)
         report["open_flags"] = await repo.open_flags(conn)
         report["rule"] = rule_for(cmd.protocol, rules_file).describe()
         return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
@@ -136,17 +154,20 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
-        taxonomy = load_taxonomy("cxr")
-        studies, votes = await repo.report_rows(conn, cmd.protocol)
-        agreement = await asyncio.to_thread(agreement_report, studies, votes, taxonomy.label_ids)
+        agreement = await protocol_agreement(conn, cmd.protocol)
         funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
-        composed = compose_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, taxonomy,
-                                   rule_for(cmd.protocol, rules_file), agreement)
+        rule = rule_for(cmd.protocol, rules_file)
+        if cmd.protocol == Protocol.LUMBAR:
+            composed = compose_lumbar_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, rule, agreement)
+            truth = {s.study_id: s.grades for s in composed.holdout}  # what lumbar evaluation scores against
+        else:
+            composed = compose_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, load_taxonomy("cxr"),
+                                       rule, agreement)
+            truth = {s.study_id: sorted(s.labels) for s in composed.holdout}
         files = composed.files
         await asyncio.to_thread(publish_release, res.store, res.settings, files)
         await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(),
-                                [s.study_id for s in composed.released],
-                                {s.study_id: sorted(s.labels) for s in composed.holdout},
+                                [s.study_id for s in composed.released], truth,
                                 files.manifest_key, files.manifest_sha256)
         metrics.SELECTION_RUN.observe(time.perf_counter() - started)
         return [BenchmarkReleased(

@@ -41,9 +41,10 @@ async def reader_has_counted_vote(conn: psycopg.AsyncConnection, study_id: str, 
 async def save_vote(conn: psycopg.AsyncConnection, v: VoteCast, counted: bool) -> None:
     await conn.execute(
         "INSERT INTO votes (vote_id, study_id, reader_id, verdict, added_labels, removed_labels, seconds_spent,"
-        " cast_at, counted) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
+        " cast_at, counted, grades) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
         (v.vote_id, v.study_id, v.reader_id, v.verdict, json.dumps(v.added_labels), json.dumps(v.removed_labels),
-         v.seconds_spent, v.occurred_at, counted),
+         v.seconds_spent, v.occurred_at, counted,
+         json.dumps([g.model_dump(mode="json") for g in v.grades]) if v.grades is not None else None),
     )
 
 
@@ -57,22 +58,33 @@ async def counted_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[tu
     ]
 
 
+async def counted_grade_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[dict]:
+    """A lumbar study's counted votes: vote_id, reader_id and the grades with their points."""
+    cur = await conn.execute(
+        "SELECT vote_id, reader_id, grades FROM votes WHERE study_id = %s AND counted ORDER BY cast_at, vote_id",
+        (study_id,))
+    return await cur.fetchall()
+
+
 async def flag(conn: psycopg.AsyncConnection, study_id: str, reason: str) -> None:
     await conn.execute("INSERT INTO flags (study_id, reason) VALUES (%s, %s)", (study_id, reason))
 
 
-async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decision, vote_ids: list[str]) -> None:
+async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decision, vote_ids: list[str],
+                        cells: list[dict] | None = None) -> None:
+    """`cells`: the lumbar per-cell decisions (CellConsensus dicts); None for CXR."""
     await conn.execute(
-        "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+        "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids,"
+        " cells) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
         (study_id, d.accepted, json.dumps(list(d.labels)), d.rule, d.rule_version, d.needs_adjudication,
-         d.reason, json.dumps(vote_ids)),
+         d.reason, json.dumps(vote_ids), json.dumps(cells) if cells is not None else None),
     )
 
 
 async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list[dict]:
     cur = await conn.execute(
-        "SELECT d.study_id, a.patient_id, d.labels, a.objects FROM effective_decisions d JOIN assignments a USING (study_id)"
+        "SELECT d.study_id, a.patient_id, d.labels, a.objects, x.cells FROM effective_decisions d"
+        " JOIN assignments a USING (study_id) JOIN decisions x USING (study_id)"
         " WHERE d.accepted AND a.protocol = %s ORDER BY d.study_id", (protocol,))
     return await cur.fetchall()
 
@@ -148,6 +160,19 @@ async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[lis
         "SELECT v.study_id, v.reader_id, v.verdict, v.added_labels, v.removed_labels, v.seconds_spent"
         " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
         " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
+    return studies, await cur.fetchall()
+
+
+async def grade_report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
+    """Lumbar: decided studies (with their objects, for PixelSpacing) and their counted graded votes."""
+    cur = await conn.execute(
+        "SELECT a.study_id, a.objects FROM assignments a JOIN decisions d USING (study_id) WHERE a.protocol = %s"
+        " ORDER BY a.study_id", (protocol,))
+    studies = await cur.fetchall()
+    cur = await conn.execute(
+        "SELECT v.study_id, v.reader_id, v.grades FROM votes v JOIN assignments a USING (study_id)"
+        " JOIN decisions d USING (study_id) WHERE v.counted AND a.protocol = %s AND v.grades IS NOT NULL"
+        " ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
     return studies, await cur.fetchall()
 
 

@@ -16,10 +16,13 @@ from pathlib import Path
 import yaml
 
 from services.common.contracts import Protocol
+from services.consensus.lumbar_rules import RULE_NAME as LUMBAR_RULE
+from services.consensus.lumbar_rules import LumbarRule
 from services.consensus.rules import CXR_RULE, Decision, VoteView, decide_cxr
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "rules.yaml"
 _RULES = {CXR_RULE: decide_cxr}
+_GRADING_RULES = {LUMBAR_RULE}  # decided cell by cell (services/consensus/lumbar_consensus.py)
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,18 @@ class RuleConfig:
     version: str
     readers_per_study: int = 3
     min_agree_all: int = 2
+    # lumbar-majority-median: cells whose readers are this many grades apart go to adjudication;
+    # use_majority False decides every cell by the median.
+    adjudication_spread: int = 2
+    use_majority: bool = True
+
+    def lumbar(self) -> LumbarRule:
+        return LumbarRule(adjudication_spread=self.adjudication_spread, use_majority=self.use_majority)
 
     def describe(self) -> dict:
-        """What a dataset card or report says about the rule."""
-        return dataclasses.asdict(self)
+        """What a dataset card or report says about the rule: only the parameters it uses."""
+        unused = {"min_agree_all"} if self.rule in _GRADING_RULES else {"adjudication_spread", "use_majority"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
 
 class RuleConfigError(ValueError):
@@ -47,8 +58,9 @@ def load_rules(path: str | None = None) -> dict[str, RuleConfig]:
     for protocol, spec in raw.items():
         Protocol(protocol)  # an unknown protocol name is a typo, not a new protocol
         config = RuleConfig(protocol=protocol, **spec)
-        if config.rule not in _RULES:
-            raise RuleConfigError(f"{protocol}: unknown rule {config.rule!r}; known: {', '.join(_RULES)}")
+        if config.rule not in _RULES and config.rule not in _GRADING_RULES:
+            known = ", ".join([*_RULES, *_GRADING_RULES])
+            raise RuleConfigError(f"{protocol}: unknown rule {config.rule!r}; known: {known}")
         if not str(config.version).strip():
             raise RuleConfigError(f"{protocol}: the rule needs a version")
         rules[protocol] = dataclasses.replace(config, version=str(config.version))

@@ -14,9 +14,10 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum, StrEnum
 
 import numpy as np
+
+from services.common.lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
 
 EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS], as sklearn's log_loss did
 TARGET_COLUMNS = ("normal_mild", "moderate", "severe")
@@ -26,55 +27,6 @@ MAX_NAMED = 5
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
-
-class Group(StrEnum):
-    """The condition groups that each get their own log loss."""
-
-    SPINAL = "spinal"
-    FORAMINAL = "foraminal"
-    SUBARTICULAR = "subarticular"
-
-
-class Condition(StrEnum):
-    SPINAL_CANAL_STENOSIS = "spinal_canal_stenosis"
-    LEFT_NEURAL_FORAMINAL_NARROWING = "left_neural_foraminal_narrowing"
-    RIGHT_NEURAL_FORAMINAL_NARROWING = "right_neural_foraminal_narrowing"
-    LEFT_SUBARTICULAR_STENOSIS = "left_subarticular_stenosis"
-    RIGHT_SUBARTICULAR_STENOSIS = "right_subarticular_stenosis"
-
-    @property
-    def group(self) -> Group:
-        if self is Condition.SPINAL_CANAL_STENOSIS:
-            return Group.SPINAL
-        return Group.FORAMINAL if "foraminal" in self.value else Group.SUBARTICULAR
-
-
-class Level(StrEnum):
-    L1_L2 = "l1_l2"
-    L2_L3 = "l2_l3"
-    L3_L4 = "l3_l4"
-    L4_L5 = "l4_l5"
-    L5_S1 = "l5_s1"
-
-
-class Grade(Enum):
-    NORMAL_MILD = "Normal/Mild"
-    MODERATE = "Moderate"
-    SEVERE = "Severe"
-
-    @property
-    def weight(self) -> int:
-        """Sample weight of a row with this true grade."""
-        return {Grade.NORMAL_MILD: 1, Grade.MODERATE: 2, Grade.SEVERE: 4}[self]
-
-    @property
-    def index(self) -> int:
-        """Position of this grade's probability in a submission row."""
-        return list(Grade).index(self)
-
-
-CONDITIONS: tuple[Condition, ...] = tuple(Condition)
-LEVELS: tuple[Level, ...] = tuple(Level)
 _SUFFIXES = {f"_{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
 
 Probabilities = tuple[float, float, float]  # (normal_mild, moderate, severe)

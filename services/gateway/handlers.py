@@ -48,9 +48,9 @@ async def on_review_assigned(conn: psycopg.AsyncConnection, e: ReviewAssigned, _
     async with conn.cursor() as cur:
         await cur.executemany(
             "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped,"
-            " reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            " reason, protocol) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
             [(assignment_id(e.study_id, r), e.study_id, r, e.run_id, e.difficulty, _dump(e.suggested),
-              _dump(e.unmapped_findings), e.reason) for r in e.readers])
+              _dump(e.unmapped_findings), e.reason, e.protocol.value) for r in e.readers])
 
 
 async def on_review_reoffered(conn: psycopg.AsyncConnection, e: ReviewReoffered, _: Any) -> None:
@@ -59,15 +59,16 @@ async def on_review_reoffered(conn: psycopg.AsyncConnection, e: ReviewReoffered,
     cur = await conn.execute(
         "UPDATE assignments SET status = 'expired', expired_at = now(), replaced_by = %s"
         " WHERE study_id = %s AND reader_id = %s AND status = 'open'"
-        " RETURNING run_id, difficulty, suggested, unmapped, reason", (e.to_reader, e.study_id, e.from_reader))
+        " RETURNING run_id, difficulty, suggested, unmapped, reason, protocol", (e.to_reader, e.study_id, e.from_reader))
     old = await cur.fetchone()
     if old is None:
         return
     await conn.execute(
-        "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped, reason)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+        "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped, reason,"
+        " protocol) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
         (assignment_id(e.study_id, e.to_reader), e.study_id, e.to_reader, old["run_id"], old["difficulty"],
-         json.dumps(old["suggested"]), json.dumps(old["unmapped"]), f"{old['reason']} (re-offered: {e.reason})"))
+         json.dumps(old["suggested"]), json.dumps(old["unmapped"]), f"{old['reason']} (re-offered: {e.reason})",
+         old["protocol"]))
 
 
 async def on_sampling_completed(conn: psycopg.AsyncConnection, e: SamplingCompleted, _: Any) -> None:

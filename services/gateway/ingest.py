@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from dataclasses import dataclass, field
 
 import psycopg
@@ -65,8 +66,19 @@ def parse_instance(name: str, data: bytes, *, scrub: bool) -> tuple[ParsedInstan
         object_key=content_key(data), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID), series_description=str(ds.get("SeriesDescription", "")),
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
+        pixel_spacing=_pixel_spacing(ds),
     )
     return ParsedInstance(data, obj, str(ds.StudyInstanceUID)), removed
+
+
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm, or None when absent or malformed (CXR files often lack it;
+    lumbar consensus needs it to average reader points in millimetres)."""
+    try:
+        row, col = (float(v) for v in ds.get("PixelSpacing") or ())
+    except (TypeError, ValueError):
+        return None
+    return (row, col) if row > 0 and col > 0 else None
 
 
 def validate_study(study_id: str, patient_id: str, report: str, files: list[tuple[str, bytes]],
@@ -129,7 +141,8 @@ async def _insert_objects(conn: psycopg.AsyncConnection, study_id: str, objects:
     async with conn.cursor() as cur:
         await cur.executemany(
             "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
-            " instance_number, modality, object_key, sha256) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+            " instance_number, modality, object_key, sha256, pixel_spacing) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT DO NOTHING",
             [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
-              o.modality, o.object_key, o.sha256) for o in objects])
+              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None)
+             for o in objects])

@@ -14,6 +14,7 @@ from services.common.consumer import Handler
 from services.common.contracts import (
     Event,
     LabelsSuggested,
+    Protocol,
     ReassignmentRequested,
     ReviewAssigned,
     ReviewReoffered,
@@ -26,7 +27,8 @@ from services.common.runtime import Resources
 from services.common.taxonomy import load_taxonomy
 from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
-from services.sampler.sampling import Candidate, draw_sample
+from services.sampler.lumbar_sampling import draw_lumbar_sample, grid_candidate
+from services.sampler.sampling import Candidate, SampleResult, draw_sample
 
 DEFAULT_LEASE_SECONDS = 72 * 3600.0
 
@@ -76,8 +78,7 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
     """
     started = time.perf_counter()
     suggestions = {s.study_id: s for s in await repo.unsampled_pool(conn, cmd.protocol)}
-    label_ids = load_taxonomy("cxr").label_ids
-    result = draw_sample([candidate_from(s) for s in suggestions.values()], cmd.plan, label_ids)
+    result = draw(cmd, list(suggestions.values()))
     if not result.selected:
         return [_failed(cmd, "the pool has no unsampled studies")]
     try:
@@ -102,6 +103,13 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
         pool_size=len(suggestions), n_selected=len(result.selected), unmet_quotas=result.unmet_quotas,
         tiers=tiers, label_counts=result.label_counts, seconds=seconds)
     return [*(_assigned(cmd, suggestions[sel.study_id], sel, readers[sel.study_id]) for sel in result.selected), done]
+
+
+def draw(cmd: SamplingRequested, pool: list[LabelsSuggested]) -> SampleResult:
+    """The protocol's sampling: label quotas (CXR) or grade strata, rare cells first (lumbar)."""
+    if cmd.protocol == Protocol.LUMBAR:
+        return draw_lumbar_sample([grid_candidate(s) for s in pool], cmd.plan)
+    return draw_sample([candidate_from(s) for s in pool], cmd.plan, load_taxonomy("cxr").label_ids)
 
 
 def _failed(cmd: SamplingRequested, why: str) -> SamplingCompleted:

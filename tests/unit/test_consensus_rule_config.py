@@ -35,5 +35,7 @@ def test_an_unknown_rule_or_protocol_is_refused_by_name(tmp_path):
     path.write_text(f"{CXR}:\n  rule: best-guess\n  version: '1'\n")
     with pytest.raises(RuleConfigError, match="best-guess"):
         load_rules(str(path))
+    only_cxr = tmp_path / "only_cxr.yaml"
+    only_cxr.write_text(f"{CXR}:\n  rule: cxr-agree-all-majority\n  version: '1'\n")
     with pytest.raises(RuleConfigError, match="lumbar-grading"):
-        rule_for("lumbar-grading")
+        rule_for("lumbar-grading", str(only_cxr))

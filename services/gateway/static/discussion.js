@@ -19,6 +19,10 @@ export async function showDiscussion(studyId) {
   $("discussion-title").textContent = `Discussion — study ${studyId}`;
   $("discussion-votes").replaceChildren(...d.votes.map((v) => {
     const fix = [...v.added_labels.map((l) => `+${l}`), ...v.removed_labels.map((l) => `−${l}`)].join(" ");
+    if (v.grades) {  // a lumbar read: which cells this reader graded above Normal/Mild
+      const above = v.grades.filter((g) => g.grade !== "Normal/Mild").map((g) => `${g.cell_id.replaceAll("_", " ")}: ${g.grade}`);
+      return item(`${v.reader_id}: ${above.length ? above.join("; ") : "all Normal/Mild"}`, v.comment);
+    }
     return item(`${v.reader_id}: ${v.verdict.replace("_", " ")} ${fix}`, v.comment);
   }));
   $("discussion-posts").replaceChildren(...d.posts.map((p) => item(`${p.author_id}: ${p.body}`, p.posted_at.slice(0, 16))));

@@ -2,11 +2,14 @@
 // current one is always fetched and decoded ahead, so a vote swaps to it without waiting.
 import { ApiError, call, imageUrl, token } from "./api.js";
 import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
+import { collectGrades, missingPoints, placePoint, renderGrading } from "./grading.js";
 import { confirmOmissions, corrections, omissions, renderStudy } from "./review.js";
+import { SeriesNav } from "./series.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const VERDICTS = { 1: "agree_all", 2: "agree_mostly", 3: "disagree" };
+const LUMBAR = "lumbar-grading";
 const state = { cur: null, next: null, opened: 0, busy: false };
 // For tests and the benchmark: keypress → painted timings, and whether the prefetch is ready.
 window.__rc = { paints: [], ready: false, votes: 0 };
@@ -14,7 +17,14 @@ let viewer;
 
 async function load(after) {
   const a = await call("GET", `/api/v1/reviews/next${after ? `?after=${encodeURIComponent(after)}` : ""}`);
-  return a && { a, url: await imageUrl(a.image_url) };
+  return a && itemFor(a);
+}
+
+// A study ready to show: its first image decoded (lumbar: a series navigator opened on it).
+async function itemFor(a) {
+  if (a.protocol !== LUMBAR) return { a, url: await imageUrl(a.image_url) };
+  const nav = new SeriesNav(viewer);
+  return { a, nav, url: await nav.open(a) };
 }
 
 function prefetch() {
@@ -24,13 +34,17 @@ function prefetch() {
 }
 
 async function show(item) {
-  if (state.cur) URL.revokeObjectURL(state.cur.url);
+  if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
   state.cur = item;
   $("empty").hidden = !!item;
   $("image").hidden = !item;
   document.querySelectorAll(".verdicts button").forEach((b) => (b.disabled = !item));
+  const lumbar = !!item?.nav;
+  $("app").classList.toggle("lumbar", lumbar);
+  for (const id of ["grading", "series-nav", "submit-grades"]) $(id).hidden = !lumbar;
+  viewer.onWheel = lumbar ? (d) => item.nav.step(d) : null;
   if (!item) { $("study-title").textContent = "Nothing left to read"; return; }
-  renderStudy(item.a);
+  if (lumbar) { renderGrading(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
   state.opened = performance.now();
   await viewer.show(item.url);
   markCurrent();
@@ -38,7 +52,7 @@ async function show(item) {
 
 async function vote(verdict, t0) {
   const item = state.cur;
-  if (!item || state.busy) return;
+  if (!item || item.nav || state.busy) return;
   const fix = corrections();
   if (verdict === "agree_all" && (fix.added.length || fix.removed.length)) {
     $("status").textContent = "Agree all means no corrections: use 2 (agree mostly) or 3 (disagree).";
@@ -54,6 +68,23 @@ async function vote(verdict, t0) {
   await show(await state.next);
   window.__rc.paints.push(performance.now() - t0);
   await settle(sent, item);
+}
+
+// A lumbar read: every cell's grade, with the points placed. Moderate/Severe cells without a
+// point are allowed (flagged in the grid, counted in the status line).
+async function submitGrades(t0) {
+  const item = state.cur;
+  if (!item?.nav || state.busy) return;
+  state.busy = true;
+  const unpointed = missingPoints().length;
+  const body = { grades: collectGrades(), comment: $("comment").value,
+                 seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
+  const sent = call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
+                    { "Idempotency-Key": crypto.randomUUID() });
+  await show(await state.next);
+  window.__rc.paints.push(performance.now() - t0);
+  await settle(sent, item);
+  if (unpointed) $("status").textContent += ` ${unpointed} graded cell(s) had no point.`;
 }
 
 // The next prefetch must wait for the vote: until it is stored the gateway would offer the
@@ -99,13 +130,17 @@ async function refreshLists() {
 }
 
 async function openTodo(a) {
-  await show({ a, url: await imageUrl(a.image_url) });
+  await show(await itemFor(a));
   prefetch();
 }
 
 function onKey(e) {
   if (e.target.closest("input, textarea, dialog") || e.ctrlKey || e.metaKey || e.altKey) return;
-  if (VERDICTS[e.key]) { e.preventDefault(); vote(VERDICTS[e.key], performance.now()); }
+  const nav = state.cur?.nav;
+  const arrows = { ArrowUp: () => nav.step(-1), ArrowDown: () => nav.step(1),
+                   ArrowLeft: () => nav.switchTo(nav.s - 1), ArrowRight: () => nav.switchTo(nav.s + 1) };
+  if (nav && arrows[e.key]) { e.preventDefault(); arrows[e.key](); }
+  else if (VERDICTS[e.key]) { e.preventDefault(); vote(VERDICTS[e.key], performance.now()); }
   else if (e.key === "r" || e.key === "R") viewer.reset();
   else if (e.key === "+" || e.key === "=") viewer.zoomBy(1.25);
   else if (e.key === "-") viewer.zoomBy(0.8);
@@ -139,6 +174,8 @@ function init() {
   document.querySelectorAll(".verdicts button").forEach((b) =>
     b.addEventListener("click", () => vote(b.dataset.verdict, performance.now())));
   document.addEventListener("keydown", onKey);
+  $("submit-grades").addEventListener("click", () => submitGrades(performance.now()));
+  $("stage").addEventListener("click", (e) => { if (state.cur?.nav) placePoint(e, $("image"), state.cur.nav.current); });
   wirePostForm();
   if (token.get()) start(); else $("token").focus();
 }

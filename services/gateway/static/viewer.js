@@ -25,6 +25,12 @@ export class Viewer {
     return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
   }
 
+  // Another slice of the same series: keep window/level and zoom.
+  swap(url) {
+    this.img.src = url;
+    return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  }
+
   #start(e) {
     this.stage.setPointerCapture(e.pointerId);
     this.dragging = { x: e.clientX, y: e.clientY, level: this.level, width: this.width };
@@ -40,6 +46,7 @@ export class Viewer {
 
   #zoom(e) {
     e.preventDefault();
+    if (this.onWheel) { this.onWheel(e.deltaY > 0 ? 1 : -1); return; }  // a series scrolls instead
     this.scale = Math.min(8, Math.max(1, this.scale * (e.deltaY < 0 ? 1.15 : 1 / 1.15)));
     this.#apply();
   }

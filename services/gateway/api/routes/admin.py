@@ -114,11 +114,12 @@ async def _funnel(conn, protocol: Protocol) -> dict:
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
         " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
-        " (SELECT count(DISTINCT study_id) FROM assignments) AS sampled,"
-        " (SELECT count(*) FROM assignments WHERE status <> 'expired') AS assignments,"
-        " (SELECT count(*) FROM votes) AS votes,"
-        " (SELECT count(*) FROM decisions) AS decided,"
-        " (SELECT count(*) FROM decisions WHERE accepted) AS accepted", {"p": protocol.value})
+        " (SELECT count(DISTINCT study_id) FROM assignments WHERE protocol = %(p)s) AS sampled,"
+        " (SELECT count(*) FROM assignments WHERE status <> 'expired' AND protocol = %(p)s) AS assignments,"
+        " (SELECT count(*) FROM votes v JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS votes,"
+        " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS decided,"
+        " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE d.accepted AND s.protocol = %(p)s)"
+        " AS accepted", {"p": protocol.value})
     return dict(await cur.fetchone())
 
 
@@ -145,6 +146,6 @@ async def export_votes(_: Curator, res: Res) -> list[dict]:
     async with res.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT vote_id, study_id, reader_id, verdict, added_labels, removed_labels, comment, seconds_spent,"
-            " cast_at FROM votes ORDER BY cast_at, vote_id")
+            " cast_at, grades FROM votes ORDER BY cast_at, vote_id")
         rows = await cur.fetchall()
     return [{**r, "cast_at": r["cast_at"].isoformat()} for r in rows]

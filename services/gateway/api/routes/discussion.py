@@ -37,11 +37,12 @@ class Post(BaseModel):
 
 class ReaderVote(BaseModel):
     reader_id: str
-    verdict: str
+    verdict: str | None  # None for a lumbar read, which carries `grades`
     added_labels: list[str]
     removed_labels: list[str]
     comment: str
     cast_at: str
+    grades: list[dict] | None = None
 
 
 class Discussion(BaseModel):
@@ -56,7 +57,7 @@ async def get_discussion(study_id: str, user: CurrentUser, res: Res) -> Discussi
     async with res.pool.connection() as conn:
         await require_discussion_access(conn, user, study_id)
         cur = await conn.execute(
-            "SELECT reader_id, verdict, added_labels, removed_labels, comment, cast_at FROM votes"
+            "SELECT reader_id, verdict, added_labels, removed_labels, comment, cast_at, grades FROM votes"
             " WHERE study_id = %s ORDER BY cast_at, vote_id", (study_id,))
         votes = [ReaderVote(**{**r, "cast_at": r["cast_at"].isoformat()}) for r in await cur.fetchall()]
         cur = await conn.execute(

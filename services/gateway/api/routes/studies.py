@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import BaseModel
 
-from services.common.contracts import DicomObject, Finding, SuggestedLabel
+from services.common.contracts import DicomObject, Finding, Protocol, SuggestedLabel
 from services.gateway.access import own_read
 from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
@@ -31,14 +31,16 @@ class IngestResponse(BaseModel):
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[str, Form()],
                  patient_id: Annotated[str, Form()], report: Annotated[str, Form()],
-                 files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False) -> IngestResponse:
+                 files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False,
+                 protocol: Annotated[Protocol, Form()] = Protocol.CXR) -> IngestResponse:
     """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200)."""
     payload = [(f.filename or "upload", await f.read()) for f in files]
     if sum(len(d) for _, d in payload) > MAX_UPLOAD_BYTES:
         raise Problem(413, "upload larger than 512 MiB")
     try:
         result = await ingest_study(res.pool, res.store, res.settings.objects_bucket, study_id=study_id,
-                                    patient_id=patient_id, report=report, files=payload, scrub=scrub)
+                                    patient_id=patient_id, report=report, files=payload, scrub=scrub,
+                                    protocol=protocol)
     except IngestError as exc:
         raise Problem(422, str(exc)) from exc
     if result.status == "duplicate":

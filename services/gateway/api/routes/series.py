@@ -1,0 +1,94 @@
+"""A multi-series study (lumbar MRI): its series in reading order, and each instance rendered,
+so the reviewer page can scroll a series slice by slice and preload the neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from services.gateway.access import own_read
+from services.gateway.auth import CurrentUser
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+from services.gateway.render import RenderCache, render
+
+router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
+_render_cache = RenderCache(capacity=2048)  # a lumbar study is ~40 instances; keep a few studies
+# Reading order of the competition's series types; unknown descriptions come last.
+SERIES_ORDER = ("sagittal t1", "sagittal t2/stir", "axial t2")
+
+
+class SeriesView(BaseModel):
+    series_instance_uid: str
+    series_description: str
+    instances: list[int]  # instance numbers, ascending
+    pixel_spacing: tuple[float, float] | None
+    image_url_template: str  # replace {n} with an instance number
+
+
+def _rank(description: str) -> int:
+    d = description.strip().lower()
+    return SERIES_ORDER.index(d) if d in SERIES_ORDER else len(SERIES_ORDER)
+
+
+@router.get("/{study_id}/series")
+async def series_list(study_id: str, user: CurrentUser, res: Res) -> list[SeriesView]:
+    """The study's series (Sagittal T1, Sagittal T2/STIR, Axial T2 first), instances in order."""
+    async with res.pool.connection() as conn:
+        await own_read(conn, user, study_id)
+        cur = await conn.execute(
+            "SELECT series_instance_uid, min(series_description) AS series_description,"
+            " array_agg(instance_number ORDER BY instance_number) AS instances,"
+            " min(pixel_spacing::text) AS pixel_spacing FROM study_objects WHERE study_id = %s"
+            " GROUP BY series_instance_uid", (study_id,))
+        rows = await cur.fetchall()
+    if not rows:
+        raise Problem(404, f"no study {study_id!r}")
+    rows.sort(key=lambda r: (_rank(r["series_description"]), r["series_description"], r["series_instance_uid"]))
+    base = f"/api/v1/studies/{study_id}/series"
+    return [SeriesView(series_instance_uid=r["series_instance_uid"], series_description=r["series_description"],
+                       instances=r["instances"], pixel_spacing=_spacing(r["pixel_spacing"]),
+                       image_url_template=f"{base}/{r['series_instance_uid']}/instances/{{n}}/image")
+            for r in rows]
+
+
+def _spacing(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    row, col = (float(v) for v in text.strip("[]").split(","))
+    return row, col
+
+
+async def instance_key(res: Res, study_id: str, series_uid: str, number: int) -> str | None:
+    """The object key of one instance, or None when the series has no such instance."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT object_key FROM study_objects WHERE study_id = %s AND series_instance_uid = %s"
+            " AND instance_number = %s ORDER BY sop_instance_uid LIMIT 1", (study_id, series_uid, number))
+        row = await cur.fetchone()
+    return row and row["object_key"]
+
+
+@router.get("/{study_id}/series/{series_uid}/instances/{number}/image")
+async def instance_image(study_id: str, series_uid: str, number: int, user: CurrentUser, res: Res,
+                         window_center: float | None = None,
+                         window_width: Annotated[float | None, Query(gt=0)] = None,
+                         size: Annotated[int, Query(ge=32, le=4096)] = 1024,
+                         format: Literal["png", "jpeg"] = "png") -> Response:
+    """One instance rendered with window/level at its native size at most (so the page's pixel
+    coordinates are the image's own), cached per instance."""
+    async with res.pool.connection() as conn:
+        await own_read(conn, user, study_id)
+    key = await instance_key(res, study_id, series_uid, number)
+    if key is None:
+        raise Problem(404, f"study {study_id!r} has no instance {number} in series {series_uid!r}")
+    cache_key = (key, window_center, window_width, size, format)
+    body = _render_cache.get(cache_key)
+    if body is None:
+        data = await res.store.aget_bytes(res.settings.objects_bucket, key)
+        body = await asyncio.to_thread(render, data, center=window_center, width=window_width, size=size, fmt=format)
+        _render_cache.put(cache_key, body)
+    return Response(body, media_type=f"image/{format}", headers={"Cache-Control": "private, max-age=3600"})

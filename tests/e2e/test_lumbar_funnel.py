@@ -1,0 +1,221 @@
+"""The lumbar grading protocol end to end through all five services: synthetic MRI studies →
+grade-grid suggestions → strata sampling → simulated graders voting over HTTP → per-cell
+decisions → a patient-level release in the competition layout → a scored holdout evaluation;
+then the reviewer page grading one study in headless Chromium (same stack, last)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from radcurate.client import Gateway, GatewayError
+from radcurate.demo import download_release, ingest_folder, store_for
+from radcurate.lumbar.competition import TRAIN_COLUMNS, read_split
+from radcurate.simulate import load_truth, register_panel, run_panel
+from radcurate.synth.lumbar import synth_lumbar
+from services.common.contracts import Protocol
+from services.common.lumbar import CELL_IDS, CONDITIONS, LEVELS
+from tests.e2e.conftest import eventually, query, scalar
+
+pytestmark = pytest.mark.e2e
+LUMBAR = Protocol.LUMBAR.value
+STUDIES, SAMPLED, TARGET = 30, 24, 16
+
+
+@pytest.fixture(scope="module")
+def lumbar_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lumbar")
+    synth_lumbar(STUDIES, seed=5, out_dir=out)
+    return out
+
+
+@pytest.fixture
+async def admin(stack):
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    yield api
+    await api.aclose()
+
+
+async def _at_least(api: Gateway, key: str, value: int) -> bool:
+    return (await api.progress(LUMBAR))["funnel"][key] >= value
+
+
+async def _released(api: Gateway, release_id: str) -> bool:
+    return (await api.release(release_id))["status"] == "released"
+
+
+async def grade_sample(stack, admin: Gateway, data) -> None:
+    summary = await ingest_folder(stack, data, protocol=Protocol.LUMBAR)
+    assert summary.ingested == STUDIES and not summary.rejected
+    await eventually(lambda: _at_least(admin, "suggested", STUDIES), "a grade grid for every study")
+    readers = await register_panel(admin, 4, seed=1, prefix="mr")
+    await admin.request_sampling({"n": SAMPLED, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers], LUMBAR)
+    await eventually(lambda: _at_least(admin, "assignments", 3 * SAMPLED), "assignments")
+    task = await admin.as_user(readers[0].token).next_assignment()
+    assert task["protocol"] == LUMBAR and [c["cell_id"] for c in task["grading"]] == list(CELL_IDS)
+    assert await run_panel(admin, readers, load_truth(data / "truth.jsonl")) == 3 * SAMPLED
+    await eventually(lambda: _at_least(admin, "decided", SAMPLED), "a decision for every sampled study", 180)
+
+
+def check_sampling_and_decisions(stack) -> None:
+    strata = {r[0] for r in query(stack, "sampler", "SELECT stratum FROM sampled")}
+    assert strata <= {"any_severe", "any_moderate", "all_normal_mild"} and "any_severe" in strata
+    cells = query(stack, "consensus", "SELECT cells FROM decisions")
+    assert len(cells) == SAMPLED and all(len(c[0]) == 25 for c in cells)
+    points = [cell["point"] for (c,) in cells for cell in c if cell["point"]]
+    assert len(points) > SAMPLED * 20 and all(p["x"] >= 0 and p["instance_number"] >= 1 for p in points)
+    assert scalar(stack, "consensus", "SELECT count(*) FROM votes WHERE grades IS NULL") == 0
+
+
+async def check_report(admin: Gateway) -> None:
+    report = (await admin.request("GET", "/api/v1/reports/agreement", params={"wait": 30, "protocol": LUMBAR})).json()
+    assert report["status"] == "ready" and report["studies"] == SAMPLED
+    assert set(report["qwk_by_condition"]) == {c.value for c in CONDITIONS}
+    assert set(report["qwk_by_level"]) == {lv.value for lv in LEVELS}
+    assert 0.3 < report["mean_qwk"] <= 1 and 0 < report["mean_point_distance_mm"] < 15
+
+
+async def release_in_competition_layout(stack, admin: Gateway, data, tmp_path) -> dict:
+    await admin.request_release({"target_size": TARGET, "seed": 1}, "lumbar-e2e", protocol=LUMBAR)
+    await eventually(lambda: _released(admin, "lumbar-e2e"), "the lumbar release", 180)
+    release = await admin.release("lumbar-e2e")
+    public = download_release(stack, release, tmp_path / "out")
+    holdout = tmp_path / "holdout"
+    store, bucket = store_for(stack), stack["buckets"]["holdout"]
+    for name in ("train.csv", "train_label_coordinates.csv", "train_series_descriptions.csv"):
+        holdout.mkdir(exist_ok=True)
+        (holdout / name).write_bytes(store.get_bytes(bucket, f"releases/lumbar-e2e/holdout/{name}"))
+    header = next(csv.reader(io.StringIO((public / "train.csv").read_text())))
+    assert tuple(header) == TRAIN_COLUMNS
+    released, held = read_split(public), read_split(holdout)
+    assert len(released) == release["released_count"] and len(held) == release["holdout_count"] > 0
+    assert all(len(s.grades) == 25 and len(s.series) == 3 and s.coordinates for s in released + held)
+    assert all(len(files) >= 12 for s in released for files in s.images.values())
+    patients = {json.loads(line)["study_id"]: json.loads(line)["patient_id"]
+                for line in (data / "truth.jsonl").read_text().splitlines()}
+    assert not {patients[s.study_id] for s in released} & {patients[s.study_id] for s in held}
+    return {"holdout_csv": (holdout / "train.csv").read_text(), "holdout_ids": [s.study_id for s in held]}
+
+
+def submission(holdout_csv: str) -> str:
+    """Confident predictions of the holdout's own grades (a near-perfect model)."""
+    rows = list(csv.DictReader(io.StringIO(holdout_csv)))
+    lines = ["row_id,normal_mild,moderate,severe"]
+    for row in rows:
+        for cell in CELL_IDS:
+            p = {"Normal/Mild": "0.9,0.05,0.05", "Moderate": "0.05,0.9,0.05", "Severe": "0.05,0.05,0.9"}
+            lines.append(f"{row['study_id']}_{cell},{p.get(row[cell], '0.34,0.33,0.33')}")
+    return "\n".join(lines) + "\n"
+
+
+async def scored_evaluation(admin: Gateway, holdout_csv: str) -> None:
+    evaluator = admin.as_user(await admin.create_user("lumbar-team", "evaluator"))
+    resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "lumbar-e2e"},
+                                   content=submission(holdout_csv).encode(), headers={"Content-Type": "text/csv"})
+    result = resp.json()
+    if result.get("status") == "pending":
+        await eventually(lambda: _scored(evaluator, result["evaluation_id"]), "the evaluation")
+        result = (await evaluator.request("GET", f"/api/v1/evaluations/{result['evaluation_id']}")).json()
+    assert result["status"] == "scored", result
+    metrics = result["metrics"]
+    assert set(metrics) >= {"score", "spinal", "foraminal", "subarticular", "any_severe_spinal"}
+    assert 0 < metrics["score"] < 0.5
+
+
+async def _scored(evaluator: Gateway, evaluation_id: str) -> bool:
+    return (await evaluator.request("GET", f"/api/v1/evaluations/{evaluation_id}")).json()["status"] != "pending"
+
+
+async def test_lumbar_studies_become_graded_decided_released_in_competition_layout_and_scored(
+        stack, admin, lumbar_data, tmp_path):
+    await grade_sample(stack, admin, lumbar_data)
+    check_sampling_and_decisions(stack)
+    await check_report(admin)
+    split = await release_in_competition_layout(stack, admin, lumbar_data, tmp_path)
+    await scored_evaluation(admin, split["holdout_csv"])
+
+
+async def test_a_lumbar_vote_must_grade_every_known_cell_on_the_studys_own_instances(stack, admin):
+    reader = admin.as_user(await admin.create_user("mr-check", "reviewer"))
+    await admin.request_sampling({"n": 1, "readers_per_study": 1, "seed": 0}, ["mr-check"], LUMBAR)
+    await eventually(lambda: _has_open(reader), "an assignment for mr-check")
+    task = await reader.next_assignment()
+    grid = [{"cell_id": c["cell_id"], "grade": c["grade"]} for c in task["grading"]]
+    cases = [(grid[:-1], "missing"), ([*grid[:-1], {**grid[-1], "cell_id": "tail_l4_l5"}], "unknown cell"),
+             ([{**grid[0], "grade": "Awful"}, *grid[1:]], "unknown grade"),
+             ([{**grid[0], "point": {"series_instance_uid": "1.2.3", "instance_number": 1, "x": 1, "y": 1}},
+               *grid[1:]], "does not have")]
+    for grades, message in cases:
+        with pytest.raises(GatewayError) as err:
+            await reader.vote(task["assignment_id"], {"grades": grades})
+        assert err.value.status == 422 and message in err.value.problem["detail"]
+    with pytest.raises(GatewayError) as err:
+        await reader.vote(task["assignment_id"], {"verdict": "agree_all"})
+    assert err.value.status == 422
+    first = await reader.vote(task["assignment_id"], {"grades": grid}, idempotency_key="k-1")
+    again = await reader.vote(task["assignment_id"], {"grades": grid}, idempotency_key="k-1")
+    assert first["vote_id"] == again["vote_id"] and len(again["grades"]) == 25
+
+
+async def _has_open(reader: Gateway) -> bool:
+    return len(await reader.worklist()) > 0
+
+
+# --- the reviewer web page ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make setup installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.mark.browser
+async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browser):
+    token = await admin.create_user("mr-page", "reviewer")
+    reader = admin.as_user(token)
+    await admin.request_sampling({"n": 1, "readers_per_study": 1, "seed": 0}, ["mr-page"], LUMBAR)
+    await eventually(lambda: _has_open(reader), "an assignment for mr-page")
+    task = await reader.next_assignment()
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    await page.goto(stack["gateway_url"] + "/")
+    await page.get_by_label("Your access token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_function("window.__rc && window.__rc.ready")
+    await page.locator("#grid").wait_for(state="visible")
+    assert await page.locator("#grid [data-cell]").count() == 25
+    await page.wait_for_function("document.getElementById('image').naturalWidth > 0")
+
+    cell = "spinal_canal_stenosis_l4_l5"
+    before = next(c["grade"] for c in task["grading"] if c["cell_id"] == cell)
+    target = "Severe" if before != "Severe" else "Moderate"
+    await page.locator(f'[data-cell="{cell}"] button[data-grade="{target}"]').click()
+    await page.keyboard.press("ArrowDown")  # scroll one instance further through the series
+    instance = await page.evaluate("window.__rc.instance")
+    await page.locator(f'[data-cell="{cell}"] .point').click()
+    box = await page.locator("#image").bounding_box()
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.get_by_role("button", name="Submit grades").click()
+    await page.wait_for_function("window.__rc.votes === 1")
+
+    grades = query(stack, "gateway", "SELECT grades FROM votes WHERE assignment_id = %s",
+                   (task["assignment_id"],))[0][0]
+    graded = {g["cell_id"]: g for g in grades}
+    assert len(graded) == 25 and graded[cell]["grade"] == target
+    point = graded[cell]["point"]
+    assert point["instance_number"] == instance and point["series_instance_uid"]
+    assert 0 < point["x"] < 96 and 0 < point["y"] < 96  # image pixels of a 96x96 sagittal, not screen pixels
