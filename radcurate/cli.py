@@ -184,6 +184,26 @@ def demo(studies: Annotated[int, typer.Option(min=20)] = 13_735, seed: int = 0,
 
 
 
+@app.command("import-lumbar")
+def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                                       help="A folder laid out like the RSNA 2024 competition data.")],
+                  out: Annotated[Path, typer.Argument(help="Where to write the ingest layout.")],
+                  prefix: Annotated[str, typer.Option(help="train or test: which CSVs to read")] = "train") -> None:
+    """Turn a competition-layout lumbar dataset into `radcurate ingest --protocol lumbar` input
+    (prior grades and points become the report and priors.jsonl)."""
+    from radcurate.lumbar.competition import import_competition
+
+    try:
+        summary = import_competition(root, out, prefix=prefix)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"imported {len(summary.imported)} studies into {out}; next: radcurate ingest {out} --protocol lumbar")
+    for study_id, problem in summary.refused:
+        typer.secho(f"  refused {study_id}: {problem}", fg=typer.colors.YELLOW, err=True)
+    if summary.refused:
+        raise typer.Exit(1)
+
+
 from radcurate import export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
 
 app.command("score")(score_cmd.score)
