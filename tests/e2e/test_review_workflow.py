@@ -47,7 +47,10 @@ async def _all_suggested(api: Gateway) -> bool:
 
 
 async def _run_done(api: Gateway, run_id: str) -> bool:
-    return (await api.sampling_run(run_id))["status"] != "requested"
+    """The outcome (sampling-completed) and the studies (review-assigned) arrive on different
+    topics: the read model is complete when both are in."""
+    run = await api.sampling_run(run_id)
+    return run["status"] != "requested" and len(run["studies"]) == (run.get("n_selected") or 0)
 
 
 async def _status(coro) -> int:
