@@ -1,5 +1,5 @@
 // The lumbar grading panel: a 5x5 grid (conditions x levels) of three-way grade toggles,
-// prefilled from the suggestion, and point placement: click a cell's ⌖, then the image; the
+// prefilled from the suggestion, and point placement: click a cell's ◎, then the image; the
 // point is stored in the image's own pixel coordinates (not screen pixels) with the instance.
 const $ = (id) => document.getElementById(id);
 const SHORT = { "Normal/Mild": "N", Moderate: "M", Severe: "S" };
@@ -8,7 +8,7 @@ const state = { cells: new Map(), armed: null, prefill: new Map() };
 
 export function renderGrading(a) {
   $("study-title").textContent = `Study ${a.study_id}`;
-  $("study-meta").textContent = `difficulty: ${a.difficulty} · grade every cell; ⌖ marks where`;
+  $("study-meta").textContent = `difficulty: ${a.difficulty} · grade every cell; ◎ marks where`;
   state.cells.clear(); state.prefill.clear(); state.armed = null;
   const conditions = [...new Set(a.grading.map((c) => c.condition))];
   const levels = [...new Set(a.grading.map((c) => c.level))];
@@ -41,7 +41,7 @@ function cellView(c, grades) {
     b.addEventListener("click", () => setGrade(c.cell_id, g));
     td.append(b);
   }
-  const p = Object.assign(document.createElement("button"), { type: "button", className: "point", textContent: "⌖" });
+  const p = Object.assign(document.createElement("button"), { type: "button", className: "point", textContent: "◎" });
   p.setAttribute("aria-label", `${title(c.cell_id)}: place point`);
   p.addEventListener("click", () => arm(c.cell_id));
   td.append(p);
