@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,25 @@ import pytest
 
 from radcurate.stack import local
 from tests.conftest import schema_dsn
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless Debian Chromium as root on a closed network: no sandbox, no background connections.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser():
+    """A real headless Chromium driven by playwright (its own browser downloads are not used)."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make setup installs it)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 
 import pytest
 
@@ -166,23 +165,6 @@ async def _has_open(reader: Gateway) -> bool:
 
 
 # --- the reviewer web page ----------------------------------------------------------------
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-async def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make setup installs it)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
-
 
 @pytest.mark.browser
 async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browser):

@@ -4,7 +4,6 @@ reviewer web page in real headless Chromium (last: it samples from what the othe
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import httpx
@@ -164,23 +163,6 @@ async def test_a_curator_moves_an_open_read_and_bad_moves_are_refused(stack, adm
 
 
 # --- the reviewer web page ----------------------------------------------------------------
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-async def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (make setup installs it)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
-
 
 async def _reader_with_work(stack, tmp_path) -> tuple[str, Gateway]:
     admin = Gateway(stack["gateway_url"], stack["admin_token"])
