@@ -163,8 +163,6 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
         "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
         "OUTBOX_POLL_SECONDS": "0.2",
         "OUTBOX_LINGER_SECONDS": "0.1",
-        "KAFKA_FETCH_MIN_BYTES": "65536",
-        "KAFKA_FETCH_MAX_WAIT_MS": "200",
     }
     if svc == "gateway":
         env["ADMIN_TOKEN"] = state["admin_token"]
