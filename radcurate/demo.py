@@ -144,43 +144,60 @@ def run_demo(*, studies: int, seed: int, out: Path, state_dir: Path, keep_runnin
 
 
 async def _funnel(state: dict, data_dir: Path, studies: int, seed: int, out: Path, timings: dict) -> dict:
+    n, target = scaled_plan(studies)
+    return await run_funnel(state, data_dir, protocol=Protocol.CXR, n=n, target=target, readers=PAPER["readers"],
+                            reader_prefix="reader", release_id=f"cxr-demo-{studies}-s{seed}", seed=seed, out=out,
+                            timings=timings)
+
+
+async def run_funnel(state: dict, data_dir: Path, *, protocol: Protocol, n: int, target: int, readers: int,
+                     reader_prefix: str, release_id: str, seed: int, out: Path, timings: dict) -> dict:
+    """Ingest → label → sample → read → decide → release for one protocol, timing each step;
+    returns the services' own counts and where the public release was written."""
     t = time.perf_counter()
-    summary = await ingest_folder(state, data_dir)
+    summary = await ingest_folder(state, data_dir, protocol=protocol)
     timings["ingest"] = time.perf_counter() - t
     if summary.rejected:
         raise StackError(f"{len(summary.rejected)} studies rejected at ingest, e.g. {summary.rejected[0]}")
     api = Gateway(state["gateway_url"], state["admin_token"])
     try:
-        t = time.perf_counter()
-        await wait_for("labels for every study",
-                       lambda: _funnel_at_least(api, "suggested", summary.ingested))
-        timings["extract + map"] = time.perf_counter() - t
-        n, target = scaled_plan(studies)
-        t = time.perf_counter()
-        readers = await register_panel(api, PAPER["readers"], seed)
-        await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed})
-        await wait_for("assignments", lambda: _funnel_at_least(api, "assignments", 3 * n))
-        timings["sample + assign"] = time.perf_counter() - t
-        t = time.perf_counter()
-        votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
-        await wait_for("decisions", lambda: _funnel_at_least(api, "decided", n))
-        timings["review + consensus"] = time.perf_counter() - t
-        t = time.perf_counter()
-        release_id = f"cxr-demo-{studies}-s{seed}"
-        await api.request_release({"target_size": target, "seed": seed}, release_id)
-        await wait_for("the release", lambda: _released(api, release_id))
-        release = await api.release(release_id)
-        target_dir = download_release(state, release, out)
-        timings["select + release"] = time.perf_counter() - t
-        funnel = (await api.progress())["funnel"]
+        return await _review_and_release(api, state, data_dir, summary.ingested, protocol=protocol, n=n,
+                                         target=target, n_readers=readers, reader_prefix=reader_prefix,
+                                         release_id=release_id, seed=seed, out=out, timings=timings)
     finally:
         await api.aclose()
-    return {**funnel, "votes": votes, "readers": len(readers), "selected": release["released_count"] + release["holdout_count"],
-            "released": release["released_count"], "holdout": release["holdout_count"], "out": str(target_dir)}
 
 
-async def _funnel_at_least(api: Gateway, key: str, value: int) -> bool:
-    return (await api.progress())["funnel"][key] >= value
+async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingested: int, *, protocol: Protocol,
+                              n: int, target: int, n_readers: int, reader_prefix: str, release_id: str,
+                              seed: int, out: Path, timings: dict) -> dict:
+    at_least = lambda key, value: _funnel_at_least(api, key, value, protocol)  # noqa: E731
+    t = time.perf_counter()
+    await wait_for("suggestions for every study", lambda: at_least("suggested", ingested))
+    timings["extract + map"] = time.perf_counter() - t
+    t = time.perf_counter()
+    readers = await register_panel(api, n_readers, seed, prefix=reader_prefix)
+    await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed}, protocol=protocol.value)
+    await wait_for("assignments", lambda: at_least("assignments", 3 * n))
+    timings["sample + assign"] = time.perf_counter() - t
+    t = time.perf_counter()
+    votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
+    await wait_for("decisions", lambda: at_least("decided", n))
+    timings["review + consensus"] = time.perf_counter() - t
+    t = time.perf_counter()
+    await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
+    await wait_for("the release", lambda: _released(api, release_id))
+    release = await api.release(release_id)
+    target_dir = download_release(state, release, out)
+    timings["select + release"] = time.perf_counter() - t
+    funnel = (await api.progress(protocol.value))["funnel"]
+    return {**funnel, "votes": votes, "readers": len(readers), "released": release["released_count"],
+            "holdout": release["holdout_count"], "selected": release["released_count"] + release["holdout_count"],
+            "out": str(target_dir)}
+
+
+async def _funnel_at_least(api: Gateway, key: str, value: int, protocol: Protocol = Protocol.CXR) -> bool:
+    return (await api.progress(protocol.value))["funnel"][key] >= value
 
 
 async def _released(api: Gateway, release_id: str) -> bool:

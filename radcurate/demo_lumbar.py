@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
-from radcurate.client import Gateway
-from radcurate.demo import download_release, ingest_folder, wait_for
-from radcurate.simulate import load_truth, register_panel, run_panel
-from radcurate.stack.procs import StackError
+from radcurate.demo import run_funnel
 from services.common.contracts import Protocol
 
 LUMBAR = Protocol.LUMBAR.value
@@ -43,55 +39,13 @@ def synth_lumbar_data(studies: int, seed: int, data_dir: Path) -> None:
 
 
 async def lumbar_funnel(state: dict, data_dir: Path, studies: int, seed: int, out: Path, timings: dict) -> dict:
-    """Ingest → label → sample → grade → decide → release, timing each step."""
-    t = time.perf_counter()
-    summary = await ingest_folder(state, data_dir, protocol=Protocol.LUMBAR)
-    timings["ingest"] = time.perf_counter() - t
-    if summary.rejected:
-        raise StackError(f"{len(summary.rejected)} studies rejected at ingest, e.g. {summary.rejected[0]}")
-    api = Gateway(state["gateway_url"], state["admin_token"])
-    try:
-        return await _review_and_release(api, state, data_dir, summary.ingested, studies, seed, out, timings)
-    finally:
-        await api.aclose()
-
-
-async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingested: int, studies: int, seed: int,
-                              out: Path, timings: dict) -> dict:
-    t = time.perf_counter()
-    await wait_for("grade grids for every study", lambda: _at_least(api, "suggested", ingested))
-    timings["extract + map"] = time.perf_counter() - t
+    """The shared funnel with lumbar's plan and panel, plus the agreement figures of its card."""
     n, target = lumbar_plan(studies)
-    t = time.perf_counter()
-    readers = await register_panel(api, READERS, seed, prefix="mr-reader")
-    await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed}, protocol=LUMBAR)
-    await wait_for("assignments", lambda: _at_least(api, "assignments", 3 * n))
-    timings["sample + assign"] = time.perf_counter() - t
-    t = time.perf_counter()
-    votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
-    await wait_for("decisions", lambda: _at_least(api, "decided", n))
-    timings["grade + consensus"] = time.perf_counter() - t
-    t = time.perf_counter()
-    release_id = f"lumbar-demo-{studies}-s{seed}"
-    await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=LUMBAR)
-    await wait_for("the release", lambda: _released(api, release_id))
-    release = await api.release(release_id)
-    target_dir = download_release(state, release, out)
-    timings["select + release"] = time.perf_counter() - t
-    funnel = (await api.progress(LUMBAR))["funnel"]
-    card = json.loads((target_dir / "dataset_card.json").read_text())
-    return {**funnel, "votes": votes, "readers": len(readers), "released": release["released_count"],
-            "holdout": release["holdout_count"], "selected": release["released_count"] + release["holdout_count"],
-            "mean_qwk": card["agreement"]["mean_qwk"], "point_mm": card["agreement"]["mean_point_distance_mm"],
-            "out": str(target_dir)}
-
-
-async def _at_least(api: Gateway, key: str, value: int) -> bool:
-    return (await api.progress(LUMBAR))["funnel"][key] >= value
-
-
-async def _released(api: Gateway, release_id: str) -> bool:
-    return (await api.release(release_id))["status"] == "released"
+    figures = await run_funnel(state, data_dir, protocol=Protocol.LUMBAR, n=n, target=target, readers=READERS,
+                               reader_prefix="mr-reader", release_id=f"lumbar-demo-{studies}-s{seed}", seed=seed,
+                               out=out, timings=timings)
+    card = json.loads((Path(figures["out"]) / "dataset_card.json").read_text())
+    return {**figures, "mean_qwk": card["agreement"]["mean_qwk"], "point_mm": card["agreement"]["mean_point_distance_mm"]}
 
 
 def print_lumbar_funnel(f: dict, timings: dict) -> None:
