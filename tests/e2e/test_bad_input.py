@@ -49,6 +49,15 @@ async def test_ingest_over_http_refuses_bad_studies_and_stores_nothing(stack, tm
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
 
 
+async def test_a_request_with_a_field_the_api_does_not_know_is_refused_naming_it(stack, admin):
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        resp = await client.post("/api/v1/users", headers={"Authorization": f"Bearer {stack['admin_token']}"},
+                                 json={"user_id": "typo-1", "role": "reviewer", "roles": ["curator"]})
+    problem = assert_problem(resp, 422, "body.roles: Extra inputs are not permitted")
+    assert problem["errors"] == [{"loc": ["body", "roles"], "msg": "Extra inputs are not permitted"}]
+    assert scalar(stack, "gateway", "SELECT count(*) FROM users WHERE user_id = 'typo-1'") == 0
+
+
 async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(stack, admin, tmp_path):
     for i in range(3):
         resp = await ingest_http(stack, f"VOTE-{i}", dicom_bytes(tmp_path, f"VOTE-{i}", seed=i))

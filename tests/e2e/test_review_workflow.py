@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from radcurate.client import Gateway, GatewayError
-from tests.e2e.conftest import eventually, scalar
+from tests.e2e.conftest import eventually, query, scalar
 from tests.e2e.test_bad_input import assert_problem, ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -164,16 +164,38 @@ async def test_a_curator_moves_an_open_read_and_bad_moves_are_refused(stack, adm
 
 # --- the reviewer web page ----------------------------------------------------------------
 
-async def _reader_with_work(stack, tmp_path) -> tuple[str, Gateway]:
+async def _reader_with_work(stack, tmp_path, prefix: str = "PAGE", readers: tuple[str, ...] = ("pg-1", "pg-2", "pg-3"),
+                            ) -> tuple[str, Gateway]:
+    """Three fresh studies and a fresh panel; returns the first reader's token once two reads wait."""
     admin = Gateway(stack["gateway_url"], stack["admin_token"])
     for i in range(3):
-        await ingest_http(stack, f"PAGE-{i}", dicom_bytes(tmp_path, f"PAGE-{i}", seed=i))
-    tokens = {r: await admin.create_user(r, "reviewer") for r in ("pg-1", "pg-2", "pg-3")}
+        await ingest_http(stack, f"{prefix}-{i}", dicom_bytes(tmp_path, f"{prefix}-{i}", seed=i))
+    tokens = {r: await admin.create_user(r, "reviewer") for r in readers}
     await eventually(lambda: _all_suggested(admin), "suggestions")
     await admin.request_sampling({"n": 2, "readers_per_study": 3, "seed": 0}, panel=sorted(tokens))
-    reader = admin.as_user(tokens["pg-1"])
-    await eventually(lambda: _has_work(reader), "assignments for pg-1")
-    return tokens["pg-1"], admin
+    reader = admin.as_user(tokens[readers[0]])
+    await eventually(lambda: _has_work(reader), f"assignments for {readers[0]}")
+    return tokens[readers[0]], admin
+
+
+def _refused_requests(page) -> list[str]:
+    """Every API request the page makes that the gateway refuses as malformed (422): the page and
+    the API's request shapes must agree, and an unknown field is refused, never ignored."""
+    refused: list[str] = []
+
+    async def check(response) -> None:
+        if "/api/" in response.url and response.status == 422:
+            refused.append(f"{response.request.method} {response.url}: {await response.text()}")
+
+    page.on("response", check)
+    return refused
+
+
+async def _sign_in(page, stack, token: str) -> None:
+    await page.goto(stack["gateway_url"] + "/")
+    await page.get_by_label("Your access token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_function("window.__rc && window.__rc.ready")
 
 
 async def _has_work(reader: Gateway) -> bool:
@@ -184,10 +206,8 @@ async def _has_work(reader: Gateway) -> bool:
 async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_discussion(stack, browser, tmp_path):
     token, admin = await _reader_with_work(stack, tmp_path)
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-    await page.goto(stack["gateway_url"] + "/")
-    await page.get_by_label("Your access token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_function("window.__rc && window.__rc.ready")
+    refused = _refused_requests(page)
+    await _sign_in(page, stack, token)
     first = await page.locator("#study-title").inner_text()
     assert first.startswith("Study ")
     assert await page.locator("#discussion").is_hidden()
@@ -205,4 +225,41 @@ async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_
     await page.fill("#post-body", "looks right to me")
     await page.get_by_role("button", name="Post").click()
     await page.locator("#discussion-posts", has_text="looks right to me").wait_for()
+    assert refused == []
+    await admin.aclose()
+
+
+@pytest.mark.browser
+async def test_labels_a_reader_adds_and_removes_on_the_page_are_stored_with_the_vote(stack, browser, tmp_path):
+    token, admin = await _reader_with_work(stack, tmp_path, "FIX", ("fx-1", "fx-2", "fx-3"))
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    refused = _refused_requests(page)
+    await _sign_in(page, stack, token)
+
+    # First study: the report states consolidation and an effusion; the reader disagrees —
+    # consolidation is wrong, and a pneumothorax was missed.
+    first = (await page.locator("#study-title").inner_text()).removeprefix("Study ")
+    await page.locator("#suggested input[value='consolidation']").uncheck()
+    await page.locator("#add-box summary").click()
+    await page.locator("#addable input[value='pneumothorax']").check()
+    await page.keyboard.press("3")
+    await page.locator("#confirm").wait_for(state="visible")  # removing a stated finding asks first
+    await page.locator("#confirm-ok").click()
+    await page.wait_for_function("window.__rc.votes === 1")
+
+    # Second study: mostly right, one label added.
+    second = (await page.locator("#study-title").inner_text()).removeprefix("Study ")
+    assert second != first
+    await page.locator("#add-box summary").click()
+    await page.locator("#addable input[value='cardiomegaly']").check()
+    await page.keyboard.press("2")
+    await page.wait_for_function("window.__rc.votes === 2")
+
+    stored = {r[0]: r[1:] for r in query(
+        stack, "gateway", "SELECT study_id, verdict, added_labels, removed_labels, confirmed_omissions <> '[]'::jsonb"
+        " FROM votes WHERE reader_id = %s", ("fx-1",))}
+    assert stored[first] == ("disagree", ["pneumothorax"], ["consolidation"], True)
+    assert stored[second] == ("agree_mostly", ["cardiomegaly"], [], False)
+    await page.locator("#discussion-votes", has_text="+cardiomegaly").wait_for()  # the second study's thread
+    assert refused == []
     await admin.aclose()

@@ -61,7 +61,8 @@ async function vote(verdict, t0) {
   const asks = omissions(item.a, fix);
   if (asks.length && !(await confirmOmissions(asks))) return;
   state.busy = true;
-  const body = { verdict, ...fix, comment: $("comment").value, confirm: asks.length > 0,
+  const body = { verdict, added_labels: fix.added, removed_labels: fix.removed, comment: $("comment").value,
+                 confirm: asks.length > 0,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
   const sent = call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
                     { "Idempotency-Key": crypto.randomUUID() });
@@ -135,7 +136,10 @@ async function openTodo(a) {
 }
 
 function onKey(e) {
-  if (e.target.closest("input, textarea, dialog") || e.ctrlKey || e.metaKey || e.altKey) return;
+  // Keys belong to text the reader is typing, not to a label box just ticked: a reader who ticks
+  // "pneumothorax" and presses 3 means "disagree", as with the mouse.
+  const typing = e.target.closest("textarea, dialog, input:not([type=checkbox]):not([type=radio])");
+  if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
   const nav = state.cur?.nav;
   const arrows = { ArrowUp: () => nav.step(-1), ArrowDown: () => nav.step(1),
                    ArrowLeft: () => nav.switchTo(nav.s - 1), ArrowRight: () => nav.switchTo(nav.s + 1) };

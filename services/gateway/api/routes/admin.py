@@ -15,11 +15,12 @@ from services.common.db import unit_of_work
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
 
-class SamplingRequest(BaseModel):
+class SamplingRequest(RequestBody):
     plan: SamplingPlan = SamplingPlan()
     panel: list[str] | None = Field(None, description="Reader user ids; default: every active reviewer.")
     protocol: Protocol = Protocol.CXR
@@ -35,7 +36,7 @@ class SamplingAccepted(BaseModel):
     min_pool_size: int
 
 
-class ReleaseRequest(BaseModel):
+class ReleaseRequest(RequestBody):
     release_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     plan: SelectionPlan = SelectionPlan()
     protocol: Protocol = Protocol.CXR

@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field, field_validator
 from services.gateway.access import BLIND_READ, require_discussion_access
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1/studies", tags=["discussion"])
 
 
-class PostIn(BaseModel):
+class PostIn(RequestBody):
     body: str = Field(min_length=1, max_length=4000)
 
     @field_validator("body")

@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.common import outbox
 from services.common.contracts import ReassignmentRequested
@@ -18,6 +18,7 @@ from services.common.db import unit_of_work
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
@@ -79,7 +80,7 @@ def _iso(row: dict) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-class ReassignIn(BaseModel):
+class ReassignIn(RequestBody):
     to_reader: str | None = Field(None, max_length=64, description="Default: the least-loaded eligible reader.")
     reason: str = Field("", max_length=500)
 

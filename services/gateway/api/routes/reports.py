@@ -14,7 +14,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.common import outbox
 from services.common.contracts import AdjudicationRequested, Protocol, ReportRequested
@@ -23,11 +23,12 @@ from services.common.taxonomy import load_taxonomy
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
 
-class AdjudicationIn(BaseModel):
+class AdjudicationIn(RequestBody):
     study_id: str
     accepted: bool
     labels: list[str] = Field(default_factory=list, description="The labels that enter the benchmark if accepted.")

@@ -19,6 +19,7 @@ from services.gateway.deps import Res
 from services.gateway.grading import GRADES, check_grades, grid_view
 from services.gateway.omissions import CONFIRMATION_TYPE, describe, omissions
 from services.gateway.problems import Problem
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
@@ -41,7 +42,7 @@ class Assignment(BaseModel):
     series_url: str | None = Field(None, description="Lumbar: the study's series and instances.")
 
 
-class VoteIn(BaseModel):
+class VoteIn(RequestBody):
     verdict: Verdict | None = Field(None, description="CXR: the verdict on the suggested labels.")
     grades: list[CellGrade] | None = Field(None, max_length=64, description="Lumbar: a grade (and point) per cell.")
     added_labels: list[str] = Field(default_factory=list, max_length=64, description="Labels the suggestion missed.")

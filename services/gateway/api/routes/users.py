@@ -9,11 +9,12 @@ from pydantic import BaseModel, Field
 from services.gateway.auth import Curator, CurrentUser, Role, User, new_token, token_cache, token_hash
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
 
-class NewUser(BaseModel):
+class NewUser(RequestBody):
     user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     display_name: str = ""
     role: Role
