@@ -19,7 +19,9 @@ import numpy as np
 
 from services.common.lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
 
-EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS], as sklearn's log_loss did
+# Probabilities are clipped to [EPS, 1 - EPS] with EPS the float64 machine epsilon: sklearn's
+# `log_loss(eps="auto")` as Kaggle ran the competition metric in 2024.
+EPS = float(np.finfo(np.float64).eps)
 TARGET_COLUMNS = ("normal_mild", "moderate", "severe")
 ROW_ID_COLUMN = "row_id"
 MAX_NAMED = 5
@@ -169,17 +171,14 @@ def _value(cell: str, where: str, found: dict[str, list[str]]) -> float:
 
 
 def log_loss(classes: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> float:
-    """Sample-weighted mean multi-class log loss, sklearn's `log_loss(normalize=True)`.
-
-    Each row is first normalised to sum 1, then clipped to [EPS, 1 - EPS], so the loss stays
-    finite. A row of zeros carries no preference and is read as uniform.
+    """Sample-weighted mean multi-class log loss with the semantics of sklearn's `log_loss` as
+    Kaggle ran it: each value is first clipped to [EPS, 1 - EPS], *then* each row is normalised
+    to sum 1. The order matters for rows that do not sum to 1 (a row of zeros becomes uniform;
+    in [EPS, 5, 5] the first class ends below EPS). sklearn >= 1.5 no longer renormalises, so
+    this is kept here rather than delegated.
     """
-    proba = np.asarray(proba, dtype=np.float64)
-    sums = proba.sum(axis=1, keepdims=True)
-    uniform = np.full_like(proba, 1.0 / proba.shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        proba = np.where(sums == 0, uniform, proba / sums)
-    proba = np.clip(proba, EPS, 1 - EPS)
+    proba = np.clip(np.asarray(proba, dtype=np.float64), EPS, 1 - EPS)
+    proba = proba / proba.sum(axis=1, keepdims=True)
     losses = -np.log(proba[np.arange(len(classes)), classes])
     return float(np.average(losses, weights=weights))
 
@@ -221,6 +220,7 @@ def any_severe_spinal_loss(rows: Iterable[tuple[str, Grade, Probabilities]]) -> 
         by_study[study_id].append((grade, proba))
     label = np.array([any(g is Grade.SEVERE for g, _ in r) for r in by_study.values()])
     severe = np.array([max(p[Grade.SEVERE.index] for _, p in r) for r in by_study.values()])
+    severe = np.clip(severe, EPS, 1 - EPS)  # a 1-D prediction: clipped before its complement is taken
     weight = np.array([max(g.weight for g, _ in r) for r in by_study.values()], dtype=float)
     return log_loss(label.astype(int), np.stack([1 - severe, severe], axis=1), weight)
 

@@ -229,34 +229,68 @@ def _random_case(seed, n_studies=40, normalised=True):
                 if rng.random() > 0.05:  # some rows ungraded
                     truth[rid] = grades[rng.choice(3, p=[0.6, 0.25, 0.15])]
                 p = rng.random(3) ** 2
-                submission[rid] = tuple(p / p.sum() if normalised else 0.9 * p / p.max())
+                if not normalised and rng.random() < 0.1:  # zero-probability cells and all-zero rows
+                    p[rng.random(3) < 0.5] = 0.0
+                submission[rid] = tuple(p / p.sum() if normalised else 0.9 * p / max(p.max(), 1e-300))
     for s in range(2):  # make sure every grade occurs in every group
         for c, grade in zip(CONDITIONS, [SE, MO, SE, MO, SE]):
             truth[row_id(str(1000 + s), c, Level.L1_L2)] = grade
     return truth, submission
 
 
-def _sklearn_reference(truth, submission):
+def _kaggle_era_log_loss(y_true, y_pred, sample_weight, labels):
+    """sklearn's `log_loss(eps="auto")` of 2023-24 (1.3/1.4), transcribed: clip to machine
+    epsilon, a 1-D prediction becomes [1 - p, p], then rows are normalised to sum 1."""
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    eps = np.finfo(y_pred.dtype).eps
+    y_pred = np.clip(y_pred, eps, 1 - eps)
+    if y_pred.ndim == 1:
+        y_pred = y_pred[:, np.newaxis]
+    if y_pred.shape[1] == 1:
+        y_pred = np.append(1 - y_pred, y_pred, axis=1)
+    y_pred = y_pred / y_pred.sum(axis=1)[:, np.newaxis]
+    onehot = np.array(y_true)[:, None] == np.array(labels)[None, :]
+    loss = -(onehot * np.log(y_pred)).sum(axis=1)
+    return np.average(loss, weights=sample_weight)
+
+
+def _sklearn_reference(truth, submission, log_loss=_kaggle_era_log_loss):
     result = {}
     for group in Group:
         rids = [r for r in truth if split_row_id(r)[1].group is group]
-        proba = np.array([submission[r] for r in rids])
-        result[group.value] = sk_log_loss(
+        result[group.value] = log_loss(
             [truth[r].index for r in rids],
-            proba / proba.sum(axis=1, keepdims=True),
+            np.array([submission[r] for r in rids]),
             sample_weight=[truth[r].weight for r in rids],
             labels=[0, 1, 2],
         )
     studies = sorted({split_row_id(r)[0] for r in truth if split_row_id(r)[1] is SPINAL})
     spinal = {s: [r for r in truth if r.startswith(s + "_spinal")] for s in studies}
-    result["any_severe_spinal"] = sk_log_loss(
+    result["any_severe_spinal"] = log_loss(
         [int(any(truth[r] is SE for r in spinal[s])) for s in studies],
-        [max(submission[r][2] for r in spinal[s]) for s in studies],
+        np.array([max(submission[r][2] for r in spinal[s]) for s in studies]),
         sample_weight=[max(truth[r].weight for r in spinal[s]) for s in studies],
         labels=[0, 1],
     )
     result["score"] = np.mean(list(result.values()))
     return result
+
+
+def test_the_transcribed_reference_is_sklearn_where_their_semantics_coincide():
+    """Today's sklearn no longer renormalises; on rows that sum to 1 the two agree, which checks
+    the transcription against the library itself."""
+    truth, submission = _random_case(0, normalised=True)
+    modern = _sklearn_reference(truth, submission, log_loss=sk_log_loss)
+    for key, value in _sklearn_reference(truth, submission).items():
+        assert modern[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_values_are_clipped_before_rows_are_normalised():
+    """[0, 5, 5] clips to [ε, 1-ε, 1-ε] and normalises to ≈ [ε/2, ½, ½]: normalising first
+    would give ε for the true grade, a loss smaller by log 2."""
+    result = score_lumbar(_all_normal("1"), _all_rows(["1"], (0.0, 5.0, 5.0)))
+    assert result["spinal"] == pytest.approx(-math.log(EPS / (EPS + 2 * (1 - EPS))), rel=1e-12)
+    assert EPS == np.finfo(np.float64).eps
 
 
 @pytest.mark.parametrize("seed", range(30))
