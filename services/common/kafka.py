@@ -12,12 +12,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from services.common.contracts import Topic
+from services.common.catalogue import topics
 
 log = logging.getLogger(__name__)
 
-# Extra topics that carry commands/results not in the Topic enum yet are added here as they appear.
-ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(t.dlq for t in Topic)
+# Every topic and its dead-letter topic, from the event catalogue (the one source of the list).
+ALL_TOPICS: tuple[str, ...] = topics()
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:

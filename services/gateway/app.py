@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.common import catalogue
 from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
@@ -53,6 +54,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     problems.install(app)
     _serve_page(app)
+    _serve_event_catalogue(app)
     return app
 
 
@@ -66,3 +68,14 @@ def _serve_page(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _serve_event_catalogue(app: FastAPI) -> None:
+    """The AsyncAPI 3 document of every topic, next to /openapi.json: platform teams read it to
+    provision topics and ACLs. Built once from the event catalogue, the source the topic list,
+    the KafkaTopic manifests and docs/asyncapi.json are generated from."""
+    document = catalogue.asyncapi()
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> JSONResponse:
+        return JSONResponse(document)

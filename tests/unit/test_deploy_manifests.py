@@ -18,16 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
+from services.common import catalogue
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = ("dev", "prod")
 SERVICES = ("gateway", "extractor", "mapper", "sampler", "consensus")
-TOPICS = (
-    "report-ingested", "findings-extracted", "labels-suggested", "sampling-requested",
-    "review-assigned", "vote-cast", "consensus-reached", "selection-requested",
-    "benchmark-released", "evaluation-requested", "evaluation-completed",
-)
+# Every topic the services use, from the event catalogue (the source the manifests are generated from).
+TOPICS = catalogue.topics(with_dlq=False)
 # Oldest Kubernetes version the manifests promise to work on, and the newest schema available.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
