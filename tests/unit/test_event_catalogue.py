@@ -4,6 +4,7 @@ each service subscribes to, what it constructs, and the generated manifests and 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -90,3 +91,15 @@ def test_the_asyncapi_document_names_producer_and_consumers_of_a_vote():
     assert "gateway.send.vote-cast" in ops
     assert {"sampler.receive.vote-cast", "consensus.receive.vote-cast"} <= set(ops)
     assert "consensus.send.vote-cast.dlq" in ops
+
+
+def test_the_gateway_serves_the_asyncapi_document_next_to_openapi():
+    from fastapi.testclient import TestClient
+
+    from services.gateway.app import GatewaySettings, build_app
+
+    client = TestClient(build_app(GatewaySettings(database_url="postgresql://unused")))  # no lifespan: no stack
+    resp = client.get("/asyncapi.json")
+    assert resp.status_code == 200
+    assert resp.json() == json.loads(catalogue.asyncapi_json())
+    assert set(resp.json()["channels"]) == set(ALL_TOPICS)
