@@ -219,9 +219,12 @@ async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_
     if await page.locator("#confirm").is_visible():  # the study had a finding with no label
         await page.locator("#confirm-ok").click()
     await page.wait_for_function("window.__rc.votes === 1")
-    await page.locator("#discussion").wait_for(state="visible")
-    assert "pg-1: agree all" in await page.locator("#discussion-votes").inner_text()
     assert await page.locator("#study-title").inner_text() != first  # the prefetched study is on screen
+    assert await page.locator("#discussion").is_hidden()  # not under the next study...
+    await page.keyboard.press("d")  # ...but on request, titled with the study it discusses
+    await page.locator("#discussion").wait_for(state="visible")
+    assert first.removeprefix("Study ") in await page.locator("#discussion-title").inner_text()
+    assert "pg-1: agree all" in await page.locator("#discussion-votes").inner_text()
     await page.fill("#post-body", "looks right to me")
     await page.get_by_role("button", name="Post").click()
     await page.locator("#discussion-posts", has_text="looks right to me").wait_for()
@@ -260,6 +263,43 @@ async def test_labels_a_reader_adds_and_removes_on_the_page_are_stored_with_the_
         " FROM votes WHERE reader_id = %s", ("fx-1",))}
     assert stored[first] == ("disagree", ["pneumothorax"], ["consolidation"], True)
     assert stored[second] == ("agree_mostly", ["cardiomegaly"], [], False)
-    await page.locator("#discussion-votes", has_text="+cardiomegaly").wait_for()  # the second study's thread
+    await page.get_by_role("button", name=f"Discuss {second}").click()
+    await page.locator("#discussion-votes", has_text="+cardiomegaly").wait_for()
+    # The worklist is done: no study panel controls that look live.
+    assert await page.locator("#study-title").inner_text() == "Nothing left to read"
+    assert await page.locator(".verdicts").is_hidden() and await page.locator("#suggested li").count() == 0
     assert refused == []
+    await admin.aclose()
+
+
+@pytest.mark.browser
+async def test_enter_in_the_omission_check_goes_back_and_sign_out_leaves_nothing_of_the_reader(
+        stack, browser, tmp_path):
+    token, admin = await _reader_with_work(stack, tmp_path, "OUT", ("so-1", "so-2", "so-3"))
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    await page.goto(stack["gateway_url"] + "/")
+    assert await page.locator("#app").is_hidden() and await page.locator("#login").is_visible()
+    await _sign_in(page, stack, token)
+    study = await page.locator("#study-title").inner_text()
+
+    await page.locator("#suggested input[value='consolidation']").uncheck()
+    await page.keyboard.press("3")
+    await page.locator("#confirm").wait_for(state="visible")
+    await page.keyboard.press("Enter")  # the safety check's default is "go back"
+    await page.locator("#confirm").wait_for(state="hidden")
+    assert await page.locator("#study-title").inner_text() == study
+    assert query(stack, "gateway", "SELECT count(*) FROM votes WHERE reader_id = 'so-1'")[0][0] == 0
+
+    await page.keyboard.press("?")
+    await page.locator("#shortcuts").wait_for(state="visible")
+    assert "Agree all" in await page.locator("#shortcuts").inner_text()
+    await page.keyboard.press("Escape")
+
+    await page.get_by_role("button", name="Sign out").click()
+    assert await page.locator("#login").is_visible() and await page.locator("#app").is_hidden()
+    assert await page.locator("#token").input_value() == ""
+    assert await page.evaluate("sessionStorage.getItem('radcurate.token')") is None
+    assert await page.locator("#todo li").count() == 0 and await page.locator("#suggested li").count() == 0
+    assert await page.locator("#study-title").inner_text() == ""
+    assert await page.evaluate("document.getElementById('image').getAttribute('src')") is None
     await admin.aclose()

@@ -8,7 +8,7 @@ const state = { cells: new Map(), armed: null, prefill: new Map() };
 
 export function renderGrading(a) {
   $("study-title").textContent = `Study ${a.study_id}`;
-  $("study-meta").textContent = `difficulty: ${a.difficulty} · grade every cell; ◎ marks where`;
+  $("study-meta").textContent = "Grade every cell; ◎ marks where.";
   state.cells.clear(); state.prefill.clear(); state.armed = null;
   const conditions = [...new Set(a.grading.map((c) => c.condition))];
   const levels = [...new Set(a.grading.map((c) => c.level))];

@@ -3,14 +3,14 @@
 import { ApiError, call, imageUrl, token } from "./api.js";
 import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
 import { collectGrades, missingPoints, placePoint, renderGrading } from "./grading.js";
-import { confirmOmissions, corrections, omissions, renderStudy } from "./review.js";
+import { clearStudy, confirmOmissions, corrections, omissions, renderStudy } from "./review.js";
 import { SeriesNav } from "./series.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const VERDICTS = { 1: "agree_all", 2: "agree_mostly", 3: "disagree" };
 const LUMBAR = "lumbar-grading";
-const state = { cur: null, next: null, opened: 0, busy: false };
+const state = { cur: null, next: null, voted: null, opened: 0, busy: false };
 // For tests and the benchmark: keypress → painted timings, and whether the prefetch is ready.
 window.__rc = { paints: [], ready: false, votes: 0 };
 let viewer;
@@ -36,6 +36,8 @@ function prefetch() {
 async function show(item) {
   if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
   state.cur = item;
+  hideDiscussion();  // a thread belongs to the study it discusses, never under the next one
+  $("app").classList.toggle("idle", !item);
   $("empty").hidden = !!item;
   $("image").hidden = !item;
   document.querySelectorAll(".verdicts button").forEach((b) => (b.disabled = !item));
@@ -43,7 +45,7 @@ async function show(item) {
   $("app").classList.toggle("lumbar", lumbar);
   for (const id of ["grading", "series-nav", "submit-grades"]) $(id).hidden = !lumbar;
   viewer.onWheel = lumbar ? (d) => item.nav.step(d) : null;
-  if (!item) { $("study-title").textContent = "Nothing left to read"; return; }
+  if (!item) { clearStudy("Nothing left to read"); $("image").removeAttribute("src"); return; }
   if (lumbar) { renderGrading(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
   state.opened = performance.now();
   await viewer.show(item.url);
@@ -95,15 +97,25 @@ async function settle(sent, item) {
   try {
     await sent;
     window.__rc.votes += 1;
-    $("status").textContent = `Voted on ${item.a.study_id}.`;
+    state.voted = item.a.study_id;
+    $("status").replaceChildren(`Voted on ${item.a.study_id}. `, discussButton(item.a.study_id));
   } catch (err) {
     ok = false;
     $("status").textContent = `Vote on ${item.a.study_id} not saved: ${err.message}. It stays on your worklist.`;
   }
   prefetch();
   state.busy = false;
-  if (ok) showDiscussion(item.a.study_id).catch(() => {});
   refreshLists().catch(() => {});
+}
+
+// The thread of a study the reader has voted on opens on request (button, D, or the Voted list),
+// titled with its study, so it is never mistaken for the study now on screen.
+function discussButton(studyId) {
+  const b = Object.assign(document.createElement("button"), { type: "button", className: "link",
+                          textContent: `Discuss ${studyId}`, title: "D" });
+  b.setAttribute("aria-keyshortcuts", "D");
+  b.addEventListener("click", () => showDiscussion(studyId));
+  return b;
 }
 
 function markCurrent() {
@@ -146,6 +158,8 @@ function onKey(e) {
   if (nav && arrows[e.key]) { e.preventDefault(); arrows[e.key](); }
   else if (VERDICTS[e.key]) { e.preventDefault(); vote(VERDICTS[e.key], performance.now()); }
   else if (e.key === "r" || e.key === "R") viewer.reset();
+  else if ((e.key === "d" || e.key === "D") && state.voted) showDiscussion(state.voted);
+  else if (e.key === "?") { e.preventDefault(); $("shortcuts").showModal(); }
   else if (e.key === "+" || e.key === "=") viewer.zoomBy(1.25);
   else if (e.key === "-") viewer.zoomBy(0.8);
 }
@@ -163,8 +177,19 @@ async function start() {
   await refreshLists();
 }
 
+// On a shared reading-room workstation nothing of the previous reader may stay: not the token,
+// not their worklist, image, labels, comment or discussion, nor a prefetched study.
 function signOut(message = "") {
   token.clear();
+  $("token").value = "";
+  if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
+  Object.assign(state, { cur: null, next: null, voted: null, busy: false });
+  window.__rc.ready = false;
+  $("image").removeAttribute("src");
+  for (const id of ["todo", "done"]) $(id).replaceChildren();
+  for (const id of ["who", "counts", "status"]) $(id).textContent = "";
+  clearStudy();
+  hideDiscussion();
   $("app").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -175,6 +200,7 @@ function init() {
   viewer = new Viewer($("stage"), $("image"), $("wl-readout"));
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); token.set($("token").value.trim()); start(); });
   $("logout").addEventListener("click", () => signOut());
+  $("help").addEventListener("click", () => $("shortcuts").showModal());
   document.querySelectorAll(".verdicts button").forEach((b) =>
     b.addEventListener("click", () => vote(b.dataset.verdict, performance.now())));
   document.addEventListener("keydown", onKey);

@@ -25,7 +25,7 @@ function evidenceOf(s) {
 
 export function renderStudy(a) {
   $("study-title").textContent = `Study ${a.study_id}`;
-  $("study-meta").textContent = `difficulty: ${a.difficulty}`;
+  $("study-meta").textContent = "";  // never the sampler's difficulty tier: it would bias the read
   const suggested = new Set(a.suggested.map((s) => s.label_id));
   $("suggested").replaceChildren(...a.suggested.map((s) => labelItem(s.label_id, true, evidenceOf(s))));
   if (!a.suggested.length) $("suggested").replaceChildren(Object.assign(document.createElement("li"), { textContent: "No finding" }));
@@ -64,6 +64,15 @@ export function confirmOmissions(asks) {
   return new Promise((done) => {
     dialog.addEventListener("close", () => done(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
-    $("confirm-ok").focus();
+    $("confirm-back").focus();  // the safety check's default (Enter) is "go back", not "vote anyway"
   });
+}
+
+// Nothing on screen that belongs to a study: after the last read, and on sign-out.
+export function clearStudy(title = "") {
+  $("study-title").textContent = title;
+  $("study-meta").textContent = "";
+  for (const id of ["suggested", "addable", "unmapped"]) $(id).replaceChildren();
+  $("unmapped-box").hidden = true;
+  $("comment").value = "";
 }
