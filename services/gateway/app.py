@@ -15,7 +15,7 @@ from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
-from services.gateway.api.routes import evaluations, reports, series
+from services.gateway.api.routes import evaluations, releases, reports, series
 from services.gateway.auth import Role, token_hash
 from services.gateway.handlers import build_handlers
 
@@ -46,7 +46,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_app(
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
-                 reports.router, evaluations.router, series.router],
+                 reports.router, evaluations.router, series.router, releases.router],
         on_start=_bootstrap_admin,
         title="RadCurate gateway",
         version="0.1.0",
@@ -68,6 +68,11 @@ def _serve_page(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The curator console (the API still checks the role on every call)."""
+        return FileResponse(STATIC / "console.html", headers={"Cache-Control": "no-cache"})
 
 
 def _serve_event_catalogue(app: FastAPI) -> None:

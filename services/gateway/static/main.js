@@ -167,7 +167,10 @@ function onKey(e) {
 async function start() {
   let me;
   try { me = await call("GET", "/api/v1/me"); } catch (err) { return signOut(err.message); }
-  if (me.role !== "reviewer") return signOut(`This page is for reviewers; you are signed in as ${me.role}.`);
+  if (me.role !== "reviewer") {
+    const where = ["curator", "admin"].includes(me.role) ? " Curators: open /console." : "";
+    return signOut(`This page is for reviewers; you are signed in as ${me.role}.${where}`);
+  }
   $("login").hidden = true;
   $("app").hidden = false;
   $("who").textContent = me.display_name || me.user_id;

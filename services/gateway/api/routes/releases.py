@@ -1,0 +1,53 @@
+"""Released benchmarks as a curator sees them: the list, and the public set's files to download."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter
+
+from services.common.objectstore import sha256_hex
+from services.gateway.auth import Curator
+from services.gateway.deps import Res
+from services.gateway.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["curation"])
+
+
+def _iso(row: dict) -> dict:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+@router.get("/releases")
+async def list_releases(_: Curator, res: Res) -> list[dict]:
+    """Every release requested, newest first, with its counts once consensus has written it."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM releases ORDER BY requested_at DESC, release_id")
+        return [_iso(r) for r in await cur.fetchall()]
+
+
+@router.get("/releases/{release_id}/files")
+async def public_files(release_id: str, _: Curator, res: Res) -> dict:
+    """Short-lived links to every file of the public set (never the holdout): the manifest, the
+    labels, the dataset card and the images. The manifest is checked against the checksum the
+    release event carried, so a link list is only handed out for the release as written."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT status, manifest_key, manifest_sha256 FROM releases WHERE release_id = %s",
+                                 (release_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, f"no release {release_id!r}")
+    if row["status"] != "released":
+        raise Problem(409, f"release {release_id!r} is {row['status']}; its files are not written yet")
+    bucket, seconds = res.settings.public_bucket, res.settings.presigned_url_seconds
+    body = await res.store.aget_bytes(bucket, row["manifest_key"])
+    if sha256_hex(body) != row["manifest_sha256"]:
+        raise Problem(409, f"release {release_id!r}: the stored manifest does not match its checksum")
+    manifest = json.loads(body)
+    keys = [row["manifest_key"], *sorted(k for k in manifest["files"] if k != row["manifest_key"]),
+            *(o["key"] for o in manifest["released"]["objects"])]
+    urls = await asyncio.to_thread(lambda: [res.store.presigned_get(bucket, k, seconds) for k in keys])
+    return {"release_id": release_id, "expires_in_seconds": seconds,
+            "files": [{"key": k, "name": k.removeprefix(f"releases/{release_id}/"), "url": u}
+                      for k, u in zip(keys, urls, strict=True)]}

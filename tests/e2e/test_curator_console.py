@@ -1,0 +1,156 @@
+"""A curator runs a small campaign from the console in real headless Chromium: creates readers,
+samples, watches votes arrive, adjudicates a study, releases and downloads the public set. Each
+step is checked in what the services stored, not only on screen."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from radcurate.client import Gateway
+from tests.e2e.conftest import eventually, query, scalar
+from tests.e2e.test_bad_input import ingest_http
+from tests.support.factories import dicom_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+READERS = ("cc-1", "cc-2", "cc-3")
+
+
+async def _pool_labelled(admin: Gateway) -> bool:
+    f = (await admin.progress())["funnel"]
+    return f["suggested"] >= f["ingested"]
+
+
+async def _console(browser, stack, token: str, tmp_path):
+    page = await browser.new_page(viewport={"width": 1500, "height": 1000})
+    await page.goto(stack["gateway_url"] + "/console")
+    await page.get_by_label("Your access token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#console").wait_for(state="visible")
+    return page
+
+
+async def _create_reader(page, user_id: str) -> str:
+    await page.get_by_label("User id").fill(user_id)
+    await page.get_by_label("Role").select_option("reviewer")
+    await page.get_by_role("button", name="Create and issue token").click()
+    await page.locator("#issued-user", has_text=user_id).wait_for()
+    return await page.locator("#issued-token").inner_text()
+
+
+async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, tmp_path):
+    admin = Gateway(stack["gateway_url"], stack["admin_token"])
+    curator_token = await admin.create_user("cc-curator", "curator")
+    for i in range(2):
+        await ingest_http(stack, f"CONSOLE-{i}", dicom_bytes(tmp_path, f"CONSOLE-{i}", seed=10 + i))
+    await eventually(lambda: _pool_labelled(admin), "suggestions for the console's studies")
+    page = await _console(browser, stack, curator_token, tmp_path)
+
+    # Readers: three reviewers, each token shown once.
+    await page.get_by_role("tab", name="Readers").click()
+    tokens = {r: await _create_reader(page, r) for r in READERS}
+    assert scalar(stack, "gateway", "SELECT count(*) FROM users WHERE user_id LIKE 'cc-_' AND active") == 3
+    await page.locator("#user-table", has_text="cc-3").wait_for()
+
+    # Sampling: a panel of exactly these three, both new studies, three readers each.
+    await page.get_by_role("tab", name="Sampling").click()
+    await page.locator("#panel-picks input[value='cc-1']").wait_for()
+    for box in await page.locator("#panel-picks input").all():
+        if await box.get_attribute("value") not in READERS:
+            await box.uncheck()
+    await page.locator("#plan-n").fill("2")
+    await page.locator("#plan-min").fill("0")
+    await page.get_by_role("button", name="Request sampling").click()
+    await page.locator("#run-detail h3").wait_for()
+    run_id = (await page.locator("#run-detail h3").inner_text()).removeprefix("Run ")
+    assert query(stack, "gateway", "SELECT panel FROM sampling_runs WHERE run_id = %s", (run_id,))[0][0] == list(READERS)
+
+    # Votes arrive (the readers vote through the API): one study all agree, one all disagree.
+    readers = {r: admin.as_user(t) for r, t in tokens.items()}
+    await eventually(lambda: _all_have(readers, 2), "two reads for each console reader", 60)
+    first = sorted((await readers["cc-1"].worklist()), key=lambda a: a["study_id"])
+    agreed, disputed = first[0]["study_id"], first[1]["study_id"]
+    for reader in readers.values():
+        for a in await reader.worklist():
+            verdict = "agree_all" if a["study_id"] == agreed else "disagree"
+            await reader.vote(a["assignment_id"], {"verdict": verdict, "confirm": True})
+    await page.get_by_role("tab", name="Progress").click()
+    await page.locator("#reader-table tr", has_text="cc-3").wait_for()
+    await eventually(lambda: _reader_row_done(page, "cc-3"), "the votes on the progress table", 30)
+
+    # Adjudication: the disputed study is in the queue; the curator accepts it with a note.
+    await eventually(lambda: _decided(stack, disputed), "the rule's decision on the disputed study")
+    await page.get_by_role("tab", name="Adjudication").click()
+    await page.get_by_role("button", name=f"{disputed} · 3 reads").click()
+    await page.locator("#adj-reads tr", has_text="cc-2").wait_for()
+    assert await page.evaluate("document.getElementById('adj-image').naturalWidth") > 0
+    await page.get_by_label("Note (why)").fill("the readers missed the stated consolidation")
+    await page.get_by_role("button", name="Record ruling").click()
+    await page.locator("#console-status", has_text=f"Ruling on {disputed} recorded").wait_for()
+    ruling = query(stack, "gateway", "SELECT curator_id, accepted, note FROM adjudications WHERE study_id = %s",
+                   (disputed,))
+    assert ruling == [("cc-curator", True, "the readers missed the stated consolidation")]
+    await eventually(lambda: _accepted(stack, disputed), "the ruling becoming the study's decision")
+
+    # The agreement report as charts: κ per label and the verdict shares of the votes so far.
+    await page.get_by_role("tab", name="Agreement").click()
+    await page.get_by_role("button", name="Compute agreement report").click()
+    await page.locator("#verdict-chart g[data-label='agree_all']").wait_for()
+    assert await page.locator("#kappa-chart g").count() >= 12  # one bar (or n/a) per CXR label
+    await page.screenshot(path=tmp_path / "console-agreement.png", full_page=True)
+
+    # Release, then download the public set's files.
+    await page.get_by_role("tab", name="Releases").click()
+    await page.get_by_label("Release id").fill("console-r1")
+    await page.get_by_label("Benchmark size").fill("2")
+    await page.locator("#rel-min").fill("0")
+    await page.get_by_role("button", name="Release", exact=True).click()
+    await eventually(lambda: _released(stack, "console-r1"), "the release", 60)
+    await page.get_by_role("tab", name="Progress").click()
+    await page.get_by_role("tab", name="Releases").click()
+    await page.get_by_role("button", name="Files of console-r1").click()
+    link = page.get_by_role("link", name="labels.csv", exact=True)
+    await link.wait_for()
+    async with httpx.AsyncClient() as client:
+        labels = (await client.get(await link.get_attribute("href"))).text
+    assert labels.splitlines()[0].startswith("study_id")
+    assert not await page.get_by_role("link", name="holdout/labels.csv").count()  # never the holdout
+    await page.screenshot(path=tmp_path / "console-releases.png", full_page=True)
+    await admin.aclose()
+
+
+async def test_the_console_refuses_a_reviewer_and_the_api_refuses_what_the_page_would_hide(stack, browser, tmp_path):
+    admin = Gateway(stack["gateway_url"], stack["admin_token"])
+    reviewer = await admin.create_user("cc-nosy", "reviewer")
+    page = await browser.new_page()
+    await page.goto(stack["gateway_url"] + "/console")
+    await page.get_by_label("Your access token").fill(reviewer)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#login-error", has_text="for curators").wait_for()
+    assert await page.locator("#console").is_hidden()
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        resp = await client.get("/api/v1/releases", headers={"Authorization": f"Bearer {reviewer}"})
+    assert resp.status_code == 403
+    await admin.aclose()
+
+
+async def _all_have(readers: dict[str, Gateway], n: int) -> bool:
+    return [len(await r.worklist()) for r in readers.values()] == [n] * len(readers)
+
+
+async def _reader_row_done(page, reader: str) -> bool:
+    cells = await page.locator("#reader-table tr", has_text=reader).locator("td").all_inner_texts()
+    return len(cells) > 3 and cells[3] == "2"
+
+
+def _decided(stack, study_id: str) -> bool:
+    return scalar(stack, "gateway", "SELECT count(*) FROM decisions WHERE study_id = %s", (study_id,)) == 1
+
+
+def _accepted(stack, study_id: str) -> bool:
+    return bool(query(stack, "gateway", "SELECT accepted FROM decisions WHERE study_id = %s", (study_id,))[0][0])
+
+
+def _released(stack, release_id: str) -> bool:
+    rows = query(stack, "gateway", "SELECT status FROM releases WHERE release_id = %s", (release_id,))
+    return rows == [("released",)]
