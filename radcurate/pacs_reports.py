@@ -73,9 +73,8 @@ class ReportBook:
         """The study with its report and names; raises ReportsError saying what is missing."""
         row = self.find(match)
         if row is None:
-            keys = f"StudyInstanceUID {match.study_instance_uid}" + (
-                f" or AccessionNumber {match.accession_number}" if match.accession_number else "")
-            raise ReportsError(f"no report in {self.source} for {keys}")
+            accession = f", nor for its AccessionNumber {match.accession_number}" if match.accession_number else ""
+            raise ReportsError(f"no report in {self.source} for its StudyInstanceUID{accession}")
         patient_id = row.patient_id or (pseudonym(match.patient_id) if match.patient_id else "")
         if not patient_id:
             raise ReportsError(f"no patient_id in {self.source} and no PatientID in the PACS")
