@@ -158,12 +158,13 @@ def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
 def _ingest_dicomweb(url: str, reports: Path, study_uids: list[str], query: list[str], *, scrub: bool,
                      state_dir: Path, protocol, concurrency: int, quiet: bool) -> None:
     from radcurate.pacs_cmd import print_summary, run_pacs_ingest
-    from radcurate.pacs_ingest import PacsIngestRequest, parse_query
+    from radcurate.pacs_ingest import parse_query
     from radcurate.pacs_reports import read_report_book
     from services.common.dicomweb import DicomWebError
+    from services.common.pacs_import import ImportRequest
 
     try:  # ReportsError is a ValueError: bad input is reported before anything is contacted
-        request = PacsIngestRequest(url, tuple(study_uids), parse_query(query), scrub=scrub, protocol=protocol,
+        request = ImportRequest(url, tuple(study_uids), parse_query(query), scrub=scrub, protocol=protocol,
                                     concurrency=concurrency)
         book = read_report_book(reports)
     except ValueError as exc:

@@ -11,20 +11,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from radcurate.client import Gateway
-from radcurate.pacs_ingest import Outcome, PacsIngestRequest, PacsIngestSummary, ingest_from_pacs
-from radcurate.pacs_reports import ReportBook
+from radcurate.pacs_ingest import ingest_from_pacs
+from services.common.pacs_import import ImportRequest, ImportSummary, Outcome
+from services.common.pacs_pairing import ReportBook
 
 COLOURS = {Outcome.INGESTED: typer.colors.GREEN, Outcome.PRESENT: None,
            Outcome.REFUSED: typer.colors.YELLOW, Outcome.FAILED: typer.colors.RED}
 
 
-def run_pacs_ingest(state: dict, request: PacsIngestRequest, book: ReportBook, *, quiet: bool) -> PacsIngestSummary:
+def run_pacs_ingest(state: dict, request: ImportRequest, book: ReportBook, *, quiet: bool) -> ImportSummary:
     """Run the ingest against the running stack's gateway, with a progress bar on a terminal.
     Raises DicomWebError when the search itself fails."""
     console = Console(stderr=True)
     show = not quiet and sys.stderr.isatty()
 
-    async def go() -> PacsIngestSummary:
+    async def go() -> ImportSummary:
         gateway = Gateway(state["gateway_url"], state["admin_token"])
         try:
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -47,7 +48,7 @@ def run_pacs_ingest(state: dict, request: PacsIngestRequest, book: ReportBook, *
     return asyncio.run(go())
 
 
-def print_summary(summary: PacsIngestSummary, *, quiet: bool) -> None:
+def print_summary(summary: ImportSummary, *, quiet: bool) -> None:
     """One line per study that needs a look (every study unless quiet), then the totals."""
     for r in summary.results:
         if quiet and r.outcome in (Outcome.INGESTED, Outcome.PRESENT):

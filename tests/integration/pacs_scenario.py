@@ -23,9 +23,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from radcurate.pacs_reports import pseudonym
 from radcurate.stack import local
 from services.common.dicomweb import DicomWebClient
+from services.common.pacs_pairing import pseudonym
 from tests.conftest import schema_dsn
 from tests.support.orthanc import non_loopback_interfaces, start_orthanc
 
