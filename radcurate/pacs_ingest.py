@@ -29,7 +29,7 @@ def parse_query(pairs: Sequence[str]) -> dict[str, str]:
     return query
 
 
-class GatewaySink:
+class GatewayApiSink:
     """Studies go to the gateway's ingest endpoint as a curator would send them."""
 
     def __init__(self, gateway: Gateway) -> None:
@@ -63,4 +63,4 @@ async def ingest_from_pacs(request: ImportRequest, book: ReportBook, gateway: Ga
                            on_found: Callable[[int], None] | None = None,
                            on_result: Callable[[StudyResult], None] | None = None) -> ImportSummary:
     """Import the request's studies into the gateway; raises DicomWebError if the search fails."""
-    return await import_studies(request, book, GatewaySink(gateway), on_found=on_found, on_result=on_result)
+    return await import_studies(request, book, GatewayApiSink(gateway), on_found=on_found, on_result=on_result)

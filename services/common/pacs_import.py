@@ -102,18 +102,18 @@ async def find_studies(pacs: DicomWebClient, request: ImportRequest) -> tuple[li
 
 
 async def import_studies(request: ImportRequest, book: ReportBook, sink: StudySink, *,
-                         pacs: DicomWebClient | None = None, on_found: Callable[[int], None] | None = None,
+                         pacs: DicomWebClient | None = None, on_found: Callable[[int], object] | None = None,
                          on_result: Callable[[StudyResult], object] | None = None) -> ImportSummary:
     """Import every study the request names; raises DicomWebError only if the search itself fails.
-    `on_result` may be a coroutine function (it is awaited)."""
+    `on_found` (the number of studies) and `on_result` may be coroutine functions: they are awaited."""
     own_client = pacs is None
     pacs = pacs or DicomWebClient(request.dicomweb_url)
     try:
         studies, missing = await find_studies(pacs, request)
         summary = ImportSummary(found=len(studies))
         summary.results += [StudyResult(uid, "", Outcome.FAILED, "not found in the PACS") for uid in missing]
-        if on_found:
-            on_found(len(studies))
+        if on_found and asyncio.iscoroutine(told := on_found(len(studies))):
+            await told
         gate = asyncio.Semaphore(max(1, request.concurrency))
 
         async def one(match: StudyMatch) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +47,11 @@ def orthanc(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, orthanc):
     state_dir = tmp_path_factory.mktemp("stack")
-    state = local.up(state_dir, services_to_run=("gateway",))
+    # The gateway may import only from the PACSes its operator names (the API twin of the CLI).
+    allowed = {"RADCURATE_GATEWAY_DICOMWEB_URLS": json.dumps([orthanc.dicomweb_url])}
+    state = local.up(state_dir, services_to_run=("gateway",), service_env=allowed)
     yield state
     local.down(state_dir)
 
@@ -162,3 +166,59 @@ def test_an_unknown_study_uid_is_reported_as_failed_and_nothing_changes(stack, o
     assert "failed   StudyInstanceUID 1.2.3.4.5.6.7.8.9: not found in the PACS" in run.stderr
     assert "0 studies found: ingested 0, already present 0, refused 0, failed 1" in run.stdout
     assert gateway_rows(stack, "SELECT count(*) FROM studies") == before
+
+
+def api(stack: dict, method: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{stack['gateway_url']}/api/v1{path}", timeout=30,
+                         headers={"Authorization": f"Bearer {stack['admin_token']}"}, **kwargs)
+
+
+def finished_import(stack: dict, href: str) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        body = api(stack, "GET", href.removeprefix("/api/v1")).json()
+        if body["status"] != "running":
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"import {href} still running after 120 s")
+
+
+def test_curators_import_through_the_gateway_api_with_the_same_checks_and_resumption(stack, orthanc, pacs,
+                                                                                      tmp_path):
+    from radcurate.synth.cxr import synth_cxr
+
+    synth_cxr(1, 8, tmp_path / "more")  # seed 8: UIDs no earlier study has
+    new_file = tmp_path / "more" / "dicom" / "CXR-000001.dcm"
+    asyncio.run(_stow(orthanc.dicomweb_url, [new_file.read_bytes()]))
+    new_uid = pydicom.dcmread(new_file, stop_before_pixels=True).StudyInstanceUID
+    with open(pacs["reports"], newline="") as f:
+        reports = [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
+    reports.append({"study_instance_uid": new_uid, "study_id": "API-000001", "patient_id": "PT-API-1",
+                    "report": "Heart size normal. No pleural effusion."})
+    body = {"dicomweb_url": orthanc.dicomweb_url, "reports": reports}
+
+    started = api(stack, "POST", "/pacs-imports", json=body)
+    assert started.status_code == 202, started.text
+    done = finished_import(stack, started.json()["href"])
+    assert done["status"] == "done" and done["found"] == SYNTH_STUDIES + 3
+    assert done["counts"] == {"ingested": 1, "present": SYNTH_STUDIES + 1, "refused": 1, "failed": 0}
+    by_outcome = {r["outcome"]: r for r in done["results"]}
+    assert by_outcome["ingested"]["study_id"] == "API-000001" and by_outcome["ingested"]["instances"] == 1
+    assert by_outcome["refused"]["study_instance_uid"] == pacs["headers"][MR].StudyInstanceUID
+    assert "no report in reports" in by_outcome["refused"]["detail"]
+    assert gateway_rows(stack, "SELECT patient_id FROM studies WHERE study_id = 'API-000001'") == [("PT-API-1",)]
+
+    again = finished_import(stack, api(stack, "POST", "/pacs-imports", json=body).json()["href"])
+    assert again["counts"] == {"ingested": 0, "present": SYNTH_STUDIES + 2, "refused": 1, "failed": 0}
+
+
+def test_the_import_api_refuses_unlisted_pacses_and_ambiguous_reports_without_starting(stack, orthanc, pacs):
+    before = gateway_rows(stack, "SELECT count(*) FROM pacs_imports")
+    elsewhere = api(stack, "POST", "/pacs-imports", json={"dicomweb_url": "http://10.0.0.1/dicom-web",
+                                                          "reports": [{"accession_number": "A", "report": "x"}]})
+    assert elsewhere.status_code == 403 and "not one of this gateway's PACSes" in elsewhere.json()["detail"]
+    twice = [{"accession_number": "A", "report": "x"}, {"accession_number": "A", "report": "y"}]
+    ambiguous = api(stack, "POST", "/pacs-imports", json={"dicomweb_url": orthanc.dicomweb_url, "reports": twice})
+    assert ambiguous.status_code == 422 and "reports [1]: 'A' has more than one report" in ambiguous.json()["detail"]
+    assert ambiguous.headers["content-type"] == "application/problem+json"
+    assert gateway_rows(stack, "SELECT count(*) FROM pacs_imports") == before

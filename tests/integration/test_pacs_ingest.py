@@ -43,4 +43,4 @@ def test_radcurate_ingests_from_orthanc_inside_its_own_network_namespace():
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-8000:]
     passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) == 4 and " skipped" not in output, output[-4000:]
+    assert passed and int(passed.group(1)) == 6 and " skipped" not in output, output[-4000:]
