@@ -109,3 +109,73 @@ def test_a_bad_query_or_reports_file_stops_before_anything_is_contacted(tmp_path
 def test_ingest_with_neither_folder_nor_pacs_says_what_to_give():
     result = runner.invoke(app, ["ingest"])
     assert result.exit_code == 2 and "--dicomweb" in result.output
+
+
+# --- the import loop, with a fake PACS and a fake sink (its adapters are tested against Orthanc) ---
+
+class FakePacs:
+    def __init__(self, studies: dict[str, list[bytes]], broken: set[str] = frozenset()) -> None:
+        self.studies, self.broken, self.retrieved = studies, broken, []
+
+    async def search_studies(self, query):
+        uids = [query["StudyInstanceUID"]] if "StudyInstanceUID" in query else list(self.studies)
+        return [StudyMatch(u, f"ACC-{u}", f"MRN-{u}") for u in uids if u in self.studies]
+
+    async def search_instances(self, uid):
+        from services.common.dicomweb import InstanceRef
+        return [InstanceRef(f"{uid}.1", f"{uid}.1.{n}") for n in range(len(self.studies[uid]))]
+
+    async def retrieve_instance(self, uid, ref):
+        if uid in self.broken:
+            raise DicomWebError(f"WADO-RS {uid}: HTTP 500")
+        self.retrieved.append(ref.sop_instance_uid)
+        return self.studies[uid][int(ref.sop_instance_uid.rsplit(".", 1)[1])]
+
+
+class FakeSink:
+    def __init__(self, present: set[str] = frozenset(), refuse: set[str] = frozenset()) -> None:
+        self.have, self.refuse, self.got = set(present), refuse, {}
+
+    async def present(self, study_id):
+        return study_id in self.have
+
+    async def ingest(self, paired, files, request):
+        from services.common.pacs_import import Ingested, Refused
+        if paired.study_id in self.refuse:
+            raise Refused("x.dcm: carries identifying data (PatientName)")
+        self.got[paired.study_id] = [f.read_bytes() for f in files]
+        self.have.add(paired.study_id)
+        return Ingested(len(files))
+
+
+async def run_import(pacs, sink, uids=()):
+    from services.common.pacs_import import ImportRequest, import_studies
+    reports = book(*(ReportRow(f"report {u}", study_instance_uid=u, study_id=f"S-{u}", patient_id="P")
+                     for u in ("1", "2", "3", "4")))
+    return await import_studies(ImportRequest("http://pacs", study_uids=uids), reports, sink, pacs=pacs)
+
+
+async def test_each_study_gets_one_outcome_and_only_missing_studies_are_retrieved():
+    from services.common.pacs_import import Outcome
+    pacs = FakePacs({"1": [b"a", b"b"], "2": [b"c"], "3": [b"d"], "4": [b"e"], "5": [b"f"]}, broken={"4"})
+    sink = FakeSink(present={"S-2"}, refuse={"S-3"})
+    summary = await run_import(pacs, sink)
+    outcomes = {r.study_instance_uid: r.outcome for r in summary.results}
+    assert outcomes == {"1": Outcome.INGESTED, "2": Outcome.PRESENT, "3": Outcome.REFUSED, "4": Outcome.FAILED,
+                        "5": Outcome.REFUSED}
+    assert sink.got == {"S-1": [b"a", b"b"]}  # every instance, in order, bytes as the PACS sent them
+    assert "2.1.0" not in pacs.retrieved  # a present study is not fetched
+    details = {r.study_instance_uid: r.detail for r in summary.results}
+    assert "identifying data" in details["3"] and "HTTP 500" in details["4"] and "no report" in details["5"]
+    assert not summary.complete
+
+    again = await run_import(pacs, sink)
+    assert again.count(Outcome.INGESTED) == 0 and again.count(Outcome.PRESENT) == 2
+
+
+async def test_a_named_study_the_pacs_lacks_is_reported_as_failed():
+    from services.common.pacs_import import Outcome
+    summary = await run_import(FakePacs({"1": [b"a"]}), FakeSink(), uids=("1", "9.9"))
+    assert summary.found == 1
+    assert [(r.study_instance_uid, r.outcome, r.detail) for r in summary.results if r.outcome is Outcome.FAILED] == [
+        ("9.9", Outcome.FAILED, "not found in the PACS")]
