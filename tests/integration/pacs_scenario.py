@@ -25,8 +25,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from radcurate.demo import store_for
 from radcurate.stack import local
 from services.common.dicomweb import DicomWebClient
+from services.common.objectstore import sha256_hex
 from services.common.pacs_pairing import pseudonym
 from tests.conftest import schema_dsn
 from tests.support.orthanc import non_loopback_interfaces, start_orthanc
@@ -36,6 +38,14 @@ REPO = Path(__file__).resolve().parents[2]
 RG1 = "RG1_J2KR.dcm"  # a real CR chest PA, 1955×1841, JPEG 2000 lossless, with a patient name in it
 MR = "MR_small.dcm"  # a real MR slice; reports.csv has no report for it
 SYNTH_STUDIES = 3
+
+
+def study_files(data_dir: Path, study_id: str) -> list[Path]:
+    """A synthetic study's files: `dicom/<id>.dcm`, or every file under `dicom/<id>/` (several views)."""
+    single = data_dir / "dicom" / f"{study_id}.dcm"
+    files = [single] if single.exists() else sorted(p for p in (data_dir / "dicom" / study_id).rglob("*") if p.is_file())
+    assert files, f"no DICOM for {study_id} in {data_dir}"
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +76,11 @@ def pacs(orthanc, tmp_path_factory) -> dict:
     synth_cxr(SYNTH_STUDIES, 7, work / "synth")
     with open(work / "synth" / "reports.csv", newline="") as f:
         synth_reports = {r["study_id"]: r for r in csv.DictReader(f)}
-    files = {p.stem: p for p in sorted((work / "synth" / "dicom").glob("*.dcm"))}
-    files |= {name: Path(get_testdata_file(name, download=False)) for name in (RG1, MR)}
-    headers = {k: pydicom.dcmread(p, stop_before_pixels=True) for k, p in files.items()}
-    asyncio.run(_stow(orthanc.dicomweb_url, [p.read_bytes() for p in files.values()]))
+    # Per study its files, whether a study is one file or a folder of views (frontal, lateral, …).
+    files = {sid: study_files(work / "synth", sid) for sid in synth_reports}
+    files |= {name: [Path(get_testdata_file(name, download=False))] for name in (RG1, MR)}
+    headers = {k: pydicom.dcmread(paths[0], stop_before_pixels=True) for k, paths in files.items()}
+    asyncio.run(_stow(orthanc.dicomweb_url, [p.read_bytes() for paths in files.values() for p in paths]))
     rows = [{"study_instance_uid": headers[sid].StudyInstanceUID, "accession_number": "", "study_id": sid,
              "patient_id": r["patient_id"], "report": r["report"]} for sid, r in synth_reports.items()]
     rows.append({"study_instance_uid": "", "accession_number": headers[RG1].AccessionNumber, "study_id": "",
@@ -122,11 +133,11 @@ def test_the_first_run_ingests_the_clean_studies_and_refuses_the_others_with_rea
     assert all(text == pacs["synth_reports"][sid]["report"] for sid, _, _, text in stored)
     for sid in pacs["synth_reports"]:
         view = study_view(stack, sid)
-        assert view.status_code == 200 and view.json()["instances"] == 1
+        assert view.status_code == 200 and view.json()["instances"] == len(pacs["files"][sid])
     # The PACS sent the instances as stored: the object store holds the very bytes that were loaded.
     keys = gateway_rows(stack, "SELECT study_id, sha256 FROM study_objects")
-    from services.common.objectstore import sha256_hex
-    assert sorted(keys) == sorted((sid, sha256_hex(pacs["files"][sid].read_bytes())) for sid in pacs["synth_reports"])
+    assert sorted(keys) == sorted((sid, sha256_hex(p.read_bytes())) for sid in pacs["synth_reports"]
+                                  for p in pacs["files"][sid])
 
 
 def test_a_second_run_ingests_nothing_new_and_says_so(stack, orthanc, pacs):
@@ -150,9 +161,8 @@ def test_a_real_jpeg2000_radiograph_goes_in_scrubbed_and_bit_exact_in_its_pixels
     [(patient_id,)] = gateway_rows(stack, "SELECT patient_id FROM studies WHERE study_id = %s", (rg1.StudyInstanceUID,))
     assert patient_id == pseudonym(rg1.PatientID) != rg1.PatientID
     [(key,)] = gateway_rows(stack, "SELECT object_key FROM study_objects WHERE study_id = %s", (rg1.StudyInstanceUID,))
-    from radcurate.demo import store_for
     stored = pydicom.dcmread(io.BytesIO(store_for(stack).get_bytes(stack["buckets"]["objects"], key)))
-    original = pydicom.dcmread(pacs["files"][RG1])
+    original = pydicom.dcmread(pacs["files"][RG1][0])
     assert "PatientName" not in stored and "AccessionNumber" not in stored and stored.PatientIdentityRemoved == "YES"
     assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID  # not transcoded
     assert stored.PixelData == original.PixelData
@@ -188,9 +198,9 @@ def test_curators_import_through_the_gateway_api_with_the_same_checks_and_resump
     from radcurate.synth.cxr import synth_cxr
 
     synth_cxr(1, 8, tmp_path / "more")  # seed 8: UIDs no earlier study has
-    new_file = tmp_path / "more" / "dicom" / "CXR-000001.dcm"
-    asyncio.run(_stow(orthanc.dicomweb_url, [new_file.read_bytes()]))
-    new_uid = pydicom.dcmread(new_file, stop_before_pixels=True).StudyInstanceUID
+    new_files = study_files(tmp_path / "more", "CXR-000001")
+    asyncio.run(_stow(orthanc.dicomweb_url, [p.read_bytes() for p in new_files]))
+    new_uid = pydicom.dcmread(new_files[0], stop_before_pixels=True).StudyInstanceUID
     with open(pacs["reports"], newline="") as f:
         reports = [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
     reports.append({"study_instance_uid": new_uid, "study_id": "API-000001", "patient_id": "PT-API-1",
@@ -203,7 +213,8 @@ def test_curators_import_through_the_gateway_api_with_the_same_checks_and_resump
     assert done["status"] == "done" and done["found"] == SYNTH_STUDIES + 3
     assert done["counts"] == {"ingested": 1, "present": SYNTH_STUDIES + 1, "refused": 1, "failed": 0}
     by_outcome = {r["outcome"]: r for r in done["results"]}
-    assert by_outcome["ingested"]["study_id"] == "API-000001" and by_outcome["ingested"]["instances"] == 1
+    assert by_outcome["ingested"]["study_id"] == "API-000001"
+    assert by_outcome["ingested"]["instances"] == len(new_files)
     assert by_outcome["refused"]["study_instance_uid"] == pacs["headers"][MR].StudyInstanceUID
     assert "no report in reports" in by_outcome["refused"]["detail"]
     assert gateway_rows(stack, "SELECT patient_id FROM studies WHERE study_id = 'API-000001'") == [("PT-API-1",)]
