@@ -107,17 +107,41 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 
 
 @app.command()
-def ingest(data_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
+def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
+               exists=True, file_okay=False, help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
-           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr") -> None:
-    """Ingest a folder of studies (reports.csv + dicom/) into the running stack."""
-    from radcurate.demo import ingest_folder
+           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr",
+           dicomweb: Annotated[Optional[str], typer.Option(
+               "--dicomweb", help="A PACS's DICOMweb root (e.g. http://pacs:8042/dicom-web): search it with"
+                                  " QIDO-RS and retrieve with WADO-RS instead of reading a folder.")] = None,
+           study_uid: Annotated[Optional[list[str]], typer.Option(
+               "--study-uid", help="With --dicomweb: only this StudyInstanceUID (repeatable).")] = None,
+           query: Annotated[Optional[list[str]], typer.Option(
+               "--query", help="With --dicomweb: a QIDO-RS matching key, KEY=VALUE (repeatable),"
+                               " e.g. ModalitiesInStudy=CR or StudyDate=20240101-20241231.")] = None,
+           reports: Annotated[Optional[Path], typer.Option(
+               "--reports", exists=True, dir_okay=False,
+               help="With --dicomweb: CSV of reports keyed by accession_number or study_instance_uid.")] = None,
+           quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; list only refused/failed studies.")
+                            ] = False) -> None:
+    """Ingest a folder of studies (reports.csv + dicom/), or a PACS's studies (--dicomweb), into the
+    running stack. Running it again ingests only what is missing; exit 1 if any study is not in."""
     from services.common.contracts import Protocol
 
     by_name = {"cxr": Protocol.CXR, "lumbar": Protocol.LUMBAR}
     if protocol not in by_name:
         fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
+    if dicomweb is not None:
+        if data_dir is not None or reports is None:
+            fail("--dicomweb takes no folder and needs --reports reports.csv", 2)
+        _ingest_dicomweb(dicomweb, reports, study_uid or [], query or [], scrub=scrub, state_dir=state_dir,
+                         protocol=by_name[protocol], concurrency=concurrency, quiet=quiet)
+        return
+    if data_dir is None:
+        fail("give a study folder, or --dicomweb URL --reports reports.csv", 2)
+    from radcurate.demo import ingest_folder
+
     try:
         state = local.require_running(state_dir)
         summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
@@ -128,6 +152,30 @@ def ingest(data_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False
     for study_id, reason in summary.rejected:
         typer.secho(f"  rejected {study_id}: {reason}", fg=typer.colors.YELLOW, err=True)
     if summary.rejected:
+        raise typer.Exit(1)
+
+
+def _ingest_dicomweb(url: str, reports: Path, study_uids: list[str], query: list[str], *, scrub: bool,
+                     state_dir: Path, protocol, concurrency: int, quiet: bool) -> None:
+    from radcurate.pacs_cmd import print_summary, run_pacs_ingest
+    from radcurate.pacs_ingest import parse_query
+    from radcurate.pacs_reports import read_report_book
+    from services.common.dicomweb import DicomWebError
+    from services.common.pacs_import import ImportRequest
+
+    try:  # ReportsError is a ValueError: bad input is reported before anything is contacted
+        request = ImportRequest(url, tuple(study_uids), parse_query(query), scrub=scrub, protocol=protocol,
+                                    concurrency=concurrency)
+        book = read_report_book(reports)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    try:
+        state = local.require_running(state_dir)
+        summary = run_pacs_ingest(state, request, book, quiet=quiet)
+    except (StackError, DicomWebError) as exc:
+        fail(str(exc))
+    print_summary(summary, quiet=quiet)
+    if not summary.complete:
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
-from services.gateway.api.routes import evaluations, releases, reports, series
+from services.gateway.api.routes import evaluations, pacs_imports, releases, reports, series
 from services.gateway.auth import Role, token_hash
 from services.gateway.handlers import build_handlers
 
@@ -27,6 +27,9 @@ class GatewaySettings(ServiceSettings):
     # Bootstrap credential: an admin user with this token exists after start. No default.
     admin_token: SecretStr | None = None
     presigned_url_seconds: int = 300
+    # PACSes (DICOMweb roots) curators may import from through the API; none by default, since the
+    # gateway fetches whatever URL it is given. A JSON list in RADCURATE_GATEWAY_DICOMWEB_URLS.
+    dicomweb_urls: list[str] = []
 
 
 async def _bootstrap_admin(res: Resources) -> None:
@@ -46,7 +49,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_app(
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
-                 reports.router, evaluations.router, series.router, releases.router],
+                 reports.router, evaluations.router, series.router, releases.router, pacs_imports.router],
         on_start=_bootstrap_admin,
         title="RadCurate gateway",
         version="0.1.0",
