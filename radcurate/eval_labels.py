@@ -43,6 +43,12 @@ OPENI_COLUMNS: dict[str, tuple[str, ...]] = {
     "pneumothorax": ("Pneumothorax",),
     "lung_nodule_mass": ("Nodule", "Mass"),
 }
+# The Open-i gold marks a finding "when the report states it as present": stated or probable
+# ("probable effusion", "atelectasis versus scar", "borderline cardiomegaly") is 1, only raised
+# ("may represent pneumonia", "cannot exclude") is 0, and so is a loose descriptor ("airspace
+# disease"). Suggestions are therefore scored on it from the "probable" confidence up; the
+# project's own gold set counts every suggestion, hedged or not.
+OPENI_STATED_CONFIDENCE = 0.75
 # report.csv columns, in report order, with the section header each becomes
 _OPENI_SECTIONS = (("indication", "INDICATION"), ("comparison", "COMPARISON"),
                    ("findings", "FINDINGS"), ("impression", "IMPRESSION"))
@@ -89,9 +95,10 @@ def load_openi(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def predict(report: str, taxonomy: Taxonomy) -> tuple[set[str], set[str]]:
-    """Suggested label ids and the subset flagged uncertain."""
+def predict(report: str, taxonomy: Taxonomy, min_confidence: float = 0.0) -> tuple[set[str], set[str]]:
+    """Suggested label ids with at least `min_confidence`, and the subset flagged uncertain."""
     labels, _ = map_findings(extract_findings(report, taxonomy), taxonomy)
+    labels = [s for s in labels if s.confidence >= min_confidence]
     return {s.label_id for s in labels}, {s.label_id for s in labels if s.uncertain}
 
 
@@ -99,10 +106,13 @@ def evaluate(
     rows: Iterable[dict[str, Any]],
     taxonomy: Taxonomy | None = None,
     label_ids: Iterable[str] | None = None,
+    min_confidence: float = 0.0,
 ) -> dict[str, Any]:
     """Per-label precision/recall/F1/support, macro F1, misses and uncertain-flag agreement.
 
-    `label_ids` limits scoring to labels the gold set covers (all taxonomy labels by default).
+    `label_ids` limits scoring to labels the gold set covers (all taxonomy labels by default);
+    `min_confidence` counts only suggestions at least that confident, for gold sets that mark
+    what a report states rather than everything it raises (OPENI_STATED_CONFIDENCE).
     """
     taxonomy = taxonomy or load_taxonomy()
     scored = tuple(label_ids) if label_ids is not None else taxonomy.label_ids
@@ -112,7 +122,7 @@ def evaluate(
     for row in rows:
         n += 1
         gold, gold_uncertain = set(row["labels"]), set(row.get("uncertain", []))
-        predicted, predicted_uncertain = predict(row["report"], taxonomy)
+        predicted, predicted_uncertain = predict(row["report"], taxonomy, min_confidence)
         for label_id, c in counts.items():
             kind = _outcome(label_id in gold, label_id in predicted)
             if kind:
@@ -202,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         ("odd uids (held-out half)", [r for r in openi if r["uid"] % 2 == 1]),
     ):
         print(f"\nOpen-i real reports, {title}: {folder}")
-        subset_result = evaluate(subset, taxonomy, OPENI_COLUMNS)
+        subset_result = evaluate(subset, taxonomy, OPENI_COLUMNS, OPENI_STATED_CONFIDENCE)
         print(format_table(subset_result, flag_agreement=False))
         if args.verbose and title == "all":
             _print_misses(subset_result)
+    every = evaluate(openi, taxonomy, OPENI_COLUMNS)["macro_f1"]
+    print(f"\n(all Open-i, counting every suggestion, weakly hedged and loose ones too: macro F1 {every:.3f})")
     print(f"throughput on real reports: {throughput(openi, taxonomy):,.0f} reports per CPU-second (one core)")
     return 0
 

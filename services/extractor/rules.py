@@ -7,13 +7,20 @@ is unavailable. The steps follow the CheXpert labeler:
 1. drop sections that describe the request rather than the image (indication, history,
    comparison, technique) and split the rest into sentences, keeping character spans;
 2. find label mentions with the taxonomy's synonym phrases (minus its exclusion phrases);
-3. classify each mention as negated, uncertain or positive from the nearest trigger phrase before
-   it and after it in the same clause (NegEx-style scope, ended by "but", "however", ";", ...);
-4. per label, keep the mentions of the strongest certainty: positive > uncertain > negated, and
-   drop the label when only negated mentions remain (negated == absent).
+3. classify each mention as negated, possible, probable or positive from the nearest trigger
+   phrase before it and after it in the same clause (NegEx-style scope, ended by "but", "however",
+   ";", ...). A negation's scope runs over a whole list of findings ("No focal consolidation,
+   suspicious pulmonary opacity, large pleural effusion, or pneumothorax is identified");
+4. drop loose descriptors the sentence attributes to another label ("airspace opacities
+   compatible with discoid atelectasis" is atelectasis, not pneumonia);
+5. per label, keep the mentions of the highest confidence: positive > probable > possible >
+   negated, and drop the label when only negated mentions remain (negated == absent).
 
-Stability wording ("unchanged", "stable", "no change in") never negates: a stable finding is
-still present. Report text is only ever matched, never obeyed.
+Hedges come in two strengths, as radiologists use them: "probable", "likely", "A versus B" and
+"borderline" commit to the finding; "possible", "may represent", "cannot exclude" and "question of"
+do not. Both are flagged uncertain; the confidence tells them apart. Stability wording
+("unchanged", "stable", "no change in") never negates: a stable finding is still present. Report
+text is only ever matched, never obeyed.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ class Polarity(Enum):
     """What a trigger phrase does to a mention in its scope."""
 
     NEGATED = "negated"
-    UNCERTAIN = "uncertain"
+    UNCERTAIN = "uncertain"  # a weak hedge: "possible", "may represent", "cannot exclude"
+    PROBABLE = "probable"  # a committing hedge: "probable", "likely", "A versus B", "borderline"
     PSEUDO = "pseudo"  # contains a trigger ("no change in", "to suggest") but is none: skipped
     TERMINATION = "termination"  # ends a trigger's scope ("but", "however", ";")
 
@@ -44,7 +52,9 @@ class Direction(Enum):
     BOTH = "both"
 
 
-_N, _U, _P, _T = Polarity.NEGATED, Polarity.UNCERTAIN, Polarity.PSEUDO, Polarity.TERMINATION
+_N, _U, _L, _P, _T = (
+    Polarity.NEGATED, Polarity.UNCERTAIN, Polarity.PROBABLE, Polarity.PSEUDO, Polarity.TERMINATION
+)
 _PRE, _POST, _BOTH = Direction.PRE, Direction.POST, Direction.BOTH
 
 # (regex, polarity, direction). Order does not matter: longer patterns are tried first.
@@ -67,6 +77,9 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"resolved", _N, _BOTH),
     (r"(?:to (?:exclude|rule out)|r/o|rule out|evaluate for|eval for|assess for)", _N, _PRE),
     (r"no longer", _N, _PRE),
+    (r"nor", _N, _PRE),
+    (r"(?:do|does|did) not(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),
+    (r"(?:evaluation|assessment) for", _N, _PRE),
     (r"(?:is |are )?(?:unlikely|less likely|not likely)", _N, _BOTH),
     # negation after the mention
     (r"(?:is |are |was |were )?(?:not|no longer) (?:clearly |definitely |well )?"
@@ -78,15 +91,20 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:is |are )?within normal limits", _N, _POST),
     (r"(?:is|are) normal", _N, _POST),
     # uncertainty before the mention
-    (r"(?:possible|possibly|probable|probably|likely|most likely|presumed|presumably)", _U, _PRE),
+    (r"(?:possible|possibly)", _U, _PRE),
+    (r"(?:(?:is|are) (?:also )?)?(?:probable|probably|likely|most likely|presumed|presumably)", _L, _BOTH),
+    (r"(?:favou?red|favou?ring)", _L, _PRE),
+    (r"(?:favou?red|felt|thought) to (?:represent|be|reflect)", _L, _PRE),
     (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
     (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
     (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
-    (r"(?:questionable|question of|suspicious (?:for|of)|concerning for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|concerning for|worrisome for|suspect(?:ed)?)", _U, _PRE),
     (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
     (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
-    (r"(?:borderline|equivocal|consider|considered|versus|vs\.?)", _U, _BOTH),
-    (r"(?:is|are) (?:also )?(?:likely|possible|suspected|questioned|a consideration|considered)", _U, _POST),
+    (r"(?:equivocal|consider|considered)", _U, _BOTH),
+    (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
+    (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
+    (r"suspected", _U, _POST),
     (r"\?(?=\w)", _U, _PRE),
     (r"\?", _U, _POST),
     # scope termination
@@ -96,8 +114,14 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
 )
 
 PRE_WINDOW = 8  # words between a pre-trigger and the mention (fits "no A, B, or C")
+LIST_WINDOW = 24  # ... or further, when everything between is a list of findings
 POST_WINDOW = 5  # words between the mention and a post-trigger
-_RANK = {Certainty.PRESENT: 2, Certainty.UNCERTAIN: 1, None: 0}
+
+# how firmly a mention is asserted (Finding.confidence): the mapper's suggestion confidence
+PRESENT_CONFIDENCE = 0.95
+PROBABLE_CONFIDENCE = 0.8
+POSSIBLE_CONFIDENCE = 0.6
+NONSPECIFIC_CONFIDENCE = 0.5  # a loose descriptor, however firmly stated
 
 
 def _compile_triggers() -> tuple[re.Pattern[str], list[tuple[Polarity, Direction]]]:
@@ -136,6 +160,22 @@ _SIDE_RE = re.compile(
     r"\b(?:(?i:left|lt|right|rt|bilateral(?:ly)?|bibasilar|bibasal|biapical|both|b/l)|L|R)\b"
 )
 _WORD_RE = re.compile(r"\S+")
+_LIST_JOINER_RE = re.compile(r",|\b(?:or|nor|and/or)\b", re.IGNORECASE)
+# a verb or a new subject between a negation and a mention ends the negated list
+_CLAUSE_VERB_RE = re.compile(
+    r"\b(?:is|are|was|were|has|have|had|there|which|with|shows?|demonstrates?|seen|noted|present)\b",
+    re.IGNORECASE,
+)
+ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attributed to
+# "opacity compatible with / consistent with / likely / representing ... atelectasis"; `XXXX` is a
+# de-identification gap, which in real reports most often stands where "likely" was
+_ATTRIBUTION_RE = re.compile(
+    r"\b(?:compatible|consistent|concordant) with\b|\b(?:likely|probably|probable|presumably|"
+    r"represent(?:s|ing)?|reflect(?:s|ing)?|suggest(?:s|ing|ive of)|favou?r(?:s|ed|ing)?|"
+    r"due to|secondary to|related to|from|versus|vs|or|and/or)\b|/|\bXXXX\b",
+    re.IGNORECASE,
+)
+_ALTERNATIVE_RE = re.compile(r"\s*(?:/|or|and/or|versus|vs\.?)\s*", re.IGNORECASE)
 _PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
 
 
@@ -154,6 +194,8 @@ class Mention:
     end: int
     sentence: tuple[int, int]
     certainty: Certainty | None  # None: negated
+    confidence: float = 0.0  # 0 when negated
+    nonspecific: bool = False  # a loose descriptor ("airspace opacity")
 
 
 def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
@@ -165,7 +207,7 @@ def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
     mentions: list[Mention] = []
     for label in taxonomy.labels:
         mentions.extend(_label_mentions(report, label, sentences, triggers))
-    kept = _strongest_per_label(mentions)
+    kept = _strongest_per_label(_drop_attributed_descriptors(report, mentions))
     return [_to_finding(report, m) for m in sorted(kept, key=lambda m: (m.start, m.label.id))]
 
 
@@ -179,20 +221,52 @@ def _label_mentions(
         if index < 0 or end > sentences[index][1]:
             continue  # inside a skipped section, or straddling two sentences
         sentence = sentences[index]
-        certainty = classify_mention(report, start, end, sentence, triggers)
-        found.append(Mention(label, start, end, sentence, certainty))
+        certainty, confidence = assess_mention(report, start, end, sentence, triggers)
+        nonspecific = label.is_nonspecific(report, start, end)
+        if nonspecific and certainty is not None:
+            confidence = min(confidence, NONSPECIFIC_CONFIDENCE)
+        found.append(Mention(label, start, end, sentence, certainty, confidence, nonspecific))
     return found
 
 
-def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
-    """Positive beats uncertain beats negated; keep one mention per label and sentence."""
-    best: dict[str, int] = {}
+def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[Mention]:
+    """Drop loose descriptors that their sentence attributes to another label's finding.
+
+    "Airspace opacities compatible with discoid atelectasis", "basilar airspace disease, likely
+    atelectasis", "atelectasis/airspace disease": the opacity is the atelectasis, so it is not
+    also suggested as pneumonia. A specific finding joined by "and"/"with" is a second finding
+    and leaves the descriptor alone ("airspace disease and effusion").
+    """
+    specific = [m for m in mentions if m.certainty is not None and not m.nonspecific]
+    if not specific:
+        return mentions
+    kept = []
     for m in mentions:
-        best[m.label.id] = max(best.get(m.label.id, 0), _RANK[m.certainty])
+        if m.nonspecific and any(
+            other.label.id != m.label.id and other.sentence == m.sentence and _attributes(report, m, other)
+            for other in specific
+        ):
+            continue
+        kept.append(m)
+    return kept
+
+
+def _attributes(report: str, descriptor: Mention, finding: Mention) -> bool:
+    if finding.start >= descriptor.end:
+        gap = report[descriptor.end : finding.start]
+        return len(gap.split()) <= ATTRIBUTION_WINDOW and _ATTRIBUTION_RE.search(gap) is not None
+    gap = report[finding.end : descriptor.start]
+    return len(gap.split()) <= 2 and _ALTERNATIVE_RE.fullmatch(gap) is not None
+
+
+def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
+    """The most confident mentions of each label, one per sentence; negated ones never count."""
+    best: dict[str, float] = {}
+    for m in mentions:
+        best[m.label.id] = max(best.get(m.label.id, 0.0), m.confidence)
     kept: dict[tuple[str, tuple[int, int]], Mention] = {}
     for m in mentions:
-        rank = _RANK[m.certainty]
-        if rank and rank == best[m.label.id]:
+        if m.confidence and m.confidence == best[m.label.id]:
             kept.setdefault((m.label.id, m.sentence), m)
     return list(kept.values())
 
@@ -207,6 +281,7 @@ def _to_finding(report: str, m: Mention) -> Finding:
         evidence_start=start,
         evidence_end=end,
         label_hint=m.label.id,
+        confidence=m.confidence,
     )
 
 
@@ -308,22 +383,35 @@ def classify_mention(
     report: str, start: int, end: int, sentence: tuple[int, int], triggers: list[Trigger]
 ) -> Certainty | None:
     """Certainty of one mention, or None when it is negated (absent)."""
+    return assess_mention(report, start, end, sentence, triggers)[0]
+
+
+def assess_mention(
+    report: str, start: int, end: int, sentence: tuple[int, int], triggers: list[Trigger]
+) -> tuple[Certainty | None, float]:
+    """Certainty of one mention (None: negated) and how firmly it is asserted (0 when negated)."""
     if _NEGATED_MENTION_RE.search(report, start, end):
-        return None  # "heart is not enlarged" matched "heart ... enlarged"
+        return None, 0.0  # "heart is not enlarged" matched "heart ... enlarged"
     before = _nearest_pre(report, start, sentence, triggers)
     after = _nearest_post(report, end, sentence, triggers)
     polarities = {t.polarity for t in (before, after) if t is not None}
     if Polarity.NEGATED in polarities:
-        return None
+        return None, 0.0
     if Polarity.UNCERTAIN in polarities:
-        return Certainty.UNCERTAIN
-    return Certainty.PRESENT
+        return Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE
+    if Polarity.PROBABLE in polarities:
+        return Certainty.UNCERTAIN, PROBABLE_CONFIDENCE
+    return Certainty.PRESENT, PRESENT_CONFIDENCE
 
 
 def _nearest_pre(
     report: str, start: int, sentence: tuple[int, int], triggers: list[Trigger]
 ) -> Trigger | None:
-    """The closest trigger before the mention, if its forward scope reaches the mention."""
+    """The closest trigger before the mention, if its forward scope reaches the mention.
+
+    The scope is PRE_WINDOW words, or up to LIST_WINDOW over a list of findings: "no A, B, C
+    or D" negates D however long the list, but "no A; the heart is enlarged" stops at the verb.
+    """
     for t in reversed(triggers):
         if t.start < sentence[0]:
             return None
@@ -331,10 +419,16 @@ def _nearest_pre(
             continue  # after (or overlapping) the mention, or only looks like a trigger
         if t.polarity is Polarity.TERMINATION or t.direction is Direction.POST:
             return None
-        if len(_WORD_RE.findall(report, t.end, start)) > PRE_WINDOW:
+        words = len(_WORD_RE.findall(report, t.end, start))
+        if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(report[t.end : start])):
             return None
         return t
     return None
+
+
+def _is_list(gap: str) -> bool:
+    """Whether the words between a trigger and a mention are the earlier items of a list."""
+    return _LIST_JOINER_RE.search(gap) is not None and _CLAUSE_VERB_RE.search(gap) is None
 
 
 def _nearest_post(
