@@ -75,7 +75,10 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"absence of", _N, _PRE),
     (r"(?:interval |near[- ]complete |complete )?(?:resolution|removal|clearing) of", _N, _PRE),
     (r"resolved", _N, _BOTH),
-    (r"(?:to (?:exclude|rule out)|r/o|rule out|evaluate for|eval for|assess for)", _N, _PRE),
+    (r"(?:to (?:exclude|rule[- ]out)|r/o|rule[- ]out|exclude|evaluate for|eval for|assess for)", _N, _PRE),
+    (r"rather than", _N, _PRE),
+    # a finding that something could hide is not seen: "bony overlap could obscure a nodule"
+    (r"(?:could|may|might|can|would) (?:obscure|mask|hide|conceal)", _N, _PRE),
     (r"no longer", _N, _PRE),
     (r"nor", _N, _PRE),
     (r"(?:do|does|did) not(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),
@@ -98,13 +101,17 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
     (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
     (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
-    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|concerning for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|(?:raises )?concern(?:ing)? for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:could|may|might) (?:also )?include", _U, _PRE),
     (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
     (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
     (r"(?:equivocal|consider|considered)", _U, _BOTH),
     (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
     (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
     (r"suspected", _U, _POST),
+    (r"(?:is|are) (?:a |also a )?(?:possibility|possibilities|consideration)", _U, _POST),
+    # "most XXXX": the de-identification pass removed "likely" after "most" throughout Open-i
+    (r"most XXXX", _L, _PRE),
     (r"\?(?=\w)", _U, _PRE),
     (r"\?", _U, _POST),
     # scope termination
@@ -172,10 +179,10 @@ ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attri
 _ATTRIBUTION_RE = re.compile(
     r"\b(?:compatible|consistent|concordant) with\b|\b(?:likely|probably|probable|presumably|"
     r"represent(?:s|ing)?|reflect(?:s|ing)?|suggest(?:s|ing|ive of)|favou?r(?:s|ed|ing)?|"
-    r"due to|secondary to|related to|from|versus|vs|or|and/or)\b|/|\bXXXX\b",
+    r"due to|secondary to|related to|from)\b|\bXXXX\b",
     re.IGNORECASE,
 )
-_ALTERNATIVE_RE = re.compile(r"\s*(?:/|or|and/or|versus|vs\.?)\s*", re.IGNORECASE)
+_ALTERNATIVE_RE = re.compile(r"/|\b(?:or|versus|vs|and|with)\b", re.IGNORECASE)
 _PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
 
 
@@ -233,9 +240,10 @@ def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[M
     """Drop loose descriptors that their sentence attributes to another label's finding.
 
     "Airspace opacities compatible with discoid atelectasis", "basilar airspace disease, likely
-    atelectasis", "atelectasis/airspace disease": the opacity is the atelectasis, so it is not
-    also suggested as pneumonia. A specific finding joined by "and"/"with" is a second finding
-    and leaves the descriptor alone ("airspace disease and effusion").
+    atelectasis": the opacity is the atelectasis, so it is not also suggested as pneumonia. A
+    finding joined by "and"/"with" is a second finding, and one joined by "or"/"versus" is an
+    alternative; both leave the descriptor alone ("airspace disease and effusion", "may
+    represent atelectasis or aspiration").
     """
     specific = [m for m in mentions if m.certainty is not None and not m.nonspecific]
     if not specific:
@@ -252,11 +260,14 @@ def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[M
 
 
 def _attributes(report: str, descriptor: Mention, finding: Mention) -> bool:
-    if finding.start >= descriptor.end:
-        gap = report[descriptor.end : finding.start]
-        return len(gap.split()) <= ATTRIBUTION_WINDOW and _ATTRIBUTION_RE.search(gap) is not None
-    gap = report[finding.end : descriptor.start]
-    return len(gap.split()) <= 2 and _ALTERNATIVE_RE.fullmatch(gap) is not None
+    if finding.start < descriptor.end:
+        return False
+    gap = report[descriptor.end : finding.start]
+    return (
+        len(gap.split()) <= ATTRIBUTION_WINDOW
+        and _ATTRIBUTION_RE.search(gap) is not None
+        and _ALTERNATIVE_RE.search(gap) is None
+    )
 
 
 def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
@@ -395,6 +406,11 @@ def assess_mention(
     before = _nearest_pre(report, start, sentence, triggers)
     after = _nearest_post(report, end, sentence, triggers)
     polarities = {t.polarity for t in (before, after) if t is not None}
+    if before is not None and before.polarity is Polarity.PROBABLE:
+        # "question of atelectasis versus infiltrate": the weaker hedge governs the whole pair
+        outer = _nearest_pre(report, before.start, sentence, triggers)
+        if outer is not None and outer.polarity is Polarity.UNCERTAIN:
+            polarities.add(outer.polarity)
     if Polarity.NEGATED in polarities:
         return None, 0.0
     if Polarity.UNCERTAIN in polarities:
