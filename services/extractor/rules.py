@@ -40,6 +40,7 @@ class Polarity(Enum):
     NEGATED = "negated"
     UNCERTAIN = "uncertain"  # a weak hedge: "possible", "may represent", "cannot exclude"
     PROBABLE = "probable"  # a committing hedge: "probable", "likely", "A versus B", "borderline"
+    HISTORICAL = "historical"  # "history of": the patient's past, not this image; a short scope
     PSEUDO = "pseudo"  # contains a trigger ("no change in", "to suggest") but is none: skipped
     TERMINATION = "termination"  # ends a trigger's scope ("but", "however", ";")
 
@@ -77,6 +78,7 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"resolved", _N, _BOTH),
     (r"(?:to (?:exclude|rule[- ]out)|r/o|rule[- ]out|exclude|evaluate for|eval for|assess for)", _N, _PRE),
     (r"rather than", _N, _PRE),
+    (r"(?:(?:a |known |prior |previous )?history|hx) of", Polarity.HISTORICAL, _PRE),
     # a finding that something could hide is not seen: "bony overlap could obscure a nodule"
     (r"(?:could|may|might|can|would) (?:obscure|mask|hide|conceal)", _N, _PRE),
     (r"no longer", _N, _PRE),
@@ -101,14 +103,15 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
     (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
     (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
-    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|(?:raises )?concern(?:ing)? for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|(?:raises )?concern(?:ing)? for|worrisome for)", _U, _PRE),
+    (r"suspect(?:ed)?", _U, _BOTH),
     (r"(?:could|may|might) (?:also )?include", _U, _PRE),
     (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
+    (r"most (?:suggestive of|suggesting)", _L, _PRE),
     (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
     (r"(?:equivocal|consider|considered)", _U, _BOTH),
     (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
     (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
-    (r"suspected", _U, _POST),
     (r"(?:is|are) (?:a |also a )?(?:possibility|possibilities|consideration)", _U, _POST),
     # "most XXXX": the de-identification pass removed "likely" after "most" throughout Open-i
     (r"most XXXX", _L, _PRE),
@@ -123,7 +126,9 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
 PRE_WINDOW = 8  # words between a pre-trigger and the mention (fits "no A, B, or C")
 LIST_WINDOW = 24  # ... or further, when everything between is a list of findings
 POST_WINDOW = 5  # words between the mention and a post-trigger
+HISTORY_WINDOW = 4  # words between "history of" and the mention, within one clause
 
+_RANK = {Certainty.PRESENT: 2, Certainty.UNCERTAIN: 1, None: 0}
 # how firmly a mention is asserted (Finding.confidence): the mapper's suggestion confidence
 PRESENT_CONFIDENCE = 0.95
 PROBABLE_CONFIDENCE = 0.8
@@ -162,6 +167,7 @@ _LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
 
 _NEGATED_MENTION_RE = re.compile(r"\b(?:not|no|without)\b", re.IGNORECASE)
+_HEDGED_MENTION_RE = re.compile(r"\bborderline\b", re.IGNORECASE)
 _CLAUSE_BREAK_RE = re.compile(r"[,;:()]|\b(?:with|but|however|which|w/)\b", re.IGNORECASE)
 _SIDE_RE = re.compile(
     r"\b(?:(?i:left|lt|right|rt|bilateral(?:ly)?|bibasilar|bibasal|biapical|both|b/l)|L|R)\b"
@@ -271,14 +277,24 @@ def _attributes(report: str, descriptor: Mention, finding: Mention) -> bool:
 
 
 def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
-    """The most confident mentions of each label, one per sentence; negated ones never count."""
-    best: dict[str, float] = {}
+    """Per label, the mentions of the strongest certainty and the most confident ones.
+
+    Positive beats uncertain (one firm mention settles the flag), and the most confident
+    mention is kept too, so the suggestion's confidence is the firmest assertion: in "airspace
+    opacity concerning for pneumonia" the opacity is firm but loose, the pneumonia hedged.
+    Negated mentions never count; one mention per label, sentence and certainty.
+    """
+    best_rank: dict[str, int] = {}
+    best_confidence: dict[str, float] = {}
     for m in mentions:
-        best[m.label.id] = max(best.get(m.label.id, 0.0), m.confidence)
-    kept: dict[tuple[str, tuple[int, int]], Mention] = {}
-    for m in mentions:
-        if m.confidence and m.confidence == best[m.label.id]:
-            kept.setdefault((m.label.id, m.sentence), m)
+        best_rank[m.label.id] = max(best_rank.get(m.label.id, 0), _RANK[m.certainty])
+        best_confidence[m.label.id] = max(best_confidence.get(m.label.id, 0.0), m.confidence)
+    kept: dict[tuple[str, tuple[int, int], Certainty], Mention] = {}
+    for m in sorted(mentions, key=lambda m: -m.confidence):
+        if m.certainty is None:
+            continue
+        if _RANK[m.certainty] == best_rank[m.label.id] or m.confidence == best_confidence[m.label.id]:
+            kept.setdefault((m.label.id, m.sentence, m.certainty), m)
     return list(kept.values())
 
 
@@ -403,6 +419,7 @@ def assess_mention(
     """Certainty of one mention (None: negated) and how firmly it is asserted (0 when negated)."""
     if _NEGATED_MENTION_RE.search(report, start, end):
         return None, 0.0  # "heart is not enlarged" matched "heart ... enlarged"
+    hedged_inside = _HEDGED_MENTION_RE.search(report, start, end) is not None  # "borderline heart size"
     before = _nearest_pre(report, start, sentence, triggers)
     after = _nearest_post(report, end, sentence, triggers)
     polarities = {t.polarity for t in (before, after) if t is not None}
@@ -411,11 +428,11 @@ def assess_mention(
         outer = _nearest_pre(report, before.start, sentence, triggers)
         if outer is not None and outer.polarity is Polarity.UNCERTAIN:
             polarities.add(outer.polarity)
-    if Polarity.NEGATED in polarities:
+    if Polarity.NEGATED in polarities or Polarity.HISTORICAL in polarities:
         return None, 0.0
     if Polarity.UNCERTAIN in polarities:
         return Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE
-    if Polarity.PROBABLE in polarities:
+    if Polarity.PROBABLE in polarities or hedged_inside:
         return Certainty.UNCERTAIN, PROBABLE_CONFIDENCE
     return Certainty.PRESENT, PRESENT_CONFIDENCE
 
@@ -436,6 +453,10 @@ def _nearest_pre(
         if t.polarity is Polarity.TERMINATION or t.direction is Direction.POST:
             return None
         words = len(_WORD_RE.findall(report, t.end, start))
+        if t.polarity is Polarity.HISTORICAL:
+            # "history of lung cancer" is not a finding; "history of cancer, new nodule" is
+            gap = report[t.end : start]
+            return t if words <= HISTORY_WINDOW and not _CLAUSE_BREAK_RE.search(gap) else None
         if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(report[t.end : start])):
             return None
         return t
