@@ -82,8 +82,8 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     # a finding that something could hide is not seen: "bony overlap could obscure a nodule"
     (r"(?:could|may|might|can|would) (?:obscure|mask|hide|conceal)", _N, _PRE),
     (r"no longer", _N, _PRE),
-    (r"nor", _N, _PRE),
-    (r"(?:do|does|did) not(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),
+    (r"(?:neither|nor)", _N, _PRE),
+    (r"(?:do|does|did) ?n[o']t(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),
     (r"(?:evaluation|assessment) for", _N, _PRE),
     (r"(?:is |are )?(?:unlikely|less likely|not likely)", _N, _BOTH),
     # negation after the mention
@@ -183,12 +183,17 @@ ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attri
 # "opacity compatible with / consistent with / likely / representing ... atelectasis"; `XXXX` is a
 # de-identification gap, which in real reports most often stands where "likely" was
 _ATTRIBUTION_RE = re.compile(
-    r"\b(?:compatible|consistent|concordant) with\b|\b(?:likely|probably|probable|presumably|"
+    r"\b(?:compatible|consistent|concordant|in keeping) with\b|\battributable to\b|\b(?:likely|probably|probable|presumably|"
     r"represent(?:s|ing)?|reflect(?:s|ing)?|suggest(?:s|ing|ive of)|favou?r(?:s|ed|ing)?|"
     r"due to|secondary to|related to|from)\b|\bXXXX\b",
     re.IGNORECASE,
 )
-_ALTERNATIVE_RE = re.compile(r"/|\b(?:or|versus|vs|and|with)\b", re.IGNORECASE)
+_ALTERNATIVE_RE = re.compile(
+    r"/|\b(?:or|versus|vs|and)\b|(?<!compatible )(?<!consistent )(?<!concordant )(?<!keeping )\bwith\b",
+    re.IGNORECASE,
+)
+# after a comma, a verb or a new subject starts a clause that a negation before it does not reach
+_NEW_CLAUSE_RE = re.compile(r"\b(?:the|this|these|it)\b", re.IGNORECASE)
 _PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
 
 
@@ -243,10 +248,11 @@ def _label_mentions(
 
 
 def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[Mention]:
-    """Drop loose descriptors that their sentence attributes to another label's finding.
+    """Drop loose descriptors that their sentence attributes to a specific finding.
 
     "Airspace opacities compatible with discoid atelectasis", "basilar airspace disease, likely
-    atelectasis": the opacity is the atelectasis, so it is not also suggested as pneumonia. A
+    atelectasis": the opacity is the atelectasis, so it is not also suggested as pneumonia; and
+    in "costophrenic blunting may represent a small effusion" the effusion is only possible. A
     finding joined by "and"/"with" is a second finding, and one joined by "or"/"versus" is an
     alternative; both leave the descriptor alone ("airspace disease and effusion", "may
     represent atelectasis or aspiration").
@@ -257,7 +263,7 @@ def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[M
     kept = []
     for m in mentions:
         if m.nonspecific and any(
-            other.label.id != m.label.id and other.sentence == m.sentence and _attributes(report, m, other)
+            other.sentence == m.sentence and _attributes(report, m, other)
             for other in specific
         ):
             continue
@@ -452,12 +458,14 @@ def _nearest_pre(
             continue  # after (or overlapping) the mention, or only looks like a trigger
         if t.polarity is Polarity.TERMINATION or t.direction is Direction.POST:
             return None
-        words = len(_WORD_RE.findall(report, t.end, start))
+        gap = report[t.end : start]
+        words = len(gap.split())
         if t.polarity is Polarity.HISTORICAL:
             # "history of lung cancer" is not a finding; "history of cancer, new nodule" is
-            gap = report[t.end : start]
             return t if words <= HISTORY_WINDOW and not _CLAUSE_BREAK_RE.search(gap) else None
-        if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(report[t.end : start])):
+        if "," in gap and (_CLAUSE_VERB_RE.search(gap) or _NEW_CLAUSE_RE.search(gap.rsplit(",", 1)[1])):
+            return None  # "no effusion, the heart is enlarged": a new clause after the comma
+        if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(gap)):
             return None
         return t
     return None
