@@ -81,6 +81,8 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:(?:a |known |prior |previous )?history|hx) of", Polarity.HISTORICAL, _PRE),
     # a finding that something could hide is not seen: "bony overlap could obscure a nodule"
     (r"(?:could|may|might|can|would) (?:obscure|mask|hide|conceal)", _N, _PRE),
+    # a look-alike: "skin fold simulating a pneumothorax", "nipple shadow mimicking a nodule"
+    (r"(?:mimic(?:s|king)?|simulat(?:es?|ing)|pseudo)", _N, _PRE),
     (r"no longer", _N, _PRE),
     (r"(?:neither|nor)", _N, _PRE),
     (r"(?:do|does|did) ?n[o']t(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),

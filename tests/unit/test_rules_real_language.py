@@ -198,6 +198,20 @@ def test_history_and_hypotheticals_are_not_findings(report):
     assert labels(report) == set()
 
 
+@pytest.mark.parametrize(
+    "report",
+    ["Skin fold simulating a right pneumothorax.", "Nipple shadow mimicking a nodule at the left base."],
+)
+def test_a_look_alike_is_not_the_finding_it_resembles(report):
+    assert labels(report) == set()
+
+
+def test_a_blunted_angle_is_a_loose_effusion_sign():
+    assert graded("The left costophrenic angle is blunted.") == {
+        "pleural_effusion": (Certainty.PRESENT, NONSPECIFIC_CONFIDENCE)
+    }
+
+
 def test_a_new_finding_after_the_history_clause_is_kept():
     assert labels("History of breast cancer, new 1 cm nodule in the right upper lobe.") == {"lung_nodule_mass"}
 
