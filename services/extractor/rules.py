@@ -165,6 +165,7 @@ _SKIPPED_SECTIONS = frozenset({
 })
 _HEADER_RE = re.compile(r"(?:^|(?<=[.\n]))[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)", re.M)
 _ABBREVIATIONS = frozenset("approx dr vs e.g i.e etc mr mrs ms st no fig cf incl resp pt".split())
+_RUN_ON_RE = re.compile(r"[a-z]{3}\.[A-Z]")  # "apex.There": a word of 3+ lowercase letters
 _LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
 
@@ -369,7 +370,8 @@ def _split_region(report: str, start: int, end: int) -> list[tuple[int, int]]:
 
 def _ends_sentence(report: str, region_start: int, i: int, end: int) -> bool:
     if i + 1 < end and not report[i + 1].isspace():
-        return False  # "4.5 cm", "e.g", "?PNA"
+        # "4.5 cm", "e.g", "?PNA" go on; a typed-together "lung apex.There are" is two sentences
+        return report[i] == "." and _RUN_ON_RE.match(report, max(region_start, i - 3), i + 2) is not None
     if report[i] != ".":
         return True
     before = report[max(region_start, i - 12) : i]

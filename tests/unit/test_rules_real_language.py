@@ -251,3 +251,9 @@ def test_only_findings_and_impression_sections_are_read():
         "IMPRESSION: Small right pleural effusion."
     )
     assert labels(report) == {"pleural_effusion"}
+
+
+def test_a_sentence_typed_without_a_space_after_its_full_stop_still_ends():
+    report = "No pneumothorax.Small left pleural effusion."
+    assert labels(report) == {"pleural_effusion"}
+    assert labels("Normal chest x-XXXX. No acute disease, e.g. no effusion.") == set()
