@@ -73,11 +73,16 @@ def load_openi(folder: Path) -> list[dict[str, Any]]:
     The headers matter: INDICATION and COMPARISON text is not a finding, and the labeller must
     drop it the way it would in a real report.
     """
+    gold_columns = {"filename", *(c for columns in OPENI_COLUMNS.values() for c in columns)}
     with (folder / "gold.csv").open(newline="", encoding="utf-8") as f:
-        gold = {row["filename"].removeprefix("CXR"): row for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        _require_columns(folder / "gold.csv", reader.fieldnames, gold_columns)
+        gold = {row["filename"].removeprefix("CXR"): row for row in reader}
     rows = []
     with (folder / "reports.csv").open(newline="", encoding="utf-8") as f:
-        for record in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        _require_columns(folder / "reports.csv", reader.fieldnames, {"uid", *(c for c, _ in _OPENI_SECTIONS)})
+        for record in reader:
             uid = record["uid"]
             if uid not in gold:
                 continue
@@ -93,6 +98,12 @@ def load_openi(folder: Path) -> list[dict[str, Any]]:
             ]
             rows.append({"id": f"CXR{uid}", "uid": int(uid), "report": report, "labels": labels, "uncertain": []})
     return rows
+
+
+def _require_columns(path: Path, found: list[str] | None, needed: set[str]) -> None:
+    missing = sorted(needed - set(found or ()))
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
 
 
 def predict(report: str, taxonomy: Taxonomy, min_confidence: float = 0.0) -> tuple[set[str], set[str]]:
@@ -205,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (folder / "reports.csv").is_file() or not (folder / "gold.csv").is_file():
         print(f"\nOpen-i real-report set not found at {folder}: skipped (set ${OPENI_ENV} or --openi)")
         return 0
-    openi = load_openi(folder)
+    try:
+        openi = load_openi(folder)
+    except ValueError as exc:
+        print(f"error: Open-i set at {folder} is not in the expected format: {exc}")
+        return 2
     for title, subset in (
         ("all", openi),
         ("even uids (development half)", [r for r in openi if r["uid"] % 2 == 0]),

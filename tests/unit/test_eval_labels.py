@@ -141,3 +141,13 @@ def test_the_command_prints_both_open_i_halves_when_the_set_is_there(tmp_path, c
     assert "Open-i real reports, all" in out
     assert "even uids (development half)" in out and "odd uids (held-out half)" in out
     assert "throughput on real reports" in out
+
+
+def test_an_open_i_folder_without_the_gold_columns_is_a_clear_error(tmp_path, capsys):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    (tmp_path / "openi" / "gold.csv").write_text("filename,Atelectasis\nCXR1,0\n")
+    data = tmp_path / "gold.jsonl"
+    data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": ["cardiomegaly"], "uncertain": []}\n')
+    assert main(["--data", str(data), "--openi", str(tmp_path / "openi")]) == 2
+    out = capsys.readouterr().out
+    assert "not in the expected format" in out and "missing column(s) Cardiomegaly" in out
