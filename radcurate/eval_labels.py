@@ -203,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"Open-i development set folder (default ${OPENI_ENV}, else {DEFAULT_OPENI})",
     )
     parser.add_argument("--verbose", action="store_true", help="list the misses")
+    parser.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per throughput measurement")
     args = parser.parse_args(argv)
     taxonomy = load_taxonomy()
     rows = load_rows(args.data)
     result = evaluate(rows, taxonomy)
     print(f"taxonomy {taxonomy.version}, backend rules+lexicon, data {args.data}")
     print(format_table(result))
-    print(f"throughput: {throughput(rows, taxonomy):,.0f} reports per CPU-second (one core)")
+    print(f"throughput: {throughput(rows, taxonomy, args.seconds):,.0f} reports per CPU-second (one core)")
     if args.verbose:
         _print_misses(result)
     folder = openi_dir(args.openi)
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             _print_misses(subset_result)
     every = evaluate(openi, taxonomy, OPENI_COLUMNS)["macro_f1"]
     print(f"\n(all Open-i, counting every suggestion, weakly hedged and loose ones too: macro F1 {every:.3f})")
-    print(f"throughput on real reports: {throughput(openi, taxonomy):,.0f} reports per CPU-second (one core)")
+    print(f"throughput on real reports: {throughput(openi, taxonomy, args.seconds):,.0f} reports per CPU-second (one core)")
     return 0
 
 

@@ -70,7 +70,7 @@ def test_evaluate_counts_hits_false_alarms_and_misses():
 def test_the_command_prints_the_table_and_the_misses(tmp_path, capsys):
     data = tmp_path / "gold.jsonl"
     data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": [], "uncertain": []}\n')
-    assert main(["--data", str(data), "--verbose", "--openi", str(tmp_path / "absent")]) == 0
+    assert main(["--data", str(data), "--verbose", "--openi", str(tmp_path / "absent"), "--seconds", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "macro F1" in out and "support_devices" in out and "reports per CPU-second" in out
     assert "FP cardiomegaly" in out
@@ -136,7 +136,7 @@ def test_the_command_prints_both_open_i_halves_when_the_set_is_there(tmp_path, c
     monkeypatch.setenv("RADCURATE_OPENI_DIR", str(tmp_path / "openi"))
     data = tmp_path / "gold.jsonl"
     data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": ["cardiomegaly"], "uncertain": []}\n')
-    assert main(["--data", str(data)]) == 0
+    assert main(["--data", str(data), "--seconds", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "Open-i real reports, all" in out
     assert "even uids (development half)" in out and "odd uids (held-out half)" in out
@@ -148,6 +148,6 @@ def test_an_open_i_folder_without_the_gold_columns_is_a_clear_error(tmp_path, ca
     (tmp_path / "openi" / "gold.csv").write_text("filename,Atelectasis\nCXR1,0\n")
     data = tmp_path / "gold.jsonl"
     data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": ["cardiomegaly"], "uncertain": []}\n')
-    assert main(["--data", str(data), "--openi", str(tmp_path / "openi")]) == 2
+    assert main(["--data", str(data), "--openi", str(tmp_path / "openi"), "--seconds", "0.05"]) == 2
     out = capsys.readouterr().out
     assert "not in the expected format" in out and "missing column(s) Cardiomegaly" in out
