@@ -467,8 +467,9 @@ def _nearest_pre(
         if t.polarity is Polarity.HISTORICAL:
             # "history of lung cancer" is not a finding; "history of cancer, new nodule" is
             return t if words <= HISTORY_WINDOW and not _CLAUSE_BREAK_RE.search(gap) else None
-        if "," in gap and (_CLAUSE_VERB_RE.search(gap) or _NEW_CLAUSE_RE.search(gap.rsplit(",", 1)[1])):
-            return None  # "no effusion, the heart is enlarged": a new clause after the comma
+        tail = gap.rsplit(",", 1)[1] if "," in gap else None
+        if tail is not None and (_CLAUSE_VERB_RE.search(tail) or _NEW_CLAUSE_RE.search(tail)):
+            return None  # "no effusion, the heart is enlarged": a new clause after the last comma
         if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(gap)):
             return None
         return t

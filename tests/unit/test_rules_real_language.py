@@ -46,6 +46,8 @@ def labels(report: str) -> set[str]:
         "The lungs do not demonstrate consolidation or effusion.",
         "This does not appear to be a pneumothorax.",
         "Neither effusion nor pneumothorax.",
+        "No focal consolidation, pleural effusion with loculation, or pneumothorax.",
+        "No acute fracture, XXXX, pleural effusion, or pneumothorax.",
     ],
 )
 def test_a_negation_covers_every_item_of_a_list_however_long(report):
@@ -57,6 +59,7 @@ def test_a_negation_covers_every_item_of_a_list_however_long(report):
     [
         ("No pleural effusion, the heart is moderately enlarged.", "cardiomegaly"),
         ("No pneumothorax, with a small left pleural effusion.", "pleural_effusion"),
+        ("No pneumothorax, there is a small left pleural effusion.", "pleural_effusion"),
         ("No pneumothorax; small right effusion.", "pleural_effusion"),
     ],
 )
