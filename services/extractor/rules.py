@@ -115,7 +115,7 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
     (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
     (r"(?:is|are) (?:a |also a )?(?:possibility|possibilities|consideration)", _U, _POST),
-    # "most XXXX": the de-identification pass removed "likely" after "most" throughout Open-i
+    # "most XXXX": de-identified reports (Open-i) lost the "likely" after "most" to the scrubber
     (r"most XXXX", _L, _PRE),
     (r"\?(?=\w)", _U, _PRE),
     (r"\?", _U, _POST),
@@ -186,7 +186,8 @@ ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attri
 # "opacity compatible with / consistent with / likely / representing ... atelectasis"; `XXXX` is a
 # de-identification gap, which in real reports most often stands where "likely" was
 _ATTRIBUTION_RE = re.compile(
-    r"\b(?:compatible|consistent|concordant|in keeping) with\b|\battributable to\b|\b(?:likely|probably|probable|presumably|"
+    r"\b(?:compatible|consistent|concordant|in keeping) with\b|\battributable to\b|"
+    r"\b(?:likely|probably|probable|presumably|"
     r"represent(?:s|ing)?|reflect(?:s|ing)?|suggest(?:s|ing|ive of)|favou?r(?:s|ed|ing)?|"
     r"due to|secondary to|related to|from)\b|\bXXXX\b",
     re.IGNORECASE,
