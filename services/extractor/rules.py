@@ -196,6 +196,14 @@ _ALTERNATIVE_RE = re.compile(
     r"/|\b(?:or|versus|vs|and)\b|(?<!compatible )(?<!consistent )(?<!concordant )(?<!keeping )\bwith\b",
     re.IGNORECASE,
 )
+# what a loose descriptor is often explained as instead of disease, right after the linker
+_LOOK_ALIKE_RE = re.compile(
+    r"\W*(?:(?:a|an|the|prior|previous|old|healed|chronic|overlying|benign|bilateral|"
+    r"calcified|prominent|patient's|XXXX)\W+){0,3}"
+    r"(?:nipple|granulom\w*|bone island|(?:overlying )?soft tissue|(?:epicardial )?fat\b|fat pad|"
+    r"vessels?\b|vascular|costochondral|skin fold|artifact|overlap|superimpos\w*|scar(?:ring|s)?\b)",
+    re.IGNORECASE,
+)
 # after a comma, a verb or a new subject starts a clause that a negation before it does not reach
 _NEW_CLAUSE_RE = re.compile(r"\b(?:the|this|these|it)\b", re.IGNORECASE)
 _PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
@@ -259,20 +267,32 @@ def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[M
     in "costophrenic blunting may represent a small effusion" the effusion is only possible. A
     finding joined by "and"/"with" is a second finding, and one joined by "or"/"versus" is an
     alternative; both leave the descriptor alone ("airspace disease and effusion", "may
-    represent atelectasis or aspiration").
+    represent atelectasis or aspiration"). A descriptor explained away as a look-alike
+    ("nodular opacity, likely a nipple shadow", "consistent with granulomatous disease") goes too.
     """
     specific = [m for m in mentions if m.certainty is not None and not m.nonspecific]
-    if not specific:
-        return mentions
     kept = []
     for m in mentions:
-        if m.nonspecific and any(
-            other.sentence == m.sentence and _attributes(report, m, other)
-            for other in specific
+        if m.nonspecific and (
+            _explained_as_look_alike(report, m)
+            or any(other.sentence == m.sentence and _attributes(report, m, other) for other in specific)
         ):
             continue
         kept.append(m)
     return kept
+
+
+def _explained_as_look_alike(report: str, descriptor: Mention) -> bool:
+    after = report[descriptor.end : descriptor.sentence[1]]
+    link = _ATTRIBUTION_RE.search(after)
+    if link is None or len(after[: link.start()].split()) > ATTRIBUTION_WINDOW:
+        return False
+    if _ALTERNATIVE_RE.search(after, 0, link.start()):
+        return False
+    end = link.end()
+    while chained := _ATTRIBUTION_RE.match(after, len(after) - len(after[end:].lstrip())):
+        end = chained.end()  # linkers in a row: "most likely represents a nipple shadow"
+    return _LOOK_ALIKE_RE.match(after, end) is not None
 
 
 def _attributes(report: str, descriptor: Mention, finding: Mention) -> bool:

@@ -159,6 +159,23 @@ def test_nodular_opacities_and_lesions_are_loose_nodule_descriptors(report, expe
     assert graded(report) == {"lung_nodule_mass": (Certainty.PRESENT, expected)}
 
 
+@pytest.mark.parametrize(
+    "report",
+    [
+        "A 6 mm nodular opacity over the left lower chest most likely represents a nipple shadow.",
+        "Small nodular densities consistent with old granulomatous disease.",
+        "Left basilar airspace opacity, likely overlying soft tissue.",
+        "Right apical airspace disease, probably scarring.",
+    ],
+)
+def test_a_descriptor_explained_as_a_look_alike_is_dropped(report):
+    assert labels(report) == set()
+
+
+def test_a_descriptor_whose_explanation_is_disease_is_kept():
+    assert labels("Nodular opacity in the right upper lobe, likely a pulmonary nodule.") == {"lung_nodule_mass"}
+
+
 def test_a_lucent_rib_lesion_is_not_a_lung_nodule():
     assert "lung_nodule_mass" not in labels("Lucent lesion in the right sixth rib, unchanged.")
 
