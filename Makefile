@@ -41,7 +41,7 @@ e2e: setup
 bench: setup  ## speed, measured: prints figures and ratios to the targets
 	$(PY) bench/run_all.py
 
-eval-labels: setup  ## accuracy of the offline report labeller on the hand-labelled gold set
+eval-labels: setup  ## accuracy of the offline report labeller: hand-labelled gold set + real Open-i reports (RADCURATE_OPENI_DIR)
 	$(PY) -m radcurate.eval_labels
 
 up: setup

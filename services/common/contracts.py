@@ -127,6 +127,9 @@ class Finding(BaseModel):
     evidence_start: int = 0  # character span of the evidence in the report
     evidence_end: int = 0
     label_hint: str | None = None  # the taxonomy label the extractor matched, if any
+    # how firmly the report asserts it, 0-1, when the extractor grades hedges ("probable" above
+    # "possible") and loose descriptors ("airspace opacity" for pneumonia); None: not graded
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class SuggestedLabel(BaseModel):

@@ -4,8 +4,9 @@ A taxonomy is the contract between report understanding, review and release: eve
 label must be one of its ids, and its `version` is recorded with every suggestion so a benchmark
 can always say which label definitions it was curated against.
 
-Each label carries mention phrases (`synonyms`) and look-alike phrases that must not trigger it
-(`exclusions`). The phrase syntax is documented at the top of `taxonomies/cxr.yaml`; it is
+Each label carries mention phrases (`synonyms`), descriptors that name it only loosely
+(`nonspecific`: "airspace opacity" may be pneumonia, atelectasis or edema) and look-alike phrases
+that must not trigger it (`exclusions`). The phrase syntax is documented at the top of `taxonomies/cxr.yaml`; it is
 compiled here once so that every backend (rule extractor, lexicon mapper) reads phrases the same
 way. Protocol-specific structure a label list cannot express (e.g. lumbar conditions x levels x
 grades) goes in the free-form `extra` mapping of the taxonomy or of a label.
@@ -59,11 +60,21 @@ class LabelDef:
     definition: str
     synonyms: tuple[str, ...]
     exclusions: tuple[str, ...] = ()
+    nonspecific: tuple[str, ...] = ()  # descriptors that name the label loosely; also mentions
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @cached_property
     def mention_pattern(self) -> re.Pattern[str] | None:
-        return compile_phrases(self.synonyms)
+        return compile_phrases(self.synonyms + self.nonspecific)
+
+    @cached_property
+    def nonspecific_pattern(self) -> re.Pattern[str] | None:
+        return compile_phrases(self.nonspecific)
+
+    def is_nonspecific(self, text: str, start: int, end: int) -> bool:
+        """Whether the mention text[start:end] is one of the label's loose descriptors."""
+        pattern = self.nonspecific_pattern
+        return pattern is not None and pattern.fullmatch(text, start, end) is not None
 
     @cached_property
     def exclusion_pattern(self) -> re.Pattern[str] | None:
@@ -172,6 +183,7 @@ def _parse_label(item: Any, where: str) -> LabelDef:
         definition=str(item.get("definition") or ""),
         synonyms=_phrases(item, "synonyms", where),
         exclusions=_phrases(item, "exclusions", where),
+        nonspecific=_phrases(item, "nonspecific", where),
         extra=MappingProxyType(extra),
     )
 

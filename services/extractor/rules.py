@@ -7,13 +7,20 @@ is unavailable. The steps follow the CheXpert labeler:
 1. drop sections that describe the request rather than the image (indication, history,
    comparison, technique) and split the rest into sentences, keeping character spans;
 2. find label mentions with the taxonomy's synonym phrases (minus its exclusion phrases);
-3. classify each mention as negated, uncertain or positive from the nearest trigger phrase before
-   it and after it in the same clause (NegEx-style scope, ended by "but", "however", ";", ...);
-4. per label, keep the mentions of the strongest certainty: positive > uncertain > negated, and
-   drop the label when only negated mentions remain (negated == absent).
+3. classify each mention as negated, possible, probable or positive from the nearest trigger
+   phrase before it and after it in the same clause (NegEx-style scope, ended by "but", "however",
+   ";", ...). A negation's scope runs over a whole list of findings ("No focal consolidation,
+   suspicious pulmonary opacity, large pleural effusion, or pneumothorax is identified");
+4. drop loose descriptors the sentence attributes to another label ("airspace opacities
+   compatible with discoid atelectasis" is atelectasis, not pneumonia);
+5. per label, keep the mentions of the highest confidence: positive > probable > possible >
+   negated, and drop the label when only negated mentions remain (negated == absent).
 
-Stability wording ("unchanged", "stable", "no change in") never negates: a stable finding is
-still present. Report text is only ever matched, never obeyed.
+Hedges come in two strengths, as radiologists use them: "probable", "likely", "A versus B" and
+"borderline" commit to the finding; "possible", "may represent", "cannot exclude" and "question of"
+do not. Both are flagged uncertain; the confidence tells them apart. Stability wording
+("unchanged", "stable", "no change in") never negates: a stable finding is still present. Report
+text is only ever matched, never obeyed.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ class Polarity(Enum):
     """What a trigger phrase does to a mention in its scope."""
 
     NEGATED = "negated"
-    UNCERTAIN = "uncertain"
+    UNCERTAIN = "uncertain"  # a weak hedge: "possible", "may represent", "cannot exclude"
+    PROBABLE = "probable"  # a committing hedge: "probable", "likely", "A versus B", "borderline"
+    HISTORICAL = "historical"  # "history of": the patient's past, not this image; a short scope
     PSEUDO = "pseudo"  # contains a trigger ("no change in", "to suggest") but is none: skipped
     TERMINATION = "termination"  # ends a trigger's scope ("but", "however", ";")
 
@@ -44,7 +53,9 @@ class Direction(Enum):
     BOTH = "both"
 
 
-_N, _U, _P, _T = Polarity.NEGATED, Polarity.UNCERTAIN, Polarity.PSEUDO, Polarity.TERMINATION
+_N, _U, _L, _P, _T = (
+    Polarity.NEGATED, Polarity.UNCERTAIN, Polarity.PROBABLE, Polarity.PSEUDO, Polarity.TERMINATION
+)
 _PRE, _POST, _BOTH = Direction.PRE, Direction.POST, Direction.BOTH
 
 # (regex, polarity, direction). Order does not matter: longer patterns are tried first.
@@ -65,8 +76,17 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"absence of", _N, _PRE),
     (r"(?:interval |near[- ]complete |complete )?(?:resolution|removal|clearing) of", _N, _PRE),
     (r"resolved", _N, _BOTH),
-    (r"(?:to (?:exclude|rule out)|r/o|rule out|evaluate for|eval for|assess for)", _N, _PRE),
+    (r"(?:to (?:exclude|rule[- ]out)|r/o|rule[- ]out|exclude|evaluate for|eval for|assess for)", _N, _PRE),
+    (r"rather than", _N, _PRE),
+    (r"(?:(?:a |known |prior |previous )?history|hx) of", Polarity.HISTORICAL, _PRE),
+    # a finding that something could hide is not seen: "bony overlap could obscure a nodule"
+    (r"(?:could|may|might|can|would) (?:obscure|mask|hide|conceal)", _N, _PRE),
+    # a look-alike: "skin fold simulating a pneumothorax", "nipple shadow mimicking a nodule"
+    (r"(?:mimic(?:s|king)?|simulat(?:es?|ing)|pseudo)", _N, _PRE),
     (r"no longer", _N, _PRE),
+    (r"(?:neither|nor)", _N, _PRE),
+    (r"(?:do|does|did) ?n[o']t(?: (?:appear to (?:be|have|represent)|demonstrate|show|reveal|identify))?", _N, _PRE),
+    (r"(?:evaluation|assessment) for", _N, _PRE),
     (r"(?:is |are )?(?:unlikely|less likely|not likely)", _N, _BOTH),
     # negation after the mention
     (r"(?:is |are |was |were )?(?:not|no longer) (?:clearly |definitely |well )?"
@@ -78,15 +98,25 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:is |are )?within normal limits", _N, _POST),
     (r"(?:is|are) normal", _N, _POST),
     # uncertainty before the mention
-    (r"(?:possible|possibly|probable|probably|likely|most likely|presumed|presumably)", _U, _PRE),
+    (r"(?:possible|possibly)", _U, _PRE),
+    (r"(?:(?:is|are) (?:also )?)?(?:probable|probably|likely|most likely|presumed|presumably)", _L, _BOTH),
+    (r"(?:favou?red|favou?ring)", _L, _PRE),
+    (r"(?:favou?red|felt|thought) to (?:represent|be|reflect)", _L, _PRE),
     (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
     (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
     (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
-    (r"(?:questionable|question of|suspicious (?:for|of)|concerning for|worrisome for|suspect(?:ed)?)", _U, _PRE),
+    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|(?:raises )?concern(?:ing)? for|worrisome for)", _U, _PRE),
+    (r"suspect(?:ed)?", _U, _BOTH),
+    (r"(?:could|may|might) (?:also )?include", _U, _PRE),
     (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
+    (r"most (?:suggestive of|suggesting)", _L, _PRE),
     (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
-    (r"(?:borderline|equivocal|consider|considered|versus|vs\.?)", _U, _BOTH),
-    (r"(?:is|are) (?:also )?(?:likely|possible|suspected|questioned|a consideration|considered)", _U, _POST),
+    (r"(?:equivocal|consider|considered)", _U, _BOTH),
+    (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
+    (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
+    (r"(?:is|are) (?:a |also a )?(?:possibility|possibilities|consideration)", _U, _POST),
+    # "most XXXX": de-identified reports (Open-i) lost the "likely" after "most" to the scrubber
+    (r"most XXXX", _L, _PRE),
     (r"\?(?=\w)", _U, _PRE),
     (r"\?", _U, _POST),
     # scope termination
@@ -96,8 +126,16 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
 )
 
 PRE_WINDOW = 8  # words between a pre-trigger and the mention (fits "no A, B, or C")
+LIST_WINDOW = 24  # ... or further, when everything between is a list of findings
 POST_WINDOW = 5  # words between the mention and a post-trigger
+HISTORY_WINDOW = 4  # words between "history of" and the mention, within one clause
+
 _RANK = {Certainty.PRESENT: 2, Certainty.UNCERTAIN: 1, None: 0}
+# how firmly a mention is asserted (Finding.confidence): the mapper's suggestion confidence
+PRESENT_CONFIDENCE = 0.95
+PROBABLE_CONFIDENCE = 0.8
+POSSIBLE_CONFIDENCE = 0.6
+NONSPECIFIC_CONFIDENCE = 0.5  # a loose descriptor, however firmly stated
 
 
 def _compile_triggers() -> tuple[re.Pattern[str], list[tuple[Polarity, Direction]]]:
@@ -127,15 +165,47 @@ _SKIPPED_SECTIONS = frozenset({
 })
 _HEADER_RE = re.compile(r"(?:^|(?<=[.\n]))[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)", re.M)
 _ABBREVIATIONS = frozenset("approx dr vs e.g i.e etc mr mrs ms st no fig cf incl resp pt".split())
+_RUN_ON_RE = re.compile(r"[a-z]{3}\.[A-Z]")  # "apex.There": a word of 3+ lowercase letters
 _LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
 
 _NEGATED_MENTION_RE = re.compile(r"\b(?:not|no|without)\b", re.IGNORECASE)
+_HEDGED_MENTION_RE = re.compile(r"\bborderline\b", re.IGNORECASE)
 _CLAUSE_BREAK_RE = re.compile(r"[,;:()]|\b(?:with|but|however|which|w/)\b", re.IGNORECASE)
 _SIDE_RE = re.compile(
     r"\b(?:(?i:left|lt|right|rt|bilateral(?:ly)?|bibasilar|bibasal|biapical|both|b/l)|L|R)\b"
 )
 _WORD_RE = re.compile(r"\S+")
+_LIST_JOINER_RE = re.compile(r",|\b(?:or|nor|and/or)\b", re.IGNORECASE)
+# a verb or a new subject between a negation and a mention ends the negated list
+_CLAUSE_VERB_RE = re.compile(
+    r"\b(?:is|are|was|were|has|have|had|there|which|with|shows?|demonstrates?|seen|noted|present)\b",
+    re.IGNORECASE,
+)
+ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attributed to
+# "opacity compatible with / consistent with / likely / representing ... atelectasis"; `XXXX` is a
+# de-identification gap, which in real reports most often stands where "likely" was
+_ATTRIBUTION_RE = re.compile(
+    r"\b(?:compatible|consistent|concordant|in keeping) with\b|\battributable to\b|"
+    r"\b(?:likely|probably|probable|presumably|"
+    r"represent(?:s|ing)?|reflect(?:s|ing)?|suggest(?:s|ing|ive of)|favou?r(?:s|ed|ing)?|"
+    r"due to|secondary to|related to|from)\b|\bXXXX\b",
+    re.IGNORECASE,
+)
+_ALTERNATIVE_RE = re.compile(
+    r"/|\b(?:or|versus|vs|and)\b|(?<!compatible )(?<!consistent )(?<!concordant )(?<!keeping )\bwith\b",
+    re.IGNORECASE,
+)
+# what a loose descriptor is often explained as instead of disease, right after the linker
+_LOOK_ALIKE_RE = re.compile(
+    r"\W*(?:(?:a|an|the|prior|previous|old|healed|chronic|overlying|benign|bilateral|"
+    r"calcified|prominent|patient's|XXXX)\W+){0,3}"
+    r"(?:nipple|granulom\w*|bone island|(?:overlying )?soft tissue|(?:epicardial )?fat\b|fat pad|"
+    r"vessels?\b|vascular|costochondral|skin fold|artifact|overlap|superimpos\w*|scar(?:ring|s)?\b)",
+    re.IGNORECASE,
+)
+# after a comma, a verb or a new subject starts a clause that a negation before it does not reach
+_NEW_CLAUSE_RE = re.compile(r"\b(?:the|this|these|it)\b", re.IGNORECASE)
 _PLURAL_VERB_RE = re.compile(r"(?:have|are|were)\b", re.IGNORECASE)
 
 
@@ -154,6 +224,8 @@ class Mention:
     end: int
     sentence: tuple[int, int]
     certainty: Certainty | None  # None: negated
+    confidence: float = 0.0  # 0 when negated
+    nonspecific: bool = False  # a loose descriptor ("airspace opacity")
 
 
 def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
@@ -165,7 +237,7 @@ def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
     mentions: list[Mention] = []
     for label in taxonomy.labels:
         mentions.extend(_label_mentions(report, label, sentences, triggers))
-    kept = _strongest_per_label(mentions)
+    kept = _strongest_per_label(_drop_attributed_descriptors(report, mentions))
     return [_to_finding(report, m) for m in sorted(kept, key=lambda m: (m.start, m.label.id))]
 
 
@@ -179,21 +251,80 @@ def _label_mentions(
         if index < 0 or end > sentences[index][1]:
             continue  # inside a skipped section, or straddling two sentences
         sentence = sentences[index]
-        certainty = classify_mention(report, start, end, sentence, triggers)
-        found.append(Mention(label, start, end, sentence, certainty))
+        certainty, confidence = assess_mention(report, start, end, sentence, triggers)
+        nonspecific = label.is_nonspecific(report, start, end)
+        if nonspecific and certainty is not None:
+            confidence = min(confidence, NONSPECIFIC_CONFIDENCE)
+        found.append(Mention(label, start, end, sentence, certainty, confidence, nonspecific))
     return found
 
 
+def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[Mention]:
+    """Drop loose descriptors that their sentence attributes to a specific finding.
+
+    "Airspace opacities compatible with discoid atelectasis", "basilar airspace disease, likely
+    atelectasis": the opacity is the atelectasis, so it is not also suggested as pneumonia; and
+    in "costophrenic blunting may represent a small effusion" the effusion is only possible. A
+    finding joined by "and"/"with" is a second finding, and one joined by "or"/"versus" is an
+    alternative; both leave the descriptor alone ("airspace disease and effusion", "may
+    represent atelectasis or aspiration"). A descriptor explained away as a look-alike
+    ("nodular opacity, likely a nipple shadow", "consistent with granulomatous disease") goes too.
+    """
+    specific = [m for m in mentions if m.certainty is not None and not m.nonspecific]
+    kept = []
+    for m in mentions:
+        if m.nonspecific and (
+            _explained_as_look_alike(report, m)
+            or any(other.sentence == m.sentence and _attributes(report, m, other) for other in specific)
+        ):
+            continue
+        kept.append(m)
+    return kept
+
+
+def _explained_as_look_alike(report: str, descriptor: Mention) -> bool:
+    after = report[descriptor.end : descriptor.sentence[1]]
+    link = _ATTRIBUTION_RE.search(after)
+    if link is None or len(after[: link.start()].split()) > ATTRIBUTION_WINDOW:
+        return False
+    if _ALTERNATIVE_RE.search(after, 0, link.start()):
+        return False
+    end = link.end()
+    while chained := _ATTRIBUTION_RE.match(after, len(after) - len(after[end:].lstrip())):
+        end = chained.end()  # linkers in a row: "most likely represents a nipple shadow"
+    return _LOOK_ALIKE_RE.match(after, end) is not None
+
+
+def _attributes(report: str, descriptor: Mention, finding: Mention) -> bool:
+    if finding.start < descriptor.end:
+        return False
+    gap = report[descriptor.end : finding.start]
+    return (
+        len(gap.split()) <= ATTRIBUTION_WINDOW
+        and _ATTRIBUTION_RE.search(gap) is not None
+        and _ALTERNATIVE_RE.search(gap) is None
+    )
+
+
 def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
-    """Positive beats uncertain beats negated; keep one mention per label and sentence."""
-    best: dict[str, int] = {}
+    """Per label, the mentions of the strongest certainty and the most confident ones.
+
+    Positive beats uncertain (one firm mention settles the flag), and the most confident
+    mention is kept too, so the suggestion's confidence is the firmest assertion: in "airspace
+    opacity concerning for pneumonia" the opacity is firm but loose, the pneumonia hedged.
+    Negated mentions never count; one mention per label, sentence and certainty.
+    """
+    best_rank: dict[str, int] = {}
+    best_confidence: dict[str, float] = {}
     for m in mentions:
-        best[m.label.id] = max(best.get(m.label.id, 0), _RANK[m.certainty])
-    kept: dict[tuple[str, tuple[int, int]], Mention] = {}
-    for m in mentions:
-        rank = _RANK[m.certainty]
-        if rank and rank == best[m.label.id]:
-            kept.setdefault((m.label.id, m.sentence), m)
+        best_rank[m.label.id] = max(best_rank.get(m.label.id, 0), _RANK[m.certainty])
+        best_confidence[m.label.id] = max(best_confidence.get(m.label.id, 0.0), m.confidence)
+    kept: dict[tuple[str, tuple[int, int], Certainty], Mention] = {}
+    for m in sorted(mentions, key=lambda m: -m.confidence):
+        if m.certainty is None:
+            continue
+        if _RANK[m.certainty] == best_rank[m.label.id] or m.confidence == best_confidence[m.label.id]:
+            kept.setdefault((m.label.id, m.sentence, m.certainty), m)
     return list(kept.values())
 
 
@@ -207,6 +338,7 @@ def _to_finding(report: str, m: Mention) -> Finding:
         evidence_start=start,
         evidence_end=end,
         label_hint=m.label.id,
+        confidence=m.confidence,
     )
 
 
@@ -259,7 +391,8 @@ def _split_region(report: str, start: int, end: int) -> list[tuple[int, int]]:
 
 def _ends_sentence(report: str, region_start: int, i: int, end: int) -> bool:
     if i + 1 < end and not report[i + 1].isspace():
-        return False  # "4.5 cm", "e.g", "?PNA"
+        # "4.5 cm", "e.g", "?PNA" go on; a typed-together "lung apex.There are" is two sentences
+        return report[i] == "." and _RUN_ON_RE.match(report, max(region_start, i - 3), i + 2) is not None
     if report[i] != ".":
         return True
     before = report[max(region_start, i - 12) : i]
@@ -308,22 +441,41 @@ def classify_mention(
     report: str, start: int, end: int, sentence: tuple[int, int], triggers: list[Trigger]
 ) -> Certainty | None:
     """Certainty of one mention, or None when it is negated (absent)."""
+    return assess_mention(report, start, end, sentence, triggers)[0]
+
+
+def assess_mention(
+    report: str, start: int, end: int, sentence: tuple[int, int], triggers: list[Trigger]
+) -> tuple[Certainty | None, float]:
+    """Certainty of one mention (None: negated) and how firmly it is asserted (0 when negated)."""
     if _NEGATED_MENTION_RE.search(report, start, end):
-        return None  # "heart is not enlarged" matched "heart ... enlarged"
+        return None, 0.0  # "heart is not enlarged" matched "heart ... enlarged"
+    hedged_inside = _HEDGED_MENTION_RE.search(report, start, end) is not None  # "borderline heart size"
     before = _nearest_pre(report, start, sentence, triggers)
     after = _nearest_post(report, end, sentence, triggers)
     polarities = {t.polarity for t in (before, after) if t is not None}
-    if Polarity.NEGATED in polarities:
-        return None
+    if before is not None and before.polarity is Polarity.PROBABLE:
+        # "question of atelectasis versus infiltrate": the weaker hedge governs the whole pair
+        outer = _nearest_pre(report, before.start, sentence, triggers)
+        if outer is not None and outer.polarity is Polarity.UNCERTAIN:
+            polarities.add(outer.polarity)
+    if Polarity.NEGATED in polarities or Polarity.HISTORICAL in polarities:
+        return None, 0.0
     if Polarity.UNCERTAIN in polarities:
-        return Certainty.UNCERTAIN
-    return Certainty.PRESENT
+        return Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE
+    if Polarity.PROBABLE in polarities or hedged_inside:
+        return Certainty.UNCERTAIN, PROBABLE_CONFIDENCE
+    return Certainty.PRESENT, PRESENT_CONFIDENCE
 
 
 def _nearest_pre(
     report: str, start: int, sentence: tuple[int, int], triggers: list[Trigger]
 ) -> Trigger | None:
-    """The closest trigger before the mention, if its forward scope reaches the mention."""
+    """The closest trigger before the mention, if its forward scope reaches the mention.
+
+    The scope is PRE_WINDOW words, or up to LIST_WINDOW over a list of findings: "no A, B, C
+    or D" negates D however long the list, but "no A; the heart is enlarged" stops at the verb.
+    """
     for t in reversed(triggers):
         if t.start < sentence[0]:
             return None
@@ -331,10 +483,23 @@ def _nearest_pre(
             continue  # after (or overlapping) the mention, or only looks like a trigger
         if t.polarity is Polarity.TERMINATION or t.direction is Direction.POST:
             return None
-        if len(_WORD_RE.findall(report, t.end, start)) > PRE_WINDOW:
+        gap = report[t.end : start]
+        words = len(gap.split())
+        if t.polarity is Polarity.HISTORICAL:
+            # "history of lung cancer" is not a finding; "history of cancer, new nodule" is
+            return t if words <= HISTORY_WINDOW and not _CLAUSE_BREAK_RE.search(gap) else None
+        tail = gap.rsplit(",", 1)[1] if "," in gap else None
+        if tail is not None and (_CLAUSE_VERB_RE.search(tail) or _NEW_CLAUSE_RE.search(tail)):
+            return None  # "no effusion, the heart is enlarged": a new clause after the last comma
+        if words > PRE_WINDOW and not (words <= LIST_WINDOW and _is_list(gap)):
             return None
         return t
     return None
+
+
+def _is_list(gap: str) -> bool:
+    """Whether the words between a trigger and a mention are the earlier items of a list."""
+    return _LIST_JOINER_RE.search(gap) is not None and _CLAUSE_VERB_RE.search(gap) is None
 
 
 def _nearest_post(

@@ -41,12 +41,22 @@ def labels_for(finding: Finding, taxonomy: Taxonomy) -> list[str]:
 
 
 def _suggest(label_id: str, findings: list[Finding]) -> SuggestedLabel:
-    """Uncertain only when every supporting finding is hedged: one firm mention settles it."""
+    """Uncertain only when every supporting finding is hedged: one firm mention settles it.
+
+    The confidence is the firmest supporting finding's: the extractor's own grade when it gives
+    one ("probable" above "possible", a loose descriptor below both), else by certainty.
+    """
     uncertain = all(f.certainty == Certainty.UNCERTAIN for f in findings)
     evidence = list(dict.fromkeys(f.evidence for f in findings if f.evidence))
     return SuggestedLabel(
         label_id=label_id,
-        confidence=UNCERTAIN_CONFIDENCE if uncertain else PRESENT_CONFIDENCE,
+        confidence=max(_confidence(f) for f in findings),
         uncertain=uncertain,
         evidence=evidence,
     )
+
+
+def _confidence(finding: Finding) -> float:
+    if finding.confidence is not None:
+        return finding.confidence
+    return UNCERTAIN_CONFIDENCE if finding.certainty == Certainty.UNCERTAIN else PRESENT_CONFIDENCE

@@ -4,7 +4,17 @@ from collections import Counter
 
 import pytest
 
-from radcurate.eval_labels import DEFAULT_DATA, evaluate, load_rows, main
+import csv
+
+from radcurate.eval_labels import (
+    DEFAULT_DATA,
+    OPENI_COLUMNS,
+    OPENI_STATED_CONFIDENCE,
+    evaluate,
+    load_openi,
+    load_rows,
+    main,
+)
 from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
@@ -60,7 +70,84 @@ def test_evaluate_counts_hits_false_alarms_and_misses():
 def test_the_command_prints_the_table_and_the_misses(tmp_path, capsys):
     data = tmp_path / "gold.jsonl"
     data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": [], "uncertain": []}\n')
-    assert main(["--data", str(data), "--verbose"]) == 0
+    assert main(["--data", str(data), "--verbose", "--openi", str(tmp_path / "absent"), "--seconds", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "macro F1" in out and "support_devices" in out and "reports per CPU-second" in out
     assert "FP cardiomegaly" in out
+    assert f"Open-i real-report set not found at {tmp_path / 'absent'}: skipped" in out
+
+
+GOLD_COLUMNS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+                "Hernia", "normal"]
+
+
+def write_openi(folder, reports):
+    """An Open-i-format folder (reports.csv + gold.csv) from (uid, findings, impression, positives)."""
+    folder.mkdir()
+    with (folder / "reports.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        for uid, findings, impression, _ in reports:
+            writer.writerow([uid, "", "", "Xray Chest PA and Lateral", "Cough, rule out pneumonia.", "None.",
+                             findings, impression])
+    with (folder / "gold.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", *GOLD_COLUMNS])
+        for uid, _, _, positives in reports:
+            writer.writerow([f"CXR{uid}", *("1" if c in positives else "0" for c in GOLD_COLUMNS)])
+
+
+OPENI_SAMPLE = [
+    (1, "Heart size normal. No focal consolidation, pleural effusion or pneumothorax.", "Normal chest.", {"normal"}),
+    (2, "Right lower lobe pneumonia. Small right pleural effusion.", "Pneumonia.", {"Pneumonia", "Effusion"}),
+    (3, "Spiculated left upper lobe mass.", "Mass, may represent pneumonia.", {"Mass"}),
+    (4, "Left basilar opacity may represent atelectasis.", "No acute disease.", set()),
+]
+
+
+def test_open_i_rows_carry_sections_and_gold_columns_mapped_onto_taxonomy_labels(tmp_path):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    rows = {row["uid"]: row for row in load_openi(tmp_path / "openi")}
+    assert rows[2]["labels"] == ["consolidation", "pleural_effusion"]
+    assert rows[3]["labels"] == ["lung_nodule_mass"]
+    assert rows[1]["labels"] == [] and rows[1]["id"] == "CXR1"
+    assert rows[1]["report"].startswith("INDICATION: Cough, rule out pneumonia.\nCOMPARISON: None.\nFINDINGS:")
+
+
+def test_open_i_is_scored_on_stated_findings_and_the_indication_is_not_one(tmp_path):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    result = evaluate(load_openi(tmp_path / "openi"), TAXONOMY, OPENI_COLUMNS, OPENI_STATED_CONFIDENCE)
+    assert list(result["per_label"]) == list(OPENI_COLUMNS)
+    # "may represent atelectasis" and "may represent pneumonia" are raised, not stated
+    assert result["per_label"]["atelectasis"]["fp"] == 0
+    assert result["per_label"]["consolidation"] == {**result["per_label"]["consolidation"], "tp": 1, "fp": 0}
+    assert result["macro_f1"] == 1.0
+
+
+def test_every_suggestion_counts_without_a_confidence_floor(tmp_path):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    result = evaluate(load_openi(tmp_path / "openi"), TAXONOMY, OPENI_COLUMNS)
+    assert result["per_label"]["atelectasis"]["fp"] == 1
+
+
+def test_the_command_prints_both_open_i_halves_when_the_set_is_there(tmp_path, capsys, monkeypatch):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    monkeypatch.setenv("RADCURATE_OPENI_DIR", str(tmp_path / "openi"))
+    data = tmp_path / "gold.jsonl"
+    data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": ["cardiomegaly"], "uncertain": []}\n')
+    assert main(["--data", str(data), "--seconds", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "Open-i real reports, all" in out
+    assert "even uids (development half)" in out and "odd uids (held-out half)" in out
+    assert "throughput on real reports" in out
+
+
+def test_an_open_i_folder_without_the_gold_columns_is_a_clear_error(tmp_path, capsys):
+    write_openi(tmp_path / "openi", OPENI_SAMPLE)
+    (tmp_path / "openi" / "gold.csv").write_text("filename,Atelectasis\nCXR1,0\n")
+    data = tmp_path / "gold.jsonl"
+    data.write_text('{"id": "x", "report": "Cardiomegaly.", "labels": ["cardiomegaly"], "uncertain": []}\n')
+    assert main(["--data", str(data), "--openi", str(tmp_path / "openi"), "--seconds", "0.05"]) == 2
+    out = capsys.readouterr().out
+    assert "not in the expected format" in out and "missing column(s) Cardiomegaly" in out

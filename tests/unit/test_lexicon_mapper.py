@@ -64,3 +64,12 @@ def test_suggested_labels_are_always_taxonomy_ids():
 
 def test_no_findings_means_no_labels():
     assert map_findings([], TAXONOMY) == ([], [])
+
+
+def test_the_confidence_is_the_firmest_graded_finding_s():
+    possible = Finding(text="effusion", label_hint="pleural_effusion", certainty=Certainty.UNCERTAIN,
+                       evidence="Possible effusion.", confidence=0.6)
+    probable = Finding(text="effusion", label_hint="pleural_effusion", certainty=Certainty.UNCERTAIN,
+                       evidence="Probable effusion.", confidence=0.8)
+    (label,), _ = map_findings([possible, probable], TAXONOMY)
+    assert (label.uncertain, label.confidence) == (True, 0.8)

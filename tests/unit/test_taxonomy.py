@@ -129,3 +129,18 @@ def test_exclusions_suppress_look_alike_mentions():
 
 def test_a_hydropneumothorax_names_both_effusion_and_pneumothorax():
     assert load_taxonomy().match_labels("right hydropneumothorax") == ["pleural_effusion", "pneumothorax"]
+
+
+def test_nonspecific_descriptors_are_mentions_the_label_knows_to_be_loose():
+    taxonomy = load_taxonomy()
+    consolidation = taxonomy.get("consolidation")
+    text = "patchy airspace opacity and lobar pneumonia"
+    spans = consolidation.mentions(text)
+    assert [text[s:e] for s, e in spans] == ["airspace opacity", "pneumonia"]
+    assert [consolidation.is_nonspecific(text, s, e) for s, e in spans] == [True, False]
+    assert taxonomy.match_labels("basilar airspace disease") == ["consolidation"]
+
+
+def test_nonspecific_must_be_a_list_of_phrases():
+    with pytest.raises(ValueError, match="'nonspecific' must be a list"):
+        parse_taxonomy("t", _raw(labels=[{"id": "a", "synonyms": ["x"], "nonspecific": "y"}]))
