@@ -125,11 +125,14 @@ def perfect_predictions(stack) -> tuple[str, list[str]]:
 async def check_evaluations(stack, api, release, tmp_path) -> None:
     evaluator = api.as_user(await api.create_user("team-a", "evaluator"))
     text, holdout = perfect_predictions(stack)
+    await check_evaluator_path(evaluator, release, text, holdout)
     resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
                                    content=text.encode(), headers={"Content-Type": "text/csv"})
     assert resp.status_code == 201, resp.text
     result = resp.json()
     assert result["status"] == "scored" and result["metrics"]["macro"]["auroc"] == 1.0
+    quota = result.pop("quota")
+    assert (quota["per_day"], quota["used"], quota["remaining"]) == (PER_DAY, 1, PER_DAY - 1)
     assert result["metrics"]["ci95"]["macro"]["auroc"] is not None
     version = f"e2e-a@{release['manifest_sha256']}"
     assert result["receipt"] == receipt(text.encode(), version, METRIC_VERSION)
@@ -141,6 +144,28 @@ async def check_evaluations(stack, api, release, tmp_path) -> None:
     cli_out = await invoke(["score", "--truth", str(tmp_path / "truth.csv"), "--pred", str(tmp_path / "pred.csv")])
     assert json.loads(cli_out.stdout)["macro"] == result["metrics"]["macro"]
     await check_refusals(evaluator, text, holdout)
+
+
+async def check_evaluator_path(evaluator, release: dict, text: str, holdout: list[str]) -> None:
+    """What is open, in which format, and a free check before any quota is spent."""
+    listed = (await evaluator.request("GET", "/api/v1/evaluations/releases")).json()
+    entry = next(r for r in listed if r["release_id"] == "e2e-a")
+    assert entry["metric"]["name"] == "macro AUROC" and entry["submission"]["row_count"] == release["holdout_count"]
+    assert entry["submission"]["columns"] == text.splitlines()[0].split(",")
+    detail = (await evaluator.request("GET", entry["links"]["self"])).json()
+    assert detail["holdout_study_ids"] == sorted(holdout)
+    example = await evaluator.request("GET", entry["links"]["example"])
+    assert example.headers["content-type"].startswith("text/csv")
+    checked = await evaluator.request("POST", entry["links"]["validate"], content=example.content,
+                                      headers={"Content-Type": "text/csv"})
+    assert checked.json()["valid"] is True and checked.json()["rows"] == len(holdout)
+    with pytest.raises(GatewayError) as err:
+        await evaluator.request("POST", entry["links"]["validate"], headers={"Content-Type": "text/csv"},
+                                content=text.replace(f"\n{holdout[0]},", "\nnot-a-study,").encode())
+    assert err.value.status == 422 and err.value.problem["quota_used"] is False
+    assert "missing holdout rows: 1" in err.value.problem["detail"] and "not in the holdout set: 1" in err.value.problem["detail"]
+    quota = (await evaluator.request("GET", "/api/v1/evaluations/quota")).json()
+    assert quota["used"] == 0 and quota["remaining"] == PER_DAY
 
 
 async def check_refusals(evaluator, text: str, holdout: list[str]) -> None:
@@ -157,9 +182,17 @@ async def check_refusals(evaluator, text: str, holdout: list[str]) -> None:
     with pytest.raises(GatewayError) as err:  # a format error is caught by the gateway and costs no quota
         await submit(text.replace("study_id,", "study,"))
     assert err.value.status == 422 and "wrong columns" in err.value.problem["detail"]
-    with pytest.raises(GatewayError) as err:
-        await submit(text)
-    assert err.value.status == 429 and err.value.problem["title"] == "Too Many Requests"
+    first = (await evaluator.request("GET", "/api/v1/evaluations")).json()[-1]
+    again = await submit(text)  # identical bytes: the first answer again, no quota spent (none is left)
+    assert again.status_code == 200 and again.json()["resubmission"] is True
+    assert again.json()["evaluation_id"] == first["evaluation_id"] and again.json()["metrics"] == first["metrics"]
+    async with httpx.AsyncClient() as raw:
+        refused = await raw.post(f"{evaluator.base_url}/api/v1/evaluations", data={"release_id": "e2e-a"},
+                                 files={"predictions": ("p.csv", text.replace("0.9", "0.8", 1).encode(), "text/csv")},
+                                 headers={"Authorization": f"Bearer {evaluator.token}"})
+    assert refused.status_code == 429 and refused.json()["title"] == "Too Many Requests"
+    assert 0 < int(refused.headers["Retry-After"]) <= 86_400
+    assert refused.json()["quota"]["remaining"] == 0
 
 
 async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_evaluation(stack, tmp_path):
