@@ -158,3 +158,21 @@ async def check_reading_session(stack, api: Gateway, data) -> None:
     # the simulated seats of those studies are already voted; the human's are not
     study_ids = tuple(a["study_id"] for a in open_reads)
     assert query(stack, "gateway", "SELECT count(*) FROM votes WHERE study_id = ANY(%s)", (list(study_ids),)) == [(10,)]
+
+
+async def test_swagger_ui_authorises_with_a_bearer_token_and_calls_the_api(stack, browser):
+    """/docs in real Chromium: Authorize with a token, then "Try it out" on GET /api/v1/me."""
+    page = await browser.new_page()
+    await page.goto(f"{stack['gateway_url']}/docs")
+    await page.click("button.authorize")
+    await page.fill(".modal-ux input", stack["admin_token"])
+    await page.click(".modal-ux .auth-btn-wrapper button.authorize")
+    await page.click(".modal-ux button.btn-done")
+    operation = page.locator("#operations-users-me_api_v1_me_get")
+    await operation.locator(".opblock-summary").click()
+    await operation.locator("button.try-out__btn").click()
+    await operation.locator("button.execute").click()
+    responses = operation.locator(".live-responses-table")
+    await responses.locator(".response-col_status").first.wait_for()
+    text = await responses.inner_text()
+    assert "200" in text and '"user_id": "admin"' in text and '"role": "admin"' in text
