@@ -45,7 +45,7 @@ class ReadingSession:
     simulated: tuple[str, ...]
     simulated_votes: int
 
-    def instructions(self, state_dir: str | Path) -> list[str]:
+    def instructions(self, state_dir: str | Path, truth: str | Path = "<truth.jsonl>") -> list[str]:
         others = " and ".join(self.simulated)
         return [
             "",
@@ -53,7 +53,7 @@ class ReadingSession:
             f"reviewer {self.user_id!r}, token (shown once): {self.token}",
             f"{self.studies} studies wait on your worklist; {others} (simulated) have read them already —",
             "after your vote, each study's discussion shows their reads and consensus decides it.",
-            f"more simulated reads: radcurate simulate-readers --truth <truth.jsonl> --state-dir {state_dir}",
+            f"more simulated reads: radcurate simulate-readers --truth {truth} --state-dir {state_dir}",
             f"stop the stack: radcurate down --state-dir {state_dir}",
         ]
 
