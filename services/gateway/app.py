@@ -72,6 +72,11 @@ def _serve_page(app: FastAPI) -> None:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/evaluate", include_in_schema=False)
+    async def evaluate_page() -> FileResponse:
+        """The evaluator page: releases open for evaluation, validate, submit, results."""
+        return FileResponse(STATIC / "evaluate.html", headers={"Cache-Control": "no-cache"})
+
 
 def _serve_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the installed swagger-ui bundle rather than FastAPI's CDN default,

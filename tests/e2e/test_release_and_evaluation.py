@@ -205,3 +205,53 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await check_evaluations(stack, api, release, tmp_path)
     finally:
         await api.aclose()
+
+
+@pytest.mark.browser
+async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, browser, tmp_path):
+    """In Chromium: a bad file is explained for free, a good one validates, is scored, and
+    submitting it again shows the first result without using quota; sign-out clears the page.
+    Last in the module: it scores against release e2e-a, made by the test above."""
+    from playwright.async_api import expect
+
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    try:
+        evaluator_token = await api.create_user("team-web", "evaluator")
+    finally:
+        await api.aclose()
+    text, holdout = perfect_predictions(stack)
+    (tmp_path / "bad.csv").write_text(text.replace(f"\n{holdout[0]},", "\nnot-a-study,"))
+    (tmp_path / "good.csv").write_text(text)
+
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page.goto(stack["gateway_url"] + "/evaluate")
+    await page.fill("#token", evaluator_token)
+    await page.press("#token", "Enter")
+    item = page.locator('li.release[data-release="e2e-a"]')
+    await expect(item.locator(".metric")).to_contain_text("macro AUROC")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    outcome = item.locator(".outcome")
+
+    await item.locator(".file").set_input_files(str(tmp_path / "bad.csv"))
+    await item.locator(".validate").click()
+    await expect(outcome.locator(".error li").first).to_contain_text("study_ids not in the holdout set: 1")
+    await expect(outcome).to_contain_text("missing holdout rows: 1")
+
+    await item.locator(".file").set_input_files(str(tmp_path / "good.csv"))
+    await item.locator(".validate").click()
+    await expect(outcome.locator(".ok")).to_contain_text(f"Valid: {len(holdout)} rows")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    await item.locator(".submit").click()
+    await expect(outcome).to_contain_text("Main metric: 1.0000")
+    await expect(outcome).to_contain_text("Receipt: ")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await item.locator(".submit").click()
+    await expect(outcome).to_contain_text("its result, no quota used")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await expect(page.locator("#history tbody tr")).to_have_count(1)
+
+    await page.click("#logout")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    assert await page.locator("#releases li").count() == 0 and await page.input_value("#token") == ""
+    assert await page.evaluate("sessionStorage.length") == 0
