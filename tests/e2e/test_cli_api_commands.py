@@ -72,7 +72,8 @@ async def check_users(stack, api: Gateway, state: list[str]) -> None:
     assert listed.exit_code == 0, listed.output
     assert {"user_id": "alice", "display_name": "Alice", "role": "reviewer"} in json.loads(listed.stdout)
     table = await invoke(["users", "list", *state])
-    assert "alice" in table.stdout and "cur" in table.stdout and "curator" in table.stdout
+    rows = {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[1:]}
+    assert rows["alice"] == "reviewer" and rows["cur"] == "curator" and rows["admin"] == "admin"
 
     revoked = await invoke(["users", "revoke", "alice", *state])
     assert revoked.exit_code == 0 and "revoked alice" in revoked.stdout
