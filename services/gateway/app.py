@@ -80,8 +80,8 @@ def _serve_page(app: FastAPI) -> None:
 
 def _serve_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the installed swagger-ui bundle rather than FastAPI's CDN default,
-    so it works on a hospital network without internet; the token entered under Authorize is kept
-    across reloads of the page (persistAuthorization)."""
+    so it works on a hospital network without internet. The token entered under Authorize is not
+    persisted (no persistAuthorization: it would sit in localStorage on a shared workstation)."""
     import swagger_ui_bundle
     from fastapi.openapi.docs import get_swagger_ui_html
 
@@ -93,7 +93,7 @@ def _serve_docs(app: FastAPI) -> None:
             openapi_url=app.openapi_url, title=f"{app.title} — API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url="/docs/assets/favicon-32x32.png",
-            swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True})
+            swagger_ui_parameters={"displayRequestDuration": True})
 
 
 def _serve_event_catalogue(app: FastAPI) -> None:
