@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -27,9 +27,9 @@ T = TypeVar("T")
 PROTOCOLS = {"cxr": "cxr-label-verification", "lumbar": "lumbar-grading"}
 ROLES = ("reviewer", "curator", "evaluator", "admin")
 
-GatewayUrl = Annotated[Optional[str], typer.Option(
+GatewayUrl = Annotated[str | None, typer.Option(
     "--gateway", envvar="RADCURATE_GATEWAY_URL", help="Gateway base URL; default: the local stack's.")]
-Token = Annotated[Optional[str], typer.Option(
+Token = Annotated[str | None, typer.Option(
     "--token", envvar="RADCURATE_TOKEN", help="Bearer token; default: the local stack's admin token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", help="The local stack's state (when no --gateway).")]
 DEFAULT_STATE = Path(".radcurate")
@@ -115,7 +115,7 @@ def users_add(user_id: Annotated[str, typer.Argument(help="Letters, digits, . _ 
 
 
 @users_app.command("list")
-def users_list(role: Annotated[Optional[str], typer.Option(help="Only this role.")] = None,
+def users_list(role: Annotated[str | None, typer.Option(help="Only this role.")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                gateway: GatewayUrl = None, token: Token = None, state_dir: StateDir = DEFAULT_STATE) -> None:
     """Active users (tokens are never shown again)."""
@@ -146,12 +146,12 @@ async def _json(resp: Awaitable[httpx.Response]) -> Any:
 
 # --- sampling, release, adjudication ----------------------------------------------------------
 
-def sample(n: Annotated[Optional[int], typer.Option(min=1, help="Studies to sample.")] = None,
-           readers_per_study: Annotated[Optional[int], typer.Option(min=1)] = None,
-           seed: Optional[int] = None,
-           plan_file: Annotated[Optional[Path], typer.Option("--plan", dir_okay=False, exists=True,
+def sample(n: Annotated[int | None, typer.Option(min=1, help="Studies to sample.")] = None,
+           readers_per_study: Annotated[int | None, typer.Option(min=1)] = None,
+           seed: int | None = None,
+           plan_file: Annotated[Path | None, typer.Option("--plan", dir_okay=False, exists=True,
                                                             help="Full sampling plan as JSON.")] = None,
-           panel: Annotated[Optional[str], typer.Option(help="Comma-separated reader ids; default: every reviewer.")] = None,
+           panel: Annotated[str | None, typer.Option(help="Comma-separated reader ids; default: every reviewer.")] = None,
            protocol: ProtocolOpt = "cxr",
            wait: Annotated[bool, typer.Option(help="Wait for the sampler's outcome and print it.")] = False,
            timeout: float = 300, as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -185,10 +185,10 @@ def sample(n: Annotated[Optional[int], typer.Option(min=1, help="Studies to samp
             fail(run.get("error") or "the sampling run failed")
 
 
-def release(release_id: Annotated[Optional[str], typer.Option("--id", help="Release id; default: generated.")] = None,
-            target_size: Annotated[Optional[int], typer.Option(min=2)] = None,
-            seed: Optional[int] = None,
-            plan_file: Annotated[Optional[Path], typer.Option("--plan", dir_okay=False, exists=True,
+def release(release_id: Annotated[str | None, typer.Option("--id", help="Release id; default: generated.")] = None,
+            target_size: Annotated[int | None, typer.Option(min=2)] = None,
+            seed: int | None = None,
+            plan_file: Annotated[Path | None, typer.Option("--plan", dir_okay=False, exists=True,
                                                              help="Full selection plan as JSON.")] = None,
             protocol: ProtocolOpt = "cxr",
             wait: Annotated[bool, typer.Option(help="Wait until it is released and print the counts.")] = False,
@@ -216,9 +216,9 @@ def release(release_id: Annotated[Optional[str], typer.Option("--id", help="Rele
 
 
 def adjudicate(study_id: Annotated[str, typer.Argument(help="A decided study (typically flagged).")],
-               accept: Annotated[Optional[bool], typer.Option("--accept/--reject",
+               accept: Annotated[bool | None, typer.Option("--accept/--reject",
                                                               help="Accept into the benchmark, or reject.")] = None,
-               labels: Annotated[Optional[list[str]], typer.Option(
+               labels: Annotated[list[str] | None, typer.Option(
                    "--label", help="A benchmark label of the accepted study (repeat for several).")] = None,
                note: str = "", as_json: Annotated[bool, typer.Option("--json")] = False,
                gateway: GatewayUrl = None, token: Token = None, state_dir: StateDir = DEFAULT_STATE) -> None:

@@ -149,8 +149,8 @@ def run_demo(*, studies: int, seed: int, out: Path, state_dir: Path, keep_runnin
     (demo_lumbar.print_lumbar_funnel if lumbar else print_funnel)(figures, timings)
     if keep_running:
         lines = session.instructions(state_dir, data_dir / "truth.jsonl") if session else [
-            "", f"every study was sampled, so none is left for a human reader: run a larger --studies;"
-                f" stop with radcurate down --state-dir {state_dir}"]
+            "", (f"every study was sampled, so none is left for a human reader: run a larger --studies;"
+                 f" stop with radcurate down --state-dir {state_dir}")]
         print("\n".join(lines))
     return figures
 
