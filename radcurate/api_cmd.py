@@ -1,5 +1,5 @@
-"""Curator commands that are thin clients of the gateway API, for scripting:
-`radcurate users add|list|revoke`, `radcurate sample`, `radcurate release`, `radcurate adjudicate`.
+"""Commands that are thin clients of the gateway API, for scripting:
+`radcurate users add|list|revoke`, `sample`, `release`, `adjudicate` (curators) and `evaluate` (evaluators).
 
 Which gateway and whose token: `--gateway URL --token T` (or RADCURATE_GATEWAY_URL /
 RADCURATE_TOKEN), else the local stack in `--state-dir` with its admin token. An API error
@@ -66,7 +66,8 @@ def call(gateway: str | None, token: str | None, state_dir: Path, work: Callable
     try:
         return asyncio.run(run())
     except GatewayError as exc:
-        fail(str(exc))
+        retry = exc.problem.get("retry_after_seconds")
+        fail(f"{exc}{f' (retry after {retry} s)' if retry else ''}")
     except httpx.HTTPError as exc:
         fail(f"cannot reach the gateway at {url}: {exc.__class__.__name__} {exc}".rstrip())
 
@@ -243,3 +244,39 @@ async def _poll(get: Callable[[], Awaitable[dict]], done: Callable[[dict], bool]
         if time.monotonic() > deadline:
             fail(f"timed out after {timeout:.0f}s waiting for {what} (status {row.get('status')})")
         await asyncio.sleep(0.5)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def evaluate(release_id: Annotated[str, typer.Argument(help="A release open for evaluation.")],
+             predictions: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Predictions CSV.")],
+             validate_only: Annotated[bool, typer.Option("--validate-only",
+                                                         help="Only check the file (free: no quota used).")] = False,
+             as_json: Annotated[bool, typer.Option("--json")] = False,
+             gateway: GatewayUrl = None, token: Token = None, state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Check a predictions file against a release's holdout format, then (unless --validate-only)
+    submit it to be scored with an evaluator's token. Refusals list every problem; exit 1."""
+    data = predictions.read_bytes()
+    path = "/api/v1/evaluations/validate" if validate_only else "/api/v1/evaluations"
+
+    async def work(api: Gateway) -> dict:
+        resp = await api.request("POST", path, params={"release_id": release_id}, content=data,
+                                 headers={"Content-Type": "text/csv"})
+        return resp.json()
+
+    out = call(gateway, token, state_dir, work)
+    if as_json:
+        print_json(out)
+    elif validate_only:
+        typer.echo(f"valid: {out['rows']} rows for {release_id}; no quota used"
+                   + (f" (already submitted as {out['already_submitted_as']})" if out["already_submitted_as"] else ""))
+    else:
+        macro = (out.get("metrics") or {}).get("macro", {})
+        main = macro.get("auroc", (out.get("metrics") or {}).get("score"))
+        typer.echo(f"{out['evaluation_id']}: {out['status']}"
+                   + (" (identical to an earlier submission: its result, no quota used)" if out.get("resubmission") else ""))
+        if main is not None:
+            typer.echo(f"main metric: {main:.4f}")
+        typer.echo(f"receipt: {out.get('receipt')}")
+        quota = out.get("quota") or {}
+        typer.echo(f"quota: {quota.get('remaining')} of {quota.get('per_day')} left")

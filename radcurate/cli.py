@@ -226,6 +226,7 @@ app.add_typer(api_cmd.users_app, name="users")
 app.command("sample")(api_cmd.sample)
 app.command("release")(api_cmd.release)
 app.command("adjudicate")(api_cmd.adjudicate)
+app.command("evaluate")(api_cmd.evaluate)
 
 def main() -> None:
     app()

@@ -207,6 +207,35 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await api.aclose()
 
 
+async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(stack, tmp_path):
+    """`radcurate evaluate` with an evaluator's token: a refused file exits 1 naming its problems and
+    costs nothing; a valid one is scored; the same bytes again answer the first result.
+    After the test above: it scores against release e2e-a."""
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    try:
+        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator")}
+    finally:
+        await api.aclose()
+    text, holdout = perfect_predictions(stack)
+    (tmp_path / "bad.csv").write_text(text.replace("0.9", "nan", 1))
+    (tmp_path / "good.csv").write_text(text)
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["evaluate", "e2e-a", *args], env=env)
+
+    bad = await asyncio.to_thread(run, str(tmp_path / "bad.csv"), "--validate-only")
+    assert bad.exit_code == 1 and "HTTP 422" in bad.stderr and "values that are NaN: 1" in bad.stderr
+    good = await asyncio.to_thread(run, str(tmp_path / "good.csv"), "--validate-only")
+    assert good.exit_code == 0 and f"valid: {len(holdout)} rows" in good.stdout, good.output
+    scored = await asyncio.to_thread(run, str(tmp_path / "good.csv"))
+    assert scored.exit_code == 0, scored.output
+    assert "main metric: 1.0000" in scored.stdout and f"quota: {PER_DAY - 1} of {PER_DAY} left" in scored.stdout
+    again = await asyncio.to_thread(run, str(tmp_path / "good.csv"), "--json")
+    body = json.loads(again.stdout)
+    assert body["resubmission"] is True and body["quota"]["remaining"] == PER_DAY - 1
+    assert query(stack, "gateway", "SELECT count(*) FROM evaluations WHERE evaluator_id = 'team-cli'") == [(1,)]
+
+
 @pytest.mark.browser
 async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, browser, tmp_path):
     """In Chromium: a bad file is explained for free, a good one validates, is scored, and
