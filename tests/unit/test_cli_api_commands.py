@@ -18,7 +18,7 @@ NOWHERE = ["--gateway", "http://127.0.0.1:9", "--token", "rc_x"]
     (["sample", "--protocol", "knee"], "unknown protocol 'knee'"),
     (["release", "--protocol", "knee"], "unknown protocol 'knee'"),
     (["adjudicate", "s1"], "say --accept or --reject"),
-    (["evaluate", "r1", "/nonexistent/predictions.csv"], "does not exist"),
+    (["evaluate", "r1", "/nonexistent/p.csv"], "Invalid value for 'predictions'"),
 ])
 def test_bad_input_exits_2_before_any_request(args, message):
     result = runner.invoke(app, [*args, *NOWHERE])
