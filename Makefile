@@ -7,7 +7,7 @@ STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit integration e2e bench eval-labels up down status clean
+.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -25,6 +25,9 @@ setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test),
 
 demo: setup  ## a protocol's funnel on a fresh local stack: CXR at the paper's scale (STUDIES=… to shrink it), PROTOCOL=lumbar
 	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED) --protocol $(PROTOCOL)
+
+read: setup  ## a small CXR funnel, then the stack stays up with a reviewer token for you: read at the printed URL
+	$(PY) -m radcurate.cli demo --studies 300 --seed $(SEED) --keep-running
 
 test: setup  ## the whole suite: unit, integration (real broker/Postgres/S3) and end-to-end
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -67,6 +67,8 @@ async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectSto
                                             report=row["report"], files=files, scrub=scrub, protocol=protocol)
             except IngestError as exc:
                 summary.rejected.append((sid, str(exc)))
+                if progress:
+                    progress(summary)
                 return
             if result.status == "duplicate":
                 summary.duplicates += 1

@@ -10,12 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from radcurate import progress
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="RadCurate: curate expert-verified radiology benchmarks.")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local stack keeps its state.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (plain lines when not a terminal or CI=true).")]
 DEFAULT_STATE = Path(".radcurate")
 
 
@@ -87,13 +89,15 @@ def migrate(service: Annotated[str, typer.Argument(help="extractor, mapper, samp
 def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
           out: Annotated[Path, typer.Option()] = Path("data/synth"),
           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr",
-          layout: Annotated[str, typer.Option(help="lumbar only: ingest or competition")] = "ingest") -> None:
+          layout: Annotated[str, typer.Option(help="lumbar only: ingest or competition")] = "ingest",
+          quiet: Quiet = False) -> None:
     """Write synthetic de-identified studies, reports and (separately) their hidden truth."""
     if protocol == "lumbar":
         from radcurate.synth.lumbar import synth_lumbar
 
         try:
-            synth_lumbar(studies, seed, out, layout=layout)
+            with progress.use(quiet):
+                synth_lumbar(studies, seed, out, layout=layout)
         except ValueError as exc:
             fail(str(exc), 2)
         typer.echo(f"wrote {studies} lumbar MRI studies to {out} ({layout} layout)")
@@ -102,7 +106,8 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
         fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
     from radcurate.synth.cxr import synth_cxr
 
-    summary = synth_cxr(studies, seed, out)
+    with progress.use(quiet):
+        summary = synth_cxr(studies, seed, out)
     typer.echo(f"wrote {summary.n_studies} studies of {summary.n_patients} patients to {out}")
 
 
@@ -123,8 +128,7 @@ def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
            reports: Annotated[Optional[Path], typer.Option(
                "--reports", exists=True, dir_okay=False,
                help="With --dicomweb: CSV of reports keyed by accession_number or study_instance_uid.")] = None,
-           quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; list only refused/failed studies.")
-                            ] = False) -> None:
+           quiet: Quiet = False) -> None:
     """Ingest a folder of studies (reports.csv + dicom/), or a PACS's studies (--dicomweb), into the
     running stack. Running it again ingests only what is missing; exit 1 if any study is not in."""
     from services.common.contracts import Protocol
@@ -144,8 +148,9 @@ def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
 
     try:
         state = local.require_running(state_dir)
-        summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
-                                            protocol=by_name[protocol]))
+        with progress.use(quiet):
+            summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
+                                                protocol=by_name[protocol]))
     except (StackError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"ingested {summary.ingested}, already present {summary.duplicates}, rejected {len(summary.rejected)}")
@@ -199,16 +204,21 @@ def label(in_path: Annotated[Path, typer.Option("--in", exists=True, dir_okay=Fa
 
 @app.command("simulate-readers")
 def simulate_readers(truth: Annotated[Path, typer.Option(exists=True, dir_okay=False)],
-                     readers: int = 17, seed: int = 0, state_dir: StateDir = DEFAULT_STATE) -> None:
-    """Register a panel of simulated radiologists (if needed) and let them read every open assignment."""
+                     readers: Annotated[int, typer.Option(min=1, help="Panel size, when it is first registered.")] = 17,
+                     seed: int = 0, state_dir: StateDir = DEFAULT_STATE, quiet: Quiet = False) -> None:
+    """Register a panel of simulated radiologists (once; kept in the state dir) and let them read
+    every assignment open on their own worklists. In a panel that also seats humans (`radcurate
+    sample --panel you,reader-01,reader-02`), only the simulated seats are read."""
+    from radcurate.client import GatewayError
     from radcurate.demo import simulate
 
     try:
         state = local.require_running(state_dir)
-        votes = asyncio.run(simulate(state, truth, readers, seed))
-    except StackError as exc:
+        with progress.use(quiet):
+            votes = asyncio.run(simulate(state, truth, readers, seed))
+    except (StackError, GatewayError) as exc:
         fail(str(exc))
-    typer.echo(f"{readers} simulated readers cast {votes} votes")
+    typer.echo(f"simulated readers cast {votes} votes")
 
 
 @app.command()
@@ -216,8 +226,9 @@ def demo(studies: Annotated[int, typer.Option(min=20)] = 13_735, seed: int = 0,
          out: Annotated[Path, typer.Option()] = Path("out"),
          keep_running: Annotated[bool, typer.Option(help="Leave the stack up afterwards.")] = False,
          state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate/demo"),
-         protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr") -> None:
-    """Run a protocol's whole funnel on a fresh local stack and print it (CXR at the paper's scale)."""
+         protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr", quiet: Quiet = False) -> None:
+    """Run a protocol's whole funnel on a fresh local stack and print it (CXR at the paper's scale).
+    With --keep-running it ends with a reviewer token for a panel with your seat and two simulated ones."""
     from radcurate.demo import run_demo
     from services.common.contracts import Protocol
 
@@ -225,8 +236,9 @@ def demo(studies: Annotated[int, typer.Option(min=20)] = 13_735, seed: int = 0,
     if protocol not in by_name:
         fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
     try:
-        run_demo(studies=studies, seed=seed, out=out, state_dir=state_dir, keep_running=keep_running,
-                 protocol=by_name[protocol])
+        with progress.use(quiet):
+            run_demo(studies=studies, seed=seed, out=out, state_dir=state_dir, keep_running=keep_running,
+                     protocol=by_name[protocol])
     except StackError as exc:
         fail(str(exc))
 
@@ -252,11 +264,16 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
         raise typer.Exit(1)
 
 
-from radcurate import export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
+from radcurate import api_cmd, export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
 
 app.command("score")(score_cmd.score)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.add_typer(api_cmd.users_app, name="users")
+app.command("sample")(api_cmd.sample)
+app.command("release")(api_cmd.release)
+app.command("adjudicate")(api_cmd.adjudicate)
+app.command("evaluate")(api_cmd.evaluate)
 
 def main() -> None:
     app()

@@ -14,8 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from radcurate.bulk_ingest import IngestSummary, ingest_dir
+from radcurate import progress
+from radcurate.bulk_ingest import IngestSummary, ingest_dir, read_reports
 from radcurate.client import Gateway
+from radcurate.reading_session import save_panel
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
@@ -39,28 +41,26 @@ async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, con
                         protocol: Protocol = Protocol.CXR) -> IngestSummary:
     pool = await open_pool(state["dsns"]["gateway"], max_size=concurrency + 2)
     try:
-        return await ingest_dir(data_dir, pool, store_for(state), state["buckets"]["objects"],
-                                scrub=scrub, concurrency=concurrency, protocol=protocol)
+        with progress.current().task("ingest", total=len(read_reports(data_dir)), unit="studies") as task:
+            return await ingest_dir(data_dir, pool, store_for(state), state["buckets"]["objects"],
+                                    scrub=scrub, concurrency=concurrency, protocol=protocol,
+                                    progress=lambda s: task.update(s.ingested + s.duplicates + len(s.rejected)))
     finally:
         await pool.close()
 
 
 async def simulate(state: dict, truth_path: Path, n_readers: int, seed: int) -> int:
-    """Register the panel once (tokens kept in the state dir), then read every open assignment."""
+    """Register the panel once (tokens kept in the state dir), then read every open assignment.
+    Only the simulated readers' own worklists are read: a human seat in the same panel (see
+    `reading_session`) keeps its assignments for the human."""
+    from radcurate.reading_session import load_panel, save_panel
+
     api = Gateway(state["gateway_url"], state["admin_token"])
-    panel_file = Path(state["state_dir"]) / "panel.json"
     try:
-        from radcurate.simulate import SimReader
-
-        if panel_file.exists():
-            import random
-
-            saved = json.loads(panel_file.read_text())
-            readers = [SimReader(r["user_id"], r["token"], r["miss_rate"], random.Random(r["user_id"])) for r in saved]
-        else:
+        readers = load_panel(state["state_dir"])
+        if readers is None:
             readers = await register_panel(api, n_readers, seed)
-            panel_file.write_text(json.dumps([{"user_id": r.user_id, "token": r.token, "miss_rate": r.miss_rate}
-                                              for r in readers]))
+            save_panel(state["state_dir"], readers)
         return await run_panel(api, readers, load_truth(truth_path))
     finally:
         await api.aclose()
@@ -105,13 +105,15 @@ def download_release(state: dict, release: dict, out: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     entries = [(k, v) for k, v in manifest["files"].items()] + [
         (o["key"], o["sha256"]) for o in manifest["released"]["objects"]]
-    for key, digest in entries:
-        data = store.get_bytes(bucket, key)
-        if sha256_hex(data) != digest:
-            raise StackError(f"checksum mismatch for {key}")
-        path = target / key.removeprefix(prefix + "/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    with progress.current().task("download release", total=len(entries), unit="files") as task:
+        for key, digest in entries:
+            data = store.get_bytes(bucket, key)
+            if sha256_hex(data) != digest:
+                raise StackError(f"checksum mismatch for {key}")
+            path = target / key.removeprefix(prefix + "/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            task.advance()
     (target / "manifest.json").write_bytes(manifest_bytes)
     return target
 
@@ -130,17 +132,41 @@ def run_demo(*, studies: int, seed: int, out: Path, state_dir: Path, keep_runnin
     (demo_lumbar.synth_lumbar_data if lumbar else synth_data)(studies, seed, data_dir)
     timings["synth"] = time.perf_counter() - t0
     t = time.perf_counter()
+    progress.current().note("starting the local stack (broker, Postgres, S3 server, five services)…")
     state = local.up(state_dir)
     timings["stack up"] = time.perf_counter() - t
+    progress.current().note(f"stack up in {timings['stack up']:.1f}s: {state['gateway_url']}")
     funnel = demo_lumbar.lumbar_funnel if lumbar else _funnel
+    session = None
     try:
         figures = asyncio.run(funnel(state, data_dir, studies, seed, out, timings))
+        if keep_running:
+            session = asyncio.run(_reading_session(state, data_dir, protocol, seed))
     finally:
         if not keep_running:
             local.down(state_dir)
     timings["total"] = time.perf_counter() - t0
     (demo_lumbar.print_lumbar_funnel if lumbar else print_funnel)(figures, timings)
+    if keep_running:
+        lines = session.instructions(state_dir, data_dir / "truth.jsonl") if session else [
+            "", (f"every study was sampled, so none is left for a human reader: run a larger --studies;"
+                 f" stop with radcurate down --state-dir {state_dir}")]
+        print("\n".join(lines))
     return figures
+
+
+async def _reading_session(state: dict, data_dir: Path, protocol: Protocol, seed: int):
+    """A panel of the human newcomer and two of the demo's simulated readers, on studies the
+    funnel did not sample; the simulated seats read at once."""
+    from radcurate.reading_session import load_panel, open_reading_session
+
+    api = Gateway(state["gateway_url"], state["admin_token"])
+    try:
+        simulated = (load_panel(state["state_dir"]) or [])[:2]
+        return await open_reading_session(api, simulated, load_truth(data_dir / "truth.jsonl"),
+                                          protocol=protocol, seed=seed + 1)
+    finally:
+        await api.aclose()
 
 
 async def _funnel(state: dict, data_dir: Path, studies: int, seed: int, out: Path, timings: dict) -> dict:
@@ -171,22 +197,24 @@ async def run_funnel(state: dict, data_dir: Path, *, protocol: Protocol, n: int,
 async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingested: int, *, protocol: Protocol,
                               n: int, target: int, n_readers: int, reader_prefix: str, release_id: str,
                               seed: int, out: Path, timings: dict) -> dict:
-    at_least = lambda key, value: _funnel_at_least(api, key, value, protocol)  # noqa: E731
     t = time.perf_counter()
-    await wait_for("suggestions for every study", lambda: at_least("suggested", ingested))
+    await wait_for_funnel(api, protocol, "suggested", ingested, "extract + map", "studies")
     timings["extract + map"] = time.perf_counter() - t
     t = time.perf_counter()
     readers = await register_panel(api, n_readers, seed, prefix=reader_prefix)
+    save_panel(state["state_dir"], readers)
     await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed}, protocol=protocol.value)
-    await wait_for("assignments", lambda: at_least("assignments", 3 * n))
+    await wait_for_funnel(api, protocol, "assignments", 3 * n, "sample + assign", "reads")
     timings["sample + assign"] = time.perf_counter() - t
     t = time.perf_counter()
     votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
-    await wait_for("decisions", lambda: at_least("decided", n))
+    await wait_for_funnel(api, protocol, "decided", n, "consensus", "studies")
     timings["review + consensus"] = time.perf_counter() - t
     t = time.perf_counter()
     await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
-    await wait_for("the release", lambda: _released(api, release_id))
+    with progress.current().task("select + release", unit="releases") as task:
+        await wait_for("the release", lambda: _released(api, release_id))
+        task.advance()
     release = await api.release(release_id)
     target_dir = download_release(state, release, out)
     timings["select + release"] = time.perf_counter() - t
@@ -196,8 +224,18 @@ async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingeste
             "out": str(target_dir)}
 
 
-async def _funnel_at_least(api: Gateway, key: str, value: int, protocol: Protocol = Protocol.CXR) -> bool:
-    return (await api.progress(protocol.value))["funnel"][key] >= value
+async def _funnel_at_least(api: Gateway, key: str, value: int, protocol: Protocol = Protocol.CXR,
+                           task: progress.Task | None = None) -> bool:
+    count = (await api.progress(protocol.value))["funnel"][key]
+    if task is not None:
+        task.update(count)
+    return count >= value
+
+
+async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int, step: str, unit: str) -> None:
+    """Wait until the funnel's `key` count reaches `value`, showing it as the step's progress."""
+    with progress.current().task(step, total=value, unit=unit) as task:
+        await wait_for(f"{key} to reach {value}", lambda: _funnel_at_least(api, key, value, protocol, task))
 
 
 async def _released(api: Gateway, release_id: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from radcurate import progress
 from radcurate.client import Gateway, GatewayError
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
@@ -35,13 +36,15 @@ def export_release(store: ObjectStore, bucket: str, release: dict, target: Path)
     entries = sorted(manifest["files"].items()) + [(o["key"], o["sha256"]) for o in manifest["released"]["objects"]]
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    for key, digest in entries:
-        data = store.get_bytes(bucket, key)
-        if sha256_hex(data) != digest:
-            raise ChecksumError(f"{key}: sha256 {sha256_hex(data)} differs from the manifest's {digest}")
-        path = staging / key.removeprefix(prefix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    with progress.current().task("export", total=len(entries), unit="files") as task:
+        for key, digest in entries:
+            data = store.get_bytes(bucket, key)
+            if sha256_hex(data) != digest:
+                raise ChecksumError(f"{key}: sha256 {sha256_hex(data)} differs from the manifest's {digest}")
+            path = staging / key.removeprefix(prefix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            task.advance()
     (staging / "manifest.json").write_bytes(manifest_bytes)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # the folder appears only once every file is verified
@@ -58,7 +61,8 @@ async def _release(state: dict, release_id: str) -> dict:
 
 def export(release_id: Annotated[str, typer.Argument(help="The release id.")],
            out_dir: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write (replaced).")],
-           state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate")) -> None:
+           state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate"),
+           quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False) -> None:
     """Write a release's public set (DICOM, labels CSV, dataset card, manifest) to a folder."""
     from radcurate.demo import store_for
 
@@ -67,7 +71,8 @@ def export(release_id: Annotated[str, typer.Argument(help="The release id.")],
         release = asyncio.run(_release(state, release_id))
         if release.get("status") != "released":
             raise StackError(f"release {release_id!r} is {release.get('status')}, not released")
-        counts = export_release(store_for(state), state["buckets"]["public"], release, out_dir)
+        with progress.use(quiet):
+            counts = export_release(store_for(state), state["buckets"]["public"], release, out_dir)
     except (StackError, GatewayError, ChecksumError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

@@ -13,9 +13,11 @@ import asyncio
 import json
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from radcurate import progress
 from radcurate.client import Gateway, GatewayError
 from radcurate.simulate_lumbar import LumbarTruth, grade_study, lumbar_truth
 
@@ -84,7 +86,8 @@ async def register_panel(admin: Gateway, n_readers: int, seed: int, prefix: str 
     return readers
 
 
-async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]) -> int:
+async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth],
+                        on_vote: Callable[[], None] | None = None) -> int:
     """Vote on every open assignment of one reader; returns the number of votes cast."""
     me = api.as_user(reader.token)
     votes = 0
@@ -96,6 +99,8 @@ async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]
             body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
         await cast_vote(me, a["assignment_id"], body)
         votes += 1
+        if on_vote:
+            on_vote()
     return votes
 
 
@@ -127,6 +132,16 @@ async def cast_vote(me: Gateway, assignment_id: str, body: dict) -> dict:
 
 
 async def run_panel(api: Gateway, readers: list[SimReader], truth: dict[str, Truth]) -> int:
-    """All readers read at once, each through their own worklist."""
-    counts = await asyncio.gather(*(read_worklist(api, r, truth) for r in readers))
+    """All readers read at once, each through their own worklist (`api` a curator's, for the
+    progress total: the panel's open reads)."""
+    with progress.current().task("simulated reads", total=await _open_reads(api, readers), unit="votes") as task:
+        counts = await asyncio.gather(*(read_worklist(api, r, truth, task.advance) for r in readers))
     return sum(counts)
+
+
+async def _open_reads(api: Gateway, readers: list[SimReader]) -> int | None:
+    ids = {r.user_id for r in readers}
+    try:
+        return sum(r["open"] for r in (await api.progress())["readers"] if r["reader_id"] in ids)
+    except GatewayError:
+        return None  # not a curator's client: progress without a total

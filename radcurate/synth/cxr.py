@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radcurate import progress
 from radcurate.synth.cohort import StudyTruth, build_cohort
 from radcurate.synth.dicom import image_rng, study_values
 from radcurate.synth.encode import CxrEncoder
@@ -29,7 +30,7 @@ from radcurate.synth.report import Report, write_report
 
 COHORT_STREAM, REPORT_STREAM = 1, 2  # seed-sequence tags: truth and wording vary independently
 PARALLEL_MIN_STUDIES = 500  # below this a process pool costs more than it saves
-CHUNK = 250
+CHUNK = 250  # studies per worker task (and per progress step)
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,16 @@ def _write_all_dicoms(cohort: list[StudyTruth], seed: int, dicom_dir: Path,
                       workers: int | None) -> None:
     jobs = [_image_job(truth) for truth in cohort]
     workers = workers or _default_workers()
-    if workers == 1 or len(jobs) < PARALLEL_MIN_STUDIES:
-        _write_dicoms(seed, dicom_dir, jobs)
-        return
     chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        written = sum(pool.map(_write_dicoms, [seed] * len(chunks), [dicom_dir] * len(chunks),
-                               chunks))
-    assert written == len(jobs)
+    with progress.current().task("synth DICOM", total=len(jobs), unit="studies") as task:
+        if workers == 1 or len(jobs) < PARALLEL_MIN_STUDIES:
+            for chunk in chunks:
+                task.advance(_write_dicoms(seed, dicom_dir, chunk))
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for n in pool.map(_write_dicoms, [seed] * len(chunks), [dicom_dir] * len(chunks), chunks):
+                task.advance(n)
+    assert task.done == len(jobs)
 
 
 def synth_cxr(n_studies: int, seed: int, out_dir: Path, *,

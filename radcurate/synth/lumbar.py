@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from radcurate import progress
 from radcurate.lumbar.competition import CompetitionStudy, SeriesType, write_split
 from radcurate.synth.lumbar_dicom import MrEncoder, instance_values
 from radcurate.synth.lumbar_paint import series_images
@@ -64,7 +65,11 @@ def synth_lumbar(n_studies: int, seed: int, out_dir: Path,
     encoders = {t: MrEncoder(series_description=t.value, plane=p, pixel_spacing=s,
                              slice_thickness=th, weighting=w, shape=(n, n))
                 for t, (p, s, th, w, n) in SERIES.items()}
-    n_instances = sum(_write_study(t, i, seed, images, encoders) for i, t in enumerate(cohort))
+    n_instances = 0
+    with progress.current().task("synth MRI", total=len(cohort), unit="studies") as task:
+        for i, t in enumerate(cohort):
+            n_instances += _write_study(t, i, seed, images, encoders)
+            task.advance()
     _write_text(cohort, reports, out_dir)
     if layout == "competition":
         write_split(out_dir, (_competition_study(t) for t in cohort))

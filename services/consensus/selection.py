@@ -241,6 +241,8 @@ def _refine_by_swaps(groups: _Groups, side: np.ndarray, ratio: np.ndarray, max_r
     wanted = ratio[HOLDOUT] * groups.counts.sum(axis=0)
     for _ in range(max_rounds):
         released, holdout = np.flatnonzero(side == RELEASED), np.flatnonzero(side == HOLDOUT)
+        if len(released) == 0 or len(holdout) == 0:  # one patient, or too few: no pair to swap
+            return
         holdout_counts = groups.counts[holdout].sum(axis=0)
         now = np.abs(holdout_counts - wanted).sum()
         # after[r, h] = holdout counts once patient r moves in and patient h moves out

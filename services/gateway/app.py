@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -53,10 +53,13 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         on_start=_bootstrap_admin,
         title="RadCurate gateway",
         version="0.1.0",
-        description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json.",
+        description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json. "
+                    "Authorise with a user's bearer token (the padlock / Authorize button).",
+        docs_url=None, redoc_url=None,  # served by _serve_docs, from local files
     )
     problems.install(app)
     _serve_page(app)
+    _serve_docs(app)
     _serve_event_catalogue(app)
     return app
 
@@ -76,6 +79,29 @@ def _serve_page(app: FastAPI) -> None:
     async def console() -> FileResponse:
         """The curator console (the API still checks the role on every call)."""
         return FileResponse(STATIC / "console.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/evaluate", include_in_schema=False)
+    async def evaluate_page() -> FileResponse:
+        """The evaluator page: releases open for evaluation, validate, submit, results."""
+        return FileResponse(STATIC / "evaluate.html", headers={"Cache-Control": "no-cache"})
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the installed swagger-ui bundle rather than FastAPI's CDN default,
+    so it works on a hospital network without internet. The token entered under Authorize is not
+    persisted (no persistAuthorization: it would sit in localStorage on a shared workstation)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} — API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_ui_parameters={"displayRequestDuration": True})
 
 
 def _serve_event_catalogue(app: FastAPI) -> None:

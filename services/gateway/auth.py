@@ -15,7 +15,8 @@ import time
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from services.gateway.problems import Problem
@@ -73,11 +74,19 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def current_user(request: Request) -> User:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+# Declared in the OpenAPI document (components.securitySchemes.bearer, and `security` on every
+# operation that depends on it) so Swagger UI at /docs offers "Authorize". auto_error=False: a
+# missing token is answered by our own problem+json 401, not FastAPI's plain 403.
+bearer_scheme = HTTPBearer(scheme_name="bearer", auto_error=False, bearerFormat="opaque (rc_…)",
+                           description="A user's token, as issued by POST /api/v1/users (the admin's "
+                                       "from the local stack's state) — `Authorization: Bearer <token>`.")
+
+
+async def current_user(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> User:
+    if credentials is None or not credentials.credentials:
         raise Problem(401, "a bearer token is required (Authorization: Bearer <token>)")
+    token = credentials.credentials
     digest = token_hash(token)
     user = token_cache.get(digest)
     if user is not None:

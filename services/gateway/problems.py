@@ -26,6 +26,8 @@ def problem_response(status: int, detail: str, instance: str, type_: str = "abou
     body = {"type": type_, "title": TITLES.get(status, "Error"), "status": status, "detail": detail,
             "instance": instance, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status in (429, 503) and extra.get("retry_after_seconds"):  # RFC 9110 §10.2.3, for clients that back off
+        headers = {"Retry-After": str(int(extra["retry_after_seconds"]))}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

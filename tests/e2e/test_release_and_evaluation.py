@@ -125,11 +125,14 @@ def perfect_predictions(stack) -> tuple[str, list[str]]:
 async def check_evaluations(stack, api, release, tmp_path) -> None:
     evaluator = api.as_user(await api.create_user("team-a", "evaluator"))
     text, holdout = perfect_predictions(stack)
+    await check_evaluator_path(evaluator, release, text, holdout)
     resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
                                    content=text.encode(), headers={"Content-Type": "text/csv"})
     assert resp.status_code == 201, resp.text
     result = resp.json()
     assert result["status"] == "scored" and result["metrics"]["macro"]["auroc"] == 1.0
+    quota = result.pop("quota")
+    assert (quota["per_day"], quota["used"], quota["remaining"]) == (PER_DAY, 1, PER_DAY - 1)
     assert result["metrics"]["ci95"]["macro"]["auroc"] is not None
     version = f"e2e-a@{release['manifest_sha256']}"
     assert result["receipt"] == receipt(text.encode(), version, METRIC_VERSION)
@@ -141,6 +144,28 @@ async def check_evaluations(stack, api, release, tmp_path) -> None:
     cli_out = await invoke(["score", "--truth", str(tmp_path / "truth.csv"), "--pred", str(tmp_path / "pred.csv")])
     assert json.loads(cli_out.stdout)["macro"] == result["metrics"]["macro"]
     await check_refusals(evaluator, text, holdout)
+
+
+async def check_evaluator_path(evaluator, release: dict, text: str, holdout: list[str]) -> None:
+    """What is open, in which format, and a free check before any quota is spent."""
+    listed = (await evaluator.request("GET", "/api/v1/evaluations/releases")).json()
+    entry = next(r for r in listed if r["release_id"] == "e2e-a")
+    assert entry["metric"]["name"] == "macro AUROC" and entry["submission"]["row_count"] == release["holdout_count"]
+    assert entry["submission"]["columns"] == text.splitlines()[0].split(",")
+    detail = (await evaluator.request("GET", entry["links"]["self"])).json()
+    assert detail["holdout_study_ids"] == sorted(holdout)
+    example = await evaluator.request("GET", entry["links"]["example"])
+    assert example.headers["content-type"].startswith("text/csv")
+    checked = await evaluator.request("POST", entry["links"]["validate"], content=example.content,
+                                      headers={"Content-Type": "text/csv"})
+    assert checked.json()["valid"] is True and checked.json()["rows"] == len(holdout)
+    with pytest.raises(GatewayError) as err:
+        await evaluator.request("POST", entry["links"]["validate"], headers={"Content-Type": "text/csv"},
+                                content=text.replace(f"\n{holdout[0]},", "\nnot-a-study,").encode())
+    assert err.value.status == 422 and err.value.problem["quota_used"] is False
+    assert "missing holdout rows: 1" in err.value.problem["detail"] and "not in the holdout set: 1" in err.value.problem["detail"]
+    quota = (await evaluator.request("GET", "/api/v1/evaluations/quota")).json()
+    assert quota["used"] == 0 and quota["remaining"] == PER_DAY
 
 
 async def check_refusals(evaluator, text: str, holdout: list[str]) -> None:
@@ -157,9 +182,17 @@ async def check_refusals(evaluator, text: str, holdout: list[str]) -> None:
     with pytest.raises(GatewayError) as err:  # a format error is caught by the gateway and costs no quota
         await submit(text.replace("study_id,", "study,"))
     assert err.value.status == 422 and "wrong columns" in err.value.problem["detail"]
-    with pytest.raises(GatewayError) as err:
-        await submit(text)
-    assert err.value.status == 429 and err.value.problem["title"] == "Too Many Requests"
+    first = (await evaluator.request("GET", "/api/v1/evaluations")).json()[-1]
+    again = await submit(text)  # identical bytes: the first answer again, no quota spent (none is left)
+    assert again.status_code == 200 and again.json()["resubmission"] is True
+    assert again.json()["evaluation_id"] == first["evaluation_id"] and again.json()["metrics"] == first["metrics"]
+    async with httpx.AsyncClient() as raw:
+        refused = await raw.post(f"{evaluator.base_url}/api/v1/evaluations", data={"release_id": "e2e-a"},
+                                 files={"predictions": ("p.csv", text.replace("0.9", "0.8", 1).encode(), "text/csv")},
+                                 headers={"Authorization": f"Bearer {evaluator.token}"})
+    assert refused.status_code == 429 and refused.json()["title"] == "Too Many Requests"
+    assert 0 < int(refused.headers["Retry-After"]) <= 86_400
+    assert refused.json()["quota"]["remaining"] == 0
 
 
 async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_evaluation(stack, tmp_path):
@@ -172,3 +205,82 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await check_evaluations(stack, api, release, tmp_path)
     finally:
         await api.aclose()
+
+
+async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(stack, tmp_path):
+    """`radcurate evaluate` with an evaluator's token: a refused file exits 1 naming its problems and
+    costs nothing; a valid one is scored; the same bytes again answer the first result.
+    After the test above: it scores against release e2e-a."""
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    try:
+        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator")}
+    finally:
+        await api.aclose()
+    text, holdout = perfect_predictions(stack)
+    (tmp_path / "bad.csv").write_text(text.replace("0.9", "nan", 1))
+    (tmp_path / "good.csv").write_text(text)
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["evaluate", "e2e-a", *args], env=env)
+
+    bad = await asyncio.to_thread(run, str(tmp_path / "bad.csv"), "--validate-only")
+    assert bad.exit_code == 1 and "HTTP 422" in bad.stderr and "values that are NaN: 1" in bad.stderr
+    good = await asyncio.to_thread(run, str(tmp_path / "good.csv"), "--validate-only")
+    assert good.exit_code == 0 and f"valid: {len(holdout)} rows" in good.stdout, good.output
+    scored = await asyncio.to_thread(run, str(tmp_path / "good.csv"))
+    assert scored.exit_code == 0, scored.output
+    assert "main metric: 1.0000" in scored.stdout and f"quota: {PER_DAY - 1} of {PER_DAY} left" in scored.stdout
+    again = await asyncio.to_thread(run, str(tmp_path / "good.csv"), "--json")
+    body = json.loads(again.stdout)
+    assert body["resubmission"] is True and body["quota"]["remaining"] == PER_DAY - 1
+    assert query(stack, "gateway", "SELECT count(*) FROM evaluations WHERE evaluator_id = 'team-cli'") == [(1,)]
+
+
+@pytest.mark.browser
+async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, browser, tmp_path):
+    """In Chromium: a bad file is explained for free, a good one validates, is scored, and
+    submitting it again shows the first result without using quota; sign-out clears the page.
+    Last in the module: it scores against release e2e-a, made by the test above."""
+    from playwright.async_api import expect
+
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    try:
+        evaluator_token = await api.create_user("team-web", "evaluator")
+    finally:
+        await api.aclose()
+    text, holdout = perfect_predictions(stack)
+    (tmp_path / "bad.csv").write_text(text.replace(f"\n{holdout[0]},", "\nnot-a-study,"))
+    (tmp_path / "good.csv").write_text(text)
+
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page.goto(stack["gateway_url"] + "/evaluate")
+    await page.fill("#token", evaluator_token)
+    await page.press("#token", "Enter")
+    item = page.locator('li.release[data-release="e2e-a"]')
+    await expect(item.locator(".metric")).to_contain_text("macro AUROC")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    outcome = item.locator(".outcome")
+
+    await item.locator(".file").set_input_files(str(tmp_path / "bad.csv"))
+    await item.locator(".validate").click()
+    await expect(outcome.locator(".error li").first).to_contain_text("study_ids not in the holdout set: 1")
+    await expect(outcome).to_contain_text("missing holdout rows: 1")
+
+    await item.locator(".file").set_input_files(str(tmp_path / "good.csv"))
+    await item.locator(".validate").click()
+    await expect(outcome.locator(".ok")).to_contain_text(f"Valid: {len(holdout)} rows")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    await item.locator(".submit").click()
+    await expect(outcome).to_contain_text("Main metric: 1.0000")
+    await expect(outcome).to_contain_text("Receipt: ")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await item.locator(".submit").click()
+    await expect(outcome).to_contain_text("its result, no quota used")
+    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await expect(page.locator("#history tbody tr")).to_have_count(1)
+
+    await page.click("#logout")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    assert await page.locator("#releases li").count() == 0 and await page.input_value("#token") == ""
+    assert await page.evaluate("sessionStorage.length") == 0

@@ -141,3 +141,13 @@ def test_label_counts_add_up_to_the_split():
     for label, (released, holdout) in split.label_counts.items():
         assert released == sum(label in (by_id[s].labels or {NO_FINDING}) for s in split.released)
         assert holdout == sum(label in (by_id[s].labels or {NO_FINDING}) for s in split.holdout)
+
+
+def test_a_benchmark_of_one_patient_is_split_as_far_as_whole_patients_allow():
+    """All chosen studies from one patient: one side stays empty and says so (it used to crash the
+    swap refinement, leaving the release forever 'requested')."""
+    same_patient = [AcceptedStudy("a", "p1", frozenset()), AcceptedStudy("b", "p1", frozenset({"cardiomegaly"}))]
+    split = select_and_split(same_patient, SelectionPlan(target_size=2, min_per_label=0), LABELS)
+    assert sorted(split.released + split.holdout) == ["a", "b"]
+    assert not (split.released and split.holdout)
+    assert any("whole patients only" in u for u in split.unmet)

@@ -5,12 +5,19 @@ the evaluator's quota; the consensus service, which holds the truth, checks the 
 values and scores. A result holds aggregate metrics with bootstrap intervals, never per-study
 output. The quota matters because per-label metrics are a channel: enough crafted submissions
 could recover the truth, so each evaluator may score only a few files a day.
+
+The evaluator's path: the releases open for evaluation with their metric and submission format
+(and an example file), a validator that checks a file against public facts without using quota,
+the submission, and the quota left. Identical bytes submitted again are answered from the first
+result (no quota spent, no new probe of the holdout); past the quota a 429 carries `Retry-After`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 import uuid
 from datetime import timedelta
 from typing import Annotated
@@ -27,9 +34,11 @@ from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.submissions import example_csv, problems, submission_format
 
 router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"])
 Evaluator = Annotated[User, Depends(require(Role.EVALUATOR))]
+EvaluationReader = Annotated[User, Depends(require(Role.EVALUATOR, Role.CURATOR, Role.ADMIN))]
 LUMBAR_COLUMNS = ["row_id", "normal_mild", "moderate", "severe"]
 _BODY_DOC = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string"}},
@@ -102,18 +111,38 @@ async def _release_protocol(conn, release_id: str) -> str:
     return row["protocol"]
 
 
-async def _check_quota(conn, evaluator_id: str, per_day: int) -> None:
-    """At most `per_day` scored-or-refused submissions per evaluator in any 24 hours."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{evaluator_id}",))
+async def quota(conn, evaluator_id: str, per_day: int) -> dict:
+    """The evaluator's quota now: submissions in the last 24 hours, what is left, and when the
+    oldest of them stops counting."""
     cur = await conn.execute(
-        "SELECT count(*) AS n, min(submitted_at) AS oldest FROM evaluations"
+        "SELECT count(*) AS n, min(submitted_at) AS oldest, now() AS now FROM evaluations"
         " WHERE evaluator_id = %s AND submitted_at > now() - interval '1 day'", (evaluator_id,))
     row = await cur.fetchone()
-    if row["n"] >= per_day:
-        cur = await conn.execute("SELECT now() AS now")
-        retry = row["oldest"] + timedelta(days=1) - (await cur.fetchone())["now"]
+    frees_at = row["oldest"] + timedelta(days=1) if row["oldest"] else None
+    return {"per_day": per_day, "used": row["n"], "remaining": max(0, per_day - row["n"]),
+            "next_frees_at": frees_at.isoformat() if frees_at else None,
+            "retry_after_seconds": max(1, int((frees_at - row["now"]).total_seconds())) if frees_at else 0}
+
+
+async def _check_quota(conn, evaluator_id: str, per_day: int) -> dict:
+    """At most `per_day` scored-or-refused submissions per evaluator in any 24 hours; 429 with
+    `Retry-After` when they are used."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{evaluator_id}",))
+    left = await quota(conn, evaluator_id, per_day)
+    if left["remaining"] <= 0:
         raise Problem(429, f"you have used your {per_day} evaluations for the last 24 hours",
-                      retry_after_seconds=max(1, int(retry.total_seconds())))
+                      retry_after_seconds=left["retry_after_seconds"], quota=left)
+    return left
+
+
+async def _first_identical(conn, evaluator_id: str, release_id: str, digest: str) -> dict | None:
+    """The evaluator's earlier submission of exactly these bytes for this release, if any: it is
+    answered again rather than scored again (no quota spent, and no new probe of the holdout)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{evaluator_id}",))
+    cur = await conn.execute(
+        "SELECT * FROM evaluations WHERE evaluator_id = %s AND release_id = %s AND submission_sha256 = %s"
+        " ORDER BY submitted_at LIMIT 1", (evaluator_id, release_id, digest))
+    return await cur.fetchone()
 
 
 def _view(row: dict) -> dict:
@@ -123,6 +152,120 @@ def _view(row: dict) -> dict:
             "metric_version": row["metric_version"] or None, "metrics": row["result"],
             "problem": row["error"] or None, "submitted_at": row["submitted_at"].isoformat(),
             "completed_at": row["completed_at"].isoformat() if row["completed_at"] else None}
+
+
+# --- the evaluator's path: what is open, in which format, checked for free ---------------------
+
+METRICS = {
+    Protocol.CXR.value: {
+        "name": "macro AUROC", "higher_is_better": True,
+        "description": "Per label and macro: AUROC, and sensitivity, specificity and F1 at 0.5, each with a"
+                       " bootstrap 95% interval. Aggregates only; no per-study output."},
+    Protocol.LUMBAR.value: {
+        "name": "RSNA 2024 lumbar weighted log loss", "higher_is_better": False,
+        "description": "Sample-weighted log loss per condition group (spinal, foraminal, subarticular; weights"
+                       " 1/2/4 by true grade) plus a study-level any-severe-spinal log loss, averaged."},
+}
+
+
+async def _released_row(conn, release_id: str) -> dict:
+    cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, f"no release {release_id!r}")
+    if row["status"] != "released":
+        raise Problem(409, f"release {release_id!r} is not out yet")
+    return row
+
+
+async def _holdout_study_ids(res, release: dict) -> list[str]:
+    """The holdout study ids, from the release's public manifest (checked against its recorded
+    digest); kept per process, since a release never changes."""
+    cache = res.extra.setdefault("holdout_study_ids", {})
+    if release["release_id"] not in cache:
+        body = await asyncio.to_thread(res.store.get_bytes, res.settings.public_bucket, release["manifest_key"])
+        if sha256_hex(body) != release["manifest_sha256"]:
+            raise Problem(503, f"the manifest of {release['release_id']!r} differs from the released one")
+        cache[release["release_id"]] = sorted(json.loads(body)["holdout"]["study_ids"])
+    return cache[release["release_id"]]
+
+
+def _release_view(row: dict) -> dict:
+    fmt = submission_format(row["protocol"])
+    base = f"/api/v1/evaluations/releases/{row['release_id']}"
+    return {"release_id": row["release_id"], "protocol": row["protocol"], "released_count": row["released_count"],
+            "holdout_count": row["holdout_count"], "manifest_sha256": row["manifest_sha256"],
+            "metric": METRICS.get(row["protocol"]),
+            "submission": {**fmt.describe(), "row_count": row["holdout_count"] * fmt.keys_per_study},
+            "links": {"self": base, "example": f"{base}/example.csv",
+                      "validate": f"/api/v1/evaluations/validate?release_id={row['release_id']}",
+                      "submit": f"/api/v1/evaluations?release_id={row['release_id']}"}}
+
+
+@router.get("/releases")
+async def open_releases(_: EvaluationReader, res: Res) -> list[dict]:
+    """Releases open for evaluation, newest first: metric, submission format and links to an
+    example file, the validator and the submission endpoint."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM releases WHERE status = 'released' ORDER BY requested_at DESC,"
+                                 " release_id")
+        return [_release_view(r) for r in await cur.fetchall()]
+
+
+@router.get("/releases/{release_id}")
+async def open_release(release_id: str, _: EvaluationReader, res: Res) -> dict:
+    """One release open for evaluation, with the holdout study ids to predict (never their labels)."""
+    async with res.pool.connection() as conn:
+        row = await _released_row(conn, release_id)
+    return {**_release_view(row), "holdout_study_ids": await _holdout_study_ids(res, row)}
+
+
+@router.get("/releases/{release_id}/example.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "A file in the submission format."}})
+async def example_file(release_id: str, _: EvaluationReader, res: Res) -> Response:
+    """A well-formed submission for the release: every row present, uninformative values (it
+    passes the validator and would score as chance)."""
+    async with res.pool.connection() as conn:
+        row = await _released_row(conn, release_id)
+    text = example_csv(submission_format(row["protocol"]), await _holdout_study_ids(res, row))
+    return Response(text, media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{release_id}-example.csv"'})
+
+
+@router.post("/validate", openapi_extra=_BODY_DOC,
+             responses={422: {"description": "What would be refused: columns, rows, ids, values."}})
+async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limits,
+                   release_id: str | None = None) -> dict:
+    """Check a predictions file exactly as a submission is checked, against public facts only
+    (columns, holdout ids, values), without scoring it and without using quota."""
+    release_id, data = await _submission(request, release_id)
+    if len(data) > lim.max_submission_bytes:
+        raise Problem(413, f"the predictions file is larger than {lim.max_submission_bytes} bytes")
+    async with res.pool.connection() as conn:
+        row = await _released_row(conn, release_id)
+        text = check_format(data, row["protocol"])
+        digest = sha256_hex(data)
+        earlier = None
+        if user.role == Role.EVALUATOR:
+            cur = await conn.execute(
+                "SELECT evaluation_id FROM evaluations WHERE evaluator_id = %s AND release_id = %s"
+                " AND submission_sha256 = %s ORDER BY submitted_at LIMIT 1", (user.user_id, release_id, digest))
+            earlier = await cur.fetchone()
+    fmt = submission_format(row["protocol"])
+    found = problems(text, fmt, await _holdout_study_ids(res, row))
+    if found:
+        raise Problem(422, "the predictions file would be refused: " + "; ".join(found), problems=found,
+                      quota_used=False)
+    return {"valid": True, "release_id": release_id, "rows": row["holdout_count"] * fmt.keys_per_study,
+            "submission_sha256": digest, "quota_used": False,
+            "already_submitted_as": earlier["evaluation_id"] if earlier else None}
+
+
+@router.get("/quota")
+async def my_quota(user: Evaluator, res: Res, lim: Limits) -> dict:
+    """Submissions used in the last 24 hours, those left, and when the next one frees up."""
+    async with res.pool.connection() as conn:
+        return await quota(conn, user.user_id, lim.evaluations_per_day)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_BODY_DOC,
@@ -136,10 +279,14 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     if len(data) > lim.max_submission_bytes:
         raise Problem(413, f"the predictions file is larger than {lim.max_submission_bytes} bytes")
     evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
-    async with unit_of_work(res.pool) as conn:
+    digest = sha256_hex(data)
+    async with unit_of_work(res.pool) as conn:  # one transaction, under the evaluator's lock
         text = check_format(data, await _release_protocol(conn, release_id))
-        await _check_quota(conn, user.user_id, lim.evaluations_per_day)
-        digest = sha256_hex(data)
+        first = await _first_identical(conn, user.user_id, release_id, digest)
+        if first is not None:
+            left = await quota(conn, user.user_id, lim.evaluations_per_day)
+            return _answer_again(first, response, left)
+        left = await _check_quota(conn, user.user_id, lim.evaluations_per_day)
         await conn.execute("INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256)"
                            " VALUES (%s,%s,%s,%s)", (evaluation_id, user.user_id, release_id, digest))
         await outbox.record(conn, [EvaluationRequested(
@@ -149,11 +296,24 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     row = await wait_for_row(res, "SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,),
                              lambda r: r["status"] != "pending", lim.evaluation_wait_seconds)
     response.headers["Location"] = f"/api/v1/evaluations/{evaluation_id}"
+    left = {**left, "used": left["used"] + 1, "remaining": left["remaining"] - 1}
     if row["status"] == "rejected":
-        raise Problem(422, f"the predictions file cannot be scored: {row['error']}", evaluation_id=evaluation_id)
+        raise Problem(422, f"the predictions file cannot be scored: {row['error']}", evaluation_id=evaluation_id,
+                      quota=left)
     if row["status"] == "pending":
         response.status_code = status.HTTP_202_ACCEPTED
-    return _view(row)
+    return {**_view(row), "quota": left}
+
+
+def _answer_again(first: dict, response: Response, left: dict) -> dict:
+    """An identical resubmission: the first submission's answer, marked as such."""
+    response.headers["Location"] = f"/api/v1/evaluations/{first['evaluation_id']}"
+    if first["status"] == "rejected":
+        raise Problem(422, f"the predictions file cannot be scored: {first['error']} (identical to"
+                      f" {first['evaluation_id']}; no quota used)", evaluation_id=first["evaluation_id"], quota=left)
+    response.status_code = status.HTTP_202_ACCEPTED if first["status"] == "pending" else status.HTTP_200_OK
+    return {**_view(first), "resubmission": True, "quota": left}
+
 
 
 @router.get("")
