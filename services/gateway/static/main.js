@@ -168,7 +168,8 @@ async function start() {
   let me;
   try { me = await call("GET", "/api/v1/me"); } catch (err) { return signOut(err.message); }
   if (me.role !== "reviewer") {
-    const where = ["curator", "admin"].includes(me.role) ? " Curators: open /console." : "";
+    const where = { curator: " Curators: open /console.", admin: " Curators: open /console.",
+                    evaluator: " Evaluators: open /evaluate." }[me.role] ?? "";
     return signOut(`This page is for reviewers; you are signed in as ${me.role}.${where}`);
   }
   $("login").hidden = true;
