@@ -191,7 +191,7 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
                   prefix: Annotated[str, typer.Option(help="train or test: which CSVs to read")] = "train") -> None:
     """Turn a competition-layout lumbar dataset into `radcurate ingest --protocol lumbar` input
     (prior grades and points become the report and priors.jsonl)."""
-    from radcurate.lumbar.competition import import_competition
+    from services.common.protocols.lumbar.competition import import_competition
 
     try:
         summary = import_competition(root, out, prefix=prefix)

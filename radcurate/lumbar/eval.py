@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from services.common.taxonomy import Taxonomy, load_taxonomy
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Grade
-from services.extractor.lumbar_rules import cell_id, extract_lumbar_grades
-from services.mapper.lumbar_lexicon import grade_grid, suggest_grades
+from services.common.protocols.lumbar.scoring import CONDITIONS, LEVELS, Grade
+from services.common.protocols.lumbar.extract import cell_id, extract_lumbar_grades
+from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "lumbar_gold_reports.jsonl"
 

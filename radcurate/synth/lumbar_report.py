@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radcurate.lumbar.competition import level_name
+from services.common.protocols.lumbar.competition import level_name
 from radcurate.synth.lumbar_truth import LumbarStudyTruth
-from services.consensus.scoring_lumbar import LEVELS, Condition, Grade, Group, Level
+from services.common.protocols.lumbar.scoring import LEVELS, Condition, Grade, Group, Level
 
 MISREPORT_RATE, CALLED_MILD_RATE = 0.10, 0.15
 NOTATIONS = ("{a}-{b}", "{a}-{n}", "{a}/{b}", "{a}/{n}")  # L4-L5, L4-5, L4/L5, L4/5

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radcurate.lumbar.competition import Coordinate, SeriesType
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level
+from services.common.protocols.lumbar.competition import Coordinate, SeriesType
+from services.common.protocols.lumbar.scoring import CONDITIONS, LEVELS, Condition, Grade, Group, Level
 
 LEVEL_WEIGHT = {Group.SPINAL: (0.25, 0.4, 0.75, 1.3, 0.6),
                 Group.FORAMINAL: (0.2, 0.35, 0.7, 1.1, 1.3),

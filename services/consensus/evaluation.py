@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from services.common.contracts import EvaluationRequested, Protocol
 from services.common.objectstore import sha256_hex
 from services.common.taxonomy import load_taxonomy
-from services.consensus import scoring_cxr, scoring_lumbar
+from services.common.protocols.cxr import scoring as scoring_cxr
+from services.common.protocols.lumbar import scoring as scoring_lumbar
 
 LUMBAR_METRIC_VERSION = "lumbar-rsna2024/1"
 

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import metrics
 from services.common.taxonomy import load_taxonomy
 from services.consensus import repo
-from services.consensus.reporting import kappa_per_label, reader_label_sets
+from services.common.protocols.cxr.reporting import kappa_per_label, reader_label_sets
 
 log = logging.getLogger(__name__)
 

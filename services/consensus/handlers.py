@@ -32,13 +32,13 @@ from services.common.contracts import (
 from services.common.runtime import Resources
 from services.common.taxonomy import load_taxonomy
 from services.consensus import repo
-from services.consensus.benchmark import compose_release
+from services.common.protocols.cxr.benchmark import compose_release
 from services.consensus.evaluation import evaluate
-from services.consensus.lumbar_consensus import decide_lumbar, lumbar_agreement_report
-from services.consensus.lumbar_release import compose_lumbar_release
+from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
+from services.common.protocols.lumbar.release import compose_lumbar_release
 from services.consensus.publish import publish_release
-from services.consensus.reporting import agreement_report
-from services.consensus.rule_config import decide, rule_for
+from services.common.protocols.cxr.reporting import agreement_report
+from services.common.protocols.kit.rule_config import decide, rule_for
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 

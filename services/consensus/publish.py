@@ -8,7 +8,7 @@ from minio.commonconfig import CopySource
 
 from services.common.objectstore import ObjectStore
 from services.common.settings import ServiceSettings
-from services.consensus.release import ReleaseFiles
+from services.common.protocols.kit.release import ReleaseFiles
 
 
 COPY_WORKERS = 8

@@ -7,7 +7,7 @@ import json
 import psycopg
 
 from services.common.contracts import AdjudicationRequested, ReviewAssigned, VoteCast
-from services.consensus.rules import Decision, VoteView
+from services.common.protocols.kit.decision import Decision, VoteView
 
 
 async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned) -> None:

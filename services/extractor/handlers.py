@@ -20,8 +20,8 @@ from services.common.runtime import Resources
 from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.extractor import repo
 from services.extractor.llm import LlmExtractor
-from services.extractor.lumbar_rules import extract_lumbar_findings
-from services.extractor.rules import extract_findings
+from services.common.protocols.lumbar.extract import extract_lumbar_findings
+from services.common.protocols.cxr.extract import extract_findings
 
 RULES_PROVENANCE = ModelProvenance(backend="rules", model="negex-rules", prompt_version="cxr-rules-v1")
 LUMBAR_RULES_PROVENANCE = ModelProvenance(backend="rules", model="lumbar-grade-rules", prompt_version="lumbar-rules-v1")

@@ -20,9 +20,9 @@ from services.common.llm import LlmClient, PostgresLlmCache, config_from_setting
 from services.common.runtime import Resources
 from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.mapper import repo
-from services.mapper.lexicon import map_findings
+from services.common.protocols.cxr.lexicon import map_findings
 from services.mapper.llm import LlmMapper, MappingResult
-from services.mapper.lumbar_lexicon import map_lumbar_findings
+from services.common.protocols.lumbar.mapping import map_lumbar_findings
 
 LEXICON_PROVENANCE = ModelProvenance(backend="lexicon", model="taxonomy-lexicon", prompt_version="cxr-lexicon-v1")
 LUMBAR_PROVENANCE = ModelProvenance(backend="lexicon", model="lumbar-grade-grid", prompt_version="lumbar-lexicon-v1")

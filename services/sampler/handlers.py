@@ -27,8 +27,8 @@ from services.common.runtime import Resources
 from services.common.taxonomy import load_taxonomy
 from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
-from services.sampler.lumbar_sampling import draw_lumbar_sample, grid_candidate
-from services.sampler.sampling import Candidate, SampleResult, draw_sample
+from services.common.protocols.lumbar.sampling import draw_lumbar_sample, grid_candidate
+from services.common.protocols.kit.sampling import Candidate, SampleResult, draw_sample
 
 DEFAULT_LEASE_SECONDS = 72 * 3600.0
 

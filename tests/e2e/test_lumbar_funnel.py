@@ -13,11 +13,11 @@ import pytest
 
 from radcurate.client import Gateway, GatewayError
 from radcurate.demo import download_release, ingest_folder, store_for
-from radcurate.lumbar.competition import TRAIN_COLUMNS, read_split
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS, read_split
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.synth.lumbar import synth_lumbar
 from services.common.contracts import Protocol
-from services.common.lumbar import CELL_IDS, CONDITIONS, LEVELS
+from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, LEVELS
 from tests.e2e.conftest import eventually, query, scalar
 
 pytestmark = pytest.mark.e2e

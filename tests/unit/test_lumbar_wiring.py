@@ -11,17 +11,17 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from radcurate.lumbar.competition import TRAIN_COLUMNS
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.simulate_lumbar import LumbarTruth, grade_study, perturb
 from services.common.contracts import CellGrade, ConsensusReached, LabelsSuggested, ModelProvenance, Protocol
 from services.common.contracts import SamplingPlan, SuggestedLabel, VoteCast, parse_event
-from services.common.lumbar import CELL_IDS
-from services.consensus.lumbar_consensus import decide_lumbar, lumbar_agreement_report
-from services.consensus.lumbar_release import compose_lumbar_release
-from services.consensus.rule_config import rule_for
-from services.gateway.grading import check_grades, grid_view
+from services.common.protocols.lumbar.grid import CELL_IDS
+from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
+from services.common.protocols.lumbar.release import compose_lumbar_release
+from services.common.protocols.kit.rule_config import rule_for
+from services.common.protocols.lumbar.review import check_grades, grid_view
 from services.gateway.problems import Problem
-from services.sampler.lumbar_sampling import LumbarStratum, draw_lumbar_sample, grid_candidate
+from services.common.protocols.lumbar.sampling import LumbarStratum, draw_lumbar_sample, grid_candidate
 
 LUMBAR = Protocol.LUMBAR
 SCS45 = "spinal_canal_stenosis_l4_l5"

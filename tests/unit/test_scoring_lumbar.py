@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from services.consensus.scoring_lumbar import (
+from services.common.protocols.lumbar.scoring import (
     CONDITIONS,
     EPS,
     LEVELS,

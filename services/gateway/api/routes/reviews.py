@@ -16,8 +16,8 @@ from services.common.db import unit_of_work
 from services.common.taxonomy import load_taxonomy
 from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
-from services.gateway.grading import GRADES, check_grades, grid_view
-from services.gateway.omissions import CONFIRMATION_TYPE, describe, omissions
+from services.common.protocols.lumbar.review import GRADES, check_grades, grid_view
+from services.common.protocols.cxr.omissions import CONFIRMATION_TYPE, describe, omissions
 from services.gateway.problems import Problem
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.common.contracts import CellGrade, SuggestedLabel
-from services.common.lumbar import CELL_IDS, GRADE_ORDER, cell_of
+from services.common.protocols.lumbar.grid import CELL_IDS, GRADE_ORDER, cell_of
 from services.gateway.problems import Problem
 
 GRADES = tuple(g.value for g in GRADE_ORDER)

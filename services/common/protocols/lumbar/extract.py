@@ -32,8 +32,8 @@ from functools import cache
 
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.taxonomy import Taxonomy, compile_phrases
-from services.consensus.scoring_lumbar import Condition, Grade, Level, Group
-from services.extractor.rules import split_sentences
+from services.common.protocols.lumbar.scoring import Condition, Grade, Level, Group
+from services.common.protocols.cxr.extract import split_sentences
 
 _RANK = {Grade.NORMAL_MILD: 0, Grade.MODERATE: 1, Grade.SEVERE: 2}
 _LEVEL_RE = re.compile(

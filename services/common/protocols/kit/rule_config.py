@@ -16,11 +16,11 @@ from pathlib import Path
 import yaml
 
 from services.common.contracts import Protocol
-from services.consensus.lumbar_rules import RULE_NAME as LUMBAR_RULE
-from services.consensus.lumbar_rules import LumbarRule
-from services.consensus.rules import CXR_RULE, Decision, VoteView, decide_cxr
+from services.common.protocols.lumbar.consensus_rule import RULE_NAME as LUMBAR_RULE
+from services.common.protocols.lumbar.consensus_rule import LumbarRule
+from services.common.protocols.kit.decision import CXR_RULE, Decision, VoteView, decide_cxr
 
-DEFAULT_RULES_FILE = Path(__file__).parent / "rules.yaml"
+DEFAULT_RULES_FILE = Path(__file__).parents[3] / "consensus" / "rules.yaml"
 _RULES = {CXR_RULE: decide_cxr}
 _GRADING_RULES = {LUMBAR_RULE}  # decided cell by cell (services/consensus/lumbar_consensus.py)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from services.common.lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
 
 EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS], as sklearn's log_loss did
 TARGET_COLUMNS = ("normal_mild", "moderate", "severe")

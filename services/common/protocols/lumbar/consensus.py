@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean
 
 from services.common.contracts import CellConsensus, CellPoint
-from services.common.lumbar import Grade, cell_of
-from services.consensus.lumbar_rules import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
-from services.consensus.rule_config import RuleConfig
-from services.consensus.rules import Decision
+from services.common.protocols.lumbar.grid import Grade, cell_of
+from services.common.protocols.lumbar.consensus_rule import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
+from services.common.protocols.kit.rule_config import RuleConfig
+from services.common.protocols.kit.decision import Decision
 
 UNKNOWN_SPACING = (1.0, 1.0)  # no PixelSpacing in the file: average in pixels rather than refuse
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from services.consensus.scoring_lumbar import (
+from services.common.protocols.lumbar.scoring import (
     CONDITIONS, LEVELS, Condition, Grade, Level, split_row_id, truth_from_train_csv)
 
 TRAIN_COLUMNS = ("study_id", *(f"{c.value}_{lv.value}" for c in CONDITIONS for lv in LEVELS))
