@@ -19,7 +19,7 @@ from services.common.protocols.lumbar.competition import CompetitionStudy, Coord
 from services.common.contracts import SelectionPlan
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, Grade, cell_of
 from services.common.objectstore import sha256_hex
-from services.consensus.evaluation import LUMBAR_METRIC_VERSION
+from services.common.protocols.lumbar.scoring import METRIC_VERSION as LUMBAR_METRIC_VERSION
 from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import AcceptedStudy, select_and_split

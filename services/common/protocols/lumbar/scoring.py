@@ -32,6 +32,9 @@ _SUFFIXES = {f"_{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
 Probabilities = tuple[float, float, float]  # (normal_mild, moderate, severe)
 
 
+METRIC_VERSION = "lumbar-rsna2024/1"
+
+
 class SubmissionError(ValueError):
     """A submission cannot be scored; the message says what to fix."""
 

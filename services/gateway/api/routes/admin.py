@@ -10,8 +10,11 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from services.common import outbox
-from services.common.contracts import Protocol, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
+from services.common.contracts import ProtocolName, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
+from services.common.protocols import DEFAULT_PROTOCOL
+from services.gateway import judgements
+from services.gateway.judgements import judgement_fields
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -22,7 +25,7 @@ router = APIRouter(prefix="/api/v1", tags=["curation"])
 class SamplingRequest(BaseModel):
     plan: SamplingPlan = SamplingPlan()
     panel: list[str] | None = Field(None, description="Reader user ids; default: every active reviewer.")
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
     capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Per reader: the most studies they may hold in total.")
     exclusions: dict[str, list[str]] = Field(
@@ -38,7 +41,7 @@ class SamplingAccepted(BaseModel):
 class ReleaseRequest(BaseModel):
     release_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     plan: SelectionPlan = SelectionPlan()
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
 
 
 async def _panel(conn, requested: list[str] | None) -> list[str]:
@@ -64,11 +67,11 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
             raise Problem(422, f"capacity/exclusions name readers outside the panel: {', '.join(strangers)}")
         if len(panel) < body.plan.readers_per_study:
             raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
-        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol.value,))
+        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol,))
         ingested = (await cur.fetchone())["n"]
         cur = await conn.execute(
             "SELECT count(DISTINCT study_id) AS n FROM assignments a JOIN studies s USING (study_id)"
-            " WHERE s.protocol = %s", (body.protocol.value,))
+            " WHERE s.protocol = %s", (body.protocol,))
         min_pool = ingested - (await cur.fetchone())["n"]
         if min_pool <= 0:
             raise Problem(422, "no unsampled studies: ingest studies first")
@@ -94,7 +97,7 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
         cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=body.protocol,
                                  plan=body.plan, funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
         await conn.execute("INSERT INTO releases (release_id, protocol, status) VALUES (%s, %s, 'requested')",
-                           (release_id, body.protocol.value))
+                           (release_id, body.protocol))
         await outbox.record(conn, [cmd])
     res.relay.notify()
     return {"release_id": release_id, "status": "requested"}
@@ -110,7 +113,7 @@ async def get_release(release_id: str, _: Curator, res: Res) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-async def _funnel(conn, protocol: Protocol) -> dict:
+async def _funnel(conn, protocol: str) -> dict:
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
         " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
@@ -119,12 +122,12 @@ async def _funnel(conn, protocol: Protocol) -> dict:
         " (SELECT count(*) FROM votes v JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS votes,"
         " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS decided,"
         " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE d.accepted AND s.protocol = %(p)s)"
-        " AS accepted", {"p": protocol.value})
+        " AS accepted", {"p": protocol})
     return dict(await cur.fetchone())
 
 
 @router.get("/progress")
-async def progress(_: Curator, res: Res, protocol: Protocol = Protocol.CXR) -> dict:
+async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOCOL) -> dict:
     """The funnel so far, and per reader: open, done and moved-away reads, and time per read
     (the reader's own `seconds_spent`, else from opening the study to the vote)."""
     async with res.pool.connection() as conn:
@@ -145,7 +148,7 @@ async def export_votes(_: Curator, res: Res) -> list[dict]:
     """Every vote, for analysis outside RadCurate."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT vote_id, study_id, reader_id, verdict, added_labels, removed_labels, comment, seconds_spent,"
-            " cast_at, grades FROM votes ORDER BY cast_at, vote_id")
+            f"SELECT v.vote_id, v.study_id, v.reader_id, v.comment, v.seconds_spent, v.cast_at, {judgements.SELECT}"
+            " FROM votes v ORDER BY v.cast_at, v.vote_id")
         rows = await cur.fetchall()
-    return [{**r, "cast_at": r["cast_at"].isoformat()} for r in rows]
+    return [judgement_fields({**r, "cast_at": r["cast_at"].isoformat()}) for r in rows]

@@ -18,11 +18,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common import outbox
-from services.common.contracts import EvaluationRequested, Protocol
+from services.common import outbox, protocols
+from services.common.contracts import EvaluationRequested
 from services.common.db import unit_of_work
 from services.common.objectstore import sha256_hex
-from services.common.taxonomy import load_taxonomy
 from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
@@ -30,7 +29,6 @@ from services.gateway.problems import Problem
 
 router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"])
 Evaluator = Annotated[User, Depends(require(Role.EVALUATOR))]
-LUMBAR_COLUMNS = ["row_id", "normal_mild", "moderate", "severe"]
 _BODY_DOC = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["predictions"], "properties": {
@@ -82,7 +80,10 @@ def check_format(data: bytes, protocol: str) -> str:
     if len(rows) < 2:
         raise Problem(422, "the predictions file is empty: expected a header and one row per holdout study")
     header = [c.strip() for c in rows[0]]
-    expected = LUMBAR_COLUMNS if protocol == Protocol.LUMBAR else ["study_id", *load_taxonomy("cxr").label_ids]
+    try:
+        expected = protocols.get(protocol).submission_columns()
+    except protocols.UnknownProtocol as exc:
+        raise Problem(409, f"this release's protocol is not loaded here: {exc}") from None
     missing = [c for c in expected if c not in header]
     extra = [c for c in header if c not in expected]
     if missing or extra or len(set(header)) != len(header):
