@@ -10,7 +10,7 @@ from services.common.protocols.lumbar.competition import (
     Coordinate, LayoutError, condition_title, export_splits, import_competition, level_name,
     prior_report, read_split)
 from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.scoring import CONDITIONS, LEVELS, Condition, Grade, Level
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
 from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 

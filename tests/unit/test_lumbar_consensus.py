@@ -10,7 +10,7 @@ from services.common.protocols.kit.agreement import mean_pairwise_qwk, quadratic
 from services.common.protocols.lumbar.consensus_rule import (
     CellRead, LumbarRule, Method, Point, agreement, average_point, decide_grade, decide_study,
     point_distance_mm)
-from services.common.protocols.lumbar.scoring import Condition, Grade, Level
+from services.common.protocols.lumbar.grid import Condition, Grade, Level
 
 N, M, S = Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE
 SCS, L45 = Condition.SPINAL_CANAL_STENOSIS, Level.L4_L5

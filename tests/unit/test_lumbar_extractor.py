@@ -5,7 +5,7 @@ import pytest
 from radcurate.lumbar.eval import DEFAULT_DATA, evaluate, gold_grid, load_rows, predict
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.scoring import Grade, Level
+from services.common.protocols.lumbar.grid import Grade, Level
 from services.common.protocols.lumbar.extract import (
     extract_lumbar_findings, extract_lumbar_grades, level_groups, parse_level)
 from services.common.protocols.lumbar.mapping import (

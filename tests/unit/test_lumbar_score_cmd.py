@@ -7,7 +7,8 @@ import pytest
 
 from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.lumbar.score_cmd import RESULT_KEYS, ScoreInputError, main, score_lumbar_files
-from services.common.protocols.lumbar.scoring import CONDITIONS, LEVELS, row_id
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS
+from services.common.protocols.lumbar.scoring import row_id
 
 
 def _truth(tmp_path, rows):

@@ -17,7 +17,7 @@ from services.common.protocols.lumbar.competition import SeriesType, read_split
 from radcurate.synth.lumbar import synth_lumbar
 from radcurate.synth.lumbar_dicom import MR_IMAGE_STORAGE, MrEncoder, instance_values
 from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.scoring import Grade
+from services.common.protocols.lumbar.grid import Grade
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
 from services.gateway.deid import identifying_attributes
 from services.gateway.ingest import validate_study

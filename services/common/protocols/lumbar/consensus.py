@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean
 
 from services.common.contracts import CellConsensus, CellPoint
-from services.common.protocols.lumbar.grid import Grade, cell_of
+from services.common.protocols.lumbar.grid import Grade, cell_of, cell_id
 from services.common.protocols.lumbar.consensus_rule import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.decision import Decision
@@ -66,7 +66,7 @@ def _methods(decided: StudyDecision) -> str:
 def _consensus(c) -> CellConsensus:
     point = c.point and CellPoint(series_instance_uid=c.point.series_id, instance_number=c.point.instance_number,
                                   x=round(c.point.x, 2), y=round(c.point.y, 2))
-    return CellConsensus(cell_id=f"{c.condition.value}_{c.level.value}", grade=c.grade.value,
+    return CellConsensus(cell_id=cell_id(c.condition, c.level), grade=c.grade.value,
                          method=c.method.value, adjudicate=c.adjudicate, point=point or None)
 
 

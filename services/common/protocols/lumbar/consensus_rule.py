@@ -26,7 +26,7 @@ from itertools import combinations
 from statistics import mean
 
 from services.common.protocols.kit.agreement import mean_pairwise_qwk
-from services.common.protocols.lumbar.scoring import CONDITIONS, LEVELS, Condition, Grade, Level
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
 
 RULE_NAME, RULE_VERSION = "lumbar-majority-median", 1
 _ORDER = list(Grade)

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
+from services.common.protocols.lumbar.grid import (  # noqa: F401  (re-exported)
+    CONDITIONS, LEVELS, Condition, Grade, Group, Level, cell_id)
 
 EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS], as sklearn's log_loss did
 TARGET_COLUMNS = ("normal_mild", "moderate", "severe")
@@ -41,7 +42,7 @@ class SubmissionError(ValueError):
 
 def row_id(study_id: str | int, condition: Condition | str, level: Level | str) -> str:
     """`<study_id>_<condition>_<level>`, the key of a submission row."""
-    return f"{study_id}_{Condition(condition).value}_{Level(level).value}"
+    return f"{study_id}_{cell_id(condition, level)}"
 
 
 def split_row_id(rid: str) -> tuple[str, Condition, Level]:
