@@ -49,9 +49,14 @@ class RecordingConn:
 
 @pytest.fixture
 def ptx():
-    protocol = protocols.register(pneumothorax.PROTOCOL)
-    yield protocol
+    return protocols.register(pneumothorax.PROTOCOL)  # importing the module registered it already
+
+
+@pytest.fixture
+def unregistered():
     protocols.unregister(NAME)
+    yield
+    protocols.register(pneumothorax.PROTOCOL)  # as the import left it, for whichever test comes next
 
 
 def report(study_id: str, text: str) -> ReportIngested:
@@ -59,8 +64,7 @@ def report(study_id: str, text: str) -> ReportIngested:
                           report_text=text, objects=[])
 
 
-def test_an_unregistered_protocol_is_refused_by_name_everywhere():
-    protocols.unregister(NAME)  # importing the plug-in module registered it; take it out again
+def test_an_unregistered_protocol_is_refused_by_name_everywhere(unregistered):
     assert NAME not in protocols.names()
     with pytest.raises(protocols.UnknownProtocol, match=NAME):
         protocols.get(NAME)
