@@ -1,8 +1,8 @@
-"""Evaluate the offline lumbar report grader (lumbar_rules -> lumbar_lexicon) on a gold set.
+"""Evaluate the offline lumbar report grader (lumbar.extract -> lumbar.mapping) on a gold set.
 
 Run `python -m radcurate.lumbar.eval [--data PATH] [--verbose]`. Gold rows are
 `{"id", "report", "grades": {cell_id: grade}}`; a cell the row leaves out is Normal/Mild, as a
-silent report is read; conventions are in services/extractor/lumbar_rules.py. Rows marked
+silent report is read; conventions are in services/common/protocols/lumbar/extract.py. Rows marked
 `"split": "heldout"` were written after the rules were frozen: their figure is the honest one.
 """
 

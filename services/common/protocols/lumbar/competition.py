@@ -194,7 +194,7 @@ def read_split(root: Path, prefix: str = "train") -> list[CompetitionStudy]:
 
 
 def read_train_csv(path: Path) -> dict[tuple[str, Cell], Grade]:
-    """{(study_id, (condition, level)): grade} for every graded cell (scoring_lumbar's parser)."""
+    """{(study_id, (condition, level)): grade} for every graded cell (lumbar.scoring's parser)."""
     try:
         truth = truth_from_train_csv(path.read_text(encoding="utf-8"))
     except ValueError as exc:

@@ -3,7 +3,7 @@ from decided studies to the agreement figures.
 
 Votes carry a grade (and maybe a point) per cell; points are pixels on one instance, so each is
 given its series' PixelSpacing (from the study's DICOM objects, filled at ingest) before
-`lumbar_rules` averages them in millimetres. A study is accepted when no cell needs
+`consensus_rule` averages them in millimetres. A study is accepted when no cell needs
 adjudication: a cell whose readers are two grades apart waits for a curator instead of
 entering the benchmark on a median nobody chose.
 """
