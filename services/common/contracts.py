@@ -285,12 +285,18 @@ class CellConsensus(BaseModel):
     point: CellPoint | None = None
 
 
+def _open_on_the_wire(schema: dict[str, Any], cls: type) -> None:
+    """The base's JSON schema admits the fields each protocol's subclass adds (its own schema is exact)."""
+    if cls is Judgement:
+        schema["additionalProperties"] = True
+
+
 class Judgement(BaseModel):
     """What a reader submits, tagged with its protocol: a tagged union open to plug-ins. Each
     protocol defines its own subclass (`CurationProtocol.judgement`, e.g. a verdict with label
     corrections, or a grade per cell); `protocol` is the tag that picks it when a vote is read."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_open_on_the_wire)
 
     protocol: str
 

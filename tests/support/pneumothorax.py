@@ -17,8 +17,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.common.contracts import CellConsensus, Finding, Judgement, LabelsSuggested, ModelProvenance
-from services.common.contracts import SamplingPlan, SelectionPlan, SuggestedLabel
+from services.common.contracts import (
+    CellConsensus,
+    Finding,
+    Judgement,
+    LabelsSuggested,
+    ModelProvenance,
+    SamplingPlan,
+    SelectionPlan,
+    SuggestedLabel,
+)
 from services.common.protocols import (
     ComposedRelease,
     CurationProtocol,

@@ -13,10 +13,13 @@ from services.common import protocols
 from services.common.contracts import (
     EvaluationRequested,
     FindingsExtracted,
+    LabelsSuggested,
+    ModelProvenance,
     ReportIngested,
     SamplingPlan,
     SamplingRequested,
     SelectionPlan,
+    SuggestedLabel,
     VoteCast,
     parse_event,
 )
@@ -95,8 +98,6 @@ async def test_a_report_is_extracted_and_mapped_by_the_protocols_own_backends(pt
 
 
 def test_the_sampler_draws_with_the_protocols_strata(ptx):
-    from services.common.contracts import LabelsSuggested, ModelProvenance, SuggestedLabel
-
     prov = ModelProvenance(backend="rules")
     pool = [LabelsSuggested(study_id=f"S{i}", patient_id=f"P{i}", protocol=NAME, taxonomy_version="ptx-v1",
                             labels=[SuggestedLabel(label_id="pneumothorax")] if i % 3 == 0 else [],

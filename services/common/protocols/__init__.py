@@ -229,6 +229,8 @@ def unregister(name: str) -> None:
 
 def _load_env_plugins() -> None:
     global _env_loaded
+    if _env_loaded:  # every event's validation asks; only the first pays for the lock
+        return
     with _lock:
         if _env_loaded:
             return

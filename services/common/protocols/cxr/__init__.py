@@ -10,8 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.common.contracts import CellConsensus, Finding, LabelsSuggested, ModelProvenance, SamplingPlan
-from services.common.contracts import SelectionPlan, Verdict
+from services.common.contracts import (
+    CellConsensus,
+    Finding,
+    LabelsSuggested,
+    ModelProvenance,
+    SamplingPlan,
+    SelectionPlan,
+    Verdict,
+)
 from services.common.protocols import (
     ComposedRelease,
     CurationProtocol,

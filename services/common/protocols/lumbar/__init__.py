@@ -11,8 +11,16 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.contracts import CellConsensus, CellGrade, Finding, LabelsSuggested, ModelProvenance
-from services.common.contracts import SamplingPlan, SelectionPlan, SuggestedLabel
+from services.common.contracts import (
+    CellConsensus,
+    CellGrade,
+    Finding,
+    LabelsSuggested,
+    ModelProvenance,
+    SamplingPlan,
+    SelectionPlan,
+    SuggestedLabel,
+)
 from services.common.protocols import (
     ComposedRelease,
     CurationProtocol,
