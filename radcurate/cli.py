@@ -110,14 +110,16 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 def ingest(data_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
-           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr") -> None:
+           protocol: Annotated[str, typer.Option(help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
+           ) -> None:
     """Ingest a folder of studies (reports.csv + dicom/) into the running stack."""
     from radcurate.demo import ingest_folder
-    from services.common.contracts import Protocol
+    from services.common import protocols
 
-    by_name = {"cxr": Protocol.CXR, "lumbar": Protocol.LUMBAR}
+    by_name = {p.short_name: p.name for p in map(protocols.get, protocols.names())}
+    by_name.update({name: name for name in by_name.values()})
     if protocol not in by_name:
-        fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
+        fail(f"unknown protocol {protocol!r}: one of {', '.join(sorted(by_name))}", 2)
     try:
         state = local.require_running(state_dir)
         summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,

@@ -128,8 +128,8 @@ async def _funnel(conn, protocol: str) -> dict:
 
 @router.get("/progress")
 async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOCOL) -> dict:
-    """The funnel so far, and per reader: open, done and moved-away reads, and time per read
-    (the reader's own `seconds_spent`, else from opening the study to the vote)."""
+    """The protocol's funnel so far, and per reader of its studies: open, done and moved-away
+    reads, and time per read (the reader's own `seconds_spent`, else from opening the study to the vote)."""
     async with res.pool.connection() as conn:
         funnel = await _funnel(conn, protocol)
         cur = await conn.execute(
@@ -138,7 +138,8 @@ async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOC
             " count(*) FILTER (WHERE a.status = 'expired') AS expired,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds,"
             " avg(v.seconds_spent) AS mean_seconds, sum(v.seconds_spent) AS total_seconds"
-            " FROM assignments a LEFT JOIN votes v USING (assignment_id) GROUP BY a.reader_id ORDER BY a.reader_id")
+            " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.protocol = %s"
+            " GROUP BY a.reader_id ORDER BY a.reader_id", (protocol,))
         readers = await cur.fetchall()
     return {"funnel": funnel, "readers": readers}
 
