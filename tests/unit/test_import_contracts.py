@@ -7,6 +7,7 @@ import the CLI. `make check` runs the same contracts on the real tree.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,13 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", "--config", str(root / "pyproject.toml")],
                           cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=120)
+
+
+def status_of(contract: str, report: str) -> str:
+    """KEPT or BROKEN: the first status after the contract's name (lint-imports wraps long lines)."""
+    found = re.search(re.escape(contract) + r".*? (KEPT|BROKEN)\b", " ".join(report.split()))
+    assert found, report
+    return found.group(1)
 
 
 @pytest.fixture
@@ -49,10 +57,14 @@ def test_the_repository_keeps_its_import_contracts():
      "Protocol plug-ins and services.common import no service"),
     ("services/common/protocols/lumbar/borrow.py", "from services.common.protocols.cxr import scoring\n",
      "Protocol packages are independent of each other"),
+    ("radcurate/peek.py", "from services.consensus import repo\n",
+     "The CLI never reaches into a service's tables or handlers"),
 ])
 def test_a_deliberate_boundary_violation_breaks_its_contract(tree: Path, module: str, source: str, contract: str):
-    assert lint_imports(tree).returncode == 0  # the copy is as clean as the repository
+    clean = lint_imports(tree)  # the copy is as clean as the repository
+    assert clean.returncode == 0 and status_of(contract, clean.stdout) == "KEPT", clean.stdout
     (tree / module).write_text(source)
     result = lint_imports(tree)
     assert result.returncode != 0
-    assert f"{contract} BROKEN" in result.stdout, result.stdout
+    assert status_of(contract, result.stdout) == "BROKEN", result.stdout
+    assert "1 broken" in result.stdout, result.stdout  # that contract, and only that one
