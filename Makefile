@@ -7,7 +7,7 @@ STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean
+.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean check lint-imports
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -34,6 +34,12 @@ test: setup  ## the whole suite: unit, integration (real broker/Postgres/S3) and
 
 unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint-imports: .venv/.synced  ## the import contracts in pyproject.toml (services apart, protocols as plug-ins)
+	PYTHONPATH=$(CURDIR) .venv/bin/lint-imports --no-logo
+
+check: lint-imports  ## the fast inner loop: import contracts + unit tests (no apt; no network once synced)
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from services.common.contracts import SamplingPlan
-from services.sampler.sampling import Candidate, draw_sample
+from services.common.protocols.kit.sampling import Candidate, draw_sample
 
 LABELS = [
     "atelectasis", "cardiomegaly", "consolidation", "pulmonary_edema", "pleural_effusion",

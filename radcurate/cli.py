@@ -116,7 +116,7 @@ def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
                exists=True, file_okay=False, help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
-           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr",
+           protocol: Annotated[str, typer.Option(help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
            dicomweb: Annotated[Optional[str], typer.Option(
                "--dicomweb", help="A PACS's DICOMweb root (e.g. http://pacs:8042/dicom-web): search it with"
                                   " QIDO-RS and retrieve with WADO-RS instead of reading a folder.")] = None,
@@ -131,11 +131,12 @@ def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
            quiet: Quiet = False) -> None:
     """Ingest a folder of studies (reports.csv + dicom/), or a PACS's studies (--dicomweb), into the
     running stack. Running it again ingests only what is missing; exit 1 if any study is not in."""
-    from services.common.contracts import Protocol
+    from services.common import protocols
 
-    by_name = {"cxr": Protocol.CXR, "lumbar": Protocol.LUMBAR}
+    by_name = {p.short_name: p.name for p in map(protocols.get, protocols.names())}
+    by_name.update({name: name for name in by_name.values()})
     if protocol not in by_name:
-        fail(f"unknown protocol {protocol!r}: cxr or lumbar", 2)
+        fail(f"unknown protocol {protocol!r}: one of {', '.join(sorted(by_name))}", 2)
     if dicomweb is not None:
         if data_dir is not None or reports is None:
             fail("--dicomweb takes no folder and needs --reports reports.csv", 2)
@@ -251,7 +252,7 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
                   prefix: Annotated[str, typer.Option(help="train or test: which CSVs to read")] = "train") -> None:
     """Turn a competition-layout lumbar dataset into `radcurate ingest --protocol lumbar` input
     (prior grades and points become the report and priors.jsonl)."""
-    from radcurate.lumbar.competition import import_competition
+    from services.common.protocols.lumbar.competition import import_competition
 
     try:
         summary = import_competition(root, out, prefix=prefix)

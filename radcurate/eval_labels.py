@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common.taxonomy import Taxonomy, load_taxonomy
-from services.extractor.rules import extract_findings
-from services.mapper.lexicon import map_findings
+from services.common.protocols.cxr.extract import extract_findings
+from services.common.protocols.cxr.lexicon import map_findings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / "tests" / "data" / "cxr_gold_reports.jsonl"

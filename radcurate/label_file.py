@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from services.common.taxonomy import Taxonomy, load_taxonomy
-from services.extractor.rules import extract_findings
-from services.mapper.lexicon import map_findings
+from services.common.protocols.cxr.extract import extract_findings
+from services.common.protocols.cxr.lexicon import map_findings
 
 if TYPE_CHECKING:  # imported where used: the offline rules path need not load openai and fastapi
     from services.common.llm import LlmConfig

@@ -40,7 +40,7 @@ def truth_from_labels_csv(text: str) -> tuple[dict[str, frozenset[str]], list[st
 
 
 def score_cxr_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: int) -> dict:
-    from services.consensus.scoring_cxr import PredictionFileError, parse_predictions, score_cxr
+    from services.common.protocols.cxr.scoring import PredictionFileError, parse_predictions, score_cxr
 
     truth, label_ids = truth_from_labels_csv(truth_text)
     try:
@@ -54,7 +54,7 @@ def score_cxr_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: int
 
 def score_lumbar_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: int) -> dict:
     """Lumbar: truth is the competition's train.csv, predictions its submission format."""
-    from services.consensus.scoring_lumbar import SubmissionError, parse_submission, score_lumbar, truth_from_train_csv
+    from services.common.protocols.lumbar.scoring import SubmissionError, parse_submission, score_lumbar, truth_from_train_csv
 
     try:
         truth = truth_from_train_csv(truth_text)

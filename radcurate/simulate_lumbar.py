@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from services.common.lumbar import GRADE_ORDER
+from services.common.protocols.lumbar.grid import GRADE_ORDER
 
 POINT_SD_PX = 1.0  # readers' point placement scatter, in pixels
 GRADES = [g.value for g in GRADE_ORDER]

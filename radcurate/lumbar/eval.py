@@ -1,8 +1,8 @@
-"""Evaluate the offline lumbar report grader (lumbar_rules -> lumbar_lexicon) on a gold set.
+"""Evaluate the offline lumbar report grader (lumbar.extract -> lumbar.mapping) on a gold set.
 
 Run `python -m radcurate.lumbar.eval [--data PATH] [--verbose]`. Gold rows are
 `{"id", "report", "grades": {cell_id: grade}}`; a cell the row leaves out is Normal/Mild, as a
-silent report is read; conventions are in services/extractor/lumbar_rules.py. Rows marked
+silent report is read; conventions are in services/common/protocols/lumbar/extract.py. Rows marked
 `"split": "heldout"` were written after the rules were frozen: their figure is the honest one.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from services.common.taxonomy import Taxonomy, load_taxonomy
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Grade
-from services.extractor.lumbar_rules import cell_id, extract_lumbar_grades
-from services.mapper.lumbar_lexicon import grade_grid, suggest_grades
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Grade, cell_id
+from services.common.protocols.lumbar.extract import extract_lumbar_grades
+from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "lumbar_gold_reports.jsonl"
 

@@ -2,7 +2,7 @@
 
 `radcurate score --protocol lumbar --truth train.csv --pred submission.csv` dispatches here;
 `python -m radcurate.lumbar.score_cmd --truth T --pred P` runs it on its own. The metric is
-`services.consensus.scoring_lumbar` — the same code the holdout evaluation uses — so a figure
+`services.common.protocols.lumbar.scoring` — the same code the holdout evaluation uses — so a figure
 printed here is the figure a submitter gets from the organiser.
 """
 
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from services.consensus.scoring_lumbar import (
+from services.common.protocols.lumbar.scoring import (
     SubmissionError,
     parse_submission,
     score_lumbar,

@@ -6,7 +6,7 @@ hidden truth (25 grades and a point per finding) that only the reader simulator 
 
 layout="ingest" (what `radcurate ingest` reads):
   reports.csv, truth.jsonl, dicom/<study_id>/<series_id>/<instance_number>.dcm
-layout="competition" (what the RSNA 2024 competition shipped; `radcurate.lumbar.competition`):
+layout="competition" (what the RSNA 2024 competition shipped; `services.common.protocols.lumbar.competition`):
   train.csv, train_label_coordinates.csv, train_series_descriptions.csv,
   train_images/<study_id>/<series_id>/<instance_number>.dcm, plus reports.csv and truth.jsonl
 Everything is a pure function of (n_studies, seed, layout).
@@ -24,7 +24,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from radcurate import progress
-from radcurate.lumbar.competition import CompetitionStudy, SeriesType, write_split
+from services.common.protocols.lumbar.competition import CompetitionStudy, SeriesType, write_split
 from radcurate.synth.lumbar_dicom import MrEncoder, instance_values
 from radcurate.synth.lumbar_paint import series_images
 from radcurate.synth.lumbar_report import LumbarReport, write_lumbar_report

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radcurate.lumbar.competition import level_name
+from services.common.protocols.lumbar.competition import level_name
 from radcurate.synth.lumbar_truth import LumbarStudyTruth
-from services.consensus.scoring_lumbar import LEVELS, Condition, Grade, Group, Level
+from services.common.protocols.lumbar.grid import LEVELS, Condition, Grade, Group, Level, cell_id
 
 MISREPORT_RATE, CALLED_MILD_RATE = 0.10, 0.15
 NOTATIONS = ("{a}-{b}", "{a}-{n}", "{a}/{b}", "{a}/{n}")  # L4-L5, L4-5, L4/L5, L4/5
@@ -47,7 +47,7 @@ def write_lumbar_report(truth: LumbarStudyTruth, rng: np.random.Generator) -> Lu
              "TECHNIQUE: Sagittal T1, sagittal T2/STIR and axial T2 images.", "FINDINGS:"]
     lines += [_level_line(level, said, notation, rng) for level in LEVELS]
     lines += ["", "IMPRESSION:", _impression(said, notation, rng)]
-    grades = {f"{c.value}_{lv.value}": g.value for (c, lv), g in said.items()}
+    grades = {cell_id(c, lv): g.value for (c, lv), g in said.items()}
     return LumbarReport("\n".join(lines), grades, notation)
 
 

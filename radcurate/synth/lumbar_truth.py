@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radcurate.lumbar.competition import Coordinate, SeriesType
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level
+from services.common.protocols.lumbar.competition import Coordinate, SeriesType
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Group, Level, cell_id
 
 LEVEL_WEIGHT = {Group.SPINAL: (0.25, 0.4, 0.75, 1.3, 0.6),
                 Group.FORAMINAL: (0.2, 0.35, 0.7, 1.1, 1.3),
@@ -38,7 +38,7 @@ class LumbarStudyTruth:
     row_jitter: int = 0  # the spine sits a little higher or lower in each study
 
     def grade_record(self) -> dict[str, str]:
-        return {f"{c.value}_{lv.value}": g.value for (c, lv), g in self.grades.items()}
+        return {cell_id(c, lv): g.value for (c, lv), g in self.grades.items()}
 
 
 def build_lumbar_cohort(rng: np.random.Generator, n_studies: int) -> list[LumbarStudyTruth]:

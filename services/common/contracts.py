@@ -13,14 +13,27 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
 
 class Protocol(StrEnum):
-    """A curation protocol: what readers are asked to do."""
+    """The built-in curation protocols' names (a protocol is a plug-in: `services.common.protocols`;
+    events carry any registered name, see `ProtocolName`)."""
 
     CXR = "cxr-label-verification"
     LUMBAR = "lumbar-grading"
+
+
+def _registered(name: str) -> str:
+    """A protocol name the registry knows; anything else fails validation (no fallback protocol)."""
+    from services.common import protocols  # the registry imports plug-ins that import this module
+
+    if not protocols.is_known(name):
+        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(protocols.names())}")
+    return str(name)
+
+
+ProtocolName = Annotated[str, AfterValidator(_registered)]
 
 
 class Verdict(StrEnum):
@@ -160,7 +173,8 @@ class ModelProvenance(BaseModel):
 class ReportIngested(Event):
     topic: ClassVar[Topic] = Topic.REPORT_INGESTED
     event_type: Literal["ReportIngested"] = "ReportIngested"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     patient_id: str
     study_instance_uid: str
     report_text: str
@@ -170,7 +184,8 @@ class ReportIngested(Event):
 class FindingsExtracted(Event):
     topic: ClassVar[Topic] = Topic.FINDINGS_EXTRACTED
     event_type: Literal["FindingsExtracted"] = "FindingsExtracted"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     patient_id: str
     findings: list[Finding]
     provenance: ModelProvenance
@@ -180,7 +195,8 @@ class FindingsExtracted(Event):
 class LabelsSuggested(Event):
     topic: ClassVar[Topic] = Topic.LABELS_SUGGESTED
     event_type: Literal["LabelsSuggested"] = "LabelsSuggested"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     patient_id: str
     taxonomy_version: str
     labels: list[SuggestedLabel]
@@ -208,8 +224,9 @@ class SamplingRequested(Event):
 
     topic: ClassVar[Topic] = Topic.SAMPLING_REQUESTED
     event_type: Literal["SamplingRequested"] = "SamplingRequested"
+    schema_version: int = 2
     run_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     plan: SamplingPlan
     panel: list[str]  # reader user ids
     # Wait until the pool holds at least this many studies (the curator's ingest count), so a
@@ -223,7 +240,8 @@ class SamplingRequested(Event):
 class ReviewAssigned(Event):
     topic: ClassVar[Topic] = Topic.REVIEW_ASSIGNED
     event_type: Literal["ReviewAssigned"] = "ReviewAssigned"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     run_id: str
     patient_id: str
     readers: list[str]
@@ -270,37 +288,73 @@ class CellConsensus(BaseModel):
     point: CellPoint | None = None
 
 
+def _open_on_the_wire(schema: dict[str, Any], cls: type) -> None:
+    """The base's JSON schema admits the fields each protocol's subclass adds (its own schema is exact)."""
+    if cls is Judgement:
+        schema["additionalProperties"] = True
+
+
+class Judgement(BaseModel):
+    """What a reader submits, tagged with its protocol: a tagged union open to plug-ins. Each
+    protocol defines its own subclass (`CurationProtocol.judgement`, e.g. a verdict with label
+    corrections, or a grade per cell); `protocol` is the tag that picks it when a vote is read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_open_on_the_wire)
+
+    protocol: str
+
+
+def _judgement_of_its_protocol(value: Any) -> Any:
+    """Validate a judgement with the model of the protocol it is tagged with."""
+    if isinstance(value, Judgement) or not isinstance(value, dict):
+        return value
+    from services.common import protocols  # the registry imports plug-ins that import this module
+
+    if "protocol" not in value:
+        raise ValueError("a judgement names its protocol")
+    return protocols.get(value["protocol"]).judgement.model_validate(value)
+
+
+AnyJudgement = Annotated[SerializeAsAny[Judgement], BeforeValidator(_judgement_of_its_protocol)]
+
+
+def legacy_judgement(protocol: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 vote's judgement (a verdict with label corrections, or a grade per cell, in flat
+    fields) as the tagged judgement that replaced them: for old events and old rows."""
+    if fields.get("grades") is not None:
+        return {"protocol": protocol, "grades": fields["grades"]}
+    return {"protocol": protocol, "verdict": fields.get("verdict"),
+            "added_labels": list(fields.get("added_labels") or []),
+            "removed_labels": list(fields.get("removed_labels") or [])}
+
+
 class VoteCast(Event):
-    """A reader's vote: a verdict on the suggested labels (CXR) or a grade per cell (lumbar).
-    Additive to schema 1: CXR votes are unchanged, so no upcaster is needed."""
+    """A reader's vote: the protocol's judgement (schema 2; schema 1 carried a CXR verdict or
+    lumbar grades in flat fields, upcast on read)."""
 
     topic: ClassVar[Topic] = Topic.VOTE_CAST
     event_type: Literal["VoteCast"] = "VoteCast"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     vote_id: str
     assignment_id: str
     reader_id: str
-    verdict: Verdict | None = None
-    added_labels: list[str] = Field(default_factory=list)
-    removed_labels: list[str] = Field(default_factory=list)
-    grades: list[CellGrade] | None = None
+    judgement: AnyJudgement
     comment: str = ""
     seconds_spent: float | None = None
 
     @model_validator(mode="after")
-    def _one_kind_of_judgement(self) -> VoteCast:
-        """Exactly one of verdict / grades, the one the protocol asks for."""
-        if self.protocol == Protocol.LUMBAR and (self.grades is None or self.verdict is not None):
-            raise ValueError("a lumbar vote carries grades and no verdict")
-        if self.protocol == Protocol.CXR and (self.verdict is None or self.grades is not None):
-            raise ValueError("a CXR vote carries a verdict and no grades")
+    def _judgement_of_this_protocol(self) -> VoteCast:
+        if self.judgement.protocol != self.protocol:
+            raise ValueError(f"a {self.protocol} vote carries a {self.judgement.protocol} judgement")
         return self
 
 
 class ConsensusReached(Event):
     topic: ClassVar[Topic] = Topic.CONSENSUS_REACHED
     event_type: Literal["ConsensusReached"] = "ConsensusReached"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     accepted: bool
     rule: str
     rule_version: str
@@ -323,8 +377,9 @@ class SelectionRequested(Event):
 
     topic: ClassVar[Topic] = Topic.SELECTION_REQUESTED
     event_type: Literal["SelectionRequested"] = "SelectionRequested"
+    schema_version: int = 2
     release_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     plan: SelectionPlan
     funnel: dict[str, int] = Field(default_factory=dict)  # upstream counts for the dataset card
 
@@ -332,8 +387,9 @@ class SelectionRequested(Event):
 class BenchmarkReleased(Event):
     topic: ClassVar[Topic] = Topic.BENCHMARK_RELEASED
     event_type: Literal["BenchmarkReleased"] = "BenchmarkReleased"
+    schema_version: int = 2
     release_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     released_count: int
     holdout_count: int
     manifest_key: str
@@ -346,8 +402,9 @@ class SamplingCompleted(Event):
 
     topic: ClassVar[Topic] = Topic.SAMPLING_COMPLETED
     event_type: Literal["SamplingCompleted"] = "SamplingCompleted"
+    schema_version: int = 2
     run_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     status: Literal["completed", "failed"] = "completed"
     pool_size: int = 0
     n_selected: int = 0
@@ -364,7 +421,8 @@ class ReviewReoffered(Event):
 
     topic: ClassVar[Topic] = Topic.REVIEW_REOFFERED
     event_type: Literal["ReviewReoffered"] = "ReviewReoffered"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     run_id: str
     from_reader: str
     to_reader: str
@@ -402,7 +460,8 @@ class StudyAdjudicated(Event):
 
     topic: ClassVar[Topic] = Topic.STUDY_ADJUDICATED
     event_type: Literal["StudyAdjudicated"] = "StudyAdjudicated"
-    protocol: Protocol = Protocol.CXR
+    schema_version: int = 2
+    protocol: ProtocolName
     adjudication_id: str
     curator_id: str
     accepted: bool
@@ -417,8 +476,9 @@ class ReportRequested(Event):
 
     topic: ClassVar[Topic] = Topic.REPORT_REQUESTED
     event_type: Literal["ReportRequested"] = "ReportRequested"
+    schema_version: int = 2
     report_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     kind: Literal["agreement"] = "agreement"
 
 
@@ -427,8 +487,9 @@ class ReportReady(Event):
 
     topic: ClassVar[Topic] = Topic.REPORT_READY
     event_type: Literal["ReportReady"] = "ReportReady"
+    schema_version: int = 2
     report_id: str
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName
     kind: Literal["agreement"] = "agreement"
     report: dict[str, Any]
 
@@ -507,8 +568,25 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
+def _protocol_was_cxr(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: `protocol` became required. A schema-1 message without one predates the
+    second protocol, so it was a CXR one (the default it was written under)."""
+    return {**raw, "protocol": raw.get("protocol") or Protocol.CXR.value, "schema_version": 2}
+
+
+def _vote_judgement(raw: dict[str, Any]) -> dict[str, Any]:
+    """VoteCast schema 1 -> 2: the flat verdict / label corrections / grades become `judgement`."""
+    raw = _protocol_was_cxr(raw)
+    flat = {k: raw.pop(k) for k in ("verdict", "added_labels", "removed_labels", "grades") if k in raw}
+    return {**raw, "judgement": legacy_judgement(raw["protocol"], flat)}
+
+
 # (event_type, schema_version) -> function turning that raw dict into the next version's dict.
-UPCASTERS: dict[tuple[str, int], Any] = {}
+UPCASTERS: dict[tuple[str, int], Any] = {
+    **{(name, 1): _protocol_was_cxr for name, cls in EVENT_TYPES.items()
+       if "protocol" in cls.model_fields and name != "VoteCast"},
+    ("VoteCast", 1): _vote_judgement,
+}
 
 
 class UnknownEvent(ValueError):

@@ -8,7 +8,6 @@ import asyncio
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
-from services.common.contracts import Protocol
 from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.consensus.gauges import refresh_forever
@@ -26,7 +25,7 @@ class ConsensusSettings(ServiceSettings):
 
 def _start_gauges(res: Resources) -> None:
     seconds = getattr(res.settings, "gauge_refresh_seconds", 15.0)
-    res.tasks.append(asyncio.create_task(refresh_forever(res.pool, Protocol.CXR.value, seconds), name="gauges"))
+    res.tasks.append(asyncio.create_task(refresh_forever(res.pool, seconds), name="gauges"))
 
 
 def build_app(settings: ConsensusSettings | None = None) -> FastAPI:

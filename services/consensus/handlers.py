@@ -10,16 +10,14 @@ from typing import Any
 
 import psycopg
 
-from services.common import metrics
+from services.common import metrics, protocols
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import (
     AdjudicationRequested,
     BenchmarkReleased,
-    CellConsensus,
     ConsensusReached,
     EvaluationCompleted,
     EvaluationRequested,
-    Protocol,
     ReportReady,
     ReportRequested,
     ReviewAssigned,
@@ -29,16 +27,12 @@ from services.common.contracts import (
     Topic,
     VoteCast,
 )
+from services.common.protocols import CurationProtocol
+from services.common.protocols.kit.rule_config import RuleConfig, RuleConfigError, rule_for
 from services.common.runtime import Resources
-from services.common.taxonomy import load_taxonomy
 from services.consensus import repo
-from services.consensus.benchmark import compose_release
 from services.consensus.evaluation import evaluate
-from services.consensus.lumbar_consensus import decide_lumbar, lumbar_agreement_report
-from services.consensus.lumbar_release import compose_lumbar_release
 from services.consensus.publish import publish_release
-from services.consensus.reporting import agreement_report
-from services.consensus.rule_config import decide, rule_for
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 
@@ -47,26 +41,25 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
     rules_file = getattr(res.settings, "rules_file", None)
     n_bootstrap = getattr(res.settings, "evaluation_bootstrap", 1000)
 
+    def protocol_and_rule(name: str) -> tuple[CurationProtocol, RuleConfig]:
+        """The protocol's plug-in and its configured rule; either missing is a dead letter."""
+        try:
+            return protocols.get(name), rule_for(name, rules_file)
+        except (protocols.UnknownProtocol, RuleConfigError) as exc:
+            raise PermanentError(str(exc)) from None
+
     async def decide_if_complete(conn: psycopg.AsyncConnection, study_id: str) -> list[ConsensusReached]:
         assignment = await repo.get_assignment(conn, study_id)
         if assignment is None or await repo.is_decided(conn, study_id):
             return []
-        rule = rule_for(assignment["protocol"], rules_file)
-        cells: list[CellConsensus] | None = None
-        if assignment["protocol"] == Protocol.LUMBAR:
-            votes = await repo.counted_grade_votes(conn, study_id)
-            if len(votes) < len(assignment["readers"]):
-                return []
-            decision, cells = decide_lumbar(study_id, votes, assignment["objects"], rule)
-            vote_ids = [v["vote_id"] for v in votes]
-        else:
-            views = await repo.counted_votes(conn, study_id)
-            if len(views) < len(assignment["readers"]):
-                return []
-            decision = decide(rule, [v for _, v in views], assignment["suggested"])
-            vote_ids = [vid for vid, _ in views]
+        protocol, rule = protocol_and_rule(assignment["protocol"])
+        votes = await repo.counted_votes(conn, study_id)
+        if len(votes) < len(assignment["readers"]):
+            return []
+        decision, cells = protocol.decide(study_id, votes, assignment, rule)
+        vote_ids = [v["vote_id"] for v in votes]
         await repo.save_decision(conn, study_id, decision, vote_ids,
-                                 None if cells is None else [c.model_dump(mode="json") for c in cells])
+                                 [c.model_dump(mode="json") for c in cells] if cells else None)
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
         return [ConsensusReached(
@@ -74,13 +67,10 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
             rule_version=decision.rule_version, labels=list(decision.labels), vote_ids=vote_ids, cells=cells or [],
         )]
 
-    async def protocol_agreement(conn: psycopg.AsyncConnection, protocol: str) -> dict:
-        """The agreement report: Fleiss' kappa on verdicts (CXR), QWK and point distance (lumbar)."""
-        if protocol == Protocol.LUMBAR:
-            studies, votes = await repo.grade_report_rows(conn, protocol)
-            return await asyncio.to_thread(lumbar_agreement_report, studies, votes)
-        studies, votes = await repo.report_rows(conn, protocol)
-        return await asyncio.to_thread(agreement_report, studies, votes, load_taxonomy("cxr").label_ids)
+    async def protocol_agreement(conn: psycopg.AsyncConnection, protocol: CurationProtocol) -> dict:
+        """The protocol's agreement report (e.g. Fleiss' kappa on verdicts, or QWK and point distance)."""
+        studies, votes = await repo.report_rows(conn, protocol.name)
+        return await asyncio.to_thread(protocol.agreement_report, studies, votes)
 
     async def on_review_assigned(conn: psycopg.AsyncConnection, event: ReviewAssigned, _: Any) -> list[ConsensusReached]:
         """Remember who reads a study; votes that raced ahead of this event may now complete it."""
@@ -112,7 +102,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         if current is None:
             raise PermanentError(f"adjudication {cmd.adjudication_id}: study {cmd.study_id} has no decision yet")
         assignment = await repo.get_assignment(conn, cmd.study_id)
-        known = set(load_taxonomy("cxr").label_ids)
+        known = set(protocol_and_rule(assignment["protocol"])[0].adjudication_labels())
         if unknown := sorted(set(cmd.labels) - known):
             raise PermanentError(f"adjudication {cmd.adjudication_id}: unknown labels {unknown}")
         labels = sorted(set(cmd.labels)) if cmd.accepted else []
@@ -127,9 +117,10 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
 
     async def on_report_requested(conn: psycopg.AsyncConnection, cmd: ReportRequested, _: Any) -> list[ReportReady]:
         """Compute the agreement / AI-vs-expert report from this service's own tables."""
-        report = await protocol_agreement(conn, cmd.protocol)
+        protocol, rule = protocol_and_rule(cmd.protocol)
+        report = await protocol_agreement(conn, protocol)
         report["open_flags"] = await repo.open_flags(conn)
-        report["rule"] = rule_for(cmd.protocol, rules_file).describe()
+        report["rule"] = rule.describe()
         return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
                             protocol=cmd.protocol, report=report)]
 
@@ -154,16 +145,11 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
-        agreement = await protocol_agreement(conn, cmd.protocol)
+        protocol, rule = protocol_and_rule(cmd.protocol)
+        agreement = await protocol_agreement(conn, protocol)
         funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
-        rule = rule_for(cmd.protocol, rules_file)
-        if cmd.protocol == Protocol.LUMBAR:
-            composed = compose_lumbar_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, rule, agreement)
-            truth = {s.study_id: s.grades for s in composed.holdout}  # what lumbar evaluation scores against
-        else:
-            composed = compose_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, load_taxonomy("cxr"),
-                                       rule, agreement)
-            truth = {s.study_id: sorted(s.labels) for s in composed.holdout}
+        composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+        truth = composed.truth  # what evaluation scores against; it never leaves this service
         files = composed.files
         await asyncio.to_thread(publish_release, res.store, res.settings, files)
         await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(),
@@ -186,5 +172,3 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested),
     }
 
-
-__all__ = ["build_handlers", "Protocol"]

@@ -8,7 +8,7 @@ from minio.commonconfig import CopySource
 
 from services.common.objectstore import ObjectStore
 from services.common.settings import ServiceSettings
-from services.consensus.release import ReleaseFiles
+from services.common.protocols.kit.release import ReleaseFiles
 
 
 COPY_WORKERS = 8
@@ -23,7 +23,7 @@ def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFi
         kind, src, dst = item
         store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src))
 
-    # A lumbar release copies ~40 instances per study: server-side copies in parallel, not one by one.
+    # A multi-series release copies ~40 instances per study: server-side copies in parallel, not one by one.
     with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
         list(pool.map(copy, rf.copies))
     for (kind, key), data in sorted(rf.files.items(), key=lambda kv: kv[0][1] == rf.manifest_key):

@@ -6,8 +6,20 @@ import json
 
 import psycopg
 
-from services.common.contracts import AdjudicationRequested, ReviewAssigned, VoteCast
-from services.consensus.rules import Decision, VoteView
+from services.common.contracts import AdjudicationRequested, ReviewAssigned, VoteCast, legacy_judgement
+from services.common.protocols.kit.decision import Decision
+
+# A vote row's judgement: the stored one, or (rows from before judgements) the flat columns read
+# the way schema-1 vote events are upcast. `protocol` comes from the study's assignment.
+_JUDGEMENT_COLUMNS = "v.judgement, v.verdict, v.added_labels, v.removed_labels, v.grades, a.protocol"
+
+
+def _with_judgement(row: dict) -> dict:
+    """The row with its judgement's fields in place of the storage columns (`protocol` dropped)."""
+    flat = {k: row.pop(k) for k in ("verdict", "added_labels", "removed_labels", "grades")}
+    protocol = row.pop("protocol")
+    judgement = row.pop("judgement") or legacy_judgement(protocol, flat)
+    return {**row, **{k: v for k, v in judgement.items() if k != "protocol"}}
 
 
 async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned) -> None:
@@ -40,30 +52,18 @@ async def reader_has_counted_vote(conn: psycopg.AsyncConnection, study_id: str, 
 
 async def save_vote(conn: psycopg.AsyncConnection, v: VoteCast, counted: bool) -> None:
     await conn.execute(
-        "INSERT INTO votes (vote_id, study_id, reader_id, verdict, added_labels, removed_labels, seconds_spent,"
-        " cast_at, counted, grades) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
-        (v.vote_id, v.study_id, v.reader_id, v.verdict, json.dumps(v.added_labels), json.dumps(v.removed_labels),
-         v.seconds_spent, v.occurred_at, counted,
-         json.dumps([g.model_dump(mode="json") for g in v.grades]) if v.grades is not None else None),
+        "INSERT INTO votes (vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, counted)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
+        (v.vote_id, v.study_id, v.reader_id, v.judgement.model_dump_json(), v.seconds_spent, v.occurred_at, counted),
     )
 
 
-async def counted_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[tuple[str, VoteView]]:
+async def counted_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[dict]:
+    """A study's counted votes in casting order: vote_id, reader_id and the judgement's fields."""
     cur = await conn.execute(
-        "SELECT vote_id, reader_id, verdict, added_labels, removed_labels FROM votes"
-        " WHERE study_id = %s AND counted ORDER BY cast_at, vote_id", (study_id,))
-    return [
-        (r["vote_id"], VoteView(r["reader_id"], r["verdict"], frozenset(r["added_labels"]), frozenset(r["removed_labels"])))
-        for r in await cur.fetchall()
-    ]
-
-
-async def counted_grade_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[dict]:
-    """A lumbar study's counted votes: vote_id, reader_id and the grades with their points."""
-    cur = await conn.execute(
-        "SELECT vote_id, reader_id, grades FROM votes WHERE study_id = %s AND counted ORDER BY cast_at, vote_id",
-        (study_id,))
-    return await cur.fetchall()
+        f"SELECT v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS} FROM votes v JOIN assignments a USING (study_id)"
+        " WHERE v.study_id = %s AND v.counted ORDER BY v.cast_at, v.vote_id", (study_id,))
+    return [_with_judgement(r) for r in await cur.fetchall()]
 
 
 async def flag(conn: psycopg.AsyncConnection, study_id: str, reason: str) -> None:
@@ -72,7 +72,7 @@ async def flag(conn: psycopg.AsyncConnection, study_id: str, reason: str) -> Non
 
 async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decision, vote_ids: list[str],
                         cells: list[dict] | None = None) -> None:
-    """`cells`: the lumbar per-cell decisions (CellConsensus dicts); None for CXR."""
+    """`cells`: per-cell decisions (CellConsensus dicts) of a grid protocol; None for the others."""
     await conn.execute(
         "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids,"
         " cells) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -149,31 +149,18 @@ async def resolve_flags(conn: psycopg.AsyncConnection, study_id: str, curator_id
 
 
 async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
-    """Decided studies (with their suggestion, tier, provenance and effective decision) and their
-    counted votes: everything the agreement report is computed from."""
+    """Decided studies (with their suggestion, tier, provenance, objects and effective decision)
+    and their counted votes (with the judgement's fields): what agreement is computed from."""
     cur = await conn.execute(
-        "SELECT a.study_id, a.suggested, a.difficulty, a.extraction, a.mapping, d.accepted, d.labels"
+        "SELECT a.study_id, a.suggested, a.difficulty, a.extraction, a.mapping, a.objects, d.accepted, d.labels"
         " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
         " ORDER BY a.study_id", (protocol,))
     studies = await cur.fetchall()
     cur = await conn.execute(
-        "SELECT v.study_id, v.reader_id, v.verdict, v.added_labels, v.removed_labels, v.seconds_spent"
+        f"SELECT v.study_id, v.reader_id, v.seconds_spent, {_JUDGEMENT_COLUMNS}"
         " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
         " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
-    return studies, await cur.fetchall()
-
-
-async def grade_report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
-    """Lumbar: decided studies (with their objects, for PixelSpacing) and their counted graded votes."""
-    cur = await conn.execute(
-        "SELECT a.study_id, a.objects FROM assignments a JOIN decisions d USING (study_id) WHERE a.protocol = %s"
-        " ORDER BY a.study_id", (protocol,))
-    studies = await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT v.study_id, v.reader_id, v.grades FROM votes v JOIN assignments a USING (study_id)"
-        " JOIN decisions d USING (study_id) WHERE v.counted AND a.protocol = %s AND v.grades IS NOT NULL"
-        " ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
-    return studies, await cur.fetchall()
+    return studies, [_with_judgement(r) for r in await cur.fetchall()]
 
 
 async def study_states(conn: psycopg.AsyncConnection) -> dict[str, int]:

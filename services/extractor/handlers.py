@@ -2,88 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import psycopg
 
+from services.common import protocols
 from services.common.consumer import Handler, PermanentError
-from services.common.contracts import (
-    Finding,
-    FindingsExtracted,
-    ModelProvenance,
-    Protocol as CurationProtocol,
-    ReportIngested,
-    Topic,
-)
+from services.common.contracts import Finding, FindingsExtracted, ReportIngested, Topic
 from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
+from services.common.protocols import CurationProtocol, Extractor
 from services.common.runtime import Resources
-from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.extractor import repo
 from services.extractor.llm import LlmExtractor
-from services.extractor.lumbar_rules import extract_lumbar_findings
-from services.extractor.rules import extract_findings
-
-RULES_PROVENANCE = ModelProvenance(backend="rules", model="negex-rules", prompt_version="cxr-rules-v1")
-LUMBAR_RULES_PROVENANCE = ModelProvenance(backend="rules", model="lumbar-grade-rules", prompt_version="lumbar-rules-v1")
 
 
-class Extractor(Protocol):
-    provenance: ModelProvenance
-
-    async def extract(self, report: str) -> list[Finding]: ...
-
-
-class RulesExtractor:
-    """The offline rule-based extractor behind the same interface as the LLM one."""
-
-    provenance = RULES_PROVENANCE
-
-    def __init__(self, taxonomy: Taxonomy) -> None:
-        self._taxonomy = taxonomy
-
-    async def extract(self, report: str) -> list[Finding]:
-        return extract_findings(report, self._taxonomy)
-
-
-class LumbarRulesExtractor:
-    """Grades per condition x level read from a lumbar MRI report, as findings."""
-
-    provenance = LUMBAR_RULES_PROVENANCE
-
-    def __init__(self, taxonomy: Taxonomy) -> None:
-        self._taxonomy = taxonomy
-
-    async def extract(self, report: str) -> list[Finding]:
-        return extract_lumbar_findings(report, self._taxonomy)
-
-
-def make_extractor(res: Resources) -> Extractor:
-    """The configured backend; the LLM client lives as long as the process (`res.extra`)."""
+def make_extractor(res: Resources, protocol: CurationProtocol) -> Extractor:
+    """The configured backend for one protocol: the LLM where the protocol's reports suit the
+    prompt and the settings ask for it, else the protocol's offline extractor. One LLM client per
+    process (`res.extra`)."""
     settings = res.settings
-    if getattr(settings, "backend", "rules") != "llm":
-        return RulesExtractor(load_taxonomy("cxr"))
-    client = LlmClient(config_from_settings(settings.service_name, settings), PostgresLlmCache(res.pool))
-    res.extra["llm_client"] = client
-    return LlmExtractor(client)
+    if getattr(settings, "backend", "rules") != "llm" or not protocol.llm_backends:
+        return protocol.extractor()
+    if "llm_client" not in res.extra:
+        res.extra["llm_client"] = LlmClient(config_from_settings(settings.service_name, settings),
+                                            PostgresLlmCache(res.pool))
+    return LlmExtractor(res.extra["llm_client"])
 
 
 def build_handlers(res: Resources) -> dict[str, Handler]:
-    # The lumbar protocol has an offline grader only; its LLM prompt is future work (issue 6 note).
-    extractors: dict[CurationProtocol, Extractor] = {
-        CurationProtocol.CXR: make_extractor(res),
-        CurationProtocol.LUMBAR: LumbarRulesExtractor(load_taxonomy("lumbar")),
-    }
+    # Every registered protocol's backend up front: a misconfigured LLM fails at start, not mid-batch.
+    extractors: dict[str, Extractor] = {name: make_extractor(res, protocols.get(name)) for name in protocols.names()}
+
+    def extractor_for(name: str) -> Extractor:
+        """The protocol's extractor, built on first use; an unknown protocol is a dead letter."""
+        if name not in extractors:
+            try:
+                extractors[name] = make_extractor(res, protocols.get(name))
+            except protocols.UnknownProtocol as exc:
+                raise PermanentError(str(exc)) from None
+        return extractors[name]
 
     async def read_report(event: ReportIngested) -> list[Finding]:
         """Outside the transaction, concurrently for a whole batch: the slow (LLM) part."""
         if not event.report_text.strip():
             raise PermanentError("report text is empty")
-        return await extractors[event.protocol].extract(event.report_text)
+        return await extractor_for(event.protocol).extract(event.report_text)
 
     async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
                                  findings: list[Finding]) -> list[FindingsExtracted]:
         """Read the abnormal findings out of one report."""
-        provenance = extractors[event.protocol].provenance
+        provenance = extractor_for(event.protocol).provenance
         await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance)
         return [
             FindingsExtracted(

@@ -50,7 +50,7 @@ async def on_review_assigned(conn: psycopg.AsyncConnection, e: ReviewAssigned, _
             "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested, unmapped,"
             " reason, protocol) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
             [(assignment_id(e.study_id, r), e.study_id, r, e.run_id, e.difficulty, _dump(e.suggested),
-              _dump(e.unmapped_findings), e.reason, e.protocol.value) for r in e.readers])
+              _dump(e.unmapped_findings), e.reason, e.protocol) for r in e.readers])
 
 
 async def on_review_reoffered(conn: psycopg.AsyncConnection, e: ReviewReoffered, _: Any) -> None:

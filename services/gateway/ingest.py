@@ -18,7 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from pydicom.errors import InvalidDicomError
 
 from services.common import outbox
-from services.common.contracts import DicomObject, Protocol, ReportIngested
+from services.common.contracts import DicomObject, ReportIngested
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.objectstore import ObjectStore, content_key, sha256_hex
 from services.gateway import deid
@@ -73,7 +74,7 @@ def parse_instance(name: str, data: bytes, *, scrub: bool) -> tuple[ParsedInstan
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     """(row, column) spacing in mm, or None when absent or malformed (CXR files often lack it;
-    lumbar consensus needs it to average reader points in millimetres)."""
+    grading consensus needs it to average reader points in millimetres)."""
     try:
         row, col = (float(v) for v in ds.get("PixelSpacing") or ())
     except (TypeError, ValueError):
@@ -103,7 +104,7 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
 
 async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *, study_id: str,
                        patient_id: str, report: str, files: list[tuple[str, bytes]], scrub: bool = False,
-                       protocol: Protocol = Protocol.CXR) -> IngestResult:
+                       protocol: str = DEFAULT_PROTOCOL) -> IngestResult:
     """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input."""
     parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub)
     async with pool.connection() as conn:

@@ -15,50 +15,11 @@ import math
 import re
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
-from services.common.contracts import Protocol
-from services.common.lumbar import CELL_IDS
-from services.common.taxonomy import load_taxonomy
+from services.common.protocols.kit.submission import SubmissionFormat
 
 MAX_NAMED = 5
-LUMBAR_VALUE_COLUMNS = ("normal_mild", "moderate", "severe")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-@dataclass(frozen=True)
-class SubmissionFormat:
-    """One row per `key` (a holdout study, or a study × lumbar cell), one number per value column."""
-
-    key_column: str
-    value_columns: tuple[str, ...]
-    low: float
-    high: float
-    keys_per_study: int
-
-    @property
-    def header(self) -> list[str]:
-        return [self.key_column, *self.value_columns]
-
-    def keys(self, study_ids: Collection[str]) -> list[str]:
-        if self.key_column == "row_id":
-            return [f"{s}_{cell}" for s in sorted(study_ids) for cell in CELL_IDS]
-        return sorted(study_ids)
-
-    def describe(self) -> dict:
-        rows = "one per holdout study" if self.keys_per_study == 1 else \
-            f"one per holdout study and spinal cell ({self.keys_per_study} per study: <study_id>_<condition>_<level>)"
-        values = "a probability in [0, 1]" if self.high == 1 else \
-            "a non-negative number (each row is normalised to sum 1)"
-        return {"columns": self.header, "rows": rows, "values": values,
-                "content_types": ["text/csv", "multipart/form-data (field 'predictions', plus 'release_id')"],
-                "encoding": "UTF-8"}
-
-
-def submission_format(protocol: str) -> SubmissionFormat:
-    if protocol == Protocol.LUMBAR:
-        return SubmissionFormat("row_id", LUMBAR_VALUE_COLUMNS, 0.0, math.inf, len(CELL_IDS))
-    return SubmissionFormat("study_id", tuple(load_taxonomy("cxr").label_ids), 0.0, 1.0, 1)
 
 
 def example_csv(fmt: SubmissionFormat, study_ids: Collection[str]) -> str:

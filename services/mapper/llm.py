@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.contracts import Certainty, Finding, ModelProvenance, SuggestedLabel
 from services.common.llm import BACKEND, LlmClient, LlmReply
+from services.common.protocols import MappingResult
 from services.common.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,6 @@ log = logging.getLogger(__name__)
 PROMPT_VERSION = "map-v1"
 PROMPTS = Path(__file__).parent / "prompts"
 SCHEMA_NAME = "cxr_labels"
-
-
-@dataclass(frozen=True)
-class MappingResult:
-    """Labels (taxonomy order), the findings no label cites, the reasoning, and rejected ids."""
-
-    labels: list[SuggestedLabel]
-    unmapped: list[Finding]
-    reasoning: str | None = None
-    rejected: list[str] = field(default_factory=list)
 
 
 class _LlmLabel(BaseModel):

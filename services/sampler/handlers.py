@@ -9,12 +9,11 @@ from typing import Any
 
 import psycopg
 
-from services.common import metrics
+from services.common import metrics, protocols
 from services.common.consumer import Handler
 from services.common.contracts import (
     Event,
     LabelsSuggested,
-    Protocol,
     ReassignmentRequested,
     ReviewAssigned,
     ReviewReoffered,
@@ -24,26 +23,11 @@ from services.common.contracts import (
     VoteCast,
 )
 from services.common.runtime import Resources
-from services.common.taxonomy import load_taxonomy
+from services.common.protocols.kit.sampling import SampleResult
 from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
-from services.sampler.lumbar_sampling import draw_lumbar_sample, grid_candidate
-from services.sampler.sampling import Candidate, SampleResult, draw_sample
 
 DEFAULT_LEASE_SECONDS = 72 * 3600.0
-
-
-def candidate_from(s: LabelsSuggested) -> Candidate:
-    """What the sampler knows about a study's difficulty, from its suggestion."""
-    confidences = [label.confidence for label in s.labels]
-    return Candidate(
-        study_id=s.study_id,
-        patient_id=s.patient_id,
-        labels=frozenset(label.label_id for label in s.labels),
-        uncertain=frozenset(label.label_id for label in s.labels if label.uncertain),
-        confidence=min(confidences) if confidences else None,
-        n_unmapped=len(s.unmapped_findings),
-    )
 
 
 async def on_labels_suggested(conn: psycopg.AsyncConnection, event: LabelsSuggested, _: Any,
@@ -106,10 +90,8 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
 
 
 def draw(cmd: SamplingRequested, pool: list[LabelsSuggested]) -> SampleResult:
-    """The protocol's sampling: label quotas (CXR) or grade strata, rare cells first (lumbar)."""
-    if cmd.protocol == Protocol.LUMBAR:
-        return draw_lumbar_sample([grid_candidate(s) for s in pool], cmd.plan)
-    return draw_sample([candidate_from(s) for s in pool], cmd.plan, load_taxonomy("cxr").label_ids)
+    """The protocol's sampling (e.g. label quotas, or grade strata with rare cells first)."""
+    return protocols.get(cmd.protocol).draw_sample(pool, cmd.plan)
 
 
 def _failed(cmd: SamplingRequested, why: str) -> SamplingCompleted:

@@ -50,8 +50,8 @@ async def move_read(conn: psycopg.AsyncConnection, study_id: str, from_reader: s
         return None
     readers = sorted([r for r in current if r != from_reader] + [chosen])
     await repo.move_lease(conn, study_id, from_reader, chosen, lease["run_id"], readers, lease_seconds)
-    return ReviewReoffered(study_id=study_id, run_id=lease["run_id"], from_reader=from_reader, to_reader=chosen,
-                           readers=readers, reason=reason)
+    return ReviewReoffered(study_id=study_id, protocol=limits["protocol"], run_id=lease["run_id"],
+                           from_reader=from_reader, to_reader=chosen, readers=readers, reason=reason)
 
 
 async def on_vote(conn: psycopg.AsyncConnection, vote: VoteCast) -> None:

@@ -112,7 +112,8 @@ async def due_leases(conn: psycopg.AsyncConnection, limit: int = 200) -> list[di
 
 
 async def run_limits(conn: psycopg.AsyncConnection, run_id: str) -> dict:
-    cur = await conn.execute("SELECT plan, panel, capacity, exclusions FROM sampling_runs WHERE run_id = %s", (run_id,))
+    cur = await conn.execute("SELECT protocol, plan, panel, capacity, exclusions FROM sampling_runs WHERE run_id = %s",
+                             (run_id,))
     return await cur.fetchone()
 
 

@@ -54,7 +54,8 @@ async def test_three_hundred_studies_become_a_released_benchmark_and_a_holdout(s
     assert not {patient_of[s] for s in released} & {patient_of[s] for s in holdout}
 
     for study_id in released | holdout:
-        agree_all = scalar(stack, "gateway", "SELECT count(*) FROM votes WHERE study_id = %s AND verdict = 'agree_all'",
+        agree_all = scalar(stack, "gateway",
+                           "SELECT count(*) FROM votes WHERE study_id = %s AND judgement->>'verdict' = 'agree_all'",
                            (study_id,))
         assert agree_all >= 2, study_id
 

@@ -13,11 +13,11 @@ import pytest
 
 from radcurate.client import Gateway, GatewayError
 from radcurate.demo import download_release, ingest_folder, store_for
-from radcurate.lumbar.competition import TRAIN_COLUMNS, read_split
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS, read_split
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.synth.lumbar import synth_lumbar
 from services.common.contracts import Protocol
-from services.common.lumbar import CELL_IDS, CONDITIONS, LEVELS
+from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, LEVELS
 from tests.e2e.conftest import eventually, query, scalar
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def check_sampling_and_decisions(stack) -> None:
     assert len(cells) == SAMPLED and all(len(c[0]) == 25 for c in cells)
     points = [cell["point"] for (c,) in cells for cell in c if cell["point"]]
     assert len(points) > SAMPLED * 20 and all(p["x"] >= 0 and p["instance_number"] >= 1 for p in points)
-    assert scalar(stack, "consensus", "SELECT count(*) FROM votes WHERE grades IS NULL") == 0
+    assert scalar(stack, "consensus", "SELECT count(*) FROM votes WHERE judgement->'grades' IS NULL") == 0
 
 
 async def check_report(admin: Gateway) -> None:
@@ -194,7 +194,7 @@ async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browse
     await page.get_by_role("button", name="Submit grades").click()
     await page.wait_for_function("window.__rc.votes === 1")
 
-    grades = query(stack, "gateway", "SELECT grades FROM votes WHERE assignment_id = %s",
+    grades = query(stack, "gateway", "SELECT judgement->'grades' FROM votes WHERE assignment_id = %s",
                    (task["assignment_id"],))[0][0]
     graded = {g["cell_id"]: g for g in grades}
     assert len(graded) == 25 and graded[cell]["grade"] == target

@@ -18,7 +18,7 @@ from radcurate.demo import ingest_folder, store_for
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.synth import synth_cxr
-from services.consensus.scoring_cxr import METRIC_VERSION, receipt
+from services.common.protocols.cxr.scoring import METRIC_VERSION, receipt
 from tests.e2e.conftest import eventually, query, scalar
 
 pytestmark = pytest.mark.e2e

@@ -16,6 +16,7 @@ from services.common.contracts import (
     AdjudicationRequested,
     EvaluationRequested,
     ModelProvenance,
+    Protocol,
     ReportRequested,
     ReviewAssigned,
     SuggestedLabel,
@@ -23,6 +24,7 @@ from services.common.contracts import (
 )
 from services.common.db import apply_migrations
 from services.common.objectstore import sha256_hex
+from services.common.protocols.cxr.judgement import LabelVerdict
 from services.consensus.handlers import build_handlers
 
 pytestmark = pytest.mark.integration
@@ -50,14 +52,17 @@ async def apply(conn, handlers, event):
 
 
 def assigned(study_id: str, suggested=("cardiomegaly",)) -> ReviewAssigned:
-    return ReviewAssigned(study_id=study_id, run_id="run", patient_id=f"P-{study_id}", readers=READERS, reason="",
+    return ReviewAssigned(study_id=study_id, protocol=Protocol.CXR, run_id="run", patient_id=f"P-{study_id}",
+                          readers=READERS, reason="",
                           difficulty="easy", suggested=[SuggestedLabel(label_id=s) for s in suggested],
                           taxonomy_version="cxr-v1", extraction=PROV, mapping=PROV)
 
 
 def vote(study_id: str, reader: str, verdict: str, vote_id: str | None = None, **kw) -> VoteCast:
-    return VoteCast(study_id=study_id, vote_id=vote_id or f"{study_id}-{reader}", assignment_id=f"a-{reader}",
-                    reader_id=reader, verdict=verdict, seconds_spent=10, **kw)
+    judgement = LabelVerdict(verdict=verdict, added_labels=kw.pop("added_labels", []),
+                             removed_labels=kw.pop("removed_labels", []))
+    return VoteCast(study_id=study_id, protocol=Protocol.CXR, vote_id=vote_id or f"{study_id}-{reader}",
+                    assignment_id=f"a-{reader}", reader_id=reader, judgement=judgement, seconds_spent=10, **kw)
 
 
 async def decide(conn, handlers, study_id, verdicts, **kw):
@@ -108,7 +113,7 @@ async def test_adjudication_is_appended_beside_the_rule_decision_and_becomes_eff
 async def test_the_report_is_aggregate_and_counts_every_decided_study(db, handlers):
     for i in range(6):
         await decide(db, handlers, f"R{i}", ["agree_all", "agree_all", "disagree" if i % 2 else "agree_all"])
-    [ready] = await apply(db, handlers, ReportRequested(study_id="rep1", report_id="rep1"))
+    [ready] = await apply(db, handlers, ReportRequested(study_id="rep1", report_id="rep1", protocol=Protocol.CXR))
     assert ready.event_type == "ReportReady" and ready.report["studies"]["decided"] == 6
     assert ready.report["readers"]["r3"]["reads"] == 6
     assert not any(f"R{i}" in json.dumps(ready.report) for i in range(6))

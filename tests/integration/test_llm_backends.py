@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from radcurate.label_file import label_file
 from services.common import metrics
 from services.common.consumer import PermanentError
-from services.common.contracts import FindingsExtracted, ReportIngested
+from services.common.contracts import FindingsExtracted, Protocol, ReportIngested
 from services.common.llm import LlmClient, LlmConfig, LlmUnavailable, MemoryLlmCache, PostgresLlmCache
 from services.common.taxonomy import load_taxonomy
 from services.extractor import handlers as extractor_handlers
@@ -288,7 +288,8 @@ async def test_the_handlers_use_the_llm_backends_and_record_provenance(server):
     res = resources(server, "extractor", "gpt-4o")
     handler = extractor_handlers.build_handlers(res)["report-ingested"]  # type: ignore[arg-type]
     res.extra["llm_client"].cache = MemoryLlmCache()  # no database in this test
-    event = ReportIngested(study_id="s1", patient_id="p1", study_instance_uid="1.2", report_text=REPORT, objects=[])
+    event = ReportIngested(study_id="s1", patient_id="p1", protocol=Protocol.CXR, study_instance_uid="1.2",
+                           report_text=REPORT, objects=[])
     [extracted] = await handler.apply(RecordingConn(), event, await handler.prepare(event))
     assert extracted.provenance.model_dump() == {"backend": "llm", "model": "gpt-4o", "prompt_version": "extract-v1"}
 

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.common import outbox
 from services.common.consumer import EventConsumer, Handler, PermanentError
-from services.common.contracts import ReportIngested
+from services.common.contracts import Protocol, ReportIngested
 from services.common.db import open_pool, unit_of_work
 from services.common.kafka import ensure_topics, make_producer
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def report(study_id: str, **kw: Any) -> ReportIngested:
     return ReportIngested(study_id=study_id, patient_id=f"P-{study_id}", study_instance_uid=f"1.2.{len(study_id)}",
-                          report_text="No acute cardiopulmonary process.", objects=[], **kw)
+                          report_text="No acute cardiopulmonary process.", objects=[], **{"protocol": Protocol.CXR, **kw})
 
 
 async def produce(bootstrap: str, topic: str, payloads: list[tuple[str, bytes]]) -> None:

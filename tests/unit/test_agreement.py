@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from services.common.contracts import ModelProvenance, Verdict
-from services.consensus.agreement import (
+from services.common.protocols.kit.agreement import (
     ai_vs_expert,
     ai_vs_expert_by_group,
     fleiss_kappa,
@@ -199,8 +199,8 @@ def test_service_code_does_not_import_the_reference_libraries():
 
     code = (
         "import sys\n"
-        "import services.consensus.agreement, services.consensus.scoring_cxr\n"
-        "import services.consensus.scoring_lumbar\n"
+        "import services.common.protocols.kit.agreement, services.common.protocols.cxr.scoring\n"
+        "import services.common.protocols.lumbar.scoring\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('sklearn', 'statsmodels', 'scipy')]\n"
         "assert not bad, bad\n"
     )

@@ -11,7 +11,7 @@ from sklearn.metrics import precision_score, recall_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from services.consensus.reporting import agreement_report
+from services.common.protocols.cxr.reporting import agreement_report
 
 LABELS = ["atelectasis", "cardiomegaly", "pleural_effusion", "pneumothorax"]
 PROV = {"backend": "rules", "model": "", "prompt_version": "v1"}

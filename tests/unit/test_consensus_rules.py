@@ -7,7 +7,7 @@ from itertools import product
 import pytest
 
 from services.common.contracts import Verdict
-from services.consensus.rules import CXR_RULE, CXR_RULE_VERSION, VoteView, decide_cxr, effective_labels
+from services.common.protocols.kit.decision import CXR_RULE, CXR_RULE_VERSION, VoteView, decide_cxr, effective_labels
 
 ALL, MOSTLY, DISAGREE = Verdict.AGREE_ALL, Verdict.AGREE_MOSTLY, Verdict.DISAGREE
 SUGGESTED = ["pleural_effusion", "cardiomegaly"]

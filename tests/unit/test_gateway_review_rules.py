@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.gateway.auth import Role, TokenCache, User
-from services.gateway.omissions import describe, omissions
+from services.common.protocols.cxr.omissions import describe, omissions
 
 SUGGESTED = [
     {"label_id": "pleural_effusion", "uncertain": False, "evidence": ["Small right pleural effusion."]},

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from services.common.contracts import Protocol
-from services.common.lumbar import CELL_IDS
-from services.consensus.evaluation import SCORERS, Rejected
+from services.common.protocols.lumbar.grid import CELL_IDS
 from services.gateway.api.routes.evaluations import check_format
-from services.gateway.submissions import example_csv, problems, submission_format
+from services.common import protocols
+from services.gateway.submissions import example_csv, problems
 
 STUDIES = ["s-01", "s-02", "s-03", "s-04"]
 
@@ -25,8 +25,8 @@ def _truth(protocol: str) -> dict:
 def _consensus_accepts(text: str, protocol: str) -> bool:
     release = {"release_id": "r", "manifest_sha256": "0" * 64, "holdout": STUDIES, "protocol": protocol}
     try:
-        SCORERS[protocol](text, release, _truth(protocol), 10)
-    except Rejected:
+        protocols.get(protocol).score_submission(text, release, _truth(protocol), 10)
+    except protocols.SubmissionRejected:
         return False
     return True
 
@@ -52,7 +52,7 @@ def _mutations(example: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("protocol", [Protocol.CXR.value, Protocol.LUMBAR.value])
 def test_the_validator_and_the_scorer_give_the_same_verdict(protocol):
-    fmt = submission_format(protocol)
+    fmt = protocols.get(protocol).submission_format()
     verdicts = {}
     for name, text in _mutations(example_csv(fmt, STUDIES)).items():
         found = problems(check_format(text.encode(), protocol), fmt, STUDIES)
@@ -64,7 +64,7 @@ def test_the_validator_and_the_scorer_give_the_same_verdict(protocol):
 
 
 def test_problems_are_counted_and_named():
-    fmt = submission_format(Protocol.CXR)
+    fmt = protocols.get(Protocol.CXR).submission_format()
     header, *rows = example_csv(fmt, STUDIES).splitlines()
     text = "\n".join([header, rows[0], rows[0], rows[1].replace("0.5", "nan", 1)])
     found = problems(text, fmt, STUDIES)
@@ -74,8 +74,8 @@ def test_problems_are_counted_and_named():
 
 
 def test_the_example_has_a_row_per_holdout_key():
-    lumbar = example_csv(submission_format(Protocol.LUMBAR), STUDIES).splitlines()
+    lumbar = example_csv(protocols.get(Protocol.LUMBAR).submission_format(), STUDIES).splitlines()
     assert lumbar[0] == "row_id,normal_mild,moderate,severe" and len(lumbar) == 1 + 25 * len(STUDIES)
     assert lumbar[1].startswith("s-01_spinal_canal_stenosis_l1_l2,")
-    cxr = example_csv(submission_format(Protocol.CXR), STUDIES).splitlines()
+    cxr = example_csv(protocols.get(Protocol.CXR).submission_format(), STUDIES).splitlines()
     assert cxr[0].startswith("study_id,") and [r.split(",")[0] for r in cxr[1:]] == STUDIES

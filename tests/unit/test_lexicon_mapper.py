@@ -2,7 +2,7 @@
 
 from services.common.contracts import Certainty, Finding
 from services.common.taxonomy import load_taxonomy
-from services.mapper.lexicon import PRESENT_CONFIDENCE, UNCERTAIN_CONFIDENCE, map_findings
+from services.common.protocols.cxr.lexicon import PRESENT_CONFIDENCE, UNCERTAIN_CONFIDENCE, map_findings
 
 TAXONOMY = load_taxonomy()
 

@@ -5,14 +5,14 @@ import csv
 import pytest
 
 from radcurate.bulk_ingest import read_reports, study_files
-from radcurate.lumbar.competition import (
+from services.common.protocols.lumbar.competition import (
     COORDINATE_COLUMNS, NO_PRIOR_REPORT, SERIES_COLUMNS, TRAIN_COLUMNS, CompetitionStudy,
     Coordinate, LayoutError, condition_title, export_splits, import_competition, level_name,
     prior_report, read_split)
 from services.common.taxonomy import load_taxonomy
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Condition, Grade, Level
-from services.extractor.lumbar_rules import extract_lumbar_grades
-from services.mapper.lumbar_lexicon import grade_grid, suggest_grades
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
+from services.common.protocols.lumbar.extract import extract_lumbar_grades
+from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 
 
 def _study(tmp_path, study_id="42", graded=True):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from services.consensus.agreement import mean_pairwise_qwk, quadratic_weighted_kappa
-from services.consensus.lumbar_rules import (
+from services.common.protocols.kit.agreement import mean_pairwise_qwk, quadratic_weighted_kappa
+from services.common.protocols.lumbar.consensus_rule import (
     CellRead, LumbarRule, Method, Point, agreement, average_point, decide_grade, decide_study,
     point_distance_mm)
-from services.consensus.scoring_lumbar import Condition, Grade, Level
+from services.common.protocols.lumbar.grid import Condition, Grade, Level
 
 N, M, S = Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE
 SCS, L45 = Condition.SPINAL_CANAL_STENOSIS, Level.L4_L5

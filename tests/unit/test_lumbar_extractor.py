@@ -5,10 +5,10 @@ import pytest
 from radcurate.lumbar.eval import DEFAULT_DATA, evaluate, gold_grid, load_rows, predict
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.taxonomy import load_taxonomy
-from services.consensus.scoring_lumbar import Grade, Level
-from services.extractor.lumbar_rules import (
+from services.common.protocols.lumbar.grid import Grade, Level
+from services.common.protocols.lumbar.extract import (
     extract_lumbar_findings, extract_lumbar_grades, level_groups, parse_level)
-from services.mapper.lumbar_lexicon import (
+from services.common.protocols.lumbar.mapping import (
     HEDGED_CONFIDENCE, SILENT_CONFIDENCE, STATED_CONFIDENCE, map_lumbar_findings, suggest_grades)
 
 TAXONOMY = load_taxonomy("lumbar")

@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from radcurate.lumbar.competition import TRAIN_COLUMNS
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.lumbar.score_cmd import RESULT_KEYS, ScoreInputError, main, score_lumbar_files
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, row_id
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS
+from services.common.protocols.lumbar.scoring import row_id
 
 
 def _truth(tmp_path, rows):

@@ -13,15 +13,15 @@ from pydicom import dcmwrite
 from pydicom.filebase import DicomBytesIO
 
 from radcurate.bulk_ingest import read_reports, study_files
-from radcurate.lumbar.competition import SeriesType, read_split
+from services.common.protocols.lumbar.competition import SeriesType, read_split
 from radcurate.synth.lumbar import synth_lumbar
 from radcurate.synth.lumbar_dicom import MR_IMAGE_STORAGE, MrEncoder, instance_values
 from services.common.taxonomy import load_taxonomy
-from services.consensus.scoring_lumbar import Grade
-from services.extractor.lumbar_rules import extract_lumbar_grades
+from services.common.protocols.lumbar.grid import Grade
+from services.common.protocols.lumbar.extract import extract_lumbar_grades
 from services.gateway.deid import identifying_attributes
 from services.gateway.ingest import validate_study
-from services.mapper.lumbar_lexicon import grade_grid, suggest_grades
+from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 
 N, SEED = 24, 5
 

@@ -11,17 +11,18 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from radcurate.lumbar.competition import TRAIN_COLUMNS
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.simulate_lumbar import LumbarTruth, grade_study, perturb
 from services.common.contracts import CellGrade, ConsensusReached, LabelsSuggested, ModelProvenance, Protocol
 from services.common.contracts import SamplingPlan, SuggestedLabel, VoteCast, parse_event
-from services.common.lumbar import CELL_IDS
-from services.consensus.lumbar_consensus import decide_lumbar, lumbar_agreement_report
-from services.consensus.lumbar_release import compose_lumbar_release
-from services.consensus.rule_config import rule_for
-from services.gateway.grading import check_grades, grid_view
-from services.gateway.problems import Problem
-from services.sampler.lumbar_sampling import LumbarStratum, draw_lumbar_sample, grid_candidate
+from services.common.protocols.lumbar.grid import CELL_IDS
+from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
+from services.common.protocols.lumbar.release import compose_lumbar_release
+from services.common.protocols.kit.rule_config import rule_for
+from services.common.protocols.lumbar.review import check_grades, grid_view
+from services.common.protocols import JudgementRejected
+from services.common.protocols.lumbar.judgement import GradeGrid
+from services.common.protocols.lumbar.sampling import LumbarStratum, draw_lumbar_sample, grid_candidate
 
 LUMBAR = Protocol.LUMBAR
 SCS45 = "spinal_canal_stenosis_l4_l5"
@@ -37,21 +38,21 @@ def _grid(**overrides: str) -> list[dict]:
 
 def test_a_lumbar_vote_carries_grades_and_a_cxr_vote_a_verdict():
     common = dict(study_id="s", vote_id="v", assignment_id="a", reader_id="r")
-    vote = VoteCast(protocol=LUMBAR, grades=[CellGrade(cell_id=SCS45, grade="Severe")], **common)
+    vote = VoteCast(protocol=LUMBAR, judgement=GradeGrid(grades=[CellGrade(cell_id=SCS45, grade="Severe")]), **common)
     assert parse_event(json.loads(vote.model_dump_json())) == vote
     with pytest.raises(ValidationError):
-        VoteCast(protocol=LUMBAR, verdict="agree_all", **common)
+        VoteCast(protocol=LUMBAR, judgement={"protocol": LUMBAR, "verdict": "agree_all"}, **common)
     with pytest.raises(ValidationError):
-        VoteCast(grades=[], **common)
+        VoteCast(judgement={"protocol": LUMBAR, "grades": []}, **common)  # no protocol: no default either
     old_cxr = {"event_type": "VoteCast", "schema_version": 1, "verdict": "agree_all", **common}
-    assert parse_event(old_cxr).verdict == "agree_all"
+    assert parse_event(old_cxr).judgement.verdict == "agree_all"
 
 
 def test_an_old_consensus_event_reads_with_no_cells():
     raw = {"event_type": "ConsensusReached", "study_id": "s", "accepted": True, "rule": "r", "rule_version": "1",
            "labels": [], "vote_ids": []}
     assert parse_event(raw).cells == []
-    assert ConsensusReached.model_fields["schema_version"].default == 1
+    assert ConsensusReached.model_fields["schema_version"].default == 2  # protocol required since 2
 
 
 # --- sampling -----------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_the_grid_view_has_every_cell_prefilled_and_marks_silent_cells():
     ([{**_grid()[0], "point": {"series_instance_uid": SERIES, "instance_number": 99, "x": 1, "y": 2}},
       *_grid()[1:]], "does not have")])
 def test_a_vote_must_grade_each_known_cell_once_with_points_on_known_instances(grades, message):
-    with pytest.raises(Problem) as err:
+    with pytest.raises(JudgementRejected) as err:
         check_grades([CellGrade.model_validate(g) for g in grades], {(SERIES, 1)})
     assert message in err.value.detail
 

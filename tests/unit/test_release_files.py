@@ -7,7 +7,7 @@ import io
 import json
 
 from services.common.objectstore import sha256_hex
-from services.consensus.release import ReleaseStudy, build_release
+from services.common.protocols.kit.release import ReleaseStudy, build_release
 
 LABELS = ("cardiomegaly", "pleural_effusion", "pneumothorax")
 

@@ -8,14 +8,14 @@ import pytest
 
 from services.common.contracts import Certainty
 from services.common.taxonomy import load_taxonomy
-from services.extractor.rules import (
+from services.common.protocols.cxr.extract import (
     NONSPECIFIC_CONFIDENCE,
     POSSIBLE_CONFIDENCE,
     PRESENT_CONFIDENCE,
     PROBABLE_CONFIDENCE,
     extract_findings,
 )
-from services.mapper.lexicon import map_findings
+from services.common.protocols.cxr.lexicon import map_findings
 
 TAXONOMY = load_taxonomy()
 

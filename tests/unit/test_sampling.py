@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.common.contracts import SamplingPlan
-from services.sampler.sampling import (
+from services.common.protocols.kit.sampling import (
     NO_FINDING,
     Candidate,
     DifficultyTier,

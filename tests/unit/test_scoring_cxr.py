@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
-from services.consensus.scoring_cxr import (
+from services.common.protocols.cxr.scoring import (
     METRIC_VERSION,
     METRICS,
     PredictionFileError,

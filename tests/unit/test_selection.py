@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from services.common.contracts import SelectionPlan
-from services.consensus.selection import NO_FINDING, AcceptedStudy, select_and_split
+from services.common.protocols.kit.selection import NO_FINDING, AcceptedStudy, select_and_split
 
 LABELS = [
     "atelectasis", "cardiomegaly", "consolidation", "pulmonary_edema", "pleural_effusion",

@@ -10,8 +10,11 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from services.common import outbox
-from services.common.contracts import Protocol, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
+from services.common.contracts import ProtocolName, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
+from services.common.protocols import DEFAULT_PROTOCOL
+from services.gateway import judgements
+from services.gateway.judgements import judgement_fields
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -23,7 +26,7 @@ router = APIRouter(prefix="/api/v1", tags=["curation"])
 class SamplingRequest(RequestBody):
     plan: SamplingPlan = SamplingPlan()
     panel: list[str] | None = Field(None, description="Reader user ids; default: every active reviewer.")
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
     capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Per reader: the most studies they may hold in total.")
     exclusions: dict[str, list[str]] = Field(
@@ -39,7 +42,7 @@ class SamplingAccepted(BaseModel):
 class ReleaseRequest(RequestBody):
     release_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     plan: SelectionPlan = SelectionPlan()
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
 
 
 async def _panel(conn, requested: list[str] | None) -> list[str]:
@@ -65,11 +68,11 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
             raise Problem(422, f"capacity/exclusions name readers outside the panel: {', '.join(strangers)}")
         if len(panel) < body.plan.readers_per_study:
             raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
-        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol.value,))
+        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol,))
         ingested = (await cur.fetchone())["n"]
         cur = await conn.execute(
             "SELECT count(DISTINCT study_id) AS n FROM assignments a JOIN studies s USING (study_id)"
-            " WHERE s.protocol = %s", (body.protocol.value,))
+            " WHERE s.protocol = %s", (body.protocol,))
         min_pool = ingested - (await cur.fetchone())["n"]
         if min_pool <= 0:
             raise Problem(422, "no unsampled studies: ingest studies first")
@@ -95,7 +98,7 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
         cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=body.protocol,
                                  plan=body.plan, funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
         await conn.execute("INSERT INTO releases (release_id, protocol, status) VALUES (%s, %s, 'requested')",
-                           (release_id, body.protocol.value))
+                           (release_id, body.protocol))
         await outbox.record(conn, [cmd])
     res.relay.notify()
     return {"release_id": release_id, "status": "requested"}
@@ -111,7 +114,7 @@ async def get_release(release_id: str, _: Curator, res: Res) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-async def _funnel(conn, protocol: Protocol) -> dict:
+async def _funnel(conn, protocol: str) -> dict:
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
         " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
@@ -120,14 +123,14 @@ async def _funnel(conn, protocol: Protocol) -> dict:
         " (SELECT count(*) FROM votes v JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS votes,"
         " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS decided,"
         " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE d.accepted AND s.protocol = %(p)s)"
-        " AS accepted", {"p": protocol.value})
+        " AS accepted", {"p": protocol})
     return dict(await cur.fetchone())
 
 
 @router.get("/progress")
-async def progress(_: Curator, res: Res, protocol: Protocol = Protocol.CXR) -> dict:
-    """The funnel so far, and per reader: open, done and moved-away reads, and time per read
-    (the reader's own `seconds_spent`, else from opening the study to the vote)."""
+async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOCOL) -> dict:
+    """The protocol's funnel so far, and per reader of its studies: open, done and moved-away
+    reads, and time per read (the reader's own `seconds_spent`, else from opening the study to the vote)."""
     async with res.pool.connection() as conn:
         funnel = await _funnel(conn, protocol)
         cur = await conn.execute(
@@ -136,7 +139,8 @@ async def progress(_: Curator, res: Res, protocol: Protocol = Protocol.CXR) -> d
             " count(*) FILTER (WHERE a.status = 'expired') AS expired,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds,"
             " avg(v.seconds_spent) AS mean_seconds, sum(v.seconds_spent) AS total_seconds"
-            " FROM assignments a LEFT JOIN votes v USING (assignment_id) GROUP BY a.reader_id ORDER BY a.reader_id")
+            " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.protocol = %s"
+            " GROUP BY a.reader_id ORDER BY a.reader_id", (protocol,))
         readers = await cur.fetchall()
     return {"funnel": funnel, "readers": readers}
 
@@ -146,7 +150,7 @@ async def export_votes(_: Curator, res: Res) -> list[dict]:
     """Every vote, for analysis outside RadCurate."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT vote_id, study_id, reader_id, verdict, added_labels, removed_labels, comment, seconds_spent,"
-            " cast_at, grades FROM votes ORDER BY cast_at, vote_id")
+            f"SELECT v.vote_id, v.study_id, v.reader_id, v.comment, v.seconds_spent, v.cast_at, {judgements.SELECT}"
+            " FROM votes v ORDER BY v.cast_at, v.vote_id")
         rows = await cur.fetchall()
-    return [{**r, "cast_at": r["cast_at"].isoformat()} for r in rows]
+    return [judgement_fields({**r, "cast_at": r["cast_at"].isoformat()}) for r in rows]

@@ -7,12 +7,14 @@ vote and comment next to the thread, which is exactly what the blind first read 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.gateway import judgements
 from services.gateway.access import BLIND_READ, require_discussion_access
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
 from services.gateway.api.models import RequestBody
+from services.gateway.judgements import judgement_fields
 
 router = APIRouter(prefix="/api/v1/studies", tags=["discussion"])
 
@@ -37,13 +39,17 @@ class Post(BaseModel):
 
 
 class ReaderVote(BaseModel):
+    """A reader's vote with its judgement's fields (those of the study's protocol)."""
+
+    model_config = ConfigDict(extra="allow")
+
     reader_id: str
-    verdict: str | None  # None for a lumbar read, which carries `grades`
-    added_labels: list[str]
-    removed_labels: list[str]
+    verdict: str | None = None  # a verdict protocol's; None where the protocol grades instead
+    added_labels: list[str] = Field(default_factory=list)
+    removed_labels: list[str] = Field(default_factory=list)
     comment: str
     cast_at: str
-    grades: list[dict] | None = None
+    grades: list[dict] | None = None  # a grading protocol's: a grade (and point) per cell
 
 
 class Discussion(BaseModel):
@@ -58,9 +64,10 @@ async def get_discussion(study_id: str, user: CurrentUser, res: Res) -> Discussi
     async with res.pool.connection() as conn:
         await require_discussion_access(conn, user, study_id)
         cur = await conn.execute(
-            "SELECT reader_id, verdict, added_labels, removed_labels, comment, cast_at, grades FROM votes"
-            " WHERE study_id = %s ORDER BY cast_at, vote_id", (study_id,))
-        votes = [ReaderVote(**{**r, "cast_at": r["cast_at"].isoformat()}) for r in await cur.fetchall()]
+            f"SELECT v.reader_id, v.comment, v.cast_at, {judgements.SELECT} FROM votes v"
+            " WHERE v.study_id = %s ORDER BY v.cast_at, v.vote_id", (study_id,))
+        votes = [ReaderVote(**judgement_fields({**r, "cast_at": r["cast_at"].isoformat()}))
+                 for r in await cur.fetchall()]
         cur = await conn.execute(
             "SELECT post_id, author_id, author_role, body, posted_at FROM discussion_posts"
             " WHERE study_id = %s ORDER BY post_id", (study_id,))

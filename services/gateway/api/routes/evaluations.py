@@ -25,16 +25,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common import outbox
-from services.common.contracts import EvaluationRequested, Protocol
+from services.common import outbox, protocols
+from services.common.contracts import EvaluationRequested
 from services.common.db import unit_of_work
 from services.common.objectstore import sha256_hex
-from services.common.taxonomy import load_taxonomy
 from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.submissions import example_csv, problems, submission_format
+from services.gateway.submissions import example_csv, problems
 
 router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"])
 Evaluator = Annotated[User, Depends(require(Role.EVALUATOR))]
@@ -91,7 +90,10 @@ def check_format(data: bytes, protocol: str) -> str:
     if len(rows) < 2:
         raise Problem(422, "the predictions file is empty: expected a header and one row per holdout study")
     header = [c.strip() for c in rows[0]]
-    expected = LUMBAR_COLUMNS if protocol == Protocol.LUMBAR else ["study_id", *load_taxonomy("cxr").label_ids]
+    try:
+        expected = protocols.get(protocol).submission_columns()
+    except protocols.UnknownProtocol as exc:
+        raise Problem(409, f"this release's protocol is not loaded here: {exc}") from None
     missing = [c for c in expected if c not in header]
     extra = [c for c in header if c not in expected]
     if missing or extra or len(set(header)) != len(header):
@@ -156,16 +158,11 @@ def _view(row: dict) -> dict:
 
 # --- the evaluator's path: what is open, in which format, checked for free ---------------------
 
-METRICS = {
-    Protocol.CXR.value: {
-        "name": "macro AUROC", "higher_is_better": True,
-        "description": "Per label and macro: AUROC, and sensitivity, specificity and F1 at 0.5, each with a"
-                       " bootstrap 95% interval. Aggregates only; no per-study output."},
-    Protocol.LUMBAR.value: {
-        "name": "RSNA 2024 lumbar weighted log loss", "higher_is_better": False,
-        "description": "Sample-weighted log loss per condition group (spinal, foraminal, subarticular; weights"
-                       " 1/2/4 by true grade) plus a study-level any-severe-spinal log loss, averaged."},
-}
+def _loaded(name: str) -> protocols.CurationProtocol:
+    try:
+        return protocols.get(name)
+    except protocols.UnknownProtocol as exc:
+        raise Problem(409, f"this release's protocol is not loaded here: {exc}") from None
 
 
 async def _released_row(conn, release_id: str) -> dict:
@@ -191,11 +188,12 @@ async def _holdout_study_ids(res, release: dict) -> list[str]:
 
 
 def _release_view(row: dict) -> dict:
-    fmt = submission_format(row["protocol"])
+    protocol = _loaded(row["protocol"])
+    fmt = protocol.submission_format()
     base = f"/api/v1/evaluations/releases/{row['release_id']}"
     return {"release_id": row["release_id"], "protocol": row["protocol"], "released_count": row["released_count"],
             "holdout_count": row["holdout_count"], "manifest_sha256": row["manifest_sha256"],
-            "metric": METRICS.get(row["protocol"]),
+            "metric": protocol.metric.describe(),
             "submission": {**fmt.describe(), "row_count": row["holdout_count"] * fmt.keys_per_study},
             "links": {"self": base, "example": f"{base}/example.csv",
                       "validate": f"/api/v1/evaluations/validate?release_id={row['release_id']}",
@@ -227,7 +225,7 @@ async def example_file(release_id: str, _: EvaluationReader, res: Res) -> Respon
     passes the validator and would score as chance)."""
     async with res.pool.connection() as conn:
         row = await _released_row(conn, release_id)
-    text = example_csv(submission_format(row["protocol"]), await _holdout_study_ids(res, row))
+    text = example_csv(_loaded(row["protocol"]).submission_format(), await _holdout_study_ids(res, row))
     return Response(text, media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{release_id}-example.csv"'})
 
@@ -251,7 +249,7 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
                 "SELECT evaluation_id FROM evaluations WHERE evaluator_id = %s AND release_id = %s"
                 " AND submission_sha256 = %s ORDER BY submitted_at LIMIT 1", (user.user_id, release_id, digest))
             earlier = await cur.fetchone()
-    fmt = submission_format(row["protocol"])
+    fmt = _loaded(row["protocol"]).submission_format()
     found = problems(text, fmt, await _holdout_study_ids(res, row))
     if found:
         raise Problem(422, "the predictions file would be refused: " + "; ".join(found), problems=found,

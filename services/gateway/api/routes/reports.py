@@ -17,7 +17,8 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 
 from services.common import outbox
-from services.common.contracts import AdjudicationRequested, Protocol, ReportRequested
+from services.common.contracts import AdjudicationRequested, ProtocolName, ReportRequested
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.taxonomy import load_taxonomy
 from services.gateway.auth import Curator
@@ -56,14 +57,14 @@ def _report_view(row: dict, response: Response) -> dict:
 
 
 @router.get("/reports/agreement", responses={202: {"description": "Still computing; poll `href`."}})
-async def agreement_report(user: Curator, res: Res, response: Response, protocol: Protocol = Protocol.CXR,
+async def agreement_report(user: Curator, res: Res, response: Response, protocol: ProtocolName = DEFAULT_PROTOCOL,
                            wait: Annotated[float, Query(ge=0, le=60)] = 15) -> dict:
     """Fleiss' kappa per label, verdict shares, per-reader stats and AI-vs-expert tables (by
     model and by difficulty tier), freshly computed by the consensus service."""
     report_id = f"report-{uuid.uuid4().hex[:12]}"
     async with unit_of_work(res.pool) as conn:
         await conn.execute("INSERT INTO reports (report_id, kind, protocol, requested_by) VALUES (%s,'agreement',%s,%s)",
-                           (report_id, protocol.value, user.user_id))
+                           (report_id, protocol, user.user_id))
         await outbox.record(conn, [ReportRequested(study_id=report_id, report_id=report_id, protocol=protocol)])
     res.relay.notify()
     row = await wait_for_row(res, "SELECT * FROM reports WHERE report_id = %s", (report_id,),

@@ -8,18 +8,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from psycopg.errors import UniqueViolation
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.common import metrics, outbox
-from services.common.contracts import CellGrade, Finding, Protocol, SuggestedLabel, Verdict, VoteCast
+from services.common import metrics, outbox, protocols
+from services.common.contracts import CellGrade, Finding, SuggestedLabel, Verdict, VoteCast
 from services.common.db import unit_of_work
-from services.common.taxonomy import load_taxonomy
+from services.common.protocols import CurationProtocol, JudgementRejected, NeedsConfirmation, ReviewContext
+from services.gateway import judgements
 from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
-from services.gateway.grading import GRADES, check_grades, grid_view
-from services.gateway.omissions import CONFIRMATION_TYPE, describe, omissions
 from services.gateway.problems import Problem
-from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
@@ -35,16 +33,23 @@ class Assignment(BaseModel):
     dicom_url: str
     study_url: str
     discussion_url: str
-    label_ids: list[str] = Field(description="The taxonomy a vote may add from (lumbar: the 25 cell ids).")
-    protocol: Protocol = Protocol.CXR
-    grading: list[dict] | None = Field(None, description="Lumbar: the 25-cell grid prefilled from the suggestion.")
-    grades: list[str] | None = Field(None, description="Lumbar: the grades a cell may take, in order.")
-    series_url: str | None = Field(None, description="Lumbar: the study's series and instances.")
+    label_ids: list[str] = Field(description="The labels a vote may name (a grid protocol: its cell ids).")
+    protocol: str = Field(description="The study's curation protocol; it decides the fields below and of a vote.")
+    grading: list[dict] | None = Field(None, description="A grid protocol's cells, prefilled from the suggestion.")
+    grades: list[str] | None = Field(None, description="A grid protocol's grades a cell may take, in order.")
+    series_url: str | None = Field(None, description="A multi-series study's series and instances.")
 
 
-class VoteIn(RequestBody):
-    verdict: Verdict | None = Field(None, description="CXR: the verdict on the suggested labels.")
-    grades: list[CellGrade] | None = Field(None, max_length=64, description="Lumbar: a grade (and point) per cell.")
+class VoteIn(BaseModel):
+    """The vote request: the judgement's fields as the study's protocol defines them (the built-in
+    protocols' are listed; a plug-in protocol's other fields are passed to it as they come). A
+    field that neither the vote nor the study's protocol defines is refused (422 naming it), as in
+    every other request body: see `unknown_fields`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    verdict: Verdict | None = Field(None, description="A verdict protocol: the verdict on the suggested labels.")
+    grades: list[CellGrade] | None = Field(None, max_length=64, description="A grid protocol: a grade (and point) per cell.")
     added_labels: list[str] = Field(default_factory=list, max_length=64, description="Labels the suggestion missed.")
     removed_labels: list[str] = Field(default_factory=list, max_length=64, description="Suggested labels that are wrong.")
     comment: str = Field("", max_length=4000)
@@ -53,12 +58,16 @@ class VoteIn(RequestBody):
 
 
 class VoteOut(BaseModel):
+    """The vote as recorded, with its judgement's fields."""
+
+    model_config = ConfigDict(extra="allow")
+
     vote_id: str
     assignment_id: str
     study_id: str
-    verdict: Verdict | None
-    added_labels: list[str]
-    removed_labels: list[str]
+    verdict: Verdict | None = None
+    added_labels: list[str] = Field(default_factory=list)
+    removed_labels: list[str] = Field(default_factory=list)
     confirmed_omissions: list[dict] = Field(default_factory=list)
     grades: list[CellGrade] | None = None
 
@@ -66,30 +75,23 @@ class VoteOut(BaseModel):
 _COLUMNS = "assignment_id, study_id, status, difficulty, suggested, unmapped, protocol"
 
 
+def _protocol(name: str) -> CurationProtocol:
+    try:
+        return protocols.get(name)
+    except protocols.UnknownProtocol as exc:
+        raise Problem(409, f"this study's protocol is not loaded here: {exc}") from None
+
+
 def _view(row: dict) -> Assignment:
-    if row["protocol"] == Protocol.LUMBAR:
-        return _lumbar_view(row)
+    """The assignment as the page gets it; the protocol adds what its review widget needs."""
     sid = row["study_id"]
+    base = f"/api/v1/studies/{sid}"
     return Assignment(
         assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
-        image_url=f"/api/v1/studies/{sid}/image", dicom_url=f"/api/v1/studies/{sid}/dicom",
-        study_url=f"/api/v1/studies/{sid}", discussion_url=f"/api/v1/studies/{sid}/discussion",
-        label_ids=list(load_taxonomy("cxr").label_ids), protocol=row["protocol"],
+        image_url=f"{base}/image", dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
+        protocol=row["protocol"], **_protocol(row["protocol"]).review_view(row["suggested"], base),
     )
-
-
-def _lumbar_view(row: dict) -> Assignment:
-    """The grading task: the grid prefilled from the suggestion, and where the series are."""
-    sid = row["study_id"]
-    grid = grid_view(row["suggested"])
-    base = f"/api/v1/studies/{sid}"
-    return Assignment(
-        assignment_id=row["assignment_id"], study_id=sid, status=row["status"], difficulty=row["difficulty"],
-        suggested=row["suggested"], unmapped_findings=row["unmapped"], image_url=f"{base}/image",
-        dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
-        label_ids=[c["cell_id"] for c in grid], protocol=Protocol.LUMBAR, grading=grid, grades=list(GRADES),
-        series_url=f"{base}/series")
 
 
 @router.get("")
@@ -120,27 +122,6 @@ async def next_assignment(user: Reviewer, res: Res,
     return _view(row)
 
 
-def _check_labels(vote: VoteIn, suggested: set[str]) -> None:
-    known = set(load_taxonomy("cxr").label_ids)
-    unknown = sorted((set(vote.added_labels) | set(vote.removed_labels)) - known)
-    if unknown:
-        raise Problem(422, f"unknown label(s): {', '.join(unknown)}", unknown_labels=unknown)
-    if set(vote.added_labels) & suggested:
-        raise Problem(422, f"cannot add labels already suggested: {', '.join(sorted(set(vote.added_labels) & suggested))}")
-    if set(vote.removed_labels) - suggested:
-        raise Problem(422, f"cannot remove labels that were not suggested: {', '.join(sorted(set(vote.removed_labels) - suggested))}")
-    if vote.verdict == Verdict.AGREE_ALL and (vote.added_labels or vote.removed_labels):
-        raise Problem(422, "agree_all means no corrections; use agree_mostly or disagree to add or remove labels")
-
-
-def _check_omissions(vote: VoteIn, a: dict) -> list[dict]:
-    """The warnings this vote raises; unconfirmed ones stop it with a 409 that lists them."""
-    asks = omissions(a["suggested"], a["unmapped"], vote.added_labels, vote.removed_labels)
-    if asks and not vote.confirm:
-        raise Problem(409, describe(asks), type_=CONFIRMATION_TYPE, confirmations=asks)
-    return asks
-
-
 @router.post("/{assignment_id}/vote", status_code=status.HTTP_201_CREATED,
              responses={409: {"description": "Already voted, read moved away, or omissions to confirm."}})
 async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, response: Response,
@@ -158,38 +139,50 @@ async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, respo
             raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
         if a["status"] == "expired":
             raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
-        event, confirmed = await _judgement(conn, body, a, assignment_id, user.user_id)
+        protocol = _protocol(a["protocol"])
+        event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, user.user_id)
         try:
             await _insert_vote(conn, event, idempotency_key, confirmed)
         except UniqueViolation as exc:  # a concurrent duplicate lost the race
             raise Problem(409, "you have already voted on this assignment") from exc
         await outbox.record(conn, [event])
     res.relay.notify()
-    metrics.VOTES.labels(body.verdict.value if body.verdict else "graded").inc()
+    metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.labels(user.user_id).inc()
     return VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                   verdict=event.verdict, added_labels=event.added_labels, removed_labels=event.removed_labels,
-                   confirmed_omissions=confirmed, grades=event.grades)
+                   confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}))
 
 
-async def _judgement(conn, body: VoteIn, a: dict, assignment_id: str, reader_id: str) -> tuple[VoteCast, list[dict]]:
-    """The vote event, checked the protocol's way: a verdict with label corrections (CXR), or a
-    full grade grid with points on this study's own instances (lumbar)."""
-    common = dict(study_id=a["study_id"], vote_id=str(uuid.uuid4()), assignment_id=assignment_id,
-                  reader_id=reader_id, comment=body.comment,
-                  seconds_spent=body.seconds_spent if body.seconds_spent is not None else a["open_seconds"])
-    if a["protocol"] == Protocol.LUMBAR:
-        if body.grades is None or body.verdict is not None:
-            raise Problem(422, "a lumbar read is voted with `grades` (one per cell), not a verdict")
-        check_grades(body.grades, await _instances(conn, a["study_id"]))
-        grades = sorted(body.grades, key=lambda g: g.cell_id)
-        return VoteCast(protocol=Protocol.LUMBAR, grades=grades, **common), []
-    if body.verdict is None or body.grades is not None:
-        raise Problem(422, "this read is voted with a `verdict` on the suggested labels, not grades")
-    _check_labels(body, {s["label_id"] for s in a["suggested"]})
-    confirmed = _check_omissions(body, a)
-    return VoteCast(verdict=body.verdict, added_labels=sorted(set(body.added_labels)),
-                    removed_labels=sorted(set(body.removed_labels)), **common), confirmed
+_VOTE_FIELDS = frozenset({"comment", "seconds_spent", "confirm"})
+
+
+def unknown_fields(body: VoteIn, protocol: CurationProtocol) -> list[str]:
+    """Fields of the request that neither the vote nor the protocol's judgement defines: a page that
+    sends `added` where the API reads `added_labels` must be told, not have the correction dropped."""
+    given = set(body.model_fields_set) | set(body.model_extra or {})
+    return sorted(given - _VOTE_FIELDS - (set(protocol.judgement.model_fields) - {"protocol"}))
+
+
+async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, assignment_id: str,
+                     reader_id: str) -> tuple[VoteCast, list[dict]]:
+    """The vote event, its judgement read and checked the protocol's way (e.g. a verdict with label
+    corrections, or a full grade grid with points on this study's own instances)."""
+    unknown = unknown_fields(body, protocol)
+    if unknown:
+        raise Problem(422, "; ".join(f"body.{f}: Extra inputs are not permitted" for f in unknown),
+                      errors=[{"loc": ["body", f], "msg": "Extra inputs are not permitted"} for f in unknown])
+    fields = {**body.model_dump(exclude={"comment", "seconds_spent", "confirm"}), **(body.model_extra or {})}
+    context = ReviewContext(study_id=a["study_id"], suggested=a["suggested"], unmapped=a["unmapped"],
+                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]))
+    try:
+        judgement, confirmed = await protocol.read_judgement(fields, context)
+    except JudgementRejected as exc:
+        raise Problem(422, exc.detail, **exc.extra) from None
+    except NeedsConfirmation as exc:
+        raise Problem(409, exc.detail, type_=exc.type_, confirmations=exc.confirmations) from None
+    return VoteCast(study_id=a["study_id"], protocol=protocol.name, vote_id=str(uuid.uuid4()),
+                    assignment_id=assignment_id, reader_id=reader_id, judgement=judgement, comment=body.comment,
+                    seconds_spent=body.seconds_spent if body.seconds_spent is not None else a["open_seconds"]), confirmed
 
 
 async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
@@ -201,9 +194,9 @@ async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
 async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
     """The assignment (locked) with its vote if any, in one round trip; refuses other readers'."""
     cur = await conn.execute(
-        "SELECT a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol, v.grades,"
+        "SELECT a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol,"
         " extract(epoch FROM now() - a.opened_at)::float8 AS open_seconds, v.vote_id, v.assignment_id,"
-        " v.verdict, v.added_labels, v.removed_labels, v.idempotency_key, v.confirmed_omissions"
+        f" v.idempotency_key, v.confirmed_omissions, {judgements.SELECT}"
         " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.assignment_id = %s FOR UPDATE OF a",
         (assignment_id,))
     a = await cur.fetchone()
@@ -217,16 +210,13 @@ async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
 async def _insert_vote(conn, e: VoteCast, idempotency_key: str | None, confirmed: list[dict]) -> None:
     await conn.execute(
         "WITH done AS (UPDATE assignments SET status = 'voted' WHERE assignment_id = %s)"
-        " INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, verdict, added_labels, removed_labels,"
-        " comment, seconds_spent, idempotency_key, confirmed_omissions, grades)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-        (e.assignment_id, e.vote_id, e.assignment_id, e.study_id, e.reader_id, e.verdict and e.verdict.value,
-         json.dumps(e.added_labels), json.dumps(e.removed_labels), e.comment, e.seconds_spent, idempotency_key,
-         json.dumps(confirmed), json.dumps([g.model_dump(mode="json") for g in e.grades]) if e.grades else None))
+        " INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, judgement,"
+        " comment, seconds_spent, idempotency_key, confirmed_omissions)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        (e.assignment_id, e.vote_id, e.assignment_id, e.study_id, e.reader_id, e.judgement.model_dump_json(),
+         e.comment, e.seconds_spent, idempotency_key, json.dumps(confirmed)))
 
 
 def _vote_out(row: dict) -> VoteOut:
     return VoteOut(vote_id=row["vote_id"], assignment_id=row["assignment_id"], study_id=row["study_id"],
-                   verdict=row["verdict"], added_labels=row["added_labels"], removed_labels=row["removed_labels"],
-                   confirmed_omissions=row["confirmed_omissions"] or [], grades=row["grades"])
-
+                   confirmed_omissions=row["confirmed_omissions"] or [], **judgements.fields_of(row))

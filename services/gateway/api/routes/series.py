@@ -1,4 +1,4 @@
-"""A multi-series study (lumbar MRI): its series in reading order, and each instance rendered,
+"""A multi-series study (e.g. a spine MRI): its series in reading order, and each instance rendered,
 so the reviewer page can scroll a series slice by slice and preload the neighbours."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from services.gateway.problems import Problem
 from services.gateway.render import RenderCache, render
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
-_render_cache = RenderCache(capacity=2048)  # a lumbar study is ~40 instances; keep a few studies
+_render_cache = RenderCache(capacity=2048)  # a multi-series study is ~40 instances; keep a few
 # Reading order of the competition's series types; unknown descriptions come last.
 SERIES_ORDER = ("sagittal t1", "sagittal t2/stir", "axial t2")
 

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import BaseModel
 
-from services.common.contracts import DicomObject, Finding, Protocol, SuggestedLabel
+from services.common.contracts import DicomObject, Finding, ProtocolName, SuggestedLabel
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.access import own_read
 from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
@@ -32,7 +33,7 @@ class IngestResponse(BaseModel):
 async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[str, Form()],
                  patient_id: Annotated[str, Form()], report: Annotated[str, Form()],
                  files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False,
-                 protocol: Annotated[Protocol, Form()] = Protocol.CXR) -> IngestResponse:
+                 protocol: Annotated[ProtocolName, Form()] = DEFAULT_PROTOCOL) -> IngestResponse:
     """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200)."""
     payload = [(f.filename or "upload", await f.read()) for f in files]
     if sum(len(d) for _, d in payload) > MAX_UPLOAD_BYTES:

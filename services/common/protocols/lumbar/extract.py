@@ -32,8 +32,8 @@ from functools import cache
 
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.taxonomy import Taxonomy, compile_phrases
-from services.consensus.scoring_lumbar import Condition, Grade, Level, Group
-from services.extractor.rules import split_sentences
+from services.common.protocols.lumbar.grid import Condition, Grade, Group, Level, cell_id
+from services.common.protocols.cxr.extract import split_sentences
 
 _RANK = {Grade.NORMAL_MILD: 0, Grade.MODERATE: 1, Grade.SEVERE: 2}
 _LEVEL_RE = re.compile(
@@ -399,11 +399,6 @@ def _lateral(reading: _Reading) -> list[tuple[str, Grade | None]]:
 
 
 # --- into the event contract --------------------------------------------------------------
-
-
-def cell_id(condition: Condition, level: Level) -> str:
-    """`<condition>_<level>`: the competition column, and the Finding's `label_hint`."""
-    return f"{condition.value}_{level.value}"
 
 
 def to_finding(m: GradedMention, taxonomy: Taxonomy) -> Finding:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.common.contracts import CellGrade, SuggestedLabel
-from services.common.lumbar import CELL_IDS, GRADE_ORDER, cell_of
-from services.gateway.problems import Problem
+from services.common.protocols.lumbar.grid import CELL_IDS, GRADE_ORDER, cell_of
+from services.common.protocols import JudgementRejected
 
 GRADES = tuple(g.value for g in GRADE_ORDER)
 
@@ -34,22 +34,22 @@ def grid_view(suggested: Sequence[dict]) -> list[dict]:
 
 
 def check_grades(grades: Sequence[CellGrade], instances: set[tuple[str, int]]) -> None:
-    """Refuse (422) anything but exactly one known grade per known cell, with points only on
-    instances of this study. `instances` is the study's (series_instance_uid, instance_number)."""
+    """Refuse (`JudgementRejected`: a 422 at the gateway) anything but exactly one known grade per
+    known cell, with points only on instances of this study. `instances` is the study's (series_instance_uid, instance_number)."""
     ids = [g.cell_id for g in grades]
     unknown = sorted(set(ids) - set(CELL_IDS))
     if unknown:
-        raise Problem(422, f"unknown cell(s): {', '.join(unknown)}", unknown_cells=unknown)
+        raise JudgementRejected(f"unknown cell(s): {', '.join(unknown)}", unknown_cells=unknown)
     twice = sorted({c for c in ids if ids.count(c) > 1})
     if twice:
-        raise Problem(422, f"cell(s) graded twice: {', '.join(twice)}")
+        raise JudgementRejected(f"cell(s) graded twice: {', '.join(twice)}")
     missing = [c for c in CELL_IDS if c not in set(ids)]
     if missing:
-        raise Problem(422, f"grade every cell: {len(missing)} missing, e.g. {missing[0]}", missing_cells=missing)
+        raise JudgementRejected(f"grade every cell: {len(missing)} missing, e.g. {missing[0]}", missing_cells=missing)
     bad = sorted({g.grade for g in grades} - set(GRADES))
     if bad:
-        raise Problem(422, f"unknown grade(s) {', '.join(bad)}; known: {', '.join(GRADES)}")
+        raise JudgementRejected(f"unknown grade(s) {', '.join(bad)}; known: {', '.join(GRADES)}")
     for g in grades:
         if g.point and (g.point.series_instance_uid, g.point.instance_number) not in instances:
-            raise Problem(422, f"{g.cell_id}: the point is on instance {g.point.instance_number} of series "
+            raise JudgementRejected(f"{g.cell_id}: the point is on instance {g.point.instance_number} of series "
                                f"{g.point.series_instance_uid!r}, which this study does not have")

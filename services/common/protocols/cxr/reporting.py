@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from services.common.contracts import ModelProvenance, Verdict
-from services.consensus.agreement import (
+from services.common.protocols.kit.agreement import (
     ai_vs_expert,
     fleiss_kappa,
     group_by,
@@ -22,7 +22,7 @@ from services.consensus.agreement import (
     reader_stats,
     verdict_shares,
 )
-from services.consensus.rules import VoteView, effective_labels
+from services.common.protocols.kit.decision import VoteView, effective_labels
 
 REPORT_VERSION = "agreement/1"
 

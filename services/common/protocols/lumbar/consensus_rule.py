@@ -25,8 +25,8 @@ from enum import StrEnum
 from itertools import combinations
 from statistics import mean
 
-from services.consensus.agreement import mean_pairwise_qwk
-from services.consensus.scoring_lumbar import CONDITIONS, LEVELS, Condition, Grade, Level
+from services.common.protocols.kit.agreement import mean_pairwise_qwk
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
 
 RULE_NAME, RULE_VERSION = "lumbar-majority-median", 1
 _ORDER = list(Grade)

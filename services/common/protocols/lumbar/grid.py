@@ -56,9 +56,15 @@ class Grade(Enum):
         return list(Grade).index(self)
 
 
+def cell_id(condition: Condition | str, level: Level | str) -> str:
+    """`<condition>_<level>`: a cell's id, the competition's column name and the Finding's
+    `label_hint` (the one place the format is written; `cell_of` reads it back)."""
+    return f"{Condition(condition).value}_{Level(level).value}"
+
+
 CONDITIONS: tuple[Condition, ...] = tuple(Condition)
 LEVELS: tuple[Level, ...] = tuple(Level)
-CELL_IDS: tuple[str, ...] = tuple(f"{c.value}_{lv.value}" for c in CONDITIONS for lv in LEVELS)
+CELL_IDS: tuple[str, ...] = tuple(cell_id(c, lv) for c in CONDITIONS for lv in LEVELS)
 GRADE_ORDER: tuple[Grade, ...] = tuple(Grade)
 
 

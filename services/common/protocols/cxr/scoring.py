@@ -13,7 +13,6 @@ truth. Limiting how often a team may score is the gateway's job, not this module
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import re
@@ -23,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.protocols.kit.receipt import RECEIPT_TAG, receipt  # noqa: F401  (re-exported)
+
 METRIC_VERSION = "cxr-holdout/1"
 THRESHOLD = 0.5  # a probability >= THRESHOLD counts as a positive call
 METRICS = ("auroc", "sensitivity", "specificity", "f1")
 STUDY_ID_COLUMN = "study_id"
-RECEIPT_TAG = b"radcurate-cxr-receipt/1"
 MAX_NAMED = 5  # how many ids / examples an error message lists before saying "..."
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -339,20 +339,3 @@ def _interval(values: np.ndarray) -> tuple[float, float] | None:
         return None
     low, high = np.percentile(defined, [2.5, 97.5])
     return (float(low), float(high))
-
-
-# --- receipts -----------------------------------------------------------------------------
-
-
-def receipt(submission_bytes: bytes, release_version: str, metric_version: str) -> str:
-    """SHA-256 hex binding a submission to the release and metric it was scored under.
-
-    Each part is hashed with an 8-byte big-endian length prefix after the tag
-    `RECEIPT_TAG`, so shifting bytes between parts always changes the digest.
-    """
-    digest = hashlib.sha256()
-    parts = (RECEIPT_TAG, submission_bytes, release_version.encode(), metric_version.encode())
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()

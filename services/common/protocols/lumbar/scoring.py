@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from services.common.lumbar import CONDITIONS, LEVELS, Condition, Grade, Group, Level  # noqa: F401  (re-exported)
+from services.common.protocols.lumbar.grid import (  # noqa: F401  (re-exported)
+    CONDITIONS, LEVELS, Condition, Grade, Group, Level, cell_id)
 
 # Probabilities are clipped to [EPS, 1 - EPS] with EPS the float64 machine epsilon: sklearn's
 # `log_loss(eps="auto")` as Kaggle ran the competition metric in 2024.
@@ -34,13 +35,16 @@ _SUFFIXES = {f"_{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
 Probabilities = tuple[float, float, float]  # (normal_mild, moderate, severe)
 
 
+METRIC_VERSION = "lumbar-rsna2024/1"
+
+
 class SubmissionError(ValueError):
     """A submission cannot be scored; the message says what to fix."""
 
 
 def row_id(study_id: str | int, condition: Condition | str, level: Level | str) -> str:
     """`<study_id>_<condition>_<level>`, the key of a submission row."""
-    return f"{study_id}_{Condition(condition).value}_{Level(level).value}"
+    return f"{study_id}_{cell_id(condition, level)}"
 
 
 def split_row_id(rid: str) -> tuple[str, Condition, Level]:

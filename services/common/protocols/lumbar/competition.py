@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from services.consensus.scoring_lumbar import (
-    CONDITIONS, LEVELS, Condition, Grade, Level, split_row_id, truth_from_train_csv)
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level, cell_id
+from services.common.protocols.lumbar.scoring import split_row_id, truth_from_train_csv
 
-TRAIN_COLUMNS = ("study_id", *(f"{c.value}_{lv.value}" for c in CONDITIONS for lv in LEVELS))
+TRAIN_COLUMNS = ("study_id", *(cell_id(c, lv) for c in CONDITIONS for lv in LEVELS))
 COORDINATE_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
 SERIES_COLUMNS = ("study_id", "series_id", "series_description")
 NO_PRIOR_REPORT = "No report. Imported from a competition-layout dataset without prior grades."
@@ -194,7 +194,7 @@ def read_split(root: Path, prefix: str = "train") -> list[CompetitionStudy]:
 
 
 def read_train_csv(path: Path) -> dict[tuple[str, Cell], Grade]:
-    """{(study_id, (condition, level)): grade} for every graded cell (scoring_lumbar's parser)."""
+    """{(study_id, (condition, level)): grade} for every graded cell (lumbar.scoring's parser)."""
     try:
         truth = truth_from_train_csv(path.read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -296,7 +296,7 @@ def _problem(study: CompetitionStudy) -> str | None:
 
 def _prior_record(study: CompetitionStudy) -> dict:
     return {"study_id": study.study_id, "series": study.series,
-            "grades": {f"{c.value}_{lv.value}": g.value for (c, lv), g in study.grades.items()},
+            "grades": {cell_id(c, lv): g.value for (c, lv), g in study.grades.items()},
             "coordinates": [dict(zip(COORDINATE_COLUMNS, c.row())) for c in study.coordinates]}
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from services.common.contracts import Protocol
-from services.consensus.lumbar_rules import RULE_NAME as LUMBAR_RULE
-from services.consensus.lumbar_rules import LumbarRule
-from services.consensus.rules import CXR_RULE, Decision, VoteView, decide_cxr
+from services.common import protocols
+from services.common.protocols.kit.decision import Decision, VoteView, decide_cxr
 
-DEFAULT_RULES_FILE = Path(__file__).parent / "rules.yaml"
-_RULES = {CXR_RULE: decide_cxr}
-_GRADING_RULES = {LUMBAR_RULE}  # decided cell by cell (services/consensus/lumbar_consensus.py)
+# The consensus service's rules file (a data file it owns; `RADCURATE_CONSENSUS_RULES_FILE` overrides it).
+DEFAULT_RULES_FILE = Path(__file__).parents[3] / "consensus" / "rules.yaml"
+# Parameters only some rules use: a card or report shows a rule's own parameters, not the others'.
+_RULE_PARAMETERS = {"min_agree_all", "adjudication_spread", "use_majority"}
 
 
 @dataclass(frozen=True)
@@ -32,18 +31,15 @@ class RuleConfig:
     version: str
     readers_per_study: int = 3
     min_agree_all: int = 2
-    # lumbar-majority-median: cells whose readers are this many grades apart go to adjudication;
-    # use_majority False decides every cell by the median.
+    # Grid rules (e.g. majority-median per cell): cells whose readers are this many grades apart
+    # go to adjudication; use_majority False decides every cell by the median.
     adjudication_spread: int = 2
     use_majority: bool = True
 
-    def lumbar(self) -> LumbarRule:
-        return LumbarRule(adjudication_spread=self.adjudication_spread, use_majority=self.use_majority)
-
     def describe(self) -> dict:
         """What a dataset card or report says about the rule: only the parameters it uses."""
-        unused = {"min_agree_all"} if self.rule in _GRADING_RULES else {"adjudication_spread", "use_majority"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+        used = protocols.get(self.protocol).rule_parameters
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RULE_PARAMETERS - used}
 
 
 class RuleConfigError(ValueError):
@@ -56,11 +52,13 @@ def load_rules(path: str | None = None) -> dict[str, RuleConfig]:
     raw = yaml.safe_load(Path(path or DEFAULT_RULES_FILE).read_text()) or {}
     rules = {}
     for protocol, spec in raw.items():
-        Protocol(protocol)  # an unknown protocol name is a typo, not a new protocol
+        try:  # an unknown protocol name is a typo (or a plug-in not loaded), not a new protocol
+            implemented = protocols.get(protocol).rules
+        except protocols.UnknownProtocol as exc:
+            raise RuleConfigError(str(exc)) from None
         config = RuleConfig(protocol=protocol, **spec)
-        if config.rule not in _RULES and config.rule not in _GRADING_RULES:
-            known = ", ".join([*_RULES, *_GRADING_RULES])
-            raise RuleConfigError(f"{protocol}: unknown rule {config.rule!r}; known: {known}")
+        if config.rule not in implemented:
+            raise RuleConfigError(f"{protocol}: unknown rule {config.rule!r}; known: {', '.join(sorted(implemented))}")
         if not str(config.version).strip():
             raise RuleConfigError(f"{protocol}: the rule needs a version")
         rules[protocol] = dataclasses.replace(config, version=str(config.version))
@@ -75,7 +73,11 @@ def rule_for(protocol: str, path: str | None = None) -> RuleConfig:
 
 
 def decide(config: RuleConfig, votes: Sequence[VoteView], suggested: Sequence[str]) -> Decision:
-    """Apply the configured rule; the decision carries the configured name and version."""
-    decision = _RULES[config.rule](votes, suggested, min_agree_all=config.min_agree_all,
-                                   readers_per_study=len(votes))
+    """Apply the configured verdict rule; the decision carries the configured name and version."""
+    decision = decide_cxr(votes, suggested, min_agree_all=config.min_agree_all, readers_per_study=len(votes))
+    return with_rule(decision, config)
+
+
+def with_rule(decision: Decision, config: RuleConfig) -> Decision:
+    """The decision stamped with the configured rule name and version (what every decision records)."""
     return dataclasses.replace(decision, rule=config.rule, rule_version=config.version)

@@ -3,7 +3,7 @@ from decided studies to the agreement figures.
 
 Votes carry a grade (and maybe a point) per cell; points are pixels on one instance, so each is
 given its series' PixelSpacing (from the study's DICOM objects, filled at ingest) before
-`lumbar_rules` averages them in millimetres. A study is accepted when no cell needs
+`consensus_rule` averages them in millimetres. A study is accepted when no cell needs
 adjudication: a cell whose readers are two grades apart waits for a curator instead of
 entering the benchmark on a median nobody chose.
 """
@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean
 
 from services.common.contracts import CellConsensus, CellPoint
-from services.common.lumbar import Grade, cell_of
-from services.consensus.lumbar_rules import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
-from services.consensus.rule_config import RuleConfig
-from services.consensus.rules import Decision
+from services.common.protocols.lumbar.grid import Grade, cell_of, cell_id
+from services.common.protocols.lumbar.consensus_rule import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
+from services.common.protocols.kit.rule_config import RuleConfig
+from services.common.protocols.kit.decision import Decision
 
 UNKNOWN_SPACING = (1.0, 1.0)  # no PixelSpacing in the file: average in pixels rather than refuse
 
@@ -48,7 +48,7 @@ def cell_reads(study_id: str, votes: Iterable[Mapping], spacing: Mapping[str, tu
 def decide_lumbar(study_id: str, votes: Sequence[Mapping], objects: Iterable[Mapping],
                   config: RuleConfig) -> tuple[Decision, list[CellConsensus]]:
     """The study's decision (accepted unless a cell needs adjudication) and its per-cell grades."""
-    decided = decide_study(study_id, cell_reads(study_id, votes, spacing_by_series(objects)), config.lumbar())
+    decided = decide_study(study_id, cell_reads(study_id, votes, spacing_by_series(objects)), LumbarRule(config.adjudication_spread, config.use_majority))
     cells = [_consensus(c) for c in decided.cells]
     flagged = [c.cell_id for c in cells if c.adjudicate]
     findings = sorted(f"{c.cell_id}:{c.grade}" for c in cells if c.grade != Grade.NORMAL_MILD.value)
@@ -66,7 +66,7 @@ def _methods(decided: StudyDecision) -> str:
 def _consensus(c) -> CellConsensus:
     point = c.point and CellPoint(series_instance_uid=c.point.series_id, instance_number=c.point.instance_number,
                                   x=round(c.point.x, 2), y=round(c.point.y, 2))
-    return CellConsensus(cell_id=f"{c.condition.value}_{c.level.value}", grade=c.grade.value,
+    return CellConsensus(cell_id=cell_id(c.condition, c.level), grade=c.grade.value,
                          method=c.method.value, adjudicate=c.adjudicate, point=point or None)
 
 

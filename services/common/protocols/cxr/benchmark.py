@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from services.common.contracts import SelectionPlan
 from services.common.taxonomy import Taxonomy
-from services.consensus import scoring_cxr
-from services.consensus.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
-from services.consensus.reporting import REPORT_VERSION
-from services.consensus.rule_config import RuleConfig
-from services.consensus.selection import AcceptedStudy, select_and_split
+from services.common.protocols.cxr import scoring as scoring_cxr
+from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
+from services.common.protocols.cxr.reporting import REPORT_VERSION
+from services.common.protocols.kit.rule_config import RuleConfig
+from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
 
 
 @dataclass(frozen=True)
