@@ -259,8 +259,8 @@ async def test_labels_a_reader_adds_and_removes_on_the_page_are_stored_with_the_
     await page.wait_for_function("window.__rc.votes === 2")
 
     stored = {r[0]: r[1:] for r in query(
-        stack, "gateway", "SELECT study_id, verdict, added_labels, removed_labels, confirmed_omissions <> '[]'::jsonb"
-        " FROM votes WHERE reader_id = %s", ("fx-1",))}
+        stack, "gateway", "SELECT study_id, judgement->>'verdict', judgement->'added_labels',"
+        " judgement->'removed_labels', confirmed_omissions <> '[]'::jsonb FROM votes WHERE reader_id = %s", ("fx-1",))}
     assert stored[first] == ("disagree", ["pneumothorax"], ["consolidation"], True)
     assert stored[second] == ("agree_mostly", ["cardiomegaly"], [], False)
     await page.get_by_role("button", name=f"Discuss {second}").click()
