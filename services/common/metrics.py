@@ -30,6 +30,23 @@ OUTBOX_OLDEST_AGE = Gauge(
     "radcurate_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event.", ["service"]
 )
 DLQ_EVENTS = Counter("radcurate_dlq_events_total", "Events sent to a dead-letter topic.", ["service", "topic"])
+DLQ_REPLAYS = Counter("radcurate_dlq_replays_total", "Dead letters republished to their original topic.", ["topic"])
+CONSUMER_BACKOFFS = Counter(
+    "radcurate_consumer_backoffs_total",
+    "Times a partition was paused because a dependency failed transiently (the event waits, it is not dead-lettered).",
+    ["service", "topic"],
+)
+CONSUMER_PAUSED = Gauge(
+    "radcurate_consumer_paused_partitions", "Partitions paused, waiting for a dependency to answer.", ["service", "topic"]
+)
+CONSUMER_RESTARTS = Counter(
+    "radcurate_consumer_restarts_total", "Times the consume loop failed and restarted its Kafka client.", ["service"]
+)
+OUTBOX_PARKED = Counter(
+    "radcurate_outbox_parked_total", "Outbox rows the broker refused for good, set aside with their error.",
+    ["service", "topic"],
+)
+OUTBOX_PARKED_EVENTS = Gauge("radcurate_outbox_parked_events", "Outbox rows currently parked.", ["service"])
 
 LLM_REQUESTS = Counter(
     "radcurate_llm_requests_total", "LLM calls by outcome (ok, error, cache_hit).", ["service", "backend", "model", "outcome"]

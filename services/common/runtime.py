@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,10 +31,15 @@ from services.common.consumer import EventConsumer, Handler
 from services.common.db import open_pool
 from services.common.kafka import make_producer
 from services.common.objectstore import ObjectStore
-from services.common.outbox import OutboxRelay
+from services.common.outbox import EventTooLarge, OutboxRelay
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# Exit status of a process whose consumer or relay died: non-zero so that the supervisor (the
+# local stack's `up`, Kubernetes) restarts it, instead of a live process with a dead consumer.
+EXIT_TASK_DIED = 70
+_fatal: list[str] = []  # why this process is ending, read by serve() after uvicorn returns
 
 
 @dataclass
@@ -75,6 +83,7 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
             await _close(res)
 
     app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
+    app.add_exception_handler(EventTooLarge, _event_too_large)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
@@ -91,7 +100,7 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
     relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
                         linger_seconds=settings.outbox_linger_seconds)
     res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
-    res.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    res.tasks.append(_essential(relay.run(), "outbox-relay"))
     res.tasks.append(asyncio.create_task(_observe_loop(res, observe), name="observe"))
     topic_handlers = handlers(res) if handlers else {}
     if topic_handlers:
@@ -104,8 +113,26 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
             fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         await res.consumer.start()
-        res.tasks.append(asyncio.create_task(res.consumer.run(), name="consumer"))
+        res.tasks.append(_essential(res.consumer.run(), "consumer"))
     return res
+
+
+def _essential(coro: Any, name: str) -> asyncio.Task:
+    """A task the service is useless without: if it ends other than by cancellation, the whole
+    process shuts down (gracefully, through uvicorn) and exits with EXIT_TASK_DIED."""
+    task = asyncio.create_task(coro, name=name)
+
+    def died(t: asyncio.Task) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        log.critical("%s task ended (%s); stopping the process so that it is restarted", name,
+                     f"{type(exc).__name__}: {exc}" if exc else "returned", exc_info=exc)
+        _fatal.append(name)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task.add_done_callback(died)
+    return task
 
 
 async def _close(res: Resources) -> None:
@@ -140,18 +167,32 @@ async def _observe_loop(res: Resources, observe: Hook | None = None) -> None:
 
 
 async def _healthz(request: Request) -> Response:
+    """503 when the process cannot do its work (a dead task, no database, consumer not joined);
+    200 otherwise, with `consumer` detail: partitions paused while a dependency is down are the
+    consumer working as designed, not a reason for a liveness probe to restart the process."""
     res: Resources = request.app.state.resources
-    problems = [t.get_name() for t in res.tasks if t.done()]
+    problems = [f"{t.get_name()} stopped" for t in res.tasks if t.done()]
     try:
-        async with res.pool.connection() as conn:
+        async with res.pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - health reports every failure
-        problems.append(f"database: {exc}")
-    if res.consumer is not None and not res.consumer.ready:
-        problems.append("consumer not yet joined")
+    except Exception as exc:  # noqa: BLE001 - health reports every failure, but not its text
+        log.warning("health check: database unreachable: %s", exc)
+        problems.append(f"database unreachable ({type(exc).__name__})")
+    body: dict[str, Any] = {"service": res.settings.service_name}
+    if res.consumer is not None:
+        if not res.consumer.ready:
+            problems.append("consumer not yet joined")
+        body["consumer"] = res.consumer.state()
     if problems:
-        return JSONResponse({"status": "unhealthy", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ok", "service": res.settings.service_name})
+        return JSONResponse({"status": "unhealthy", "problems": problems, **body}, status_code=503)
+    paused = bool(body.get("consumer", {}).get("paused"))
+    return JSONResponse({"status": "degraded" if paused else "ok", **body})
+
+
+async def _event_too_large(request: Request, exc: Exception) -> Response:
+    """An event that cannot travel is the caller's problem, told as problem+json (RFC 9457)."""
+    return JSONResponse({"type": "about:blank", "title": "Content Too Large", "status": 413, "detail": str(exc),
+                         "instance": request.url.path}, status_code=413, media_type="application/problem+json")
 
 
 async def _metrics(request: Request) -> Response:
@@ -205,3 +246,5 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     )
     uvicorn.run(app, host=settings.http_host, port=settings.http_port,
                 log_level=settings.log_level.lower(), access_log=False)
+    if _fatal:
+        sys.exit(EXIT_TASK_DIED)

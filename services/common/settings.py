@@ -22,6 +22,9 @@ class ServiceSettings(BaseSettings):
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")
     s3_secure: bool = False
+    # Explicit object-store timeouts (the minio client's default is 300 s each; see objectstore.py).
+    s3_connect_timeout_seconds: float = 5.0
+    s3_read_timeout_seconds: float = 30.0
     objects_bucket: str = "radcurate-objects"
     public_bucket: str = "radcurate-public"
     holdout_bucket: str = "radcurate-holdout"
