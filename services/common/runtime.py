@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -40,6 +38,7 @@ log = logging.getLogger(__name__)
 # local stack's `up`, Kubernetes) restarts it, instead of a live process with a dead consumer.
 EXIT_TASK_DIED = 70
 _fatal: list[str] = []  # why this process is ending, read by serve() after uvicorn returns
+_server: list[uvicorn.Server] = []  # the server serve() runs, asked to stop when an essential task dies
 
 
 @dataclass
@@ -129,7 +128,8 @@ def _essential(coro: Any, name: str) -> asyncio.Task:
         log.critical("%s task ended (%s); stopping the process so that it is restarted", name,
                      f"{type(exc).__name__}: {exc}" if exc else "returned", exc_info=exc)
         _fatal.append(name)
-        os.kill(os.getpid(), signal.SIGTERM)
+        for server in _server:  # graceful: the lifespan closes the pool and producer, then serve() exits
+            server.should_exit = True
 
     task.add_done_callback(died)
     return task
@@ -244,7 +244,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         level=settings.log_level,
         format=f"%(asctime)s {settings.service_name} %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                           log_level=settings.log_level.lower(), access_log=False))
+    _server.append(server)
+    server.run()
     if _fatal:
+        log.critical("exiting with status %d: %s stopped", EXIT_TASK_DIED, ", ".join(_fatal))
         sys.exit(EXIT_TASK_DIED)
