@@ -331,7 +331,7 @@ class EventConsumer:
                 " ON CONFLICT (event_id) DO UPDATE SET outcome = 'applied', received_at = now()"
                 "   WHERE inbox.outcome = 'dead_lettered' AND %s"
                 " RETURNING event_id",
-                (event.event_id, record.topic, deadletters.is_replay(record)),
+                (event.event_id, record.topic, deadletters.is_replay_for(record, self.service)),
             )
             if await cur.fetchone() is None:
                 return "duplicate"
@@ -367,7 +367,7 @@ class EventConsumer:
             " ON CONFLICT (event_id) DO UPDATE SET outcome = 'dead_lettered', received_at = now()"
             "   WHERE inbox.outcome = 'dead_lettered' AND %s"
             " RETURNING event_id",
-            (event_id, record.topic, deadletters.is_replay(record)),
+            (event_id, record.topic, deadletters.is_replay_for(record, self.service)),
         )
         return await cur.fetchone() is not None
 

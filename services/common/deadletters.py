@@ -27,6 +27,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from services.common import outbox
 
 REPLAY_HEADER = "radcurate-replay"
+# Which service's dead letter the replay re-drives: other services subscribed to the same topic
+# treat the replayed event as the duplicate it is for them.
+REPLAY_SERVICE_HEADER = "radcurate-replay-service"
 DLQ_SUFFIX = ".dlq"
 # A letter carries the original message only up to this size; beyond it the letter says so and
 # the message is still in its original topic at the recorded partition and offset.
@@ -39,16 +42,21 @@ def pg_text(value: str) -> str:
     return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
-def replay_id(record: ConsumerRecord) -> str | None:
-    """The replay id a replayed message carries in its headers, if any."""
+def _header(record: ConsumerRecord, name: str) -> str | None:
     for key, value in record.headers or ():
-        if key == REPLAY_HEADER and value:
+        if key == name and value:
             return pg_text(value.decode("utf-8", errors="replace"))
     return None
 
 
-def is_replay(record: ConsumerRecord) -> bool:
-    return replay_id(record) is not None
+def replay_id(record: ConsumerRecord) -> str | None:
+    """The replay id a replayed message carries in its headers, if any."""
+    return _header(record, REPLAY_HEADER)
+
+
+def is_replay_for(record: ConsumerRecord, service: str) -> bool:
+    """True when `record` is a replay of a dead letter that `service` wrote."""
+    return replay_id(record) is not None and _header(record, REPLAY_SERVICE_HEADER) in (None, service)
 
 
 def _payload(value: bytes | None) -> tuple[str | None, str]:
@@ -68,7 +76,7 @@ def _payload(value: bytes | None) -> tuple[str | None, str]:
 def letter(service: str, record: ConsumerRecord, event_id: str, error: BaseException | None,
            attempts: int) -> dict[str, Any]:
     """The dead letter for `record`; every string in it is safe for Postgres."""
-    replay = replay_id(record)
+    replay = replay_id(record) if is_replay_for(record, service) else None
     payload, encoding = _payload(record.value)
     key = record.key or b""
     return {
@@ -190,7 +198,8 @@ async def replay(conn: psycopg.AsyncConnection, item: dict, requested_by: str, r
         else item.get("msg_key", "")
     # The outbox row needs its own id (the original event_id may already be in this outbox);
     # the message itself keeps the original event_id.
-    await outbox.record_raw(conn, item["original_topic"], key, rid, payload, headers={REPLAY_HEADER: rid})
+    await outbox.record_raw(conn, item["original_topic"], key, rid, payload,
+                            headers={REPLAY_HEADER: rid, REPLAY_SERVICE_HEADER: item["service"]})
     return {"replay_id": rid, "letter_id": item["event_id"], "original_event_id": item["original_event_id"],
             "original_topic": item["original_topic"]}
 

@@ -14,7 +14,7 @@ from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
-from services.gateway.api.routes import evaluations, reports, series
+from services.gateway.api.routes import dead_letters, evaluations, reports, series
 from services.gateway.auth import Role, token_hash
 from services.gateway.handlers import build_handlers
 
@@ -45,7 +45,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_app(
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
-                 reports.router, evaluations.router, series.router],
+                 reports.router, evaluations.router, series.router, dead_letters.router],
         on_start=_bootstrap_admin,
         title="RadCurate gateway",
         version="0.1.0",
