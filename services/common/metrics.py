@@ -30,7 +30,6 @@ OUTBOX_OLDEST_AGE = Gauge(
     "radcurate_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event.", ["service"]
 )
 DLQ_EVENTS = Counter("radcurate_dlq_events_total", "Events sent to a dead-letter topic.", ["service", "topic"])
-DLQ_REPLAYS = Counter("radcurate_dlq_replays_total", "Dead letters republished to their original topic.", ["topic"])
 CONSUMER_BACKOFFS = Counter(
     "radcurate_consumer_backoffs_total",
     "Times a partition was paused because a dependency failed transiently (the event waits, it is not dead-lettered).",
