@@ -133,9 +133,18 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
                             protocol=cmd.protocol, report=report)]
 
+    async def fetch_submission(cmd: EvaluationRequested) -> str | None:
+        """The submitted file from the object store, read before the transaction opens."""
+        if not cmd.submission_key:
+            return None  # an older request that carried the file inline
+        data = await res.store.aget_bytes(res.settings.objects_bucket, cmd.submission_key)
+        return data.decode("utf-8", errors="replace")
+
     async def on_evaluation_requested(conn: psycopg.AsyncConnection, cmd: EvaluationRequested,
-                                      _: Any) -> list[EvaluationCompleted]:
+                                      submission: str | None) -> list[EvaluationCompleted]:
         """Score a submission against the holdout; only aggregates (or a truth-free error) go back."""
+        if submission is not None:
+            cmd = cmd.model_copy(update={"predictions_csv": submission})
         release = await repo.get_release(conn, cmd.release_id)
         truth = await repo.holdout_truth(conn, cmd.release_id) if release else {}
         outcome = await asyncio.to_thread(evaluate, cmd, release, truth, n_bootstrap)
@@ -183,7 +192,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested),
         Topic.ADJUDICATION_REQUESTED.value: Handler(apply=on_adjudication_requested),
         Topic.REPORT_REQUESTED.value: Handler(apply=on_report_requested),
-        Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested),
+        Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested, prepare=fetch_submission),
     }
 
 

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common import outbox
 from services.common.contracts import EvaluationRequested, Protocol
 from services.common.db import unit_of_work
-from services.common.objectstore import sha256_hex
+from services.common.objectstore import content_key, sha256_hex
 from services.common.taxonomy import load_taxonomy
 from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
@@ -44,7 +44,7 @@ class EvaluationLimits(BaseSettings):
 
     evaluations_per_day: int = 5
     evaluation_wait_seconds: float = 20.0
-    max_submission_bytes: int = 900_000  # one Kafka message
+    max_submission_bytes: int = 900_000  # stored in the object store; the event carries its key
 
 
 def limits() -> EvaluationLimits:
@@ -136,15 +136,20 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     if len(data) > lim.max_submission_bytes:
         raise Problem(413, f"the predictions file is larger than {lim.max_submission_bytes} bytes")
     evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
+    async with res.pool.connection() as conn:
+        check_format(data, await _release_protocol(conn, release_id))
+    # The file goes to the object store before the transaction (no S3 call holds a database
+    # transaction open); content-addressed, so a refused or repeated submission costs nothing.
+    key = content_key(data, prefix="submissions")
+    await res.store.aput_bytes(res.settings.objects_bucket, key, data, "text/csv")
     async with unit_of_work(res.pool) as conn:
-        text = check_format(data, await _release_protocol(conn, release_id))
         await _check_quota(conn, user.user_id, lim.evaluations_per_day)
         digest = sha256_hex(data)
         await conn.execute("INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256)"
                            " VALUES (%s,%s,%s,%s)", (evaluation_id, user.user_id, release_id, digest))
         await outbox.record(conn, [EvaluationRequested(
             study_id=evaluation_id, evaluation_id=evaluation_id, evaluator_id=user.user_id, release_id=release_id,
-            predictions_csv=text, submission_sha256=digest)])
+            submission_key=key, submission_sha256=digest)])
     res.relay.notify()
     row = await wait_for_row(res, "SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,),
                              lambda r: r["status"] != "pending", lim.evaluation_wait_seconds)
