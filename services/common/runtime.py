@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics
+from services.common.bodylimit import DEFAULT_BODY_LIMIT, BodyLimit
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import open_pool
 from services.common.kafka import make_producer
@@ -61,11 +62,15 @@ Hook = Callable[[Resources], Any]
 
 def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = None, *,
                routers: Sequence[APIRouter] = (), on_start: Hook | None = None,
-               on_stop: Hook | None = None, observe: Hook | None = None, **fastapi_kwargs: Any) -> FastAPI:
+               on_stop: Hook | None = None, observe: Hook | None = None,
+               body_limits: Mapping[str, int] | None = None, default_body_limit: int = DEFAULT_BODY_LIMIT,
+               **fastapi_kwargs: Any) -> FastAPI:
     """Build the service's FastAPI app with health, metrics and the event machinery.
 
     `observe` (optional) is called every few seconds to refresh gauges read from the service's
     own tables (e.g. studies per state, agreement per label); its failures are logged, not fatal.
+    Request bodies are bounded before they are read: `body_limits` per exact path (uploads), else
+    `default_body_limit`.
     """
 
     @contextlib.asynccontextmanager
@@ -88,6 +93,7 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
     for router in routers:
         app.include_router(router)
     _add_http_metrics(app, settings.service_name)
+    app.add_middleware(BodyLimit, limits=body_limits, default=default_body_limit)
     return app
 
 

@@ -15,7 +15,7 @@ from services.common.settings import ServiceSettings
 from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
 from services.gateway.api.routes import dead_letters, evaluations, reports, series
-from services.gateway.auth import Role, token_hash
+from services.gateway.auth import AuthenticateFirst, Role, token_hash
 from services.gateway.handlers import build_handlers
 
 
@@ -47,11 +47,15 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
                  reports.router, evaluations.router, series.router, dead_letters.router],
         on_start=_bootstrap_admin,
+        # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
+        body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
+                     "/api/v1/evaluations": evaluations.MAX_REQUEST_BYTES},
         title="RadCurate gateway",
         version="0.1.0",
         description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json.",
     )
     problems.install(app)
+    app.add_middleware(AuthenticateFirst)  # outermost: no token, no body read
     _serve_page(app)
     return app
 

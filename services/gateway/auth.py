@@ -13,11 +13,12 @@ import hashlib
 import secrets
 import time
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
+from services.common.bodylimit import problem
 from services.gateway.problems import Problem
 
 TOKEN_TTL_SECONDS = 5.0
@@ -74,7 +75,11 @@ def token_hash(token: str) -> str:
 
 
 async def current_user(request: Request) -> User:
-    header = request.headers.get("authorization", "")
+    return await authenticate(request.headers.get("authorization", ""), request.app.state.resources.pool)
+
+
+async def authenticate(header: str, pool: Any) -> User:
+    """The user an `Authorization: Bearer <token>` header names; Problem(401) otherwise."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Problem(401, "a bearer token is required (Authorization: Bearer <token>)")
@@ -82,7 +87,6 @@ async def current_user(request: Request) -> User:
     user = token_cache.get(digest)
     if user is not None:
         return user
-    pool = request.app.state.resources.pool
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active", (digest,))
@@ -92,6 +96,27 @@ async def current_user(request: Request) -> User:
     user = User(**row)
     token_cache.put(digest, user)
     return user
+
+
+class AuthenticateFirst:
+    """ASGI middleware: an API request's token is checked before its body is read.
+
+    FastAPI parses a request's body (JSON, multipart uploads) before the route's dependencies
+    run, so without this a caller with no token could make the gateway read a large body. Role
+    checks stay with the routes; this only turns away requests without a valid token."""
+
+    def __init__(self, app: Any, prefix: str = "/api/") -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+            try:
+                await authenticate(header, scope["app"].state.resources.pool)
+            except Problem as exc:
+                await problem(send, exc.status, exc.detail, scope["path"])
+                return
+        await self.app(scope, receive, send)
 
 
 def require(*roles: Role):

@@ -47,6 +47,11 @@ class EvaluationLimits(BaseSettings):
     max_submission_bytes: int = 900_000  # stored in the object store; the event carries its key
 
 
+# What the route's body may be at most, multipart overhead included; the file itself is checked
+# against `max_submission_bytes` (a setting) once read.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
 def limits() -> EvaluationLimits:
     return EvaluationLimits()
 
