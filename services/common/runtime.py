@@ -86,6 +86,9 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
                 await _maybe_await(on_stop(res))
             await _close(res)
 
+    # No Swagger UI or ReDoc: FastAPI serves them with scripts from a CDN, which would run on the
+    # API's origin. The OpenAPI document stays at /openapi.json for tools.
+    fastapi_kwargs = {"docs_url": None, "redoc_url": None, **fastapi_kwargs}
     app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
     app.add_exception_handler(EventTooLarge, _event_too_large)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
@@ -94,6 +97,7 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
         app.include_router(router)
     _add_http_metrics(app, settings.service_name)
     app.add_middleware(BodyLimit, limits=body_limits, default=default_body_limit)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -203,6 +207,40 @@ async def _event_too_large(request: Request, exc: Exception) -> Response:
 
 async def _metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# Headers on every response. The CSP fits the reviewer page (own scripts and styles, images as
+# blob: URLs made from fetched renders); JSON answers are unaffected by it.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+                                 b" img-src 'self' blob: data:; connect-src 'self'; object-src 'none';"
+                                 b" base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every HTTP response (plain ASGI, like HttpMetrics)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _add_http_metrics(app: FastAPI, service: str) -> None:

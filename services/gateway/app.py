@@ -35,7 +35,8 @@ async def _bootstrap_admin(res: Resources) -> None:
     async with res.pool.connection() as conn:
         await conn.execute(
             "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES ('admin', 'Administrator', %s, %s)"
-            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256, active = true",
+            # A restart may rotate the token, never re-activate an admin an operator switched off.
+            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256",
             (Role.ADMIN.value, token_hash(token.get_secret_value())))
         await conn.commit()
 

@@ -1,5 +1,6 @@
-"""Issue 11 item 14: a request body is bounded before it is read, and a request without a valid
-token is turned away before its body is read — against the real gateway process."""
+"""Issue 11 items 14 and 16, against the real gateway process: a request body is bounded before
+it is read, a request without a valid token is turned away before its body is read, a study id
+cannot be a path, and every response carries security headers."""
 
 from __future__ import annotations
 
@@ -77,3 +78,32 @@ async def test_ordinary_requests_are_unaffected(stack):
         assert token.startswith("rc_")
     finally:
         await api.aclose()
+
+
+async def test_a_study_id_that_could_be_a_path_is_refused_at_ingest(stack, tmp_path):
+    import httpx
+
+    from tests.support.factories import dicom_bytes
+
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        resp = await client.post("/api/v1/studies", headers={"Authorization": f"Bearer {stack['admin_token']}"},
+                                 data={"study_id": "../../escape", "patient_id": "P-1", "report": "Normal chest."},
+                                 files=[("files", ("x.dcm", dicom_bytes(tmp_path, "ESC"), "application/dicom"))])
+    assert resp.status_code == 422 and resp.headers["content-type"].startswith("application/problem+json")
+    assert "is not allowed" in resp.json()["detail"]
+
+
+async def test_responses_carry_security_headers_and_no_cdn_docs(stack):
+    import httpx
+
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        page = await client.get("/")
+        api = await client.get("/api/v1/progress", headers={"Authorization": f"Bearer {stack['admin_token']}"})
+        docs = await client.get("/docs")
+        spec = await client.get("/openapi.json")
+    for resp in (page, api):
+        assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert docs.status_code == 404  # Swagger UI would load its scripts from a CDN on our origin
+    assert spec.status_code == 200 and spec.json()["info"]["title"] == "RadCurate gateway"
