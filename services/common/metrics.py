@@ -69,7 +69,8 @@ HTTP_LATENCY = Histogram(
 )
 
 VOTES = Counter("radcurate_votes_total", "Votes cast, by verdict.", ["verdict"])
-READS = Counter("radcurate_reads_total", "Reads completed, by reader (bounded by the panel size).", ["reader"])
+# No reader label: /metrics must not name readers (per-reader figures are in the curator API).
+READS = Counter("radcurate_reads_total", "Reads completed, all readers together.")
 STUDIES = Gauge("radcurate_studies", "Studies per curation state.", ["state"])
 FLEISS_KAPPA = Gauge("radcurate_fleiss_kappa", "Fleiss' kappa per label over decided studies.", ["label"])
 SAMPLING_RUN = Histogram("radcurate_sampling_run_seconds", "Duration of a sampling run.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -206,6 +207,13 @@ async def _event_too_large(request: Request, exc: Exception) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
+    token = request.app.state.resources.settings.metrics_token
+    if token is not None and not secrets.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {token.get_secret_value()}".encode()):
+        return JSONResponse({"type": "about:blank", "title": "Unauthorized", "status": 401,
+                             "detail": "/metrics needs the metrics token", "instance": "/metrics"},
+                            status_code=401, media_type="application/problem+json",
+                            headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     objects_bucket: str = "radcurate-objects"
     public_bucket: str = "radcurate-public"
     holdout_bucket: str = "radcurate-holdout"
+    # When set, /metrics answers only `Authorization: Bearer <metrics_token>` (Prometheus'
+    # `authorization` / a ServiceMonitor's bearerTokenSecret): vote counters move when a reader
+    # votes, so on a port readers can reach they would time other readers' verdicts.
+    metrics_token: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

@@ -21,7 +21,7 @@ from tests.integration.test_outbox_and_consumer import report
 pytestmark = pytest.mark.integration
 
 
-def app_with_route(dsn: str, bootstrap: str, topic: str) -> Any:
+def app_with_route(dsn: str, bootstrap: str, topic: str, **settings_kw: Any) -> Any:
     router = APIRouter()
 
     @router.post("/reports/{size}")
@@ -34,7 +34,7 @@ def app_with_route(dsn: str, bootstrap: str, topic: str) -> Any:
         return None
 
     settings = ServiceSettings(service_name="runtime-test", database_url=dsn, kafka_bootstrap=bootstrap,
-                               kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300)
+                               kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=300, **settings_kw)
     app = create_app(settings, lambda res: {topic: Handler(apply=apply)}, routers=[router])
     return app
 
@@ -73,3 +73,15 @@ def test_healthz_names_a_database_outage_without_its_raw_error(infra, fresh_sche
     body = resp.json()
     assert "database unreachable (OSError)" in body["problems"]
     assert "10.0.0.7" not in resp.text and "radcurate_gateway" not in resp.text
+
+
+def test_metrics_answer_only_the_scrape_token_when_one_is_set(infra, fresh_schema, fresh_topic):
+    app = app_with_route(fresh_schema, infra["kafka"]["bootstrap"], fresh_topic, metrics_token="scrape-secret")
+    with TestClient(app) as client:
+        anonymous = client.get("/metrics")
+        reader = client.get("/metrics", headers={"Authorization": "Bearer rc_some_reader_token"})
+        prometheus = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert anonymous.status_code == 401 and reader.status_code == 401
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    assert prometheus.status_code == 200 and "radcurate_votes_total" in prometheus.text
+    assert 'reader="' not in prometheus.text  # no reader ids, whoever scrapes

@@ -42,7 +42,7 @@ METRICS: dict[str, set[str]] = {
     "radcurate_http_requests_total": {"service", "method", "route", "status"},
     "radcurate_http_request_seconds": {"service", "method", "route"},
     "radcurate_votes_total": {"verdict"},
-    "radcurate_reads_total": {"reader"},
+    "radcurate_reads_total": set(),
     "radcurate_studies": {"state"},
     "radcurate_fleiss_kappa": {"label"},
     "radcurate_sampling_run_seconds": set(),
