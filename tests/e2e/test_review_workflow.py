@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from radcurate.client import Gateway, GatewayError
-from tests.e2e.conftest import eventually, scalar
+from tests.e2e.conftest import eventually, scalar, wait_for_js
 from tests.e2e.test_bad_input import assert_problem, ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -187,7 +187,7 @@ async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_
     await page.goto(stack["gateway_url"] + "/")
     await page.get_by_label("Your access token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_function("window.__rc && window.__rc.ready")
+    await wait_for_js(page, "window.__rc && window.__rc.ready")
     first = await page.locator("#study-title").inner_text()
     assert first.startswith("Study ")
     assert await page.locator("#discussion").is_hidden()
@@ -198,7 +198,7 @@ async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_
     await page.keyboard.press("1")
     if await page.locator("#confirm").is_visible():  # the study had a finding with no label
         await page.locator("#confirm-ok").click()
-    await page.wait_for_function("window.__rc.votes === 1")
+    await wait_for_js(page, "window.__rc.votes === 1")
     await page.locator("#discussion").wait_for(state="visible")
     assert "pg-1: agree all" in await page.locator("#discussion-votes").inner_text()
     assert await page.locator("#study-title").inner_text() != first  # the prefetched study is on screen

@@ -206,10 +206,10 @@ async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
         " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.assignment_id = %s FOR UPDATE OF a",
         (assignment_id,))
     a = await cur.fetchone()
-    if a is None:
-        raise Problem(404, f"no assignment {assignment_id!r}")
-    if a["reader_id"] != user_id:
-        raise Problem(403, "this assignment belongs to another reader")
+    # Someone else's assignment answers exactly like a missing one: a 403 would tell the caller
+    # that the assignment exists, i.e. who co-reads which study.
+    if a is None or a["reader_id"] != user_id:
+        raise Problem(404, f"no assignment {assignment_id!r} on your worklist")
     return a
 
 
