@@ -26,6 +26,8 @@ class GatewaySettings(ServiceSettings):
     # Bootstrap credential: an admin user with this token exists after start. No default.
     admin_token: SecretStr | None = None
     presigned_url_seconds: int = 300
+    # Tokens the API issues expire after this long; a user renews theirs with POST /api/v1/me/token.
+    token_lifetime_days: float = 90.0
 
 
 async def _bootstrap_admin(res: Resources) -> None:

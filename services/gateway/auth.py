@@ -89,10 +89,11 @@ async def authenticate(header: str, pool: Any) -> User:
         return user
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active", (digest,))
+            "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active"
+            " AND (token_expires_at IS NULL OR token_expires_at > now())", (digest,))
         row = await cur.fetchone()
     if row is None:
-        raise Problem(401, "the token is not valid")
+        raise Problem(401, "the token is not valid (unknown, revoked or expired)")
     user = User(**row)
     token_cache.put(digest, user)
     return user

@@ -107,3 +107,30 @@ async def test_responses_carry_security_headers_and_no_cdn_docs(stack):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert docs.status_code == 404  # Swagger UI would load its scripts from a CDN on our origin
     assert spec.status_code == 200 and spec.json()["info"]["title"] == "RadCurate gateway"
+
+
+async def test_tokens_expire_and_can_be_renewed(stack):
+    from radcurate.client import GatewayError
+    from tests.e2e.conftest import query
+
+    admin = Gateway(stack["gateway_url"], stack["admin_token"])
+    try:
+        resp = await admin.request("POST", "/api/v1/users", json={"user_id": "expiring", "role": "reviewer"})
+        issued = resp.json()
+        assert issued["expires_at"]  # every issued token has an end
+        query(stack, "gateway", "UPDATE users SET token_expires_at = now() - interval '1 second'"
+                                " WHERE user_id = 'expiring' RETURNING user_id")
+        with pytest.raises(GatewayError) as refused:
+            await admin.as_user(issued["token"]).request("GET", "/api/v1/me")
+        assert refused.value.status == 401 and "expired" in str(refused.value)
+
+        renewing = (await admin.request("POST", "/api/v1/users",
+                                        json={"user_id": "renewing", "role": "reviewer"})).json()
+        old = admin.as_user(renewing["token"])
+        fresh = (await old.request("POST", "/api/v1/me/token")).json()
+        assert (await admin.as_user(fresh["token"]).request("GET", "/api/v1/me")).json()["user_id"] == "renewing"
+        with pytest.raises(GatewayError) as stale:
+            await old.request("GET", "/api/v1/me")
+        assert stale.value.status == 401
+    finally:
+        await admin.aclose()
