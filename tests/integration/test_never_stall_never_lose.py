@@ -4,7 +4,6 @@ failed commit after a rebalance — has a defined outcome while the consume loop
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
