@@ -303,7 +303,15 @@ class EventConsumer:
     async def _apply_one(self, conn: psycopg.AsyncConnection, handler: Handler,
                          record: ConsumerRecord, event: Any, prep: _Outcome) -> None:
         started = time.perf_counter()
-        failure = event if isinstance(event, Exception) else prep.error
+        if isinstance(event, Exception) or prep.error is not None:
+            # Undecodable, or `prepare` failed for good (a transient failure never gets here: the
+            # batch stops before it). `apply` never runs without its prepared value.
+            cause = event if isinstance(event, Exception) else prep.error
+            attempts = 0 if isinstance(event, Exception) else (
+                1 if isinstance(cause, PermanentError) else self._max_attempts)
+            await self._dead_letter(conn, record, event, cause, attempts)
+            return
+        failure: BaseException | None = None
         attempt = 0
         while failure is None or (not isinstance(failure, PermanentError) and attempt < self._max_attempts):
             attempt += 1

@@ -22,7 +22,16 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -84,13 +93,19 @@ async def _insert(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str,
         )
 
 
+# Errors that are about the row itself, so sending it again can never succeed. Deliberately an
+# allow-list: aiokafka marks outage errors (KafkaTimeoutError, BrokerNotAvailableError...) as
+# not retriable too, and parking on those would set aside every row during a broker restart.
+# Errors about the cluster (authorisation, unknown topic) leave the row to be retried while the
+# rest flow, and RadcurateOutboxStuck fires as it ages.
+_ROW_REFUSED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, CorruptRecordException,
+                InvalidMessageError, InvalidTopicError, UnsupportedForMessageFormatError)
+
+
 def is_refused_for_good(exc: BaseException) -> bool:
-    """The broker (or the client, before sending) will never accept this record as it is."""
-    if isinstance(exc, MessageSizeTooLargeError):
-        return True
-    if isinstance(exc, KafkaError):
-        return not exc.retriable and not isinstance(exc, asyncio.CancelledError)
-    return isinstance(exc, ValueError | TypeError)  # e.g. a payload that cannot be encoded
+    """The broker (or the client, before sending) will never accept this row as it is."""
+    return isinstance(exc, _ROW_REFUSED) or (
+        not isinstance(exc, KafkaError) and isinstance(exc, ValueError | TypeError))  # cannot be encoded
 
 
 class OutboxRelay:

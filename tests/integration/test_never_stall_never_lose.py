@@ -154,6 +154,26 @@ async def test_a_database_error_that_persists_past_the_retries_is_waited_out_not
     assert failures["n"] == 6
 
 
+async def test_a_prepare_that_fails_for_good_dead_letters_its_own_error_and_never_applies_none(
+        infra, fresh_schema, fresh_topic):
+    applied_with: list[Any] = []
+
+    async def prepare(event):
+        raise ValueError("the report template is not one we know")
+
+    async def apply(conn, event, prepared):
+        applied_with.append(prepared)
+
+    async with Harness(infra, fresh_schema, fresh_topic, apply, prepare) as h:
+        await produce(h.bootstrap, fresh_topic, [("k", report("V1").model_dump_json().encode())])
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'", 1))
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", 1), 10)
+        [letter] = unique(await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 1))
+    assert applied_with == []
+    assert letter["error"] == "ValueError: the report template is not one we know"  # not a TypeError about None
+    assert letter["attempts"] == 3
+
+
 # --- item 4: every message has a defined outcome -------------------------------------------------
 
 
