@@ -155,10 +155,10 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return [EvaluationCompleted(study_id=cmd.evaluation_id, correlation_id=cmd.correlation_id,
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
-    async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested, _: Any) -> list[BenchmarkReleased]:
-        """Choose the benchmark from accepted studies, split it, and write the release."""
+    async def choose_release(conn: psycopg.AsyncConnection, cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
+        """Choose the benchmark from accepted studies and split it; None if it is released already."""
         if await repo.release_exists(conn, cmd.release_id):
-            return []
+            return None
         started = time.perf_counter()
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
@@ -173,8 +173,25 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
             composed = compose_release(cmd.release_id, cmd.protocol, rows, cmd.plan, funnel, load_taxonomy("cxr"),
                                        rule, agreement)
             truth = {s.study_id: sorted(s.labels) for s in composed.holdout}
+        return composed, truth, started
+
+    async def publish_selection(cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
+        """Choose the release and write its files before the transaction opens: the object store
+        is never written while a database transaction is held. A redelivery after a crash
+        between this and the commit rewrites a complete release (the manifest goes last)."""
+        async with res.pool.connection() as conn:
+            chosen = await choose_release(conn, cmd)
+        if chosen is not None:
+            await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
+        return chosen
+
+    async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested,
+                                     chosen: tuple[Any, dict, float] | None) -> list[BenchmarkReleased]:
+        """Record the release `publish_selection` wrote, and announce it."""
+        if chosen is None or await repo.release_exists(conn, cmd.release_id):
+            return []
+        composed, truth, started = chosen
         files = composed.files
-        await asyncio.to_thread(publish_release, res.store, res.settings, files)
         await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(),
                                 [s.study_id for s in composed.released], truth,
                                 files.manifest_key, files.manifest_sha256)
@@ -189,7 +206,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
         Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
-        Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested),
+        Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested, prepare=publish_selection),
         Topic.ADJUDICATION_REQUESTED.value: Handler(apply=on_adjudication_requested),
         Topic.REPORT_REQUESTED.value: Handler(apply=on_report_requested),
         Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested, prepare=fetch_submission),

@@ -163,3 +163,47 @@ async def test_an_evaluation_reads_its_file_from_the_object_store_so_the_event_s
         [done] = await handler.apply(db, cmd, prepared)
     assert done.status == "scored", done.error
     assert done.result["per_label"]["cardiomegaly"]["auroc"] == 1.0
+
+
+async def test_a_release_is_written_to_the_object_store_before_its_transaction_opens(db, infra, fresh_schema):
+    """Issue 11 item 2: no object-store call while a database transaction is open. The release
+    files are written in `prepare`; `apply` only records what was written."""
+    import uuid
+
+    from minio import Minio
+
+    from services.common.contracts import SelectionPlan, SelectionRequested
+    from services.common.db import open_pool
+    from services.common.objectstore import ObjectStore
+
+    s3 = infra["s3"]
+    store = ObjectStore(Minio(s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"],
+                              secure=False, region="us-east-1"))
+    buckets = {"objects_bucket": "radcurate-objects", "public_bucket": "radcurate-public",
+               "holdout_bucket": "radcurate-holdout"}
+    for bucket in buckets.values():
+        store.ensure_bucket(bucket)
+    pool = await open_pool(fresh_schema)
+    try:
+        res = SimpleNamespace(settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50, **buckets),
+                              store=store, pool=pool)
+        handlers = build_handlers(res)
+        for i in range(6):
+            await decide(db, handlers, f"REL{i}", ["agree_all"] * 3)
+        release_id = f"rel-{uuid.uuid4().hex[:8]}"
+        cmd = SelectionRequested(study_id=release_id, release_id=release_id,
+                                 plan=SelectionPlan(target_size=4, holdout_fraction=0.5, min_per_label=0))
+        handler = handlers[cmd.topic.value]
+        assert handler.prepare is not None
+        chosen = await handler.prepare(cmd)
+        manifest_key = chosen[0].files.manifest_key
+        assert store.exists("radcurate-public", manifest_key)  # written before any transaction
+        assert await rows(db, "SELECT release_id FROM releases WHERE release_id = %s", release_id) == []
+        async with db.transaction():
+            [released] = await handler.apply(db, cmd, chosen)
+        await db.commit()  # the SELECT above opened a transaction; the block was its savepoint
+        assert released.manifest_key == manifest_key
+        assert released.released_count + released.holdout_count == 4
+        assert await handler.prepare(cmd) is None  # a redelivery writes nothing again
+    finally:
+        await pool.close()
