@@ -163,7 +163,7 @@ class OutboxRelay:
                 rows = await cur.fetchall()
                 if not rows:
                     return 0
-                results = await asyncio.gather(*(self._send(r) for r in rows), return_exceptions=True)
+                rows, results = await self._send_all(rows)
                 sent = [r for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
                 failed = [(r, res) for r, res in zip(rows, results, strict=True) if isinstance(res, BaseException)]
                 parked = [(r, exc) for r, exc in failed if is_refused_for_good(exc)]
@@ -185,11 +185,25 @@ class OutboxRelay:
             raise failed[0][1]  # nothing moved: let run() back off
         return len(sent) + len(parked)
 
-    async def _send(self, row: Mapping[str, Any]) -> None:
-        headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
-        future = await self._producer.send(row["topic"], key=row["msg_key"].encode(), value=encode(row["payload"]),
-                                           headers=headers or None)
-        await future
+    async def _send_all(self, rows: list[dict]) -> tuple[list[dict], list[Any]]:
+        """Enqueue rows one after the other (the producer keeps that order per partition, hence
+        per study), then wait for every ack. Returns the rows tried and, for each, None or the
+        exception it failed with. A row the client refuses before sending (too large) is judged
+        on its own; any other refusal stops the enqueueing — the rows after it wait for the next
+        round rather than overtake it."""
+        pending: list[Any] = []
+        for row in rows:
+            headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
+            try:
+                pending.append(await self._producer.send(
+                    row["topic"], key=row["msg_key"].encode(), value=encode(row["payload"]), headers=headers or None))
+            except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
+                pending.append(exc)
+                if not is_refused_for_good(exc):
+                    break
+        futures = [p for p in pending if not isinstance(p, BaseException)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return rows[:len(pending)], [p if isinstance(p, BaseException) else next(acks) for p in pending]
 
     async def observe_backlog(self) -> None:
         """Refresh the backlog gauges (called by the metrics loop)."""
