@@ -148,8 +148,12 @@ class EventConsumer:
         """Consume until cancelled. An unexpected failure restarts the Kafka client (with backoff);
         after `max_restarts` failures in a row it raises, so the process can end and be restarted."""
         failures = 0
+        broken = False
         while True:
             try:
+                if broken:  # inside the try: a restart that fails (broker down) counts as a failure too
+                    await self._restart_client()
+                    broken = False
                 await self._poll_once()
                 failures = 0
             except asyncio.CancelledError:
@@ -163,8 +167,8 @@ class EventConsumer:
                 log.exception("consume loop failed (%d in a row); restarting the Kafka client", failures)
                 metrics.CONSUMER_RESTARTS.labels(self.service).inc()
                 self.restarts += 1
+                broken = True
                 await asyncio.sleep(self._backoff(failures))
-                await self._restart_client()
 
     async def _restart_client(self) -> None:
         self.ready = False
