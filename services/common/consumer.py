@@ -360,14 +360,16 @@ class EventConsumer:
             async with conn.transaction():
                 if not await self._mark_dead(conn, record, event_id):
                     return
-                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter)
+                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
+                                        limit=deadletters.MAX_LETTER_BYTES)
         except Exception:  # noqa: BLE001 - the dead-letter path must not itself poison the partition
             log.exception("full dead letter for %s refused; recording a minimal one", event_id)
             letter = deadletters.minimal(letter)
             async with conn.transaction():
                 if not await self._mark_dead(conn, record, event_id):
                     return
-                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter)
+                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
+                                        limit=deadletters.MAX_LETTER_BYTES)
         log.error("dead-lettered %s to %s.dlq: %s", event_id, record.topic, letter["error"])
         metrics.DLQ_EVENTS.labels(self.service, record.topic).inc()
         metrics.EVENTS_CONSUMED.labels(self.service, record.topic, "dead_lettered").inc()

@@ -34,6 +34,9 @@ DLQ_SUFFIX = ".dlq"
 # A letter carries the original message only up to this size; beyond it the letter says so and
 # the message is still in its original topic at the recorded partition and offset.
 MAX_LETTER_PAYLOAD = outbox.MAX_EVENT_BYTES
+# A letter holds an event of up to MAX_EVENT_BYTES plus its error, escaped or base64-encoded:
+# allowed to be larger than an event, still under Kafka's default 1 MiB message limit.
+MAX_LETTER_BYTES = 900 * 1024
 _MAX_TRACEBACK = 16_000
 
 

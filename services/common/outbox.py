@@ -75,10 +75,10 @@ async def record(conn: psycopg.AsyncConnection, events: Iterable[Event]) -> None
 
 
 async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_id: str, payload: dict,
-                     headers: Mapping[str, str] | None = None) -> None:
+                     headers: Mapping[str, str] | None = None, limit: int = MAX_EVENT_BYTES) -> None:
     """Add an arbitrary message (a dead letter, a replay) to the outbox within the caller's transaction."""
     body = encode(payload)
-    check_size(topic, event_id, len(body))
+    check_size(topic, event_id, len(body), limit)
     await _insert(conn, [(event_id, topic, key, body.decode(), Jsonb(dict(headers)) if headers else None)])
 
 

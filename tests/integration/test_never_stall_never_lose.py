@@ -197,6 +197,22 @@ async def test_tombstones_and_nul_bytes_are_dead_lettered_and_the_partition_move
     assert "\x00" not in letters[3]["original_event_id"]
 
 
+async def test_the_dead_letter_of_an_event_at_the_size_limit_still_holds_it_for_a_replay(
+        infra, fresh_schema, fresh_topic):
+    from services.common.consumer import PermanentError
+
+    async def refuse(conn, event, _):
+        raise PermanentError("no rule for this report")
+
+    big = report("BIG", report_text="x" * (outbox.MAX_EVENT_BYTES - 1000))
+    assert len(big.model_dump_json()) <= outbox.MAX_EVENT_BYTES
+    async with Harness(infra, fresh_schema, fresh_topic, refuse) as h:
+        await produce(h.bootstrap, fresh_topic, [("k", big.model_dump_json().encode())])
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", 1))
+        [letter] = unique(await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 1))
+    assert letter["payload_encoding"] == "text" and json.loads(letter["payload"])["event_id"] == big.event_id
+
+
 async def test_the_consume_loop_outlives_a_failed_commit_and_position_after_a_rebalance(infra, fresh_schema, fresh_topic):
     async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
         consumer = h.consumer()
