@@ -265,7 +265,7 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
         raise typer.Exit(1)
 
 
-from radcurate import api_cmd, export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
+from radcurate import api_cmd, dlq_cmd, export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
 
 app.command("score")(score_cmd.score)
 app.command("report")(report_cmd.report)
@@ -275,6 +275,7 @@ app.command("sample")(api_cmd.sample)
 app.command("release")(api_cmd.release)
 app.command("adjudicate")(api_cmd.adjudicate)
 app.command("evaluate")(api_cmd.evaluate)
+app.add_typer(dlq_cmd.app, name="dlq")
 
 def main() -> None:
     app()

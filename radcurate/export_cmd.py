@@ -26,6 +26,21 @@ class ChecksumError(RuntimeError):
     """An object's bytes differ from the digest the manifest (or the release event) records."""
 
 
+class UnsafePath(ValueError):
+    """A manifest key that would be written outside the export folder."""
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refused when `relative` is absolute or climbs out with '..'."""
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        raise UnsafePath(f"refusing to write {relative!r}: not a path inside the export folder")
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise UnsafePath(f"refusing to write {relative!r}: it resolves outside the export folder")
+    return path
+
+
 def export_release(store: ObjectStore, bucket: str, release: dict, target: Path) -> dict[str, int]:
     """Write the released files under `target`, laid out as in the bucket below the release prefix."""
     manifest_bytes = store.get_bytes(bucket, release["manifest_key"])
@@ -41,7 +56,7 @@ def export_release(store: ObjectStore, bucket: str, release: dict, target: Path)
             data = store.get_bytes(bucket, key)
             if sha256_hex(data) != digest:
                 raise ChecksumError(f"{key}: sha256 {sha256_hex(data)} differs from the manifest's {digest}")
-            path = staging / key.removeprefix(prefix)
+            path = inside(staging, key.removeprefix(prefix))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             task.advance()
@@ -73,7 +88,7 @@ def export(release_id: Annotated[str, typer.Argument(help="The release id.")],
             raise StackError(f"release {release_id!r} is {release.get('status')}, not released")
         with progress.use(quiet):
             counts = export_release(store_for(state), state["buckets"]["public"], release, out_dir)
-    except (StackError, GatewayError, ChecksumError) as exc:
+    except (StackError, GatewayError, ChecksumError, UnsafePath) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wrote {counts['objects']} DICOM objects and {counts['files']} files to {out_dir}, all verified")

@@ -6,8 +6,19 @@ not at all. Kafka offsets are committed only after that transaction commits, so 
 point replays the batch and the inbox turns the replay into no-ops: at-least-once delivery,
 exactly-once effects.
 
-A handler that keeps failing (`max_attempts`) or raises `PermanentError` sends the event to
-`<topic>.dlq` (through the outbox, so even the dead letter is not lost) and the consumer moves on.
+Every record has one of three outcomes:
+- applied (or recognised as a duplicate);
+- *deferred*: a dependency failed transiently (database, object store, LLM endpoint — see
+  `failures.is_transient`). The records before it commit; the partition seeks back to it and
+  pauses, with a bounded, jittered backoff, for as long as the outage lasts. Nothing is
+  dead-lettered because something else was down;
+- dead-lettered to `<topic>.dlq` (through the outbox, so even the dead letter is not lost): an
+  undecodable message (a tombstone included), a `PermanentError`, or any other error that
+  persists for `max_attempts` tries. The letter keeps the exact original bytes for a replay.
+
+The loop survives rebalances (a failed offset commit is harmless: the new owner replays, the
+inbox deduplicates) and restarts its Kafka client after an unexpected failure; if that keeps
+failing, `run()` raises and the runtime ends the process non-zero so a supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -15,28 +26,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
-from services.common import metrics, outbox
+from services.common import deadletters, metrics, outbox
 from services.common.contracts import Event, parse_event
+from services.common.failures import PermanentError, TransientError, is_transient
+
+__all__ = ["EventConsumer", "Handler", "PermanentError", "TransientError"]
 
 log = logging.getLogger(__name__)
 
 Apply = Callable[[psycopg.AsyncConnection, Any, Any], Awaitable[Iterable[Event] | None]]
 Prepare = Callable[[Any], Awaitable[Any]]
-
-
-class PermanentError(Exception):
-    """The event can never be applied (bad content); retrying is pointless."""
 
 
 @dataclass(frozen=True)
@@ -57,21 +67,45 @@ class _Outcome:
     result: Any = None
     error: BaseException | None = None
 
+    @property
+    def transient(self) -> bool:
+        return self.error is not None and is_transient(self.error)
+
+
+@dataclass
+class _Pause:
+    """A partition waiting for a dependency: resumed at `until` (monotonic clock)."""
+
+    offset: int
+    attempt: int
+    until: float
+    error: str
+
+
+class _Deferred(Exception):
+    """Internal: applying this record failed transiently; stop the batch here."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
 
 class EventConsumer:
     def __init__(self, *, service: str, pool: AsyncConnectionPool, bootstrap: str,
                  handlers: Mapping[str, Handler], relay: outbox.OutboxRelay,
                  session_timeout_ms: int, heartbeat_interval_ms: int,
                  max_batch: int = 500, max_attempts: int = 3, fetch_min_bytes: int = 1,
-                 fetch_max_wait_ms: int = 500) -> None:
+                 fetch_max_wait_ms: int = 500, backoff_base_s: float = 0.5, backoff_max_s: float = 60.0,
+                 max_restarts: int = 5) -> None:
         self.service = service
         self._pool = pool
         self._handlers = dict(handlers)
         self._relay = relay
         self._max_attempts = max_attempts
         self._max_batch = max_batch
-        self._consumer = AIOKafkaConsumer(
-            *self._handlers,
+        self._backoff_base, self._backoff_max = backoff_base_s, backoff_max_s
+        self._max_restarts = max_restarts
+        self._client_kwargs = dict(
             bootstrap_servers=bootstrap,
             group_id=f"radcurate-{service}",
             enable_auto_commit=False,
@@ -83,7 +117,15 @@ class EventConsumer:
             fetch_min_bytes=fetch_min_bytes,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
+        self._consumer = self._new_client()
+        self._paused: dict[TopicPartition, _Pause] = {}
+        self._attempts: dict[TopicPartition, int] = {}  # consecutive backoffs per partition
         self.ready = False
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    def _new_client(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*self._handlers, **self._client_kwargs)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -91,38 +133,152 @@ class EventConsumer:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def state(self) -> dict[str, Any]:
+        """What /healthz shows: partitions waiting for a dependency, and loop restarts."""
+        now = time.monotonic()
+        return {
+            "paused": [{"topic": tp.topic, "partition": tp.partition, "offset": p.offset, "attempt": p.attempt,
+                        "retry_in_seconds": round(max(0.0, p.until - now), 1), "error": p.error}
+                       for tp, p in sorted(self._paused.items())],
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+        }
+
     async def run(self) -> None:
-        """Consume until cancelled."""
+        """Consume until cancelled. An unexpected failure restarts the Kafka client (with backoff);
+        after `max_restarts` failures in a row it raises, so the process can end and be restarted."""
+        failures = 0
+        broken = False
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
-            self.ready = True
-            for tp, records in batches.items():
-                await self._process_partition_batch(tp, records)
-            await self._observe_lag()
+            try:
+                if broken:  # inside the try: a restart that fails (broker down) counts as a failure too
+                    await self._restart_client()
+                    broken = False
+                await self._poll_once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if failures > self._max_restarts:
+                    log.critical("consume loop failed %d times in a row; giving up", failures, exc_info=True)
+                    raise
+                log.exception("consume loop failed (%d in a row); restarting the Kafka client", failures)
+                metrics.CONSUMER_RESTARTS.labels(self.service).inc()
+                self.restarts += 1
+                broken = True
+                await asyncio.sleep(self._backoff(failures))
+
+    async def _restart_client(self) -> None:
+        self.ready = False
+        try:
+            await self._consumer.stop()
+        except Exception:  # noqa: BLE001 - the old client is broken anyway
+            log.warning("stopping the failed Kafka client failed", exc_info=True)
+        self._set_paused_gauges(clear=True)
+        self._paused.clear()
+        self._consumer = self._new_client()
+        await self._consumer.start()
+
+    async def _poll_once(self) -> None:
+        self._resume_due()
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+        self.ready = True
+        for tp, records in batches.items():
+            if tp in self._paused:  # fetched before the pause took hold: fetch again after it
+                self._consumer.seek(tp, records[0].offset)
+                continue
+            await self._process_partition_batch(tp, records)
+        await self._observe_lag()
 
     async def _process_partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         try:
-            await self._apply_batch(tp.topic, records)
-        except Exception:
+            done, deferred = await self._apply_batch(tp.topic, records)
+        except Exception as exc:
             # The transaction itself failed (database gone, serialisation): nothing was applied.
-            # Rewind so the whole batch is fetched again once the database is back.
-            log.exception("batch on %s failed; will replay from offset %d", tp, records[0].offset)
-            self._consumer.seek(tp, records[0].offset)
-            await asyncio.sleep(1)
+            log.warning("batch on %s failed; will replay from offset %d: %s", tp, records[0].offset, exc)
+            self._pause(tp, records[0].offset, exc)
             return
-        self._relay.notify()
-        await self._consumer.commit({tp: records[-1].offset + 1})
+        if done:
+            self._relay.notify()
+            await self._commit(tp, records[done - 1].offset + 1)
+        if deferred is not None:
+            self._pause(tp, records[done].offset, deferred)
+        else:
+            self._paused.pop(tp, None)  # a success ends the backoff series of this partition
+            self._attempts.pop(tp, None)
 
-    async def _apply_batch(self, topic: str, records: list[ConsumerRecord]) -> None:
+    def _pause(self, tp: TopicPartition, offset: int, error: BaseException) -> None:
+        """Seek back to `offset` and stop fetching `tp` until the backoff has passed."""
+        attempt = self._attempts.get(tp, 0) + 1
+        self._attempts[tp] = attempt
+        delay = self._backoff(attempt)
+        self._paused[tp] = _Pause(offset, attempt, time.monotonic() + delay, f"{type(error).__name__}: {error}"[:500])
+        try:
+            self._consumer.seek(tp, offset)
+            self._consumer.pause(tp)
+        except Exception:  # noqa: BLE001 - revoked meanwhile: the new owner replays from the commit
+            self._paused.pop(tp, None)
+        metrics.CONSUMER_BACKOFFS.labels(self.service, tp.topic).inc()
+        self._set_paused_gauges()
+        log.warning("%s paused at offset %d for %.1fs (attempt %d): %s", tp, offset, delay, attempt, error)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped, with jitter so that many consumers do not retry in step."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        assigned = self._consumer.assignment()
+        for tp, pause in list(self._paused.items()):
+            if tp not in assigned:
+                del self._paused[tp]  # revoked: whoever owns it now starts from the committed offset
+            elif pause.until <= now:
+                del self._paused[tp]
+                self._consumer.resume(tp)
+        self._set_paused_gauges()
+
+    def _set_paused_gauges(self, clear: bool = False) -> None:
+        counts: dict[str, int] = {topic: 0 for topic in self._handlers}
+        if not clear:
+            for tp in self._paused:
+                counts[tp.topic] = counts.get(tp.topic, 0) + 1
+        for topic, n in counts.items():
+            metrics.CONSUMER_PAUSED.labels(self.service, topic).set(n)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            await self._consumer.commit({tp: offset})
+        except KafkaError as exc:
+            # Typically CommitFailedError after a rebalance: the partition moved on, its new owner
+            # replays from the last committed offset and the inbox turns the replay into no-ops.
+            log.warning("offset commit for %s failed (%s); the records will be replayed, harmlessly", tp, exc)
+
+    async def _apply_batch(self, topic: str, records: list[ConsumerRecord]) -> tuple[int, BaseException | None]:
+        """Apply records in order until one must wait for a dependency. Returns how many records
+        now have an outcome, and the transient error that stopped the batch (None: all done)."""
         handler = self._handlers[topic]
         decoded = [self._decode(r) for r in records]
         prepared = await self._prepare_all(handler, decoded)
+        # Records after a deferred one wait too: they may be later events of the same study.
+        cut = next((i for i, p in enumerate(prepared) if p.transient), len(records))
+        deferred: BaseException | None = prepared[cut].error if cut < len(records) else None
+        if cut == 0:
+            return 0, deferred
         async with self._pool.connection() as conn:
             async with conn.transaction():
-                for record, event, prep in zip(records, decoded, prepared, strict=True):
-                    await self._apply_one(conn, handler, record, event, prep)
+                for i in range(cut):
+                    try:
+                        await self._apply_one(conn, handler, records[i], decoded[i], prepared[i])
+                    except _Deferred as exc:
+                        return i, exc.cause  # the transaction commits the records before i
+        return cut, deferred
 
     def _decode(self, record: ConsumerRecord) -> Event | PermanentError:
+        if record.value is None:
+            return PermanentError("cannot decode message: a tombstone (null value) is not an event")
         try:
             return parse_event(json.loads(record.value))
         except Exception as exc:  # undecodable: straight to the dead-letter topic
@@ -151,7 +307,15 @@ class EventConsumer:
     async def _apply_one(self, conn: psycopg.AsyncConnection, handler: Handler,
                          record: ConsumerRecord, event: Any, prep: _Outcome) -> None:
         started = time.perf_counter()
-        failure = event if isinstance(event, Exception) else prep.error
+        if isinstance(event, Exception) or prep.error is not None:
+            # Undecodable, or `prepare` failed for good (a transient failure never gets here: the
+            # batch stops before it). `apply` never runs without its prepared value.
+            cause = event if isinstance(event, Exception) else prep.error
+            attempts = 0 if isinstance(event, Exception) else (
+                1 if isinstance(cause, PermanentError) else self._max_attempts)
+            await self._dead_letter(conn, record, event, cause, attempts)
+            return
+        failure: BaseException | None = None
         attempt = 0
         while failure is None or (not isinstance(failure, PermanentError) and attempt < self._max_attempts):
             attempt += 1
@@ -166,6 +330,9 @@ class EventConsumer:
                 log.warning("applying %s@%d failed (attempt %d): %s", record.topic, record.offset, attempt, exc)
                 if attempt < self._max_attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
+        if is_transient(failure):
+            metrics.EVENTS_CONSUMED.labels(self.service, record.topic, "deferred").inc()
+            raise _Deferred(failure)
         await self._dead_letter(conn, record, event, failure, attempt)
 
     async def _try_apply(self, conn: psycopg.AsyncConnection, handler: Handler,
@@ -173,8 +340,10 @@ class EventConsumer:
         async with conn.transaction():  # a savepoint: a failure here leaves the batch intact
             cur = await conn.execute(
                 "INSERT INTO inbox (event_id, topic, outcome) VALUES (%s, %s, 'applied')"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                (event.event_id, record.topic),
+                " ON CONFLICT (event_id) DO UPDATE SET outcome = 'applied', received_at = now()"
+                "   WHERE inbox.outcome = 'dead_lettered' AND %s"
+                " RETURNING event_id",
+                (event.event_id, record.topic, deadletters.is_replay_for(record, self.service)),
             )
             if await cur.fetchone() is None:
                 return "duplicate"
@@ -184,34 +353,37 @@ class EventConsumer:
 
     async def _dead_letter(self, conn: psycopg.AsyncConnection, record: ConsumerRecord,
                            event: Any, error: BaseException | None, attempts: int) -> None:
-        event_id = event.event_id if isinstance(event, Event) else f"{record.topic}:{record.partition}:{record.offset}"
-        dlq_topic = f"{record.topic}.dlq"
-        letter = {
-            "event_id": f"dlq:{self.service}:{event_id}",
-            "original_event_id": event_id,
-            "original_topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "service": self.service,
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error)) if error else "",
-            "attempts": attempts,
-            "failed_at": datetime.now(UTC).isoformat(),
-            "payload": record.value.decode("utf-8", errors="replace"),
-        }
-        async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO inbox (event_id, topic, outcome) VALUES (%s, %s, 'dead_lettered')"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                (event_id, record.topic),
-            )
-            if await cur.fetchone() is None:
-                return
-            key = (record.key or b"").decode("utf-8", errors="replace")
-            await outbox.record_raw(conn, dlq_topic, key, letter["event_id"], letter)
-        log.error("dead-lettered %s to %s: %s", event_id, dlq_topic, letter["error"])
+        event_id = deadletters.pg_text(event.event_id if isinstance(event, Event)
+                                       else f"{record.topic}:{record.partition}:{record.offset}")
+        letter = deadletters.letter(self.service, record, event_id, error, attempts)
+        try:
+            async with conn.transaction():
+                if not await self._mark_dead(conn, record, event_id):
+                    return
+                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
+                                        limit=deadletters.MAX_LETTER_BYTES)
+        except Exception:  # noqa: BLE001 - the dead-letter path must not itself poison the partition
+            log.exception("full dead letter for %s refused; recording a minimal one", event_id)
+            letter = deadletters.minimal(letter)
+            async with conn.transaction():
+                if not await self._mark_dead(conn, record, event_id):
+                    return
+                await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
+                                        limit=deadletters.MAX_LETTER_BYTES)
+        log.error("dead-lettered %s to %s.dlq: %s", event_id, record.topic, letter["error"])
         metrics.DLQ_EVENTS.labels(self.service, record.topic).inc()
         metrics.EVENTS_CONSUMED.labels(self.service, record.topic, "dead_lettered").inc()
+
+    async def _mark_dead(self, conn: psycopg.AsyncConnection, record: ConsumerRecord, event_id: str) -> bool:
+        """Record the dead-lettered outcome; False if this event already has an outcome (a redelivery)."""
+        cur = await conn.execute(
+            "INSERT INTO inbox (event_id, topic, outcome) VALUES (%s, %s, 'dead_lettered')"
+            " ON CONFLICT (event_id) DO UPDATE SET outcome = 'dead_lettered', received_at = now()"
+            "   WHERE inbox.outcome = 'dead_lettered' AND %s"
+            " RETURNING event_id",
+            (event_id, record.topic, deadletters.is_replay_for(record, self.service)),
+        )
+        return await cur.fetchone() is not None
 
     async def _observe_lag(self) -> None:
         lag: dict[str, int] = {}
@@ -219,7 +391,10 @@ class EventConsumer:
             high = self._consumer.highwater(tp)
             if high is None:
                 continue
-            position = await self._consumer.position(tp)
+            try:
+                position = await self._consumer.position(tp)
+            except KafkaError:  # revoked between assignment() and position(): a rebalance, not a failure
+                continue
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
         for topic, value in lag.items():
             metrics.CONSUMER_LAG.labels(self.service, topic).set(value)

@@ -496,15 +496,24 @@ class ReportReady(Event):
 
 class EvaluationRequested(Event):
     """Command (evaluator): score a prediction file against a release's holdout.
-    `study_id` is the evaluation id; the file travels as text (it is small: one row per study)."""
+    `study_id` is the evaluation id. The file lives in the objects bucket under `submission_key`
+    (events stay small: a lumbar submission is ~900 kB); `predictions_csv` is only read from
+    messages written before the key existed (additive change, no upcaster needed)."""
 
     topic: ClassVar[Topic] = Topic.EVALUATION_REQUESTED
     event_type: Literal["EvaluationRequested"] = "EvaluationRequested"
     evaluation_id: str
     evaluator_id: str
     release_id: str
-    predictions_csv: str
     submission_sha256: str
+    submission_key: str = ""
+    predictions_csv: str = ""
+
+    @model_validator(mode="after")
+    def _file_by_key_or_inline(self) -> EvaluationRequested:
+        if not (self.submission_key or self.predictions_csv):
+            raise ValueError("an evaluation request names its file (submission_key) or carries it")
+        return self
 
 
 class EvaluationCompleted(Event):

@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics
-from services.common.consumer import PermanentError
+from services.common.failures import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class LlmReply:
     completion_tokens: int = 0
 
 
-class LlmUnavailable(Exception):
+class LlmUnavailable(TransientError):
     """The server kept failing for every attempt: transient, so the caller may try again later."""
 
 

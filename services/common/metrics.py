@@ -30,6 +30,22 @@ OUTBOX_OLDEST_AGE = Gauge(
     "radcurate_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event.", ["service"]
 )
 DLQ_EVENTS = Counter("radcurate_dlq_events_total", "Events sent to a dead-letter topic.", ["service", "topic"])
+CONSUMER_BACKOFFS = Counter(
+    "radcurate_consumer_backoffs_total",
+    "Times a partition was paused because a dependency failed transiently (the event waits, it is not dead-lettered).",
+    ["service", "topic"],
+)
+CONSUMER_PAUSED = Gauge(
+    "radcurate_consumer_paused_partitions", "Partitions paused, waiting for a dependency to answer.", ["service", "topic"]
+)
+CONSUMER_RESTARTS = Counter(
+    "radcurate_consumer_restarts_total", "Times the consume loop failed and restarted its Kafka client.", ["service"]
+)
+OUTBOX_PARKED = Counter(
+    "radcurate_outbox_parked_total", "Outbox rows the broker refused for good, set aside with their error.",
+    ["service", "topic"],
+)
+OUTBOX_PARKED_EVENTS = Gauge("radcurate_outbox_parked_events", "Outbox rows currently parked.", ["service"])
 
 LLM_REQUESTS = Counter(
     "radcurate_llm_requests_total", "LLM calls by outcome (ok, error, cache_hit).", ["service", "backend", "model", "outcome"]
@@ -53,7 +69,8 @@ HTTP_LATENCY = Histogram(
 )
 
 VOTES = Counter("radcurate_votes_total", "Votes cast, by verdict.", ["verdict"])
-READS = Counter("radcurate_reads_total", "Reads completed, by reader (bounded by the panel size).", ["reader"])
+# No reader label: /metrics must not name readers (per-reader figures are in the curator API).
+READS = Counter("radcurate_reads_total", "Reads completed, all readers together.")
 STUDIES = Gauge("radcurate_studies", "Studies per curation state.", ["state"])
 FLEISS_KAPPA = Gauge("radcurate_fleiss_kappa", "Fleiss' kappa per label over decided studies.", ["label"])
 SAMPLING_RUN = Histogram("radcurate_sampling_run_seconds", "Duration of a sampling run.")

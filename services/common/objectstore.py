@@ -12,6 +12,8 @@ import hashlib
 import io
 from datetime import timedelta
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -27,6 +29,20 @@ def content_key(data: bytes, prefix: str = "dicom") -> str:
     return f"{prefix}/sha256/{digest[:2]}/{digest}"
 
 
+def http_client(connect_s: float, read_s: float, pool_size: int = 16) -> urllib3.PoolManager:
+    """The minio client's transport with explicit timeouts. minio's own default waits 300 s to
+    connect and 300 s per read, with five retries: an object-store outage would hold a consumer
+    (and, where a handler writes to the store inside its transaction, a database transaction)
+    for up to half an hour before the failure is even seen. Fail fast instead; the consumer
+    pauses and retries the event later (`failures.is_transient`)."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_s, read=read_s),
+        maxsize=pool_size,
+        cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
 class ObjectStore:
     def __init__(self, client: Minio) -> None:
         self.client = client
@@ -40,6 +56,7 @@ class ObjectStore:
                 secret_key=s.s3_secret_key.get_secret_value(),
                 secure=s.s3_secure,
                 region="us-east-1",
+                http_client=http_client(s.s3_connect_timeout_seconds, s.s3_read_timeout_seconds),
             )
         )
 

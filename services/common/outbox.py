@@ -4,6 +4,12 @@
 unpublished rows in id order, sends them (keyed by study_id, so per-study order holds on one
 partition), waits for the broker's acks, then marks them published. A crash between send and
 mark re-sends on restart: delivery is at-least-once and consumers deduplicate by event_id.
+
+Events stay small by design: large content (submissions, instance lists, releases) lives in the
+object store and the event carries its key and sha256. `record()` enforces that with a size
+check, so an oversized event is the caller's clear error (`EventTooLarge`) and never a row the
+relay cannot send. Should the broker still refuse a row for good, the relay parks it with its
+error (`radcurate_outbox_parked_total`, alert `RadcurateOutboxParked`) and the rows after it flow.
 """
 
 from __future__ import annotations
@@ -11,41 +17,95 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics
 from services.common.contracts import Event
+from services.common.failures import PermanentError
 
 log = logging.getLogger(__name__)
 
+# The largest message the relay will be asked to send. Kafka's default limits (message.max.bytes,
+# the producer's max.request.size) are 1 MiB; half of that leaves room for a dead letter, which
+# carries the original message plus its error, and for the broker's record overhead.
+MAX_EVENT_BYTES = 512 * 1024
+
+
+class EventTooLarge(PermanentError, ValueError):
+    """An event larger than `MAX_EVENT_BYTES`: put its bulk in the object store, send the key."""
+
+
+def encode(payload: Any) -> bytes:
+    """The bytes the relay sends for a payload: compact, UTF-8, no ASCII escaping (which can
+    make non-Latin text six times larger than the event that was recorded)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def check_size(topic: str, event_id: str, size: int, limit: int = MAX_EVENT_BYTES) -> None:
+    """Raise EventTooLarge when a message of `size` bytes cannot travel through the broker."""
+    if size > limit:
+        raise EventTooLarge(f"{topic} event {event_id} is {size} bytes; events are limited to {limit} bytes"
+                            " (large content belongs in the object store, referenced by key and sha256)")
+
 
 async def record(conn: psycopg.AsyncConnection, events: Iterable[Event]) -> None:
-    """Add events to the outbox within the caller's transaction."""
-    rows = [
-        (e.event_id, e.topic.value, e.study_id, e.model_dump_json())
-        for e in events
-    ]
+    """Add events to the outbox within the caller's transaction (EventTooLarge if one is too big)."""
+    rows = []
+    for e in events:
+        body = e.model_dump_json()
+        check_size(e.topic.value, e.event_id, len(body.encode()))
+        rows.append((e.event_id, e.topic.value, e.study_id, body, None))
     await _insert(conn, rows)
 
 
-async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_id: str, payload: dict) -> None:
-    """Add an arbitrary message (a dead letter) to the outbox within the caller's transaction."""
-    await _insert(conn, [(event_id, topic, key, json.dumps(payload, default=str))])
+async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_id: str, payload: dict,
+                     headers: Mapping[str, str] | None = None, limit: int = MAX_EVENT_BYTES) -> None:
+    """Add an arbitrary message (a dead letter, a replay) to the outbox within the caller's transaction."""
+    body = encode(payload)
+    check_size(topic, event_id, len(body), limit)
+    await _insert(conn, [(event_id, topic, key, body.decode(), Jsonb(dict(headers)) if headers else None)])
 
 
-async def _insert(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str, str]]) -> None:
+async def _insert(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str, str, Any]]) -> None:
     if not rows:
         return
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO outbox (event_id, topic, msg_key, payload) VALUES (%s, %s, %s, %s)"
+            "INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (event_id) DO NOTHING",
             rows,
         )
+
+
+# Errors that are about the row itself, so sending it again can never succeed. Deliberately an
+# allow-list: aiokafka marks outage errors (KafkaTimeoutError, BrokerNotAvailableError...) as
+# not retriable too, and parking on those would set aside every row during a broker restart.
+# Errors about the cluster (authorisation, unknown topic) leave the row to be retried while the
+# rest flow, and RadcurateOutboxStuck fires as it ages.
+_ROW_REFUSED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, CorruptRecordException,
+                InvalidMessageError, InvalidTopicError, UnsupportedForMessageFormatError)
+
+
+def is_refused_for_good(exc: BaseException) -> bool:
+    """The broker (or the client, before sending) will never accept this row as it is."""
+    return isinstance(exc, _ROW_REFUSED) or (
+        not isinstance(exc, KafkaError) and isinstance(exc, ValueError | TypeError))  # cannot be encoded
 
 
 class OutboxRelay:
@@ -86,39 +146,76 @@ class OutboxRelay:
         self._wake.clear()
 
     async def publish_once(self) -> int:
-        """Publish one batch; returns how many rows were sent."""
+        """Publish one batch; returns how many rows were sent or parked (rows that now have an outcome).
+
+        Each row's send is judged on its own: sent rows are marked published, rows the broker
+        refuses for good are parked with their error, rows that failed for a passing reason stay
+        for the next round — none of them holds back the others.
+        """
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
-                    "SELECT id, topic, msg_key, payload FROM outbox WHERE published_at IS NULL"
+                    "SELECT id, topic, msg_key, payload, headers FROM outbox"
+                    " WHERE published_at IS NULL AND parked_at IS NULL"
                     " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                     (self._batch,),
                 )
                 rows = await cur.fetchall()
                 if not rows:
                     return 0
-                futures = [
-                    await self._producer.send(
-                        r["topic"], key=r["msg_key"].encode(), value=json.dumps(r["payload"]).encode()
-                    )
-                    for r in rows
-                ]
-                await asyncio.gather(*futures)
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
-                )
-        for r in rows:
+                rows, results = await self._send_all(rows)
+                sent = [r for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+                failed = [(r, res) for r, res in zip(rows, results, strict=True) if isinstance(res, BaseException)]
+                parked = [(r, exc) for r, exc in failed if is_refused_for_good(exc)]
+                if sent:
+                    await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)",
+                                       ([r["id"] for r in sent],))
+                for r, exc in parked:
+                    await conn.execute("UPDATE outbox SET parked_at = now(), error = %s WHERE id = %s",
+                                       (f"{type(exc).__name__}: {exc}"[:2000], r["id"]))
+                    log.error("outbox row %s (%s) parked: the broker refuses it: %s", r["id"], r["topic"], exc)
+                if len(failed) > len(parked):
+                    log.warning("%d outbox rows failed to send; retrying them: %s",
+                                len(failed) - len(parked), failed[0][1])
+        for r in sent:
             metrics.EVENTS_PUBLISHED.labels(self._service, r["topic"]).inc()
-        return len(rows)
+        for r, _ in parked:
+            metrics.OUTBOX_PARKED.labels(self._service, r["topic"]).inc()
+        if failed and not sent and not parked:
+            raise failed[0][1]  # nothing moved: let run() back off
+        return len(sent) + len(parked)
+
+    async def _send_all(self, rows: list[dict]) -> tuple[list[dict], list[Any]]:
+        """Enqueue rows one after the other (the producer keeps that order per partition, hence
+        per study), then wait for every ack. Returns the rows tried and, for each, None or the
+        exception it failed with. A row the client refuses before sending (too large) is judged
+        on its own; any other refusal stops the enqueueing — the rows after it wait for the next
+        round rather than overtake it."""
+        pending: list[Any] = []
+        for row in rows:
+            headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
+            try:
+                pending.append(await self._producer.send(
+                    row["topic"], key=row["msg_key"].encode(), value=encode(row["payload"]), headers=headers or None))
+            except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
+                pending.append(exc)
+                if not is_refused_for_good(exc):
+                    break
+        futures = [p for p in pending if not isinstance(p, BaseException)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return rows[:len(pending)], [p if isinstance(p, BaseException) else next(acks) for p in pending]
 
     async def observe_backlog(self) -> None:
         """Refresh the backlog gauges (called by the metrics loop)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS age"
+                "SELECT count(*) FILTER (WHERE parked_at IS NULL) AS n,"
+                " extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)) AS age,"
+                " count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked"
                 " FROM outbox WHERE published_at IS NULL"
             )
             row = await cur.fetchone()
             await conn.rollback()
         metrics.OUTBOX_BACKLOG.labels(self._service).set(row["n"])
         metrics.OUTBOX_OLDEST_AGE.labels(self._service).set(float(row["age"] or 0))
+        metrics.OUTBOX_PARKED_EVENTS.labels(self._service).set(row["parked"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +26,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics
+from services.common.bodylimit import DEFAULT_BODY_LIMIT, BodyLimit
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import open_pool
 from services.common.kafka import make_producer
 from services.common.objectstore import ObjectStore
-from services.common.outbox import OutboxRelay
+from services.common.outbox import EventTooLarge, OutboxRelay
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+# Exit status of a process whose consumer or relay died: non-zero so that the supervisor (the
+# local stack's `up`, Kubernetes) restarts it, instead of a live process with a dead consumer.
+EXIT_TASK_DIED = 70
+_fatal: list[str] = []  # why this process is ending, read by serve() after uvicorn returns
+_server: list[uvicorn.Server] = []  # the server serve() runs, asked to stop when an essential task dies
 
 
 @dataclass
@@ -54,11 +63,15 @@ Hook = Callable[[Resources], Any]
 
 def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = None, *,
                routers: Sequence[APIRouter] = (), on_start: Hook | None = None,
-               on_stop: Hook | None = None, observe: Hook | None = None, **fastapi_kwargs: Any) -> FastAPI:
+               on_stop: Hook | None = None, observe: Hook | None = None,
+               body_limits: Mapping[str, int] | None = None, default_body_limit: int = DEFAULT_BODY_LIMIT,
+               **fastapi_kwargs: Any) -> FastAPI:
     """Build the service's FastAPI app with health, metrics and the event machinery.
 
     `observe` (optional) is called every few seconds to refresh gauges read from the service's
     own tables (e.g. studies per state, agreement per label); its failures are logged, not fatal.
+    Request bodies are bounded before they are read: `body_limits` per exact path (uploads), else
+    `default_body_limit`.
     """
 
     @contextlib.asynccontextmanager
@@ -74,12 +87,18 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
                 await _maybe_await(on_stop(res))
             await _close(res)
 
+    # No Swagger UI or ReDoc: FastAPI serves them with scripts from a CDN, which would run on the
+    # API's origin. The OpenAPI document stays at /openapi.json for tools.
+    fastapi_kwargs = {"docs_url": None, "redoc_url": None, **fastapi_kwargs}
     app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
+    app.add_exception_handler(EventTooLarge, _event_too_large)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
     _add_http_metrics(app, settings.service_name)
+    app.add_middleware(BodyLimit, limits=body_limits, default=default_body_limit)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -91,7 +110,7 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
     relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
                         linger_seconds=settings.outbox_linger_seconds)
     res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
-    res.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    res.tasks.append(_essential(relay.run(), "outbox-relay"))
     res.tasks.append(asyncio.create_task(_observe_loop(res, observe), name="observe"))
     topic_handlers = handlers(res) if handlers else {}
     if topic_handlers:
@@ -104,8 +123,27 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
             fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         await res.consumer.start()
-        res.tasks.append(asyncio.create_task(res.consumer.run(), name="consumer"))
+        res.tasks.append(_essential(res.consumer.run(), "consumer"))
     return res
+
+
+def _essential(coro: Any, name: str) -> asyncio.Task:
+    """A task the service is useless without: if it ends other than by cancellation, the whole
+    process shuts down (gracefully, through uvicorn) and exits with EXIT_TASK_DIED."""
+    task = asyncio.create_task(coro, name=name)
+
+    def died(t: asyncio.Task) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        log.critical("%s task ended (%s); stopping the process so that it is restarted", name,
+                     f"{type(exc).__name__}: {exc}" if exc else "returned", exc_info=exc)
+        _fatal.append(name)
+        for server in _server:  # graceful: the lifespan closes the pool and producer, then serve() exits
+            server.should_exit = True
+
+    task.add_done_callback(died)
+    return task
 
 
 async def _close(res: Resources) -> None:
@@ -140,22 +178,77 @@ async def _observe_loop(res: Resources, observe: Hook | None = None) -> None:
 
 
 async def _healthz(request: Request) -> Response:
+    """503 when the process cannot do its work (a dead task, no database, consumer not joined);
+    200 otherwise, with `consumer` detail: partitions paused while a dependency is down are the
+    consumer working as designed, not a reason for a liveness probe to restart the process."""
     res: Resources = request.app.state.resources
-    problems = [t.get_name() for t in res.tasks if t.done()]
+    problems = [f"{t.get_name()} stopped" for t in res.tasks if t.done()]
     try:
-        async with res.pool.connection() as conn:
+        async with res.pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - health reports every failure
-        problems.append(f"database: {exc}")
-    if res.consumer is not None and not res.consumer.ready:
-        problems.append("consumer not yet joined")
+    except Exception as exc:  # noqa: BLE001 - health reports every failure, but not its text
+        log.warning("health check: database unreachable: %s", exc)
+        problems.append(f"database unreachable ({type(exc).__name__})")
+    body: dict[str, Any] = {"service": res.settings.service_name}
+    if res.consumer is not None:
+        if not res.consumer.ready:
+            problems.append("consumer not yet joined")
+        body["consumer"] = res.consumer.state()
     if problems:
-        return JSONResponse({"status": "unhealthy", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ok", "service": res.settings.service_name})
+        return JSONResponse({"status": "unhealthy", "problems": problems, **body}, status_code=503)
+    paused = bool(body.get("consumer", {}).get("paused"))
+    return JSONResponse({"status": "degraded" if paused else "ok", **body})
+
+
+async def _event_too_large(request: Request, exc: Exception) -> Response:
+    """An event that cannot travel is the caller's problem, told as problem+json (RFC 9457)."""
+    return JSONResponse({"type": "about:blank", "title": "Content Too Large", "status": 413, "detail": str(exc),
+                         "instance": request.url.path}, status_code=413, media_type="application/problem+json")
 
 
 async def _metrics(request: Request) -> Response:
+    token = request.app.state.resources.settings.metrics_token
+    if token is not None and not secrets.compare_digest(
+            request.headers.get("authorization", "").encode(), f"Bearer {token.get_secret_value()}".encode()):
+        return JSONResponse({"type": "about:blank", "title": "Unauthorized", "status": 401,
+                             "detail": "/metrics needs the metrics token", "instance": "/metrics"},
+                            status_code=401, media_type="application/problem+json",
+                            headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# Headers on every response. The CSP fits the reviewer page (own scripts and styles, images as
+# blob: URLs made from fetched renders); JSON answers are unaffected by it.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+                                 b" img-src 'self' blob: data:; connect-src 'self'; object-src 'none';"
+                                 b" base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every HTTP response (plain ASGI, like HttpMetrics)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _add_http_metrics(app: FastAPI, service: str) -> None:
@@ -203,5 +296,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         level=settings.log_level,
         format=f"%(asctime)s {settings.service_name} %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                           log_level=settings.log_level.lower(), access_log=False))
+    _server.append(server)
+    server.run()
+    if _fatal:
+        log.critical("exiting with status %d: %s stopped", EXIT_TASK_DIED, ", ".join(_fatal))
+        sys.exit(EXIT_TASK_DIED)

@@ -22,9 +22,16 @@ class ServiceSettings(BaseSettings):
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")
     s3_secure: bool = False
+    # Explicit object-store timeouts (the minio client's default is 300 s each; see objectstore.py).
+    s3_connect_timeout_seconds: float = 5.0
+    s3_read_timeout_seconds: float = 30.0
     objects_bucket: str = "radcurate-objects"
     public_bucket: str = "radcurate-public"
     holdout_bucket: str = "radcurate-holdout"
+    # When set, /metrics answers only `Authorization: Bearer <metrics_token>` (Prometheus'
+    # `authorization` / a ServiceMonitor's bearerTokenSecret): vote counters move when a reader
+    # votes, so on a port readers can reach they would time other readers' verdicts.
+    metrics_token: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

@@ -124,9 +124,18 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
                             protocol=cmd.protocol, report=report)]
 
+    async def fetch_submission(cmd: EvaluationRequested) -> str | None:
+        """The submitted file from the object store, read before the transaction opens."""
+        if not cmd.submission_key:
+            return None  # an older request that carried the file inline
+        data = await res.store.aget_bytes(res.settings.objects_bucket, cmd.submission_key)
+        return data.decode("utf-8", errors="replace")
+
     async def on_evaluation_requested(conn: psycopg.AsyncConnection, cmd: EvaluationRequested,
-                                      _: Any) -> list[EvaluationCompleted]:
+                                      submission: str | None) -> list[EvaluationCompleted]:
         """Score a submission against the holdout; only aggregates (or a truth-free error) go back."""
+        if submission is not None:
+            cmd = cmd.model_copy(update={"predictions_csv": submission})
         release = await repo.get_release(conn, cmd.release_id)
         truth = await repo.holdout_truth(conn, cmd.release_id) if release else {}
         outcome = await asyncio.to_thread(evaluate, cmd, release, truth, n_bootstrap)
@@ -137,10 +146,10 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return [EvaluationCompleted(study_id=cmd.evaluation_id, correlation_id=cmd.correlation_id,
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
-    async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested, _: Any) -> list[BenchmarkReleased]:
-        """Choose the benchmark from accepted studies, split it, and write the release."""
+    async def choose_release(conn: psycopg.AsyncConnection, cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
+        """Choose the benchmark from accepted studies and split it; None if it is released already."""
         if await repo.release_exists(conn, cmd.release_id):
-            return []
+            return None
         started = time.perf_counter()
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
@@ -150,8 +159,25 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
         composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
+        return composed, truth, started
+
+    async def publish_selection(cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
+        """Choose the release and write its files before the transaction opens: the object store
+        is never written while a database transaction is held. A redelivery after a crash
+        between this and the commit rewrites a complete release (the manifest goes last)."""
+        async with res.pool.connection() as conn:
+            chosen = await choose_release(conn, cmd)
+        if chosen is not None:
+            await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
+        return chosen
+
+    async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested,
+                                     chosen: tuple[Any, dict, float] | None) -> list[BenchmarkReleased]:
+        """Record the release `publish_selection` wrote, and announce it."""
+        if chosen is None or await repo.release_exists(conn, cmd.release_id):
+            return []
+        composed, truth, started = chosen
         files = composed.files
-        await asyncio.to_thread(publish_release, res.store, res.settings, files)
         await repo.save_release(conn, cmd.release_id, cmd.protocol, cmd.plan.model_dump_json(),
                                 [s.study_id for s in composed.released], truth,
                                 files.manifest_key, files.manifest_sha256)
@@ -166,9 +192,9 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
         Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
-        Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested),
+        Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested, prepare=publish_selection),
         Topic.ADJUDICATION_REQUESTED.value: Handler(apply=on_adjudication_requested),
         Topic.REPORT_REQUESTED.value: Handler(apply=on_report_requested),
-        Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested),
+        Topic.EVALUATION_REQUESTED.value: Handler(apply=on_evaluation_requested, prepare=fetch_submission),
     }
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -15,8 +16,8 @@ from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
-from services.gateway.api.routes import evaluations, pacs_imports, releases, reports, series
-from services.gateway.auth import Role, token_hash
+from services.gateway.api.routes import dead_letters, evaluations, pacs_imports, releases, reports, series
+from services.gateway.auth import AuthenticateFirst, Role, token_hash
 from services.gateway.handlers import build_handlers
 
 
@@ -30,6 +31,8 @@ class GatewaySettings(ServiceSettings):
     # PACSes (DICOMweb roots) curators may import from through the API; none by default, since the
     # gateway fetches whatever URL it is given. A JSON list in RADCURATE_GATEWAY_DICOMWEB_URLS.
     dicomweb_urls: list[str] = []
+    # Tokens the API issues expire after this long; a user renews theirs with POST /api/v1/me/token.
+    token_lifetime_days: float = 90.0
 
 
 async def _bootstrap_admin(res: Resources) -> None:
@@ -39,7 +42,8 @@ async def _bootstrap_admin(res: Resources) -> None:
     async with res.pool.connection() as conn:
         await conn.execute(
             "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES ('admin', 'Administrator', %s, %s)"
-            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256, active = true",
+            # A restart may rotate the token, never re-activate an admin an operator switched off.
+            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256",
             (Role.ADMIN.value, token_hash(token.get_secret_value())))
         await conn.commit()
 
@@ -49,8 +53,12 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = create_app(
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
-                 reports.router, evaluations.router, series.router, releases.router, pacs_imports.router],
+                 reports.router, evaluations.router, series.router, releases.router, pacs_imports.router,
+                 dead_letters.router],
         on_start=_bootstrap_admin,
+        # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
+        body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
+                     "/api/v1/evaluations": evaluations.MAX_REQUEST_BYTES},
         title="RadCurate gateway",
         version="0.1.0",
         description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json. "
@@ -58,6 +66,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # served by _serve_docs, from local files
     )
     problems.install(app)
+    app.add_middleware(AuthenticateFirst)  # outermost: no token, no body read
     _serve_page(app)
     _serve_docs(app)
     _serve_event_catalogue(app)
@@ -88,20 +97,28 @@ def _serve_page(app: FastAPI) -> None:
 
 def _serve_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the installed swagger-ui bundle rather than FastAPI's CDN default,
-    so it works on a hospital network without internet. The token entered under Authorize is not
-    persisted (no persistAuthorization: it would sit in localStorage on a shared workstation)."""
+    so it works on a hospital network without internet. Its start-up script is a file of ours, not
+    inline, so the page keeps the gateway's Content-Security-Policy (script-src 'self'). The token
+    entered under Authorize is not persisted (no persistAuthorization: it would sit in
+    localStorage on a shared workstation)."""
     import swagger_ui_bundle
-    from fastapi.openapi.docs import get_swagger_ui_html
 
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{app.title} — API</title><link rel=\"stylesheet\" href=\"/docs/assets/swagger-ui.css\">"
+            "<link rel=\"icon\" href=\"/docs/assets/favicon-32x32.png\"></head><body><div id=\"swagger-ui\"></div>"
+            "<script src=\"/docs/assets/swagger-ui-bundle.js\"></script><script src=\"/docs/init.js\"></script>"
+            "</body></html>")
+    init = ("window.ui = SwaggerUIBundle({url: %s, dom_id: '#swagger-ui', layout: 'BaseLayout',"
+            " presets: [SwaggerUIBundle.presets.apis], displayRequestDuration: true});" % json.dumps(app.openapi_url))
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} — API",
-            swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon-32x32.png",
-            swagger_ui_parameters={"displayRequestDuration": True})
+        return HTMLResponse(page)
+
+    @app.get("/docs/init.js", include_in_schema=False)
+    async def docs_init() -> Response:
+        return Response(init, media_type="text/javascript")
 
 
 def _serve_event_catalogue(app: FastAPI) -> None:

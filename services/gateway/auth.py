@@ -13,12 +13,13 @@ import hashlib
 import secrets
 import time
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from services.common.bodylimit import problem
 from services.gateway.problems import Problem
 
 TOKEN_TTL_SECONDS = 5.0
@@ -83,24 +84,51 @@ bearer_scheme = HTTPBearer(scheme_name="bearer", auto_error=False, bearerFormat=
 
 
 async def current_user(request: Request,
-                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> User:
-    if credentials is None or not credentials.credentials:
+                       _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> User:
+    return await authenticate(request.headers.get("authorization", ""), request.app.state)
+
+
+async def authenticate(header: str, app_state: Any) -> User:
+    """The user an `Authorization: Bearer <token>` header names; Problem(401) otherwise. A request
+    without a well-formed header is answered before the database is touched."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
         raise Problem(401, "a bearer token is required (Authorization: Bearer <token>)")
-    token = credentials.credentials
     digest = token_hash(token)
     user = token_cache.get(digest)
     if user is not None:
         return user
-    pool = request.app.state.resources.pool
-    async with pool.connection() as conn:
+    async with app_state.resources.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active", (digest,))
+            "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active"
+            " AND (token_expires_at IS NULL OR token_expires_at > now())", (digest,))
         row = await cur.fetchone()
     if row is None:
-        raise Problem(401, "the token is not valid")
+        raise Problem(401, "the token is not valid (unknown, revoked or expired)")
     user = User(**row)
     token_cache.put(digest, user)
     return user
+
+
+class AuthenticateFirst:
+    """ASGI middleware: an API request's token is checked before its body is read.
+
+    FastAPI parses a request's body (JSON, multipart uploads) before the route's dependencies
+    run, so without this a caller with no token could make the gateway read a large body. Role
+    checks stay with the routes; this only turns away requests without a valid token."""
+
+    def __init__(self, app: Any, prefix: str = "/api/") -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+            try:
+                await authenticate(header, scope["app"].state)
+            except Problem as exc:
+                await problem(send, exc.status, exc.detail, scope["path"])
+                return
+        await self.app(scope, receive, send)
 
 
 def require(*roles: Role):

@@ -21,6 +21,7 @@ from services.common import outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
+from services.common.identifiers import is_dicom_uid, is_study_id
 from services.common.objectstore import ObjectStore, content_key, sha256_hex
 from services.gateway import deid
 
@@ -99,6 +100,11 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
         removed += rem
     if len({p.study_instance_uid for p in parsed}) > 1:
         raise IngestError(f"{study_id}: files belong to more than one StudyInstanceUID")
+    for p in parsed:  # UIDs become object keys and export paths: no separators, no '..'
+        bad = [uid for uid in (p.study_instance_uid, p.obj.series_instance_uid, p.obj.sop_instance_uid)
+               if not is_dicom_uid(uid)]
+        if bad:
+            raise IngestError(f"{study_id}: not a valid DICOM UID: {bad[0][:80]!r}")
     return parsed, sorted(set(removed))
 
 
@@ -106,6 +112,9 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
                        patient_id: str, report: str, files: list[tuple[str, bytes]], scrub: bool = False,
                        protocol: str = DEFAULT_PROTOCOL) -> IngestResult:
     """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input."""
+    if not is_study_id(study_id):
+        raise IngestError(f"study_id {study_id[:80]!r} is not allowed: use letters, digits, '.', '_' and '-'"
+                          " (starting with a letter or digit, no '..', at most 128 characters)")
     parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub)
     async with pool.connection() as conn:
         if await _exists(conn, study_id):

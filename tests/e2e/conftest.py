@@ -63,3 +63,14 @@ async def eventually(check, what: str, timeout: float = 120) -> None:
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def wait_for_js(page, expression: str, timeout: float = 30) -> None:
+    """Poll a JavaScript expression until it is truthy. Not `page.wait_for_function`: that builds
+    its predicate with eval inside the page, which the gateway's Content-Security-Policy (rightly)
+    forbids; `page.evaluate` runs through the DevTools protocol, outside the page's CSP."""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        await asyncio.sleep(0.05)

@@ -79,8 +79,13 @@ async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(
                               422, "unknown label")
         assert body["unknown_labels"] == ["dragon"]
         assert_problem(await client.post(url, headers=auth, json={"verdict": "maybe"}), 422, "verdict")
-        assert_problem(await client.post(url, headers={"Authorization": f"Bearer {tokens['vr-outsider']}"},
-                                         json={"verdict": "agree_all"}), 403, "another reader")
+        outsider = {"Authorization": f"Bearer {tokens['vr-outsider']}"}
+        theirs = assert_problem(await client.post(url, headers=outsider, json={"verdict": "agree_all"}),
+                                404, "on your worklist")
+        missing = assert_problem(await client.post("/api/v1/reviews/no-such-assignment/vote", headers=outsider,
+                                                   json={"verdict": "agree_all"}), 404, "on your worklist")
+        # Issue 11 item 16: another reader's assignment is indistinguishable from a missing one.
+        assert theirs["detail"].replace(a["assignment_id"], "X") == missing["detail"].replace("no-such-assignment", "X")
         assert scalar(stack, "gateway", "SELECT count(*) FROM votes") == votes_before
 
         first = await client.post(url, headers={**auth, "Idempotency-Key": "k-1"}, json={"verdict": "agree_all"})

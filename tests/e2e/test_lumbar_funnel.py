@@ -18,7 +18,7 @@ from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.synth.lumbar import synth_lumbar
 from services.common.contracts import Protocol
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, LEVELS
-from tests.e2e.conftest import eventually, query, scalar
+from tests.e2e.conftest import eventually, query, scalar, wait_for_js
 
 pytestmark = pytest.mark.e2e
 LUMBAR = Protocol.LUMBAR.value
@@ -177,10 +177,10 @@ async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browse
     await page.goto(stack["gateway_url"] + "/")
     await page.get_by_label("Your access token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_function("window.__rc && window.__rc.ready")
+    await wait_for_js(page, "window.__rc && window.__rc.ready")
     await page.locator("#grid").wait_for(state="visible")
     assert await page.locator("#grid [data-cell]").count() == 25
-    await page.wait_for_function("document.getElementById('image').naturalWidth > 0")
+    await wait_for_js(page, "document.getElementById('image').naturalWidth > 0")
 
     cell = "spinal_canal_stenosis_l4_l5"
     before = next(c["grade"] for c in task["grading"] if c["cell_id"] == cell)
@@ -192,7 +192,7 @@ async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browse
     box = await page.locator("#image").bounding_box()
     await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.get_by_role("button", name="Submit grades").click()
-    await page.wait_for_function("window.__rc.votes === 1")
+    await wait_for_js(page, "window.__rc.votes === 1")
 
     grades = query(stack, "gateway", "SELECT judgement->'grades' FROM votes WHERE assignment_id = %s",
                    (task["assignment_id"],))[0][0]

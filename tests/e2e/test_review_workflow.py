@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from radcurate.client import Gateway, GatewayError
-from tests.e2e.conftest import eventually, query, scalar
+from tests.e2e.conftest import eventually, query, scalar, wait_for_js
 from tests.e2e.test_bad_input import assert_problem, ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -195,7 +195,7 @@ async def _sign_in(page, stack, token: str) -> None:
     await page.goto(stack["gateway_url"] + "/")
     await page.get_by_label("Your access token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_function("window.__rc && window.__rc.ready")
+    await wait_for_js(page, "window.__rc && window.__rc.ready")
 
 
 async def _has_work(reader: Gateway) -> bool:
@@ -218,7 +218,7 @@ async def test_a_reader_signs_in_votes_with_the_keyboard_and_only_then_sees_the_
     await page.keyboard.press("1")
     if await page.locator("#confirm").is_visible():  # the study had a finding with no label
         await page.locator("#confirm-ok").click()
-    await page.wait_for_function("window.__rc.votes === 1")
+    await wait_for_js(page, "window.__rc.votes === 1")
     assert await page.locator("#study-title").inner_text() != first  # the prefetched study is on screen
     assert await page.locator("#discussion").is_hidden()  # not under the next study...
     await page.keyboard.press("d")  # ...but on request, titled with the study it discusses
@@ -248,7 +248,7 @@ async def test_labels_a_reader_adds_and_removes_on_the_page_are_stored_with_the_
     await page.keyboard.press("3")
     await page.locator("#confirm").wait_for(state="visible")  # removing a stated finding asks first
     await page.locator("#confirm-ok").click()
-    await page.wait_for_function("window.__rc.votes === 1")
+    await wait_for_js(page, "window.__rc.votes === 1")
 
     # Second study: mostly right, one label added.
     second = (await page.locator("#study-title").inner_text()).removeprefix("Study ")
@@ -256,7 +256,7 @@ async def test_labels_a_reader_adds_and_removes_on_the_page_are_stored_with_the_
     await page.locator("#add-box summary").click()
     await page.locator("#addable input[value='cardiomegaly']").check()
     await page.keyboard.press("2")
-    await page.wait_for_function("window.__rc.votes === 2")
+    await wait_for_js(page, "window.__rc.votes === 2")
 
     stored = {r[0]: r[1:] for r in query(
         stack, "gateway", "SELECT study_id, judgement->>'verdict', judgement->'added_labels',"

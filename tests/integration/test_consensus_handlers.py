@@ -135,3 +135,80 @@ async def test_an_evaluation_is_scored_against_the_holdout_or_refused_without_th
     result = {r["evaluation_id"]: r for r in await rows(db, "SELECT * FROM evaluations")}
     assert result["e-good"]["status"] == "scored" and result["e-good"]["result"]["per_label"]["cardiomegaly"]["auroc"] == 1.0
     assert result["e-bad"]["status"] == "rejected" and "missing holdout studies: 1 ('H2')" in result["e-bad"]["error"]
+
+
+async def test_an_evaluation_reads_its_file_from_the_object_store_so_the_event_stays_small(db, infra):
+    """Issue 11 item 1: the submission travels by key and sha256, not inside the event."""
+    from minio import Minio
+
+    from services.common.objectstore import ObjectStore, content_key
+    from services.common.taxonomy import load_taxonomy
+
+    s3 = infra["s3"]
+    store = ObjectStore(Minio(s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"],
+                              secure=False, region="us-east-1"))
+    store.ensure_bucket("radcurate-objects")
+    res = SimpleNamespace(settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50,
+                                                   objects_bucket="radcurate-objects"), store=store)
+    handlers = build_handlers(res)
+    await db.execute("INSERT INTO releases (release_id, protocol, plan, released, holdout, manifest_key,"
+                     " manifest_sha256) VALUES ('r2','cxr-label-verification','{}','[]','[\"H1\",\"H2\"]','k','ab')")
+    await db.execute("INSERT INTO holdout_truth VALUES ('r2','H1','[\"cardiomegaly\"]'), ('r2','H2','[]')")
+    labels = load_taxonomy("cxr").label_ids
+    rows_ = [f"H{i % 2 + 1}," + ",".join(["0.9" if i % 2 == 0 else "0.1"] * 12) for i in range(2)]
+    data = ("study_id," + ",".join(labels) + "\n" + "\n".join(rows_) + "\n").encode()
+    key = content_key(data, prefix="submissions")
+    store.put_bytes("radcurate-objects", key, data)
+    cmd = EvaluationRequested(study_id="e-key", evaluation_id="e-key", evaluator_id="ev", release_id="r2",
+                              submission_key=key, submission_sha256=sha256_hex(data))
+    assert len(cmd.model_dump_json()) < 1000  # whatever the file's size
+    handler = handlers[cmd.topic.value]
+    prepared = await handler.prepare(cmd)
+    async with db.transaction():
+        [done] = await handler.apply(db, cmd, prepared)
+    assert done.status == "scored", done.error
+    assert done.result["per_label"]["cardiomegaly"]["auroc"] == 1.0
+
+
+async def test_a_release_is_written_to_the_object_store_before_its_transaction_opens(db, infra, fresh_schema):
+    """Issue 11 item 2: no object-store call while a database transaction is open. The release
+    files are written in `prepare`; `apply` only records what was written."""
+    import uuid
+
+    from minio import Minio
+
+    from services.common.contracts import SelectionPlan, SelectionRequested
+    from services.common.db import open_pool
+    from services.common.objectstore import ObjectStore
+
+    s3 = infra["s3"]
+    store = ObjectStore(Minio(s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"],
+                              secure=False, region="us-east-1"))
+    buckets = {"objects_bucket": "radcurate-objects", "public_bucket": "radcurate-public",
+               "holdout_bucket": "radcurate-holdout"}
+    for bucket in buckets.values():
+        store.ensure_bucket(bucket)
+    pool = await open_pool(fresh_schema)
+    try:
+        res = SimpleNamespace(settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50, **buckets),
+                              store=store, pool=pool)
+        handlers = build_handlers(res)
+        for i in range(6):
+            await decide(db, handlers, f"REL{i}", ["agree_all"] * 3)
+        release_id = f"rel-{uuid.uuid4().hex[:8]}"
+        cmd = SelectionRequested(study_id=release_id, release_id=release_id,
+                                 plan=SelectionPlan(target_size=4, holdout_fraction=0.5, min_per_label=0))
+        handler = handlers[cmd.topic.value]
+        assert handler.prepare is not None
+        chosen = await handler.prepare(cmd)
+        manifest_key = chosen[0].files.manifest_key
+        assert store.exists("radcurate-public", manifest_key)  # written before any transaction
+        assert await rows(db, "SELECT release_id FROM releases WHERE release_id = %s", release_id) == []
+        async with db.transaction():
+            [released] = await handler.apply(db, cmd, chosen)
+        await db.commit()  # the SELECT above opened a transaction; the block was its savepoint
+        assert released.manifest_key == manifest_key
+        assert released.released_count + released.holdout_count == 4
+        assert await handler.prepare(cmd) is None  # a redelivery writes nothing again
+    finally:
+        await pool.close()

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def report(study_id: str, **kw: Any) -> ReportIngested:
+    fields = {"report_text": "No acute cardiopulmonary process.", "objects": [], **kw}
     return ReportIngested(study_id=study_id, patient_id=f"P-{study_id}", study_instance_uid=f"1.2.{len(study_id)}",
-                          report_text="No acute cardiopulmonary process.", objects=[], **{"protocol": Protocol.CXR, **kw})
+                          **{"protocol": Protocol.CXR, **fields})
 
 
 async def produce(bootstrap: str, topic: str, payloads: list[tuple[str, bytes]]) -> None:
@@ -53,9 +54,12 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
 class Harness:
     """A consumer with one handler on a fresh topic, writing to a fresh schema."""
 
-    def __init__(self, infra: dict, dsn: str, topic: str, apply) -> None:
+    def __init__(self, infra: dict, dsn: str, topic: str, apply, prepare=None, **consumer_kwargs: Any) -> None:
         self.bootstrap = infra["kafka"]["bootstrap"]
-        self.dsn, self.topic, self._apply = dsn, topic, apply
+        self.dsn, self.topic, self._apply, self._prepare = dsn, topic, apply, prepare
+        self._consumer_kwargs = consumer_kwargs
+        self.last: EventConsumer | None = None
+        self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Harness:
         await ensure_topics(self.bootstrap, (self.topic, f"{self.topic}.dlq"), partitions=2)
@@ -68,14 +72,17 @@ class Harness:
         return self
 
     def consumer(self) -> EventConsumer:
-        return EventConsumer(service=f"test-{self.topic}", pool=self.pool, bootstrap=self.bootstrap,
-                             handlers={self.topic: Handler(apply=self._apply)}, relay=self.relay,
-                             session_timeout_ms=2000, heartbeat_interval_ms=300, max_attempts=3)
+        kwargs = {"max_attempts": 3, **self._consumer_kwargs}
+        self.last = EventConsumer(service=f"test-{self.topic}", pool=self.pool, bootstrap=self.bootstrap,
+                                  handlers={self.topic: Handler(apply=self._apply, prepare=self._prepare)},
+                                  relay=self.relay, session_timeout_ms=2000, heartbeat_interval_ms=300, **kwargs)
+        return self.last
 
-    async def run_until(self, condition, timeout: float = 30) -> None:
-        consumer = self.consumer()
+    async def run_until(self, condition, timeout: float = 30, consumer: EventConsumer | None = None) -> None:
+        consumer = consumer or self.consumer()
         await consumer.start()
-        tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(self.relay.run())]
+        self.task = asyncio.create_task(consumer.run())
+        tasks = [self.task, asyncio.create_task(self.relay.run())]
         try:
             deadline = asyncio.get_running_loop().time() + timeout
             while not await condition() and asyncio.get_running_loop().time() < deadline:

@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common import outbox, protocols
 from services.common.contracts import EvaluationRequested
 from services.common.db import unit_of_work
-from services.common.objectstore import sha256_hex
+from services.common.objectstore import content_key, sha256_hex
 from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
@@ -52,7 +52,12 @@ class EvaluationLimits(BaseSettings):
 
     evaluations_per_day: int = 5
     evaluation_wait_seconds: float = 20.0
-    max_submission_bytes: int = 900_000  # one Kafka message
+    max_submission_bytes: int = 900_000  # stored in the object store; the event carries its key
+
+
+# What the route's body may be at most, multipart overhead included; the file itself is checked
+# against `max_submission_bytes` (a setting) once read.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 def limits() -> EvaluationLimits:
@@ -278,8 +283,13 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
         raise Problem(413, f"the predictions file is larger than {lim.max_submission_bytes} bytes")
     evaluation_id = f"eval-{uuid.uuid4().hex[:12]}"
     digest = sha256_hex(data)
+    async with res.pool.connection() as conn:
+        check_format(data, await _release_protocol(conn, release_id))
+    # The file goes to the object store before the transaction (no S3 call holds a database
+    # transaction open); content-addressed, so a refused or repeated submission costs nothing.
+    key = content_key(data, prefix="submissions")
+    await res.store.aput_bytes(res.settings.objects_bucket, key, data, "text/csv")
     async with unit_of_work(res.pool) as conn:  # one transaction, under the evaluator's lock
-        text = check_format(data, await _release_protocol(conn, release_id))
         first = await _first_identical(conn, user.user_id, release_id, digest)
         if first is not None:
             left = await quota(conn, user.user_id, lim.evaluations_per_day)
@@ -289,7 +299,7 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
                            " VALUES (%s,%s,%s,%s)", (evaluation_id, user.user_id, release_id, digest))
         await outbox.record(conn, [EvaluationRequested(
             study_id=evaluation_id, evaluation_id=evaluation_id, evaluator_id=user.user_id, release_id=release_id,
-            predictions_csv=text, submission_sha256=digest)])
+            submission_key=key, submission_sha256=digest)])
     res.relay.notify()
     row = await wait_for_row(res, "SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,),
                              lambda r: r["status"] != "pending", lim.evaluation_wait_seconds)

@@ -148,7 +148,7 @@ async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, respo
         await outbox.record(conn, [event])
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
-    metrics.READS.labels(user.user_id).inc()
+    metrics.READS.inc()
     return VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
                    confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}))
 
@@ -200,10 +200,10 @@ async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
         " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.assignment_id = %s FOR UPDATE OF a",
         (assignment_id,))
     a = await cur.fetchone()
-    if a is None:
-        raise Problem(404, f"no assignment {assignment_id!r}")
-    if a["reader_id"] != user_id:
-        raise Problem(403, "this assignment belongs to another reader")
+    # Someone else's assignment answers exactly like a missing one: a 403 would tell the caller
+    # that the assignment exists, i.e. who co-reads which study.
+    if a is None or a["reader_id"] != user_id:
+        raise Problem(404, f"no assignment {assignment_id!r} on your worklist")
     return a
 
 

@@ -24,6 +24,11 @@ class IssuedToken(BaseModel):
     user_id: str
     role: Role
     token: str = Field(description="Shown once; only its hash is stored.")
+    expires_at: str | None = Field(None, description="ISO 8601; renew before with POST /api/v1/me/token.")
+
+
+def _lifetime_days(res) -> float:
+    return float(getattr(res.settings, "token_lifetime_days", 90.0))
 
 
 @router.get("/me")
@@ -40,12 +45,30 @@ async def create_user(body: NewUser, actor: Curator, res: Res) -> IssuedToken:
     token = new_token()
     try:
         async with res.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES (%s, %s, %s, %s)",
-                (body.user_id, body.display_name, body.role.value, token_hash(token)))
+            cur = await conn.execute(
+                "INSERT INTO users (user_id, display_name, role, token_sha256, token_expires_at)"
+                " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING token_expires_at",
+                (body.user_id, body.display_name, body.role.value, token_hash(token), _lifetime_days(res) * 86400))
+            expires = (await cur.fetchone())["token_expires_at"]
     except UniqueViolation as exc:
         raise Problem(409, f"user {body.user_id!r} already exists") from exc
-    return IssuedToken(user_id=body.user_id, role=body.role, token=token)
+    return IssuedToken(user_id=body.user_id, role=body.role, token=token, expires_at=expires.isoformat())
+
+
+@router.post("/me/token", status_code=status.HTTP_201_CREATED)
+async def renew_token(user: CurrentUser, res: Res) -> IssuedToken:
+    """Replace the caller's token with a new one (a fresh lifetime); the old one stops working."""
+    token = new_token()
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE users SET token_sha256 = %s, token_expires_at = now() + make_interval(secs => %s)"
+            " WHERE user_id = %s AND active RETURNING token_expires_at",
+            (token_hash(token), _lifetime_days(res) * 86400, user.user_id))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(401, "the token is not valid (unknown, revoked or expired)")
+    token_cache.forget_user(user.user_id)
+    return IssuedToken(user_id=user.user_id, role=user.role, token=token, expires_at=row["token_expires_at"].isoformat())
 
 
 @router.get("/users")
