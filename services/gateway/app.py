@@ -17,15 +17,23 @@ from services.gateway.api.routes import admin, discussion, oversight, reviews, s
 from services.gateway.api.routes import evaluations, reports, series
 from services.gateway.auth import Role, token_hash
 from services.gateway.handlers import build_handlers
+from services.gateway.ingest import IngestLimits
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, IngestLimits):
+    """IngestLimits adds max_object_bytes, max_pixels and verify_decode (the ingest bounds)."""
+
     model_config = SettingsConfigDict(env_prefix="RADCURATE_GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"
     # Bootstrap credential: an admin user with this token exists after start. No default.
     admin_token: SecretStr | None = None
     presigned_url_seconds: int = 300
+    # Display-ready derivatives, made when a study is assigned for review: the JPEG sizes the
+    # reviewer page asks for (besides a native-size PNG and a 16-bit master), and how many objects
+    # are decoded at once in the background.
+    derivative_sizes: tuple[int, ...] = (1024, 2048)
+    derivative_workers: int = 2
 
 
 async def _bootstrap_admin(res: Resources) -> None:
