@@ -148,8 +148,9 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool,
             raise IngestError(f"{name}: carries identifying data ({', '.join(found)}); de-identify it or ingest with scrub")
         if found:
             removed = deid.scrub(ds)
-            # The rewrite goes to a temporary file past 1 MiB: one copy of it, outside memory.
-            rewritten = tempfile.SpooledTemporaryFile(max_size=_CHUNK)  # noqa: SIM115 (owned by the result)
+            # The rewrite goes to a temporary file, not memory (a spooled one would copy the pixel
+            # data twice more when it rolls over).
+            rewritten = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the result, closed when dropped)
             ds.save_as(rewritten, enforce_file_format=True)
             data, size = rewritten, rewritten.tell()
             digest = _sha256(rewritten)
