@@ -68,7 +68,7 @@ class Derivatives:
     def __init__(self, store: ObjectStore, bucket: str, *, sizes: Iterable[int] = (1024, 2048),
                  workers: int = 2, cache_items: int = 512) -> None:
         self.store, self.bucket, self.sizes = store, bucket, tuple(sizes)
-        self._cpu = asyncio.Semaphore(workers)  # decodes at once: the API must stay responsive
+        self._cpu = asyncio.Semaphore(max(workers, 1))  # decodes at once: the API must stay responsive
         self._inflight: dict[str, asyncio.Task] = {}
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
@@ -78,7 +78,10 @@ class Derivatives:
     # --- ahead of the reader -------------------------------------------------------------------
 
     def schedule(self, objects: Iterable[tuple[str, str]]) -> None:
-        """Queue (sha256, object_key) pairs; background workers make what is missing."""
+        """Queue (sha256, object_key) pairs; background workers make what is missing (with no
+        workers configured nothing is made ahead: the image endpoint makes it on request)."""
+        if self._n_workers == 0:
+            return
         if not self._workers:
             self._workers = [asyncio.create_task(self._work(), name=f"derivatives-{i}") for i in range(self._n_workers)]
         for item in objects:
