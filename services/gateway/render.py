@@ -207,11 +207,12 @@ def from_master(png: bytes) -> Frame:
 
 
 class RenderCache:
-    """Rendered images are small and asked for repeatedly (prefetch, re-windowing): keep the last few."""
+    """Rendered images are asked for repeatedly (prefetch, re-windowing): keep the most recent,
+    bounded by count and by bytes (a native-size chest radiograph PNG is a few MB)."""
 
-    def __init__(self, capacity: int = 512) -> None:
+    def __init__(self, capacity: int = 512, max_bytes: int = 256 * 2**20) -> None:
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._capacity = capacity
+        self._capacity, self._max_bytes, self._bytes = capacity, max_bytes, 0
 
     def get(self, key: tuple) -> bytes | None:
         if key in self._items:
@@ -220,7 +221,11 @@ class RenderCache:
         return None
 
     def put(self, key: tuple, value: bytes) -> None:
+        if key in self._items:
+            self._bytes -= len(self._items[key])
         self._items[key] = value
+        self._bytes += len(value)
         self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
+        while len(self._items) > self._capacity or (self._bytes > self._max_bytes and len(self._items) > 1):
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped)

@@ -61,3 +61,11 @@ def test_a_scaled_master_keeps_non_integral_modality_values_within_a_step():
     header.PhotometricInterpretation = "MONOCHROME2"
     back = from_master(master_png(Frame(values, header))).values
     assert np.abs(back - values).max() <= (values.max() - values.min()) / 65535
+
+
+def test_the_cache_is_bounded_by_bytes_too():
+    cache = RenderCache(capacity=100, max_bytes=10)
+    cache.put(("a",), b"12345")
+    cache.put(("b",), b"12345")
+    cache.put(("c",), b"123")
+    assert (cache.get(("a",)), cache.get(("b",)), cache.get(("c",))) == (None, b"12345", b"123")
