@@ -94,7 +94,7 @@ def rg1_studies(data: Path) -> None:
 
 
 async def _image_latency(state: dict, waits_for_derivatives: bool) -> list[float]:
-    """The page's own image request (jpeg, 1024) for every assigned study, as a curator."""
+    """The page's own image request (jpeg, 2048) for every assigned study, as a curator."""
     with psycopg.connect(state["dsns"]["gateway"]) as conn:
         studies = [r[0] for r in conn.execute("SELECT DISTINCT study_id FROM assignments ORDER BY 1")]
     if waits_for_derivatives:  # they are made in the background after assignment: let them finish
@@ -114,7 +114,7 @@ async def _image_latency(state: dict, waits_for_derivatives: bool) -> list[float
                                  headers={"Authorization": f"Bearer {state['admin_token']}"}) as client:
         for sid in studies:
             t0 = time.perf_counter()
-            resp = await client.get(f"/api/v1/studies/{sid}/image", params={"format": "jpeg", "size": 1024})
+            resp = await client.get(f"/api/v1/studies/{sid}/image", params={"format": "jpeg", "size": 2048})
             took.append((time.perf_counter() - t0) * 1000)
             resp.raise_for_status()
     return took
@@ -142,7 +142,7 @@ def main(votes: int, rg1: bool = False, derivatives: bool = True) -> None:
     what = "RG1 JPEG 2000 chest radiographs" if rg1 else "synthetic studies"
     if latency:
         p50, p95 = _figures(latency)
-        print(f"image request (jpeg 1024) over {len(latency)} {what}, derivatives "
+        print(f"image request (jpeg 2048) over {len(latency)} {what}, derivatives "
               f"{'made at assignment' if derivatives else 'made on request'}: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
     p50, p95 = _figures(kept)
     print(f"keypress → next image painted over {len(kept)} votes on {what}: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
