@@ -16,7 +16,7 @@ from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
 from services.gateway.api.routes import evaluations, reports, series
 from services.gateway.auth import Role, token_hash
-from services.gateway.handlers import build_handlers
+from services.gateway.handlers import build_handlers, prepare_open_reads
 from services.gateway.ingest import IngestLimits
 
 
@@ -34,6 +34,11 @@ class GatewaySettings(ServiceSettings, IngestLimits):
     # are decoded at once in the background.
     derivative_sizes: tuple[int, ...] = (1024, 2048)
     derivative_workers: int = 2
+
+
+async def _start(res: Resources) -> None:
+    await _bootstrap_admin(res)
+    await prepare_open_reads(res)
 
 
 async def _bootstrap_admin(res: Resources) -> None:
@@ -54,7 +59,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
                  reports.router, evaluations.router, series.router],
-        on_start=_bootstrap_admin,
+        on_start=_start,
         title="RadCurate gateway",
         version="0.1.0",
         description="Reviewer and curator API of RadCurate. Errors are RFC 9457 problem+json.",

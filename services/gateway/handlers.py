@@ -54,6 +54,17 @@ async def on_review_assigned(conn: psycopg.AsyncConnection, e: ReviewAssigned, _
               _dump(e.unmapped_findings), e.reason, e.protocol.value) for r in e.readers])
 
 
+async def prepare_open_reads(res: Resources) -> None:
+    """At start: queue the derivatives of every study still open for a reader (the background
+    queue does not survive a restart; objects already prepared are skipped)."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT o.sha256, min(o.object_key) AS object_key FROM study_objects o WHERE o.study_id IN"
+            " (SELECT study_id FROM assignments WHERE status = 'open') GROUP BY o.sha256")
+        rows = await cur.fetchall()
+    derivatives_for(res).schedule([(r["sha256"], r["object_key"]) for r in rows])
+
+
 def prepare_images(derivatives: Derivatives):
     """review-assigned also starts the study's display derivatives (in the background, so the
     worklist does not wait): by the time a reader opens the study its images are ready."""

@@ -175,3 +175,27 @@ async def test_objects_over_the_bounds_are_refused_before_decoding(infra, gatewa
         await client.aclose()
         await ctx.__aexit__(None, None, None)
     assert counts(gateway_dsn) == (0, 0)
+
+
+async def test_a_restarted_gateway_prepares_the_reads_still_open(infra, gateway_dsn):
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn, derivative_workers=0))  # nothing made ahead
+    try:
+        created = (await ingest(client, "OPEN-1", [("MR2_J2KR.dcm", real_file("MR2_J2KR.dcm"))])).json()
+        event = ReviewAssigned(study_id="OPEN-1", run_id="run-1", patient_id="P-OPEN-1", readers=["r1"],
+                               reason="", difficulty="easy", suggested=[], taxonomy_version="t",
+                               extraction=ModelProvenance(backend="rules"), mapping=ModelProvenance(backend="lexicon"))
+        res = app.state.resources
+        async with res.pool.connection() as conn:
+            await prepare_images(res.extra["derivatives"])(conn, event, None)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    key = derivative_key(created["objects"][0]["sha256"], sized(2048, "jpeg"))
+    assert not res.store.exists(res.settings.objects_bucket, key)
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))  # restarted with workers
+    try:
+        await app.state.resources.extra["derivatives"].drain()
+        assert app.state.resources.store.exists(res.settings.objects_bucket, key)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
