@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.common.contracts import Protocol
 from services.common.objectstore import ObjectStore
-from services.gateway.ingest import IngestError, ingest_study
+from services.gateway.ingest import IngestError, IngestLimits, ingest_study
 
 csv.field_size_limit(sys.maxsize)
 
@@ -29,14 +29,20 @@ class IngestSummary:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
-def study_files(data_dir: Path, study_id: str) -> list[tuple[str, bytes]]:
+def study_paths(data_dir: Path, study_id: str) -> list[tuple[str, Path]]:
+    """The study's DICOM files as (name, path): ingest reads them one at a time."""
     single = data_dir / "dicom" / f"{study_id}.dcm"
     if single.exists():
-        return [(single.name, single.read_bytes())]
+        return [(single.name, single)]
     folder = data_dir / "dicom" / study_id
     if folder.is_dir():
-        return [(str(p.relative_to(folder)), p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()]
+        return [(str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*")) if p.is_file()]
     return []
+
+
+def study_files(data_dir: Path, study_id: str) -> list[tuple[str, bytes]]:
+    """The study's DICOM files read into memory (for tests and small studies)."""
+    return [(name, path.read_bytes()) for name, path in study_paths(data_dir, study_id)]
 
 
 def read_reports(data_dir: Path) -> list[dict[str, str]]:
@@ -53,8 +59,10 @@ def read_reports(data_dir: Path) -> list[dict[str, str]]:
 
 async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *,
                      scrub: bool = False, concurrency: int = 8, protocol: Protocol = Protocol.CXR,
-                     progress=None) -> IngestSummary:
+                     progress=None, limits: IngestLimits | None = None) -> IngestSummary:
+    """Ingest every study of the folder; `limits` default to the RADCURATE_GATEWAY_* settings."""
     rows = read_reports(data_dir)
+    limits = limits or IngestLimits()
     summary = IngestSummary()
     gate = asyncio.Semaphore(concurrency)
 
@@ -62,9 +70,10 @@ async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectSto
         async with gate:
             sid = row["study_id"]
             try:
-                files = await asyncio.to_thread(study_files, data_dir, sid)
+                files = study_paths(data_dir, sid)  # paths: files stream, a study is never read whole
                 result = await ingest_study(pool, store, bucket, study_id=sid, patient_id=row["patient_id"],
-                                            report=row["report"], files=files, scrub=scrub, protocol=protocol)
+                                            report=row["report"], files=files, scrub=scrub, protocol=protocol,
+                                            limits=limits)
             except IngestError as exc:
                 summary.rejected.append((sid, str(exc)))
                 if progress:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 from datetime import timedelta
+from typing import BinaryIO
 
 import certifi
 import urllib3
@@ -70,6 +71,11 @@ class ObjectStore:
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+    def put_stream(self, bucket: str, key: str, fp: BinaryIO, length: int,
+                   content_type: str = "application/octet-stream") -> None:
+        """Store `length` bytes read from an open file (large objects stay out of memory)."""
+        self.client.put_object(bucket, key, fp, length, content_type=content_type)
 
     def put_content_addressed(self, bucket: str, data: bytes, prefix: str = "dicom",
                               content_type: str = "application/dicom") -> str:

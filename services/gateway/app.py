@@ -18,10 +18,13 @@ from services.gateway import problems
 from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
 from services.gateway.api.routes import dead_letters, evaluations, pacs_imports, releases, reports, series
 from services.gateway.auth import AuthenticateFirst, Role, token_hash
-from services.gateway.handlers import build_handlers
+from services.gateway.handlers import build_handlers, prepare_open_reads
+from services.gateway.ingest import IngestLimits
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, IngestLimits):
+    """IngestLimits adds max_object_bytes, max_pixels and verify_decode (the ingest bounds)."""
+
     model_config = SettingsConfigDict(env_prefix="RADCURATE_GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"
@@ -33,6 +36,16 @@ class GatewaySettings(ServiceSettings):
     dicomweb_urls: list[str] = []
     # Tokens the API issues expire after this long; a user renews theirs with POST /api/v1/me/token.
     token_lifetime_days: float = 90.0
+    # Display-ready derivatives, made when a study is assigned for review: the JPEG sizes the
+    # reviewer page asks for (besides a native-size PNG and a 16-bit master), and how many objects
+    # are decoded at once in the background.
+    derivative_sizes: tuple[int, ...] = (1024, 2048)
+    derivative_workers: int = 2
+
+
+async def _start(res: Resources) -> None:
+    await _bootstrap_admin(res)
+    await prepare_open_reads(res)
 
 
 async def _bootstrap_admin(res: Resources) -> None:
@@ -55,7 +68,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
                  reports.router, evaluations.router, series.router, releases.router, pacs_imports.router,
                  dead_letters.router],
-        on_start=_bootstrap_admin,
+        on_start=_start,
         # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
         body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
                      "/api/v1/evaluations": evaluations.MAX_REQUEST_BYTES},

@@ -20,6 +20,7 @@ from services.common.contracts import (
     Topic,
 )
 from services.common.runtime import Resources
+from services.gateway.derivatives import Derivatives, derivatives_for
 
 _ASSIGNMENT_NS = uuid.UUID("6f1c2a64-5d5e-4f55-9a53-0c1f3f7e2b10")
 
@@ -51,6 +52,28 @@ async def on_review_assigned(conn: psycopg.AsyncConnection, e: ReviewAssigned, _
             " reason, protocol) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
             [(assignment_id(e.study_id, r), e.study_id, r, e.run_id, e.difficulty, _dump(e.suggested),
               _dump(e.unmapped_findings), e.reason, e.protocol) for r in e.readers])
+
+
+async def prepare_open_reads(res: Resources) -> None:
+    """At start: queue the derivatives of every study still open for a reader (the background
+    queue does not survive a restart; objects already prepared are skipped)."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT o.sha256, min(o.object_key) AS object_key FROM study_objects o WHERE o.study_id IN"
+            " (SELECT study_id FROM assignments WHERE status = 'open') GROUP BY o.sha256")
+        rows = await cur.fetchall()
+    derivatives_for(res).schedule([(r["sha256"], r["object_key"]) for r in rows])
+
+
+def prepare_images(derivatives: Derivatives):
+    """review-assigned also starts the study's display derivatives (in the background, so the
+    worklist does not wait): by the time a reader opens the study its images are ready."""
+    async def apply(conn: psycopg.AsyncConnection, e: ReviewAssigned, prepared: Any) -> None:
+        await on_review_assigned(conn, e, prepared)
+        cur = await conn.execute("SELECT sha256, object_key FROM study_objects WHERE study_id = %s"
+                                 " ORDER BY series_instance_uid, instance_number", (e.study_id,))
+        derivatives.schedule([(r["sha256"], r["object_key"]) for r in await cur.fetchall()])
+    return apply
 
 
 async def on_review_reoffered(conn: psycopg.AsyncConnection, e: ReviewReoffered, _: Any) -> None:
@@ -99,7 +122,7 @@ async def on_benchmark_released(conn: psycopg.AsyncConnection, e: BenchmarkRelea
 def build_handlers(res: Resources) -> dict[str, Handler]:
     return {
         Topic.LABELS_SUGGESTED.value: Handler(apply=on_labels_suggested),
-        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
+        Topic.REVIEW_ASSIGNED.value: Handler(apply=prepare_images(derivatives_for(res))),
         Topic.CONSENSUS_REACHED.value: Handler(apply=on_consensus_reached),
         Topic.BENCHMARK_RELEASED.value: Handler(apply=on_benchmark_released),
         Topic.STUDY_ADJUDICATED.value: Handler(apply=on_study_adjudicated),

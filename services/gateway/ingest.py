@@ -1,33 +1,70 @@
 """Ingest: one code path for the HTTP endpoint and `radcurate ingest`.
 
-Each DICOM is validated with pydicom, checked for identifying data, stored in the object store
+Each DICOM is validated with pydicom (that it can be shown: a transfer syntax, photometric
+interpretation and bit depth the renderer decodes, and sizes within the limits, all read from the
+header: nothing is decoded at ingest), checked for identifying data, stored in the object store
 under its sha256, and the study with its report is recorded together with the report-ingested
 event (outbox) in one transaction. Ingesting the same study again changes nothing.
+
+Files stream: a source is bytes, a path or an open binary file, read one at a time, so a study of
+many large files is never held in memory whole (only the file being checked, and only once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import io
 import json
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 import pydicom
 from psycopg_pool import AsyncConnectionPool
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import get_expected_length
 
 from services.common import outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id
-from services.common.objectstore import ObjectStore, content_key, sha256_hex
+from services.common.objectstore import ObjectStore
 from services.gateway import deid
+from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
+
+FileSource = bytes | Path | BinaryIO
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+_CHUNK = 1 << 20
+
+
+class IngestLimits(BaseSettings):
+    """Bounds checked on every object before anything is decoded (decompression bombs): the
+    gateway's settings carry them (RADCURATE_GATEWAY_MAX_OBJECT_BYTES, ..._MAX_PIXELS), and
+    `radcurate ingest` reads the same variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RADCURATE_GATEWAY_", extra="ignore")
+
+    max_object_bytes: int = 256 * 2**20  # one DICOM file
+    max_pixels: int = 2**28  # Rows × Columns × NumberOfFrames of one object (268 M)
+    # Decode the shown frame of every compressed object at ingest, so a corrupt or undecodable
+    # stream is refused then, not found by a reader (costs ~0.5 s per JPEG 2000 chest radiograph).
+    verify_decode: bool = True
 
 
 class IngestError(ValueError):
     """The study cannot be ingested; the message says why. Nothing was stored."""
+
+
+class TooLarge(IngestError):
+    """An object is over a bound of IngestLimits (HTTP 413)."""
 
 
 @dataclass
@@ -40,37 +77,141 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class ParsedInstance:
-    data: bytes
+    source: FileSource  # what is stored: the original, or the scrubbed rewrite
+    length: int
     obj: DicomObject
     study_instance_uid: str
 
+    @property
+    def data(self) -> bytes:
+        """The bytes to store (reads a path or file source: for tests and small objects)."""
+        with open_source(self.source) as fp:
+            return fp.read()
 
-def parse_instance(name: str, data: bytes, *, scrub: bool) -> tuple[ParsedInstance, list[str]]:
+
+@contextlib.contextmanager
+def open_source(source: FileSource) -> Iterator[BinaryIO]:
+    """A readable binary file positioned at the start of the source."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(source)
+    elif isinstance(source, Path):
+        with open(source, "rb") as fp:
+            yield fp
+    else:
+        source.seek(0)
+        yield source
+
+
+def source_size(source: FileSource) -> int:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    if isinstance(source, Path):
+        return source.stat().st_size
+    source.seek(0, io.SEEK_END)
+    size = source.tell()
+    source.seek(0)
+    return size
+
+
+def _sha256(fp: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    fp.seek(0)
+    while chunk := fp.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def object_key(digest: str, prefix: str = "dicom") -> str:
+    """The content-addressed key (same layout as objectstore.content_key)."""
+    return f"{prefix}/sha256/{digest[:2]}/{digest}"
+
+
+def parse_instance(name: str, data: FileSource, *, scrub: bool,
+                   limits: IngestLimits | None = None) -> tuple[ParsedInstance, list[str]]:
     """Validate one DICOM file; scrub or reject identifying data. Raises IngestError."""
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise IngestError(f"{name}: not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
-    missing = [kw for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality") if kw not in ds]
-    if missing or "PixelData" not in ds:
-        raise IngestError(f"{name}: DICOM lacks {', '.join(missing or ['PixelData'])}")
-    found = deid.identifying_attributes(ds)
-    removed: list[str] = []
-    if found and not scrub:
-        raise IngestError(f"{name}: carries identifying data ({', '.join(found)}); de-identify it or ingest with scrub")
-    if found:
-        removed = deid.scrub(ds)
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        data = buf.getvalue()
-    digest = sha256_hex(data)
+    limits = limits or IngestLimits()
+    size = source_size(data)
+    if size > limits.max_object_bytes:
+        raise TooLarge(f"{name}: {size} bytes is over the limit of {limits.max_object_bytes} bytes per object")
+    with open_source(data) as fp:
+        try:
+            ds = pydicom.dcmread(fp)
+        except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, OSError, KeyError) as exc:
+            raise IngestError(f"{name}: not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+        missing = [kw for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality") if kw not in ds]
+        if missing or "PixelData" not in ds:
+            what = "float pixel data (not supported)" if {"FloatPixelData", "DoubleFloatPixelData"} & set(ds.dir()) \
+                else "PixelData"
+            raise IngestError(f"{name}: DICOM lacks {', '.join(missing or [what])}")
+        check_displayable(name, ds, limits)
+        found = deid.identifying_attributes(ds)
+        removed: list[str] = []
+        if found and not scrub:
+            raise IngestError(f"{name}: carries identifying data ({', '.join(found)}); de-identify it or ingest with scrub")
+        if found:
+            removed = deid.scrub(ds)
+            # The rewrite goes to a temporary file, not memory (a spooled one would copy the pixel
+            # data twice more when it rolls over).
+            rewritten = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the result, closed when dropped)
+            ds.save_as(rewritten, enforce_file_format=True)
+            data, size = rewritten, rewritten.tell()
+            digest = _sha256(rewritten)
+        else:
+            digest = _sha256(fp)
     obj = DicomObject(
-        object_key=content_key(data), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
+        object_key=object_key(digest), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID), series_description=str(ds.get("SeriesDescription", "")),
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
         pixel_spacing=_pixel_spacing(ds),
     )
-    return ParsedInstance(data, obj, str(ds.StudyInstanceUID)), removed
+    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID)), removed
+
+
+def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> None:
+    """Refuse (IngestError) what the reviewer page could not show, and what is over the limits,
+    from the header alone: nothing is accepted that cannot be shown, nothing is decoded here."""
+    def refuse(why: str) -> IngestError:
+        return IngestError(f"{name}: {why}")
+
+    if str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE:
+        raise refuse("a Segmentation object is an annotation, not an image to read (SOP Class SEG)")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise refuse("no Transfer Syntax UID in the file meta information")
+    try:
+        available = get_decoder(syntax).is_available and (
+            not syntax.is_compressed or decoding_plugin(syntax) in get_decoder(syntax).available_plugins)
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise refuse(f"transfer syntax {syntax.name} ({syntax}) cannot be decoded")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in PHOTOMETRIC:
+        raise refuse(f"photometric interpretation {photometric or '(none)'} is not supported")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != (3 if photometric in COLOUR and photometric != "PALETTE COLOR" else 1):
+        raise refuse(f"{samples} samples per pixel do not fit photometric interpretation {photometric}")
+    if photometric == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" not in ds:
+        raise refuse("PALETTE COLOR without its palette colour lookup tables")
+    bits_allocated, bits_stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    if bits_allocated not in (1, 8, 16, 32) or not 0 < bits_stored <= bits_allocated:
+        raise refuse(f"BitsAllocated {bits_allocated} / BitsStored {bits_stored} is not a supported bit depth")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows < 1 or columns < 1 or frames < 1:
+        raise refuse(f"image of {rows} × {columns} pixels, {frames} frame(s)")
+    if rows * columns * frames > limits.max_pixels:
+        raise TooLarge(f"{name}: {rows} × {columns} pixels × {frames} frame(s) is over the limit of "
+                       f"{limits.max_pixels} pixels per object")
+    if not syntax.is_compressed:
+        expected, present = get_expected_length(ds), len(ds.PixelData)
+        if present < expected:
+            raise refuse(f"pixel data is truncated ({present} of {expected} bytes)")
+    elif limits.verify_decode:
+        try:
+            decode(ds)
+        except RenderError as exc:
+            raise refuse(f"{syntax.name} pixel data: {exc}") from exc
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
@@ -83,8 +224,8 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     return (row, col) if row > 0 and col > 0 else None
 
 
-def validate_study(study_id: str, patient_id: str, report: str, files: list[tuple[str, bytes]],
-                   scrub: bool) -> tuple[list[ParsedInstance], list[str]]:
+def validate_study(study_id: str, patient_id: str, report: str, files: list[tuple[str, FileSource]],
+                   scrub: bool, limits: IngestLimits | None = None) -> tuple[list[ParsedInstance], list[str]]:
     if not study_id.strip():
         raise IngestError("study_id is empty")
     if not patient_id.strip():
@@ -93,9 +234,10 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
         raise IngestError(f"{study_id}: the report text is empty")
     if not files:
         raise IngestError(f"{study_id}: no DICOM files")
+    limits = limits or IngestLimits()
     parsed, removed = [], []
     for name, data in files:
-        inst, rem = parse_instance(name, data, scrub=scrub)
+        inst, rem = parse_instance(name, data, scrub=scrub, limits=limits)
         parsed.append(inst)
         removed += rem
     if len({p.study_instance_uid for p in parsed}) > 1:
@@ -109,13 +251,14 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
 
 
 async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *, study_id: str,
-                       patient_id: str, report: str, files: list[tuple[str, bytes]], scrub: bool = False,
-                       protocol: str = DEFAULT_PROTOCOL) -> IngestResult:
-    """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input."""
+                       patient_id: str, report: str, files: list[tuple[str, FileSource]], scrub: bool = False,
+                       protocol: str = DEFAULT_PROTOCOL, limits: IngestLimits | None = None) -> IngestResult:
+    """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input.
+    `files` are (name, bytes | path | open binary file); each is read one at a time."""
     if not is_study_id(study_id):
         raise IngestError(f"study_id {study_id[:80]!r} is not allowed: use letters, digits, '.', '_' and '-'"
                           " (starting with a letter or digit, no '..', at most 128 characters)")
-    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub)
+    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits)
     async with pool.connection() as conn:
         if await _exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
@@ -138,8 +281,10 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
 
 
 def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) -> None:
+    """Stream each object to the store (same bytes, same key: writing twice is harmless)."""
     for p in parsed:
-        store.put_content_addressed(bucket, p.data)
+        with open_source(p.source) as fp:
+            store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom")
 
 
 async def _exists(conn: psycopg.AsyncConnection, study_id: str) -> bool:

@@ -36,11 +36,11 @@ class IngestSink:
             return await cur.fetchone() is not None
 
     async def ingest(self, paired: PairedStudy, files: list[Path], request: ImportRequest) -> Ingested:
-        payload = await asyncio.to_thread(lambda: [(p.name, p.read_bytes()) for p in files])
-        try:
+        try:  # the instances are read from their temporary files one at a time, under the same bounds
             result = await ingest_study(self.res.pool, self.res.store, self.res.settings.objects_bucket,
                                         study_id=paired.study_id, patient_id=paired.patient_id, report=paired.report,
-                                        files=payload, scrub=request.scrub, protocol=request.protocol)
+                                        files=[(p.name, p) for p in files], scrub=request.scrub,
+                                        protocol=request.protocol, limits=self.res.settings)
         except IngestError as exc:
             raise Refused(str(exc)) from exc
         return Ingested(len(result.objects), tuple(result.scrubbed), result.status == "duplicate")

@@ -115,3 +115,33 @@ async def test_bulk_ingest_takes_the_good_studies_and_lists_the_bad_ones(gateway
     assert "not a readable DICOM" in summary.rejected[1][1]
     assert "report text is empty" in summary.rejected[2][1]
     assert counts(gateway_dsn) == (2, 2, 2)
+
+
+async def test_bulk_ingest_refuses_objects_over_the_bounds_by_name_and_streams_the_rest(gateway_dsn, store, infra,
+                                                                                       tmp_path):
+    """A real 1955 × 1841 JPEG 2000 chest radiograph over a 2 M pixel bound is refused (before any
+    decode) with the file and the bound named; the synthetic study beside it goes in, stored
+    byte for byte from its file."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from services.gateway.ingest import IngestLimits
+
+    folder = study_folder(tmp_path / "bounds", [("S-1", "P-1", REPORT), ("RG1", "P-2", REPORT)])
+    (folder / "dicom" / "RG1.dcm").unlink()
+    (folder / "dicom" / "RG1").mkdir()
+    shutil.copy(get_testdata_file("RG1_J2KR.dcm", download=False), folder / "dicom" / "RG1" / "frontal.dcm")
+    pool = await open_pool(gateway_dsn)
+    try:
+        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True,
+                                   limits=IngestLimits(max_pixels=2_000_000))
+    finally:
+        await pool.close()
+    assert summary.ingested == 1
+    assert summary.rejected == [("RG1", "frontal.dcm: 1955 × 1841 pixels × 1 frame(s) is over the limit of "
+                                        "2000000 pixels per object")]
+    assert counts(gateway_dsn) == (1, 1, 1)
+    with psycopg.connect(gateway_dsn) as conn:
+        key = conn.execute("SELECT object_key FROM study_objects").fetchone()[0]
+    assert store.get_bytes(infra["buckets"]["objects"], key) == (folder / "dicom" / "S-1.dcm").read_bytes()

@@ -38,7 +38,7 @@ def _settings_of(service: str):
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_consumes_exactly_the_topics_the_catalogue_lists_for_it(service):
     handlers = importlib.import_module(f"services.{service}.handlers").build_handlers(
-        SimpleNamespace(settings=_settings_of(service)))
+        SimpleNamespace(settings=_settings_of(service), extra={}, store=None))
     assert set(handlers) == catalogue.consumed_by(service)
 
 

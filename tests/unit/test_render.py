@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pydicom
 from PIL import Image
 
 from services.gateway.render import RenderCache, render
@@ -38,3 +39,33 @@ def test_the_cache_keeps_the_most_recent_images():
     assert cache.get(("a",)) == b"A"  # touching a makes b the oldest
     cache.put(("c",), b"C")
     assert (cache.get(("a",)), cache.get(("b",)), cache.get(("c",))) == (b"A", None, b"C")
+
+
+def test_the_16bit_master_rewindows_exactly_like_the_dicom(tmp_path):
+    from services.gateway.derivatives import FULL, MASTER, _rewindow, make, sized
+
+    data = dicom_bytes(tmp_path, "R4")
+    made = make(data, sizes=(64,))
+    assert set(made) == {MASTER, FULL, sized(64, "jpeg")}
+    assert Image.open(io.BytesIO(made[MASTER])).mode.startswith("I")  # 16 bits kept, not 8
+    assert np.array_equal(pixels(_rewindow(made[MASTER], 1800, 900, 4096, "png")),
+                          pixels(render(data, center=1800, width=900, size=4096)))
+    assert np.array_equal(pixels(made[FULL]), pixels(render(data, size=4096)))
+
+
+def test_a_scaled_master_keeps_non_integral_modality_values_within_a_step():
+    from services.gateway.render import Frame, from_master, master_png
+
+    values = np.linspace(-3.7, 70000.25, 64 * 64).reshape(64, 64)
+    header = pydicom.Dataset()
+    header.PhotometricInterpretation = "MONOCHROME2"
+    back = from_master(master_png(Frame(values, header))).values
+    assert np.abs(back - values).max() <= (values.max() - values.min()) / 65535
+
+
+def test_the_cache_is_bounded_by_bytes_too():
+    cache = RenderCache(capacity=100, max_bytes=10)
+    cache.put(("a",), b"12345")
+    cache.put(("b",), b"12345")
+    cache.put(("c",), b"123")
+    assert (cache.get(("a",)), cache.get(("b",)), cache.get(("c",))) == (None, b"12345", b"123")

@@ -29,8 +29,10 @@ export async function call(method, path, body, headers = {}) {
 }
 
 // An image as a decoded object URL: decoding ahead of time is what makes the swap instant.
+// 2048: a real chest radiograph (~2000 px) at its full resolution for zooming; the gateway
+// prepares this size ahead (its display derivatives), smaller images come at their own size.
 export async function imageUrl(path) {
-  const resp = await fetch(`${path}?format=jpeg&size=1024`, { headers: { Authorization: `Bearer ${token.get()}` } });
+  const resp = await fetch(`${path}?format=jpeg&size=2048`, { headers: { Authorization: `Bearer ${token.get()}` } });
   if (!resp.ok) throw new ApiError(resp.status, await resp.json().catch(() => ({})));
   const url = URL.createObjectURL(await resp.blob());
   const img = new Image();

@@ -3,7 +3,6 @@ so the reviewer page can scroll a series slice by slice and preload the neighbou
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -13,10 +12,9 @@ from services.gateway.access import own_read
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.render import RenderCache, render
+from services.gateway.api.routes.studies import shown_image
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
-_render_cache = RenderCache(capacity=2048)  # a multi-series study is ~40 instances; keep a few
 # Reading order of the competition's series types; unknown descriptions come last.
 SERIES_ORDER = ("sagittal t1", "sagittal t2/stir", "axial t2")
 
@@ -79,16 +77,12 @@ async def instance_image(study_id: str, series_uid: str, number: int, user: Curr
                          size: Annotated[int, Query(ge=32, le=4096)] = 1024,
                          format: Literal["png", "jpeg"] = "png") -> Response:
     """One instance rendered with window/level at its native size at most (so the page's pixel
-    coordinates are the image's own), cached per instance."""
+    coordinates are the image's own), from its derivatives (object keys are content hashes)."""
     async with res.pool.connection() as conn:
         await own_read(conn, user, study_id)
     key = await instance_key(res, study_id, series_uid, number)
     if key is None:
         raise Problem(404, f"study {study_id!r} has no instance {number} in series {series_uid!r}")
-    cache_key = (key, window_center, window_width, size, format)
-    body = _render_cache.get(cache_key)
-    if body is None:
-        data = await res.store.aget_bytes(res.settings.objects_bucket, key)
-        body = await asyncio.to_thread(render, data, center=window_center, width=window_width, size=size, fmt=format)
-        _render_cache.put(cache_key, body)
+    body = await shown_image(res, key.rsplit("/", 1)[1], key, center=window_center, width=window_width,
+                             size=size, fmt=format)
     return Response(body, media_type=f"image/{format}", headers={"Cache-Control": "private, max-age=3600"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
@@ -13,12 +14,13 @@ from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.access import own_read
 from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
-from services.gateway.ingest import IngestError, ingest_study
+from services.gateway.derivatives import derivatives_for
+from services.gateway.ingest import IngestError, TooLarge, ingest_study
 from services.gateway.problems import Problem
-from services.gateway.render import RenderCache, render
+from services.gateway.render import RenderError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
-_render_cache = RenderCache()
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
@@ -34,14 +36,21 @@ async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[s
                  patient_id: Annotated[str, Form()], report: Annotated[str, Form()],
                  files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False,
                  protocol: Annotated[ProtocolName, Form()] = DEFAULT_PROTOCOL) -> IngestResponse:
-    """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200)."""
-    payload = [(f.filename or "upload", await f.read()) for f in files]
-    if sum(len(d) for _, d in payload) > MAX_UPLOAD_BYTES:
+    """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200).
+    Uploaded files are read one at a time from their spooled temporary files, never all at once."""
+    limit = res.settings.max_object_bytes
+    for f in files:  # before anything is read: a size over the bound is refused outright
+        if f.size is not None and f.size > limit:
+            raise Problem(413, f"{f.filename}: {f.size} bytes is over the limit of {limit} bytes per object")
+    if sum(f.size or 0 for f in files) > MAX_UPLOAD_BYTES:
         raise Problem(413, "upload larger than 512 MiB")
+    payload = [(f.filename or "upload", f.file) for f in files]
     try:
         result = await ingest_study(res.pool, res.store, res.settings.objects_bucket, study_id=study_id,
                                     patient_id=patient_id, report=report, files=payload, scrub=scrub,
-                                    protocol=protocol)
+                                    protocol=protocol, limits=res.settings)
+    except TooLarge as exc:
+        raise Problem(413, str(exc)) from exc
     except IngestError as exc:
         raise Problem(422, str(exc)) from exc
     if result.status == "duplicate":
@@ -111,17 +120,27 @@ async def image(study_id: str, user: CurrentUser, res: Res,
                 window_center: float | None = None, window_width: Annotated[float | None, Query(gt=0)] = None,
                 size: Annotated[int, Query(ge=64, le=4096)] = 1024, instance: Annotated[int, Query(ge=0)] = 0,
                 format: Literal["png", "jpeg"] = "png") -> Response:
-    """The image rendered with window/level (the file's own window unless given), cached."""
+    """The image with window/level (the file's own VOI unless given), from the derivatives made
+    when the study was assigned (made now, and kept, if missing). An object that cannot be shown
+    answers problem+json."""
     rows = await _objects_for(res, user, study_id)
     if instance >= len(rows):
         raise Problem(404, f"study {study_id!r} has {len(rows)} instance(s); no index {instance}")
-    key = (rows[instance]["object_key"], window_center, window_width, size, format)
-    body = _render_cache.get(key)
-    if body is None:
-        data = await res.store.aget_bytes(res.settings.objects_bucket, rows[instance]["object_key"])
-        body = await asyncio.to_thread(render, data, center=window_center, width=window_width, size=size, fmt=format)
-        _render_cache.put(key, body)
+    body = await shown_image(res, rows[instance]["sha256"], rows[instance]["object_key"],
+                             center=window_center, width=window_width, size=size, fmt=format)
     return Response(body, media_type=f"image/{format}", headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def shown_image(res, sha256: str, object_key: str, *, center: float | None, width: float | None,
+                      size: int, fmt: str) -> bytes:
+    """The rendered image, or a problem+json (422 when the object cannot be shown, 500 otherwise)."""
+    try:
+        return await derivatives_for(res).image(sha256, object_key, center=center, width=width, size=size, fmt=fmt)
+    except RenderError as exc:
+        raise Problem(422, f"object {object_key} cannot be shown: {exc}") from exc
+    except Exception as exc:  # never a bare 500 and a dropped connection
+        log.exception("rendering %s failed", object_key)
+        raise Problem(500, f"rendering object {object_key} failed ({exc.__class__.__name__})") from exc
 
 
 @router.get("/{study_id}/dicom")
