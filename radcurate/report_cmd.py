@@ -38,24 +38,31 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _ci(interval: list[float] | None) -> str:
+    return "n/a" if not interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def render(report: dict) -> list[str]:
     """The report as plain-text tables, one section per question it answers."""
     lines = [f"studies decided {report['studies']['decided']}, accepted {report['studies']['accepted']},"
              f" in kappa {report['studies']['in_kappa']}, votes {report['studies']['votes']}", "",
-             f"{'label':<34} {'kappa':>7} {'agree_all':>10} {'mostly':>8} {'disagree':>9}"]
+             f"{'label':<34} {'kappa':>7} {'95% CI (patients)':>17} {'alpha':>7} {'agree_all':>10} {'mostly':>8}"
+             f" {'disagree':>9}"]
     shares = report["verdict_shares"]
     for label, kappa in report["fleiss_kappa"].items():
         s = shares["per_label"][label]
-        lines.append(f"{label:<34} {_num(kappa):>7} {_num(s['agree_all']):>10} {_num(s['agree_mostly']):>8}"
-                     f" {_num(s['disagree']):>9}")
+        ci = _ci(report.get("fleiss_kappa_ci95", {}).get(label))
+        alpha = report.get("krippendorff_alpha", {}).get(label)
+        lines.append(f"{label:<34} {_num(kappa):>7} {ci:>17} {_num(alpha):>7} {_num(s['agree_all']):>10}"
+                     f" {_num(s['agree_mostly']):>8} {_num(s['disagree']):>9}")
     o = shares["overall"]
-    lines += [f"{'overall':<34} {'':>7} {_num(o['agree_all']):>10} {_num(o['agree_mostly']):>8}"
+    lines += [f"{'overall':<34} {'':>7} {'':>17} {'':>7} {_num(o['agree_all']):>10} {_num(o['agree_mostly']):>8}"
               f" {_num(o['disagree']):>9}", "", f"{'reader':<20} {'reads':>6} {'agree w/ majority':>18} {'median s':>9}"]
     for reader, st in report["readers"].items():
         lines.append(f"{reader:<20} {st['reads']:>6} {_num(st['majority_agreement']):>18}"
                      f" {_num(st['median_seconds'], 1):>9}")
     ai = report["ai_vs_expert"]
-    lines += _ai_table("AI vs expert, all studies", ai["overall"])
+    lines += _ai_table("AI vs expert, all studies (95% CIs resample patients)", ai["overall"])
     for group in ai["by_model"]:
         e, m = group["extraction"], group["mapping"]
         lines += _ai_table(f"AI vs expert, extraction {e['backend']}/{e['model']}/{e['prompt_version']},"
@@ -67,10 +74,13 @@ def render(report: dict) -> list[str]:
 
 def _ai_table(title: str, table: dict) -> list[str]:
     lines = ["", f"{title} ({table['studies']} studies)",
-             f"{'label':<34} {'confirmed':>9} {'removed':>8} {'added':>6} {'precision':>9} {'recall':>7}"]
+             f"{'label':<34} {'confirmed':>9} {'removed':>8} {'added':>6} {'precision':>9} {'recall':>7}"
+             + (f" {'precision CI':>14} {'recall CI':>14}" if "ci95" in table else "")]
     for label, c in table["per_label"].items():
+        ci = table.get("ci95", {}).get(label)
         lines.append(f"{label:<34} {c['confirmed']:>9} {c['removed']:>8} {c['added']:>6}"
-                     f" {_num(c['precision']):>9} {_num(c['recall']):>7}")
+                     f" {_num(c['precision']):>9} {_num(c['recall']):>7}"
+                     + (f" {_ci(ci['precision']):>14} {_ci(ci['recall']):>14}" if ci else ""))
     return lines
 
 

@@ -19,6 +19,11 @@ from services.consensus.rule_config import RuleConfig
 from services.consensus.selection import AcceptedStudy, select_and_split
 
 
+# Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
+# the card when present so that a card made from an older report still builds.
+RELIABILITY_KEYS = ("fleiss_kappa_ci95", "krippendorff_alpha", "krippendorff_alpha_ci95", "bootstrap")
+
+
 @dataclass(frozen=True)
 class ComposedRelease:
     files: ReleaseFiles
@@ -63,6 +68,7 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
         "prevalence": {"released": prevalence(released, taxonomy.label_ids),
                        "holdout": prevalence(holdout, taxonomy.label_ids)},
         "agreement": {"fleiss_kappa": agreement["fleiss_kappa"], "verdict_shares": agreement["verdict_shares"],
-                      "studies": agreement["studies"]},
+                      "studies": agreement["studies"],
+                      **{k: agreement[k] for k in RELIABILITY_KEYS if k in agreement}},
         "unmet_quotas": list(unmet),
     }

@@ -40,7 +40,8 @@ def score_cxr_submission(text: str, release: Mapping, truth: Mapping[str, object
     except scoring_cxr.PredictionFileError as exc:
         raise Rejected(str(exc)) from None
     truth_sets = {sid: frozenset(labels) for sid, labels in truth.items()}
-    return scoring_cxr.score_cxr(truth_sets, preds, label_ids, n_bootstrap=n_bootstrap, seed=0)
+    return scoring_cxr.score_cxr(truth_sets, preds, label_ids, n_bootstrap=n_bootstrap, seed=0,
+                                 patients=release.get("holdout_patients"))
 
 
 def score_lumbar_submission(text: str, release: Mapping, truth: Mapping[str, object], n_bootstrap: int) -> dict:
