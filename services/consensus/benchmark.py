@@ -16,7 +16,7 @@ from services.consensus import scoring_cxr
 from services.consensus.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
 from services.consensus.reporting import REPORT_VERSION
 from services.consensus.rule_config import RuleConfig
-from services.consensus.selection import AcceptedStudy, select_and_split
+from services.consensus.selection import AcceptedStudy, composition, plan_composition, select_and_split
 
 
 # Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
@@ -70,5 +70,11 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
         "agreement": {"fleiss_kappa": agreement["fleiss_kappa"], "verdict_shares": agreement["verdict_shares"],
                       "studies": agreement["studies"],
                       **{k: agreement[k] for k in RELIABILITY_KEYS if k in agreement}},
+        "composition": {
+            "plan": plan_composition(plan, taxonomy.label_ids, len(released) + len(holdout)),
+            "achieved": composition([*released, *holdout], taxonomy.label_ids),
+            "released": composition(released, taxonomy.label_ids),
+            "holdout": composition(holdout, taxonomy.label_ids),
+        },
         "unmet_quotas": list(unmet),
     }
