@@ -50,17 +50,19 @@ async def simulate(state: dict, truth_path: Path, n_readers: int, seed: int) -> 
     api = Gateway(state["gateway_url"], state["admin_token"])
     panel_file = Path(state["state_dir"]) / "panel.json"
     try:
-        from radcurate.simulate import SimReader
+        from radcurate.simulate import SimReader, ability_for
 
         if panel_file.exists():
             import random
 
             saved = json.loads(panel_file.read_text())
-            readers = [SimReader(r["user_id"], r["token"], r["miss_rate"], random.Random(r["user_id"])) for r in saved]
+            readers = [SimReader(r["user_id"], r["token"], r["miss_rate"], random.Random(r["user_id"]),
+                                 ability=ability_for(r["miss_rate"]), speed=r.get("speed", 1.0),
+                                 panel_seed=r.get("panel_seed", seed)) for r in saved]
         else:
             readers = await register_panel(api, n_readers, seed)
-            panel_file.write_text(json.dumps([{"user_id": r.user_id, "token": r.token, "miss_rate": r.miss_rate}
-                                              for r in readers]))
+            panel_file.write_text(json.dumps([{"user_id": r.user_id, "token": r.token, "miss_rate": r.miss_rate,
+                                               "speed": r.speed, "panel_seed": r.panel_seed} for r in readers]))
         return await run_panel(api, readers, load_truth(truth_path))
     finally:
         await api.aclose()
