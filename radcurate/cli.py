@@ -204,11 +204,12 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
         raise typer.Exit(1)
 
 
-from radcurate import export_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
+from radcurate import export_cmd, plan_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
 
 app.command("score")(score_cmd.score)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.command("plan")(plan_cmd.plan)
 
 def main() -> None:
     app()
