@@ -86,11 +86,38 @@ def _ai_table(title: str, table: dict) -> list[str]:
 
 def report(protocol: Annotated[str, typer.Option(help="Protocol id.")] = "cxr-label-verification",
            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-           state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate")) -> None:
-    """Print Fleiss' kappa per label, verdict shares, reader stats and AI-vs-expert tables."""
+           state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate"),
+           truth: Annotated[Path | None, typer.Option(
+               "--truth", exists=True, dir_okay=False,
+               help="Simulation only: audit the latest release's labels against this hidden truth (truth.jsonl).")] = None,
+           release_id: Annotated[str | None, typer.Option(help="With --truth: the release to audit.")] = None) -> None:
+    """Print Fleiss' kappa per label (with patient-bootstrap CIs), Krippendorff's alpha, verdict
+    shares, reader stats and AI-vs-expert tables; with --truth, the benchmark's label error."""
+    if truth is not None:
+        _truth_report(truth, protocol, release_id, state_dir, as_json)
+        return
     try:
         body = asyncio.run(fetch_report(local.require_running(state_dir), protocol))
     except (StackError, GatewayError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(body, indent=2, sort_keys=True) if as_json else "\n".join(render(body)))
+
+
+def _truth_report(truth_path: Path, protocol: str, release_id: str | None, state_dir: Path, as_json: bool) -> None:
+    from radcurate import truth_audit, truth_report
+    from services.common.taxonomy import load_taxonomy
+
+    try:
+        truth = truth_report.cxr_truth(truth_path)
+        state = local.require_running(state_dir)
+        release = truth_report.load_release(state["dsns"]["consensus"], protocol, release_id)
+        result = truth_report.truth_audit(release, truth)
+    except (StackError, LookupError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    typer.echo(f"release {result['release_id']} against {truth_path} (simulation only)")
+    typer.echo("\n".join(truth_audit.render(result, load_taxonomy("cxr").label_ids)))
