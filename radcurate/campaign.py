@@ -25,7 +25,7 @@ from radcurate.simulate import DEFAULT_MODEL, ReaderModel, SimReader, Truth, mak
 from radcurate.truth_audit import AuditedStudy, audit
 from services.common.contracts import Finding, SamplingPlan, SelectionPlan, SuggestedLabel, Verdict
 from services.common.taxonomy import load_taxonomy
-from services.consensus.reporting import kappa_per_label, reader_label_sets
+from services.consensus.reporting import kappa_per_label, kappa_units, label_reliability
 from services.consensus.rule_config import RuleConfig, decide
 from services.consensus.rules import CXR_RULE, VoteView
 from services.consensus.selection import AcceptedStudy, composition, select_and_split
@@ -122,6 +122,7 @@ class CampaignPlan:
     selection: SelectionPlan = field(default_factory=SelectionPlan)
     model: ReaderModel = DEFAULT_MODEL
     fourth_reader: bool = True  # simulate one more read of every benchmark study, for the audit
+    bootstrap: int = 200  # patient-bootstrap replicates for kappa's interval (0: none)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -143,17 +144,24 @@ class CampaignOutcome:
     composition: dict
     audit: dict
     kappa: dict[str, float | None]
+    reliability: dict  # kappa's patient-bootstrap CIs and Krippendorff's alpha, as the agreement report has them
     reader_hours: float
     unmet: list[str]
 
 
-def run_campaign(pool: Sequence[PoolStudy], plan: CampaignPlan, seed: int) -> CampaignOutcome:
+def candidates(pool: Sequence[PoolStudy]) -> list:
+    """The sampler's view of the archive (its own `candidate_from`); compute once per archive."""
+    return [candidate_from(SimpleNamespace(study_id=s.study_id, patient_id=s.patient_id, labels=list(s.suggested),
+                                           unmapped_findings=list(s.unmapped))) for s in pool]
+
+
+def run_campaign(pool: Sequence[PoolStudy], plan: CampaignPlan, seed: int,
+                 pool_candidates: Sequence | None = None) -> CampaignOutcome:
     """One campaign with one seed: sample, assign, read, decide, select, audit."""
     label_ids = load_taxonomy("cxr").label_ids
     by_id = {s.study_id: s for s in pool}
-    candidates = [candidate_from(SimpleNamespace(study_id=s.study_id, patient_id=s.patient_id, labels=list(s.suggested),
-                                                 unmapped_findings=list(s.unmapped))) for s in pool]
-    sample = draw_sample(candidates, SamplingPlan(n=plan.sample_size, readers_per_study=plan.readers_per_study,
+    pool_candidates = candidates(pool) if pool_candidates is None else pool_candidates
+    sample = draw_sample(pool_candidates, SamplingPlan(n=plan.sample_size, readers_per_study=plan.readers_per_study,
                                                   seed=seed), label_ids)
     rng = random.Random(seed)
     panel = {f"reader-{i:02d}": make_reader(f"reader-{i:02d}", "", rng, plan.model, panel_seed=seed)
@@ -188,10 +196,11 @@ def run_campaign(pool: Sequence[PoolStudy], plan: CampaignPlan, seed: int) -> Ca
                             if plan.fourth_reader else None)
                for name, ids in benchmark.items() for sid in ids]
     chosen = [a for a in accepted if a.study_id in set(benchmark["released"]) | set(benchmark["holdout"])]
-    kappa = _kappa(study_ids, by_id, votes, label_ids)
+    kappa, reliability = _kappa(study_ids, by_id, votes, label_ids, plan.bootstrap)
     return CampaignOutcome(sampled=len(study_ids), accepted=len(accepted), adjudicated=adjudicated,
                            selected=len(chosen), composition=composition(chosen, label_ids),
-                           audit=audit(audited, label_ids), kappa=kappa, reader_hours=seconds / 3600,
+                           audit=audit(audited, label_ids), kappa=kappa, reliability=reliability,
+                           reader_hours=seconds / 3600,
                            unmet=list(sample.unmet_quotas) + (split.unmet if split else ["fewer than 2 accepted"]))
 
 
@@ -206,10 +215,13 @@ def _fourth_objects(panel: dict[str, SimReader], readers: Sequence[str], study: 
 
 
 def _kappa(study_ids: Sequence[str], by_id: dict[str, PoolStudy], votes: dict[str, list[VoteView]],
-           label_ids: Sequence[str]) -> dict[str, float | None]:
-    """Fleiss' kappa per label as the agreement report computes it, on every decided study."""
-    studies = [{"study_id": sid, "suggested": sorted(by_id[sid].labels)} for sid in study_ids]
+           label_ids: Sequence[str], n_bootstrap: int) -> tuple[dict[str, float | None], dict]:
+    """Fleiss' kappa per label as the agreement report computes it, on every decided study, and
+    its patient-bootstrap intervals and Krippendorff's alpha."""
+    studies = [{"study_id": sid, "patient_id": by_id[sid].patient_id, "suggested": sorted(by_id[sid].labels)}
+               for sid in study_ids]
     rows = [{"study_id": sid, "reader_id": v.reader_id, "verdict": v.verdict.value,
              "added_labels": sorted(v.added_labels), "removed_labels": sorted(v.removed_labels)}
             for sid in study_ids for v in votes[sid]]
-    return kappa_per_label(reader_label_sets(studies, rows), label_ids)
+    units = kappa_units(studies, rows)
+    return kappa_per_label([x for x, _ in units], label_ids), label_reliability(units, label_ids, n_bootstrap)

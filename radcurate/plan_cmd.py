@@ -18,7 +18,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from radcurate.campaign import RULES, CampaignOutcome, CampaignPlan, run_campaign, synth_pool
+from radcurate.campaign import RULES, CampaignOutcome, CampaignPlan, candidates, run_campaign, synth_pool
 from services.common.contracts import SelectionPlan
 
 Figure = Callable[[CampaignOutcome], float]
@@ -77,7 +77,11 @@ def per_label(outcomes: Sequence[CampaignOutcome]) -> dict[str, dict[str, float 
         kappas = [o.kappa[label] for o in outcomes if o.kappa[label] is not None]
         errors = {kind: float(np.mean([sum(o.audit["per_label"][s][label][kind] for s in ("released", "holdout"))
                                        for o in outcomes])) for kind in ("fp", "fn")}
-        out[label] = {"kappa": float(np.mean(kappas)) if kappas else None, **errors}
+        alphas = [o.reliability["krippendorff_alpha"][label] for o in outcomes
+                  if o.reliability["krippendorff_alpha"][label] is not None]
+        out[label] = {"kappa": float(np.mean(kappas)) if kappas else None,
+                      "kappa_ci95_first_seed": outcomes[0].reliability["fleiss_kappa_ci95"][label],
+                      "alpha": float(np.mean(alphas)) if alphas else None, **errors}
     return out
 
 
@@ -150,9 +154,9 @@ def plan(pool: Annotated[int, typer.Option(min=20, help="Studies in the (synthet
     started = time.perf_counter()
     archive = synth_pool(pool, pool_seed, cache_dir)
     labelled = time.perf_counter() - started
-    results = {}
+    results, pool_candidates = {}, candidates(archive)
     for name, p in plans.items():
-        outcomes = [run_campaign(archive, p, seed) for seed in range(seeds)]
+        outcomes = [run_campaign(archive, p, seed, pool_candidates) for seed in range(seeds)]
         results[name] = {"summary": summarise(outcomes), "per_label": per_label(outcomes),
                          "unmet": shortfalls(outcomes)}
     elapsed = time.perf_counter() - started

@@ -18,12 +18,14 @@ It is pure given a reader's random stream, so `radcurate plan` runs the same mod
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
 
@@ -109,9 +111,13 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
+@lru_cache(maxsize=1 << 16)
 def shared_latent(panel_seed: int, study_id: str, label: str) -> float:
-    """The standard-normal error every reader of this study shares for this label (a hard image)."""
-    return random.Random(f"{panel_seed}|{study_id}|{label}").gauss(0.0, 1.0)
+    """The standard-normal error every reader of this study shares for this label (a hard image):
+    a hash of the three, so any reader, in any process and order, draws the same value."""
+    digest = hashlib.blake2b(f"{panel_seed}|{study_id}|{label}".encode(), digest_size=8).digest()
+    uniform = (int.from_bytes(digest, "big") + 0.5) / 2**64
+    return _NORMAL.inv_cdf(uniform)
 
 
 @dataclass

@@ -46,10 +46,10 @@ def reader_label_sets(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> l
     Fleiss' kappa needs the same number of raters per subject; a study with a missing or extra
     counted vote (a reassignment mid-read) is left out rather than distorting the statistic.
     """
-    return [sets for sets, _ in _kappa_units(studies, votes)]
+    return [sets for sets, _ in kappa_units(studies, votes)]
 
 
-def _kappa_units(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> list[tuple[list[frozenset[str]], str]]:
+def kappa_units(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> list[tuple[list[frozenset[str]], str]]:
     """(reader label sets, patient id) of the studies `reader_label_sets` keeps, in study order."""
     by_study = _votes_by_study(votes)
     units = [([effective_labels(v, s["suggested"]) for v in by_study.get(s["study_id"], [])],
@@ -101,7 +101,7 @@ def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_i
 def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
                      n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
     """Everything `GET /api/v1/reports/agreement` and `radcurate report` show."""
-    units = _kappa_units(studies, votes)
+    units = kappa_units(studies, votes)
     sets = [x for x, _ in units]
     by_study = _votes_by_study(votes)
     return {
