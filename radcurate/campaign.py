@@ -105,7 +105,8 @@ def _load_pool(path: Path) -> list[PoolStudy]:
 
 
 def _pool_study(r: dict) -> PoolStudy:
-    return PoolStudy(r["study_id"], r["patient_id"], Truth(frozenset(r["labels"]), frozenset(r["subtle"]), r["study_id"]),
+    truth = Truth(frozenset(r["labels"]), frozenset(r["subtle"]), r["study_id"])
+    return PoolStudy(r["study_id"], r["patient_id"], truth,
                      tuple(SuggestedLabel.model_validate(s) for s in r["suggested"]),
                      tuple(Finding.model_validate(f) for f in r["unmapped"]))
 

@@ -89,7 +89,7 @@ def report(protocol: Annotated[str, typer.Option(help="Protocol id.")] = "cxr-la
            state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".radcurate"),
            truth: Annotated[Path | None, typer.Option(
                "--truth", exists=True, dir_okay=False,
-               help="Simulation only: audit the latest release's labels against this hidden truth (truth.jsonl).")] = None,
+               help="Simulation only: audit the latest release's labels against this truth.jsonl.")] = None,
            release_id: Annotated[str | None, typer.Option(help="With --truth: the release to audit.")] = None) -> None:
     """Print Fleiss' kappa per label (with patient-bootstrap CIs), Krippendorff's alpha, verdict
     shares, reader stats and AI-vs-expert tables; with --truth, the benchmark's label error."""

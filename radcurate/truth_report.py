@@ -41,7 +41,8 @@ def load_release(dsn: str, protocol: str, release_id: str | None = None) -> Rele
             row = conn.execute("SELECT release_id, released FROM releases WHERE release_id = %s AND protocol = %s",
                                (release_id, protocol)).fetchone()
         if row is None:
-            raise LookupError(f"no release {release_id!r} of {protocol}" if release_id else f"no release of {protocol} yet")
+            raise LookupError(f"no release {release_id!r} of {protocol}" if release_id
+                              else f"no release of {protocol} yet")
         released_ids = list(row["released"])
         released = {r["study_id"]: frozenset(r["labels"]) for r in conn.execute(
             "SELECT study_id, labels FROM effective_decisions WHERE study_id = ANY(%s)", (released_ids,))}

@@ -10,12 +10,13 @@ entering the benchmark on a median nobody chose.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean
 
-from services.common.contracts import CellConsensus, CellPoint
 import numpy as np
 
+from services.common.contracts import CellConsensus, CellPoint
 from services.common.lumbar import Grade, cell_of
 from services.consensus.agreement import krippendorff_alpha_weighted
 from services.consensus.bootstrap import DEFAULT_REPLICATES, patient_resample_weights, percentile_interval
@@ -92,8 +93,8 @@ def ordinal_alpha(reads: Sequence[CellRead], patients: Mapping[str, str], n_boot
         counts = np.array([units[k] for k in keys])
         point = float(krippendorff_alpha_weighted(counts, np.ones((1, len(keys))), "ordinal")[0])
         weights = patient_resample_weights([patients.get(k[0], k[0]) for k in keys], n_bootstrap, seed)
-        return {"alpha": None if point != point else point, "ci95": percentile_interval(krippendorff_alpha_weighted(counts, weights, "ordinal")),
-                "units": len(keys)}
+        interval = percentile_interval(krippendorff_alpha_weighted(counts, weights, "ordinal"))
+        return {"alpha": None if math.isnan(point) else point, "ci95": interval, "units": len(keys)}
 
     keys = sorted(units)
     return {"overall": figure(keys),

@@ -2,9 +2,9 @@
 
 Pure logic. Selection favours what makes a benchmark informative: studies with rare labels and
 several labels, within the composition the curator's plan sets (shares of normal and single-label
-studies, per-label minimum and maximum, a cap on any pair of labels co-occurring). The split balances label prevalence between the two
-sides by iterative multi-label stratification (Sechidis, Tsoumakas & Vlahavas, 2011) over
-PATIENTS, not studies: a model must never be scored on a patient whose other images it could
+studies, per-label minimum and maximum, a cap on any pair of labels co-occurring). The split
+balances label prevalence between the two sides by iterative multi-label stratification
+(Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be scored on a patient whose other images it could
 have been tuned on, so each patient's studies all land on one side.
 """
 
@@ -234,7 +234,8 @@ def _pick_label_minimums(
                 if i not in picked and label in s.labels and tally.fits(s, quota=not relaxed):
                     take(i, f"min_per_label: needed for {minimum} studies with {label} (rarest first)")
         if tally.labels[label] < minimum:
-            unmet.append(f"{label}: wanted {minimum}, accepted pool has {freq.get(label, 0)}, got {tally.labels[label]}")
+            unmet.append(f"{label}: wanted {minimum}, accepted pool has {freq.get(label, 0)},"
+                         f" got {tally.labels[label]}")
     return unmet
 
 

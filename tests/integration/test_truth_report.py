@@ -31,8 +31,9 @@ def seed_release(dsn: str) -> None:
                "S3": (["pleural_effusion"], ["agree_all"] * 3)}
     with psycopg.connect(dsn, autocommit=True) as conn:
         for sid, (labels, verdicts) in studies.items():
-            conn.execute("INSERT INTO assignments VALUES (%s,%s,'cxr-label-verification','run',%s,%s,'easy','cxr-v1',"
-                         "%s,%s,'[]')", (sid, f"P{sid}", json.dumps(["r1", "r2", "r3"]), json.dumps(labels), PROV, PROV))
+            conn.execute("INSERT INTO assignments VALUES (%s,%s,'cxr-label-verification','run',%s,%s,'easy',"
+                         "'cxr-v1',%s,%s,'[]')",
+                         (sid, f"P{sid}", json.dumps(["r1", "r2", "r3"]), json.dumps(labels), PROV, PROV))
             for k, verdict in enumerate(verdicts):
                 conn.execute("INSERT INTO votes VALUES (%s,%s,%s,%s,'[]','[]',10,now(),true)",
                              (f"{sid}-{k}", sid, f"r{k}", verdict))

@@ -78,7 +78,8 @@ def test_the_planner_calls_the_services_functions_not_copies(pool, monkeypatch):
     calls = []
     for name in ("draw_sample", "assign_readers", "decide", "select_and_split"):
         real = getattr(campaign, name)
-        monkeypatch.setattr(campaign, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        monkeypatch.setattr(campaign, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     run_campaign(pool, CampaignPlan(**SMALL), seed=0)
     assert {"draw_sample", "assign_readers", "decide", "select_and_split"} <= set(calls)
 
