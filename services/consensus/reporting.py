@@ -132,19 +132,21 @@ def _ai_vs_expert(studies: Sequence[Mapping], by_study: Mapping[str, list[VoteVi
                   label_ids: Sequence[str], n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
     rows = [(s, (frozenset(s["suggested"]), reader_consensus(by_study.get(s["study_id"], []), s["suggested"])))
             for s in studies]
-    weights = patient_resample_weights([str(s.get("patient_id", s["study_id"])) for s, _ in rows], n_bootstrap,
-                                       BOOTSTRAP_SEED)
-    replicates = ai_vs_expert_counts_weighted([r for _, r in rows], label_ids, weights)
-    overall_ci = {label: {m: percentile_interval(v) for m, v in reps.items()} for label, reps in replicates.items()}
 
     def table(group: list) -> dict:
+        """The group's per-label comparison, with patient-bootstrap 95% intervals of precision and recall."""
+        weights = patient_resample_weights([str(s.get("patient_id", s["study_id"])) for s, _ in group], n_bootstrap,
+                                           BOOTSTRAP_SEED)
+        replicates = ai_vs_expert_counts_weighted([r for _, r in group], label_ids, weights)
         return {"studies": len(group),
-                "per_label": {k: asdict(c) for k, c in ai_vs_expert([r for _, r in group], label_ids).items()}}
+                "per_label": {k: asdict(c) for k, c in ai_vs_expert([r for _, r in group], label_ids).items()},
+                "ci95": {label: {m: percentile_interval(v) for m, v in reps.items()}
+                         for label, reps in replicates.items()}}
 
     by_model = group_by(rows, lambda sr: _model_key(sr[0]))
     by_tier = group_by(rows, lambda sr: sr[0]["difficulty"])
     return {
-        "overall": {**table(rows), "ci95": overall_ci},
+        "overall": table(rows),
         "by_model": [{"extraction": dict(zip(("backend", "model", "prompt_version"), key[0], strict=True)),
                       "mapping": dict(zip(("backend", "model", "prompt_version"), key[1], strict=True)),
                       **table(group)} for key, group in sorted(by_model.items())],

@@ -92,6 +92,9 @@ async def check_report(stack, api) -> None:
 
 async def release_twice(stack, api) -> dict:
     """Same accepted studies, plan and seed: the second release has the same labels and split."""
+    with pytest.raises(GatewayError) as refused:
+        await api.request_release({"target_size": TARGET, "label_bounds": {"pneumonia": {"min": 3}}}, "e2e-bad")
+    assert refused.value.status == 422 and "pneumonia" in refused.value.problem["detail"]
     for rid in ("e2e-a", "e2e-b"):
         await api.request_release({"target_size": TARGET, "seed": 3}, rid)
         await eventually(lambda rid=rid: _released(api, rid), f"release {rid}")

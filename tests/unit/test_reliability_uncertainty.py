@@ -140,3 +140,13 @@ def test_lumbar_ordinal_alpha_equals_the_package_over_every_graded_cell():
 def test_an_interval_of_no_defined_replicate_is_none():
     assert percentile_interval(np.array([np.nan, np.nan])) is None
     assert percentile_interval(np.array([1.0, 2.0, 3.0])) == (1.05, 2.95)
+
+
+def test_ai_vs_expert_intervals_are_given_per_model_and_per_difficulty_tier_too():
+    studies, votes = synthetic(6, n=90)
+    ai = agreement_report(_with_patients(studies, 3), votes, LABELS, n_bootstrap=100)["ai_vs_expert"]
+    for group in [*ai["by_model"], *ai["by_difficulty"].values()]:
+        assert set(group["ci95"]) == set(LABELS)
+        for label in LABELS:
+            interval = group["ci95"][label]["precision"]
+            assert interval is None or interval[0] <= group["per_label"][label]["precision"] <= interval[1]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from services.common import outbox
 from services.common.contracts import Protocol, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
+from services.common.taxonomy import load_taxonomy
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -87,6 +88,10 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
 async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
     """Ask consensus to select the benchmark from accepted studies and release it."""
     release_id = body.release_id or f"release-{uuid.uuid4().hex[:8]}"
+    if body.protocol == Protocol.CXR:  # lumbar findings are cell:grade pairs, named by selection if unknown
+        unknown = sorted(set(body.plan.label_bounds) - set(load_taxonomy("cxr").label_ids))
+        if unknown:
+            raise Problem(422, f"plan.label_bounds names labels outside the CXR taxonomy: {', '.join(unknown)}")
     async with unit_of_work(res.pool) as conn:
         cur = await conn.execute("SELECT 1 FROM releases WHERE release_id = %s", (release_id,))
         if await cur.fetchone():
