@@ -4,15 +4,16 @@ Pure logic. Selection favours what makes a benchmark informative: studies with r
 several labels, within the composition the curator's plan sets (shares of normal and single-label
 studies, per-label minimum and maximum, a cap on any pair of labels co-occurring). The split
 balances label prevalence between the two sides by iterative multi-label stratification
-(Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be scored on a patient whose other images it could
-have been tuned on, so each patient's studies all land on one side.
+(Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be
+scored on a patient whose other images it could have been tuned on, so each patient's studies
+all land on one side.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -181,7 +182,10 @@ def _reason(study: AcceptedStudy, priority: Mapping[str, float], freq: Mapping[s
             f" {len(study.labels)} label(s), rarest {rarest}")
 
 
-def _fill_shortfall(studies, ranked, size, tally, picked, take, priority, freq, unmet) -> None:
+def _fill_shortfall(studies: list[AcceptedStudy], ranked: list[int], size: int, tally: _Tally,
+                    picked: dict[int, str], take: Callable[[int, str], None], priority: Mapping[str, float],
+                    freq: Mapping[str, int], unmet: list[str]) -> None:
+    """Fill what the quotas left empty from any group, within the caps first, then past them."""
     before = Counter(tally.groups)
     for caps in (True, False):
         for i in ranked:
@@ -219,7 +223,7 @@ def _priority(study: AcceptedStudy, freq: Mapping[str, int], n: int) -> float:
 
 def _pick_label_minimums(
     studies: list[AcceptedStudy], ranked: list[int], label_ids: Sequence[str], freq: Mapping[str, int],
-    targets: Targets, tally: _Tally, picked: dict[int, str], take,
+    targets: Targets, tally: _Tally, picked: dict[int, str], take: Callable[[int, str], None],
 ) -> list[str]:
     """Top every label up to its minimum, rarest label first, best-priority studies first; a
     study that would break a group quota or a cap is passed over while another carries the label."""
