@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radcurate.client import Gateway, GatewayError
-from radcurate.simulate import SimReader, Truth, run_panel
+from radcurate.simulate import SimReader, ability_for, Truth, run_panel
 from services.common.contracts import Protocol
 
 PANEL_FILE = "panel.json"
@@ -25,15 +25,17 @@ PANEL_FILE = "panel.json"
 def save_panel(state_dir: str | Path, readers: list[SimReader]) -> None:
     """Keep the simulated readers' tokens beside the stack's state, for `simulate-readers` later."""
     Path(state_dir, PANEL_FILE).write_text(json.dumps(
-        [{"user_id": r.user_id, "token": r.token, "miss_rate": r.miss_rate} for r in readers]))
+        [{"user_id": r.user_id, "token": r.token, "miss_rate": r.miss_rate, "speed": r.speed,
+          "panel_seed": r.panel_seed} for r in readers]))
 
 
 def load_panel(state_dir: str | Path) -> list[SimReader] | None:
     path = Path(state_dir, PANEL_FILE)
     if not path.exists():
         return None
-    return [SimReader(r["user_id"], r["token"], r["miss_rate"], random.Random(r["user_id"]))
-            for r in json.loads(path.read_text())]
+    return [SimReader(r["user_id"], r["token"], r["miss_rate"], random.Random(r["user_id"]),
+                      ability=ability_for(r["miss_rate"]), speed=r.get("speed", 1.0),
+                      panel_seed=r.get("panel_seed", 0)) for r in json.loads(path.read_text())]
 
 
 @dataclass(frozen=True)

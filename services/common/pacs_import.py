@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol as Interface
 
-from services.common.contracts import Protocol
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.dicomweb import DicomWebClient, DicomWebError, InstanceRef, StudyMatch
 from services.common.pacs_pairing import PairedStudy, ReportBook, ReportsError
 
@@ -66,7 +66,7 @@ class ImportRequest:
     study_uids: Sequence[str] = ()
     query: Mapping[str, str] = field(default_factory=dict)
     scrub: bool = False
-    protocol: Protocol = Protocol.CXR
+    protocol: str = DEFAULT_PROTOCOL  # a registered protocol's name
     concurrency: int = 4
 
 

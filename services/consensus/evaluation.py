@@ -26,6 +26,10 @@ class Outcome:
     metric_version: str = ""
 
 
+class Rejected(ValueError):
+    """The submission cannot be scored; the message is safe to show the submitter."""
+
+
 def evaluate(cmd: EvaluationRequested, release: Mapping | None, truth: Mapping[str, object],
              n_bootstrap: int = 1000) -> Outcome:
     """Score the submission, or say why not. `release` is the consensus `releases` row."""

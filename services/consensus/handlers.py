@@ -138,6 +138,8 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
             cmd = cmd.model_copy(update={"predictions_csv": submission})
         release = await repo.get_release(conn, cmd.release_id)
         truth = await repo.holdout_truth(conn, cmd.release_id) if release else {}
+        if release:  # the holdout bootstrap resamples patients, not studies
+            release = {**release, "holdout_patients": await repo.holdout_patients(conn, cmd.release_id)}
         outcome = await asyncio.to_thread(evaluate, cmd, release, truth, n_bootstrap)
         row = {"evaluation_id": cmd.evaluation_id, "evaluator_id": cmd.evaluator_id, "release_id": cmd.release_id,
                "submission_sha256": cmd.submission_sha256, "status": outcome.status, "receipt": outcome.receipt,

@@ -152,7 +152,8 @@ async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[lis
     """Decided studies (with their suggestion, tier, provenance, objects and effective decision)
     and their counted votes (with the judgement's fields): what agreement is computed from."""
     cur = await conn.execute(
-        "SELECT a.study_id, a.suggested, a.difficulty, a.extraction, a.mapping, a.objects, d.accepted, d.labels"
+        "SELECT a.study_id, a.patient_id, a.suggested, a.difficulty, a.extraction, a.mapping, a.objects,"
+        " d.accepted, d.labels"
         " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
         " ORDER BY a.study_id", (protocol,))
     studies = await cur.fetchall()
@@ -198,6 +199,13 @@ async def holdout_truth(conn: psycopg.AsyncConnection, release_id: str) -> dict[
     cur = await conn.execute("SELECT study_id, labels FROM holdout_truth WHERE release_id = %s ORDER BY study_id",
                              (release_id,))
     return {r["study_id"]: r["labels"] for r in await cur.fetchall()}
+
+
+async def holdout_patients(conn: psycopg.AsyncConnection, release_id: str) -> dict[str, str]:
+    """Holdout study id -> patient id: the unit a holdout score's bootstrap resamples."""
+    cur = await conn.execute("SELECT h.study_id, a.patient_id FROM holdout_truth h JOIN assignments a USING (study_id)"
+                             " WHERE h.release_id = %s", (release_id,))
+    return {r["study_id"]: r["patient_id"] for r in await cur.fetchall()}
 
 
 async def save_evaluation(conn: psycopg.AsyncConnection, row: dict) -> None:

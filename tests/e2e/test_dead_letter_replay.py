@@ -53,7 +53,8 @@ def dlq(stack_dir: Path, *args: str):
 
 def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixed(stack_dir: Path):
     state = local.load(stack_dir.resolve())
-    event = ReportReady(study_id="rep-dlq", report_id="rep-dlq", report={"kappa": 0.5})
+    event = ReportReady(study_id="rep-dlq", report_id="rep-dlq", protocol="cxr-label-verification",
+                        report={"kappa": 0.5})
     gateway_sql(state, """
         CREATE FUNCTION refuse_report() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
           IF NEW.event_id = %s AND NEW.outcome = 'applied' THEN RAISE EXCEPTION 'simulated bug in report-ready'; END IF;

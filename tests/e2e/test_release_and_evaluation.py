@@ -92,6 +92,9 @@ async def check_report(stack, api) -> None:
 
 async def release_twice(stack, api) -> dict:
     """Same accepted studies, plan and seed: the second release has the same labels and split."""
+    with pytest.raises(GatewayError) as refused:
+        await api.request_release({"target_size": TARGET, "label_bounds": {"pneumonia": {"min": 3}}}, "e2e-bad")
+    assert refused.value.status == 422 and "pneumonia" in refused.value.problem["detail"]
     for rid in ("e2e-a", "e2e-b"):
         await api.request_release({"target_size": TARGET, "seed": 3}, rid)
         await eventually(lambda rid=rid: _released(api, rid), f"release {rid}")
@@ -102,7 +105,24 @@ async def release_twice(stack, api) -> dict:
     cards = [json.loads(store.get_bytes(pub, f"releases/{rid}/dataset_card.json")) for rid in ("e2e-a", "e2e-b")]
     assert {**cards[0], "release_id": ""} == {**cards[1], "release_id": ""}
     assert cards[0]["agreement"]["fleiss_kappa"] and cards[0]["prevalence"]["holdout"]
+    agreement, composition = cards[0]["agreement"], cards[0]["composition"]
+    assert agreement["bootstrap"]["unit"] == "patient" and set(agreement["krippendorff_alpha"]) == set(
+        agreement["fleiss_kappa"])
+    assert any(agreement["fleiss_kappa_ci95"].values())
+    assert composition["achieved"]["studies"] == TARGET and composition["plan"]["groups"]["normal"] == 2
+    assert sum(composition["achieved"]["labels_per_study"].values()) == TARGET
     return await api.release("e2e-a")
+
+
+async def check_truth_audit(stack, data) -> None:
+    """`radcurate report --truth`: the release's label error against the synthetic truth."""
+    printed = await invoke(["report", "--truth", str(data / "truth.jsonl"), "--release-id", "e2e-a", "--json",
+                            "--state-dir", stack["state_dir"]])
+    assert printed.exit_code == 0, printed.output
+    audit = json.loads(printed.stdout)
+    assert audit["release_id"] == "e2e-a"
+    assert audit["studies"]["released"]["total"] + audit["studies"]["holdout"]["total"] == TARGET
+    assert set(audit["per_label"]["holdout"]) == set(audit["per_label"]["released"])
 
 
 async def check_export(stack, tmp_path) -> None:
@@ -202,6 +222,7 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await check_report(stack, api)
         release = await release_twice(stack, api)
         await check_export(stack, tmp_path)
+        await check_truth_audit(stack, tmp_path / "synth")
         await check_evaluations(stack, api, release, tmp_path)
     finally:
         await api.aclose()

@@ -66,3 +66,26 @@ def test_no_patient_is_on_both_sides_and_holdout_labels_stay_in_the_holdout_buck
     assert all(line.encode() not in public for line in holdout_csv[1:])
     assert all(kind == "holdout" for kind, _, dst in c.files.copies if "/holdout/" in dst)
     assert {kind for kind, _, _ in c.files.copies} == {"public", "holdout"}
+
+
+def test_the_card_shows_the_composition_achieved_against_the_plan():
+    c = compose()
+    card = json.loads(c.files.files[("public", "releases/r1/dataset_card.json")])
+    comp = card["composition"]
+    assert comp["plan"]["groups"] == {"normal": 3, "single_label": 8, "multi_label": 19}  # 10 % / 25 % of 30
+    chosen = [*c.released, *c.holdout]
+    assert comp["achieved"]["groups"]["normal"] == sum(not s.labels for s in chosen)
+    assert sum(comp["achieved"]["labels_per_study"].values()) == 30
+    a, b = TAXONOMY.label_ids[:2]
+    assert comp["achieved"]["co_occurrence"][a][b] == sum(a in s.labels and b in s.labels for s in chosen)
+    assert comp["released"]["studies"] + comp["holdout"]["studies"] == 30
+
+
+def test_the_card_carries_kappa_intervals_and_alpha_when_the_report_has_them():
+    agreement = {**AGREEMENT, "fleiss_kappa_ci95": {x: (0.4, 0.6) for x in TAXONOMY.label_ids},
+                 "krippendorff_alpha": {x: 0.51 for x in TAXONOMY.label_ids}}
+    c = compose_release("r1", "cxr-label-verification", accepted_rows(), SelectionPlan(target_size=30, seed=4),
+                        {}, TAXONOMY, RULE, agreement)
+    card = json.loads(c.files.files[("public", "releases/r1/dataset_card.json")])
+    assert card["agreement"]["fleiss_kappa_ci95"][TAXONOMY.label_ids[0]] == [0.4, 0.6]
+    assert card["agreement"]["krippendorff_alpha"][TAXONOMY.label_ids[0]] == 0.51

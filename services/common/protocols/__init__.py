@@ -197,6 +197,11 @@ class CurationProtocol(ABC):
         """Per-label agreement for the live gauge (none by default)."""
         return {}
 
+    def benchmark_labels(self) -> Sequence[str] | None:
+        """The labels a release's selection plan may bound (`SelectionPlan.label_bounds`), or None
+        when they are not a fixed list (the selection then names any bound it cannot meet)."""
+        return None
+
     def adjudication_labels(self) -> Sequence[str]:
         """The labels a curator's adjudication may set."""
         return self.taxonomy().label_ids

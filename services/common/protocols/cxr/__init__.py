@@ -130,6 +130,9 @@ class CxrLabelVerification(CurationProtocol):
     def vote_outcome(self, judgement: LabelVerdict) -> str:  # type: ignore[override]
         return judgement.verdict.value
 
+    def benchmark_labels(self) -> Sequence[str]:
+        return self.taxonomy().label_ids
+
     metric = Metric(
         "macro AUROC", higher_is_better=True,
         description="Per label and macro: AUROC, and sensitivity, specificity and F1 at 0.5, each with a"
@@ -166,7 +169,9 @@ class CxrLabelVerification(CurationProtocol):
         except scoring.PredictionFileError as exc:
             raise SubmissionRejected(str(exc)) from None
         truth_sets = {sid: frozenset(labels) for sid, labels in truth.items()}  # type: ignore[arg-type]
-        return scoring.score_cxr(truth_sets, preds, label_ids, n_bootstrap=n_bootstrap, seed=0)
+        # The bootstrap resamples patients, not studies, where consensus passes the holdout's patients.
+        return scoring.score_cxr(truth_sets, preds, label_ids, n_bootstrap=n_bootstrap, seed=0,
+                                 patients=release.get("holdout_patients"))
 
 
 def _check_labels(vote: LabelVerdict, suggested: set[str], known: set[str]) -> None:

@@ -16,7 +16,12 @@ from services.common.protocols.cxr import scoring as scoring_cxr
 from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
 from services.common.protocols.cxr.reporting import REPORT_VERSION
 from services.common.protocols.kit.rule_config import RuleConfig
-from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
+from services.common.protocols.kit.selection import AcceptedStudy, composition, plan_composition, select_and_split
+
+
+# Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
+# the card when present so that a card made from an older report still builds.
+RELIABILITY_KEYS = ("fleiss_kappa_ci95", "krippendorff_alpha", "krippendorff_alpha_ci95", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,13 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
         "prevalence": {"released": prevalence(released, taxonomy.label_ids),
                        "holdout": prevalence(holdout, taxonomy.label_ids)},
         "agreement": {"fleiss_kappa": agreement["fleiss_kappa"], "verdict_shares": agreement["verdict_shares"],
-                      "studies": agreement["studies"]},
+                      "studies": agreement["studies"],
+                      **{k: agreement[k] for k in RELIABILITY_KEYS if k in agreement}},
+        "composition": {
+            "plan": plan_composition(plan, taxonomy.label_ids, len(released) + len(holdout)),
+            "achieved": composition([*released, *holdout], taxonomy.label_ids),
+            "released": composition(released, taxonomy.label_ids),
+            "holdout": composition(holdout, taxonomy.label_ids),
+        },
         "unmet_quotas": list(unmet),
     }

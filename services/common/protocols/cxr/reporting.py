@@ -12,19 +12,26 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
+import numpy as np
+
 from services.common.contracts import ModelProvenance, Verdict
 from services.common.protocols.kit.agreement import (
     ai_vs_expert,
+    ai_vs_expert_counts_weighted,
     fleiss_kappa,
+    fleiss_kappa_weighted,
     group_by,
+    krippendorff_alpha_weighted,
     label_presence_table,
     provenance_key,
     reader_stats,
     verdict_shares,
 )
+from services.common.protocols.kit.bootstrap import DEFAULT_REPLICATES, patient_resample_weights, percentile_interval
 from services.common.protocols.kit.decision import VoteView, effective_labels
 
-REPORT_VERSION = "agreement/1"
+REPORT_VERSION = "agreement/2"  # 2: patient-bootstrap intervals, Krippendorff's alpha
+BOOTSTRAP_SEED = 0
 
 
 def _votes_by_study(votes: Sequence[Mapping]) -> dict[str, list[VoteView]]:
@@ -39,13 +46,19 @@ def reader_label_sets(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> l
     Fleiss' kappa needs the same number of raters per subject; a study with a missing or extra
     counted vote (a reassignment mid-read) is left out rather than distorting the statistic.
     """
+    return [sets for sets, _ in kappa_units(studies, votes)]
+
+
+def kappa_units(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> list[tuple[list[frozenset[str]], str]]:
+    """(reader label sets, patient id) of the studies `reader_label_sets` keeps, in study order."""
     by_study = _votes_by_study(votes)
-    sets = [[effective_labels(v, s["suggested"]) for v in by_study.get(s["study_id"], [])] for s in studies]
-    sizes = Counter(len(x) for x in sets if len(x) >= 2)
+    units = [([effective_labels(v, s["suggested"]) for v in by_study.get(s["study_id"], [])],
+              str(s.get("patient_id", s["study_id"]))) for s in studies]
+    sizes = Counter(len(x) for x, _ in units if len(x) >= 2)
     if not sizes:
         return []
     modal = sizes.most_common(1)[0][0]
-    return [x for x in sets if len(x) == modal]
+    return [(x, p) for x, p in units if len(x) == modal]
 
 
 def kappa_per_label(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) -> dict[str, float | None]:
@@ -61,18 +74,45 @@ def reader_consensus(views: Sequence[VoteView], suggested: Sequence[str]) -> fro
     return frozenset(label for label, k in counts.items() if 2 * k > len(views))
 
 
-def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str]) -> dict:
+def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_ids: Sequence[str],
+                      n_bootstrap: int = DEFAULT_REPLICATES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Per label: Fleiss' kappa and Krippendorff's alpha (nominal) with patient-bootstrap 95% CIs.
+
+    `units` are (each reader's label set, patient id) per study. Both statistics are computed on
+    the same present/absent table; the intervals resample patients (see `bootstrap`), so a
+    patient's repeat studies move together. A bound is None where no replicate is estimable.
+    """
+    sets = [x for x, _ in units]
+    weights = patient_resample_weights([p for _, p in units], n_bootstrap, seed)
+    kappa_ci, alpha, alpha_ci = {}, {}, {}
+    for label in label_ids:
+        if not sets:
+            kappa_ci[label] = alpha[label] = alpha_ci[label] = None
+            continue
+        table = label_presence_table(sets, label)
+        kappa_ci[label] = percentile_interval(fleiss_kappa_weighted(table, weights))
+        alpha[label] = _finite(float(krippendorff_alpha_weighted(table, np.ones((1, len(sets))))[0]))
+        alpha_ci[label] = percentile_interval(krippendorff_alpha_weighted(table, weights))
+    return {"fleiss_kappa_ci95": kappa_ci, "krippendorff_alpha": alpha, "krippendorff_alpha_ci95": alpha_ci,
+            "bootstrap": {"unit": "patient", "replicates": n_bootstrap, "seed": seed,
+                          "patients": len({p for _, p in units}), "interval": "percentile 2.5-97.5"}}
+
+
+def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
+                     n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
     """Everything `GET /api/v1/reports/agreement` and `radcurate report` show."""
-    sets = reader_label_sets(studies, votes)
+    units = kappa_units(studies, votes)
+    sets = [x for x, _ in units]
     by_study = _votes_by_study(votes)
     return {
         "report_version": REPORT_VERSION,
         "studies": {"decided": len(studies), "accepted": sum(bool(s["accepted"]) for s in studies),
                     "in_kappa": len(sets), "votes": len(votes)},
         "fleiss_kappa": kappa_per_label(sets, label_ids),
+        **label_reliability(units, label_ids, n_bootstrap),
         "verdict_shares": _shares(studies, votes, label_ids),
         "readers": {r: asdict(st) for r, st in sorted(reader_stats(_VoteRow(v) for v in votes).items())},
-        "ai_vs_expert": _ai_vs_expert(studies, by_study, label_ids),
+        "ai_vs_expert": _ai_vs_expert(studies, by_study, label_ids, n_bootstrap),
     }
 
 
@@ -89,13 +129,19 @@ def _share_dict(verdicts) -> dict[str, float]:
 
 
 def _ai_vs_expert(studies: Sequence[Mapping], by_study: Mapping[str, list[VoteView]],
-                  label_ids: Sequence[str]) -> dict:
+                  label_ids: Sequence[str], n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
     rows = [(s, (frozenset(s["suggested"]), reader_consensus(by_study.get(s["study_id"], []), s["suggested"])))
             for s in studies]
 
     def table(group: list) -> dict:
+        """The group's per-label comparison, with patient-bootstrap 95% intervals of precision and recall."""
+        weights = patient_resample_weights([str(s.get("patient_id", s["study_id"])) for s, _ in group], n_bootstrap,
+                                           BOOTSTRAP_SEED)
+        replicates = ai_vs_expert_counts_weighted([r for _, r in group], label_ids, weights)
         return {"studies": len(group),
-                "per_label": {k: asdict(c) for k, c in ai_vs_expert([r for _, r in group], label_ids).items()}}
+                "per_label": {k: asdict(c) for k, c in ai_vs_expert([r for _, r in group], label_ids).items()},
+                "ci95": {label: {m: percentile_interval(v) for m, v in reps.items()}
+                         for label, reps in replicates.items()}}
 
     by_model = group_by(rows, lambda sr: _model_key(sr[0]))
     by_tier = group_by(rows, lambda sr: sr[0]["difficulty"])

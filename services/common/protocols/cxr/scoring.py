@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.protocols.kit.receipt import RECEIPT_TAG, receipt  # noqa: F401  (re-exported)
+from services.common.protocols.kit.bootstrap import patient_resample_weights
 
 METRIC_VERSION = "cxr-holdout/1"
 THRESHOLD = 0.5  # a probability >= THRESHOLD counts as a positive call
@@ -267,6 +268,7 @@ def score_cxr(
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    patients: Mapping[str, str] | None = None,
 ) -> dict:
     """Per-label and macro AUROC, sensitivity, specificity, F1, with bootstrap 95% intervals.
 
@@ -276,7 +278,9 @@ def score_cxr(
     output then says "not scorable" and nothing more. `unscorable_labels` lets the organiser
     prevent this at release.
 
-    Intervals are percentiles (2.5, 97.5) over studies resampled with replacement; replicates
+    Intervals are percentiles (2.5, 97.5) over PATIENTS resampled with replacement when
+    `patients` (study id -> patient id) is given, each drawn patient bringing all their holdout
+    studies (see `bootstrap`); without it, over studies (every study its own patient). Replicates
     where a metric is undefined (a class drawn zero times) are dropped for that metric, and a
     macro replicate is dropped if any of its labels is undefined in it.
     """
@@ -292,11 +296,16 @@ def score_cxr(
     scorable = y.any(axis=0) & ~y.all(axis=0)
     point = replicate_metrics(y, p, np.ones((1, len(study_ids))))
     point["auroc"] = np.array([[auroc(y[:, j], p[:, j]) for j in range(len(label_ids))]])
-    reps = replicate_metrics(y, p, resample_counts(len(study_ids), n_bootstrap, seed))
+    if patients is None:
+        weights = resample_counts(len(study_ids), n_bootstrap, seed)
+    else:
+        weights = patient_resample_weights([patients.get(s, s) for s in study_ids], n_bootstrap, seed)
+    reps = replicate_metrics(y, p, weights)
     return {
         "metric_version": METRIC_VERSION,
         "threshold": THRESHOLD,
         "n_studies": len(study_ids),
+        "bootstrap_unit": "study" if patients is None else "patient",
         "per_label": _per_label(point, label_ids, scorable, lambda v: _number(v[0])),
         "macro": {m: _macro(point[m], scorable, lambda v: _number(v[0])) for m in METRICS},
         "ci95": {

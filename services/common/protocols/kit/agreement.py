@@ -269,3 +269,101 @@ def mean_pairwise_qwk(ratings: Mapping[str, Mapping[Hashable, int]], n_categorie
             if not math.isnan(kappa):
                 kappas.append(kappa)
     return float(np.mean(kappas)) if kappas else float("nan")
+
+
+# --- weighted forms for the patient bootstrap ----------------------------------------------
+
+
+def fleiss_kappa_weighted(table: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Fleiss' kappa of `table` once per row of `weights` (replicates x subjects draw counts).
+
+    A subject drawn twice counts twice, exactly as if its row were repeated: with weights of
+    ones this is `fleiss_kappa(table)`. NaN where chance agreement is 1 in a replicate (see
+    `fleiss_kappa`) or a replicate drew no subject.
+    """
+    counts = _validated_table(table)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    n_rat = counts.sum(axis=1).max()
+    p_rat = ((counts * counts).sum(axis=1) - n_rat) / (n_rat * (n_rat - 1.0))
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_cat = (w @ counts) / (total * n_rat)[:, None]
+        p_mean = (w @ p_rat) / total
+        p_exp = (p_cat * p_cat).sum(axis=1)
+        kappa = (p_mean - p_exp) / (1 - p_exp)
+    one_category = np.count_nonzero(p_cat > 0, axis=1) <= 1
+    return np.where(one_category | (total == 0), np.nan, kappa)
+
+
+# --- Krippendorff's alpha -------------------------------------------------------------------
+
+ALPHA_LEVELS = ("nominal", "ordinal")
+
+
+def krippendorff_alpha(value_counts: np.ndarray, level: str = "nominal") -> float:
+    """Krippendorff's alpha of a units x values table of rating counts (values in domain order).
+
+    Same definition as the `krippendorff` package (`alpha(value_counts=..., level_of_measurement=
+    ...)`): the coincidence matrix over pairable values, nominal distance 1 for any two different
+    values, ordinal distance the squared count of values between them (Krippendorff 2011). Unlike
+    kappa it allows a different number of raters per unit; a unit with one rating is unpairable
+    and adds nothing. NaN when expected disagreement is 0 (every pairable value identical).
+    """
+    return float(krippendorff_alpha_weighted(value_counts, np.ones((1, len(value_counts))), level)[0])
+
+
+def krippendorff_alpha_weighted(value_counts: np.ndarray, weights: np.ndarray, level: str = "nominal") -> np.ndarray:
+    """`krippendorff_alpha` once per row of `weights` (replicates x units draw counts)."""
+    if level not in ALPHA_LEVELS:
+        raise ValueError(f"level must be one of {ALPHA_LEVELS}, got {level!r}")
+    counts = 1.0 * np.asarray(value_counts)
+    if counts.ndim != 2 or counts.shape[1] == 0:
+        raise ValueError(f"expected a units x values table, got {counts.shape}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or np.any(counts != np.round(counts)):
+        raise ValueError("table must hold non-negative whole-number counts")
+    pairable = np.maximum(counts.sum(axis=1), 2)
+    per_unit = (counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(counts.shape[1])) \
+        / (pairable - 1)[:, None, None]
+    coincidences = np.einsum("bu,uvk->bvk", np.atleast_2d(np.asarray(weights, dtype=float)), per_unit)
+    return np.array([_alpha_from_coincidences(o, level) for o in coincidences])
+
+
+def _alpha_from_coincidences(o: np.ndarray, level: str) -> float:
+    n_v = o.sum(axis=0)
+    n = n_v.sum()
+    if n <= 1:
+        return float("nan")
+    expected = (np.outer(n_v, n_v) - np.diag(n_v)) / (n - 1)
+    distance = _ordinal_distance(n_v) if level == "ordinal" else 1.0 - np.eye(len(n_v))
+    disagreement = float((expected * distance).sum())
+    if disagreement == 0:
+        return float("nan")
+    return 1.0 - float((o * distance).sum()) / disagreement
+
+
+def _ordinal_distance(n_v: np.ndarray) -> np.ndarray:
+    """(sum of n_g for g from c to k, minus (n_c + n_k) / 2) squared, for each value pair c <= k."""
+    cumulative = np.concatenate([[0.0], np.cumsum(n_v)])
+    low = np.minimum.outer(np.arange(len(n_v)), np.arange(len(n_v)))
+    high = np.maximum.outer(np.arange(len(n_v)), np.arange(len(n_v)))
+    between = cumulative[high + 1] - cumulative[low]
+    return (between - (n_v[low] + n_v[high]) / 2) ** 2
+
+
+def ai_vs_expert_counts_weighted(rows: Sequence[LabelRow], label_ids: Sequence[str],
+                                 weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Per label, the AI's precision and recall against the readers, once per row of `weights`
+    (replicates x rows draw counts), for bootstrap intervals. Unlike `ai_vs_expert`'s
+    `zero_division=0`, a replicate whose denominator is 0 is NaN: it drops out of an interval
+    instead of pulling it towards 0."""
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    out = {}
+    for label in label_ids:
+        tp = np.array([label in s and label in c for s, c in rows], dtype=float)
+        fp = np.array([label in s and label not in c for s, c in rows], dtype=float)
+        fn = np.array([label not in s and label in c for s, c in rows], dtype=float)
+        wtp, wfp, wfn = w @ tp, w @ fp, w @ fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[label] = {"precision": np.where(wtp + wfp > 0, wtp / (wtp + wfp), np.nan),
+                          "recall": np.where(wtp + wfn > 0, wtp / (wtp + wfn), np.nan)}
+    return out

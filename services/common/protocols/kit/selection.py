@@ -1,17 +1,19 @@
 """Choose the benchmark from accepted studies and split it into released and holdout sets.
 
 Pure logic. Selection favours what makes a benchmark informative: studies with rare labels and
-several labels; normal studies only fill. The split balances label prevalence between the two
-sides by iterative multi-label stratification (Sechidis, Tsoumakas & Vlahavas, 2011) over
-PATIENTS, not studies: a model must never be scored on a patient whose other images it could
-have been tuned on, so each patient's studies all land on one side.
+several labels, within the composition the curator's plan sets (shares of normal and single-label
+studies, per-label minimum and maximum, a cap on any pair of labels co-occurring). The split
+balances label prevalence between the two sides by iterative multi-label stratification
+(Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be
+scored on a patient whose other images it could have been tuned on, so each patient's studies
+all land on one side.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -56,36 +58,162 @@ def select_and_split(
 
 # --- selection ----------------------------------------------------------------------------
 
+NORMAL, SINGLE, MULTI = "normal", "single_label", "multi_label"
+
+
+def group_of(labels: frozenset[str]) -> str:
+    """normal (no label), single_label or multi_label: the composition a plan sets shares for."""
+    return NORMAL if not labels else SINGLE if len(labels) == 1 else MULTI
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A plan resolved against a target size: how many studies per group, and per-label bounds."""
+
+    size: int
+    groups: dict[str, int | None]  # None: no quota (fills by priority)
+    label_min: dict[str, int]
+    label_max: dict[str, int]
+    pair_max: int
+
+
+def resolve_targets(plan: SelectionPlan, label_ids: Sequence[str], size: int) -> Targets:
+    """Turn shares into study counts for a benchmark of `size` studies."""
+    n_normal = None if plan.normal_share is None else round(plan.normal_share * size)
+    n_single = None if plan.single_label_share is None else round(plan.single_label_share * size)
+    n_multi = None if n_normal is None or n_single is None else size - n_normal - n_single
+    default_max = max(1, math.floor(plan.max_label_share * size))
+    bounds = plan.label_bounds
+    label_min = {x: (bounds[x].min if x in bounds and bounds[x].min is not None else plan.min_per_label)
+                 for x in label_ids}
+    label_max = {x: (bounds[x].max if x in bounds and bounds[x].max is not None else max(default_max, label_min[x]))
+                 for x in label_ids}
+    return Targets(size, {NORMAL: n_normal, SINGLE: n_single, MULTI: n_multi}, label_min, label_max,
+                   max(1, math.floor(plan.max_pair_share * size)))
+
+
+class _Tally:
+    """What has been picked so far, and whether another study still fits the plan."""
+
+    def __init__(self, targets: Targets) -> None:
+        self.targets = targets
+        self.labels: Counter[str] = Counter()
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        self.groups: Counter[str] = Counter()
+
+    def fits(self, study: AcceptedStudy, *, quota: bool = True, caps: bool = True) -> bool:
+        t = self.targets
+        wanted = t.groups[group_of(study.labels)]
+        if quota and wanted is not None and self.groups[group_of(study.labels)] >= wanted:
+            return False
+        if not caps:
+            return True
+        if any(self.labels[x] >= t.label_max.get(x, t.size) for x in study.labels):
+            return False
+        return all(self.pairs[p] < t.pair_max for p in _pairs(study.labels))
+
+    def add(self, study: AcceptedStudy) -> None:
+        self.labels.update(study.labels)
+        self.pairs.update(_pairs(study.labels))
+        self.groups[group_of(study.labels)] += 1
+
+
+def _pairs(labels: frozenset[str]) -> list[tuple[str, str]]:
+    ordered = sorted(labels)
+    return [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]]
+
 
 def select_benchmark(
     accepted: Sequence[AcceptedStudy], plan: SelectionPlan, label_ids: Sequence[str]
 ) -> tuple[list[AcceptedStudy], dict[str, str], list[str]]:
-    """The benchmark studies (sorted by id), why each was chosen, and the quotas left short.
+    """The benchmark studies (sorted by id), why each was chosen, and what of the plan fell short.
 
-    Order: `min_per_label` per label, rarest label first; then abnormal studies by priority
-    (sum of label rarities, so rare and multi-label studies come first); then normals.
+    Order, every step within each label's maximum and the pair cap: per-label minimums, rarest
+    label first (best-priority studies first); the normal quota; the single-label quota (rarest
+    label first); the multi-label rest by priority (sum of label rarities, so rare and multi-label
+    studies come first). When the pool cannot fill a quota, the other groups fill in, then the caps
+    give way; each relaxation is named in the shortfall, never silent.
     """
     studies = sorted(accepted, key=attrgetter("study_id"))
     _check_unique(studies)
-    target = min(plan.target_size, len(studies))
+    size = min(plan.target_size, len(studies))
     unmet = []
-    if target < plan.target_size:
+    if size < plan.target_size:
         unmet.append(f"benchmark: wanted {plan.target_size}, {len(studies)} accepted")
+    unmet += [f"label_bounds: {x} is not a label of this protocol, ignored"
+              for x in sorted(set(plan.label_bounds) - set(label_ids))]
+    targets = resolve_targets(plan, label_ids, size)
     freq = Counter(label for s in studies for label in s.labels)
     tiebreak = np.random.default_rng(plan.seed).random(len(studies)).tolist()
     priority = {s.study_id: _priority(s, freq, len(studies)) for s in studies}
-    ranked = sorted(
-        (i for i, s in enumerate(studies) if s.labels),
-        key=lambda i: (-priority[studies[i].study_id], tiebreak[i]),
-    )
-    picked: dict[int, str] = {}  # index -> reason, in pick order
-    unmet += _pick_label_minimums(studies, ranked, label_ids, freq, plan.min_per_label, target, picked)
-    _pick_by_priority(studies, ranked, priority, freq, target, picked)
-    normals = sorted((i for i, s in enumerate(studies) if not s.labels), key=tiebreak.__getitem__)
-    for i in normals[: max(target - len(picked), 0)]:
-        picked[i] = "no finding: fills the benchmark after all abnormal studies"
+    ranked = sorted(range(len(studies)), key=lambda i: (-priority[studies[i].study_id], tiebreak[i]))
+    tally, picked = _Tally(targets), {}  # picked: index -> reason, in pick order
+
+    def take(i: int, why: str) -> None:
+        picked[i] = why
+        tally.add(studies[i])
+
+    unmet += _pick_label_minimums(studies, ranked, label_ids, freq, targets, tally, picked, take)
+    quota = targets.groups
+    phases = [{NORMAL}] if quota[NORMAL] is not None else []
+    phases += [{SINGLE}, {MULTI}] if quota[SINGLE] is not None else [{SINGLE, MULTI}]
+    phases += [{NORMAL}] if quota[NORMAL] is None else []  # no normal share: normals only fill
+    for groups in phases:
+        for i in ranked:
+            if len(picked) >= size:
+                break
+            s = studies[i]
+            if i not in picked and group_of(s.labels) in groups and tally.fits(s):
+                take(i, _reason(s, priority, freq, quota[NORMAL] is None))
+    if len(picked) < size:  # a quota the pool could not fill: others fill in, first within the caps
+        _fill_shortfall(studies, ranked, size, tally, picked, take, priority, freq, unmet)
+    unmet += _composition_shortfall(targets, tally, freq, len(studies))
     chosen = [studies[i] for i in sorted(picked)]
     return chosen, {studies[i].study_id: why for i, why in picked.items()}, unmet
+
+
+def _reason(study: AcceptedStudy, priority: Mapping[str, float], freq: Mapping[str, int],
+            normals_fill: bool = False) -> str:
+    if not study.labels:
+        return ("no finding: fills the benchmark after all abnormal studies" if normals_fill
+                else "no finding: the plan's share of normal studies")
+    rarest = min(study.labels, key=lambda x: (freq[x], x))
+    return (f"{group_of(study.labels).replace('_', '-')} quota, priority {priority[study.study_id]:.2f}:"
+            f" {len(study.labels)} label(s), rarest {rarest}")
+
+
+def _fill_shortfall(studies: list[AcceptedStudy], ranked: list[int], size: int, tally: _Tally,
+                    picked: dict[int, str], take: Callable[[int, str], None], priority: Mapping[str, float],
+                    freq: Mapping[str, int], unmet: list[str]) -> None:
+    """Fill what the quotas left empty from any group, within the caps first, then past them."""
+    before = Counter(tally.groups)
+    for caps in (True, False):
+        for i in ranked:
+            if len(picked) >= size:
+                break
+            if i not in picked and tally.fits(studies[i], quota=False, caps=caps):
+                take(i, _reason(studies[i], priority, freq) + ("" if caps else " (over a label or pair cap)")
+                     + " (fills a quota the pool could not)")
+        if len(picked) >= size:
+            break
+    over = {g: tally.groups[g] - before[g] for g in (NORMAL, SINGLE, MULTI) if tally.groups[g] > before[g]}
+    unmet.append("composition: quotas could not be filled as planned; filled with "
+                 + ", ".join(f"{n} more {g}" for g, n in over.items()))
+
+
+def _composition_shortfall(targets: Targets, tally: _Tally, freq: Mapping[str, int], pool: int) -> list[str]:
+    """Every group quota, label maximum and pair cap the selection did not keep, by name."""
+    notes = []
+    for group, wanted in targets.groups.items():
+        if wanted is not None and tally.groups[group] != wanted:
+            notes.append(f"{group}: wanted {wanted}, got {tally.groups[group]}")
+    for label, cap in sorted(targets.label_max.items()):
+        if tally.labels[label] > cap:
+            notes.append(f"{label}: at most {cap} wanted, got {tally.labels[label]}")
+    for (a, b), n in sorted(tally.pairs.items()):
+        if n > targets.pair_max:
+            notes.append(f"{a} + {b}: at most {targets.pair_max} studies with both wanted, got {n}")
+    return notes
 
 
 def _priority(study: AcceptedStudy, freq: Mapping[str, int], n: int) -> float:
@@ -94,36 +222,54 @@ def _priority(study: AcceptedStudy, freq: Mapping[str, int], n: int) -> float:
 
 
 def _pick_label_minimums(
-    studies: list[AcceptedStudy], ranked: list[int], label_ids: Sequence[str],
-    freq: Mapping[str, int], minimum: int, target: int, picked: dict[int, str],
+    studies: list[AcceptedStudy], ranked: list[int], label_ids: Sequence[str], freq: Mapping[str, int],
+    targets: Targets, tally: _Tally, picked: dict[int, str], take: Callable[[int, str], None],
 ) -> list[str]:
-    """Top every label up to `minimum`, rarest label first, best-priority studies first."""
-    have: Counter[str] = Counter()
+    """Top every label up to its minimum, rarest label first, best-priority studies first; a
+    study that would break a group quota or a cap is passed over while another carries the label."""
     unmet = []
     for label in sorted(label_ids, key=lambda x: (freq.get(x, 0), x)):
-        for i in ranked:
-            if have[label] >= minimum or len(picked) >= target:
-                break
-            if i not in picked and label in studies[i].labels:
-                picked[i] = f"min_per_label: needed for {minimum} studies with {label} (rarest first)"
-                have.update(studies[i].labels)
-        if have[label] < minimum:
-            available = freq.get(label, 0)
-            unmet.append(f"{label}: wanted {minimum}, accepted pool has {available}, got {have[label]}")
+        minimum = targets.label_min[label]
+        for relaxed in (False, True):
+            for i in ranked:
+                if tally.labels[label] >= minimum or len(picked) >= targets.size:
+                    break
+                s = studies[i]
+                if i not in picked and label in s.labels and tally.fits(s, quota=not relaxed):
+                    take(i, f"min_per_label: needed for {minimum} studies with {label} (rarest first)")
+        if tally.labels[label] < minimum:
+            unmet.append(f"{label}: wanted {minimum}, accepted pool has {freq.get(label, 0)},"
+                         f" got {tally.labels[label]}")
     return unmet
 
 
-def _pick_by_priority(
-    studies: list[AcceptedStudy], ranked: list[int], priority: Mapping[str, float],
-    freq: Mapping[str, int], target: int, picked: dict[int, str],
-) -> None:
-    for i in ranked:
-        if len(picked) >= target:
-            return
-        if i not in picked:
-            s = studies[i]
-            rarest = min(s.labels, key=lambda x: (freq[x], x))
-            picked[i] = f"priority {priority[s.study_id]:.2f}: {len(s.labels)} label(s), rarest {rarest}"
+def composition(studies: Sequence[AcceptedStudy], label_ids: Sequence[str]) -> dict:
+    """What a benchmark is made of: groups, labels-per-study histogram, per-label counts and the
+    co-occurrence matrix (label x label studies carrying both; the diagonal is the label's count)."""
+    labels = list(label_ids)
+    matrix = {a: {b: 0 for b in labels} for a in labels}
+    for s in studies:
+        for a in s.labels:
+            for b in s.labels:
+                if a in matrix and b in matrix:
+                    matrix[a][b] += 1
+    histogram = Counter(len(s.labels) for s in studies)
+    return {
+        "studies": len(studies),
+        "groups": {g: sum(group_of(s.labels) == g for s in studies) for g in (NORMAL, SINGLE, MULTI)},
+        "labels_per_study": {str(k): histogram[k] for k in range(max(histogram, default=0) + 1)},
+        "per_label": {x: matrix[x][x] for x in labels},
+        "co_occurrence": matrix,
+        "max_pair": max(((matrix[a][b], f"{a} + {b}") for i, a in enumerate(labels) for b in labels[i + 1:]),
+                        default=(0, "")),
+    }
+
+
+def plan_composition(plan: SelectionPlan, label_ids: Sequence[str], size: int) -> dict:
+    """The composition the plan asks for at `size` studies, in `composition`'s terms."""
+    t = resolve_targets(plan, label_ids, size)
+    return {"studies": size, "groups": t.groups, "label_min": t.label_min, "label_max": t.label_max,
+            "pair_max": t.pair_max}
 
 
 def _check_unique(studies: Sequence[AcceptedStudy]) -> None:

@@ -10,11 +10,16 @@ entering the benchmark on a median nobody chose.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import mean
 
+import numpy as np
+
 from services.common.contracts import CellConsensus, CellPoint
-from services.common.protocols.lumbar.grid import Grade, cell_of, cell_id
+from services.common.protocols.lumbar.grid import Grade, cell_id, cell_of
+from services.common.protocols.kit.agreement import krippendorff_alpha_weighted
+from services.common.protocols.kit.bootstrap import DEFAULT_REPLICATES, patient_resample_weights, percentile_interval
 from services.common.protocols.lumbar.consensus_rule import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.decision import Decision
@@ -70,6 +75,33 @@ def _consensus(c) -> CellConsensus:
                          method=c.method.value, adjudicate=c.adjudicate, point=point or None)
 
 
+GRADE_ORDER = (Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE)
+
+
+def ordinal_alpha(reads: Sequence[CellRead], patients: Mapping[str, str], n_bootstrap: int = DEFAULT_REPLICATES,
+                  seed: int = 0) -> dict:
+    """Krippendorff's alpha (ordinal) over every graded cell, overall and per condition, with a
+    patient-bootstrap 95% interval. Units are (study, condition, level); unlike a mean of pairwise
+    QWKs it uses every read, whichever readers a study happened to get."""
+    units: dict[tuple[str, str, str], list[int]] = {}
+    for r in reads:
+        units.setdefault((r.study_id, r.condition.value, r.level.value), [0, 0, 0])[GRADE_ORDER.index(r.grade)] += 1
+
+    def figure(keys: list[tuple[str, str, str]]) -> dict:
+        if not keys:
+            return {"alpha": None, "ci95": None, "units": 0}
+        counts = np.array([units[k] for k in keys])
+        point = float(krippendorff_alpha_weighted(counts, np.ones((1, len(keys))), "ordinal")[0])
+        weights = patient_resample_weights([patients.get(k[0], k[0]) for k in keys], n_bootstrap, seed)
+        interval = percentile_interval(krippendorff_alpha_weighted(counts, weights, "ordinal"))
+        return {"alpha": None if math.isnan(point) else point, "ci95": interval, "units": len(keys)}
+
+    keys = sorted(units)
+    return {"overall": figure(keys),
+            "by_condition": {c: figure([k for k in keys if k[1] == c]) for c in sorted({k[1] for k in keys})},
+            "bootstrap": {"unit": "patient", "replicates": n_bootstrap, "seed": seed}}
+
+
 def lumbar_agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> dict:
     """Quadratic-weighted kappa per condition, per level and per cell, and point distances in mm.
 
@@ -90,6 +122,8 @@ def lumbar_agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping]
         "mean_qwk": _mean([a.qwk for a in overall.values()]),
         "mean_point_distance_mm": _mean([a.mean_point_distance_mm for a in overall.values()]),
         "grade_shares": _grade_shares(reads),
+        "krippendorff_alpha_ordinal": ordinal_alpha(
+            reads, {s["study_id"]: str(s.get("patient_id", s["study_id"])) for s in studies}),
     }
 
 

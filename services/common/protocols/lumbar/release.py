@@ -129,7 +129,7 @@ def lumbar_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Map
                                 "holdout": len({s.patient_id for s in holdout})}},
         "grade_prevalence": {"released": _prevalence(released), "holdout": _prevalence(holdout)},
         "agreement": {k: agreement.get(k) for k in ("studies", "mean_qwk", "qwk_by_condition",
-                                                     "mean_point_distance_mm")},
+                                                     "mean_point_distance_mm", "krippendorff_alpha_ordinal")},
         "unmet_quotas": list(unmet),
     }
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from services.common import outbox
 from services.common.contracts import ProtocolName, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
+from services.common import protocols
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway import judgements
 from services.gateway.judgements import judgement_fields
@@ -90,6 +91,12 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
 async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
     """Ask consensus to select the benchmark from accepted studies and release it."""
     release_id = body.release_id or f"release-{uuid.uuid4().hex[:8]}"
+    known = protocols.get(body.protocol).benchmark_labels()
+    if known is not None:  # e.g. lumbar's are cell:grade pairs: the selection names any it cannot find
+        unknown = sorted(set(body.plan.label_bounds) - set(known))
+        if unknown:
+            raise Problem(422, f"plan.label_bounds names labels outside the {body.protocol} taxonomy:"
+                               f" {', '.join(unknown)}")
     async with unit_of_work(res.pool) as conn:
         cur = await conn.execute("SELECT 1 FROM releases WHERE release_id = %s", (release_id,))
         if await cur.fetchone():

@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, status
 from pydantic import Field, StringConstraints
 
-from services.common.contracts import Protocol
+from services.common.contracts import ProtocolName
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.pacs_import import ImportRequest
 from services.common.pacs_pairing import ReportBook, ReportRow, ReportsError
@@ -40,7 +41,7 @@ class PacsImportIn(RequestBody):
     reports: list[ReportIn] = Field(min_length=1, max_length=MAX_REPORTS,
                                     description="Reports keyed by accession_number or study_instance_uid.")
     scrub: bool = False
-    protocol: Protocol = Protocol.CXR
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
