@@ -7,7 +7,7 @@ STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean check lint-imports
+.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean check lint lint-imports types
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -38,7 +38,13 @@ unit: setup
 lint-imports: .venv/.synced  ## the import contracts in pyproject.toml (services apart, protocols as plug-ins)
 	PYTHONPATH=$(CURDIR) .venv/bin/lint-imports --no-logo
 
-check: lint-imports  ## the fast inner loop: import contracts + unit tests (no apt; no network once synced)
+lint: .venv/.synced  ## ruff: pyflakes, import order, bugbear, pyupgrade (config in pyproject.toml)
+	.venv/bin/ruff check services radcurate tests bench
+
+types: .venv/.synced  ## mypy, strict on the modules listed in pyproject.toml
+	.venv/bin/mypy
+
+check: lint types lint-imports  ## the fast inner loop: lint + types + import contracts + unit tests (no apt, no network once synced)
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 integration: setup

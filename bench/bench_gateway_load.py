@@ -60,7 +60,7 @@ async def _reader(client: httpx.AsyncClient, token: str, lat: dict[str, list[flo
         if resp.status_code == 204:
             return votes
         a = resp.json()
-        r = await _timed(lat["vote"], errors, lambda: client.post(
+        r = await _timed(lat["vote"], errors, lambda a=a: client.post(
             f"/api/v1/reviews/{a['assignment_id']}/vote", headers={**auth, "Idempotency-Key": a["assignment_id"]},
             json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20}))
         assert r.status_code in (200, 201), r.text

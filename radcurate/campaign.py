@@ -24,14 +24,14 @@ import numpy as np
 from radcurate.simulate import DEFAULT_MODEL, ReaderModel, SimReader, Truth, make_reader
 from radcurate.truth_audit import AuditedStudy, audit
 from services.common.contracts import Finding, SamplingPlan, SelectionPlan, SuggestedLabel, Verdict
-from services.common.taxonomy import load_taxonomy
-from services.common.protocols.cxr.reporting import kappa_per_label, kappa_units, label_reliability
-from services.common.protocols.kit.rule_config import RuleConfig, decide
-from services.common.protocols.kit.decision import CXR_RULE, VoteView
-from services.common.protocols.kit.selection import AcceptedStudy, composition, select_and_split
-from services.sampler.assignment import assign_readers
 from services.common.protocols.cxr import candidate_from
+from services.common.protocols.cxr.reporting import kappa_per_label, kappa_units, label_reliability
+from services.common.protocols.kit.decision import CXR_RULE, VoteView
+from services.common.protocols.kit.rule_config import RuleConfig, decide
 from services.common.protocols.kit.sampling import draw_sample
+from services.common.protocols.kit.selection import AcceptedStudy, composition, select_and_split
+from services.common.taxonomy import load_taxonomy
+from services.sampler.assignment import assign_readers
 
 PROTOCOL = "cxr-label-verification"
 POOL_CACHE_VERSION = "1"

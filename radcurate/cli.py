@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -112,20 +111,20 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 
 
 @app.command()
-def ingest(data_dir: Annotated[Optional[Path], typer.Argument(
+def ingest(data_dir: Annotated[Path | None, typer.Argument(
                exists=True, file_okay=False, help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
            protocol: Annotated[str, typer.Option(help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
-           dicomweb: Annotated[Optional[str], typer.Option(
+           dicomweb: Annotated[str | None, typer.Option(
                "--dicomweb", help="A PACS's DICOMweb root (e.g. http://pacs:8042/dicom-web): search it with"
                                   " QIDO-RS and retrieve with WADO-RS instead of reading a folder.")] = None,
-           study_uid: Annotated[Optional[list[str]], typer.Option(
+           study_uid: Annotated[list[str] | None, typer.Option(
                "--study-uid", help="With --dicomweb: only this StudyInstanceUID (repeatable).")] = None,
-           query: Annotated[Optional[list[str]], typer.Option(
+           query: Annotated[list[str] | None, typer.Option(
                "--query", help="With --dicomweb: a QIDO-RS matching key, KEY=VALUE (repeatable),"
                                " e.g. ModalitiesInStudy=CR or StudyDate=20240101-20241231.")] = None,
-           reports: Annotated[Optional[Path], typer.Option(
+           reports: Annotated[Path | None, typer.Option(
                "--reports", exists=True, dir_okay=False,
                help="With --dicomweb: CSV of reports keyed by accession_number or study_instance_uid.")] = None,
            quiet: Quiet = False) -> None:

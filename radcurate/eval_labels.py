@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.common.protocols.cxr.extract import extract_findings
 from services.common.protocols.cxr.lexicon import map_findings
+from services.common.taxonomy import Taxonomy, load_taxonomy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / "tests" / "data" / "cxr_gold_reports.jsonl"

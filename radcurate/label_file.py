@@ -14,9 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from services.common.taxonomy import Taxonomy, load_taxonomy
 from services.common.protocols.cxr.extract import extract_findings
 from services.common.protocols.cxr.lexicon import map_findings
+from services.common.taxonomy import Taxonomy, load_taxonomy
 
 if TYPE_CHECKING:  # imported where used: the offline rules path need not load openai and fastapi
     from services.common.llm import LlmConfig

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radcurate.client import Gateway, GatewayError
-from radcurate.simulate import SimReader, ability_for, Truth, run_panel
+from radcurate.simulate import SimReader, Truth, ability_for, run_panel
 from services.common.contracts import Protocol
 
 PANEL_FILE = "panel.json"

@@ -54,7 +54,12 @@ def score_cxr_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: int
 
 def score_lumbar_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: int) -> dict:
     """Lumbar: truth is the competition's train.csv, predictions its submission format."""
-    from services.common.protocols.lumbar.scoring import SubmissionError, parse_submission, score_lumbar, truth_from_train_csv
+    from services.common.protocols.lumbar.scoring import (
+        SubmissionError,
+        parse_submission,
+        score_lumbar,
+        truth_from_train_csv,
+    )
 
     try:
         truth = truth_from_train_csv(truth_text)

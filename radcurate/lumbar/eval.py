@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from services.common.taxonomy import Taxonomy, load_taxonomy
-from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Grade, cell_id
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Grade, cell_id
 from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
+from services.common.taxonomy import Taxonomy, load_taxonomy
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "lumbar_gold_reports.jsonl"
 

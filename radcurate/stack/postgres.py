@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import warnings
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import psycopg

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import accumulate
 from datetime import date, timedelta
+from itertools import accumulate
 
 import numpy as np
 

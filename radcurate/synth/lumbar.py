@@ -24,12 +24,11 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from radcurate import progress
-from services.common.protocols.lumbar.competition import CompetitionStudy, SeriesType, write_split
 from radcurate.synth.lumbar_dicom import MrEncoder, instance_values
 from radcurate.synth.lumbar_paint import series_images
 from radcurate.synth.lumbar_report import LumbarReport, write_lumbar_report
-from radcurate.synth.lumbar_truth import (
-    AX_SIZE, SAG_SIZE, LumbarStudyTruth, build_lumbar_cohort)
+from radcurate.synth.lumbar_truth import AX_SIZE, SAG_SIZE, LumbarStudyTruth, build_lumbar_cohort
+from services.common.protocols.lumbar.competition import CompetitionStudy, SeriesType, write_split
 
 COHORT_STREAM, REPORT_STREAM, IMAGE_STREAM = 11, 12, 13  # seed-sequence tags
 LAYOUTS = ("ingest", "competition")

@@ -20,7 +20,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
 
 from radcurate.synth.dicom import _deidentification
-from radcurate.synth.encode import _parts, assemble, short_element
+from radcurate.synth.encode import _parts, assemble
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 # Values that differ per instance; everything else is fixed per series type.

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.protocols.lumbar.competition import SeriesType
 from radcurate.synth.lumbar_truth import (
-    AX_CENTER, AX_PER_LEVEL, AX_RECESS_DX, AX_RECESS_Y, AX_SIZE, CANAL_COL, FORAMEN_COL,
-    LEFT_FORAMEN_INSTANCE, RIGHT_FORAMEN_INSTANCE, SAG_INSTANCES, SAG_SIZE, LumbarStudyTruth,
-    level_row)
+    AX_CENTER,
+    AX_PER_LEVEL,
+    AX_RECESS_DX,
+    AX_RECESS_Y,
+    AX_SIZE,
+    CANAL_COL,
+    FORAMEN_COL,
+    LEFT_FORAMEN_INSTANCE,
+    RIGHT_FORAMEN_INSTANCE,
+    SAG_INSTANCES,
+    SAG_SIZE,
+    LumbarStudyTruth,
+    level_row,
+)
+from services.common.protocols.lumbar.competition import SeriesType
 from services.common.protocols.lumbar.grid import LEVELS, Condition, Grade
 
 _OPEN = {Grade.NORMAL_MILD: 1.0, Grade.MODERATE: 0.55, Grade.SEVERE: 0.2}  # share left open

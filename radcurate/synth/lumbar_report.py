@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.protocols.lumbar.competition import level_name
 from radcurate.synth.lumbar_truth import LumbarStudyTruth
+from services.common.protocols.lumbar.competition import level_name
 from services.common.protocols.lumbar.grid import LEVELS, Condition, Grade, Group, Level, cell_id
 
 MISREPORT_RATE, CALLED_MILD_RATE = 0.10, 0.15

@@ -11,8 +11,17 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from radcurate.synth.image import (MAX_SHIFT, MAX_VALUE, SIZE, SUBTLE_AMPLITUDE, BaseChest,
-                                   bases, ellipse, grid, noise_field)
+from radcurate.synth.image import (
+    MAX_SHIFT,
+    MAX_VALUE,
+    SIZE,
+    SUBTLE_AMPLITUDE,
+    BaseChest,
+    bases,
+    ellipse,
+    grid,
+    noise_field,
+)
 from radcurate.synth.labels import Label, Side
 
 

@@ -15,8 +15,7 @@ from radcurate.synth import phrasing as P
 from radcurate.synth.cohort import StudyTruth, pick
 from radcurate.synth.labels import Label, Setting
 from radcurate.synth.mentions import POSITIVE_MENTIONS, Mention, MentionPlan, plan_mentions
-from radcurate.synth.wording import (device_sentences, finding_sentence, finish,
-                                     negation_sentences)
+from radcurate.synth.wording import device_sentences, finding_sentence, finish, negation_sentences
 
 TYPO_RATE = 0.04  # a dictation slip somewhere in the report
 DEVICES_SUMMARY_RATE = 0.3  # a follow-up says "lines and tubes unchanged" without names

@@ -11,7 +11,6 @@ from radcurate.synth.cohort import StudyTruth, pick
 from radcurate.synth.labels import Label, Side
 from radcurate.synth.mentions import Mention, MentionPlan
 
-
 BILATERAL_FIXES = (("the bilateral base", "both lung bases"), ("bilateral basilar", "bibasilar"),
                    ("bilateral-sided", "bilateral"), ("a small bilateral", "small bilateral"),
                    ("a trace bilateral", "trace bilateral"), ("bilateral apical", "bilateral"))

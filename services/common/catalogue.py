@@ -150,13 +150,15 @@ def kafka_topics_yaml() -> str:
               "# Every topic and its dead-letter topic. Events are keyed by study_id, so partitions bound the\n"
               "# parallelism of a consumer group (KEDA never scales a consumer past the partition count).\n"
               "# Main topics keep 7 days; dead letters keep 30 days so an operator has time to replay them.\n")
-    return header + yaml.safe_dump_all(kafka_topics(), sort_keys=False)
+    return header + str(yaml.safe_dump_all(kafka_topics(), sort_keys=False))
 
 
 def _schemas() -> dict[str, Any]:
-    models = [(ch.event, "validation") for ch in CATALOGUE] + [(DeadLetter, "validation")]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(ch.event, "validation") for ch in CATALOGUE]
+    models.append((DeadLetter, "validation"))
     _, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
-    return schema["$defs"]
+    defs: dict[str, Any] = schema["$defs"]
+    return defs
 
 
 def _message(name: str, title: str, summary: str) -> dict[str, Any]:

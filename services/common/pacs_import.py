@@ -18,9 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol as Interface
 
-from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.dicomweb import DicomWebClient, DicomWebError, InstanceRef, StudyMatch
 from services.common.pacs_pairing import PairedStudy, ReportBook, ReportsError
+from services.common.protocols import DEFAULT_PROTOCOL
 
 
 class Outcome(StrEnum):

@@ -7,9 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from minio.commonconfig import CopySource
 
 from services.common.objectstore import ObjectStore
-from services.common.settings import ServiceSettings
 from services.common.protocols.kit.release import ReleaseFiles
-
+from services.common.settings import ServiceSettings
 
 COPY_WORKERS = 8
 

@@ -15,8 +15,20 @@ from services.common import catalogue
 from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
-from services.gateway.api.routes import admin, discussion, oversight, reviews, studies, users
-from services.gateway.api.routes import dead_letters, evaluations, pacs_imports, releases, reports, series
+from services.gateway.api.routes import (
+    admin,
+    dead_letters,
+    discussion,
+    evaluations,
+    oversight,
+    pacs_imports,
+    releases,
+    reports,
+    reviews,
+    series,
+    studies,
+    users,
+)
 from services.gateway.auth import AuthenticateFirst, Role, token_hash
 from services.gateway.handlers import build_handlers, prepare_open_reads
 from services.gateway.ingest import IngestLimits
@@ -122,8 +134,8 @@ def _serve_docs(app: FastAPI) -> None:
             "<link rel=\"icon\" href=\"/docs/assets/favicon-32x32.png\"></head><body><div id=\"swagger-ui\"></div>"
             "<script src=\"/docs/assets/swagger-ui-bundle.js\"></script><script src=\"/docs/init.js\"></script>"
             "</body></html>")
-    init = ("window.ui = SwaggerUIBundle({url: %s, dom_id: '#swagger-ui', layout: 'BaseLayout',"
-            " presets: [SwaggerUIBundle.presets.apis], displayRequestDuration: true});" % json.dumps(app.openapi_url))
+    init = (f"window.ui = SwaggerUIBundle({{url: {json.dumps(app.openapi_url)}, dom_id: '#swagger-ui',"
+            " layout: 'BaseLayout', presets: [SwaggerUIBundle.presets.apis], displayRequestDuration: true});")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -9,14 +9,16 @@ from typing import Any
 import psycopg
 
 from services.common.consumer import Handler
-from services.common.contracts import EvaluationCompleted, ReportReady, StudyAdjudicated
 from services.common.contracts import (
     BenchmarkReleased,
     ConsensusReached,
+    EvaluationCompleted,
     LabelsSuggested,
+    ReportReady,
     ReviewAssigned,
     ReviewReoffered,
     SamplingCompleted,
+    StudyAdjudicated,
     Topic,
 )
 from services.common.runtime import Resources

@@ -33,10 +33,10 @@ from pydicom.pixels.utils import get_expected_length
 
 from services.common import outbox
 from services.common.contracts import DicomObject, ReportIngested
-from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id
 from services.common.objectstore import ObjectStore
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway import deid
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
 

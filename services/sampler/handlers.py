@@ -22,8 +22,8 @@ from services.common.contracts import (
     Topic,
     VoteCast,
 )
-from services.common.runtime import Resources
 from services.common.protocols.kit.sampling import SampleResult
+from services.common.runtime import Resources
 from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
 

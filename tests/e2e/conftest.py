@@ -15,7 +15,6 @@ import pytest
 from radcurate.stack import local
 from tests.conftest import schema_dsn
 
-
 CHROMIUM = "/usr/bin/chromium"
 # Headless Debian Chromium as root on a closed network: no sandbox, no background connections.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

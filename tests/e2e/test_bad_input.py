@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from radcurate.client import Gateway, GatewayError
+from radcurate.client import Gateway
 from tests.e2e.conftest import eventually, scalar
 from tests.support.factories import dicom_bytes
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,9 +79,7 @@ async def _funnel(api: Gateway, key: str, value: int) -> bool:
     return (await api.progress())["funnel"][key] >= value
 
 
-def cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
     return subprocess.run([sys.executable, "-m", "radcurate.cli", *args], capture_output=True, text=True, timeout=180)
 

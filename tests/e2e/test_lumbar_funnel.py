@@ -13,10 +13,10 @@ import pytest
 
 from radcurate.client import Gateway, GatewayError
 from radcurate.demo import download_release, ingest_folder, store_for
-from services.common.protocols.lumbar.competition import TRAIN_COLUMNS, read_split
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.synth.lumbar import synth_lumbar
 from services.common.contracts import Protocol
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS, read_split
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, LEVELS
 from tests.e2e.conftest import eventually, query, scalar, wait_for_js
 

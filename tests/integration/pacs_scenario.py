@@ -14,9 +14,9 @@ import csv
 import io
 import json
 import os
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx

@@ -25,8 +25,8 @@ from services.extractor.llm import FINDINGS_SCHEMA, LlmExtractor, system_prompt
 from services.mapper import handlers as mapper_handlers
 from services.mapper.llm import LlmMapper
 from tests.support.fake_openai import (
-    FakeOpenAI,
     Failure,
+    FakeOpenAI,
     lexicon_mapper_responder,
     pipeline_responder,
     rules_extractor_responder,

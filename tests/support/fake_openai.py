@@ -34,9 +34,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.common.contracts import Certainty, Finding, Laterality
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.cxr.extract import extract_findings
 from services.common.protocols.cxr.lexicon import labels_for
+from services.common.taxonomy import load_taxonomy
 
 Responder = Callable[[dict[str, Any]], dict[str, Any]]
 _REPORT_RE = re.compile(r"<report>\n(.*)\n</report>", re.DOTALL)

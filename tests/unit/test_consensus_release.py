@@ -8,9 +8,9 @@ import random
 
 from services.common.contracts import SelectionPlan
 from services.common.objectstore import sha256_hex
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.cxr.benchmark import compose_release
 from services.common.protocols.kit.rule_config import rule_for
+from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy("cxr")
 RULE = rule_for("cxr-label-verification")

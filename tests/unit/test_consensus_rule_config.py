@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.common.contracts import Verdict
-from services.common.protocols.kit.rule_config import RuleConfigError, decide, load_rules, rule_for
 from services.common.protocols.kit.decision import VoteView
+from services.common.protocols.kit.rule_config import RuleConfigError, decide, load_rules, rule_for
 
 CXR = "cxr-label-verification"
 ALL, MOSTLY = Verdict.AGREE_ALL, Verdict.AGREE_MOSTLY

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from services.common import contracts
-from services.common.contracts import Protocol, ReportIngested, Topic, UnknownEvent, VoteCast, Verdict, parse_event
+from services.common.contracts import Protocol, ReportIngested, Topic, UnknownEvent, Verdict, VoteCast, parse_event
 from services.common.protocols.cxr.judgement import LabelVerdict
 from services.common.protocols.lumbar.judgement import GradeGrid
 

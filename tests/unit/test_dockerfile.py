@@ -24,7 +24,7 @@ class Stage:
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(KEYWORD, arguments) pairs with line continuations joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    joined = re.sub(r"\\\n", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
     out = []
     for line in joined.splitlines():
         if line.strip():
@@ -104,6 +104,7 @@ def test_service_build_arg_selects_the_default_command() -> None:
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
-    ignored = {l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")}
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
     assert {".git", ".venv", "tests"} <= ignored
     assert not ignored & {"uv.lock", "pyproject.toml", "README.md", "services", "radcurate"}

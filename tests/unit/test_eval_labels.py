@@ -1,10 +1,9 @@
 """The gold-set evaluation of the offline backend, and the targets it must meet."""
 
+import csv
 from collections import Counter
 
 import pytest
-
-import csv
 
 from radcurate.eval_labels import (
     DEFAULT_DATA,

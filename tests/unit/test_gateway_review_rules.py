@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.gateway.auth import Role, TokenCache, User
 from services.common.protocols.cxr.omissions import describe, omissions
+from services.gateway.auth import Role, TokenCache, User
 
 SUGGESTED = [
     {"label_id": "pleural_effusion", "uncertain": False, "evidence": ["Small right pleural effusion."]},

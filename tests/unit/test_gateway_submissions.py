@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from services.common import protocols
 from services.common.contracts import Protocol
 from services.common.protocols.lumbar.grid import CELL_IDS
 from services.gateway.api.routes.evaluations import check_format
-from services.common import protocols
 from services.gateway.submissions import example_csv, problems
 
 STUDIES = ["s-01", "s-02", "s-03", "s-04"]

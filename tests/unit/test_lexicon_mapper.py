@@ -1,8 +1,8 @@
 """The lexicon mapper: findings in, taxonomy labels (and unmapped findings) out."""
 
 from services.common.contracts import Certainty, Finding
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.cxr.lexicon import PRESENT_CONFIDENCE, UNCERTAIN_CONFIDENCE, map_findings
+from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
 

@@ -6,13 +6,24 @@ import pytest
 
 from radcurate.bulk_ingest import read_reports, study_files
 from services.common.protocols.lumbar.competition import (
-    COORDINATE_COLUMNS, NO_PRIOR_REPORT, SERIES_COLUMNS, TRAIN_COLUMNS, CompetitionStudy,
-    Coordinate, LayoutError, condition_title, export_splits, import_competition, level_name,
-    prior_report, read_split)
-from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
+    COORDINATE_COLUMNS,
+    NO_PRIOR_REPORT,
+    SERIES_COLUMNS,
+    TRAIN_COLUMNS,
+    CompetitionStudy,
+    Coordinate,
+    LayoutError,
+    condition_title,
+    export_splits,
+    import_competition,
+    level_name,
+    prior_report,
+    read_split,
+)
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level
 from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
+from services.common.taxonomy import load_taxonomy
 
 
 def _study(tmp_path, study_id="42", graded=True):

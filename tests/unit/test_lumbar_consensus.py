@@ -8,8 +8,16 @@ from sklearn.metrics import cohen_kappa_score
 
 from services.common.protocols.kit.agreement import mean_pairwise_qwk, quadratic_weighted_kappa
 from services.common.protocols.lumbar.consensus_rule import (
-    CellRead, LumbarRule, Method, Point, agreement, average_point, decide_grade, decide_study,
-    point_distance_mm)
+    CellRead,
+    LumbarRule,
+    Method,
+    Point,
+    agreement,
+    average_point,
+    decide_grade,
+    decide_study,
+    point_distance_mm,
+)
 from services.common.protocols.lumbar.grid import Condition, Grade, Level
 
 N, M, S = Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE

@@ -4,12 +4,21 @@ import pytest
 
 from radcurate.lumbar.eval import DEFAULT_DATA, evaluate, gold_grid, load_rows, predict
 from services.common.contracts import Certainty, Finding, Laterality
-from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.grid import Grade, Level
 from services.common.protocols.lumbar.extract import (
-    extract_lumbar_findings, extract_lumbar_grades, level_groups, parse_level)
+    extract_lumbar_findings,
+    extract_lumbar_grades,
+    level_groups,
+    parse_level,
+)
+from services.common.protocols.lumbar.grid import Grade, Level
 from services.common.protocols.lumbar.mapping import (
-    HEDGED_CONFIDENCE, SILENT_CONFIDENCE, STATED_CONFIDENCE, map_lumbar_findings, suggest_grades)
+    HEDGED_CONFIDENCE,
+    SILENT_CONFIDENCE,
+    STATED_CONFIDENCE,
+    map_lumbar_findings,
+    suggest_grades,
+)
+from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy("lumbar")
 N, M, S = Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE

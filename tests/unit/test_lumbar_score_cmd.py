@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.lumbar.score_cmd import RESULT_KEYS, ScoreInputError, main, score_lumbar_files
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS
 from services.common.protocols.lumbar.scoring import row_id
 

@@ -13,15 +13,15 @@ from pydicom import dcmwrite
 from pydicom.filebase import DicomBytesIO
 
 from radcurate.bulk_ingest import read_reports, study_files
-from services.common.protocols.lumbar.competition import SeriesType, read_split
 from radcurate.synth.lumbar import synth_lumbar
 from radcurate.synth.lumbar_dicom import MR_IMAGE_STORAGE, MrEncoder, instance_values
-from services.common.taxonomy import load_taxonomy
-from services.common.protocols.lumbar.grid import Grade
+from services.common.protocols.lumbar.competition import SeriesType, read_split
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
+from services.common.protocols.lumbar.grid import Grade
+from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
+from services.common.taxonomy import load_taxonomy
 from services.gateway.deid import identifying_attributes
 from services.gateway.ingest import validate_study
-from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 
 N, SEED = 24, 5
 
@@ -39,7 +39,7 @@ def test_every_study_has_three_ordered_series_of_mr_instances(archive):
     assert summary.n_studies == N and summary.n_instances == N * 39
     study = truth[0]
     by_series = {}
-    for name, data in study_files(out, study["study_id"]):
+    for _name, data in study_files(out, study["study_id"]):
         ds = pydicom.dcmread(io.BytesIO(data))
         by_series.setdefault(ds.SeriesDescription, []).append((int(ds.InstanceNumber), ds))
     assert set(by_series) == {t.value for t in SeriesType}

@@ -1,7 +1,7 @@
 """The lumbar taxonomy file: the competition's 5 conditions x 5 levels x 3 grades."""
 
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Grade, Group
+from services.common.taxonomy import load_taxonomy
 
 
 def test_it_loads_by_name_with_its_version_and_protocol():

@@ -11,17 +11,26 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
 from radcurate.simulate_lumbar import LumbarTruth, grade_study, perturb
-from services.common.contracts import CellGrade, ConsensusReached, LabelsSuggested, ModelProvenance, Protocol
-from services.common.contracts import SamplingPlan, SuggestedLabel, VoteCast, parse_event
-from services.common.protocols.lumbar.grid import CELL_IDS
-from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
-from services.common.protocols.lumbar.release import compose_lumbar_release
-from services.common.protocols.kit.rule_config import rule_for
-from services.common.protocols.lumbar.review import check_grades, grid_view
+from services.common.contracts import (
+    CellGrade,
+    ConsensusReached,
+    LabelsSuggested,
+    ModelProvenance,
+    Protocol,
+    SamplingPlan,
+    SuggestedLabel,
+    VoteCast,
+    parse_event,
+)
 from services.common.protocols import JudgementRejected
+from services.common.protocols.kit.rule_config import rule_for
+from services.common.protocols.lumbar.competition import TRAIN_COLUMNS
+from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
+from services.common.protocols.lumbar.grid import CELL_IDS
 from services.common.protocols.lumbar.judgement import GradeGrid
+from services.common.protocols.lumbar.release import compose_lumbar_release
+from services.common.protocols.lumbar.review import check_grades, grid_view
 from services.common.protocols.lumbar.sampling import LumbarStratum, draw_lumbar_sample, grid_candidate
 
 LUMBAR = Protocol.LUMBAR

@@ -8,8 +8,13 @@ from typer.testing import CliRunner
 from radcurate.cli import app
 from radcurate.pacs_ingest import parse_query
 from radcurate.pacs_reports import read_report_book
-from services.common.dicomweb import (DicomWebError, StudyMatch, attribute, build_multipart_related,
-                                      parse_multipart_related)
+from services.common.dicomweb import (
+    DicomWebError,
+    StudyMatch,
+    attribute,
+    build_multipart_related,
+    parse_multipart_related,
+)
 from services.common.pacs_pairing import ReportBook, ReportRow, ReportsError, pseudonym
 
 runner = CliRunner()

@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from services.common.protocols.lumbar.grid import CELL_IDS, Grade, cell_of
-from services.common.protocols.kit.agreement import fleiss_kappa_weighted, krippendorff_alpha, krippendorff_alpha_weighted
+from services.common.protocols.cxr.reporting import agreement_report
+from services.common.protocols.cxr.scoring import Predictions, score_cxr
+from services.common.protocols.kit.agreement import (
+    fleiss_kappa_weighted,
+    krippendorff_alpha,
+    krippendorff_alpha_weighted,
+)
 from services.common.protocols.kit.bootstrap import patient_resample_weights, percentile_interval
 from services.common.protocols.lumbar.consensus import ordinal_alpha
 from services.common.protocols.lumbar.consensus_rule import CellRead
-from services.common.protocols.cxr.reporting import agreement_report
-from services.common.protocols.cxr.scoring import Predictions, score_cxr
+from services.common.protocols.lumbar.grid import CELL_IDS, Grade, cell_of
 from tests.unit.test_consensus_reporting import LABELS, effective, synthetic
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from services.common.contracts import Certainty, Laterality
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.cxr.extract import extract_findings, split_sentences
+from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
 PRESENT, UNCERTAIN = Certainty.PRESENT, Certainty.UNCERTAIN

@@ -7,7 +7,6 @@ report collection.
 import pytest
 
 from services.common.contracts import Certainty
-from services.common.taxonomy import load_taxonomy
 from services.common.protocols.cxr.extract import (
     NONSPECIFIC_CONFIDENCE,
     POSSIBLE_CONFIDENCE,
@@ -16,6 +15,7 @@ from services.common.protocols.cxr.extract import (
     extract_findings,
 )
 from services.common.protocols.cxr.lexicon import map_findings
+from services.common.taxonomy import load_taxonomy
 
 TAXONOMY = load_taxonomy()
 

@@ -8,7 +8,14 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Group, Level
 from services.common.protocols.lumbar.scoring import (
-    EPS, SubmissionError, parse_submission, row_id, score_lumbar, split_row_id, truth_from_train_csv)
+    EPS,
+    SubmissionError,
+    parse_submission,
+    row_id,
+    score_lumbar,
+    split_row_id,
+    truth_from_train_csv,
+)
 
 NM, MO, SE = Grade.NORMAL_MILD, Grade.MODERATE, Grade.SEVERE
 COLUMNS = [f"{c}_{lv}" for c in CONDITIONS for lv in LEVELS]

@@ -65,7 +65,7 @@ class JudgementRejected(ValueError):
 class NeedsConfirmation(Exception):
     """A submission that would lose information: shown back to the reader until confirmed."""
 
-    def __init__(self, detail: str, confirmations: list[dict], type_: str) -> None:
+    def __init__(self, detail: str, confirmations: list[dict[str, Any]], type_: str) -> None:
         super().__init__(detail)
         self.detail, self.confirmations, self.type_ = detail, confirmations, type_
 
@@ -161,7 +161,7 @@ class CurationProtocol(ABC):
         name) and whatever the protocol's widget needs (e.g. `grading`, `grades`, `series_url`)."""
 
     @abstractmethod
-    async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[Judgement, list[dict]]:
+    async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[Judgement, list[dict[str, Any]]]:
         """The judgement from a vote request's fields, checked against the assignment; and the
         omission warnings the reader confirmed. Raises `JudgementRejected` (422) or
         `NeedsConfirmation` (409)."""
@@ -189,7 +189,7 @@ class CurationProtocol(ABC):
         fields); the second item is per-cell consensus for grid protocols, else empty."""
 
     @abstractmethod
-    def agreement_report(self, studies: Sequence[Mapping[str, Any]], votes: Sequence[Mapping[str, Any]]) -> dict:
+    def agreement_report(self, studies: Sequence[Mapping[str, Any]], votes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Inter-reader agreement over decided studies: aggregates only, never a study's labels."""
 
     def label_kappas(self, studies: Sequence[Mapping[str, Any]],
@@ -208,12 +208,12 @@ class CurationProtocol(ABC):
 
     @abstractmethod
     def compose_release(self, release_id: str, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan,
-                        funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping) -> ComposedRelease:
+                        funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping[str, Any]) -> ComposedRelease:
         """Select and split accepted studies and lay out every file of the release."""
 
     @abstractmethod
     def score_submission(self, text: str, release: Mapping[str, Any], truth: Mapping[str, object],
-                         n_bootstrap: int) -> dict:
+                         n_bootstrap: int) -> dict[str, Any]:
         """The metric (with `metric_version`) of a prediction file against the holdout truth.
         Raises `SubmissionRejected` with a message that reveals no truth."""
 

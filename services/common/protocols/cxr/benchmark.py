@@ -11,13 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.common.contracts import SelectionPlan
-from services.common.taxonomy import Taxonomy
 from services.common.protocols.cxr import scoring as scoring_cxr
-from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles, ReleaseStudy, build_release, prevalence
 from services.common.protocols.cxr.reporting import REPORT_VERSION
+from services.common.protocols.kit.release import (
+    MANIFEST_VERSION,
+    ReleaseFiles,
+    ReleaseStudy,
+    build_release,
+    prevalence,
+)
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import AcceptedStudy, composition, plan_composition, select_and_split
-
+from services.common.taxonomy import Taxonomy
 
 # Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
 # the card when present so that a card made from an older report still builds.

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.protocols.kit.receipt import RECEIPT_TAG, receipt  # noqa: F401  (re-exported)
 from services.common.protocols.kit.bootstrap import patient_resample_weights
+from services.common.protocols.kit.receipt import RECEIPT_TAG, receipt  # noqa: F401  (re-exported)
 
 METRIC_VERSION = "cxr-holdout/1"
 THRESHOLD = 0.5  # a probability >= THRESHOLD counts as a positive call

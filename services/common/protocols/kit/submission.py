@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Metric:
     higher_is_better: bool
     description: str
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "higher_is_better": self.higher_is_better, "description": self.description}
 
 
@@ -45,7 +46,7 @@ class SubmissionFormat:
             return [f"{s}_{suffix}" for s in sorted(study_ids) for suffix in self.key_suffixes]
         return sorted(study_ids)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         rows = "one per holdout study" if not self.key_suffixes else \
             f"one per holdout study and {self.key_column} suffix ({self.keys_per_study} per study:" \
             f" <study_id>_<suffix>)"

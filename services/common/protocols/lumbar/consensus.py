@@ -17,12 +17,19 @@ from statistics import mean
 import numpy as np
 
 from services.common.contracts import CellConsensus, CellPoint
-from services.common.protocols.lumbar.grid import Grade, cell_id, cell_of
 from services.common.protocols.kit.agreement import krippendorff_alpha_weighted
 from services.common.protocols.kit.bootstrap import DEFAULT_REPLICATES, patient_resample_weights, percentile_interval
-from services.common.protocols.lumbar.consensus_rule import CellRead, LumbarRule, Point, StudyDecision, agreement, decide_study
-from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.decision import Decision
+from services.common.protocols.kit.rule_config import RuleConfig
+from services.common.protocols.lumbar.consensus_rule import (
+    CellRead,
+    LumbarRule,
+    Point,
+    StudyDecision,
+    agreement,
+    decide_study,
+)
+from services.common.protocols.lumbar.grid import Grade, cell_id, cell_of
 
 UNKNOWN_SPACING = (1.0, 1.0)  # no PixelSpacing in the file: average in pixels rather than refuse
 

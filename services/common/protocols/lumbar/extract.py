@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from functools import cache
 
 from services.common.contracts import Certainty, Finding, Laterality
-from services.common.taxonomy import Taxonomy, compile_phrases
-from services.common.protocols.lumbar.grid import Condition, Grade, Group, Level, cell_id
 from services.common.protocols.cxr.extract import split_sentences
+from services.common.protocols.lumbar.grid import Condition, Grade, Group, Level, cell_id
+from services.common.taxonomy import Taxonomy, compile_phrases
 
 _RANK = {Grade.NORMAL_MILD: 0, Grade.MODERATE: 1, Grade.SEVERE: 2}
 _LEVEL_RE = re.compile(

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.common.contracts import Certainty, Finding
-from services.common.taxonomy import Taxonomy
+from services.common.protocols.lumbar.extract import GradedMention, extract_lumbar_grades
 from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Level, cell_id
 from services.common.protocols.lumbar.scoring import split_row_id
-from services.common.protocols.lumbar.extract import GradedMention, extract_lumbar_grades
+from services.common.taxonomy import Taxonomy
 
 STATED_CONFIDENCE = 0.9  # the report grades the cell in so many words
 HEDGED_CONFIDENCE = 0.6  # a range, hedge or ungraded mention

@@ -15,14 +15,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.protocols.lumbar.competition import CompetitionStudy, Coordinate, image_path, split_csvs
 from services.common.contracts import SelectionPlan
-from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, Grade, cell_of
 from services.common.objectstore import sha256_hex
-from services.common.protocols.lumbar.scoring import METRIC_VERSION as LUMBAR_METRIC_VERSION
 from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
+from services.common.protocols.lumbar.competition import CompetitionStudy, Coordinate, image_path, split_csvs
+from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, Grade, cell_of
+from services.common.protocols.lumbar.scoring import METRIC_VERSION as LUMBAR_METRIC_VERSION
 
 FINDING_IDS = tuple(f"{c}:{g.value}" for c in CELL_IDS for g in (Grade.MODERATE, Grade.SEVERE))
 TAXONOMY_VERSION = "lumbar-v1"

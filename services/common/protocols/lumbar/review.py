@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.common.contracts import CellGrade, SuggestedLabel
-from services.common.protocols.lumbar.grid import CELL_IDS, GRADE_ORDER, cell_of
 from services.common.protocols import JudgementRejected
+from services.common.protocols.lumbar.grid import CELL_IDS, GRADE_ORDER, cell_of
 
 GRADES = tuple(g.value for g in GRADE_ORDER)
 

@@ -21,8 +21,8 @@ from operator import attrgetter
 import numpy as np
 
 from services.common.contracts import LabelsSuggested, SamplingPlan
-from services.common.protocols.lumbar.grid import Grade
 from services.common.protocols.kit.sampling import DifficultyTier, SampleResult, Selection
+from services.common.protocols.lumbar.grid import Grade
 
 
 class LumbarStratum(StrEnum):

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from services.common.protocols.lumbar.grid import (  # noqa: F401  (re-exported)
-    CONDITIONS, LEVELS, Condition, Grade, Group, Level, cell_id)
+from services.common.protocols.lumbar.grid import CONDITIONS, LEVELS, Condition, Grade, Group, Level, cell_id  # noqa: F401  (re-exported)
 
 # Probabilities are clipped to [EPS, 1 - EPS] with EPS the float64 machine epsilon: sklearn's
 # `log_loss(eps="auto")` as Kaggle ran the competition metric in 2024.

@@ -9,17 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from services.common import outbox
+from services.common import outbox, protocols
 from services.common.contracts import ProtocolName, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
-from services.common import protocols
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway import judgements
-from services.gateway.judgements import judgement_fields
+from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
+from services.gateway.judgements import judgement_fields
 from services.gateway.problems import Problem
-from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 

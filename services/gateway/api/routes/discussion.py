@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway import judgements
 from services.gateway.access import BLIND_READ, require_discussion_access
+from services.gateway.api.models import RequestBody
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
-from services.gateway.api.models import RequestBody
 from services.gateway.judgements import judgement_fields
 
 router = APIRouter(prefix="/api/v1/studies", tags=["discussion"])

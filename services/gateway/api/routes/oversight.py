@@ -6,7 +6,6 @@ new reader under the same rules as an expired lease, and the move comes back as 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
@@ -15,10 +14,10 @@ from pydantic import Field
 from services.common import outbox
 from services.common.contracts import ReassignmentRequested
 from services.common.db import unit_of_work
+from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, status
 from pydantic import Field, StringConstraints
 
 from services.common.contracts import ProtocolName
-from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
 from services.common.pacs_import import ImportRequest
 from services.common.pacs_pairing import ReportBook, ReportRow, ReportsError
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator
 from services.gateway.deps import Res

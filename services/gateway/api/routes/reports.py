@@ -18,13 +18,13 @@ from pydantic import Field
 
 from services.common import outbox
 from services.common.contracts import AdjudicationRequested, ProtocolName, ReportRequested
-from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.db import unit_of_work
+from services.common.protocols import DEFAULT_PROTOCOL
 from services.common.taxonomy import load_taxonomy
+from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 

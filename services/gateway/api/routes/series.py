@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from services.gateway.access import own_read
+from services.gateway.api.routes.studies import shown_image
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.api.routes.studies import shown_image
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 # Reading order of the competition's series types; unknown descriptions come last.

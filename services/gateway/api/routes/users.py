@@ -6,10 +6,10 @@ from fastapi import APIRouter, status
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel, Field
 
+from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator, CurrentUser, Role, User, new_token, token_cache, token_hash
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
-from services.gateway.api.models import RequestBody
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
