@@ -21,6 +21,7 @@ from tests.e2e.conftest import eventually, query
 from tests.e2e.test_release_and_evaluation import _released, perfect_predictions, run_funnel
 
 pytestmark = pytest.mark.e2e
+ROTATES_OWN_TOKEN = {("post", "/api/v1/me/token")}
 LEAK_KEYS = {"labels", "accepted", "decision", "decisions", "truth", "consensus", "final_labels", "holdout_labels",
              "benchmark_labels", "positive", "positives"}
 
@@ -60,6 +61,8 @@ async def walk(client: httpx.AsyncClient, token: str, spec: dict, values: dict) 
     seen = []
     for template, ops in spec["paths"].items():
         for method in ops:
+            if (method, template) in ROTATES_OWN_TOKEN:  # the walk would lock itself out and prove nothing after
+                continue
             for path in fill(template, values):
                 kw = {"json": {}} if method in ("post", "put", "patch") else {}
                 resp = await client.request(method.upper(), path, headers={"Authorization": f"Bearer {token}"}, **kw)

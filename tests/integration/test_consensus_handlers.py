@@ -196,7 +196,7 @@ async def test_a_release_is_written_to_the_object_store_before_its_transaction_o
         for i in range(6):
             await decide(db, handlers, f"REL{i}", ["agree_all"] * 3)
         release_id = f"rel-{uuid.uuid4().hex[:8]}"
-        cmd = SelectionRequested(study_id=release_id, release_id=release_id,
+        cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=Protocol.CXR,
                                  plan=SelectionPlan(target_size=4, holdout_fraction=0.5, min_per_label=0))
         handler = handlers[cmd.topic.value]
         assert handler.prepare is not None

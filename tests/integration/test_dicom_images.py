@@ -183,7 +183,8 @@ async def test_a_restarted_gateway_prepares_the_reads_still_open(infra, gateway_
         created = (await ingest(client, "OPEN-1", [("MR2_J2KR.dcm", real_file("MR2_J2KR.dcm"))])).json()
         event = ReviewAssigned(study_id="OPEN-1", run_id="run-1", patient_id="P-OPEN-1", readers=["r1"],
                                reason="", difficulty="easy", suggested=[], taxonomy_version="t",
-                               extraction=ModelProvenance(backend="rules"), mapping=ModelProvenance(backend="lexicon"))
+                               extraction=ModelProvenance(backend="rules"), mapping=ModelProvenance(backend="lexicon"),
+                               protocol=Protocol.CXR)
         res = app.state.resources
         async with res.pool.connection() as conn:
             await prepare_images(res.extra["derivatives"])(conn, event, None)
