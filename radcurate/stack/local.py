@@ -268,9 +268,9 @@ def _wipe(state_dir: Path) -> None:
     shutil.rmtree(state_dir)
 
 
-# SeaweedFS's `weed server` stops its volume server before its filer, whose metadata-log flush then
-# retries forever: what is acknowledged is already written to its files, so a short wait suffices.
-_STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0, "s3": 5.0}
+# SeaweedFS's filer waits forever for its own metadata subscriptions to end on SIGTERM (a graceful
+# gRPC stop): what is acknowledged is already written to its files, so a short wait suffices.
+_STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0, "s3": 3.0}
 
 
 def _stop_all(state: dict) -> list[str]:

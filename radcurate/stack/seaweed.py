@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from radcurate.stack.procs import StackError, _tail, alive, ports_free, spawn
+from radcurate.stack.procs import StackError, _tail, alive, port_open, ports_free, spawn, wait_until
 
 # Each component's HTTP and gRPC listener: chosen once per state dir and reused on restart (the
 # master keeps its metadata in a folder named after its port, and clients keep their endpoint).
@@ -99,6 +99,7 @@ def command(home: Path, ports: dict[str, int]) -> list[str]:
         str(binary()), "server",
         f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-disableHttp", "-master.telemetry=false",
+        "-master.resumeState=false",  # one master: no peers to agree with; resuming waits out an election (~13 s)
         f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
         f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
@@ -131,6 +132,7 @@ def wait_ready(info: dict[str, Any], probe, timeout: float, log_path: Path) -> N
     """Wait until `probe()` (a signed round trip) succeeds: after a restart the master elects
     itself and the volume server re-registers before writes go through."""
     deadline = time.monotonic() + timeout
+    wait_until(lambda: port_open(info["ports"]["s3"]), "s3 server", timeout, info["pid"], log_path)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if not alive(info["pid"]):
