@@ -11,7 +11,7 @@ from typing import Any
 from minio import Minio
 
 from radcurate.stack import seaweed
-from radcurate.stack.procs import StackError, free_port, port_open, spawn, stop, wait_until
+from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, stop, wait_until
 from services.common.kafka import ensure_topics
 from services.common.objectstore import ObjectStore
 
@@ -60,8 +60,8 @@ def make_buckets(endpoint: str, access_key: str, secret_key: str, buckets: list[
         store.ensure_bucket(bucket)
 
 
-def start_kafka(s3: dict, log_path: Path) -> dict:
-    port = free_port()
+def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> dict:
+    port = reuse_port(previous_port)
     env = {
         "AWS_ACCESS_KEY_ID": s3["access_key"],
         "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
@@ -76,7 +76,7 @@ def start_kafka(s3: dict, log_path: Path) -> dict:
         log_path, env=env,
     )
     wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)
-    return {"pid": pid, "bootstrap": f"127.0.0.1:{port}"}
+    return {"pid": pid, "port": port, "bootstrap": f"127.0.0.1:{port}"}
 
 
 def create_topics(bootstrap: str, partitions: int) -> None:

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
 from radcurate.stack import infra, postgres, prometheus
-from radcurate.stack.procs import StackError, alive, free_port, http_ok, ports_free, spawn, stop, stop_all, wait_until
+from radcurate.stack.procs import StackError, alive, free_port, http_ok, reuse_port, spawn, stop, stop_all, wait_until
 from services.common.db import apply_migrations, migration_files
 
 SERVICES = ("extractor", "mapper", "sampler", "consensus", "gateway")
@@ -145,7 +145,9 @@ def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> d
         return {"external": True, "admin_dsn": settings.database_url.get_secret_value()}
     if state.get("postgres") and alive(state["postgres"].get("pid")):
         return state["postgres"]
-    return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log")
+    previous = state.get("postgres") or {}
+    return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log",
+                          None if previous.get("external") else previous.get("port"))
 
 
 def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict:
@@ -153,7 +155,9 @@ def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict
         return {"external": True, "bootstrap": settings.kafka_bootstrap}
     if state.get("kafka") and alive(state["kafka"].get("pid")):
         return state["kafka"]
-    return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log")
+    previous = state.get("kafka") or {}
+    return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log",
+                             None if previous.get("external") else previous.get("port"))
 
 
 def service_environment(state: dict, svc: str, port: int, settings: StackSettings) -> dict[str, str]:
@@ -181,10 +185,7 @@ def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSetting
                   extra_env: dict[str, str] | None = None) -> dict:
     """Start one service process (without waiting for it), on its previous port if still free."""
     ports = state.setdefault("ports", {})
-    port = ports.get(svc)
-    if not port or not ports_free([port]):
-        port = free_port()
-    ports[svc] = port
+    port = ports[svc] = reuse_port(ports.get(svc))
     log_path = state_dir / "logs" / f"{svc}.log"
     env = {**service_environment(state, svc, port, settings), **(extra_env or {})}
     pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from radcurate.stack.procs import StackError, free_port, port_open, spawn, wait_until
+from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, wait_until
 
 DATABASE = "radcurate"
 
@@ -47,7 +47,7 @@ def _system_user() -> str | None:
     return "embedded_postgres"
 
 
-def start(data_dir: Path, log_path: Path) -> dict:
+def start(data_dir: Path, log_path: Path, previous_port: int | None = None) -> dict:
     """Initialise (once) and start the cluster; returns its pid, port and superuser DSN."""
     user = _system_user()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def start(data_dir: Path, log_path: Path) -> dict:
         if done.returncode != 0:
             raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
     (data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
-    port = free_port()
+    port = reuse_port(previous_port)
     pid = spawn(
         [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",

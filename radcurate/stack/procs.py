@@ -47,6 +47,11 @@ def ports_free(ports: Sequence[int], wait: float = 5.0) -> bool:
     return True
 
 
+def reuse_port(previous: int | None) -> int:
+    """`previous` while it is free (clients configured with it reconnect), else a fresh port."""
+    return previous if previous and ports_free([previous]) else free_port()
+
+
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
           user: str | None = None, cwd: Path | None = None) -> int:
     """Start a detached process (own session, so `down` can stop its whole group); returns the pid."""
