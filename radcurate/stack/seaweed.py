@@ -49,9 +49,9 @@ def binary() -> Path:
     return Path(exe)
 
 
-def choose_ports(previous: dict[str, int] | None) -> dict[str, int]:
+def choose_ports(previous: dict[str, int] | None, wait: float = 5.0) -> dict[str, int]:
     """The previous ports if all are still free, else fresh ones (held open together so none repeats)."""
-    if previous and set(previous) == set(PORT_NAMES) and ports_free(list(previous.values())):
+    if previous and set(previous) == set(PORT_NAMES) and ports_free(list(previous.values()), wait):
         return dict(previous)
     with contextlib.ExitStack() as stack:
         socks = [stack.enter_context(socket.socket()) for _ in PORT_NAMES]
