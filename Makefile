@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 	uv sync --frozen --extra local
 	@touch $@
 
-setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test) and prometheus (--with-prometheus)
+setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test), prometheus (--with-prometheus), openssl (S3 gRPC certificates)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "chromium not installed: the browser test will be skipped"
 	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus; } \
 		|| echo "prometheus not installed: 'radcurate up --with-prometheus' and its test need it"
+	@command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl; } \
+		|| echo "openssl not installed: the local S3 server needs it for its gRPC certificates"
 
 demo: setup  ## a protocol's funnel on a fresh local stack: CXR at the paper's scale (STUDIES=… to shrink it), PROTOCOL=lumbar
 	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED) --protocol $(PROTOCOL)

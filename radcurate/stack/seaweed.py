@@ -14,9 +14,10 @@ Hardening, each for a measured reason (see the README's object-store table):
 - telemetry off, Iceberg/Lance/WebDAV/admin listeners off, everything bound to 127.0.0.1.
 - `GOMEMLIMIT` (default 512 MiB): without it the Go heap grows to ~1 GiB after 1 GB written.
 
-gRPC ports (master, volume, filer, s3) are bound to loopback without mTLS: that is SeaweedFS's
-internal plane and needs a gRPC client speaking its protocol; the tests check that plain HTTP to
-them gets no data.
+- mutual TLS on the gRPC ports (master, volume, filer, s3): SeaweedFS's internal plane can read
+  and delete anything; only a client holding a certificate from this state dir's own CA (made once
+  with `openssl`, keys 0600) gets past the handshake. Its processes also talk over unix sockets
+  in /tmp that only their owner may connect to.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,7 +63,8 @@ def choose_ports(previous: dict[str, int] | None, wait: float = 5.0) -> dict[str
 
 
 def write_config(home: Path, access_key: str, secret_key: str, jwt_keys: dict[str, str]) -> None:
-    """The S3 identity (the only credential that reaches data) and the volume server's JWT keys."""
+    """The S3 identity (the only credential that reaches data), the JWT keys of the volume and filer
+    servers' HTTP ports and the gRPC certificates, in `security.toml` (0600)."""
     home.mkdir(parents=True, exist_ok=True)
     identities = {"identities": [{
         "name": "radcurate",
@@ -83,9 +86,45 @@ def write_config(home: Path, access_key: str, secret_key: str, jwt_keys: dict[st
         "[jwt.filer_signing.read]\n"
         f'key = "{jwt_keys["filer_read"]}"\n'
         "expires_after_seconds = 60\n"
+        + _grpc_tls(write_tls(home))
     ))
     # A new bucket gets 7 volumes by default (parallel writes on a cluster); one machine needs 2.
     (home / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 2\ncopy_other = 1\n")
+
+
+def write_tls(home: Path) -> dict[str, Path]:
+    """This state dir's CA and one certificate for every component and client (made once)."""
+    tls = home / "tls"
+    files = {name: tls / name for name in ("ca.crt", "node.crt", "node.key")}
+    if all(f.exists() for f in files.values()):
+        return files
+    if shutil.which("openssl") is None:
+        raise StackError("the local S3 server needs openssl for its gRPC certificates (apt-get install openssl)")
+    tls.mkdir(parents=True, exist_ok=True)
+    tls.chmod(0o700)
+    (tls / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                 "extendedKeyUsage=serverAuth,clientAuth\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "3650", "-subj", "/CN=radcurate-local-s3-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+         "-subj", "/CN=radcurate-local-s3"],
+        ["x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "node.crt", "-days", "3650", "-extfile", "ext.cnf"],
+    ]
+    for args in steps:
+        done = subprocess.run(["openssl", *args], cwd=tls, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"openssl {args[0]} failed: {done.stderr.strip()[-300:]}")
+    for key in tls.glob("*.key"):
+        key.chmod(0o600)
+    return files
+
+
+def _grpc_tls(files: dict[str, Path]) -> str:
+    cert = f'cert = "{files["node.crt"]}"\nkey = "{files["node.key"]}"\n'
+    parts = "".join(f"[grpc.{who}]\n{cert}" for who in ("master", "volume", "filer", "s3", "client"))
+    return f'[grpc]\nca = "{files["ca.crt"]}"\n{parts}'
 
 
 def _write_private(path: Path, text: str) -> None:

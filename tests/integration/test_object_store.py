@@ -1,10 +1,14 @@
 """The local S3 server (SeaweedFS) on the properties the stack relies on: only signed requests reach
-data, on every port it opens, and conditional PUTs are an exact compare-and-swap."""
+data, on every port it opens (its gRPC ports only with the stack's own certificate), and
+conditional PUTs are an exact compare-and-swap."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import struct
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -100,3 +104,44 @@ async def test_if_match_is_a_compare_and_swap_under_concurrent_writers(infra: di
         winner = signed(infra, "GET", url)
         assert winner.content == bodies[codes.index(200)]
         etag = winner.headers["etag"]
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def grpc_answer(port: int, tls: ssl.SSLContext | None) -> bytes:
+    """What a gRPC port sends back to an HTTP/2 client hello (its SETTINGS frame if it talks)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+        sock = tls.wrap_socket(raw) if tls else raw
+        sock.sendall(H2_PREFACE)
+        return sock.recv(64)
+
+
+def client_tls(cert: tuple[Path, Path] | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    if cert:
+        ctx.load_cert_chain(*cert)
+    return ctx
+
+
+def test_grpc_ports_talk_only_to_holders_of_the_stack_certificate(infra: dict, tmp_path: Path) -> None:
+    tls = Path(infra["s3"]["home"]) / "tls"
+    ours = (tls / "node.crt", tls / "node.key")
+    stranger = (tmp_path / "s.crt", tmp_path / "s.key")  # self-signed: right shape, wrong CA
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(stranger[1]),
+                    "-out", str(stranger[0]), "-days", "1", "-subj", "/CN=radcurate-local-s3"],
+                   check=True, capture_output=True)
+    grpc_ports = {name: port for name, port in infra["s3"]["ports"].items() if name.endswith("_grpc")}
+    assert len(grpc_ports) == 4
+    for name, port in grpc_ports.items():
+        assert grpc_answer(port, client_tls(ours))[3:4] == b"\x04", f"{name}: no SETTINGS frame for our own client"
+        for ctx in (client_tls(None), client_tls(stranger)):  # no certificate; one from another CA
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                grpc_answer(port, ctx)
+        try:
+            plain = grpc_answer(port, None)
+        except ConnectionError:
+            plain = b""
+        assert plain[3:4] != b"\x04", f"{name} answered plaintext HTTP/2"
