@@ -36,7 +36,8 @@ def start_s3(home: Path, log_path: Path, access_key: str, secret_key: str, bucke
     try:
         seaweed.wait_ready(info, lambda: _ready(info, buckets), 60, log_path)
     except BaseException:
-        stop(info["pid"])  # not yet in stack.json: nobody else would stop it
+        stop(info["pid"], timeout=3)
+        seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
         raise
     return info
 

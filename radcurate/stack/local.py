@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
-from radcurate.stack import infra, postgres, prometheus
+from radcurate.stack import infra, postgres, prometheus, seaweed
 from radcurate.stack.procs import StackError, alive, free_port, http_ok, reuse_port, spawn, stop, stop_all, wait_until
 from services.common.db import apply_migrations, migration_files
 
@@ -286,6 +286,8 @@ def _stop_all(state: dict) -> list[str]:
             # Postgres: SIGINT is its "fast" shutdown (a clean checkpoint without waiting for
             # clients to disconnect); SIGTERM would wait for every open session.
             stop(info["pid"], timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
+            if part == "s3":
+                seaweed.remove_sockets(info.get("ports") or {})
             stopped.append(part)
     return stopped
 

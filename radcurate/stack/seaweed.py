@@ -167,6 +167,15 @@ def start(home: Path, log_path: Path, access_key: str, secret_key: str,
             "server": "seaweedfs"}
 
 
+def remove_sockets(ports: dict[str, int]) -> None:
+    """Delete the unix sockets a stopped server left in /tmp (its processes name them by their
+    ports, in a path it does not let us choose; a killed one leaves them behind)."""
+    for port in ports.values():
+        for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                sock.unlink()
+
+
 def wait_ready(info: dict[str, Any], probe, timeout: float, log_path: Path) -> None:
     """Wait until `probe()` (a signed round trip) succeeds: after a restart the master elects
     itself and the volume server re-registers before writes go through."""
