@@ -9,6 +9,7 @@ same ports where they are still free; `down(wipe=True)` is the explicit way to s
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -58,7 +59,11 @@ def load(state_dir: Path) -> dict[str, Any]:
 def save(state_dir: Path, state: dict[str, Any]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = stack_file(state_dir).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
+    # It holds the admin token, the database passwords and the S3 secret: its owner's eyes only.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(state, indent=2))
+    tmp.chmod(0o600)
     tmp.replace(stack_file(state_dir))
 
 

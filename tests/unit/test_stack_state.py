@@ -35,6 +35,7 @@ def test_down_keeps_the_data_and_the_credentials(tmp_path):
     assert result.exit_code == 0 and "nothing was running" in result.output
     assert (state_dir / "s3/data/tansu_1.dat").read_bytes() == b"log"
     after = local.load(state_dir)
+    assert stat.S_IMODE(local.stack_file(state_dir).stat().st_mode) == 0o600  # tokens and secrets
     assert (after["admin_token"], after["passwords"], after["s3"]["secret_key"]) == (
         before["admin_token"], before["passwords"], before["s3"]["secret_key"])
 
