@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from radcurate.stack import local
+from radcurate.stack.procs import alive
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +96,10 @@ async def test_concurrent_producers_lose_no_acknowledged_message_across_a_restar
         await asyncio.sleep(0.5)
         assert not producing.done(), "the producers finished before the kill: give them more to send"
         os.killpg(state["s3"]["pid"], signal.SIGKILL)  # mid-write: nothing may be half-acknowledged
+        while alive(state["s3"]["pid"]):  # else `up` could still find it running and keep it
+            await asyncio.sleep(0.05)
         state = await asyncio.to_thread(local.up, state_dir, services_to_run=())  # restarts only the S3 server
-        after, failed_after = await producing
+        after, failed_after = await asyncio.wait_for(producing, 60)  # the broker resumes on the restarted S3
 
         acked = before + after
         assert failed_before == 0 and len(after) > 0, (failed_before, failed_after)
