@@ -14,7 +14,8 @@ Hardening, each for a measured reason (see the README's object-store table):
 - telemetry off, Iceberg/Lance/WebDAV listeners off, everything bound to 127.0.0.1.
 - `weed server`, not `weed mini`: mini adds an admin server and, after a restart, keeps ~4% of a
   core busy while idle (measured on 4.48); `weed server` idles at ~0.3%.
-- `GOMEMLIMIT` (default 512 MiB): without it the Go heap grows to ~1 GiB after 1 GB written.
+- `GOMEMLIMIT` (default 512 MiB): RSS after 1 GB written 375–398 MiB with it, 534 MiB without
+  (the performance issue saw 850–1,300 MiB from `weed mini` without it).
 - mutual TLS on the gRPC ports (master, volume, filer, s3): SeaweedFS's internal plane can read
   and delete anything; only a client holding a certificate from this state dir's own CA (made once
   with `openssl`, keys 0600) gets past the handshake. Its processes also talk over unix sockets
