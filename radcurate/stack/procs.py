@@ -24,6 +24,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether a server could listen on `port` now (TIME_WAIT connections do not count, as for
+    servers that set SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def ports_free(ports: Sequence[int], wait: float = 5.0) -> bool:
+    """Whether all `ports` are free, waiting up to `wait` s: a process just stopped may hold its
+    listening sockets a moment after it stops answering."""
+    deadline = time.monotonic() + wait
+    while not all(port_free(p) for p in ports):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def reuse_port(previous: int | None) -> int:
+    """`previous` while it is free (clients configured with it reconnect), else a fresh port."""
+    return previous if previous and ports_free([previous]) else free_port()
+
+
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
           user: str | None = None, cwd: Path | None = None) -> int:
     """Start a detached process (own session, so `down` can stop its whole group); returns the pid."""
@@ -56,17 +84,17 @@ def alive(pid: int | None) -> bool:
     return True
 
 
-def stop(pid: int | None, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
-    stop_all([pid], timeout)
+def stop(pid: int | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` (SIGTERM) to the process group, then SIGKILL what is left after `timeout`."""
+    stop_all([pid], timeout, sig)
 
 
-def stop_all(pids: Sequence[int | None], timeout: float = 10.0) -> None:
+def stop_all(pids: Sequence[int | None], timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     """Stop several process groups at once: their shutdowns overlap instead of adding up."""
     live = [p for p in pids if alive(p)]
     for pid in live:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(alive(p) for p in live):
         time.sleep(0.05)

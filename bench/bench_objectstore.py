@@ -1,0 +1,204 @@
+"""The local S3 server on the figures that decide whether it can hold a real campaign.
+
+- server CPU per 128 KB PUT and GET (and per 20 MB PUT): its own /proc CPU time over the requests;
+- RSS after ~1 GB written (and the peak): memory must not grow with stored bytes;
+- idle CPU after a restart on the same data (SeaweedFS 4.48's `weed mini` busy-polls here);
+- acknowledged messages lost when 4 producers write one partition of the tansu broker whose log
+  is in this server (tansu claims offsets with `If-Match` PUTs: a server that ignores it loses
+  acknowledged messages).
+
+Targets: 0 messages lost; RSS after 1 GB <= 512 MiB; idle <= 10 ms of CPU per s (1% of a core);
+PUT/GET CPU at most moto's (the server this one replaced: 4.6 / 3.6 ms).
+Run: .venv/bin/python bench/bench_objectstore.py [--server seaweedfs|moto] [--gb 1.0] [--messages 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from minio import Minio
+
+from radcurate.stack import infra
+from radcurate.stack.procs import free_port, http_ok, spawn, stop, wait_until
+
+KB = 1024
+TARGETS = {"put_ms": 4.6, "get_ms": 3.6, "rss_mib": 512.0, "idle_ms_per_s": 10.0, "lost": 0}
+BUCKETS = ["bench", infra.TANSU_BUCKET]
+
+
+def cpu_ms(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / 100  # utime + stime, in clock ticks of 10 ms
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    """One S3 server under test: started, restarted on the same data, stopped."""
+
+    def __init__(self, kind: str, home: Path) -> None:
+        self.kind, self.home, self.info = kind, home, None
+
+    def start(self) -> dict:
+        log = self.home / "logs" / "s3.log"
+        if self.kind == "seaweedfs":
+            self.info = infra.start_s3(self.home / "s3", log, "bench", self.info["secret_key"] if self.info
+                                       else secrets.token_urlsafe(16), BUCKETS, self.info)
+        else:  # moto, for reference: in memory, so a restart starts empty
+            port = free_port()
+            exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+            pid = spawn([exe, "-H", "127.0.0.1", "-p", str(port)], log)
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/moto-api/"), "moto", 30, pid, log)
+            self.info = {"pid": pid, "endpoint": f"127.0.0.1:{port}", "access_key": "bench", "secret_key": "bench"}
+            infra.make_buckets(self.info["endpoint"], "bench", "bench", BUCKETS)
+        return self.info
+
+    def stop(self) -> None:
+        stop(self.info["pid"], timeout=3)
+
+    def client(self) -> Minio:
+        return Minio(self.info["endpoint"], access_key=self.info["access_key"], secret_key=self.info["secret_key"],
+                     secure=False, region="us-east-1")
+
+
+def put_get_cpu(server: Server, size: int, count: int, threads: int = 4) -> tuple[float, float]:
+    """Server CPU ms per PUT and per GET of `count` objects of `size` bytes."""
+    client, pid = server.client(), server.info["pid"]
+    body = secrets.token_bytes(size)
+    prefix = f"cpu-{size}-{secrets.token_hex(3)}"
+    with ThreadPoolExecutor(threads) as pool:
+        before = cpu_ms(pid)
+        list(pool.map(lambda i: client.put_object("bench", f"{prefix}/{i}", io.BytesIO(body), size), range(count)))
+        put = (cpu_ms(pid) - before) / count
+        before = cpu_ms(pid)
+        list(pool.map(lambda i: client.get_object("bench", f"{prefix}/{i}").read(), range(count)))
+        get = (cpu_ms(pid) - before) / count
+    return put, get
+
+
+def write_gigabytes(server: Server, gb: float, size: int = 1024 * KB, threads: int = 4) -> None:
+    client = server.client()
+    body = secrets.token_bytes(size)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: client.put_object("bench", f"bulk/{i}", io.BytesIO(body), size),
+                      range(int(gb * 1024 ** 3 / size))))
+
+
+def idle_cpu(pid: int, seconds: float = 20, settle: float = 5) -> float:
+    time.sleep(settle)
+    before = cpu_ms(pid)
+    time.sleep(seconds)
+    return (cpu_ms(pid) - before) / seconds
+
+
+async def lost_acknowledged(bootstrap: str, messages: int, producers: int = 4) -> tuple[int, int, int]:
+    """4 producers into one partition; returns (acknowledged, lost, duplicated)."""
+    topic = f"bench-{secrets.token_hex(4)}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    await admin.close()
+
+    async def produce(p: int) -> list[str]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                                    linger_ms=0, request_timeout_ms=30000)
+        await producer.start()
+        values = [f"p{p}-{i}" for i in range(messages // producers)]
+        results: list = []
+        try:
+            for start in range(0, len(values), 10):
+                futures = [await producer.send(topic, value=v.encode(), partition=0) for v in values[start:start + 10]]
+                results += await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            await producer.stop()
+        return [v for v, r in zip(values, results) if not isinstance(r, BaseException)]
+
+    acked = [v for run in await asyncio.gather(*(produce(p) for p in range(producers))) for v in run]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    seen: dict[str, int] = {}
+    wanted = set(acked)
+    deadline = time.monotonic() + 180
+    try:
+        progress_at, done_at = time.monotonic(), None
+        # Read until every acknowledged message is in (then 1 s more, for duplicates), or until
+        # nothing new came for 15 s: a slow server's fetches must not read as losses.
+        while time.monotonic() < deadline and time.monotonic() - progress_at < 15:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    seen[r.value.decode()] = seen.get(r.value.decode(), 0) + 1
+                    progress_at = time.monotonic()
+            if done_at is None and wanted <= seen.keys():
+                done_at = time.monotonic()
+            if done_at is not None and time.monotonic() - done_at > 1:
+                break
+    finally:
+        await consumer.stop()
+    return len(acked), sum(1 for v in acked if v not in seen), sum(1 for n in seen.values() if n > 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--messages", type=int, default=10000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(args.server, Path(tmp))
+        kafka = None
+        try:
+            info = server.start()
+            put, get = put_get_cpu(server, 128 * KB, 400)
+            put_big, _ = put_get_cpu(server, 20 * 1024 * KB, 5, threads=1)
+            started = time.perf_counter()
+            write_gigabytes(server, args.gb)
+            written_s = time.perf_counter() - started
+            rss, peak = rss_mib(info["pid"]), rss_mib(info["pid"], "VmHWM")
+            kafka = infra.start_kafka(info, Path(tmp) / "logs" / "kafka.log")
+            started = time.perf_counter()
+            acked, lost, dup = asyncio.run(lost_acknowledged(kafka["bootstrap"], args.messages))
+            produce_s = time.perf_counter() - started
+            stop(kafka["pid"])
+            kafka = None
+            server.stop()
+            info = server.start()
+            idle = idle_cpu(info["pid"])
+        finally:
+            if kafka:
+                stop(kafka["pid"])
+            if server.info:
+                server.stop()
+    t = TARGETS
+    print(f"server: {args.server}")
+    print(f"CPU per 128 KB PUT: {put:.2f} ms (target <= {t['put_ms']}, ratio {put / t['put_ms']:.2f})")
+    print(f"CPU per 128 KB GET: {get:.2f} ms (target <= {t['get_ms']}, ratio {get / t['get_ms']:.2f})")
+    print(f"CPU per 20 MB PUT: {put_big:.0f} ms")
+    print(f"RSS after {args.gb:g} GB written ({written_s:.0f}s): {rss:.0f} MiB, peak {peak:.0f} MiB "
+          f"(target <= {t['rss_mib']:.0f}, ratio {rss / t['rss_mib']:.2f})")
+    print(f"idle CPU after restart: {idle:.1f} ms/s = {idle / 10:.2f}% of a core "
+          f"(target <= {t['idle_ms_per_s']:.0f} ms/s, ratio {idle / t['idle_ms_per_s']:.2f})")
+    print(f"4 producers, one partition: {acked} of {args.messages} acknowledged in {produce_s:.1f}s, "
+          f"{lost} acknowledged lost (target 0), {dup} duplicated")
+    return 0 if lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The local stack's state dir and ports, without starting anything: `down` keeps the data,
+`down --wipe` deletes only a stack's own directory, ports are reused while free."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+
+from typer.testing import CliRunner
+
+from radcurate.cli import app
+from radcurate.stack import local, seaweed
+from radcurate.stack.procs import reuse_port
+
+runner = CliRunner()
+
+
+def stopped_stack(state_dir) -> dict:
+    """A stack.json as `down` leaves it, with its data folders."""
+    state = {"state_dir": str(state_dir), "admin_token": "rc_admin_x", "passwords": {"gateway": "pw"},
+             "s3": {"pid": None, "endpoint": "127.0.0.1:1", "secret_key": "s"},
+             "postgres": {"pid": None, "port": 2}, "kafka": {"pid": None, "port": 3}, "services": {}}
+    local.save(state_dir, state)
+    for part in ("pg/data", "s3/data", "logs"):
+        (state_dir / part).mkdir(parents=True)
+    (state_dir / "s3/data/tansu_1.dat").write_bytes(b"log")
+    return state
+
+
+def test_down_keeps_the_data_and_the_credentials(tmp_path):
+    state_dir = tmp_path / "stack"
+    before = stopped_stack(state_dir)
+    result = runner.invoke(app, ["down", "--state-dir", str(state_dir)])
+    assert result.exit_code == 0 and "nothing was running" in result.output
+    assert (state_dir / "s3/data/tansu_1.dat").read_bytes() == b"log"
+    after = local.load(state_dir)
+    assert stat.S_IMODE(local.stack_file(state_dir).stat().st_mode) == 0o600  # tokens and secrets
+    assert (after["admin_token"], after["passwords"], after["s3"]["secret_key"]) == (
+        before["admin_token"], before["passwords"], before["s3"]["secret_key"])
+
+
+def test_down_wipe_deletes_the_state_dir(tmp_path):
+    state_dir = tmp_path / "stack"
+    stopped_stack(state_dir)
+    (state_dir / "panel.json").write_text("{}")  # what the demo leaves there
+    result = runner.invoke(app, ["down", "--wipe", "--state-dir", str(state_dir)])
+    assert result.exit_code == 0 and "wiped" in result.output
+    assert not state_dir.exists()
+
+
+def test_down_wipe_refuses_a_directory_that_is_not_a_stack(tmp_path):
+    (tmp_path / "thesis.tex").write_text("months of work")
+    (tmp_path / "pg").mkdir()
+    result = runner.invoke(app, ["down", "--wipe", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "not wiping" in result.output
+    assert (tmp_path / "thesis.tex").read_text() == "months of work" and (tmp_path / "pg").is_dir()
+
+
+def test_a_free_previous_port_is_reused_and_a_taken_one_replaced():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert reuse_port(port) == port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert seaweed.choose_ports(dict.fromkeys(seaweed.PORT_NAMES, taken), wait=0) != dict.fromkeys(seaweed.PORT_NAMES, taken)
+        fresh = seaweed.choose_ports(None)
+    assert len(set(fresh.values())) == len(seaweed.PORT_NAMES)
+
+
+def test_the_s3_credentials_and_signing_keys_are_readable_by_their_owner_only(tmp_path):
+    seaweed.write_config(tmp_path, "radcurate", "the-secret", {k: f"key-{k}" for k in ("read", "write", "filer", "filer_read")})
+    identities = json.loads((tmp_path / "s3.json").read_text())["identities"]
+    assert [c["secretKey"] for i in identities for c in i["credentials"]] == ["the-secret"]
+    assert 'key = "key-read"' in (tmp_path / "security.toml").read_text()
+    for name in ("s3.json", "security.toml"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
