@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -11,3 +13,8 @@ class RequestBody(BaseModel):
     reader's corrections silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def iso_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row as JSON can carry it: timestamps as ISO 8601 strings."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

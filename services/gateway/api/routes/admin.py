@@ -110,16 +110,6 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
     return {"release_id": release_id, "status": "requested"}
 
 
-@router.get("/releases/{release_id}")
-async def get_release(release_id: str, _: Curator, res: Res) -> dict:
-    async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
-        row = await cur.fetchone()
-    if row is None:
-        raise Problem(404, f"no release {release_id!r}")
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
 async def _funnel(conn, protocol: str) -> dict:
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"

@@ -14,7 +14,7 @@ from pydantic import Field
 from services.common import outbox
 from services.common.contracts import ReassignmentRequested
 from services.common.db import unit_of_work
-from services.gateway.api.models import RequestBody
+from services.gateway.api.models import RequestBody, iso_row
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -57,7 +57,7 @@ async def sampling_runs(_: Curator, res: Res) -> list[dict]:
     """Every sampling run and its outcome (status stays 'requested' until the sampler reports)."""
     async with res.pool.connection() as conn:
         cur = await conn.execute("SELECT * FROM sampling_runs ORDER BY requested_at, run_id")
-        return [_iso(r) for r in await cur.fetchall()]
+        return [iso_row(r) for r in await cur.fetchall()]
 
 
 @router.get("/sampling-runs/{run_id}")
@@ -72,11 +72,7 @@ async def sampling_run(run_id: str, _: Curator, res: Res) -> dict:
             "SELECT DISTINCT ON (study_id) study_id, difficulty, reason FROM assignments WHERE run_id = %s"
             " ORDER BY study_id, assigned_at", (run_id,))
         studies = await cur.fetchall()
-    return {**_iso(run), "studies": studies}
-
-
-def _iso(row: dict) -> dict:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+    return {**iso_row(run), "studies": studies}
 
 
 class ReassignIn(RequestBody):

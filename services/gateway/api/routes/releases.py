@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter
 
 from services.common.objectstore import sha256_hex
+from services.gateway.api.models import iso_row
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -15,16 +16,23 @@ from services.gateway.problems import Problem
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
 
-def _iso(row: dict) -> dict:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
 @router.get("/releases")
 async def list_releases(_: Curator, res: Res) -> list[dict]:
     """Every release requested, newest first, with its counts once consensus has written it."""
     async with res.pool.connection() as conn:
         cur = await conn.execute("SELECT * FROM releases ORDER BY requested_at DESC, release_id")
-        return [_iso(r) for r in await cur.fetchall()]
+        return [iso_row(r) for r in await cur.fetchall()]
+
+
+@router.get("/releases/{release_id}")
+async def get_release(release_id: str, _: Curator, res: Res) -> dict:
+    """One release: its status, counts and manifest digest."""
+    async with res.pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, f"no release {release_id!r}")
+    return iso_row(row)
 
 
 @router.get("/releases/{release_id}/files")
