@@ -62,6 +62,8 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
                                  [c.model_dump(mode="json") for c in cells] if cells else None)
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
+        for reason in protocol.review_flags(decision.accepted, votes):
+            await repo.flag(conn, study_id, reason)
         return [ConsensusReached(
             study_id=study_id, protocol=assignment["protocol"], accepted=decision.accepted, rule=decision.rule,
             rule_version=decision.rule_version, labels=list(decision.labels), vote_ids=vote_ids, cells=cells or [],

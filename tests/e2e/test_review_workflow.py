@@ -87,10 +87,10 @@ async def test_readers_vote_blind_then_discuss_and_omissions_need_confirming(sta
             votes_before = scalar(stack, "gateway", "SELECT count(*) FROM votes")
             vote_url = f"/api/v1/reviews/{a1['assignment_id']}/vote"
             ask = assert_problem(await client.post(vote_url, headers=auth, json={
-                "verdict": "disagree", "removed_labels": positive[:1]}), 409, "please confirm")
+                "verdict": "agree_mostly", "removed_labels": positive[:1]}), 409, "please confirm")
             assert ask["confirmations"][0]["label_id"] == positive[0]
             assert scalar(stack, "gateway", "SELECT count(*) FROM votes") == votes_before
-            body = {"verdict": "disagree", "removed_labels": positive[:1], "confirm": True}
+            body = {"verdict": "agree_mostly", "removed_labels": positive[:1], "confirm": True}
         else:
             body = {"verdict": "agree_all", "confirm": True}
         assert (await client.post(f"/api/v1/reviews/{a1['assignment_id']}/vote", headers=auth, json=body)).status_code == 201

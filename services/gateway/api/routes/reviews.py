@@ -173,7 +173,8 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
                       errors=[{"loc": ["body", f], "msg": "Extra inputs are not permitted"} for f in unknown])
     fields = {**body.model_dump(exclude={"comment", "seconds_spent", "confirm"}), **(body.model_extra or {})}
     context = ReviewContext(study_id=a["study_id"], suggested=a["suggested"], unmapped=a["unmapped"],
-                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]))
+                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]),
+                            comment=body.comment)
     try:
         judgement, confirmed = await protocol.read_judgement(fields, context)
     except JudgementRejected as exc:
