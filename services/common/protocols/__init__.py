@@ -219,9 +219,7 @@ class CurationProtocol(ABC):
         unknown = sorted(set(labels) - set(self.adjudication_labels()))
         if unknown:
             raise JudgementRejected(f"unknown label(s): {', '.join(unknown)}", unknown_labels=unknown)
-        if labels and not accepted:
-            raise JudgementRejected("a rejected study has no benchmark labels; send accepted=true or no labels")
-        return sorted(set(labels)), None
+        return (sorted(set(labels)) if accepted else []), None
 
     def review_flags(self, accepted: bool, votes: Sequence[Mapping[str, Any]]) -> list[str]:
         """Flags for curator review a decided study raises beyond adjudication (e.g. a reader's
