@@ -50,7 +50,9 @@ def load_release(dsn: str, protocol: str, release_id: str | None = None) -> Rele
             "SELECT study_id, labels FROM holdout_truth WHERE release_id = %s", (row["release_id"],))}
         ids = [*released, *holdout]
         verdicts: dict[str, list[Verdict]] = {}
-        for r in conn.execute("SELECT study_id, verdict FROM votes WHERE counted AND study_id = ANY(%s)"
+        # Votes keep their judgement whole (consensus migration 004); older rows have the flat column.
+        for r in conn.execute("SELECT study_id, coalesce(judgement->>'verdict', verdict) AS verdict FROM votes"
+                              " WHERE counted AND study_id = ANY(%s)"
                               " ORDER BY study_id, cast_at, vote_id", (ids,)):
             verdicts.setdefault(r["study_id"], []).append(Verdict(r["verdict"]))
         suggested = {r["study_id"]: frozenset(r["suggested"]) for r in conn.execute(

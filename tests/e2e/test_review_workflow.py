@@ -283,7 +283,7 @@ async def test_enter_in_the_omission_check_goes_back_and_sign_out_leaves_nothing
     study = await page.locator("#study-title").inner_text()
 
     await page.locator("#suggested input[value='consolidation']").uncheck()
-    await page.keyboard.press("3")
+    await page.keyboard.press("2")  # one correction: agree mostly (issue 12 §2)
     await page.locator("#confirm").wait_for(state="visible")
     await page.keyboard.press("Enter")  # the safety check's default is "go back"
     await page.locator("#confirm").wait_for(state="hidden")

@@ -5,6 +5,7 @@ accepted when enough readers agree with every label; released as a label CSV; sc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,7 +110,8 @@ class CxrLabelVerification(CurationProtocol):
         return draw_sample([candidate_from(s) for s in pool], plan, self.taxonomy().label_ids)
 
     def review_view(self, suggested: Sequence[Mapping[str, Any]], study_url: str) -> dict[str, Any]:
-        return {"label_ids": list(self.taxonomy().label_ids)}
+        return {"label_ids": list(self.taxonomy().label_ids),
+                "verdict_rules": dataclasses.asdict(self.verdict_rules())}
 
     async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[LabelVerdict, list[dict]]:
         """A verdict with label corrections that name known labels, add only unsuggested ones and

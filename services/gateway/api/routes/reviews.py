@@ -38,6 +38,9 @@ class Assignment(BaseModel):
     grading: list[dict] | None = Field(None, description="A grid protocol's cells, prefilled from the suggestion.")
     grades: list[str] | None = Field(None, description="A grid protocol's grades a cell may take, in order.")
     series_url: str | None = Field(None, description="A multi-series study's series and instances.")
+    verdict_rules: dict | None = Field(None, description="A verdict protocol: how many corrections each verdict"
+                                       " carries (`agree_mostly_corrections`, `disagree_with_reason`), so a page"
+                                       " can say so before the gateway refuses the vote (422).")
 
 
 class VoteIn(BaseModel):
