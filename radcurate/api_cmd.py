@@ -221,18 +221,42 @@ def adjudicate(study_id: Annotated[str, typer.Argument(help="A decided study (ty
                                                               help="Accept into the benchmark, or reject.")] = None,
                labels: Annotated[list[str] | None, typer.Option(
                    "--label", help="A benchmark label of the accepted study (repeat for several).")] = None,
+               cells: Annotated[list[str] | None, typer.Option(
+                   "--cell", help="A grid protocol's disputed cell: CELL=GRADE, or CELL=GRADE@SERIES_UID,INSTANCE,X,Y"
+                                  " with the point (repeat for several).")] = None,
                note: str = "", as_json: Annotated[bool, typer.Option("--json")] = False,
                gateway: GatewayUrl = None, token: Token = None, state_dir: StateDir = DEFAULT_STATE) -> None:
     """Settle a decided study: your ruling becomes its decision, recorded beside the rule's."""
     if accept is None:
         fail("say --accept or --reject", 2)
     body = {"study_id": study_id, "accepted": accept, "labels": labels or [], "note": note}
+    if cells:
+        body["cells"] = [_cell(text) for text in cells]
     out = call(gateway, token, state_dir, lambda api: _json(api.request("POST", "/api/v1/adjudications", json=body)))
     if as_json:
         print_json(out)
     else:
         typer.echo(f"{out['adjudication_id']}: {'accept' if accept else 'reject'} {study_id}"
                    f"{' with ' + ', '.join(labels) if labels else ''} — requested")
+
+
+def _cell(text: str) -> dict:
+    """`CELL=GRADE[@SERIES_UID,INSTANCE,X,Y]` as the adjudication request's cell (exit 2 if malformed)."""
+    cell, _, rest = text.partition("=")
+    grade, _, at = rest.partition("@")
+    if not cell or not grade:
+        fail(f"--cell {text!r}: write CELL=GRADE or CELL=GRADE@SERIES_UID,INSTANCE,X,Y", 2)
+    out: dict = {"cell_id": cell, "grade": grade}
+    if at:
+        parts = at.split(",")
+        try:
+            series, instance, x, y = parts[0], int(parts[1]), float(parts[2]), float(parts[3])
+        except (IndexError, ValueError):
+            fail(f"--cell {text!r}: the point is SERIES_UID,INSTANCE,X,Y (instance an integer, x and y numbers)", 2)
+        if len(parts) != 4:
+            fail(f"--cell {text!r}: the point is SERIES_UID,INSTANCE,X,Y", 2)
+        out["point"] = {"series_instance_uid": series, "instance_number": instance, "x": x, "y": y}
+    return out
 
 
 async def _poll(get: Callable[[], Awaitable[dict]], done: Callable[[dict], bool], timeout: float, what: str) -> dict:

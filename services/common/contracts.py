@@ -489,6 +489,9 @@ class AdjudicationRequested(Event):
     accepted: bool
     labels: list[str] = Field(default_factory=list)
     note: str = ""
+    # A grid protocol's disputed cells as the curator grades them (grade and point); the study's
+    # protocol checks them. Absent in requests from before cells could be adjudicated.
+    cells: list[CellGrade] = Field(default_factory=list)
 
 
 class StudyAdjudicated(Event):
@@ -505,6 +508,7 @@ class StudyAdjudicated(Event):
     previous_accepted: bool
     rule: str
     rule_version: str
+    cells: list[CellConsensus] = Field(default_factory=list)  # a grid protocol's cells after the ruling
 
 
 class ReportRequested(Event):

@@ -62,6 +62,8 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
                                  [c.model_dump(mode="json") for c in cells] if cells else None)
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
+        for reason in protocol.review_flags(decision.accepted, votes):
+            await repo.flag(conn, study_id, reason)
         return [ConsensusReached(
             study_id=study_id, protocol=assignment["protocol"], accepted=decision.accepted, rule=decision.rule,
             rule_version=decision.rule_version, labels=list(decision.labels), vote_ids=vote_ids, cells=cells or [],
@@ -102,17 +104,21 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         if current is None:
             raise PermanentError(f"adjudication {cmd.adjudication_id}: study {cmd.study_id} has no decision yet")
         assignment = await repo.get_assignment(conn, cmd.study_id)
-        known = set(protocol_and_rule(assignment["protocol"])[0].adjudication_labels())
-        if unknown := sorted(set(cmd.labels) - known):
-            raise PermanentError(f"adjudication {cmd.adjudication_id}: unknown labels {unknown}")
-        labels = sorted(set(cmd.labels)) if cmd.accepted else []
-        if not await repo.save_adjudication(conn, cmd, labels, current):
+        protocol = protocol_and_rule(assignment["protocol"])[0]
+        instances = {(o["series_instance_uid"], o["instance_number"]) for o in assignment["objects"] or []}
+        try:  # the gateway checked the same; a command that bypassed it is a dead letter, not a ruling
+            labels, cells = protocol.adjudicate(cmd.accepted, cmd.labels, [c.model_dump(mode="json") for c in cmd.cells],
+                                                current["cells"], instances)
+        except protocols.JudgementRejected as exc:
+            raise PermanentError(f"adjudication {cmd.adjudication_id}: {exc.detail}") from None
+        if not await repo.save_adjudication(conn, cmd, labels, current, cells):
             return []
         await repo.resolve_flags(conn, cmd.study_id, cmd.curator_id)
         return [StudyAdjudicated(
             study_id=cmd.study_id, correlation_id=cmd.correlation_id, protocol=assignment["protocol"],
             adjudication_id=cmd.adjudication_id, curator_id=cmd.curator_id, accepted=cmd.accepted, labels=labels,
             previous_accepted=current["accepted"], rule=ADJUDICATION_RULE, rule_version=ADJUDICATION_RULE_VERSION,
+            cells=cells or [],
         )]
 
     async def on_report_requested(conn: psycopg.AsyncConnection, cmd: ReportRequested, _: Any) -> list[ReportReady]:

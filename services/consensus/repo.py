@@ -82,11 +82,24 @@ async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decisio
 
 
 async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list[dict]:
+    """Accepted studies with their effective labels and cells, and their provenance: the rule's
+    name and version, whether (and by whom) a curator adjudicated, and the counted votes (rows
+    with `reader_id` and the judgement's fields) the rule decided on."""
     cur = await conn.execute(
-        "SELECT d.study_id, a.patient_id, d.labels, a.objects, x.cells FROM effective_decisions d"
+        "SELECT d.study_id, a.patient_id, d.labels, a.objects, d.cells, x.rule, x.rule_version, d.adjudicated,"
+        " d.adjudicator, d.adjudication_id FROM effective_decisions d"
         " JOIN assignments a USING (study_id) JOIN decisions x USING (study_id)"
         " WHERE d.accepted AND a.protocol = %s ORDER BY d.study_id", (protocol,))
-    return await cur.fetchall()
+    studies = await cur.fetchall()
+    cur = await conn.execute(
+        f"SELECT v.study_id, v.reader_id, {_JUDGEMENT_COLUMNS} FROM votes v JOIN assignments a USING (study_id)"
+        " JOIN effective_decisions d USING (study_id) WHERE v.counted AND d.accepted AND a.protocol = %s"
+        " ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
+    votes: dict[str, list[dict]] = {}
+    for row in await cur.fetchall():
+        vote = _with_judgement(row)
+        votes.setdefault(vote.pop("study_id"), []).append(vote)
+    return [{**s, "votes": votes.get(s["study_id"], [])} for s in studies]
 
 
 async def funnel_counts(conn: psycopg.AsyncConnection, protocol: str) -> dict[str, int]:
@@ -129,14 +142,15 @@ async def effective_decision(conn: psycopg.AsyncConnection, study_id: str) -> di
 
 
 async def save_adjudication(conn: psycopg.AsyncConnection, cmd: AdjudicationRequested, labels: list[str],
-                            previous: dict) -> bool:
-    """Append the adjudication; False when this adjudication id was recorded before."""
+                            previous: dict, cells: list[dict] | None = None) -> bool:
+    """Append the adjudication (with a grid protocol's cells after the ruling); False when this
+    adjudication id was recorded before."""
     cur = await conn.execute(
         "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note,"
-        " previous_accepted, previous_labels) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+        " previous_accepted, previous_labels, cells) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         " ON CONFLICT (adjudication_id) DO NOTHING RETURNING seq",
         (cmd.adjudication_id, cmd.study_id, cmd.curator_id, cmd.accepted, json.dumps(labels), cmd.note,
-         previous["accepted"], json.dumps(previous["labels"])))
+         previous["accepted"], json.dumps(previous["labels"]), json.dumps(cells) if cells is not None else None))
     return await cur.fetchone() is not None
 
 

@@ -79,6 +79,19 @@ async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(
                               422, "unknown label")
         assert body["unknown_labels"] == ["dragon"]
         assert_problem(await client.post(url, headers=auth, json={"verdict": "maybe"}), 422, "verdict")
+        # Issue 12 §2: a verdict says what its corrections say (rules in the CXR taxonomy file).
+        suggested = [s["label_id"] for s in a["suggested"]]
+        addable = [label for label in a["label_ids"] if label not in suggested]
+        verdict_cases = [
+            ({"verdict": "agree_all", "added_labels": addable[:1]}, "agree_all means no correction"),
+            ({"verdict": "agree_mostly"}, "agree_mostly means exactly 1 correction; this vote has 0"),
+            ({"verdict": "agree_mostly", "added_labels": addable[:2]}, "this vote has 2 corrections"),
+            ({"verdict": "disagree"}, "more than 1 correction, or a stated reason (comment)"),
+            ({"verdict": "disagree", "added_labels": addable[:1], "comment": "  "}, "and no comment"),
+        ]
+        for vote, says in verdict_cases:
+            problem = assert_problem(await client.post(url, headers=auth, json=vote), 422, says)
+            assert problem["verdict"] == vote["verdict"] and "agree_mostly" in problem["verdict_rules"]
         outsider = {"Authorization": f"Bearer {tokens['vr-outsider']}"}
         theirs = assert_problem(await client.post(url, headers=outsider, json={"verdict": "agree_all"}),
                                 404, "on your worklist")
@@ -92,7 +105,7 @@ async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(
         assert first.status_code == 201
         replay = await client.post(url, headers={**auth, "Idempotency-Key": "k-1"}, json={"verdict": "agree_all"})
         assert replay.status_code == 200 and replay.json()["vote_id"] == first.json()["vote_id"]
-        assert_problem(await client.post(url, headers={**auth, "Idempotency-Key": "k-2"}, json={"verdict": "disagree"}),
+        assert_problem(await client.post(url, headers={**auth, "Idempotency-Key": "k-2"}, json={"verdict": "disagree", "comment": "changed my mind"}),
                        409, "already voted")
     assert scalar(stack, "gateway", "SELECT count(*) FROM votes") == votes_before + 1
     assert scalar(stack, "gateway", "SELECT count(*) FROM outbox WHERE topic = 'vote-cast' AND payload->>'assignment_id' = %s",

@@ -73,7 +73,9 @@ async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, 
     for reader in readers.values():
         for a in await reader.worklist():
             verdict = "agree_all" if a["study_id"] == agreed else "disagree"
-            await reader.vote(a["assignment_id"], {"verdict": verdict, "confirm": True})
+            # A disagree with no correction states its reason (issue 12 §2).
+            reason = "" if verdict == "agree_all" else "not a diagnostic view"
+            await reader.vote(a["assignment_id"], {"verdict": verdict, "confirm": True, "comment": reason})
     await page.get_by_role("tab", name="Progress").click()
     await page.locator("#reader-table tr", has_text="cc-3").wait_for()
     await eventually(lambda: _reader_row_done(page, "cc-3"), "the votes on the progress table", 30)

@@ -201,3 +201,103 @@ async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browse
     point = graded[cell]["point"]
     assert point["instance_number"] == instance and point["series_instance_uid"]
     assert 0 < point["x"] < 96 and 0 < point["y"] < 96  # image pixels of a 96x96 sagittal, not screen pixels
+
+
+# --- adjudication of disputed cells (issue 12 §3) -------------------------------------------
+
+DISPUTED = "spinal_canal_stenosis_l4_l5"
+
+
+def _decided_count(stack, study_ids: list[str]) -> int:
+    return scalar(stack, "consensus", "SELECT count(*) FROM decisions WHERE study_id = ANY(%s)", (study_ids,))
+
+
+async def test_a_curator_grades_the_disputed_cell_and_the_release_carries_that_grade(stack, admin, lumbar_data):
+    """Three readers two grades apart at one cell hold a study; the curator sets that cell's grade
+    and point; consensus records it beside the rule's decision and the release has that grade."""
+    await ingest_folder(stack, lumbar_data, protocol=Protocol.LUMBAR)  # duplicates when the funnel ran first
+    await eventually(lambda: _at_least(admin, "suggested", STUDIES), "a grade grid for every study")
+    names = ("adj-1", "adj-2", "adj-3")
+    readers = [admin.as_user(await admin.create_user(n, "reviewer")) for n in names]
+    await admin.request_sampling({"n": 2, "readers_per_study": 3, "seed": 7}, list(names), LUMBAR)
+    await eventually(lambda: _open_count(readers[2], 2), "two assignments for each adjudication reader")
+    tasks = sorted(await readers[0].worklist(), key=lambda a: a["study_id"])
+    held, clear = tasks[0]["study_id"], tasks[1]["study_id"]
+    for reader, disputed_grade in zip(readers, ("Normal/Mild", "Moderate", "Severe"), strict=True):
+        for a in await reader.worklist():
+            grid = _suggested_grid(a)
+            if a["study_id"] == held:
+                grid = [{**g, "grade": disputed_grade} if g["cell_id"] == DISPUTED else g for g in grid]
+            await reader.vote(a["assignment_id"], {"grades": grid})
+    await eventually(lambda: _decided_count(stack, [held, clear]) == 2, "decisions on both studies")
+    await eventually(lambda: scalar(stack, "gateway", "SELECT count(*) FROM decisions WHERE study_id = %s", (held,)),
+                     "the gateway to learn of the held study's decision")
+    [(accepted, rule_cells)] = query(stack, "consensus", "SELECT accepted, cells FROM decisions WHERE study_id = %s",
+                                     (held,))
+    rule_cell = next(c for c in rule_cells if c["cell_id"] == DISPUTED)
+    assert not accepted and rule_cell["adjudicate"] and rule_cell["grade"] == "Moderate"  # the median nobody chose
+
+    series, instance = query(stack, "gateway", "SELECT series_instance_uid, instance_number FROM study_objects"
+                             " WHERE study_id = %s ORDER BY 1, 2 LIMIT 1", (held,))[0]
+    point = {"series_instance_uid": series, "instance_number": instance, "x": 30.5, "y": 41.0}
+    for body, says in (({"cells": [{"cell_id": "tail_l4_l5", "grade": "Severe"}]}, "unknown cell"),
+                       ({"labels": [DISPUTED]}, "send no `labels`"),
+                       ({"cells": [{"cell_id": DISPUTED, "grade": "Severe", "point": {**point, "instance_number": 999}}]},
+                        "which this study does not have")):
+        with pytest.raises(GatewayError) as err:
+            await admin.request("POST", "/api/v1/adjudications", json={"study_id": held, "accepted": True, **body})
+        assert err.value.status == 422 and says in err.value.problem["detail"], err.value.problem
+    assert scalar(stack, "gateway", "SELECT count(*) FROM adjudications WHERE study_id = %s", (held,)) == 0
+
+    resp = await admin.request("POST", "/api/v1/adjudications", json={
+        "study_id": held, "accepted": True, "note": "severe on the axial",
+        "cells": [{"cell_id": DISPUTED, "grade": "Severe", "point": point}]})
+    assert resp.status_code == 202
+    await eventually(lambda: scalar(stack, "gateway", "SELECT count(*) FROM adjudications WHERE study_id = %s"
+                                    " AND applied_at IS NOT NULL", (held,)), "the adjudication to be applied")
+    [(curator, cells, previous)] = query(stack, "consensus", "SELECT curator_id, cells, previous_accepted"
+                                         " FROM adjudications WHERE study_id = %s", (held,))
+    ruled = {c["cell_id"]: c for c in cells}
+    assert curator == "admin" and previous is False and len(cells) == 25
+    assert ruled[DISPUTED] == {"cell_id": DISPUTED, "grade": "Severe", "method": "adjudicated", "adjudicate": False,
+                               "point": point}
+    # Beside, never over: the rule's decision is as it was; the effective one is the curator's.
+    assert query(stack, "consensus", "SELECT accepted, cells FROM decisions WHERE study_id = %s",
+                 (held,)) == [(False, rule_cells)]
+    assert query(stack, "consensus", "SELECT accepted, adjudicator FROM effective_decisions WHERE study_id = %s",
+                 (held,)) == [(True, "admin")]
+
+    await admin.request_release({"target_size": 200, "seed": 1}, "lumbar-adj", protocol=LUMBAR)
+    await eventually(lambda: _released(admin, "lumbar-adj"), "the release with the adjudicated study", 180)
+    store, rows, points = store_for(stack), {}, []
+    for bucket, prefix in ((stack["buckets"]["public"], "releases/lumbar-adj"),
+                           (stack["buckets"]["holdout"], "releases/lumbar-adj/holdout")):
+        rows.update({r["study_id"]: r for r in csv.DictReader(io.StringIO(
+            store.get_bytes(bucket, f"{prefix}/train.csv").decode()))})
+        points += [r for r in csv.DictReader(io.StringIO(
+            store.get_bytes(bucket, f"{prefix}/train_label_coordinates.csv").decode())) if r["study_id"] == held]
+    assert rows[held][DISPUTED] == "Severe" and clear in rows
+    provenance = {}
+    for bucket, prefix in ((stack["buckets"]["public"], "releases/lumbar-adj"),
+                           (stack["buckets"]["holdout"], "releases/lumbar-adj/holdout")):
+        provenance.update({r["study_id"]: r for r in csv.DictReader(io.StringIO(
+            store.get_bytes(bucket, f"{prefix}/provenance.csv").decode()))})
+    assert set(provenance) == set(rows)
+    assert provenance[held] == {"study_id": held, "decision_path": "adjudicated", "votes": "graded=3;adjudicated_cells=1",
+                                "rule": "lumbar-majority-median", "rule_version": "1", "adjudicator": "admin"}
+    assert provenance[clear]["decision_path"] == "rule" and provenance[clear]["adjudicator"] == ""
+    card = json.loads(store.get_bytes(stack["buckets"]["public"], "releases/lumbar-adj/dataset_card.json"))
+    counts = card["provenance"]
+    assert counts["released"]["adjudicated"] + counts["holdout"]["adjudicated"] == 1
+    assert sum(counts["released"].values()) + sum(counts["holdout"].values()) == len(rows)
+    spinal_l4 = [p for p in points if p["condition"] == "Spinal Canal Stenosis" and p["level"] == "L4/L5"]
+    assert [(p["series_id"], int(p["instance_number"]), float(p["x"]), float(p["y"])) for p in spinal_l4] == [
+        (series, instance, 30.5, 41.0)]
+
+
+def _suggested_grid(task: dict) -> list[dict]:
+    return [{"cell_id": c["cell_id"], "grade": c["grade"]} for c in task["grading"]]
+
+
+async def _open_count(reader: Gateway, n: int) -> bool:
+    return len(await reader.worklist()) >= n

@@ -114,6 +114,29 @@ async def release_twice(stack, api) -> dict:
     return await api.release("e2e-a")
 
 
+def check_provenance(stack) -> None:
+    """Every released label row says how it was decided; the card counts each path (issue 12 §2).
+    Readers' corrections on accepted studies are flags for curator review."""
+    store, adjudicated = store_for(stack), dict(query(stack, "consensus", "SELECT study_id, curator_id FROM adjudications"))
+    card = json.loads(store.get_bytes(stack["buckets"]["public"], "releases/e2e-a/dataset_card.json"))
+    for bucket, prefix, split in ((stack["buckets"]["public"], "releases/e2e-a", "released"),
+                                  (stack["buckets"]["holdout"], "releases/e2e-a/holdout", "holdout")):
+        labels = [r["study_id"] for r in csv.DictReader(io.StringIO(store.get_bytes(bucket, f"{prefix}/labels.csv").decode()))]
+        rows = list(csv.DictReader(io.StringIO(store.get_bytes(bucket, f"{prefix}/provenance.csv").decode())))
+        assert [r["study_id"] for r in rows] == labels
+        for r in rows:
+            tally = dict(part.split("=") for part in r["votes"].split(";"))
+            assert sum(map(int, tally.values())) == 3 and (r["rule"], r["rule_version"]) == ("cxr-agree-all-majority", "1")
+            assert (r["decision_path"], r["adjudicator"]) == (("adjudicated", adjudicated[r["study_id"]])
+                                                               if r["study_id"] in adjudicated else ("rule", ""))
+            assert r["decision_path"] == "adjudicated" or int(tally["agree_all"]) >= 2
+        assert card["provenance"][split] == {"rule": sum(r["decision_path"] == "rule" for r in rows),
+                                             "adjudicated": sum(r["decision_path"] == "adjudicated" for r in rows)}
+    corrections = query(stack, "consensus", "SELECT f.reason FROM flags f JOIN decisions d USING (study_id)"
+                        " WHERE f.reason LIKE 'correction:%%' AND d.accepted")
+    assert corrections, "the simulated panel corrects some accepted studies"
+
+
 async def check_truth_audit(stack, data) -> None:
     """`radcurate report --truth`: the release's label error against the synthetic truth."""
     printed = await invoke(["report", "--truth", str(data / "truth.jsonl"), "--release-id", "e2e-a", "--json",
@@ -221,6 +244,7 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await adjudicate_one(stack, api)
         await check_report(stack, api)
         release = await release_twice(stack, api)
+        check_provenance(stack)
         await check_export(stack, tmp_path)
         await check_truth_audit(stack, tmp_path / "synth")
         await check_evaluations(stack, api, release, tmp_path)

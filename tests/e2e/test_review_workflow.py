@@ -87,10 +87,10 @@ async def test_readers_vote_blind_then_discuss_and_omissions_need_confirming(sta
             votes_before = scalar(stack, "gateway", "SELECT count(*) FROM votes")
             vote_url = f"/api/v1/reviews/{a1['assignment_id']}/vote"
             ask = assert_problem(await client.post(vote_url, headers=auth, json={
-                "verdict": "disagree", "removed_labels": positive[:1]}), 409, "please confirm")
+                "verdict": "agree_mostly", "removed_labels": positive[:1]}), 409, "please confirm")
             assert ask["confirmations"][0]["label_id"] == positive[0]
             assert scalar(stack, "gateway", "SELECT count(*) FROM votes") == votes_before
-            body = {"verdict": "disagree", "removed_labels": positive[:1], "confirm": True}
+            body = {"verdict": "agree_mostly", "removed_labels": positive[:1], "confirm": True}
         else:
             body = {"verdict": "agree_all", "confirm": True}
         assert (await client.post(f"/api/v1/reviews/{a1['assignment_id']}/vote", headers=auth, json=body)).status_code == 201
@@ -283,7 +283,7 @@ async def test_enter_in_the_omission_check_goes_back_and_sign_out_leaves_nothing
     study = await page.locator("#study-title").inner_text()
 
     await page.locator("#suggested input[value='consolidation']").uncheck()
-    await page.keyboard.press("3")
+    await page.keyboard.press("2")  # one correction: agree mostly (issue 12 §2)
     await page.locator("#confirm").wait_for(state="visible")
     await page.keyboard.press("Enter")  # the safety check's default is "go back"
     await page.locator("#confirm").wait_for(state="hidden")

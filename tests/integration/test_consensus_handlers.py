@@ -212,3 +212,43 @@ async def test_a_release_is_written_to_the_object_store_before_its_transaction_o
         assert await handler.prepare(cmd) is None  # a redelivery writes nothing again
     finally:
         await pool.close()
+
+
+def lumbar_votes(study_id: str, disputed: str, grades: tuple[str, ...]) -> list[VoteCast]:
+    from services.common.contracts import CellGrade
+    from services.common.protocols.lumbar.grid import CELL_IDS
+    from services.common.protocols.lumbar.judgement import GradeGrid
+    return [VoteCast(study_id=study_id, protocol=Protocol.LUMBAR, vote_id=f"{study_id}-{r}", assignment_id=f"a-{r}",
+                     reader_id=r, seconds_spent=10, judgement=GradeGrid(grades=[
+                         CellGrade(cell_id=c, grade=g if c == disputed else "Normal/Mild") for c in CELL_IDS]))
+            for r, g in zip(READERS, grades, strict=True)]
+
+
+async def test_a_lumbar_adjudication_grades_the_disputed_cell_beside_the_rules_decision(db, handlers):
+    from services.common.contracts import DicomObject
+    disputed = "spinal_canal_stenosis_l4_l5"
+    obj = DicomObject(object_key="k", sha256="s", sop_instance_uid="1.9", series_instance_uid="1.2", instance_number=4)
+    await apply(db, handlers, assigned("L1").model_copy(update={"protocol": Protocol.LUMBAR, "objects": [obj],
+                                                                "taxonomy_version": "lumbar-v1"}))
+    reached = []
+    for v in lumbar_votes("L1", disputed, ("Normal/Mild", "Moderate", "Severe")):
+        reached += await apply(db, handlers, v)
+    assert [r.accepted for r in reached] == [False]
+    point = {"series_instance_uid": "1.2", "instance_number": 4, "x": 3.0, "y": 4.0}
+    cmd = AdjudicationRequested(study_id="L1", adjudication_id="adjL", curator_id="cur", accepted=True,
+                                cells=[{"cell_id": disputed, "grade": "Severe", "point": point}])
+    [done] = await apply(db, handlers, cmd)
+    assert done.labels == [f"{disputed}:Severe"] and len(done.cells) == 25
+    effective = (await rows(db, "SELECT accepted, cells, adjudicator FROM effective_decisions"))[0]
+    cell = next(c for c in effective["cells"] if c["cell_id"] == disputed)
+    assert effective["accepted"] and effective["adjudicator"] == "cur"
+    assert cell == {"cell_id": disputed, "grade": "Severe", "method": "adjudicated", "adjudicate": False, "point": point}
+    rule_cell = next(c for c in (await rows(db, "SELECT cells FROM decisions"))[0]["cells"] if c["cell_id"] == disputed)
+    assert rule_cell["grade"] == "Moderate" and rule_cell["adjudicate"]
+    [row] = await repo_accepted(db)
+    assert row["adjudicated"] and [v["reader_id"] for v in row["votes"]] == READERS
+
+
+async def repo_accepted(conn):
+    from services.consensus import repo
+    return await repo.accepted_studies(conn, Protocol.LUMBAR.value)

@@ -104,6 +104,7 @@ class ReviewContext:
     unmapped: Sequence[Mapping[str, Any]]
     confirm: bool
     instances: Callable[[], Awaitable[set[tuple[str, int]]]]  # (series uid, instance number), on demand
+    comment: str = ""  # the reader's stated reason, which some verdicts require
 
 
 class Extractor(ABC):
@@ -205,6 +206,25 @@ class CurationProtocol(ABC):
     def adjudication_labels(self) -> Sequence[str]:
         """The labels a curator's adjudication may set."""
         return self.taxonomy().label_ids
+
+    def adjudicate(self, accepted: bool, labels: Sequence[str], cells: Sequence[Mapping[str, Any]],
+                   decided_cells: Sequence[Mapping[str, Any]] | None,
+                   instances: set[tuple[str, int]] | None = None) -> tuple[list[str], list[dict[str, Any]] | None]:
+        """A curator's ruling as it enters the benchmark: the labels, and for grid protocols the
+        cells (the rule's `decided_cells` with the curator's ones in place; None when the caller,
+        e.g. the gateway, does not know them yet). `instances` (when known) are the study's, for
+        points. Raises `JudgementRejected`. By default: labels of `adjudication_labels`, no cells."""
+        if cells:
+            raise JudgementRejected("this protocol's adjudication sets `labels`, not `cells`")
+        unknown = sorted(set(labels) - set(self.adjudication_labels()))
+        if unknown:
+            raise JudgementRejected(f"unknown label(s): {', '.join(unknown)}", unknown_labels=unknown)
+        return (sorted(set(labels)) if accepted else []), None
+
+    def review_flags(self, accepted: bool, votes: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Flags for curator review a decided study raises beyond adjudication (e.g. a reader's
+        corrections on an accepted study), each `"<kind>: <detail>"`. None by default."""
+        return []
 
     @abstractmethod
     def compose_release(self, release_id: str, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan,

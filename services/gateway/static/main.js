@@ -60,6 +60,11 @@ async function vote(verdict, t0) {
     $("status").textContent = "Agree all means no corrections: use 2 (agree mostly) or 3 (disagree).";
     return;
   }
+  const refusal = verdictRefusal(verdict, fix.added.length + fix.removed.length, item.a.verdict_rules);
+  if (refusal) {  // the gateway would refuse it (422): say so while the study is still on screen
+    $("status").textContent = refusal;
+    return;
+  }
   const asks = omissions(item.a, fix);
   if (asks.length && !(await confirmOmissions(asks))) return;
   state.busy = true;
@@ -71,6 +76,20 @@ async function vote(verdict, t0) {
   await show(await state.next);
   window.__rc.paints.push(performance.now() - t0);
   await settle(sent, item);
+}
+
+// What each verdict means (the CXR taxonomy's verdict rules, sent with the assignment).
+function verdictRefusal(verdict, n, rules) {
+  if (!rules) return "";
+  const k = rules.agree_mostly_corrections;
+  if (verdict === "agree_mostly" && n !== k) {
+    return `Agree mostly means exactly ${k} correction(s); this vote has ${n}.`;
+  }
+  if (verdict === "disagree" && n <= k && !(rules.disagree_with_reason && $("comment").value.trim())) {
+    return `Disagree means more than ${k} correction(s)` +
+      (rules.disagree_with_reason ? ", or a reason in the comment box." : ".");
+  }
+  return "";
 }
 
 // A lumbar read: every cell's grade, with the points placed. Moderate/Severe cells without a

@@ -5,6 +5,7 @@ accepted when enough readers agree with every label; released as a label CSV; sc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ from services.common.protocols.cxr.judgement import NAME, LabelVerdict
 from services.common.protocols.cxr.lexicon import map_findings
 from services.common.protocols.cxr.omissions import CONFIRMATION_TYPE, describe, omissions
 from services.common.protocols.cxr.reporting import agreement_report, kappa_per_label, reader_label_sets
+from services.common.protocols.cxr.verdicts import VerdictRules, check_verdict
 from services.common.protocols.kit.decision import CXR_RULE, Decision, VoteView
 from services.common.protocols.kit.rule_config import RuleConfig, decide
 from services.common.protocols.kit.sampling import Candidate, SampleResult, draw_sample
@@ -108,7 +110,8 @@ class CxrLabelVerification(CurationProtocol):
         return draw_sample([candidate_from(s) for s in pool], plan, self.taxonomy().label_ids)
 
     def review_view(self, suggested: Sequence[Mapping[str, Any]], study_url: str) -> dict[str, Any]:
-        return {"label_ids": list(self.taxonomy().label_ids)}
+        return {"label_ids": list(self.taxonomy().label_ids),
+                "verdict_rules": dataclasses.asdict(self.verdict_rules())}
 
     async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[LabelVerdict, list[dict]]:
         """A verdict with label corrections that name known labels, add only unsuggested ones and
@@ -121,11 +124,22 @@ class CxrLabelVerification(CurationProtocol):
         except ValidationError as exc:
             raise JudgementRejected(f"not a verdict: {exc.errors()[0]['msg']}") from None
         _check_labels(vote, {s["label_id"] for s in context.suggested}, set(self.taxonomy().label_ids))
+        corrections = len(set(vote.added_labels)) + len(set(vote.removed_labels))
+        check_verdict(vote.verdict, corrections, context.comment, self.verdict_rules())
         asks = omissions(context.suggested, context.unmapped, vote.added_labels, vote.removed_labels)
         if asks and not context.confirm:
             raise NeedsConfirmation(describe(asks), asks, CONFIRMATION_TYPE)
         return vote.model_copy(update={"added_labels": sorted(set(vote.added_labels)),
                                        "removed_labels": sorted(set(vote.removed_labels))}), asks
+
+    def verdict_rules(self) -> VerdictRules:
+        """What each verdict means, from the taxonomy file."""
+        return VerdictRules.from_extra(self.taxonomy().extra)
+
+    def review_flags(self, accepted: bool, votes: Sequence[Mapping[str, Any]]) -> list[str]:
+        """On an accepted study, every reader's corrections stay visible to a curator: the rule
+        released the suggestion, but a reader who added a pneumothorax may be the one who is right."""
+        return correction_flags(votes) if accepted else []
 
     def vote_outcome(self, judgement: LabelVerdict) -> str:  # type: ignore[override]
         return judgement.verdict.value
@@ -174,6 +188,17 @@ class CxrLabelVerification(CurationProtocol):
                                  patients=release.get("holdout_patients"))
 
 
+def correction_flags(votes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One `correction:` flag per vote that added or removed labels."""
+    flags = []
+    for v in votes:
+        added, removed = sorted(v.get("added_labels") or []), sorted(v.get("removed_labels") or [])
+        if added or removed:
+            parts = [f"added {', '.join(added)}"] * bool(added) + [f"removed {', '.join(removed)}"] * bool(removed)
+            flags.append(f"correction: {v['reader_id']} ({v['verdict']}) {'; '.join(parts)}")
+    return flags
+
+
 def _check_labels(vote: LabelVerdict, suggested: set[str], known: set[str]) -> None:
     unknown = sorted((set(vote.added_labels) | set(vote.removed_labels)) - known)
     if unknown:
@@ -184,8 +209,6 @@ def _check_labels(vote: LabelVerdict, suggested: set[str], known: set[str]) -> N
     if set(vote.removed_labels) - suggested:
         raise JudgementRejected(
             f"cannot remove labels that were not suggested: {', '.join(sorted(set(vote.removed_labels) - suggested))}")
-    if vote.verdict == Verdict.AGREE_ALL and (vote.added_labels or vote.removed_labels):
-        raise JudgementRejected("agree_all means no corrections; use agree_mostly or disagree to add or remove labels")
 
 
 PROTOCOL = register(CxrLabelVerification())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.contracts import SelectionPlan
+from services.common.contracts import SelectionPlan, Verdict
 from services.common.protocols.cxr import scoring as scoring_cxr
 from services.common.protocols.cxr.reporting import REPORT_VERSION
 from services.common.protocols.kit.release import (
@@ -19,6 +19,8 @@ from services.common.protocols.kit.release import (
     ReleaseStudy,
     build_release,
     prevalence,
+    provenance_counts,
+    study_provenance,
 )
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import AcceptedStudy, composition, plan_composition, select_and_split
@@ -41,7 +43,7 @@ def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], pla
                     agreement: Mapping) -> ComposedRelease:
     """Select and split `rows` (accepted studies) and lay out every file of the release."""
     studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
-                                           tuple(r["objects"])) for r in rows}
+                                           tuple(r["objects"]), cxr_provenance(r, rule)) for r in rows}
     split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in studies.values()],
                              plan, taxonomy.label_ids)
     released = [studies[sid] for sid in split.released]
@@ -82,4 +84,14 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
             "holdout": composition(holdout, taxonomy.label_ids),
         },
         "unmet_quotas": list(unmet),
+        # How each selected study's labels were decided: by the rule, or by a curator's adjudication.
+        "provenance": {"released": provenance_counts([s.provenance for s in released]),
+                       "holdout": provenance_counts([s.provenance for s in holdout])},
     }
+
+
+def cxr_provenance(row: Mapping, rule: RuleConfig) -> dict[str, str]:
+    """A study's provenance with its verdict tally (from the row's counted `votes`, when given)."""
+    verdicts = [v["verdict"] for v in row.get("votes") or []]
+    tally = ";".join(f"{v.value}={verdicts.count(v.value)}" for v in Verdict)
+    return study_provenance(row, tally if verdicts else "", rule.rule, rule.version)

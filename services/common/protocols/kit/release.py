@@ -23,6 +23,39 @@ class ReleaseStudy:
     patient_id: str
     labels: frozenset[str]
     objects: tuple[dict, ...]  # DicomObject dicts
+    # How the study's labels were decided (`study_provenance`); empty for callers that do not know.
+    provenance: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+# One row per study of a split, beside its labels: how the labels were decided. `decision_path`
+# is "rule" (the consensus rule accepted it) or "adjudicated" (a curator's ruling did).
+PROVENANCE_COLUMNS = ("study_id", "decision_path", "votes", "rule", "rule_version", "adjudicator")
+DECISION_PATHS = ("rule", "adjudicated")
+
+
+def study_provenance(row: Mapping, votes: str, rule: str, rule_version: str) -> dict[str, str]:
+    """A released study's provenance from its accepted-study row (with `rule`, `rule_version`,
+    `adjudicated`, `adjudicator` where consensus knows them; the configured rule otherwise) and
+    a summary of its votes (e.g. "agree_all=2;agree_mostly=1;disagree=0")."""
+    adjudicated = bool(row.get("adjudicated"))
+    return {"decision_path": DECISION_PATHS[adjudicated], "votes": votes,
+            "rule": str(row.get("rule") or rule), "rule_version": str(row.get("rule_version") or rule_version),
+            "adjudicator": str(row.get("adjudicator") or "") if adjudicated else ""}
+
+
+def provenance_csv(studies: Sequence[tuple[str, Mapping[str, str]]]) -> bytes:
+    """`(study_id, provenance)` pairs as CSV, sorted by study."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PROVENANCE_COLUMNS)
+    for study_id, p in sorted(studies, key=lambda s: s[0]):
+        writer.writerow([study_id, *(p.get(c, "") for c in PROVENANCE_COLUMNS[1:])])
+    return out.getvalue().encode()
+
+
+def provenance_counts(provenances: Sequence[Mapping[str, str]]) -> dict[str, int]:
+    """How many studies each decision path released (the dataset card's figure)."""
+    return {path: sum(p.get("decision_path", "rule") == path for p in provenances) for path in DECISION_PATHS}
 
 
 @dataclass
@@ -88,6 +121,8 @@ def build_release(release_id: str, *, protocol: str, released: Sequence[ReleaseS
 def _add_split(rf: ReleaseFiles, bucket: str, prefix: str, studies: Sequence[ReleaseStudy],
                label_ids: Sequence[str]) -> list[dict]:
     rf.files[(bucket, f"{prefix}/labels.csv")] = labels_csv(studies, label_ids)
+    if any(s.provenance for s in studies):
+        rf.files[(bucket, f"{prefix}/provenance.csv")] = provenance_csv([(s.study_id, s.provenance) for s in studies])
     objects: list[dict] = []
     for s in sorted(studies, key=lambda s: s.study_id):
         entries, copies = _object_entries(prefix, s)

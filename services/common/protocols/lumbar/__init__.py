@@ -38,6 +38,7 @@ from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.sampling import SampleResult
 from services.common.protocols.kit.submission import Metric, SubmissionFormat
 from services.common.protocols.lumbar import scoring
+from services.common.protocols.lumbar.adjudication import adjudicate_cells
 from services.common.protocols.lumbar.consensus import decide_lumbar, lumbar_agreement_report
 from services.common.protocols.lumbar.consensus_rule import RULE_NAME
 from services.common.protocols.lumbar.extract import extract_lumbar_findings
@@ -135,6 +136,12 @@ class LumbarGrading(CurationProtocol):
 
     def adjudication_labels(self) -> Sequence[str]:
         return CELL_IDS
+
+    def adjudicate(self, accepted: bool, labels: Sequence[str], cells: Sequence[Mapping[str, Any]],
+                   decided_cells: Sequence[Mapping[str, Any]] | None,
+                   instances: set[tuple[str, int]] | None = None) -> tuple[list[str], list[dict[str, Any]] | None]:
+        """The curator grades the disputed cells (grade and point); the rest keep the rule's grades."""
+        return adjudicate_cells(accepted, labels, cells, decided_cells, instances)
 
     def decide(self, study_id: str, votes: Sequence[Mapping[str, Any]], assignment: Mapping[str, Any],
                rule: RuleConfig) -> tuple[Decision, list[CellConsensus]]:

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.contracts import SelectionPlan
 from services.common.objectstore import sha256_hex
-from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles
+from services.common.protocols.kit.release import (
+    MANIFEST_VERSION,
+    ReleaseFiles,
+    provenance_counts,
+    provenance_csv,
+    study_provenance,
+)
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
 from services.common.protocols.lumbar.competition import CompetitionStudy, Coordinate, image_path, split_csvs
@@ -34,6 +40,7 @@ class LumbarStudy:
     patient_id: str
     cells: tuple[dict, ...]  # CellConsensus dicts
     objects: tuple[dict, ...]  # DicomObject dicts
+    provenance: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def grades(self) -> dict[str, str]:
@@ -51,7 +58,7 @@ def compose_lumbar_release(release_id: str, protocol: str, rows: Sequence[Mappin
                            funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping) -> ComposedLumbarRelease:
     """Select and split accepted studies (rows with study_id, patient_id, labels, objects, cells)."""
     studies = {r["study_id"]: LumbarStudy(r["study_id"], r["patient_id"], tuple(r["cells"] or ()),
-                                          tuple(r["objects"])) for r in rows}
+                                          tuple(r["objects"]), lumbar_provenance(r, rule)) for r in rows}
     split = select_and_split([AcceptedStudy(r["study_id"], r["patient_id"], frozenset(r["labels"])) for r in rows],
                              plan, FINDING_IDS)
     released = [studies[sid] for sid in split.released]
@@ -84,6 +91,8 @@ def _add_split(rf: ReleaseFiles, bucket: str, prefix: str, studies: Sequence[Lum
     ordered = sorted(studies, key=lambda s: s.study_id)
     for name, data in split_csvs([competition_study(s) for s in ordered]).items():
         rf.files[(bucket, f"{prefix}/{name}")] = data
+    if any(s.provenance for s in ordered):  # beside the competition's files, which keep their layout
+        rf.files[(bucket, f"{prefix}/provenance.csv")] = provenance_csv([(s.study_id, s.provenance) for s in ordered])
     entries = []
     for s in ordered:
         for o in _ordered(s.objects):
@@ -131,7 +140,17 @@ def lumbar_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Map
         "agreement": {k: agreement.get(k) for k in ("studies", "mean_qwk", "qwk_by_condition",
                                                      "mean_point_distance_mm", "krippendorff_alpha_ordinal")},
         "unmet_quotas": list(unmet),
+        "provenance": {"released": provenance_counts([s.provenance for s in released]),
+                       "holdout": provenance_counts([s.provenance for s in holdout])},
     }
+
+
+def lumbar_provenance(row: Mapping, rule: RuleConfig) -> dict[str, str]:
+    """A study's provenance: its graders and how many cells a curator set (when adjudicated)."""
+    votes = row.get("votes") or []
+    adjudicated_cells = sum(c.get("method") == "adjudicated" for c in row.get("cells") or ())
+    tally = f"graded={len(votes)}" + (f";adjudicated_cells={adjudicated_cells}" if adjudicated_cells else "")
+    return study_provenance(row, tally if votes else "", rule.rule, rule.version)
 
 
 def _prevalence(studies: Sequence[LumbarStudy]) -> dict[str, dict[str, int]]:

@@ -36,6 +36,21 @@ def grid_view(suggested: Sequence[dict]) -> list[dict]:
 def check_grades(grades: Sequence[CellGrade], instances: set[tuple[str, int]]) -> None:
     """Refuse (`JudgementRejected`: a 422 at the gateway) anything but exactly one known grade per
     known cell, with points only on instances of this study. `instances` is the study's (series_instance_uid, instance_number)."""
+    _check_cell_ids(grades)
+    missing = [c for c in CELL_IDS if c not in {g.cell_id for g in grades}]
+    if missing:
+        raise JudgementRejected(f"grade every cell: {len(missing)} missing, e.g. {missing[0]}", missing_cells=missing)
+    _check_grades_and_points(grades, instances)
+
+
+def check_cells(grades: Sequence[CellGrade], instances: set[tuple[str, int]] | None) -> None:
+    """Like `check_grades` for some cells only (a curator's adjudication of the disputed ones);
+    points are checked when the study's instances are known."""
+    _check_cell_ids(grades)
+    _check_grades_and_points(grades, instances)
+
+
+def _check_cell_ids(grades: Sequence[CellGrade]) -> None:
     ids = [g.cell_id for g in grades]
     unknown = sorted(set(ids) - set(CELL_IDS))
     if unknown:
@@ -43,13 +58,13 @@ def check_grades(grades: Sequence[CellGrade], instances: set[tuple[str, int]]) -
     twice = sorted({c for c in ids if ids.count(c) > 1})
     if twice:
         raise JudgementRejected(f"cell(s) graded twice: {', '.join(twice)}")
-    missing = [c for c in CELL_IDS if c not in set(ids)]
-    if missing:
-        raise JudgementRejected(f"grade every cell: {len(missing)} missing, e.g. {missing[0]}", missing_cells=missing)
+
+
+def _check_grades_and_points(grades: Sequence[CellGrade], instances: set[tuple[str, int]] | None) -> None:
     bad = sorted({g.grade for g in grades} - set(GRADES))
     if bad:
         raise JudgementRejected(f"unknown grade(s) {', '.join(bad)}; known: {', '.join(GRADES)}")
     for g in grades:
-        if g.point and (g.point.series_instance_uid, g.point.instance_number) not in instances:
+        if instances is not None and g.point and (g.point.series_instance_uid, g.point.instance_number) not in instances:
             raise JudgementRejected(f"{g.cell_id}: the point is on instance {g.point.instance_number} of series "
                                f"{g.point.series_instance_uid!r}, which this study does not have")

@@ -16,11 +16,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 
-from services.common import outbox
-from services.common.contracts import AdjudicationRequested, ProtocolName, ReportRequested
+from services.common import outbox, protocols
+from services.common.contracts import AdjudicationRequested, CellGrade, ProtocolName, ReportRequested
 from services.common.db import unit_of_work
-from services.common.protocols import DEFAULT_PROTOCOL
-from services.common.taxonomy import load_taxonomy
+from services.common.protocols import DEFAULT_PROTOCOL, JudgementRejected
 from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
@@ -33,6 +32,8 @@ class AdjudicationIn(RequestBody):
     study_id: str
     accepted: bool
     labels: list[str] = Field(default_factory=list, description="The labels that enter the benchmark if accepted.")
+    cells: list[CellGrade] = Field(default_factory=list, max_length=64,
+                                   description="A grid protocol: the disputed cells' grades (and points) set by the curator.")
     note: str = Field("", max_length=4000)
 
 
@@ -84,24 +85,38 @@ async def get_agreement_report(report_id: str, _: Curator, res: Res, response: R
 @router.post("/adjudications", status_code=status.HTTP_202_ACCEPTED)
 async def adjudicate(body: AdjudicationIn, user: Curator, res: Res) -> dict:
     """Settle a decided study (typically one flagged for adjudication). Consensus records the
-    ruling beside the rule's decision, with who and why, and it becomes the study's decision."""
-    unknown = sorted(set(body.labels) - set(load_taxonomy("cxr").label_ids))
-    if unknown:
-        raise Problem(422, f"unknown label(s): {', '.join(unknown)}", unknown_labels=unknown)
+    ruling beside the rule's decision, with who and why, and it becomes the study's decision.
+    The study's protocol checks the ruling: labels of its taxonomy, or a grid protocol's cells."""
     if body.labels and not body.accepted:
         raise Problem(422, "a rejected study has no benchmark labels; send accepted=true or no labels")
     adjudication_id = f"adj-{uuid.uuid4().hex[:12]}"
+    cells = [c.model_dump(mode="json") for c in body.cells]
     async with unit_of_work(res.pool) as conn:
-        cur = await conn.execute("SELECT 1 FROM decisions WHERE study_id = %s", (body.study_id,))
-        if await cur.fetchone() is None:
+        cur = await conn.execute("SELECT d.study_id, (SELECT protocol FROM assignments a WHERE a.study_id = d.study_id"
+                                 " LIMIT 1) AS protocol FROM decisions d WHERE d.study_id = %s", (body.study_id,))
+        decided = await cur.fetchone()
+        if decided is None:
             raise Problem(404, f"study {body.study_id!r} has no decision to adjudicate")
+        protocol = protocols.get(decided["protocol"] or DEFAULT_PROTOCOL)
+        try:
+            # What the ruling releases (a grid protocol's findings follow from its cells); the
+            # command carries the request itself, which consensus checks again against the rule's cells.
+            labels, _ = protocol.adjudicate(body.accepted, body.labels, cells, None, await _instances(conn, body.study_id))
+        except JudgementRejected as exc:
+            raise Problem(422, exc.detail, **exc.extra) from None
         await conn.execute(
             "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note)"
             " VALUES (%s,%s,%s,%s,%s,%s)",
-            (adjudication_id, body.study_id, user.user_id, body.accepted, json.dumps(sorted(set(body.labels))),
-             body.note))
+            (adjudication_id, body.study_id, user.user_id, body.accepted, json.dumps(labels), body.note))
         await outbox.record(conn, [AdjudicationRequested(
             study_id=body.study_id, adjudication_id=adjudication_id, curator_id=user.user_id,
-            accepted=body.accepted, labels=sorted(set(body.labels)), note=body.note)])
+            accepted=body.accepted, labels=sorted(set(body.labels)), note=body.note, cells=body.cells)])
     res.relay.notify()
     return {"adjudication_id": adjudication_id, "study_id": body.study_id, "status": "requested"}
+
+
+async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
+    """The study's (series instance UID, instance number) pairs: where a point may be."""
+    cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
+                             (study_id,))
+    return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}

@@ -38,6 +38,9 @@ class Assignment(BaseModel):
     grading: list[dict] | None = Field(None, description="A grid protocol's cells, prefilled from the suggestion.")
     grades: list[str] | None = Field(None, description="A grid protocol's grades a cell may take, in order.")
     series_url: str | None = Field(None, description="A multi-series study's series and instances.")
+    verdict_rules: dict | None = Field(None, description="A verdict protocol: how many corrections each verdict"
+                                       " carries (`agree_mostly_corrections`, `disagree_with_reason`), so a page"
+                                       " can say so before the gateway refuses the vote (422).")
 
 
 class VoteIn(BaseModel):
@@ -173,7 +176,8 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
                       errors=[{"loc": ["body", f], "msg": "Extra inputs are not permitted"} for f in unknown])
     fields = {**body.model_dump(exclude={"comment", "seconds_spent", "confirm"}), **(body.model_extra or {})}
     context = ReviewContext(study_id=a["study_id"], suggested=a["suggested"], unmapped=a["unmapped"],
-                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]))
+                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]),
+                            comment=body.comment)
     try:
         judgement, confirmed = await protocol.read_judgement(fields, context)
     except JudgementRejected as exc:
