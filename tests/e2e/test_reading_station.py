@@ -130,6 +130,13 @@ async def test_the_report_with_its_evidence_and_the_study_facts_beside_a_window_
     assert (round(m2["e"] - m["e"]), round(m2["f"] - m["f"])) == (80, 40)
     # To look at: RADCURATE_SCREENSHOTS=/some/dir keeps it (pytest's tmp_path is cleaned up).
     await page.screenshot(path=str(Path(os.environ.get("RADCURATE_SCREENSHOTS", tmp_path)) / "reading-station.png"))
+    await page.keyboard.press("p")  # 1:1: one image pixel per screen pixel
+    one_to_one = await page.evaluate(
+        "(() => { const i = document.getElementById('image'), s = document.getElementById('stage');"
+        " const shown = Math.min(s.clientWidth / i.naturalWidth, s.clientHeight / i.naturalHeight)"
+        " * new DOMMatrix(getComputedStyle(i).transform).a;"
+        " return shown * devicePixelRatio; })()")
+    assert abs(one_to_one - 1) < 1e-4
     await page.keyboard.press("r")
     await wait_for_js(page, "Math.round(window.__rc.window.center) === 1700")
     assert await page.locator("#invert").get_attribute("aria-pressed") == "false"
@@ -200,7 +207,7 @@ async def test_the_station_is_usable_by_keyboard_alone_with_named_controls_and_r
 
     # The accessibility tree names the main controls with their roles.
     tree = await page.locator("#app").aria_snapshot()
-    for line in ('button "? Shortcuts"', 'button "Sign out"', 'navigation "Worklist"', 'toolbar "Image tools"',
+    for line in ('group "Radiograph.', 'button "? Shortcuts"', 'button "Sign out"', 'navigation "Worklist"', 'toolbar "Image tools"',
                  'button "L Lung"', 'button "I Invert"', 'region "Report', 'group "Verdict"',
                  'button "1 Agree all"', 'button "2 Agree mostly"', 'button "3 Disagree"', 'textbox "Comment"'):
         assert line in tree, f"{line} not in the accessibility tree:\n{tree}"

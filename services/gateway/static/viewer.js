@@ -76,12 +76,14 @@ export class Viewer {
 
   invert() { this.inverted = !this.inverted; this.#apply(); }
 
-  zoomBy(factor, x = this.stage.clientWidth / 2, y = this.stage.clientHeight / 2) {
-    const s = Math.min(16, Math.max(1, this.scale * factor));
+  // Zoom keeping the stage point (x, y) still. Below "fit" (1) only when 1:1 asks for it (an
+  // image smaller than the stage); the wheel then does not zoom out further.
+  zoomBy(factor, x = this.stage.clientWidth / 2, y = this.stage.clientHeight / 2, min = Math.min(1, this.scale)) {
+    const s = Math.min(16, Math.max(min, this.scale * factor));
     this.tx = x - ((x - this.tx) * s) / this.scale;
     this.ty = y - ((y - this.ty) * s) / this.scale;
     this.scale = s;
-    if (s === 1) { this.tx = 0; this.ty = 0; }
+    if (s <= 1) { this.tx = 0; this.ty = 0; }
     this.#apply();
   }
 
@@ -90,7 +92,7 @@ export class Viewer {
     const { naturalWidth: nw, naturalHeight: nh } = this.img;
     if (!nw) return;
     const fit = Math.min(this.stage.clientWidth / nw, this.stage.clientHeight / nh);
-    this.zoomBy(1 / (fit * devicePixelRatio) / this.scale, this.lastX, this.lastY);
+    this.zoomBy(1 / (fit * devicePixelRatio) / this.scale, this.lastX, this.lastY, 0.05);
   }
 
   #start(e) {
