@@ -154,10 +154,12 @@ async def test_an_undone_vote_is_never_stored_and_one_left_alone_is_stored_after
 
     await _vote_agree(page)
     await page.locator("#undo-box").wait_for(state="visible")
+    await page.screenshot(path=str(Path(os.environ.get("RADCURATE_SCREENSHOTS", tmp_path)) / "undo.png"))
     second = await _title(page)
     assert second != first and "to read" in await page.locator("#counts").inner_text()
     await page.keyboard.press("u")
-    await wait_for_js(page, f"document.getElementById('study-title').textContent === 'Study {first}'")
+    await page.locator("#status", has_text=f"Vote on {first} undone").wait_for()
+    assert await _title(page) == first
     assert await page.locator("#comment").input_value() == "looks like pneumonia"  # as the reader left it
     assert await page.locator("#undo-box").is_hidden()
     await asyncio.sleep(3.5)  # past the grace period: an undone vote was never sent
