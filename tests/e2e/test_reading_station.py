@@ -130,13 +130,12 @@ async def test_the_report_with_its_evidence_and_the_study_facts_beside_a_window_
     assert (round(m2["e"] - m["e"]), round(m2["f"] - m["f"])) == (80, 40)
     # To look at: RADCURATE_SCREENSHOTS=/some/dir keeps it (pytest's tmp_path is cleaned up).
     await page.screenshot(path=str(Path(os.environ.get("RADCURATE_SCREENSHOTS", tmp_path)) / "reading-station.png"))
-    await page.keyboard.press("p")  # 1:1: one image pixel per screen pixel
-    one_to_one = await page.evaluate(
-        "(() => { const i = document.getElementById('image'), s = document.getElementById('stage');"
-        " const shown = Math.min(s.clientWidth / i.naturalWidth, s.clientHeight / i.naturalHeight)"
-        " * new DOMMatrix(getComputedStyle(i).transform).a;"
-        " return shown * devicePixelRatio; })()")
-    assert abs(one_to_one - 1) < 1e-4
+    await page.keyboard.press("p")  # 1:1: one pixel of the full-resolution image per screen pixel
+    await wait_for_js(page, "(() => { const i = document.getElementById('image'), s = document.getElementById('stage');"
+                      " const shown = Math.min(s.clientWidth / i.naturalWidth, s.clientHeight / i.naturalHeight)"
+                      " * new DOMMatrix(getComputedStyle(i).transform).a;"
+                      " return Math.abs(shown * devicePixelRatio - 1) < 1e-4; })()", timeout=10)
+    assert any("size=4096" in w and "window_center=2660.0" in w for w in windows), windows
     await page.keyboard.press("r")
     await wait_for_js(page, "Math.round(window.__rc.window.center) === 1700")
     assert await page.locator("#invert").get_attribute("aria-pressed") == "false"

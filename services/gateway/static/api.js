@@ -34,9 +34,9 @@ export async function call(method, path, body, headers = {}, { keepalive = false
 // prepares this size ahead (its display derivatives), smaller images come at their own size.
 // With a window (centre and width in the file's own units) the gateway renders it from the
 // study's 16-bit master: window/level on the real values, not on these 8 bits.
-export async function imageUrl(path, window = null) {
+export async function imageUrl(path, window = null, size = 2048) {
   const win = window ? `&window_center=${window.center.toFixed(1)}&window_width=${Math.max(1, window.width).toFixed(1)}` : "";
-  const resp = await fetch(`${path}?format=jpeg&size=2048${win}`, { headers: { Authorization: `Bearer ${token.get()}` } });
+  const resp = await fetch(`${path}?format=jpeg&size=${size}${win}`, { headers: { Authorization: `Bearer ${token.get()}` } });
   if (!resp.ok) throw new ApiError(resp.status, await resp.json().catch(() => ({})));
   const url = URL.createObjectURL(await resp.blob());
   const img = new Image();

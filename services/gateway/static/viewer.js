@@ -45,6 +45,7 @@ export class Viewer {
   // lets the viewer ask the gateway for other windows. Resolves once the browser has painted it.
   show(url, source = null) {
     this.source = source?.voi?.width ? source : null;
+    this.size = SHOWN;
     this.base = this.source ? { ...this.source.voi } : null;
     this.seq += 1;  // a render still in flight belongs to the previous study
     this.#forget();
@@ -87,8 +88,13 @@ export class Viewer {
     this.#apply();
   }
 
-  // One image pixel per screen pixel, centred where the reader last pointed (else the middle).
-  actualPixels() {
+  // One image pixel per screen pixel, centred where the reader last pointed (else the middle). A
+  // radiograph is first fetched at its full resolution (up to 4096 px; the page shows 2048 px).
+  async actualPixels() {
+    if (this.source && this.size < FULL) {
+      this.size = FULL;
+      await this.#render(this.window);
+    }
     const { naturalWidth: nw, naturalHeight: nh } = this.img;
     if (!nw) return;
     const fit = Math.min(this.stage.clientWidth / nw, this.stage.clientHeight / nh);
@@ -138,7 +144,7 @@ export class Viewer {
     this.#apply(win);
     let url;
     try {
-      url = await imageUrl(source.path, win);
+      url = await imageUrl(source.path, win, this.size);
     } catch {
       return;  // the preview stays: the reader still sees the window, on the 8-bit pixels
     }
@@ -177,5 +183,6 @@ export class Viewer {
   }
 }
 
+const SHOWN = 2048, FULL = 4096;  // the display size the gateway prepares ahead; full resolution
 const same = (a, b) => a.center === b.center && a.width === b.width;
 const painted = () => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
