@@ -94,7 +94,8 @@ def _view(row: dict) -> Assignment:
         assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
         image_url=f"{base}/image", dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
-        protocol=row["protocol"], report_text=row["report_text"], facts=facts_of(row), **_protocol(row["protocol"]).review_view(row["suggested"], base),
+        protocol=row["protocol"], report_text=row.get("report_text") or "", facts=facts_of(row),
+        **_protocol(row["protocol"]).review_view(row["suggested"], base),
     )
 
 
