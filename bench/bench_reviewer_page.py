@@ -51,6 +51,16 @@ async def _reader(state: dict, data: Path, votes: int) -> str:
     return tokens[0]
 
 
+async def _wait_for_js(page, expression: str, timeout: float = 60) -> None:
+    """Poll until truthy: `page.wait_for_function` evaluates a string inside the page, which the
+    gateway's Content-Security-Policy forbids (no unsafe-eval); `evaluate` runs outside it."""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(expression)
+        await asyncio.sleep(0.005)
+
+
 async def _measure(url: str, token: str, votes: int) -> list[float]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -60,15 +70,15 @@ async def _measure(url: str, token: str, votes: int) -> list[float]:
         await page.click("button[type=submit]")
         kept = []
         for _ in range(votes):
-            await page.wait_for_function("window.__rc && window.__rc.ready && !document.querySelector('#confirm').open")
+            await _wait_for_js(page, "window.__rc && window.__rc.ready && !document.querySelector('#confirm').open")
             await page.wait_for_timeout(100)  # a reader looks before voting
             before = await page.evaluate("window.__rc.paints.length")
             await page.keyboard.press("1")
             if await page.locator("#confirm").is_visible():
                 await page.click("#confirm-ok")
-                await page.wait_for_function(f"window.__rc.paints.length > {before}")
+                await _wait_for_js(page, f"window.__rc.paints.length > {before}")
                 continue
-            await page.wait_for_function(f"window.__rc.paints.length > {before}")
+            await _wait_for_js(page, f"window.__rc.paints.length > {before}")
             kept.append(await page.evaluate("window.__rc.paints[window.__rc.paints.length - 1]"))
         await browser.close()
     return kept

@@ -17,9 +17,11 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +83,7 @@ class ParsedInstance:
     length: int
     obj: DicomObject
     study_instance_uid: str
+    facts: dict = field(default_factory=dict)  # study facts for the reader: see study_facts
 
     @property
     def data(self) -> bytes:
@@ -164,7 +167,48 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool,
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
         pixel_spacing=_pixel_spacing(ds),
     )
-    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID)), removed
+    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds)), removed
+
+
+FACTS = ("view_position", "patient_sex", "age_band", "study_date", "window_center", "window_width")
+
+
+def _age_band(age: str) -> str | None:
+    """PatientAge ('045Y', '006M') as a decade band ('40-49'); under a year, '0-9'. Over 89 is
+    one band (HIPAA safe harbour): the exact age is never kept."""
+    m = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", age or "")
+    if not m:
+        return None
+    years = int(m[1]) if m[2] in ("Y", "") else 0
+    return "90+" if years >= 90 else f"{years // 10 * 10}-{years // 10 * 10 + 9}"
+
+
+def study_facts(ds: pydicom.Dataset) -> dict:
+    """What the reader is shown beside the image, from the (de-identified) header: the view
+    (PA/AP/LL...), sex, an age band, the study date, and the file's own VOI window (the page
+    places its window presets relative to it). A value that is absent or malformed is None."""
+    def text(kw: str) -> str | None:
+        value = str(ds.get(kw, "") or "").strip().upper()
+        return value or None
+
+    day = text("StudyDate")
+    try:
+        study_date = date(int(day[:4]), int(day[4:6]), int(day[6:8])) if day and len(day) == 8 else None
+    except ValueError:
+        study_date = None
+    center = width = None
+    try:
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            center, width = (float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
+                             for v in (ds.WindowCenter, ds.WindowWidth))
+    except (TypeError, ValueError, IndexError):
+        center = width = None
+    if width is not None and width <= 0:
+        center = width = None
+    sex = text("PatientSex")
+    return {"view_position": text("ViewPosition"), "patient_sex": sex if sex in ("F", "M", "O") else None,
+            "age_band": _age_band(str(ds.get("PatientAge", "") or "")), "study_date": study_date,
+            "window_center": center, "window_width": width}
 
 
 def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> None:
@@ -266,13 +310,17 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     # study row pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
     objects = [p.obj for p in parsed]
+    # The study's facts are those of its frontal image (the one a chest reader judges first).
+    facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
                            study_instance_uid=parsed[0].study_instance_uid, report_text=report, objects=objects)
     async with unit_of_work(pool) as conn:
         cur = await conn.execute(
-            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id)"
-            " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
-            (study_id, patient_id, protocol, event.study_instance_uid, report, event.correlation_id))
+            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
+            " view_position, patient_sex, age_band, study_date, window_center, window_width)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
+            (study_id, patient_id, protocol, event.study_instance_uid, report, event.correlation_id,
+             *(facts[k] for k in FACTS)))
         if await cur.fetchone() is None:
             return IngestResult(study_id, "duplicate")
         await _insert_objects(conn, study_id, objects)

@@ -1,22 +1,31 @@
 // The reviewer page: sign in, read the worklist in order, vote with 1/2/3. The study after the
 // current one is always fetched and decoded ahead, so a vote swaps to it without waiting.
+// A chest vote is held back on the page for a grace period (Undo, U): nothing is sent, so an
+// undone vote never reaches the gateway, and one that is not undone is sent when the period
+// ends, when the reader votes again, signs out, or closes the page.
 import { ApiError, call, imageUrl, token } from "./api.js";
 import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
 import { collectGrades, missingPoints, placePoint, renderGrading } from "./grading.js";
-import { clearStudy, confirmOmissions, corrections, omissions, renderStudy } from "./review.js";
+import { clearStudy, confirmOmissions, corrections, omissions, renderContext, renderStudy,
+         restoreCorrections } from "./review.js";
 import { SeriesNav } from "./series.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const VERDICTS = { 1: "agree_all", 2: "agree_mostly", 3: "disagree" };
+const PRESET_KEYS = { l: "lung", m: "mediastinum", b: "bone" };
 const LUMBAR = "lumbar-grading";
-const state = { cur: null, next: null, voted: null, opened: 0, busy: false };
-// For tests and the benchmark: keypress → painted timings, and whether the prefetch is ready.
-window.__rc = { paints: [], ready: false, votes: 0 };
+// pending: the vote held back for its grace period; unsent: assignments whose vote is held back
+// or on its way (the gateway still lists them as open, so a prefetch must skip them).
+const state = { cur: null, next: null, voted: null, opened: 0, busy: false, pending: null, unsent: new Set() };
+// For tests and the benchmark: keypress → painted timings, whether the prefetch is ready, votes
+// stored, and the grace period (tests shorten it).
+window.__rc = { paints: [], ready: false, votes: 0, graceMs: 10_000, pending: null };
 let viewer;
 
-async function load(after) {
-  const a = await call("GET", `/api/v1/reviews/next${after ? `?after=${encodeURIComponent(after)}` : ""}`);
+async function load(skip = []) {
+  const q = skip.filter(Boolean).map((id) => `after=${encodeURIComponent(id)}`).join("&");
+  const a = await call("GET", `/api/v1/reviews/next${q ? `?${q}` : ""}`);
   return a && itemFor(a);
 }
 
@@ -29,12 +38,20 @@ async function itemFor(a) {
 
 function prefetch() {
   window.__rc.ready = false;
-  state.next = load(state.cur?.a.assignment_id).then((n) => { window.__rc.ready = true; return n; },
-    () => { window.__rc.ready = true; return null; });
+  state.next = load([state.cur?.a.assignment_id, ...state.unsent]).then(
+    (n) => { window.__rc.ready = true; return n; }, () => { window.__rc.ready = true; return null; });
 }
 
-async function show(item) {
-  if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
+// The decoded images of a study no longer on screen, nor held for undo or as the next one.
+function release(item) {
+  if (!item) return;
+  if (item.nav) item.nav.clear(); else URL.revokeObjectURL(item.url);
+}
+
+// Show a study. `keep`: the study leaving the screen is still needed (its vote is held back, or
+// it is the next one again after an undo), so its images stay decoded.
+async function show(item, { keep = false } = {}) {
+  if (!keep) release(state.cur);
   state.cur = item;
   hideDiscussion();  // a thread belongs to the study it discusses, never under the next one
   $("app").classList.toggle("idle", !item);
@@ -46,9 +63,12 @@ async function show(item) {
   for (const id of ["grading", "series-nav", "submit-grades"]) $(id).hidden = !lumbar;
   viewer.onWheel = lumbar ? (d) => item.nav.step(d) : null;
   if (!item) { clearStudy("Nothing left to read"); $("image").removeAttribute("src"); return; }
-  if (lumbar) { renderGrading(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
+  if (lumbar) { renderGrading(item.a); renderContext(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
   state.opened = performance.now();
-  await viewer.show(item.url);
+  const f = item.a.facts || {};
+  await viewer.show(item.url, lumbar ? null : { path: item.a.image_url, url: item.url,
+                                                voi: { center: f.window_center, width: f.window_width } });
+  $("invert").setAttribute("aria-pressed", "false");
   markCurrent();
 }
 
@@ -67,15 +87,24 @@ async function vote(verdict, t0) {
   }
   const asks = omissions(item.a, fix);
   if (asks.length && !(await confirmOmissions(asks))) return;
-  state.busy = true;
   const body = { verdict, added_labels: fix.added, removed_labels: fix.removed, comment: $("comment").value,
                  confirm: asks.length > 0,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
-  const sent = call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
-                    { "Idempotency-Key": crypto.randomUUID() });
-  await show(await state.next);
-  window.__rc.paints.push(performance.now() - t0);
-  await settle(sent, item);
+  hold(item, body);
+  await advance(t0, { keep: true });
+}
+
+// The next study on screen, and the one after it fetched ahead.
+async function advance(t0, opts) {
+  state.busy = true;
+  try {
+    await show(await state.next, opts);
+    window.__rc.paints.push(performance.now() - t0);
+    prefetch();
+  } finally {
+    state.busy = false;
+  }
+  refreshLists().catch(() => {});
 }
 
 // What each verdict means (the CXR taxonomy's verdict rules, sent with the assignment).
@@ -93,37 +122,95 @@ function verdictRefusal(verdict, n, rules) {
 }
 
 // A lumbar read: every cell's grade, with the points placed. Moderate/Severe cells without a
-// point are allowed (flagged in the grid, counted in the status line).
+// point are allowed (flagged in the grid, counted in the status line). Sent at once: the grid
+// cannot yet be put back as the reader left it, so there is no undo here.
 async function submitGrades(t0) {
   const item = state.cur;
   if (!item?.nav || state.busy) return;
-  state.busy = true;
+  flush();
   const unpointed = missingPoints().length;
   const body = { grades: collectGrades(), comment: $("comment").value,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
-  const sent = call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
-                    { "Idempotency-Key": crypto.randomUUID() });
-  await show(await state.next);
-  window.__rc.paints.push(performance.now() - t0);
-  await settle(sent, item);
+  state.unsent.add(item.a.assignment_id);
+  const sent = settle(call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
+                           { "Idempotency-Key": crypto.randomUUID() }), item);
+  await advance(t0);
+  await sent;
   if (unpointed) $("status").textContent += ` ${unpointed} graded cell(s) had no point.`;
 }
 
-// The next prefetch must wait for the vote: until it is stored the gateway would offer the
-// voted study again. Votes stay blocked (busy) until that prefetch has started.
+// Hold a vote back for the grace period. An earlier one still held is sent now: only the last
+// vote can be undone.
+function hold(item, body) {
+  flush();
+  const p = { item, body, key: crypto.randomUUID(), until: Date.now() + window.__rc.graceMs };
+  state.pending = p;
+  state.unsent.add(item.a.assignment_id);
+  p.timer = setTimeout(() => flush(), window.__rc.graceMs);
+  p.tick = setInterval(() => showUndo(p), 500);
+  window.__rc.pending = item.a.study_id;
+  showUndo(p);
+}
+
+function showUndo(p) {
+  const left = Math.max(0, Math.ceil((p.until - Date.now()) / 1000));
+  $("undo-text").textContent = `Vote on ${p.item.a.study_id} (${p.body.verdict.replace("_", " ")}) is sent in ${left} s.`;
+  $("undo-box").hidden = false;
+}
+
+function stopHolding(p) {
+  clearTimeout(p.timer);
+  clearInterval(p.tick);
+  state.pending = null;
+  window.__rc.pending = null;
+  $("undo-box").hidden = true;
+}
+
+// Send the vote held back, if any (keepalive: the page is closing). Resolves when it is settled.
+function flush({ keepalive = false } = {}) {
+  const p = state.pending;
+  if (!p) return Promise.resolve();
+  stopHolding(p);
+  const sent = call("POST", `/api/v1/reviews/${p.item.a.assignment_id}/vote`, p.body,
+                    { "Idempotency-Key": p.key }, { keepalive });
+  if (state.cur !== p.item) release(p.item);
+  return settle(sent, p.item);
+}
+
+// Undo: the held-back vote is dropped unsent and its study comes back as the reader left it;
+// the study that was on screen is the next one again.
+async function undo() {
+  const p = state.pending;
+  if (!p || state.busy) return;
+  stopHolding(p);
+  state.unsent.delete(p.item.a.assignment_id);
+  state.busy = true;
+  const shown = state.cur, beyond = state.next;
+  state.next = Promise.resolve(shown);
+  window.__rc.ready = true;
+  beyond.then((n) => { if (n && n !== shown) release(n); }, () => {});
+  try {
+    await show(p.item, { keep: true });
+    restoreCorrections(p.body);
+    state.opened = performance.now() - p.body.seconds_spent * 1000;  // the read goes on
+    $("status").textContent = `Vote on ${p.item.a.study_id} undone: nothing was sent.`;
+  } finally {
+    state.busy = false;
+  }
+  refreshLists().catch(() => {});
+}
+
 async function settle(sent, item) {
-  let ok = true;
   try {
     await sent;
     window.__rc.votes += 1;
     state.voted = item.a.study_id;
     $("status").replaceChildren(`Voted on ${item.a.study_id}. `, discussButton(item.a.study_id));
   } catch (err) {
-    ok = false;
     $("status").textContent = `Vote on ${item.a.study_id} not saved: ${err.message}. It stays on your worklist.`;
+  } finally {
+    state.unsent.delete(item.a.assignment_id);
   }
-  prefetch();
-  state.busy = false;
   refreshLists().catch(() => {});
 }
 
@@ -155,14 +242,16 @@ function listItem(a, onClick) {
 async function refreshLists() {
   const [todo, done] = await Promise.all([call("GET", "/api/v1/reviews?state=open&limit=500"),
                                           call("GET", "/api/v1/reviews?state=voted&limit=500")]);
-  $("todo").replaceChildren(...todo.map((a) => listItem(a, () => openTodo(a))));
+  const open = todo.filter((a) => !state.unsent.has(a.assignment_id));  // a held-back vote is not "to read"
+  $("todo").replaceChildren(...open.map((a) => listItem(a, () => openTodo(a))));
   $("done").replaceChildren(...done.map((a) => listItem(a, () => showDiscussion(a.study_id))));
-  $("counts").textContent = `${todo.length} to read · ${done.length} voted`;
+  $("counts").textContent = `${open.length} to read · ${done.length} voted`;
   markCurrent();
 }
 
 async function openTodo(a) {
-  await show(await itemFor(a));
+  if (state.busy) return;
+  await show(await itemFor(a), { keep: state.pending?.item === state.cur });
   prefetch();
 }
 
@@ -174,13 +263,32 @@ function onKey(e) {
   const nav = state.cur?.nav;
   const arrows = { ArrowUp: () => nav.step(-1), ArrowDown: () => nav.step(1),
                    ArrowLeft: () => nav.switchTo(nav.s - 1), ArrowRight: () => nav.switchTo(nav.s + 1) };
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
   if (nav && arrows[e.key]) { e.preventDefault(); arrows[e.key](); }
   else if (VERDICTS[e.key]) { e.preventDefault(); vote(VERDICTS[e.key], performance.now()); }
-  else if (e.key === "r" || e.key === "R") viewer.reset();
+  else if (key === "u") { e.preventDefault(); undo(); }
+  else if (key === "r") resetView();
+  else if (PRESET_KEYS[key]) preset(PRESET_KEYS[key]);
+  else if (key === "i") invert();
+  else if (key === "p") viewer.actualPixels();
   else if ((e.key === "d" || e.key === "D") && state.voted) showDiscussion(state.voted);
   else if (e.key === "?") { e.preventDefault(); $("shortcuts").showModal(); }
   else if (e.key === "+" || e.key === "=") viewer.zoomBy(1.25);
   else if (e.key === "-") viewer.zoomBy(0.8);
+}
+
+function preset(id) {
+  if (!viewer.applyPreset(id)) $("status").textContent = "Window presets need a radiograph with its own window.";
+}
+
+function resetView() {
+  viewer.reset();
+  $("invert").setAttribute("aria-pressed", "false");
+}
+
+function invert() {
+  viewer.invert();
+  $("invert").setAttribute("aria-pressed", String(viewer.inverted));
 }
 
 async function start() {
@@ -201,12 +309,15 @@ async function start() {
 }
 
 // On a shared reading-room workstation nothing of the previous reader may stay: not the token,
-// not their worklist, image, labels, comment or discussion, nor a prefetched study.
-function signOut(message = "") {
+// not their worklist, image, labels, comment or discussion, nor a prefetched study. A vote still
+// held back is the reader's decision: it is sent (with their token) before the token goes.
+async function signOut(message = "") {
+  await flush();
   token.clear();
   $("token").value = "";
   if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
-  Object.assign(state, { cur: null, next: null, voted: null, busy: false });
+  Object.assign(state, { cur: null, next: null, voted: null, busy: false, pending: null });
+  state.unsent.clear();
   window.__rc.ready = false;
   $("image").removeAttribute("src");
   for (const id of ["todo", "done"]) $(id).replaceChildren();
@@ -224,6 +335,13 @@ function init() {
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); token.set($("token").value.trim()); start(); });
   $("logout").addEventListener("click", () => signOut());
   $("help").addEventListener("click", () => $("shortcuts").showModal());
+  $("undo").addEventListener("click", () => undo());
+  document.querySelectorAll("#tools [data-preset]").forEach((b) => b.addEventListener("click", () => preset(b.dataset.preset)));
+  $("invert").addEventListener("click", invert);
+  $("actual").addEventListener("click", () => viewer.actualPixels());
+  $("reset").addEventListener("click", resetView);
+  // Closing or leaving the page sends a held-back vote (keepalive: the request outlives the page).
+  window.addEventListener("pagehide", () => flush({ keepalive: true }));
   document.querySelectorAll(".verdicts button").forEach((b) =>
     b.addEventListener("click", () => vote(b.dataset.verdict, performance.now())));
   document.addEventListener("keydown", onKey);

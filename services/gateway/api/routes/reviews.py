@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from psycopg.errors import UniqueViolation
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.common import metrics, outbox, protocols
 from services.common.contracts import CellGrade, Finding, SuggestedLabel, Verdict, VoteCast
 from services.common.db import unit_of_work
 from services.common.protocols import CurationProtocol, JudgementRejected, NeedsConfirmation, ReviewContext
 from services.gateway import judgements
+from services.gateway.api.routes.studies import FACT_COLUMNS, StudyFacts, facts_of
 from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -41,6 +42,8 @@ class Assignment(BaseModel):
     verdict_rules: dict | None = Field(None, description="A verdict protocol: how many corrections each verdict"
                                        " carries (`agree_mostly_corrections`, `disagree_with_reason`), so a page"
                                        " can say so before the gateway refuses the vote (422).")
+    report_text: str = Field("", description="The report the suggestion was read from, shown whole to the reader.")
+    facts: StudyFacts = Field(default_factory=StudyFacts, description="View, sex, age band, date, indication.")
 
 
 class VoteIn(BaseModel):
@@ -75,7 +78,8 @@ class VoteOut(BaseModel):
     grades: list[CellGrade] | None = None
 
 
-_COLUMNS = "assignment_id, study_id, status, difficulty, suggested, unmapped, protocol"
+_COLUMNS = ("a.assignment_id, a.study_id, a.status, a.difficulty, a.suggested, a.unmapped, a.protocol,"
+            f" s.report_text, {FACT_COLUMNS}")
 
 
 def _protocol(name: str) -> CurationProtocol:
@@ -93,7 +97,8 @@ def _view(row: dict) -> Assignment:
         assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
         image_url=f"{base}/image", dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
-        protocol=row["protocol"], **_protocol(row["protocol"]).review_view(row["suggested"], base),
+        protocol=row["protocol"], report_text=row.get("report_text") or "", facts=facts_of(row),
+        **_protocol(row["protocol"]).review_view(row["suggested"], base),
     )
 
 
@@ -103,22 +108,27 @@ async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "
     """The caller's assignments (open by default), oldest first."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM assignments WHERE reader_id = %s AND status = %s"
-            " ORDER BY assigned_at, study_id LIMIT %s", (user.user_id, state, limit))
+            f"SELECT {_COLUMNS} FROM assignments a JOIN studies s USING (study_id)"
+            " WHERE a.reader_id = %s AND a.status = %s ORDER BY a.assigned_at, a.study_id LIMIT %s",
+            (user.user_id, state, limit))
         return [_view(r) for r in await cur.fetchall()]
 
 
 @router.get("/next", response_model=Assignment, responses={204: {"description": "Nothing left to read."}})
-async def next_assignment(user: Reviewer, res: Res,
-                          after: Annotated[str | None, Query(max_length=64)] = None) -> Assignment | Response:
-    """The caller's oldest open assignment, or 204 when the worklist is empty. `after` skips one
-    assignment (the one on screen), so a page can prefetch the study that comes next."""
+async def next_assignment(
+        user: Reviewer, res: Res,
+        after: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Query(max_length=8)] = []  # noqa: B006
+) -> Assignment | Response:
+    """The caller's oldest open assignment, or 204 when the worklist is empty. `after` (repeatable,
+    up to 8) skips assignments: the one on screen and any vote the page still holds back for its
+    undo grace period, so a page can prefetch the study that really comes next."""
     async with res.pool.connection() as conn:
         cur = await conn.execute(
-            f"UPDATE assignments SET opened_at = coalesce(opened_at, now()) WHERE assignment_id = ("
-            f" SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
-            f" AND assignment_id IS DISTINCT FROM %s ORDER BY assigned_at, study_id LIMIT 1) RETURNING {_COLUMNS}",
-            (user.user_id, after))
+            "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
+            " WHERE s.study_id = a.study_id AND a.assignment_id = ("
+            " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
+            " AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1)"
+            f" RETURNING {_COLUMNS}", (user.user_id, list(after)))
         row = await cur.fetchone()
     if row is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)

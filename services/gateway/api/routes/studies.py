@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
@@ -73,6 +75,41 @@ async def _objects_for(res, user, study_id: str) -> list[dict]:
     return rows
 
 
+class StudyFacts(BaseModel):
+    """What a reader sees beside the image: the view (PA and AP change how cardiomegaly is
+    judged), sex, an age band, the study date (from the de-identified DICOM), the indication (from
+    the report), and the file's own window (the page's presets are placed relative to it). None:
+    not known."""
+
+    view_position: str | None = None
+    patient_sex: str | None = None
+    age_band: str | None = None
+    study_date: datetime.date | None = None
+    indication: str | None = None
+    window_center: float | None = None
+    window_width: float | None = None
+
+
+FACT_COLUMNS = "s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width"
+# "INDICATION: ...", "CLINICAL HISTORY: ...", "REASON FOR EXAM: ..." up to the line's end or the next
+# upper-case section heading.
+_INDICATION = re.compile(r"(?:INDICATION|CLINICAL HISTORY|HISTORY|REASON FOR (?:EXAM(?:INATION)?|STUDY))\s*:\s*"
+                         r"(.+?)\s*(?=\n|\b[A-Z][A-Z /]{3,}:|$)")
+
+
+def indication_of(report: str) -> str | None:
+    """The report's indication section, if it has one (at most 300 characters)."""
+    m = _INDICATION.search(report or "")
+    return m[1].strip()[:300] or None if m else None
+
+
+def facts_of(row: dict) -> StudyFacts:
+    """The study's facts from a row holding FACT_COLUMNS and report_text."""
+    return StudyFacts(indication=indication_of(row.get("report_text") or ""),
+                      **{k: row.get(k) for k in ("view_position", "patient_sex", "age_band", "study_date",
+                                                 "window_center", "window_width")})
+
+
 class StudyView(BaseModel):
     """What a reader needs to judge the suggestion: the report, each suggested label with the
     sentences that support it, the findings the mapper could not place, and the images. Never
@@ -80,6 +117,7 @@ class StudyView(BaseModel):
 
     study_id: str
     report_text: str
+    facts: StudyFacts
     taxonomy_version: str | None
     suggested: list[SuggestedLabel]
     unmapped_findings: list[Finding]
@@ -98,7 +136,7 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     async with res.pool.connection() as conn:
         read = await own_read(conn, user, study_id)
         cur = await conn.execute(
-            "SELECT s.report_text, g.taxonomy_version, g.labels, g.unmapped,"
+            f"SELECT s.report_text, {FACT_COLUMNS}, g.taxonomy_version, g.labels, g.unmapped,"
             " (SELECT count(*) FROM study_objects o WHERE o.study_id = s.study_id) AS instances"
             " FROM studies s LEFT JOIN suggestions g USING (study_id) WHERE s.study_id = %s", (study_id,))
         row = await cur.fetchone()
@@ -109,7 +147,7 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     sentences = [e for s in suggested for e in s.get("evidence", [])] + [f["evidence"] for f in unmapped]
     base = f"/api/v1/studies/{study_id}"
     return StudyView(
-        study_id=study_id, report_text=row["report_text"], taxonomy_version=row["taxonomy_version"],
+        study_id=study_id, report_text=row["report_text"], facts=facts_of(row), taxonomy_version=row["taxonomy_version"],
         suggested=suggested, unmapped_findings=unmapped, evidence_sentences=list(dict.fromkeys(sentences)),
         instances=row["instances"], image_url=f"{base}/image", dicom_url=f"{base}/dicom",
         discussion_url=f"{base}/discussion", assignment_id=read and read["assignment_id"], status=read and read["status"])
