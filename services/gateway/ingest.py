@@ -31,13 +31,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 
-from services.common import outbox
+from services.common import deid, outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id
 from services.common.objectstore import ObjectStore
 from services.common.protocols import DEFAULT_PROTOCOL
-from services.gateway import deid
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
 
 FileSource = bytes | Path | BinaryIO
@@ -126,9 +125,11 @@ def object_key(digest: str, prefix: str = "dicom") -> str:
     return f"{prefix}/sha256/{digest[:2]}/{digest}"
 
 
-def parse_instance(name: str, data: FileSource, *, scrub: bool,
-                   limits: IngestLimits | None = None) -> tuple[ParsedInstance, list[str]]:
-    """Validate one DICOM file; scrub or reject identifying data. Raises IngestError."""
+def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLimits | None = None,
+                   patient_id: str = "", allow_burned_in: bool = False) -> tuple[ParsedInstance, list[str]]:
+    """Validate one DICOM file; de-identify it (scrub: the PS3.15 Basic Profile, services.common.deid,
+    PatientID becoming `patient_id`) or reject what the profile would not let through. Raises
+    IngestError."""
     limits = limits or IngestLimits()
     size = source_size(data)
     if size > limits.max_object_bytes:
@@ -144,12 +145,26 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool,
                 else "PixelData"
             raise IngestError(f"{name}: DICOM lacks {', '.join(missing or [what])}")
         check_displayable(name, ds, limits)
-        found = deid.identifying_attributes(ds)
+        burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+        if burned_in and not allow_burned_in:
+            raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
+                              "refused unless a curator overrides (allow_burned_in_annotation)")
         removed: list[str] = []
-        if found and not scrub:
-            raise IngestError(f"{name}: carries identifying data ({', '.join(found)}); de-identify it or ingest with scrub")
-        if found:
-            removed = deid.scrub(ds)
+        if not scrub:
+            found = deid.violations(ds, allow_burned_in=True)
+            if found:
+                raise IngestError(f"{name}: carries identifying data (PS3.15 Basic Profile: {', '.join(found[:8])}"
+                                  f"{', ...' if len(found) > 8 else ''}); de-identify it or ingest with scrub")
+        # With scrub, the whole profile (UIDs and dates too) runs on every object not already
+        # de-identified: one an upstream pipeline de-identified (it says so, and passes the check)
+        # is stored byte for byte, its UIDs and dates not replaced or shifted a second time.
+        if scrub and (str(ds.get("PatientIdentityRemoved", "")).upper() != "YES"
+                      or deid.violations(ds, allow_burned_in=True)):
+            try:
+                removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
+                                     patient_id=patient_id, allow_burned_in=allow_burned_in)
+            except deid.DeidError as exc:
+                raise IngestError(f"{name}: {exc}") from exc
             # The rewrite goes to a temporary file, not memory (a spooled one would copy the pixel
             # data twice more when it rolls over).
             rewritten = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the result, closed when dropped)
@@ -225,7 +240,8 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
 
 
 def validate_study(study_id: str, patient_id: str, report: str, files: list[tuple[str, FileSource]],
-                   scrub: bool, limits: IngestLimits | None = None) -> tuple[list[ParsedInstance], list[str]]:
+                   scrub: bool, limits: IngestLimits | None = None,
+                   allow_burned_in: bool = False) -> tuple[list[ParsedInstance], list[str]]:
     if not study_id.strip():
         raise IngestError("study_id is empty")
     if not patient_id.strip():
@@ -237,7 +253,8 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
     limits = limits or IngestLimits()
     parsed, removed = [], []
     for name, data in files:
-        inst, rem = parse_instance(name, data, scrub=scrub, limits=limits)
+        inst, rem = parse_instance(name, data, scrub=scrub, limits=limits, patient_id=patient_id,
+                                   allow_burned_in=allow_burned_in)
         parsed.append(inst)
         removed += rem
     if len({p.study_instance_uid for p in parsed}) > 1:
@@ -252,13 +269,16 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
 
 async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *, study_id: str,
                        patient_id: str, report: str, files: list[tuple[str, FileSource]], scrub: bool = False,
-                       protocol: str = DEFAULT_PROTOCOL, limits: IngestLimits | None = None) -> IngestResult:
+                       protocol: str = DEFAULT_PROTOCOL, limits: IngestLimits | None = None,
+                       allow_burned_in: bool = False) -> IngestResult:
     """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input.
+    `allow_burned_in` is the curator's override for objects whose BurnedInAnnotation is YES.
     `files` are (name, bytes | path | open binary file); each is read one at a time."""
     if not is_study_id(study_id):
         raise IngestError(f"study_id {study_id[:80]!r} is not allowed: use letters, digits, '.', '_' and '-'"
                           " (starting with a letter or digit, no '..', at most 128 characters)")
-    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits)
+    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits,
+                                              allow_burned_in)
     async with pool.connection() as conn:
         if await _exists(conn, study_id):
             return IngestResult(study_id, "duplicate")

@@ -163,7 +163,8 @@ def test_a_real_jpeg2000_radiograph_goes_in_scrubbed_and_bit_exact_in_its_pixels
     [(key,)] = gateway_rows(stack, "SELECT object_key FROM study_objects WHERE study_id = %s", (rg1.StudyInstanceUID,))
     stored = pydicom.dcmread(io.BytesIO(store_for(stack).get_bytes(stack["buckets"]["objects"], key)))
     original = pydicom.dcmread(pacs["files"][RG1][0])
-    assert "PatientName" not in stored and "AccessionNumber" not in stored and stored.PatientIdentityRemoved == "YES"
+    assert stored.PatientName == stored.PatientID == patient_id and not stored.get("AccessionNumber")
+    assert stored.PatientIdentityRemoved == "YES" and stored.StudyInstanceUID != original.StudyInstanceUID
     assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID  # not transcoded
     assert stored.PixelData == original.PixelData
     assert study_view(stack, rg1.StudyInstanceUID).json()["report_text"].startswith("PA chest.")

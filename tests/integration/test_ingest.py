@@ -10,6 +10,7 @@ import pytest
 
 import services
 from radcurate.bulk_ingest import ingest_dir
+from services.common import deid
 from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.ingest import IngestError, ingest_study
@@ -96,7 +97,8 @@ async def test_scrub_removes_identifying_data_before_storing(gateway_dsn, store,
         await pool.close()
     assert "PatientName" in result.scrubbed
     stored = pydicom.dcmread(io.BytesIO(store.get_bytes(infra["buckets"]["objects"], result.objects[0].object_key)))
-    assert "PatientName" not in stored and stored.PatientIdentityRemoved == "YES"
+    assert stored.PatientName == stored.PatientID == "P-4"  # the pseudonym, not a name or record number
+    assert stored.AccessionNumber == "" and stored.PatientIdentityRemoved == "YES" and deid.violations(stored) == []
 
 
 async def test_bulk_ingest_takes_the_good_studies_and_lists_the_bad_ones(gateway_dsn, store, infra, tmp_path):
