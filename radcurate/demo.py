@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ def store_for(state: dict) -> ObjectStore:
 
 async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
                         protocol: Protocol = Protocol.CXR) -> IngestSummary:
+    if state.get("deid_secret"):  # scrub in this process uses the stack's project secret
+        os.environ.setdefault("RADCURATE_DEID_SECRET", state["deid_secret"])
     pool = await open_pool(state["dsns"]["gateway"], max_size=concurrency + 2)
     try:
         with progress.current().task("ingest", total=len(read_reports(data_dir)), unit="studies") as task:

@@ -206,6 +206,21 @@ def scrub(ds: Dataset, *, secret: str, patient_id: str, allow_burned_in: bool = 
     return sorted(set(found))
 
 
+def card_section() -> dict[str, Any]:
+    """What a release's dataset card states about the de-identification of its images and text."""
+    return {
+        "standard": "DICOM PS3.15 Annex E", "profile": "Basic Application Level Confidentiality Profile",
+        "options": list(OPTIONS), "method_codes": [code for code, _ in METHOD_CODES],
+        "uids": "replaced; the same original UID gives the same UID within this project, another project's differ",
+        "dates": "shifted by one offset per project: intervals between studies are kept",
+        "patient_id": "pseudonymous (PatientID and PatientName carry the curator's pseudonym)",
+        "descriptors": "SeriesDescription, StudyDescription, ProtocolName kept with identifiers masked",
+        "burned_in_annotation": "objects marked YES are refused unless a curator overrides at ingest",
+        "checked_before_release": "every DICOM object is read and checked against the profile before it is copied",
+        "report_text": "not released; identifiers are masked before any language-model call",
+    }
+
+
 def check_bytes(fp: Any, *, allow_burned_in: bool = True) -> list[str]:
     """violations() of a stored DICOM file (a binary file object), read whole: private or
     overlay elements can follow the pixel data."""

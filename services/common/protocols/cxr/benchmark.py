@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.common import deid
 from services.common.contracts import SelectionPlan
 from services.common.protocols.cxr import scoring as scoring_cxr
 from services.common.protocols.cxr.reporting import REPORT_VERSION
@@ -82,4 +83,5 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
             "holdout": composition(holdout, taxonomy.label_ids),
         },
         "unmet_quotas": list(unmet),
+        "deidentification": deid.card_section(),
     }

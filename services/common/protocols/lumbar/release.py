@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.common import deid
 from services.common.contracts import SelectionPlan
 from services.common.objectstore import sha256_hex
 from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles
@@ -131,6 +132,7 @@ def lumbar_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Map
         "agreement": {k: agreement.get(k) for k in ("studies", "mean_qwk", "qwk_by_condition",
                                                      "mean_point_distance_mm", "krippendorff_alpha_ordinal")},
         "unmet_quotas": list(unmet),
+        "deidentification": deid.card_section(),
     }
 
 
