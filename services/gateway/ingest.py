@@ -282,6 +282,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     async with pool.connection() as conn:
         if await _exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
+        await _refuse_shared_images(conn, study_id, parsed)
     # Objects first: a crash after this leaves unreferenced (content-addressed) objects, never a
     # study row pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
@@ -295,6 +296,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
             (study_id, patient_id, protocol, event.study_instance_uid, report, event.correlation_id))
         if await cur.fetchone() is None:
             return IngestResult(study_id, "duplicate")
+        await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
         await _insert_objects(conn, study_id, objects)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
@@ -305,6 +307,25 @@ def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) ->
     for p in parsed:
         with open_source(p.source) as fp:
             store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom")
+
+
+async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, parsed: list[ParsedInstance]) -> None:
+    """IngestError when another study already has this StudyInstanceUID or one of these SOP
+    Instance UIDs: the same images under two study ids could land on both sides of a release's
+    split (holdout contamination). Scrubbing maps UIDs consistently, so a twin is caught after it."""
+    checks = (
+        ("SELECT study_id AS other, study_instance_uid AS shared FROM studies"
+         " WHERE study_instance_uid = %s AND study_id <> %s",
+         parsed[0].study_instance_uid, "StudyInstanceUID"),
+        ("SELECT study_id AS other, sop_instance_uid AS shared FROM study_objects"
+         " WHERE sop_instance_uid = ANY(%s) AND study_id <> %s",
+         [p.obj.sop_instance_uid for p in parsed], "SOPInstanceUID"),
+    )
+    for sql, value, what in checks:
+        row = await (await conn.execute(sql + " LIMIT 1", (value, study_id))).fetchone()
+        if row is not None:
+            raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
+                              "two study ids could land on both sides of a release's split")
 
 
 async def _exists(conn: psycopg.AsyncConnection, study_id: str) -> bool:

@@ -147,3 +147,34 @@ async def test_bulk_ingest_refuses_objects_over_the_bounds_by_name_and_streams_t
     with psycopg.connect(gateway_dsn) as conn:
         key = conn.execute("SELECT object_key FROM study_objects").fetchone()[0]
     assert store.get_bytes(infra["buckets"]["objects"], key) == (folder / "dicom" / "S-1.dcm").read_bytes()
+
+
+async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, store, infra, tmp_path):
+    """Issue 11 item 11: a study's images ingested again under a second study id (or one of its
+    instances inside another study) could land on both sides of a release's split."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    data = dicom_bytes(tmp_path, "TWIN-1", "P-1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = generate_uid()  # a new study, but the same SOP instance
+    moved = io.BytesIO()
+    ds.save_as(moved, enforce_file_format=True)
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+        assert first.status == "ingested"
+        with pytest.raises(IngestError, match=r"TWIN-2: StudyInstanceUID .* is already study TWIN-1's"):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-2", patient_id="P-2",
+                               report=REPORT, files=[("a.dcm", data)])
+        with pytest.raises(IngestError, match=rf"TWIN-3: SOPInstanceUID {ds.SOPInstanceUID} is already study TWIN-1's"):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-3", patient_id="P-2",
+                               report=REPORT, files=[("a.dcm", moved.getvalue())])
+        again = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+        assert again.status == "duplicate"  # the same study id again is still a no-op
+    finally:
+        await pool.close()
+    assert counts(gateway_dsn) == (1, 1, 1)
