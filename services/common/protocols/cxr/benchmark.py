@@ -22,7 +22,13 @@ from services.common.protocols.kit.release import (
     prevalence,
 )
 from services.common.protocols.kit.rule_config import RuleConfig
-from services.common.protocols.kit.selection import AcceptedStudy, composition, plan_composition, select_and_split
+from services.common.protocols.kit.selection import (
+    AcceptedStudy,
+    composition,
+    image_keys,
+    plan_composition,
+    select_and_split,
+)
 from services.common.taxonomy import Taxonomy
 
 # Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
@@ -43,7 +49,8 @@ def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], pla
     """Select and split `rows` (accepted studies) and lay out every file of the release."""
     studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
                                            tuple(r["objects"])) for r in rows}
-    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in studies.values()],
+    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels, image_keys(s.objects))
+                              for s in studies.values()],
                              plan, taxonomy.label_ids)
     released = [studies[sid] for sid in split.released]
     holdout = [studies[sid] for sid in split.holdout]

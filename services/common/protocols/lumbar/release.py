@@ -20,7 +20,7 @@ from services.common.contracts import SelectionPlan
 from services.common.objectstore import sha256_hex
 from services.common.protocols.kit.release import MANIFEST_VERSION, ReleaseFiles
 from services.common.protocols.kit.rule_config import RuleConfig
-from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
+from services.common.protocols.kit.selection import AcceptedStudy, image_keys, select_and_split
 from services.common.protocols.lumbar.competition import CompetitionStudy, Coordinate, image_path, split_csvs
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, Grade, cell_of
 from services.common.protocols.lumbar.scoring import METRIC_VERSION as LUMBAR_METRIC_VERSION
@@ -53,7 +53,8 @@ def compose_lumbar_release(release_id: str, protocol: str, rows: Sequence[Mappin
     """Select and split accepted studies (rows with study_id, patient_id, labels, objects, cells)."""
     studies = {r["study_id"]: LumbarStudy(r["study_id"], r["patient_id"], tuple(r["cells"] or ()),
                                           tuple(r["objects"])) for r in rows}
-    split = select_and_split([AcceptedStudy(r["study_id"], r["patient_id"], frozenset(r["labels"])) for r in rows],
+    split = select_and_split([AcceptedStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
+                                            image_keys(r["objects"])) for r in rows],
                              plan, FINDING_IDS)
     released = [studies[sid] for sid in split.released]
     holdout = [studies[sid] for sid in split.holdout]
