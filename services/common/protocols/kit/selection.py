@@ -36,7 +36,7 @@ class AcceptedStudy:
     images: frozenset[str] = frozenset()
 
 
-def image_keys(objects: Sequence[Mapping]) -> frozenset[str]:
+def image_keys(objects: Sequence[Mapping[str, str]]) -> frozenset[str]:
     """SOP Instance UIDs and content hashes of a study's objects (DicomObject dicts): the same
     images under two study ids, or one patient under two spellings, share them."""
     return frozenset({f"sop:{o['sop_instance_uid']}" for o in objects} | {f"sha256:{o['sha256']}" for o in objects})
