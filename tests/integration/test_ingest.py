@@ -178,3 +178,22 @@ async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, s
     finally:
         await pool.close()
     assert counts(gateway_dsn) == (1, 1, 1)
+
+
+async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_overrides(gateway_dsn, store, infra,
+                                                                                          tmp_path):
+    folder = study_folder(tmp_path / "burned", [("BI-1", "P-1", REPORT)])
+    path = folder / "dicom" / "BI-1.dcm"
+    ds = pydicom.dcmread(path)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(path, enforce_file_format=True)
+    pool = await open_pool(gateway_dsn)
+    try:
+        refused = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True)
+        assert refused.ingested == 0 and "BurnedInAnnotation is YES" in refused.rejected[0][1]
+        assert counts(gateway_dsn) == (0, 0, 0)
+        overridden = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True,
+                                      allow_burned_in=True)
+    finally:
+        await pool.close()
+    assert overridden.ingested == 1 and counts(gateway_dsn) == (1, 1, 1)
