@@ -153,8 +153,9 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         if not scrub:
             found = deid.violations(ds, allow_burned_in=True)
             if found:
-                raise IngestError(f"{name}: carries identifying data (PS3.15 Basic Profile: {', '.join(found[:8])}"
-                                  f"{', ...' if len(found) > 8 else ''}); de-identify it or ingest with scrub")
+                raise IngestError(f"{name}: carries identifying data ({', '.join(found[:8])}"
+                                  f"{', ...' if len(found) > 8 else ''}) that the PS3.15 Basic Profile removes;"
+                                  " de-identify it or ingest with scrub")
         # With scrub, the whole profile (UIDs and dates too) runs on every object not already
         # de-identified: one an upstream pipeline de-identified (it says so, and passes the check)
         # is stored byte for byte, its UIDs and dates not replaced or shifted a second time.
