@@ -46,7 +46,7 @@ class GatewayApiSink:
 
     async def ingest(self, paired: PairedStudy, files: list[Path], request: ImportRequest) -> Ingested:
         form = {"study_id": paired.study_id, "patient_id": paired.patient_id, "report": paired.report,
-                "scrub": str(request.scrub).lower(), "protocol": request.protocol.value}
+                "scrub": str(request.scrub).lower(), "protocol": request.protocol}
         with ExitStack() as opened:  # streamed from the spool files, not read into memory first
             upload = [("files", (p.name, opened.enter_context(open(p, "rb")), "application/dicom")) for p in files]
             try:

@@ -62,7 +62,7 @@ async def request_import(body: PacsImportIn, user: Curator, res: Res) -> dict:
     request = ImportRequest(url, tuple(body.study_uids), body.query, scrub=body.scrub, protocol=body.protocol)
     import_id = str(uuid.uuid4())
     kept = {"study_uids": body.study_uids, "query": body.query, "scrub": body.scrub,
-            "protocol": body.protocol.value, "reports": len(body.reports)}
+            "protocol": body.protocol, "reports": len(body.reports)}
     async with unit_of_work(res.pool) as conn:
         await conn.execute("INSERT INTO pacs_imports (import_id, requested_by, dicomweb_url, request)"
                            " VALUES (%s,%s,%s,%s)", (import_id, user.user_id, url, json.dumps(kept)))
