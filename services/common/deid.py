@@ -89,14 +89,14 @@ REMOVE = frozenset({
     "StudyComments", "StudyIDIssuer", "TextComments", "TextString", "TopicAuthor", "TopicKeywords",
     "TopicSubject", "TopicTitle", "VerifyingObserverIdentificationCodeSequence", "VisitComments",
     "PersonName", "ContentCreatorName", "VerifyingObserverName", "VerifyingOrganization",
-    "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "OrderEnteredBy", "OrderEntererLocation",
+    "OrderEnteredBy", "OrderEntererLocation",
     "OrderCallbackPhoneNumber", "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest",
 })
-# Action Z: kept, with a zero-length value (a value would identify the visit). Z also allows a
-# dummy value, which a check cannot tell from a real one: only AccessionNumber (never a dummy in
-# practice) is refused when it carries a value.
-EMPTY = frozenset({"AccessionNumber", "StudyID"})
-_REFUSED_WHEN_SET = frozenset({"AccessionNumber"})
+# Action Z: kept (Type 2 attributes: the IOD needs them), with a zero-length value. Z also allows
+# a dummy value, which a check cannot tell from a real one: StudyID may carry one (de-identified
+# archives put the pseudonymous study id there); the others are refused when they carry a value.
+EMPTY = frozenset({"AccessionNumber", "StudyID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName"})
+_REFUSED_WHEN_SET = EMPTY - {"StudyID"}
 # Clean Descriptors option: kept, with identifiers in the text masked (reviewers and benchmark
 # users need "PA", "LATERAL", "T2 SAG").
 CLEANED = frozenset({"SeriesDescription", "StudyDescription", "ProtocolName"})
@@ -191,9 +191,9 @@ def scrub(ds: Dataset, *, secret: str, patient_id: str, allow_burned_in: bool = 
     Anonymizer(seed=project_seed(secret)).anonymize(ds)
     for keyword in PSEUDONYMISED:
         setattr(ds, keyword, patient_id)
-    for keyword in EMPTY:
-        if keyword in ds:
-            setattr(ds, keyword, "")  # dicognito writes a random ID into what it finds; Z means empty
+    for _, _, elem in _walk(ds):  # dicognito writes random IDs and names into what it finds; Z means empty
+        if elem.keyword in EMPTY:
+            elem.value = ""
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = METHOD
     codes = []

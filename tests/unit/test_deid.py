@@ -81,7 +81,8 @@ def test_scrub_leaves_nothing_the_profile_removes():
     deid.scrub(ds, secret="project-a", patient_id="PSEUDO-7")
     assert deid.violations(ds) == []
     present = {elem.keyword for elem in ds.iterall()}
-    assert present.isdisjoint(deid.REMOVE - {"PatientBirthDate", "PatientSex"})
+    assert present.isdisjoint(deid.REMOVE)
+    assert all(ds[keyword].value in ("", None) for keyword in deid.EMPTY if keyword in ds)  # Z: kept, empty
     assert all_private(ds) == []
     assert ds.PatientID == ds.PatientName == "PSEUDO-7"  # the record number is gone, the pseudonym links studies
     assert ds.AccessionNumber == "" and ds.StudyID == ""
