@@ -59,8 +59,10 @@ def read_reports(data_dir: Path) -> list[dict[str, str]]:
 
 async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *,
                      scrub: bool = False, concurrency: int = 8, protocol: Protocol = Protocol.CXR,
-                     progress=None, limits: IngestLimits | None = None) -> IngestSummary:
-    """Ingest every study of the folder; `limits` default to the RADCURATE_GATEWAY_* settings."""
+                     progress=None, limits: IngestLimits | None = None,
+                     allow_burned_in: bool = False) -> IngestSummary:
+    """Ingest every study of the folder; `limits` default to the RADCURATE_GATEWAY_* settings.
+    `allow_burned_in` is the curator's override for objects marked BurnedInAnnotation YES."""
     rows = read_reports(data_dir)
     limits = limits or IngestLimits()
     summary = IngestSummary()
@@ -73,7 +75,7 @@ async def ingest_dir(data_dir: Path, pool: AsyncConnectionPool, store: ObjectSto
                 files = study_paths(data_dir, sid)  # paths: files stream, a study is never read whole
                 result = await ingest_study(pool, store, bucket, study_id=sid, patient_id=row["patient_id"],
                                             report=row["report"], files=files, scrub=scrub, protocol=protocol,
-                                            limits=limits)
+                                            limits=limits, allow_burned_in=allow_burned_in)
             except IngestError as exc:
                 summary.rejected.append((sid, str(exc)))
                 if progress:

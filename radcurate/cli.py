@@ -122,6 +122,8 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 def ingest(data_dir: Annotated[Path | None, typer.Argument(
                exists=True, file_okay=False, help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
+           allow_burned_in_annotation: Annotated[bool, typer.Option(
+               help="Accept objects marked BurnedInAnnotation YES (you have checked their pixels).")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
            protocol: Annotated[str, typer.Option(help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
            dicomweb: Annotated[str | None, typer.Option(
@@ -147,6 +149,8 @@ def ingest(data_dir: Annotated[Path | None, typer.Argument(
     if dicomweb is not None:
         if data_dir is not None or reports is None:
             fail("--dicomweb takes no folder and needs --reports reports.csv", 2)
+        if allow_burned_in_annotation:
+            fail("--allow-burned-in-annotation is for a folder ingest, not --dicomweb", 2)
         _ingest_dicomweb(dicomweb, reports, study_uid or [], query or [], scrub=scrub, state_dir=state_dir,
                          protocol=by_name[protocol], concurrency=concurrency, quiet=quiet)
         return
@@ -158,7 +162,8 @@ def ingest(data_dir: Annotated[Path | None, typer.Argument(
         state = local.require_running(state_dir)
         with progress.use(quiet):
             summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
-                                                protocol=by_name[protocol]))
+                                                protocol=by_name[protocol],
+                                                allow_burned_in=allow_burned_in_annotation))
     except (StackError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"ingested {summary.ingested}, already present {summary.duplicates}, rejected {len(summary.rejected)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -38,12 +39,15 @@ def store_for(state: dict) -> ObjectStore:
 
 
 async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
-                        protocol: Protocol = Protocol.CXR) -> IngestSummary:
+                        protocol: Protocol = Protocol.CXR, allow_burned_in: bool = False) -> IngestSummary:
+    if state.get("deid_secret"):  # scrub in this process uses the stack's project secret
+        os.environ.setdefault("RADCURATE_DEID_SECRET", state["deid_secret"])
     pool = await open_pool(state["dsns"]["gateway"], max_size=concurrency + 2)
     try:
         with progress.current().task("ingest", total=len(read_reports(data_dir)), unit="studies") as task:
             return await ingest_dir(data_dir, pool, store_for(state), state["buckets"]["objects"],
                                     scrub=scrub, concurrency=concurrency, protocol=protocol,
+                                    allow_burned_in=allow_burned_in,
                                     progress=lambda s: task.update(s.ingested + s.duplicates + len(s.rejected)))
     finally:
         await pool.close()

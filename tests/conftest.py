@@ -7,6 +7,7 @@ tables; `fresh_topic` gives it topic names nobody else uses.
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ import psycopg
 import pytest
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+# The project's de-identification secret (services.common.deid): ingest with scrub needs one; the
+# services the tests start inherit it.
+os.environ.setdefault("RADCURATE_DEID_SECRET", "radcurate-tests")
 
 
 @pytest.fixture(scope="session")

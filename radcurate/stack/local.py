@@ -114,6 +114,9 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
     for svc in SERVICES:
         apply_migrations(state["dsns"][svc], migration_files(Path(services.__file__).parent / svc))
     state.setdefault("admin_token", "rc_admin_" + secrets.token_urlsafe(24))
+    # The project's de-identification secret (services.common.deid): made once, kept for the
+    # stack's lifetime so that the same UID is always replaced by the same UID.
+    state.setdefault("deid_secret", secrets.token_urlsafe(32))
     save(state_dir, state)
     _ensure_services(state, state_dir, services_to_run, service_env, settings)
     gw = state["services"].get("gateway")
@@ -183,7 +186,10 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
     }
     if svc == "gateway":
         env["ADMIN_TOKEN"] = state["admin_token"]
-    return {p + k: v for k, v in env.items()}
+    out = {p + k: v for k, v in env.items()}
+    if svc == "gateway" and state.get("deid_secret"):
+        out["RADCURATE_DEID_SECRET"] = state["deid_secret"]  # shared by every ingest path, not per service
+    return out
 
 
 def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSettings,

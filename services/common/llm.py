@@ -32,7 +32,7 @@ import openai
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.common import metrics
+from services.common import metrics, phi
 from services.common.failures import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -285,10 +285,14 @@ class LlmClient:
 
     async def complete(self, messages: Sequence[Message], *, schema_name: str,
                        schema: dict[str, Any]) -> LlmReply:
-        """One chat completion, retried on transient failures up to `max_attempts` times."""
+        """One chat completion, retried on transient failures up to `max_attempts` times. Every
+        message but the system prompt (ours) is masked for identifiers first (services.common.phi):
+        whatever a backend puts in, no name, date, record number, phone or address leaves."""
+        masked: list[Message] = [m if m.get("role") == "system" else {**m, "content": phi.mask(m["content"]).text}
+                                 for m in messages]
         for attempt in range(1, self.config.max_attempts + 1):
             try:
-                return await self._attempt(messages, json_schema_format(schema_name, schema))
+                return await self._attempt(masked, json_schema_format(schema_name, schema))
             except openai.APIError as exc:
                 if getattr(exc, "status_code", None) in _INPUT_REJECTED_STATUS:
                     raise PermanentError(f"LLM rejected the request: {exc}") from exc

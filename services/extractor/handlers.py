@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from services.common import protocols
+from services.common import phi, protocols
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import Finding, FindingsExtracted, ReportIngested, Topic
 from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
@@ -41,16 +41,20 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return extractors[name]
 
     async def read_report(event: ReportIngested) -> list[Finding]:
-        """Outside the transaction, concurrently for a whole batch: the slow (LLM) part."""
+        """Outside the transaction, concurrently for a whole batch: the slow (LLM) part. Every
+        backend reads the masked report (identifiers never reach an LLM, nor findings' evidence,
+        which flows on to the mapper and the reviewer page); offsets are those of the original."""
         if not event.report_text.strip():
             raise PermanentError("report text is empty")
-        return await extractor_for(event.protocol).extract(event.report_text)
+        return await extractor_for(event.protocol).extract(phi.mask(event.report_text).text)
 
     async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
                                  findings: list[Finding]) -> list[FindingsExtracted]:
-        """Read the abnormal findings out of one report."""
+        """Read the abnormal findings out of one report; record what was masked (the masking is
+        deterministic: the same spans read_report masked)."""
         provenance = extractor_for(event.protocol).provenance
-        await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance)
+        masks = phi.mask(event.report_text).audit()
+        await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance, masks)
         return [
             FindingsExtracted(
                 study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,

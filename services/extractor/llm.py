@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common import phi
 from services.common.contracts import Certainty, Finding, Laterality, ModelProvenance
 from services.common.llm import BACKEND, LlmClient, LlmReply
 
@@ -122,7 +123,10 @@ class LlmExtractor:
         self.provenance = ModelProvenance(backend=BACKEND, model=client.model, prompt_version=PROMPT_VERSION)
 
     async def extract(self, report: str) -> list[Finding]:
-        """The report's findings; cached per (model, prompt version, report text)."""
+        """The report's findings; cached per (model, prompt version, report text). The report is
+        masked first (services.common.phi; a no-op on a report already masked), so evidence is
+        quoted from, and located in, the text the model saw."""
+        report = phi.mask(report).text
         answer = await self._client.cached(PROMPT_VERSION, {"report": report}, lambda: self._ask(report))
         return [Finding.model_validate(item) for item in answer["findings"]]
 

@@ -33,13 +33,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 
-from services.common import outbox
+from services.common import deid, outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id
 from services.common.objectstore import ObjectStore
 from services.common.protocols import DEFAULT_PROTOCOL
-from services.gateway import deid
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
 
 FileSource = bytes | Path | BinaryIO
@@ -129,9 +128,11 @@ def object_key(digest: str, prefix: str = "dicom") -> str:
     return f"{prefix}/sha256/{digest[:2]}/{digest}"
 
 
-def parse_instance(name: str, data: FileSource, *, scrub: bool,
-                   limits: IngestLimits | None = None) -> tuple[ParsedInstance, list[str]]:
-    """Validate one DICOM file; scrub or reject identifying data. Raises IngestError."""
+def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLimits | None = None,
+                   patient_id: str = "", allow_burned_in: bool = False) -> tuple[ParsedInstance, list[str]]:
+    """Validate one DICOM file; de-identify it (scrub: the PS3.15 Basic Profile, services.common.deid,
+    PatientID becoming `patient_id`) or reject what the profile would not let through. Raises
+    IngestError."""
     limits = limits or IngestLimits()
     size = source_size(data)
     if size > limits.max_object_bytes:
@@ -147,12 +148,27 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool,
                 else "PixelData"
             raise IngestError(f"{name}: DICOM lacks {', '.join(missing or [what])}")
         check_displayable(name, ds, limits)
-        found = deid.identifying_attributes(ds)
+        burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+        if burned_in and not allow_burned_in:
+            raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
+                              "refused unless a curator overrides (allow_burned_in_annotation)")
         removed: list[str] = []
-        if found and not scrub:
-            raise IngestError(f"{name}: carries identifying data ({', '.join(found)}); de-identify it or ingest with scrub")
-        if found:
-            removed = deid.scrub(ds)
+        if not scrub:
+            found = deid.violations(ds, allow_burned_in=True)
+            if found:
+                raise IngestError(f"{name}: carries identifying data ({', '.join(found[:8])}"
+                                  f"{', ...' if len(found) > 8 else ''}) that the PS3.15 Basic Profile removes;"
+                                  " de-identify it or ingest with scrub")
+        # With scrub, the whole profile (UIDs and dates too) runs on every object not already
+        # de-identified: one an upstream pipeline de-identified (it says so, and passes the check)
+        # is stored byte for byte, its UIDs and dates not replaced or shifted a second time.
+        if scrub and (str(ds.get("PatientIdentityRemoved", "")).upper() != "YES"
+                      or deid.violations(ds, allow_burned_in=True)):
+            try:
+                removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
+                                     patient_id=patient_id, allow_burned_in=allow_burned_in)
+            except deid.DeidError as exc:
+                raise IngestError(f"{name}: {exc}") from exc
             # The rewrite goes to a temporary file, not memory (a spooled one would copy the pixel
             # data twice more when it rolls over).
             rewritten = tempfile.TemporaryFile()  # noqa: SIM115 (owned by the result, closed when dropped)
@@ -269,7 +285,8 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
 
 
 def validate_study(study_id: str, patient_id: str, report: str, files: list[tuple[str, FileSource]],
-                   scrub: bool, limits: IngestLimits | None = None) -> tuple[list[ParsedInstance], list[str]]:
+                   scrub: bool, limits: IngestLimits | None = None,
+                   allow_burned_in: bool = False) -> tuple[list[ParsedInstance], list[str]]:
     if not study_id.strip():
         raise IngestError("study_id is empty")
     if not patient_id.strip():
@@ -281,7 +298,8 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
     limits = limits or IngestLimits()
     parsed, removed = [], []
     for name, data in files:
-        inst, rem = parse_instance(name, data, scrub=scrub, limits=limits)
+        inst, rem = parse_instance(name, data, scrub=scrub, limits=limits, patient_id=patient_id,
+                                   allow_burned_in=allow_burned_in)
         parsed.append(inst)
         removed += rem
     if len({p.study_instance_uid for p in parsed}) > 1:
@@ -296,16 +314,20 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
 
 async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: str, *, study_id: str,
                        patient_id: str, report: str, files: list[tuple[str, FileSource]], scrub: bool = False,
-                       protocol: str = DEFAULT_PROTOCOL, limits: IngestLimits | None = None) -> IngestResult:
+                       protocol: str = DEFAULT_PROTOCOL, limits: IngestLimits | None = None,
+                       allow_burned_in: bool = False) -> IngestResult:
     """Validate, store and announce one study. Raises IngestError (nothing stored) on bad input.
+    `allow_burned_in` is the curator's override for objects whose BurnedInAnnotation is YES.
     `files` are (name, bytes | path | open binary file); each is read one at a time."""
     if not is_study_id(study_id):
         raise IngestError(f"study_id {study_id[:80]!r} is not allowed: use letters, digits, '.', '_' and '-'"
                           " (starting with a letter or digit, no '..', at most 128 characters)")
-    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits)
+    parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits,
+                                              allow_burned_in)
     async with pool.connection() as conn:
         if await _exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
+        await _refuse_shared_images(conn, study_id, parsed)
     # Objects first: a crash after this leaves unreferenced (content-addressed) objects, never a
     # study row pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
@@ -323,6 +345,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
              *(facts[k] for k in FACTS)))
         if await cur.fetchone() is None:
             return IngestResult(study_id, "duplicate")
+        await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
         await _insert_objects(conn, study_id, objects)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
@@ -333,6 +356,25 @@ def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) ->
     for p in parsed:
         with open_source(p.source) as fp:
             store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom")
+
+
+async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, parsed: list[ParsedInstance]) -> None:
+    """IngestError when another study already has this StudyInstanceUID or one of these SOP
+    Instance UIDs: the same images under two study ids could land on both sides of a release's
+    split (holdout contamination). Scrubbing maps UIDs consistently, so a twin is caught after it."""
+    checks = (
+        ("SELECT study_id AS other, study_instance_uid AS shared FROM studies"
+         " WHERE study_instance_uid = %s AND study_id <> %s",
+         parsed[0].study_instance_uid, "StudyInstanceUID"),
+        ("SELECT study_id AS other, sop_instance_uid AS shared FROM study_objects"
+         " WHERE sop_instance_uid = ANY(%s) AND study_id <> %s",
+         [p.obj.sop_instance_uid for p in parsed], "SOPInstanceUID"),
+    )
+    for sql, value, what in checks:
+        row = await (await conn.execute(sql + " LIMIT 1", (value, study_id))).fetchone()
+        if row is not None:
+            raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
+                              "two study ids could land on both sides of a release's split")
 
 
 async def _exists(conn: psycopg.AsyncConnection, study_id: str) -> bool:

@@ -39,7 +39,7 @@ async def test_ingest_over_http_refuses_bad_studies_and_stores_nothing(stack, tm
     before = scalar(stack, "gateway", "SELECT count(*) FROM studies")
     assert_problem(await ingest_http(stack, "HTTP-X1", b"GIF89a not dicom"), 422, "not a readable DICOM file")
     assert_problem(await ingest_http(stack, "HTTP-X2", dicom_bytes(tmp_path, "HTTP-X2", identifiable=True)),
-                   422, "identifying data (PatientName")
+                   422, "identifying data (AccessionNumber, InstitutionName, ReferringPhysicianName")
     assert_problem(await ingest_http(stack, "HTTP-X3", dicom_bytes(tmp_path, "HTTP-X3"), report=" "),
                    422, "report text is empty")
     assert scalar(stack, "gateway", "SELECT count(*) FROM studies") == before

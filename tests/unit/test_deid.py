@@ -1,42 +1,161 @@
-"""Identifying data in DICOM headers: found, and scrubbed on request."""
+"""DICOM de-identification: the PS3.15 Basic Profile (services.common.deid) on a header seeded with
+what raw modality exports carry, UIDs replaced consistently per project, BurnedInAnnotation refused."""
 
 from __future__ import annotations
 
+import io
+import warnings
+from pathlib import Path
+
 import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
-from services.gateway.deid import identifying_attributes, scrub
+from services.common import deid
+from services.gateway.ingest import IngestError, parse_instance
+
+SEEDED = {
+    "PatientName": "DOE^JANE", "PatientID": "MRN-4471902", "PatientBirthDate": "19700101",
+    "PatientAge": "054Y", "PatientSex": "F", "PatientAddress": "12 Elm Street, Springfield",
+    "OtherPatientIDs": "MRN9912", "StudyID": "S-8812", "AccessionNumber": "A77120913",
+    "StationName": "CR-ROOM-3", "DeviceSerialNumber": "SN-0098123", "InstitutionName": "General Hospital",
+    "ReferringPhysicianName": "HOUSE^GREGORY", "OperatorsName": "TECH^TOM",
+    "ImageComments": "pt Jane Doe, call 617-555-0134", "PatientComments": "allergic to iodine",
+    "StudyComments": "follow-up of 2019 scan", "StudyDate": "20190314", "StudyTime": "101500",
+    "SeriesDescription": "CHEST PA Dr. Smith", "StudyDescription": "XR CHEST 1 VIEW",
+}
 
 
-def a_dataset(**attrs) -> Dataset:
-    ds = Dataset()
-    ds.PatientID = "ANON-1"
-    ds.StudyID = "CXR-000001"
-    for k, v in attrs.items():
-        setattr(ds, k, v)
+def seeded(path: str = "emri_small.dcm") -> Dataset:
+    """A real test file carrying every identifier of SEEDED, private tags at the top level and
+    inside a sequence, and a RequestAttributesSequence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(get_testdata_file(path, download=False))
+    for keyword, value in SEEDED.items():
+        setattr(ds, keyword, value)
+    ds.BurnedInAnnotation = "NO"
+    ds.add_new(0x00091010, "LO", "vendor private at top level")
+    request = Dataset()
+    request.RequestedProcedureID = "RP-1"
+    request.ScheduledProcedureStepID = "SPS-1"
+    request.add_new(0x00191001, "LO", "private inside a sequence")
+    ds.RequestAttributesSequence = Sequence([request])
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    item.ReferencedSOPInstanceUID = "1.2.3.4.5.6.7"
+    item.add_new(0x00291020, "LO", "private in a referenced image item")
+    ds.ReferencedImageSequence = Sequence([item])
     return ds
 
 
-def test_a_de_identified_header_has_nothing_to_report():
-    assert identifying_attributes(a_dataset(PatientIdentityRemoved="YES")) == []
+def all_private(ds: Dataset) -> list:
+    found = []
+    for elem in ds.iterall():
+        if elem.tag.is_private:
+            found.append(elem.tag)
+    return found
 
 
-def test_names_birth_dates_institutions_and_private_tags_are_identifying():
-    ds = a_dataset(PatientName="Doe^Jane", PatientBirthDate="19700101", InstitutionName="General Hospital")
-    ds.add_new(0x00091001, "LO", "vendor secret")
-    assert identifying_attributes(ds) == ["PatientName", "PatientBirthDate", "InstitutionName", "private tags"]
+def test_the_profile_tables_name_real_attributes():
+    unknown = [kw for kw in deid.REMOVE | deid.EMPTY | deid.CLEANED if tag_for_keyword(kw) is None]
+    assert unknown == []
 
 
-def test_an_empty_value_is_not_identifying():
-    assert identifying_attributes(a_dataset(PatientName="")) == []
+def test_a_seeded_header_is_refused_by_the_check():
+    found = deid.violations(seeded())
+    for keyword in ("PatientName", "PatientBirthDate", "AccessionNumber", "StationName", "DeviceSerialNumber",
+                    "ImageComments", "RequestAttributesSequence", "PatientAge", "PatientSex"):
+        assert keyword in found
+    assert any("private (0019,1001)" in f for f in found)  # inside RequestAttributesSequence
+    assert any("private (0029,1020)" in f for f in found)  # inside ReferencedImageSequence
+    assert "SeriesDescription (identifier in text)" in found
 
 
-def test_scrub_removes_them_and_records_the_method():
-    ds = a_dataset(PatientName="Doe^Jane", ReferringPhysicianName="Dr^Who")
-    ds.add_new(0x00091001, "LO", "vendor secret")
-    removed = scrub(ds)
-    assert removed == ["PatientName", "ReferringPhysicianName", "private tags"]
-    assert identifying_attributes(ds) == []
-    assert ds.PatientIdentityRemoved == "YES" and "PS3.15" in ds.DeidentificationMethod
-    assert ds.PatientID == "ANON-1"  # the pseudonymous id stays: studies link through it
-    assert isinstance(ds, pydicom.Dataset)
+def test_scrub_leaves_nothing_the_profile_removes():
+    ds = seeded()
+    original_study_uid, original_date = str(ds.StudyInstanceUID), str(ds.StudyDate)
+    deid.scrub(ds, secret="project-a", patient_id="PSEUDO-7")
+    assert deid.violations(ds) == []
+    present = {elem.keyword for elem in ds.iterall()}
+    assert present.isdisjoint(deid.REMOVE)
+    assert all(ds[keyword].value in ("", None) for keyword in deid.EMPTY if keyword in ds)  # Z: kept, empty
+    assert all_private(ds) == []
+    assert ds.PatientID == ds.PatientName == "PSEUDO-7"  # the record number is gone, the pseudonym links studies
+    assert ds.AccessionNumber == "" and ds.StudyID == ""
+    assert ds.StudyDate != original_date and len(ds.StudyDate) == 8  # shifted, still a date
+    assert str(ds.StudyInstanceUID) != original_study_uid
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert "Smith" not in ds.SeriesDescription and ds.SeriesDescription.startswith("CHEST PA")  # cleaned, kept
+    assert ds.PatientIdentityRemoved == "YES" and ds.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113105", "113107"]
+    flat = repr(ds)
+    for value in ("DOE^JANE", "MRN-4471902", "A77120913", "CR-ROOM-3", "SN-0098123", "617-555-0134",
+                  "HOUSE^GREGORY", "General Hospital", "RP-1"):
+        assert value not in flat
+
+
+def test_uids_are_replaced_consistently_within_a_project_and_differently_across():
+    a1, a2, b = seeded(), seeded(), seeded()
+    for ds, secret in ((a1, "project-a"), (a2, "project-a"), (b, "project-b")):
+        deid.scrub(ds, secret=secret, patient_id="P")
+    assert a1.StudyInstanceUID == a2.StudyInstanceUID and a1.SOPInstanceUID == a2.SOPInstanceUID
+    assert a1.StudyDate == a2.StudyDate  # one date shift per project: intervals between studies kept
+    assert a1.StudyInstanceUID != b.StudyInstanceUID and a1.SOPInstanceUID != b.SOPInstanceUID
+    assert a1.ReferencedImageSequence[0].ReferencedSOPInstanceUID != "1.2.3.4.5.6.7"
+    assert a1.SOPClassUID == seeded().SOPClassUID  # class UIDs are not identifying: kept
+    assert all(len(str(uid)) <= 64 for uid in (a1.StudyInstanceUID, a1.SeriesInstanceUID, a1.SOPInstanceUID))
+
+
+def test_burned_in_annotation_is_refused_unless_overridden():
+    ds = seeded()
+    ds.BurnedInAnnotation = "YES"
+    with pytest.raises(deid.BurnedInAnnotation):
+        deid.scrub(ds, secret="s", patient_id="P")
+    assert "BurnedInAnnotation YES" in deid.violations(ds)
+    deid.scrub(ds, secret="s", patient_id="P", allow_burned_in=True)
+    assert deid.violations(ds, allow_burned_in=True) == []
+
+
+def test_scrub_without_a_project_secret_is_refused():
+    with pytest.raises(deid.DeidError, match="RADCURATE_DEID_SECRET"):
+        deid.scrub(seeded(), secret="", patient_id="P")
+
+
+def test_a_pseudonymous_name_equal_to_the_id_passes_and_a_real_one_does_not():
+    ds = Dataset()
+    ds.PatientID = ds.PatientName = "ANON-1"
+    assert deid.violations(ds) == []
+    ds.PatientName = "DOE^JANE"
+    assert deid.violations(ds) == ["PatientName"]
+
+
+def seeded_file(tmp_path, **attrs) -> Path:
+    ds = seeded()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "seeded.dcm", enforce_file_format=True)
+    return tmp_path / "seeded.dcm"
+
+
+def test_ingest_refuses_a_seeded_object_without_scrub_and_stores_a_conforming_one_with_it(tmp_path):
+    path = seeded_file(tmp_path)
+    with pytest.raises(IngestError, match=r"carries identifying data \(AccessionNumber, .*\) that the PS3.15 Basic Profile removes"):
+        parse_instance("seeded.dcm", path, scrub=False)
+    parsed, removed = parse_instance("seeded.dcm", path, scrub=True, patient_id="PSEUDO-9")
+    stored = pydicom.dcmread(io.BytesIO(parsed.data))
+    assert deid.violations(stored) == [] and stored.PatientID == "PSEUDO-9"
+    assert parsed.obj.sop_instance_uid == stored.SOPInstanceUID != seeded().SOPInstanceUID  # recorded as stored
+    assert "StationName" in removed and "DeviceSerialNumber" in removed
+
+
+def test_ingest_refuses_burned_in_annotation_unless_the_curator_overrides(tmp_path):
+    path = seeded_file(tmp_path, BurnedInAnnotation="YES")
+    for scrub in (False, True):
+        with pytest.raises(IngestError, match="BurnedInAnnotation is YES"):
+            parse_instance("seeded.dcm", path, scrub=scrub, patient_id="P")
+    parsed, _ = parse_instance("seeded.dcm", path, scrub=True, patient_id="P", allow_burned_in=True)
+    assert parsed.obj.sop_instance_uid

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from services.gateway import deid
+from services.common import deid
 from services.gateway.ingest import IngestError, IngestLimits, TooLarge, parse_instance, validate_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -29,7 +29,7 @@ def big_study(tmp_path_factory) -> list[tuple[str, Path]]:
     """Five 7.2 MB chest radiographs (RG1, uncompressed) of one study, de-identified."""
     root = tmp_path_factory.mktemp("big")
     ds = real("RG1_UNCR.dcm")
-    deid.scrub(ds)
+    deid.scrub(ds, secret="tests", patient_id="P")
     ds.StudyInstanceUID = generate_uid()
     files = []
     for i in range(5):
@@ -62,7 +62,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     """A small JPEG 2000 object whose header claims 65535 × 65535 × 10 pixels: refused by the
     pixel bound before any decode is attempted (a decode would try to allocate ~80 GB)."""
     ds = real("emri_small_jpeg_2k_lossless.dcm")
-    deid.scrub(ds)
+    deid.scrub(ds, secret="tests", patient_id="P")
     ds.Rows = ds.Columns = 65535
     ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
     assert (tmp_path / "bomb.dcm").stat().st_size < 100_000
@@ -72,7 +72,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
 
 def test_truncated_native_pixel_data_is_refused(tmp_path):
     ds = real("emri_small.dcm")
-    deid.scrub(ds)
+    deid.scrub(ds, secret="tests", patient_id="P")
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
     ds.save_as(tmp_path / "short.dcm", enforce_file_format=True)
     with pytest.raises(IngestError, match=r"short.dcm: pixel data is truncated \(40960 of 81920 bytes\)"):
@@ -81,7 +81,7 @@ def test_truncated_native_pixel_data_is_refused(tmp_path):
 
 def test_an_unsupported_transfer_syntax_is_named(tmp_path):
     ds = real("emri_small_jpeg_2k_lossless.dcm")
-    deid.scrub(ds)
+    deid.scrub(ds, secret="tests", patient_id="P")
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder
     ds.save_as(tmp_path / "mpeg.dcm", enforce_file_format=True)
     with pytest.raises(IngestError, match=r"mpeg.dcm: transfer syntax MPEG2 Main Profile / Main Level "

@@ -15,12 +15,12 @@ from pydicom.filebase import DicomBytesIO
 from radcurate.bulk_ingest import read_reports, study_files
 from radcurate.synth.lumbar import synth_lumbar
 from radcurate.synth.lumbar_dicom import MR_IMAGE_STORAGE, MrEncoder, instance_values
+from services.common.deid import violations
 from services.common.protocols.lumbar.competition import SeriesType, read_split
 from services.common.protocols.lumbar.extract import extract_lumbar_grades
 from services.common.protocols.lumbar.grid import Grade
 from services.common.protocols.lumbar.mapping import grade_grid, suggest_grades
 from services.common.taxonomy import load_taxonomy
-from services.gateway.deid import identifying_attributes
 from services.gateway.ingest import validate_study
 
 N, SEED = 24, 5
@@ -62,7 +62,7 @@ def test_studies_pass_the_gateway_validation_and_carry_no_identifying_data(archi
         parsed, removed = validate_study(row["study_id"], row["patient_id"], row["report"], files, scrub=False)
         assert removed == [] and len(parsed) == 39
         ds = pydicom.dcmread(io.BytesIO(files[0][1]))
-        assert identifying_attributes(ds) == [] and ds.PatientIdentityRemoved == "YES"
+        assert violations(ds) == [] and ds.PatientIdentityRemoved == "YES"
 
 
 def test_the_same_seed_writes_the_same_bytes(archive, tmp_path):

@@ -178,6 +178,7 @@ def test_a_lumbar_release_is_in_the_competition_layout_split_by_patient():
     assert any(dst.endswith(f"train_images/s0/{SERIES}/6.dcm") for _, _, dst in composed.files.copies)
     card = json.loads(files["releases/r1/dataset_card.json"])
     assert card["counts"]["released"] + card["counts"]["holdout"] == 8
+    assert card["deidentification"]["profile"] == "Basic Application Level Confidentiality Profile"
 
 
 # --- simulated reader ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.common import deid
 from services.common.contracts import SelectionPlan, Verdict
 from services.common.protocols.cxr import scoring as scoring_cxr
 from services.common.protocols.cxr.reporting import REPORT_VERSION
@@ -23,7 +24,13 @@ from services.common.protocols.kit.release import (
     study_provenance,
 )
 from services.common.protocols.kit.rule_config import RuleConfig
-from services.common.protocols.kit.selection import AcceptedStudy, composition, plan_composition, select_and_split
+from services.common.protocols.kit.selection import (
+    AcceptedStudy,
+    composition,
+    image_keys,
+    plan_composition,
+    select_and_split,
+)
 from services.common.taxonomy import Taxonomy
 
 # Uncertainty the agreement report attaches (patient-bootstrap CIs, Krippendorff's alpha), copied to
@@ -44,7 +51,8 @@ def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], pla
     """Select and split `rows` (accepted studies) and lay out every file of the release."""
     studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
                                            tuple(r["objects"]), cxr_provenance(r, rule)) for r in rows}
-    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in studies.values()],
+    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels, image_keys(s.objects))
+                              for s in studies.values()],
                              plan, taxonomy.label_ids)
     released = [studies[sid] for sid in split.released]
     holdout = [studies[sid] for sid in split.holdout]
@@ -87,6 +95,7 @@ def dataset_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Ma
         # How each selected study's labels were decided: by the rule, or by a curator's adjudication.
         "provenance": {"released": provenance_counts([s.provenance for s in released]),
                        "holdout": provenance_counts([s.provenance for s in holdout])},
+        "deidentification": deid.card_section(),
     }
 
 

@@ -6,7 +6,8 @@ studies, per-label minimum and maximum, a cap on any pair of labels co-occurring
 balances label prevalence between the two sides by iterative multi-label stratification
 (Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be
 scored on a patient whose other images it could have been tuned on, so each patient's studies
-all land on one side.
+all land on one side — and so do studies that share an image (SOP Instance UID or content hash)
+under different patient ids (one patient under two spellings, the same images under two study ids).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class AcceptedStudy:
     study_id: str
     patient_id: str
     labels: frozenset[str]  # the consensus labels
+    # What identifies its images beyond the patient id (image_keys): studies sharing any of them
+    # land on one side together, like a patient's studies.
+    images: frozenset[str] = frozenset()
+
+
+def image_keys(objects: Sequence[Mapping[str, str]]) -> frozenset[str]:
+    """SOP Instance UIDs and content hashes of a study's objects (DicomObject dicts): the same
+    images under two study ids, or one patient under two spellings, share them."""
+    return frozenset({f"sop:{o['sop_instance_uid']}" for o in objects} | {f"sha256:{o['sha256']}" for o in objects})
 
 
 @dataclass
@@ -320,12 +330,37 @@ weakest on the common labels it places last).
     return holdout, unmet
 
 
+def _linked_patients(studies: Sequence[AcceptedStudy]) -> dict[str, str]:
+    """Each patient id -> the group it splits with: patients whose studies share an image (SOP
+    Instance UID or content hash) are one group (union-find), named by its smallest patient id."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    owner: dict[str, str] = {}
+    for s in sorted(studies, key=attrgetter("study_id")):
+        root(s.patient_id)
+        for key in sorted(s.images):
+            if key in owner:
+                a, b = root(owner[key]), root(s.patient_id)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                owner[key] = s.patient_id
+    return {p: root(p) for p in list(parent)}
+
+
 def _group_by_patient(studies: Sequence[AcceptedStudy], label_ids: Sequence[str]) -> _Groups:
     columns = sorted(set(label_ids).union(*(s.labels for s in studies))) + [NO_FINDING]
     col = {label: j for j, label in enumerate(columns)}
+    group_of = _linked_patients(studies)
     by_patient: dict[str, list[AcceptedStudy]] = {}
     for s in sorted(studies, key=attrgetter("study_id")):
-        by_patient.setdefault(s.patient_id, []).append(s)
+        by_patient.setdefault(group_of[s.patient_id], []).append(s)
     patients = sorted(by_patient)
     counts = np.zeros((len(patients), len(columns)), dtype=np.int64)
     for g, p in enumerate(patients):

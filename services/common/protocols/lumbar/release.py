@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from services.common import deid
 from services.common.contracts import SelectionPlan
 from services.common.objectstore import sha256_hex
 from services.common.protocols.kit.release import (
@@ -25,7 +26,7 @@ from services.common.protocols.kit.release import (
     study_provenance,
 )
 from services.common.protocols.kit.rule_config import RuleConfig
-from services.common.protocols.kit.selection import AcceptedStudy, select_and_split
+from services.common.protocols.kit.selection import AcceptedStudy, image_keys, select_and_split
 from services.common.protocols.lumbar.competition import CompetitionStudy, Coordinate, image_path, split_csvs
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, Grade, cell_of
 from services.common.protocols.lumbar.scoring import METRIC_VERSION as LUMBAR_METRIC_VERSION
@@ -59,7 +60,8 @@ def compose_lumbar_release(release_id: str, protocol: str, rows: Sequence[Mappin
     """Select and split accepted studies (rows with study_id, patient_id, labels, objects, cells)."""
     studies = {r["study_id"]: LumbarStudy(r["study_id"], r["patient_id"], tuple(r["cells"] or ()),
                                           tuple(r["objects"]), lumbar_provenance(r, rule)) for r in rows}
-    split = select_and_split([AcceptedStudy(r["study_id"], r["patient_id"], frozenset(r["labels"])) for r in rows],
+    split = select_and_split([AcceptedStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
+                                            image_keys(r["objects"])) for r in rows],
                              plan, FINDING_IDS)
     released = [studies[sid] for sid in split.released]
     holdout = [studies[sid] for sid in split.holdout]
@@ -142,6 +144,7 @@ def lumbar_card(release_id: str, protocol: str, plan: SelectionPlan, funnel: Map
         "unmet_quotas": list(unmet),
         "provenance": {"released": provenance_counts([s.provenance for s in released]),
                        "holdout": provenance_counts([s.provenance for s in holdout])},
+        "deidentification": deid.card_section(),
     }
 
 

@@ -37,8 +37,11 @@ class IngestResponse(BaseModel):
 async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[str, Form()],
                  patient_id: Annotated[str, Form()], report: Annotated[str, Form()],
                  files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False,
-                 protocol: Annotated[ProtocolName, Form()] = DEFAULT_PROTOCOL) -> IngestResponse:
+                 protocol: Annotated[ProtocolName, Form()] = DEFAULT_PROTOCOL,
+                 allow_burned_in_annotation: Annotated[bool, Form()] = False) -> IngestResponse:
     """Ingest one study: its DICOM instances and its report. Re-ingesting is a no-op (200).
+    `scrub` applies the PS3.15 Basic Profile; `allow_burned_in_annotation` is the curator's
+    override for objects marked BurnedInAnnotation YES (refused otherwise).
     Uploaded files are read one at a time from their spooled temporary files, never all at once."""
     limit = res.settings.max_object_bytes
     for f in files:  # before anything is read: a size over the bound is refused outright
@@ -50,7 +53,8 @@ async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[s
     try:
         result = await ingest_study(res.pool, res.store, res.settings.objects_bucket, study_id=study_id,
                                     patient_id=patient_id, report=report, files=payload, scrub=scrub,
-                                    protocol=protocol, limits=res.settings)
+                                    protocol=protocol, limits=res.settings,
+                                    allow_burned_in=allow_burned_in_annotation)
     except TooLarge as exc:
         raise Problem(413, str(exc)) from exc
     except IngestError as exc:
