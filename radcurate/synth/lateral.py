@@ -21,8 +21,9 @@ def render_lateral(rng: np.random.Generator) -> np.ndarray:
     heart = ellipse(0.38 + jitter[2], 0.60, 0.15, 0.14)
     spine = np.clip(1.0 - np.abs(x - (0.74 + jitter[3])) / 0.05, 0.0, 1.0) * (y > 0.12)
     diaphragm = np.clip((y - (0.72 + 0.08 * (x - 0.5) ** 2 * 4)) * 30.0, 0.0, 1.0)
-    img = (400.0 + 2200.0 * body - 1300.0 * lungs * (1.0 - diaphragm) + 900.0 * heart * lungs
-           + 1100.0 * spine * body + 500.0 * diaphragm * body)
+    air = lungs * (1.0 - diaphragm)
+    img = (400.0 + 1500.0 * body - 1100.0 * air + 800.0 * heart * air + 1200.0 * spine * body
+           + 300.0 * diaphragm * body)
     oy, ox = (int(v) for v in rng.integers(0, 3 * SIZE, size=2))
     img = img.astype(np.float32) + noise_field()[oy:oy + SIZE, ox:ox + SIZE]
     return np.clip(img, 0, MAX_VALUE).astype(np.uint16)
