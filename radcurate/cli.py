@@ -97,6 +97,7 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
           out: Annotated[Path, typer.Option()] = Path("data/synth"),
           protocol: Annotated[str, typer.Option(help="cxr or lumbar")] = "cxr",
           layout: Annotated[str, typer.Option(help="lumbar only: ingest or competition")] = "ingest",
+          lateral: Annotated[bool, typer.Option(help="cxr only: each study gets a lateral view too.")] = False,
           quiet: Quiet = False) -> None:
     """Write synthetic de-identified studies, reports and (separately) their hidden truth."""
     if protocol == "lumbar":
@@ -114,7 +115,7 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
     from radcurate.synth.cxr import synth_cxr
 
     with progress.use(quiet):
-        summary = synth_cxr(studies, seed, out)
+        summary = synth_cxr(studies, seed, out, lateral=lateral)
     typer.echo(f"wrote {summary.n_studies} studies of {summary.n_patients} patients to {out}")
 
 

@@ -1,7 +1,9 @@
 """`synth_cxr`: a de-identified chest-radiograph archive with reports and hidden truth.
 
 Layout of `out_dir`:
-  dicom/<study_id>.dcm  one CR image per study (de-identified, 256x256, 12-bit)
+  dicom/<study_id>.dcm  one CR image per study (de-identified, 256x256, 12-bit); with
+                        `lateral=True` dicom/<study_id>/1_frontal.dcm and 2_lateral.dcm
+                        instead: the frontal view (the same bytes) and a lateral view (LL)
   reports.csv           study_id, patient_id, report (free text, multi-line)
   truth.jsonl           what each image really shows, and what its report says about it;
                         read only by the reader simulator and tests, never by the pipeline.
@@ -22,7 +24,7 @@ import numpy as np
 
 from radcurate import progress
 from radcurate.synth.cohort import StudyTruth, build_cohort
-from radcurate.synth.dicom import image_rng, study_values
+from radcurate.synth.dicom import image_rng, study_values, write_cxr_dicom
 from radcurate.synth.encode import CxrEncoder
 from radcurate.synth.labels import LABEL_IDS
 from radcurate.synth.paint import render_chest
@@ -84,7 +86,7 @@ def _image_job(truth: StudyTruth) -> dict:
 _ENCODER: CxrEncoder | None = None
 
 
-def _write_dicoms(seed: int, dicom_dir: Path, jobs: list[dict]) -> int:
+def _write_dicoms(seed: int, dicom_dir: Path, jobs: list[dict], lateral: bool = False) -> int:
     """Worker: render and write a chunk of studies; one encoder per process."""
     global _ENCODER
     if _ENCODER is None:
@@ -95,7 +97,16 @@ def _write_dicoms(seed: int, dicom_dir: Path, jobs: list[dict]) -> int:
         values = study_values(study_id=job["study_id"], patient_id=job["patient_id"], seed=seed,
                               study_date=job["study_date"], study_time=job["study_time"],
                               view_position=job["view_position"])
-        (dicom_dir / f"{job['study_id']}.dcm").write_bytes(_ENCODER.encode(values, pixels))
+        frontal = _ENCODER.encode(values, pixels)
+        if not lateral:
+            (dicom_dir / f"{job['study_id']}.dcm").write_bytes(frontal)
+            continue
+        folder = dicom_dir / job["study_id"]
+        folder.mkdir(exist_ok=True)
+        (folder / "1_frontal.dcm").write_bytes(frontal)
+        write_cxr_dicom(folder / "2_lateral.dcm", study_id=job["study_id"], patient_id=job["patient_id"],
+                        seed=seed, study_date=job["study_date"], study_time=job["study_time"],
+                        view_position="LL")
     return len(jobs)
 
 
@@ -104,25 +115,27 @@ def _default_workers() -> int:
 
 
 def _write_all_dicoms(cohort: list[StudyTruth], seed: int, dicom_dir: Path,
-                      workers: int | None) -> None:
+                      workers: int | None, lateral: bool = False) -> None:
     jobs = [_image_job(truth) for truth in cohort]
     workers = workers or _default_workers()
     chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
     with progress.current().task("synth DICOM", total=len(jobs), unit="studies") as task:
         if workers == 1 or len(jobs) < PARALLEL_MIN_STUDIES:
             for chunk in chunks:
-                task.advance(_write_dicoms(seed, dicom_dir, chunk))
+                task.advance(_write_dicoms(seed, dicom_dir, chunk, lateral))
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for n in pool.map(_write_dicoms, [seed] * len(chunks), [dicom_dir] * len(chunks), chunks):
+            for n in pool.map(_write_dicoms, [seed] * len(chunks), [dicom_dir] * len(chunks), chunks,
+                              [lateral] * len(chunks)):
                 task.advance(n)
     assert task.done == len(jobs)
 
 
 def synth_cxr(n_studies: int, seed: int, out_dir: Path, *,
-              workers: int | None = None) -> SynthSummary:
+              workers: int | None = None, lateral: bool = False) -> SynthSummary:
     """Write `n_studies` synthetic CXR studies (DICOM, reports, hidden truth) under `out_dir`.
 
+    `lateral`: each study also gets a lateral view (a folder of two instances per study).
     `workers` only changes speed, never the output; by default one process per core (max 8).
     """
     if n_studies < 1:
@@ -134,7 +147,7 @@ def synth_cxr(n_studies: int, seed: int, out_dir: Path, *,
     cohort = build_cohort(np.random.default_rng([seed, COHORT_STREAM]), n_studies)
     reports = [write_report(truth, _report_rng(seed, truth.study_id)) for truth in cohort]
     _write_text(cohort, reports, paths)
-    _write_all_dicoms(cohort, seed, paths.dicom_dir, workers)
+    _write_all_dicoms(cohort, seed, paths.dicom_dir, workers, lateral)
     counts = Counter(str(label) for truth in cohort for label in truth.labels)
     return SynthSummary(n_studies=len(cohort),
                         n_patients=len({truth.patient_id for truth in cohort}),

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from radcurate.synth.labels import Label
+from radcurate.synth.lateral import LATERAL_VIEWS, render_lateral
 from radcurate.synth.paint import render_chest
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
@@ -38,10 +39,13 @@ def image_rng(seed: int, study_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, IMAGE_STREAM, zlib.crc32(study_id.encode())])
 
 
-def study_uids(seed: int, study_id: str) -> tuple[str, str, str]:
-    """(study, series, SOP instance) UIDs: the same seed and study id give the same UIDs."""
+def study_uids(seed: int, study_id: str, view_position: str = "PA") -> tuple[str, str, str]:
+    """(study, series, SOP instance) UIDs: the same seed and study id give the same UIDs. A
+    lateral view is its own series and instance in the same study (the frontal view's UIDs are
+    what they always were)."""
+    suffix = f"-{view_position}" if view_position in LATERAL_VIEWS else ""
     return tuple(generate_uid(entropy_srcs=[str(seed), study_id, part])
-                 for part in ("study", "series", "instance"))
+                 for part in ("study", f"series{suffix}", f"instance{suffix}"))
 
 
 def _deidentification(ds: Dataset) -> None:
@@ -85,7 +89,7 @@ def study_values(*, study_id: str, patient_id: str, seed: int, study_date: date,
 
     The fast encoder splices exactly these into a template; keep the two paths in step here.
     """
-    study_uid, series_uid, sop_uid = study_uids(seed, study_id)
+    study_uid, series_uid, sop_uid = study_uids(seed, study_id, view_position)
     day = study_date.strftime("%Y%m%d")
     return {"SOPInstanceUID": sop_uid, "StudyDate": day, "ContentDate": day,
             "StudyTime": study_time, "ContentTime": study_time,
@@ -112,8 +116,9 @@ def cxr_dataset(*, study_id: str, patient_id: str, seed: int, pixels: np.ndarray
     ds.StudyDescription = "XR CHEST 1 VIEW"
     _deidentification(ds)
     ds.BodyPartExamined = "CHEST"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.PatientOrientation = ["L", "F"]
+    lateral = view_position in LATERAL_VIEWS
+    ds.SeriesNumber, ds.InstanceNumber = (2, 1) if lateral else (1, 1)
+    ds.PatientOrientation = ["P", "F"] if lateral else ["L", "F"]
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     _image_module(ds, pixels)
@@ -129,9 +134,15 @@ def write_cxr_dicom(path: Path, *, study_id: str, patient_id: str, seed: int,
 
     `labels`/`subtle`/`laterality`/`devices` paint the hidden truth on the image; with the
     defaults the chest is normal. `identifiable=True` adds patient-identifying attributes.
+    A lateral `view_position` (LL, RL, LAT) writes the study's lateral view: its own series and
+    instance, a lateral image (findings are painted on the frontal view only).
     """
-    rng = image_rng(seed, study_id)
-    pixels = render_chest(labels, subtle, laterality or {}, devices, rng)
+    if view_position in LATERAL_VIEWS:
+        rng = np.random.default_rng([seed, IMAGE_STREAM, zlib.crc32(f"{study_id}-{view_position}".encode())])
+        pixels = render_lateral(rng)
+    else:
+        rng = image_rng(seed, study_id)
+        pixels = render_chest(labels, subtle, laterality or {}, devices, rng)
     ds = cxr_dataset(study_id=study_id, patient_id=patient_id, seed=seed, pixels=pixels,
                      study_date=study_date, study_time=study_time, view_position=view_position)
     if identifiable:

@@ -52,3 +52,19 @@ def test_holdout_labels_and_images_only_go_to_the_holdout_bucket():
     manifest = json.loads(rf.files[("public", rf.manifest_key)])
     assert manifest["holdout"]["study_ids"] == ["H1"]  # ids are public: evaluators predict on them
     assert {bucket for bucket, _, dst in rf.copies if "H1" in dst} == {"holdout"}
+
+
+def test_a_two_image_study_releases_both_images_frontal_and_lateral():
+    frontal = {"object_key": "dicom/sha256/f", "sha256": sha256_hex(b"f"), "sop_instance_uid": "1.9.1",
+               "series_instance_uid": "1.9.10", "instance_number": 1, "series_description": "CHEST PA"}
+    lateral = {"object_key": "dicom/sha256/l", "sha256": sha256_hex(b"l"), "sop_instance_uid": "1.9.2",
+               "series_instance_uid": "1.9.20", "instance_number": 1, "series_description": "CHEST LL"}
+    two = ReleaseStudy("S9", "P-S9", frozenset({"cardiomegaly"}), (lateral, frontal))
+    rf = build_release("r1", protocol="cxr-label-verification", released=[two], holdout=[], label_ids=LABELS,
+                       card={})
+    manifest = json.loads(rf.files[("public", rf.manifest_key)])
+    listed = manifest["released"]["objects"]
+    assert sorted(o["sop_instance_uid"] for o in listed) == ["1.9.1", "1.9.2"]
+    assert {o["sha256"] for o in listed} == {frontal["sha256"], lateral["sha256"]}
+    assert sorted(src for _, src, _ in rf.copies) == ["dicom/sha256/f", "dicom/sha256/l"]
+    assert all(dst.startswith("releases/r1/images/S9/") for _, _, dst in rf.copies)

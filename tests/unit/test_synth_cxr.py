@@ -200,3 +200,17 @@ def test_follow_ups_say_stable_for_persisting_and_resolved_for_gone_findings(arc
                for t in stable)
     assert all(re.search(r"resolved|resolution|no longer|removed|removal", reports[t["study_id"]], re.I)
                for t in resolved)
+
+
+def test_a_lateral_view_is_its_own_instance_of_the_same_study_and_leaves_the_frontal_bytes_alone(tmp_path):
+    single = synth_cxr(2, 5, tmp_path / "single")
+    both = synth_cxr(2, 5, tmp_path / "both", lateral=True)
+    for sid in ("CXR-000001", "CXR-000002"):
+        frontal = both.paths.dicom_dir / sid / "1_frontal.dcm"
+        assert frontal.read_bytes() == (single.paths.dicom_dir / f"{sid}.dcm").read_bytes()
+        f, lat = pydicom.dcmread(frontal), pydicom.dcmread(both.paths.dicom_dir / sid / "2_lateral.dcm")
+        assert lat.ViewPosition == "LL" and f.ViewPosition in {"PA", "AP"}
+        assert lat.StudyInstanceUID == f.StudyInstanceUID
+        assert lat.SeriesInstanceUID != f.SeriesInstanceUID and lat.SOPInstanceUID != f.SOPInstanceUID
+        pixels = lat.pixel_array
+        assert pixels.shape == f.pixel_array.shape and pixels.std() > 200  # an image, not a blank

@@ -36,7 +36,8 @@ export async function call(method, path, body, headers = {}, { keepalive = false
 // study's 16-bit master: window/level on the real values, not on these 8 bits.
 export async function imageUrl(path, window = null, size = 2048) {
   const win = window ? `&window_center=${window.center.toFixed(1)}&window_width=${Math.max(1, window.width).toFixed(1)}` : "";
-  const resp = await fetch(`${path}?format=jpeg&size=${size}${win}`, { headers: { Authorization: `Bearer ${token.get()}` } });
+  const sep = path.includes("?") ? "&" : "?";  // a view of a multi-image study: ...?instance=N
+  const resp = await fetch(`${path}${sep}format=jpeg&size=${size}${win}`, { headers: { Authorization: `Bearer ${token.get()}` } });
   if (!resp.ok) throw new ApiError(resp.status, await resp.json().catch(() => ({})));
   const url = URL.createObjectURL(await resp.blob());
   const img = new Image();

@@ -21,7 +21,9 @@ const state = { cur: null, next: null, voted: null, opened: 0, busy: false, pend
 // For tests and the benchmark: keypress → painted timings, whether the prefetch is ready, votes
 // stored, and the grace period (tests shorten it).
 window.__rc = { paints: [], ready: false, votes: 0, graceMs: 10_000, pending: null };
-let viewer;
+// viewer: the page's image (the frontal one of a two-view study); lateral: the lateral one, shown
+// beside it. Keys and tool buttons act on `focus`, the image last clicked (the frontal one at first).
+let viewer, lateral, focus;
 
 async function load(skip = []) {
   const q = skip.filter(Boolean).map((id) => `after=${encodeURIComponent(id)}`).join("&");
@@ -29,8 +31,13 @@ async function load(skip = []) {
   return a && itemFor(a);
 }
 
-// A study ready to show: its first image decoded (lumbar: a series navigator opened on it).
+// A study ready to show: its first image decoded (lumbar: a series navigator opened on it; a
+// frontal + lateral study: both, hung frontal left, lateral right).
 async function itemFor(a) {
+  if (a.views?.length === 2) {
+    const [url, side] = await Promise.all(a.views.map((v) => imageUrl(v.image_url)));
+    return { a, url, lateral: side };
+  }
   if (a.protocol !== LUMBAR) return { a, url: await imageUrl(a.image_url) };
   const nav = new SeriesNav(viewer);
   return { a, nav, url: await nav.open(a) };
@@ -46,6 +53,7 @@ function prefetch() {
 function release(item) {
   if (!item) return;
   if (item.nav) item.nav.clear(); else URL.revokeObjectURL(item.url);
+  if (item.lateral) URL.revokeObjectURL(item.lateral);
 }
 
 // Show a study. `keep`: the study leaving the screen is still needed (its vote is held back, or
@@ -62,12 +70,22 @@ async function show(item, { keep = false } = {}) {
   $("app").classList.toggle("lumbar", lumbar);
   for (const id of ["grading", "series-nav", "submit-grades"]) $(id).hidden = !lumbar;
   viewer.onWheel = lumbar ? (d) => item.nav.step(d) : null;
+  const two = !!item?.lateral;
+  $("app").classList.toggle("two-view", two);
+  $("stage-lateral").hidden = !two;
+  $("wl-readout-lateral").hidden = !two;
+  if (!two) $("image-lateral").removeAttribute("src");
+  setFocus(viewer);
   if (!item) { clearStudy("Nothing left to read"); $("image").removeAttribute("src"); return; }
   if (lumbar) { renderGrading(item.a); renderContext(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
   state.opened = performance.now();
   const f = item.a.facts || {};
-  await viewer.show(item.url, lumbar ? null : { path: item.a.image_url, url: item.url,
-                                                voi: { center: f.window_center, width: f.window_width } });
+  const voi = { center: f.window_center, width: f.window_width };
+  const [front, side] = two ? item.a.views : [];
+  await Promise.all([
+    viewer.show(item.url, lumbar ? null : { path: front?.image_url ?? item.a.image_url, url: item.url, voi }),
+    two && lateral.show(item.lateral, { path: side.image_url, url: item.lateral, voi }),
+  ]);
   $("invert").setAttribute("aria-pressed", "false");
   markCurrent();
 }
@@ -270,25 +288,33 @@ function onKey(e) {
   else if (key === "r") resetView();
   else if (PRESET_KEYS[key]) preset(PRESET_KEYS[key]);
   else if (key === "i") invert();
-  else if (key === "p") viewer.actualPixels();
+  else if (key === "p") focus.actualPixels();
   else if ((e.key === "d" || e.key === "D") && state.voted) showDiscussion(state.voted);
   else if (e.key === "?") { e.preventDefault(); $("shortcuts").showModal(); }
-  else if (e.key === "+" || e.key === "=") viewer.zoomBy(1.25);
-  else if (e.key === "-") viewer.zoomBy(0.8);
+  else if (e.key === "+" || e.key === "=") focus.zoomBy(1.25);
+  else if (e.key === "-") focus.zoomBy(0.8);
+}
+
+// The image keys and tools act on; marked when two are shown.
+function setFocus(v) {
+  focus = v;
+  $("stage").classList.toggle("active", v === viewer);
+  $("stage-lateral").classList.toggle("active", v === lateral);
+  $("invert").setAttribute("aria-pressed", String(v.inverted));
 }
 
 function preset(id) {
-  if (!viewer.applyPreset(id)) $("status").textContent = "Window presets need a radiograph with its own window.";
+  if (!focus.applyPreset(id)) $("status").textContent = "Window presets need a radiograph with its own window.";
 }
 
 function resetView() {
-  viewer.reset();
+  focus.reset();
   $("invert").setAttribute("aria-pressed", "false");
 }
 
 function invert() {
-  viewer.invert();
-  $("invert").setAttribute("aria-pressed", String(viewer.inverted));
+  focus.invert();
+  $("invert").setAttribute("aria-pressed", String(focus.inverted));
 }
 
 async function start() {
@@ -315,11 +341,12 @@ async function signOut(message = "") {
   await flush();
   token.clear();
   $("token").value = "";
-  if (state.cur?.nav) state.cur.nav.clear(); else if (state.cur) URL.revokeObjectURL(state.cur.url);
+  release(state.cur);
   Object.assign(state, { cur: null, next: null, voted: null, busy: false, pending: null });
   state.unsent.clear();
   window.__rc.ready = false;
   $("image").removeAttribute("src");
+  $("image-lateral").removeAttribute("src");
   for (const id of ["todo", "done"]) $(id).replaceChildren();
   for (const id of ["who", "counts", "status"]) $(id).textContent = "";
   clearStudy();
@@ -332,13 +359,19 @@ async function signOut(message = "") {
 
 function init() {
   viewer = new Viewer($("stage"), $("image"), $("wl-readout"));
+  lateral = new Viewer($("stage-lateral"), $("image-lateral"), $("wl-readout-lateral"), "wl-lateral");
+  focus = viewer;
+  for (const [id, v] of [["stage", viewer], ["stage-lateral", lateral]]) {
+    $(id).addEventListener("pointerdown", () => setFocus(v));
+    $(id).addEventListener("focus", () => setFocus(v));
+  }
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); token.set($("token").value.trim()); start(); });
   $("logout").addEventListener("click", () => signOut());
   $("help").addEventListener("click", () => $("shortcuts").showModal());
   $("undo").addEventListener("click", () => undo());
   document.querySelectorAll("#tools [data-preset]").forEach((b) => b.addEventListener("click", () => preset(b.dataset.preset)));
   $("invert").addEventListener("click", invert);
-  $("actual").addEventListener("click", () => viewer.actualPixels());
+  $("actual").addEventListener("click", () => focus.actualPixels());
   $("reset").addEventListener("click", resetView);
   // Closing or leaving the page sends a held-back vote (keepalive: the request outlives the page).
   window.addEventListener("pagehide", () => flush({ keepalive: true }));

@@ -6,7 +6,6 @@
 // Space held; plain drag stays window/level.
 import { imageUrl } from "./api.js";
 
-const funcs = () => document.querySelectorAll("#wl feFuncR, #wl feFuncG, #wl feFuncB");
 
 // Chest radiographs have no Hounsfield units: the presets are placed relative to the file's own
 // VOI window (centre c, width w). MONOCHROME2: lung is dark (low values), mediastinum and bone bright.
@@ -17,8 +16,10 @@ export const PRESETS = {
 };
 
 export class Viewer {
-  constructor(stage, img, readout) {
+  // `filter`: the id of this viewer's own SVG transfer filter (two views, two windows).
+  constructor(stage, img, readout, filter = "wl") {
     Object.assign(this, { stage, img, readout });
+    this.funcs = () => document.querySelectorAll(`#${filter} feFuncR, #${filter} feFuncG, #${filter} feFuncB`);
     this.source = null;  // { path, voi: {center, width} } of a study the gateway can re-window
     this.space = false;
     this.seq = 0;
@@ -173,7 +174,7 @@ export class Viewer {
     // out = (in - (level - width/2)) / width, or 1 minus that when inverted
     let slope = 1 / this.width, intercept = -(this.level - this.width / 2) / this.width;
     if (this.inverted) { slope = -slope; intercept = 1 - intercept; }
-    for (const f of funcs()) { f.setAttribute("slope", slope); f.setAttribute("intercept", intercept); }
+    for (const f of this.funcs()) { f.setAttribute("slope", slope); f.setAttribute("intercept", intercept); }
     this.img.style.transform = `translate(${this.tx}px, ${this.ty}px) scale(${this.scale})`;
     const w = this.window;
     const wl = w ? `W ${Math.round(w.width)}  L ${Math.round(w.center)}` :

@@ -15,9 +15,10 @@ from services.common.contracts import CellGrade, Finding, SuggestedLabel, Verdic
 from services.common.db import unit_of_work
 from services.common.protocols import CurationProtocol, JudgementRejected, NeedsConfirmation, ReviewContext
 from services.gateway import judgements
-from services.gateway.api.routes.studies import FACT_COLUMNS, StudyFacts, facts_of
+from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, StudyFacts, facts_of, views_of
 from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
+from services.gateway.hanging import HungView
 from services.gateway.problems import Problem
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
@@ -31,6 +32,8 @@ class Assignment(BaseModel):
     suggested: list[SuggestedLabel]
     unmapped_findings: list[Finding]
     image_url: str
+    views: list[HungView] = Field(default_factory=list, description="A frontal and a lateral image, hung left"
+                                  " to right (empty unless the study has both): each with its `instance` index.")
     dicom_url: str
     study_url: str
     discussion_url: str
@@ -79,7 +82,7 @@ class VoteOut(BaseModel):
 
 
 _COLUMNS = ("a.assignment_id, a.study_id, a.status, a.difficulty, a.suggested, a.unmapped, a.protocol,"
-            f" s.report_text, {FACT_COLUMNS}")
+            f" s.report_text, {FACT_COLUMNS}, {OBJECT_VIEWS}")
 
 
 def _protocol(name: str) -> CurationProtocol:
@@ -96,7 +99,7 @@ def _view(row: dict) -> Assignment:
     return Assignment(
         assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
-        image_url=f"{base}/image", dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
+        image_url=f"{base}/image", views=views_of(row, f"{base}/image"), dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
         protocol=row["protocol"], report_text=row.get("report_text") or "", facts=facts_of(row),
         **_protocol(row["protocol"]).review_view(row["suggested"], base),
     )

@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.common.contracts import DicomObject, Finding, ProtocolName, SuggestedLabel
 from services.common.protocols import DEFAULT_PROTOCOL
@@ -17,6 +17,7 @@ from services.gateway.access import own_read
 from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
 from services.gateway.derivatives import derivatives_for
+from services.gateway.hanging import HungView, hang
 from services.gateway.ingest import IngestError, TooLarge, ingest_study
 from services.gateway.problems import Problem
 from services.gateway.render import RenderError
@@ -94,6 +95,10 @@ class StudyFacts(BaseModel):
     window_width: float | None = None
 
 
+# The study's objects in the image endpoint's order (its `instance` index), for the hanging protocol.
+OBJECT_VIEWS = ("(SELECT json_agg(json_build_object('series_description', o.series_description)"
+                " ORDER BY o.series_instance_uid, o.instance_number) FROM study_objects o"
+                " WHERE o.study_id = s.study_id) AS object_views")
 FACT_COLUMNS = "s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width"
 # "INDICATION: ...", "CLINICAL HISTORY: ...", "REASON FOR EXAM: ..." up to the line's end or the next
 # upper-case section heading.
@@ -114,6 +119,11 @@ def facts_of(row: dict) -> StudyFacts:
                                                  "window_center", "window_width")})
 
 
+def views_of(row: dict, image_url: str) -> list[HungView]:
+    """The study's frontal and lateral images as hung, from a row holding OBJECT_VIEWS."""
+    return hang(row.get("object_views") or [], image_url)
+
+
 class StudyView(BaseModel):
     """What a reader needs to judge the suggestion: the report, each suggested label with the
     sentences that support it, the findings the mapper could not place, and the images. Never
@@ -128,6 +138,8 @@ class StudyView(BaseModel):
     evidence_sentences: list[str]
     instances: int
     image_url: str
+    views: list[HungView] = Field(default_factory=list, description="A frontal and a lateral image, hung left"
+                                  " to right (empty unless the study has both): each with its `instance` index.")
     dicom_url: str
     discussion_url: str
     assignment_id: str | None = None
@@ -140,7 +152,7 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     async with res.pool.connection() as conn:
         read = await own_read(conn, user, study_id)
         cur = await conn.execute(
-            f"SELECT s.report_text, {FACT_COLUMNS}, g.taxonomy_version, g.labels, g.unmapped,"
+            f"SELECT s.report_text, {FACT_COLUMNS}, {OBJECT_VIEWS}, g.taxonomy_version, g.labels, g.unmapped,"
             " (SELECT count(*) FROM study_objects o WHERE o.study_id = s.study_id) AS instances"
             " FROM studies s LEFT JOIN suggestions g USING (study_id) WHERE s.study_id = %s", (study_id,))
         row = await cur.fetchone()
@@ -153,7 +165,8 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     return StudyView(
         study_id=study_id, report_text=row["report_text"], facts=facts_of(row), taxonomy_version=row["taxonomy_version"],
         suggested=suggested, unmapped_findings=unmapped, evidence_sentences=list(dict.fromkeys(sentences)),
-        instances=row["instances"], image_url=f"{base}/image", dicom_url=f"{base}/dicom",
+        instances=row["instances"], image_url=f"{base}/image", views=views_of(row, f"{base}/image"),
+        dicom_url=f"{base}/dicom",
         discussion_url=f"{base}/discussion", assignment_id=read and read["assignment_id"], status=read and read["status"])
 
 
