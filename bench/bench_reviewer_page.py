@@ -8,7 +8,7 @@ pydicom-data (RG1, 1955 × 1841, MONOCHROME1, JPEG 2000 lossless, ~0.5–1.2 s t
 under each synthetic study's identifiers. Besides keypress → painted it then reports how long the
 gateway takes to answer the page's image request (served from the derivatives prepared when the
 studies were assigned; with --no-derivatives the gateway makes them on the request instead).
-Run: .venv/bin/python bench/bench_reviewer_page.py [votes] [--rg1] [--no-derivatives]
+Run: .venv/bin/python bench/bench_reviewer_page.py [votes] [--rg1] [--two-view] [--no-derivatives]
 """
 
 from __future__ import annotations
@@ -85,19 +85,23 @@ async def _measure(url: str, token: str, votes: int) -> list[float]:
 
 
 def rg1_studies(data: Path) -> None:
-    """Replace every synthetic study's image by RG1_J2KR under that study's identifiers."""
+    """Replace every synthetic image by RG1_J2KR under that image's own identifiers and view (a
+    two-view study then has two full-size JPEG 2000 radiographs: the PA as frontal and, relabelled,
+    as lateral — the decode and render cost of a real lateral, not its anatomy)."""
     import pydicom
     from pydicom.data import get_testdata_file
 
-    from services.gateway import deid
+    from services.common import deid
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rg1 = pydicom.dcmread(get_testdata_file("RG1_J2KR.dcm", download=False))
-    deid.scrub(rg1)
-    for path in sorted((data / "dicom").glob("*.dcm")):
+        original = pydicom.dcmread(get_testdata_file("RG1_J2KR.dcm", download=False))
+    for path in sorted([*(data / "dicom").glob("*.dcm"), *(data / "dicom").glob("*/*.dcm")]):
+        rg1 = original.copy()
         synthetic = pydicom.dcmread(path, stop_before_pixels=True)
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyID"):
+        deid.scrub(rg1, secret="bench", patient_id=str(synthetic.get("PatientID", "P")))
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyID",
+                        "SeriesDescription", "ViewPosition", "InstanceNumber", "SeriesNumber"):
             if keyword in synthetic:
                 setattr(rg1, keyword, synthetic.get(keyword))
         rg1.save_as(path, enforce_file_format=True)
@@ -134,12 +138,12 @@ def _figures(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
-def main(votes: int, rg1: bool = False, derivatives: bool = True) -> None:
+def main(votes: int, rg1: bool = False, derivatives: bool = True, two_view: bool = False) -> None:
     if not derivatives:
         os.environ["RADCURATE_GATEWAY_DERIVATIVE_WORKERS"] = "0"  # nothing made ahead: made on request
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
-        synth_cxr(votes + 40, 0, data)
+        synth_cxr(votes + 40, 0, data, lateral=two_view)
         if rg1:
             rg1_studies(data)
         state = local.up(Path(tmp) / "stack")
@@ -150,6 +154,8 @@ def main(votes: int, rg1: bool = False, derivatives: bool = True) -> None:
         finally:
             local.down(Path(tmp) / "stack")
     what = "RG1 JPEG 2000 chest radiographs" if rg1 else "synthetic studies"
+    if two_view:
+        what = f"two-view (frontal + lateral) studies of {what}"
     if latency:
         p50, p95 = _figures(latency)
         print(f"image request (jpeg 2048) over {len(latency)} {what}, derivatives "
@@ -161,4 +167,5 @@ def main(votes: int, rg1: bool = False, derivatives: bool = True) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(int(args[0]) if args else 40, rg1="--rg1" in sys.argv, derivatives="--no-derivatives" not in sys.argv)
+    main(int(args[0]) if args else 40, rg1="--rg1" in sys.argv, derivatives="--no-derivatives" not in sys.argv,
+         two_view="--two-view" in sys.argv)
