@@ -112,7 +112,7 @@ def submission(holdout_csv: str) -> str:
 
 
 async def scored_evaluation(admin: Gateway, holdout_csv: str) -> None:
-    evaluator = admin.as_user(await admin.create_user("lumbar-team", "evaluator"))
+    evaluator = admin.as_user(await admin.create_user("lumbar-team", "evaluator", team="lumbar-team"))
     resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "lumbar-e2e"},
                                    content=submission(holdout_csv).encode(), headers={"Content-Type": "text/csv"})
     result = resp.json()

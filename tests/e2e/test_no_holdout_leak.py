@@ -79,7 +79,7 @@ async def test_no_endpoint_shows_a_reviewer_or_an_evaluator_any_holdout_label(st
         await api.request_release({"target_size": 24, "seed": 3}, "e2e-a")
         await eventually(lambda: _released(api, "e2e-a"), "the release")
         text, holdout = perfect_predictions(stack)
-        evaluator = api.as_user(await api.create_user("team-leak", "evaluator"))
+        evaluator = api.as_user(await api.create_user("team-leak", "evaluator", team="team-leak"))
         scored = (await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
                                           content=text.encode(), headers={"Content-Type": "text/csv"})).json()
         report_id = (await api.request("GET", "/api/v1/reports/agreement")).json()["report_id"]

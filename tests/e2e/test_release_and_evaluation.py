@@ -166,7 +166,7 @@ def perfect_predictions(stack) -> tuple[str, list[str]]:
 
 
 async def check_evaluations(stack, api, release, tmp_path) -> None:
-    evaluator = api.as_user(await api.create_user("team-a", "evaluator"))
+    evaluator = api.as_user(await api.create_user("team-a", "evaluator", team="team-a"))
     text, holdout = perfect_predictions(stack)
     await check_evaluator_path(evaluator, release, text, holdout)
     resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
@@ -258,7 +258,7 @@ async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(s
     After the test above: it scores against release e2e-a."""
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     try:
-        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator")}
+        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator", team="team-cli")}
     finally:
         await api.aclose()
     text, holdout = perfect_predictions(stack)
@@ -290,7 +290,7 @@ async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, 
 
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     try:
-        evaluator_token = await api.create_user("team-web", "evaluator")
+        evaluator_token = await api.create_user("team-web", "evaluator", team="team-web")
     finally:
         await api.aclose()
     text, holdout = perfect_predictions(stack)
