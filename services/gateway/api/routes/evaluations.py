@@ -303,17 +303,21 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
 
 @router.get("/quota")
 async def my_quota(user: Evaluator, res: Res, release_id: str | None = None) -> dict:
-    """The caller's team's submissions on a release (the newest if none is named) used in the last
-    24 hours and in all, those left, and when the next one frees up."""
+    """The caller's team's submissions on a release — the one named, else the one the team last
+    submitted to, else the newest — used in the last 24 hours and in all, those left, and when
+    the next one frees up."""
     async with res.pool.connection() as conn:
+        team = await team_of(conn, user)
         if release_id is None:
-            cur = await conn.execute("SELECT release_id FROM releases WHERE status = 'released'"
-                                     " ORDER BY requested_at DESC, release_id LIMIT 1")
-            newest = await cur.fetchone()
-            if newest is None:
+            cur = await conn.execute(
+                "SELECT release_id FROM (SELECT release_id, 1 AS rank, submitted_at AS at FROM evaluations"
+                " WHERE team = %s UNION ALL SELECT release_id, 2, requested_at FROM releases WHERE status = 'released')"
+                " AS candidates ORDER BY rank, at DESC, release_id LIMIT 1", (team,))
+            chosen = await cur.fetchone()
+            if chosen is None:
                 raise Problem(404, "no release is open for evaluation")
-            release_id = newest["release_id"]
-        return await quota(conn, await team_of(conn, user), await _released_row(conn, release_id))
+            release_id = chosen["release_id"]
+        return await quota(conn, team, await _released_row(conn, release_id))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_BODY_DOC,
