@@ -29,9 +29,13 @@ def default_policy(higher_is_better: bool, *, per_day: int, lifetime: int, resol
 
 
 def headline_path(result: dict) -> tuple[str, ...]:
-    """Where the protocol's headline metric sits in a scored result (macro AUROC for cxr, the
-    averaged log loss for lumbar)."""
-    return ("macro", "auroc") if isinstance(result.get("macro"), dict) else ("score",)
+    """Where the protocol's headline metric sits in a scored result: macro AUROC (cxr), `score`
+    (the lumbar log loss), else — a plugin protocol — its first top-level non-integer number."""
+    if isinstance(result.get("macro"), dict):
+        return ("macro", "auroc")
+    if "score" in result:
+        return ("score",)
+    return next(((k,) for k, v in result.items() if isinstance(v, float)), ("score",))
 
 
 def headline(result: dict) -> float | None:

@@ -92,3 +92,8 @@ def test_lower_is_better_metrics_climb_down():
     assert first["score"] == 0.81 and first["improved"]
     assert ladder.publish(policy, {"score": 0.805}, 0.81)["score"] == 0.81  # within the margin: the old value
     assert ladder.publish(policy, {"score": 0.7}, 0.81)["score"] == 0.7
+
+
+def test_a_plugin_protocols_headline_is_its_first_float():
+    shown = ladder.publish(POLICY, {"metric_version": "ptx/1", "accuracy": 0.8765, "studies": 40}, None)
+    assert shown["accuracy"] == 0.88 and "studies" not in shown
