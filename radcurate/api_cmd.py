@@ -106,11 +106,12 @@ users_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke user
 def users_add(user_id: Annotated[str, typer.Argument(help="Letters, digits, . _ - (at most 64).")],
               role: Annotated[str, typer.Option(help="reviewer, curator, evaluator or admin")] = "reviewer",
               name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
+              team: Annotated[str | None, typer.Option(help="An evaluator's team (required for evaluators).")] = None,
               gateway: GatewayUrl = None, token: Token = None, state_dir: StateDir = DEFAULT_STATE) -> None:
     """Create a user and print their token (on stdout, alone, once: only its hash is stored)."""
     if role not in ROLES:
         fail(f"unknown role {role!r}: one of {', '.join(ROLES)}", 2)
-    issued = call(gateway, token, state_dir, lambda api: api.create_user(user_id, role, name))
+    issued = call(gateway, token, state_dir, lambda api: api.create_user(user_id, role, name, team))
     typer.secho(f"created {role} {user_id}; the token below is shown only this once", err=True)
     typer.echo(issued)
 

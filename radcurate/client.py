@@ -37,9 +37,11 @@ class Gateway:
             raise GatewayError(resp.status_code, problem)
         return resp
 
-    async def create_user(self, user_id: str, role: str, display_name: str = "") -> str:
-        resp = await self.request("POST", "/api/v1/users",
-                                  json={"user_id": user_id, "role": role, "display_name": display_name})
+    async def create_user(self, user_id: str, role: str, display_name: str = "", team: str | None = None) -> str:
+        body = {"user_id": user_id, "role": role, "display_name": display_name}
+        if team is not None:  # an evaluator's team (required for evaluators)
+            body["team"] = team
+        resp = await self.request("POST", "/api/v1/users", json=body)
         return resp.json()["token"]
 
     async def next_assignment(self) -> dict | None:

@@ -2,7 +2,9 @@
 
 A reviewer sees a study only while it is on their worklist (an open or voted read; a read that
 expired or was moved away is gone), and sees other readers' votes and comments only after their
-own vote is in. Curators see everything; other roles see no studies.
+own vote is in. Curators see everything; other roles see no studies. Once a release holds a
+study out, no reader sees it any more (its images, DICOM links and discussion would otherwise
+leak holdout labels to anyone who read it): it answers 404 like any study not on the worklist.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ async def own_read(conn, user: User, study_id: str) -> dict | None:
         raise Problem(403, "studies are visible to their readers and to curators")
     cur = await conn.execute(
         "SELECT assignment_id, study_id, status, difficulty, suggested, unmapped, opened_at FROM assignments"
-        " WHERE study_id = %s AND reader_id = %s AND status <> 'expired'", (study_id, user.user_id))
+        " WHERE study_id = %s AND reader_id = %s AND status <> 'expired'"
+        " AND NOT EXISTS (SELECT 1 FROM holdout_studies h WHERE h.study_id = assignments.study_id)",
+        (study_id, user.user_id))
     row = await cur.fetchone()
     if row is None:
         raise Problem(404, f"no study {study_id!r} on your worklist")

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from services.common import protocols
 from services.common.consumer import Handler
 from services.common.contracts import (
     BenchmarkReleased,
@@ -22,7 +23,9 @@ from services.common.contracts import (
     Topic,
 )
 from services.common.runtime import Resources
+from services.gateway import ladder
 from services.gateway.derivatives import Derivatives, derivatives_for
+from services.gateway.ladder import PolicySettings
 
 _ASSIGNMENT_NS = uuid.UUID("6f1c2a64-5d5e-4f55-9a53-0c1f3f7e2b10")
 
@@ -112,13 +115,35 @@ async def on_consensus_reached(conn: psycopg.AsyncConnection, e: ConsensusReache
         (e.study_id, e.accepted, json.dumps(e.labels), e.rule, json.dumps(e.vote_ids)))
 
 
-async def on_benchmark_released(conn: psycopg.AsyncConnection, e: BenchmarkReleased, _: Any) -> None:
-    await conn.execute(
-        "INSERT INTO releases (release_id, protocol, status, released_count, holdout_count, manifest_key,"
-        " manifest_sha256) VALUES (%s,%s,'released',%s,%s,%s,%s) ON CONFLICT (release_id) DO UPDATE SET"
-        " status = 'released', released_count = EXCLUDED.released_count, holdout_count = EXCLUDED.holdout_count,"
-        " manifest_key = EXCLUDED.manifest_key, manifest_sha256 = EXCLUDED.manifest_sha256",
-        (e.release_id, e.protocol, e.released_count, e.holdout_count, e.manifest_key, e.manifest_sha256))
+def record_release(res: Resources):
+    """benchmark-released: the release, the evaluation policy it comes out under (recorded once,
+    so a later settings change does not alter a release's answers), and its holdout study ids
+    from the public manifest, which end readers' access to those studies (issue 11 §12)."""
+    async def read_manifest(e: BenchmarkReleased) -> list[str]:
+        if not e.manifest_key:
+            return []
+        body = await res.store.aget_bytes(res.settings.public_bucket, e.manifest_key)
+        return list(json.loads(body).get("holdout", {}).get("study_ids", []))
+
+    async def apply(conn: psycopg.AsyncConnection, e: BenchmarkReleased, holdout: list[str] | None) -> None:
+        try:
+            higher_is_better = protocols.get(e.protocol).metric.higher_is_better
+        except protocols.UnknownProtocol:
+            higher_is_better = True
+        policy = PolicySettings().policy(higher_is_better)
+        await conn.execute(
+            "INSERT INTO releases (release_id, protocol, status, released_count, holdout_count, manifest_key,"
+            " manifest_sha256, evaluation_policy) VALUES (%s,%s,'released',%s,%s,%s,%s,%s) ON CONFLICT (release_id)"
+            " DO UPDATE SET status = 'released', released_count = EXCLUDED.released_count,"
+            " holdout_count = EXCLUDED.holdout_count, manifest_key = EXCLUDED.manifest_key,"
+            " manifest_sha256 = EXCLUDED.manifest_sha256,"
+            " evaluation_policy = COALESCE(releases.evaluation_policy, EXCLUDED.evaluation_policy)",
+            (e.release_id, e.protocol, e.released_count, e.holdout_count, e.manifest_key, e.manifest_sha256,
+             json.dumps(policy)))
+        async with conn.cursor() as cur:
+            await cur.executemany("INSERT INTO holdout_studies (study_id, release_id) VALUES (%s,%s)"
+                                  " ON CONFLICT DO NOTHING", [(s, e.release_id) for s in holdout or []])
+    return Handler(apply=apply, prepare=read_manifest)
 
 
 def build_handlers(res: Resources) -> dict[str, Handler]:
@@ -126,7 +151,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         Topic.LABELS_SUGGESTED.value: Handler(apply=on_labels_suggested),
         Topic.REVIEW_ASSIGNED.value: Handler(apply=prepare_images(derivatives_for(res))),
         Topic.CONSENSUS_REACHED.value: Handler(apply=on_consensus_reached),
-        Topic.BENCHMARK_RELEASED.value: Handler(apply=on_benchmark_released),
+        Topic.BENCHMARK_RELEASED.value: record_release(res),
         Topic.STUDY_ADJUDICATED.value: Handler(apply=on_study_adjudicated),
         Topic.REPORT_READY.value: Handler(apply=on_report_ready),
         Topic.EVALUATION_COMPLETED.value: Handler(apply=on_evaluation_completed),
@@ -151,9 +176,26 @@ async def on_report_ready(conn: psycopg.AsyncConnection, e: ReportReady, _: Any)
 
 
 async def on_evaluation_completed(conn: psycopg.AsyncConnection, e: EvaluationCompleted, _: Any) -> None:
-    """Keep the aggregate result (or the refusal) for the evaluator to fetch."""
+    """Keep the full aggregate result (or the refusal) and what the release's policy lets the team
+    see of it: the ladder value for an ordinary submission; the final one is shown whole."""
+    cur = await conn.execute(
+        "SELECT v.team, v.release_id, v.final, v.status, r.evaluation_policy, r.protocol FROM evaluations v"
+        " LEFT JOIN releases r USING (release_id) WHERE v.evaluation_id = %s FOR UPDATE OF v", (e.evaluation_id,))
+    row = await cur.fetchone()
+    if row is None or row["status"] != "pending":
+        return  # unknown, or already completed (a redelivered event must not climb the ladder twice)
+    published = None
+    if e.status == "scored" and e.result is not None and not row["final"]:
+        policy = row["evaluation_policy"] or PolicySettings().policy(True)
+        # The team's earlier ladder values, under a lock so two results of one team climb in turn.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ladder:{row['team']}:{row['release_id']}",))
+        cur = await conn.execute(
+            "SELECT published FROM evaluations WHERE team = %s AND release_id = %s AND published IS NOT NULL"
+            " ORDER BY completed_at, evaluation_id", (row["team"], row["release_id"]))
+        best = ladder.best_published([r["published"] for r in await cur.fetchall()])
+        published = json.dumps(ladder.publish(policy, e.result, best))
     await conn.execute(
-        "UPDATE evaluations SET status = %s, result = %s, error = %s, receipt = %s, metric_version = %s,"
-        " completed_at = now() WHERE evaluation_id = %s",
-        (e.status, json.dumps(e.result) if e.result is not None else None, e.error, e.receipt, e.metric_version,
-         e.evaluation_id))
+        "UPDATE evaluations SET status = %s, result = %s, published = %s, error = %s, receipt = %s,"
+        " metric_version = %s, completed_at = now() WHERE evaluation_id = %s",
+        (e.status, json.dumps(e.result) if e.result is not None else None, published, e.error, e.receipt,
+         e.metric_version, e.evaluation_id))

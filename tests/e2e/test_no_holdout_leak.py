@@ -79,7 +79,7 @@ async def test_no_endpoint_shows_a_reviewer_or_an_evaluator_any_holdout_label(st
         await api.request_release({"target_size": 24, "seed": 3}, "e2e-a")
         await eventually(lambda: _released(api, "e2e-a"), "the release")
         text, holdout = perfect_predictions(stack)
-        evaluator = api.as_user(await api.create_user("team-leak", "evaluator"))
+        evaluator = api.as_user(await api.create_user("team-leak", "evaluator", team="team-leak"))
         scored = (await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
                                           content=text.encode(), headers={"Content-Type": "text/csv"})).json()
         report_id = (await api.request("GET", "/api/v1/reports/agreement")).json()["report_id"]
@@ -107,8 +107,20 @@ async def test_no_endpoint_shows_a_reviewer_or_an_evaluator_any_holdout_label(st
         assert any(code == 200 for _, code, _ in seen), who
         problems = {what: leaks(body, holdout_rows, holdout_ids, stack["buckets"]["holdout"]) for what, _, body in seen}
         assert not {k: v for k, v in problems.items() if v}, who
-    assert any(what == f"GET /api/v1/studies/{read[0]}" and code == 200 for what, code, _ in walks["reviewer"]), \
-        "the walk must reach holdout studies the reviewer read, or it proves nothing"
+    # Issue 11 §12: once released, a holdout study is gone for its readers (view, image, DICOM links,
+    # discussion all 404, as for a study never on their worklist); studies released openly stay.
+    for part in ("", "/image", "/dicom", "/discussion"):
+        assert any(what == f"GET /api/v1/studies/{read[0]}{part}" and code == 404
+                   for what, code, _ in walks["reviewer"]), part
+    public = store_for(stack).get_bytes(stack["buckets"]["public"], "releases/e2e-a/labels.csv").decode()
+    released = [r[0] for r in list(csv.reader(io.StringIO(public)))[1:]]
+    open_reader, open_study = query(stack, "gateway", "SELECT reader_id, study_id FROM assignments WHERE status = 'voted'"
+                                                      " AND study_id = ANY(%s) ORDER BY 1, 2 LIMIT 1", (released,))[0]
+    token = next(r for r in readers if r.user_id == open_reader).token
+    async with httpx.AsyncClient(base_url=stack["gateway_url"], timeout=60) as client:
+        for part in ("", "/image", "/dicom", "/discussion"):
+            resp = await client.get(f"/api/v1/studies/{open_study}{part}", headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 200, (part, resp.text)
 
 
 def test_the_detector_sees_each_kind_of_leak():

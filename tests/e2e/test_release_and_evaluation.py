@@ -166,7 +166,7 @@ def perfect_predictions(stack) -> tuple[str, list[str]]:
 
 
 async def check_evaluations(stack, api, release, tmp_path) -> None:
-    evaluator = api.as_user(await api.create_user("team-a", "evaluator"))
+    evaluator = api.as_user(await api.create_user("team-a", "evaluator", team="team-a"))
     text, holdout = perfect_predictions(stack)
     await check_evaluator_path(evaluator, release, text, holdout)
     resp = await evaluator.request("POST", "/api/v1/evaluations", params={"release_id": "e2e-a"},
@@ -176,7 +176,9 @@ async def check_evaluations(stack, api, release, tmp_path) -> None:
     assert result["status"] == "scored" and result["metrics"]["macro"]["auroc"] == 1.0
     quota = result.pop("quota")
     assert (quota["per_day"], quota["used"], quota["remaining"]) == (PER_DAY, 1, PER_DAY - 1)
-    assert result["metrics"]["ci95"]["macro"]["auroc"] is not None
+    # the release's policy (issue 11 §10): the rounded ladder value only, no per-label table, no intervals
+    assert set(result["metrics"]) == {"policy", "resolution", "margin", "improved", "metric_version", "macro"}
+    assert result["metrics"]["macro"] == {"auroc": 1.0} and result["metrics"]["improved"] is True
     version = f"e2e-a@{release['manifest_sha256']}"
     assert result["receipt"] == receipt(text.encode(), version, METRIC_VERSION)
     fetched = (await evaluator.request("GET", f"/api/v1/evaluations/{result['evaluation_id']}")).json()
@@ -185,8 +187,48 @@ async def check_evaluations(stack, api, release, tmp_path) -> None:
     (tmp_path / "truth.csv").write_bytes(store_for(stack).get_bytes(stack["buckets"]["holdout"],
                                                                     "releases/e2e-a/holdout/labels.csv"))
     cli_out = await invoke(["score", "--truth", str(tmp_path / "truth.csv"), "--pred", str(tmp_path / "pred.csv")])
-    assert json.loads(cli_out.stdout)["macro"] == result["metrics"]["macro"]
+    assert json.loads(cli_out.stdout)["macro"]["auroc"] == result["metrics"]["macro"]["auroc"]
     await check_refusals(evaluator, text, holdout)
+
+
+async def check_team_policy(stack, api) -> None:
+    """Issue 11 §10 on release e2e-b: the quota is the team's (shared by its evaluators, not reset by
+    deactivating and re-creating one), the lifetime budget ends ordinary submissions with a 409, and
+    the one final evaluation answers the full per-label table, once."""
+    text, _ = perfect_predictions(stack)
+    variants = [text.replace("0.9", f"0.{8 - i}", 1) for i in range(6)]
+    with pytest.raises(GatewayError) as err:
+        await api.create_user("no-team", "evaluator")
+    assert err.value.status == 422 and "team" in err.value.problem["detail"]
+    one = api.as_user(await api.create_user("team-b-1", "evaluator", team="team-b"))
+    two = api.as_user(await api.create_user("team-b-2", "evaluator", team="team-b"))
+
+    async def submit(who, body: str, **params):
+        async with httpx.AsyncClient(timeout=60) as raw:
+            return await raw.post(f"{who.base_url}/api/v1/evaluations", params={"release_id": "e2e-b", **params},
+                                  content=body.encode(), headers={"Authorization": f"Bearer {who.token}",
+                                                                  "Content-Type": "text/csv"})
+
+    shown = [(await submit(who, body)) for who, body in ((one, variants[0]), (two, variants[1]), (one, variants[2]))]
+    assert [r.status_code for r in shown] == [201, 201, 201]
+    assert {json.dumps(r.json()["metrics"]["macro"]) for r in shown} == {json.dumps({"auroc": 1.0})}
+    assert [r.json()["metrics"]["improved"] for r in shown] == [True, False, False]  # one ladder for the team
+    refused = await submit(two, variants[3])
+    assert refused.status_code == 429 and refused.json()["quota"]["team"] == "team-b"
+    await api.request("DELETE", "/api/v1/users/team-b-2")
+    again = api.as_user(await api.create_user("team-b-3", "evaluator", team="team-b"))
+    assert (await submit(again, variants[3])).status_code == 429  # a new account: the same team's quota
+    # The lifetime budget: the release's recorded policy, lowered here to what the team has used.
+    query(stack, "gateway", "UPDATE releases SET evaluation_policy = jsonb_set(evaluation_policy,"
+          " '{lifetime_per_team}', '3') WHERE release_id = 'e2e-b' RETURNING 1")
+    spent = await submit(again, variants[3])
+    assert spent.status_code == 409 and spent.json()["type"].endswith("/evaluation-budget-spent")
+    assert "lifetime budget" in spent.json()["detail"] and spent.json()["quota"]["lifetime_remaining"] == 0
+    final = await submit(again, variants[4], final="true")
+    assert final.status_code == 201 and final.json()["final"] is True, final.text
+    assert set(final.json()["metrics"]["per_label"]) and final.json()["metrics"]["ci95"]["macro"]["auroc"]
+    once = await submit(one, variants[5], final="true")
+    assert once.status_code == 409 and once.json()["type"].endswith("/final-evaluation-used")
 
 
 async def check_evaluator_path(evaluator, release: dict, text: str, holdout: list[str]) -> None:
@@ -248,6 +290,7 @@ async def test_votes_become_an_adjudicated_reproducible_release_and_a_scored_eva
         await check_export(stack, tmp_path)
         await check_truth_audit(stack, tmp_path / "synth")
         await check_evaluations(stack, api, release, tmp_path)
+        await check_team_policy(stack, api)
     finally:
         await api.aclose()
 
@@ -258,7 +301,7 @@ async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(s
     After the test above: it scores against release e2e-a."""
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     try:
-        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator")}
+        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator", team="team-cli")}
     finally:
         await api.aclose()
     text, holdout = perfect_predictions(stack)
@@ -290,7 +333,7 @@ async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, 
 
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     try:
-        evaluator_token = await api.create_user("team-web", "evaluator")
+        evaluator_token = await api.create_user("team-web", "evaluator", team="team-web")
     finally:
         await api.aclose()
     text, holdout = perfect_predictions(stack)

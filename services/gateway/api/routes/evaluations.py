@@ -32,6 +32,7 @@ from services.common.objectstore import content_key, sha256_hex
 from services.gateway.api.routes.reports import wait_for_row
 from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
+from services.gateway.ladder import PolicySettings
 from services.gateway.problems import Problem
 from services.gateway.submissions import example_csv, problems
 
@@ -50,7 +51,6 @@ class EvaluationLimits(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RADCURATE_GATEWAY_", extra="ignore")
 
-    evaluations_per_day: int = 5
     evaluation_wait_seconds: float = 20.0
     max_submission_bytes: int = 900_000  # stored in the object store; the event carries its key
 
@@ -118,45 +118,81 @@ async def _release_protocol(conn, release_id: str) -> str:
     return row["protocol"]
 
 
-async def quota(conn, evaluator_id: str, per_day: int) -> dict:
-    """The evaluator's quota now: submissions in the last 24 hours, what is left, and when the
-    oldest of them stops counting."""
-    cur = await conn.execute(
-        "SELECT count(*) AS n, min(submitted_at) AS oldest, now() AS now FROM evaluations"
-        " WHERE evaluator_id = %s AND submitted_at > now() - interval '1 day'", (evaluator_id,))
+async def team_of(conn, user: User) -> str:
+    """The evaluator's team (quotas, budget and ladder are the team's); an account from before
+    teams is its own team."""
+    cur = await conn.execute("SELECT team FROM users WHERE user_id = %s", (user.user_id,))
     row = await cur.fetchone()
+    return (row and row["team"]) or user.user_id
+
+
+def policy_of(release: dict) -> dict:
+    """The evaluation policy the release recorded when it came out."""
+    return release.get("evaluation_policy") or PolicySettings().policy(True)
+
+
+async def quota(conn, team: str, release: dict) -> dict:
+    """The team's quota for the release now: ordinary submissions in the last 24 hours and in all,
+    what is left of each, and when the oldest of the day's stops counting."""
+    policy = policy_of(release)
+    per_day, lifetime = policy["per_day_per_team"], policy["lifetime_per_team"]
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE NOT final AND submitted_at > now() - interval '1 day') AS n,"
+        " min(submitted_at) FILTER (WHERE NOT final AND submitted_at > now() - interval '1 day') AS oldest,"
+        " count(*) FILTER (WHERE NOT final) AS total, count(*) FILTER (WHERE final) AS finals, now() AS now"
+        " FROM evaluations WHERE team = %s AND release_id = %s", (team, release["release_id"]))
+    row = await cur.fetchone()
+    used_day, used_all, finals = row["n"], row["total"], row["finals"]
     frees_at = row["oldest"] + timedelta(days=1) if row["oldest"] else None
-    return {"per_day": per_day, "used": row["n"], "remaining": max(0, per_day - row["n"]),
+    return {"team": team, "release_id": release["release_id"], "per_day": per_day, "used": used_day,
+            "remaining": max(0, min(per_day - used_day, lifetime - used_all)),
+            "lifetime": lifetime, "lifetime_used": used_all, "lifetime_remaining": max(0, lifetime - used_all),
+            "final_used": finals > 0,
             "next_frees_at": frees_at.isoformat() if frees_at else None,
             "retry_after_seconds": max(1, int((frees_at - row["now"]).total_seconds())) if frees_at else 0}
 
 
-async def _check_quota(conn, evaluator_id: str, per_day: int) -> dict:
-    """At most `per_day` scored-or-refused submissions per evaluator in any 24 hours; 429 with
-    `Retry-After` when they are used."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{evaluator_id}",))
-    left = await quota(conn, evaluator_id, per_day)
+async def _lock_team(conn, team: str, release_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{team}:{release_id}",))
+
+
+async def _check_quota(conn, team: str, release: dict, final: bool) -> dict:
+    """Ordinary submissions: at most the policy's per-day count per team and release in any 24
+    hours (429 with `Retry-After`) and its lifetime budget (409, for good). The final evaluation:
+    once per team and release (409)."""
+    left = await quota(conn, team, release)
+    if final:
+        if left["final_used"]:
+            raise Problem(409, f"team {team!r} has had its final evaluation on {release['release_id']!r}",
+                          type_="https://radcurate.dev/problems/final-evaluation-used", quota=left)
+        return left
+    if left["lifetime_remaining"] <= 0:
+        raise Problem(409, f"team {team!r} has used the lifetime budget of {left['lifetime']} evaluations on"
+                      f" {release['release_id']!r}; only the final evaluation is left",
+                      type_="https://radcurate.dev/problems/evaluation-budget-spent", quota=left)
     if left["remaining"] <= 0:
-        raise Problem(429, f"you have used your {per_day} evaluations for the last 24 hours",
-                      retry_after_seconds=left["retry_after_seconds"], quota=left)
+        raise Problem(429, f"team {team!r} has used its {left['per_day']} evaluations of {release['release_id']!r}"
+                      " for the last 24 hours", retry_after_seconds=left["retry_after_seconds"], quota=left)
     return left
 
 
-async def _first_identical(conn, evaluator_id: str, release_id: str, digest: str) -> dict | None:
-    """The evaluator's earlier submission of exactly these bytes for this release, if any: it is
+async def _first_identical(conn, team: str, release_id: str, digest: str, final: bool) -> dict | None:
+    """The team's earlier submission of exactly these bytes for this release, if any: it is
     answered again rather than scored again (no quota spent, and no new probe of the holdout)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{evaluator_id}",))
     cur = await conn.execute(
-        "SELECT * FROM evaluations WHERE evaluator_id = %s AND release_id = %s AND submission_sha256 = %s"
-        " ORDER BY submitted_at LIMIT 1", (evaluator_id, release_id, digest))
+        "SELECT * FROM evaluations WHERE team = %s AND release_id = %s AND submission_sha256 = %s AND final = %s"
+        " ORDER BY submitted_at LIMIT 1", (team, release_id, digest, final))
     return await cur.fetchone()
 
 
 def _view(row: dict) -> dict:
-    """What an evaluator sees: aggregates, receipt, or the refusal; never per-study output."""
+    """What anyone outside the gateway sees: the policy's answer (the full aggregate only for the
+    final evaluation), receipt, or the refusal; never per-study output."""
     return {"evaluation_id": row["evaluation_id"], "release_id": row["release_id"], "status": row["status"],
             "submission_sha256": row["submission_sha256"], "receipt": row["receipt"] or None,
-            "metric_version": row["metric_version"] or None, "metrics": row["result"],
+            "metric_version": row["metric_version"] or None, "final": row["final"],
+            # the full aggregate only for the final evaluation; otherwise what the policy publishes
+            "metrics": row["result"] if row["final"] else row["published"],
             "problem": row["error"] or None, "submitted_at": row["submitted_at"].isoformat(),
             "completed_at": row["completed_at"].isoformat() if row["completed_at"] else None}
 
@@ -251,8 +287,9 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
         earlier = None
         if user.role == Role.EVALUATOR:
             cur = await conn.execute(
-                "SELECT evaluation_id FROM evaluations WHERE evaluator_id = %s AND release_id = %s"
-                " AND submission_sha256 = %s ORDER BY submitted_at LIMIT 1", (user.user_id, release_id, digest))
+                "SELECT evaluation_id FROM evaluations WHERE team = %s AND release_id = %s"
+                " AND submission_sha256 = %s ORDER BY submitted_at LIMIT 1",
+                (await team_of(conn, user), release_id, digest))
             earlier = await cur.fetchone()
     fmt = _loaded(row["protocol"]).submission_format()
     found = problems(text, fmt, await _holdout_study_ids(res, row))
@@ -265,19 +302,33 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
 
 
 @router.get("/quota")
-async def my_quota(user: Evaluator, res: Res, lim: Limits) -> dict:
-    """Submissions used in the last 24 hours, those left, and when the next one frees up."""
+async def my_quota(user: Evaluator, res: Res, release_id: str | None = None) -> dict:
+    """The caller's team's submissions on a release — the one named, else the one the team last
+    submitted to, else the newest — used in the last 24 hours and in all, those left, and when
+    the next one frees up."""
     async with res.pool.connection() as conn:
-        return await quota(conn, user.user_id, lim.evaluations_per_day)
+        team = await team_of(conn, user)
+        if release_id is None:
+            cur = await conn.execute(
+                "SELECT release_id FROM (SELECT release_id, 1 AS rank, submitted_at AS at FROM evaluations"
+                " WHERE team = %s UNION ALL SELECT release_id, 2, requested_at FROM releases WHERE status = 'released')"
+                " AS candidates ORDER BY rank, at DESC, release_id LIMIT 1", (team,))
+            chosen = await cur.fetchone()
+            if chosen is None:
+                raise Problem(404, "no release is open for evaluation")
+            release_id = chosen["release_id"]
+        return await quota(conn, team, await _released_row(conn, release_id))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=_BODY_DOC,
              responses={202: {"description": "Accepted; still scoring."}, 422: {"description": "Cannot be scored."},
-                        429: {"description": "Daily evaluation quota used."}})
+                        409: {"description": "Lifetime budget or final evaluation used."},
+                        429: {"description": "The team's daily evaluation quota used."}})
 async def submit(request: Request, user: Evaluator, res: Res, response: Response, lim: Limits,
-                 release_id: str | None = None) -> dict:
+                 release_id: str | None = None, final: bool = False) -> dict:
     """Score a predictions CSV (`study_id` + one probability column per label id, exactly the
-    holdout studies) against a release's holdout."""
+    holdout studies) against a release's holdout. The answer is what the release's policy shows
+    (the ladder value); `final=true` is the team's one final evaluation, answered in full."""
     release_id, data = await _submission(request, release_id)
     if len(data) > lim.max_submission_bytes:
         raise Problem(413, f"the predictions file is larger than {lim.max_submission_bytes} bytes")
@@ -289,14 +340,17 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     # transaction open); content-addressed, so a refused or repeated submission costs nothing.
     key = content_key(data, prefix="submissions")
     await res.store.aput_bytes(res.settings.objects_bucket, key, data, "text/csv")
-    async with unit_of_work(res.pool) as conn:  # one transaction, under the evaluator's lock
-        first = await _first_identical(conn, user.user_id, release_id, digest)
+    async with unit_of_work(res.pool) as conn:  # one transaction, under the team's lock
+        team = await team_of(conn, user)
+        release = await _released_row(conn, release_id)
+        await _lock_team(conn, team, release_id)
+        first = await _first_identical(conn, team, release_id, digest, final)
         if first is not None:
-            left = await quota(conn, user.user_id, lim.evaluations_per_day)
-            return _answer_again(first, response, left)
-        left = await _check_quota(conn, user.user_id, lim.evaluations_per_day)
-        await conn.execute("INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256)"
-                           " VALUES (%s,%s,%s,%s)", (evaluation_id, user.user_id, release_id, digest))
+            return _answer_again(first, response, await quota(conn, team, release))
+        left = await _check_quota(conn, team, release, final)
+        await conn.execute("INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256, team,"
+                           " final) VALUES (%s,%s,%s,%s,%s,%s)",
+                           (evaluation_id, user.user_id, release_id, digest, team, final))
         await outbox.record(conn, [EvaluationRequested(
             study_id=evaluation_id, evaluation_id=evaluation_id, evaluator_id=user.user_id, release_id=release_id,
             submission_key=key, submission_sha256=digest)])
@@ -304,7 +358,8 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     row = await wait_for_row(res, "SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,),
                              lambda r: r["status"] != "pending", lim.evaluation_wait_seconds)
     response.headers["Location"] = f"/api/v1/evaluations/{evaluation_id}"
-    left = {**left, "used": left["used"] + 1, "remaining": left["remaining"] - 1}
+    async with res.pool.connection() as conn:
+        left = await quota(conn, team, release)
     if row["status"] == "rejected":
         raise Problem(422, f"the predictions file cannot be scored: {row['error']}", evaluation_id=evaluation_id,
                       quota=left)

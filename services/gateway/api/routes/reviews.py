@@ -112,7 +112,9 @@ async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "
     async with res.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT {_COLUMNS} FROM assignments a JOIN studies s USING (study_id)"
-            " WHERE a.reader_id = %s AND a.status = %s ORDER BY a.assigned_at, a.study_id LIMIT %s",
+            " WHERE a.reader_id = %s AND a.status = %s"
+            " AND NOT EXISTS (SELECT 1 FROM holdout_studies h WHERE h.study_id = a.study_id)"  # held out: gone
+            " ORDER BY a.assigned_at, a.study_id LIMIT %s",
             (user.user_id, state, limit))
         return [_view(r) for r in await cur.fetchall()]
 

@@ -18,6 +18,9 @@ class NewUser(RequestBody):
     user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     display_name: str = ""
     role: Role
+    team: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+                             description="An evaluator's team (required for evaluators): quotas, the lifetime"
+                                         " budget and the ladder are the team's.")
 
 
 class IssuedToken(BaseModel):
@@ -42,13 +45,18 @@ async def create_user(body: NewUser, actor: Curator, res: Res) -> IssuedToken:
     """Create a user and issue their token. Curators manage reviewers and evaluators; admins anyone."""
     if body.role in (Role.CURATOR, Role.ADMIN) and actor.role != Role.ADMIN:
         raise Problem(403, f"only an admin can create a {body.role}")
+    if body.role == Role.EVALUATOR and body.team is None:
+        raise Problem(422, "an evaluator belongs to a team: say which (team); quotas and budgets are the team's")
+    if body.role != Role.EVALUATOR and body.team is not None:
+        raise Problem(422, "only evaluators belong to a team")
     token = new_token()
     try:
         async with res.pool.connection() as conn:
             cur = await conn.execute(
-                "INSERT INTO users (user_id, display_name, role, token_sha256, token_expires_at)"
-                " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING token_expires_at",
-                (body.user_id, body.display_name, body.role.value, token_hash(token), _lifetime_days(res) * 86400))
+                "INSERT INTO users (user_id, display_name, role, token_sha256, token_expires_at, team)"
+                " VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s), %s) RETURNING token_expires_at",
+                (body.user_id, body.display_name, body.role.value, token_hash(token), _lifetime_days(res) * 86400,
+                 body.team))
             expires = (await cur.fetchone())["token_expires_at"]
     except UniqueViolation as exc:
         raise Problem(409, f"user {body.user_id!r} already exists") from exc
