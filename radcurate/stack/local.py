@@ -154,8 +154,11 @@ def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> d
     if state.get("postgres") and alive(state["postgres"].get("pid")):
         return state["postgres"]
     previous = state.get("postgres") or {}
+    if previous.get("external"):
+        previous = {}
+    # The superuser's password stays with the data under pg/, as the S3 secret stays with s3/.
     return postgres.start(state_dir / "pg" / "data", state_dir / "logs" / "postgres.log",
-                          None if previous.get("external") else previous.get("port"))
+                          previous.get("port"), previous.get("admin_password"))
 
 
 def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict:

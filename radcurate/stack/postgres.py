@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 
 from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, wait_until
 
@@ -47,8 +50,22 @@ def _system_user() -> str | None:
     return "embedded_postgres"
 
 
-def start(data_dir: Path, log_path: Path, previous_port: int | None = None) -> dict:
-    """Initialise (once) and start the cluster; returns its pid, port and superuser DSN."""
+# Every connection, the superuser's on loopback included, proves a password by SCRAM: the
+# cluster is reachable by every local user, so `trust` would let any of them in as anyone.
+PG_HBA = """# Written by radcurate.stack.postgres on every start: SCRAM for every connection.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
+
+
+def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
+          admin_password: str | None = None) -> dict:
+    """Initialise (once) and start the cluster; returns its pid, port, superuser password and DSN.
+
+    `admin_password` is the superuser's password from the previous start (the stack state keeps
+    it); without one a new password is generated and set, also on a cluster made before passwords.
+    """
     user = _system_user()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     if user:
@@ -59,26 +76,64 @@ def start(data_dir: Path, log_path: Path, previous_port: int | None = None) -> d
         os.chmod(data_dir.parent, 0o755)
     if not (data_dir / "PG_VERSION").exists():
         shutil.rmtree(data_dir, ignore_errors=True)
-        done = subprocess.run(
-            [str(pg_bin_dir() / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-sync"],
-            capture_output=True, text=True, user=user,
-        )
+        admin_password = secrets.token_urlsafe(24)
+        with _password_file(data_dir.parent, admin_password, user) as pwfile:
+            done = subprocess.run(
+                [str(pg_bin_dir() / "initdb"), "-D", str(data_dir), "-U", "postgres",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
+                capture_output=True, text=True, user=user,
+            )
         if done.returncode != 0:
             raise StackError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
     (data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
+    if not admin_password:
+        admin_password = secrets.token_urlsafe(24)
+        _set_superuser_password(data_dir, admin_password, user)
+    hba = data_dir / "pg_hba.conf"
+    hba.write_text(PG_HBA)
+    if user:
+        shutil.chown(hba, user)
+    hba.chmod(0o600)
     port = reuse_port(previous_port)
     pid = spawn(
         [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
+         "-c", "password_encryption=scram-sha-256",
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
          "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
         log_path, user=user,
     )
     wait_until(lambda: port_open(port), "postgres", 30, pid, log_path)
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=port, user="postgres",
+                                         password=admin_password, dbname="postgres")
     wait_until(lambda: _accepts(dsn), "postgres connections", 30, pid, log_path)
-    return {"pid": pid, "port": port, "admin_dsn": dsn}
+    return {"pid": pid, "port": port, "admin_password": admin_password, "admin_dsn": dsn}
+
+
+@contextlib.contextmanager
+def _password_file(directory: Path, password: str, user: str | None) -> Iterator[Path]:
+    """A file only the cluster's system user can read, holding the password, removed afterwards."""
+    path = directory / f".pwfile-{secrets.token_hex(4)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        if user:
+            shutil.chown(path, user)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _set_superuser_password(data_dir: Path, password: str, user: str | None) -> None:
+    """Set the superuser's password with the server stopped (single-user mode needs no login)."""
+    done = subprocess.run(
+        [str(pg_bin_dir() / "postgres"), "--single", "-D", str(data_dir), "postgres"],
+        input=f"ALTER ROLE postgres PASSWORD {psycopg.sql.quote(password)};\n",
+        capture_output=True, text=True, user=user,
+    )
+    if done.returncode != 0:
+        raise StackError(f"setting the postgres password failed: {done.stderr.strip()}")
 
 
 def _accepts(dsn: str) -> bool:

@@ -53,7 +53,9 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         if assignment is None or await repo.is_decided(conn, study_id):
             return []
         protocol, rule = protocol_and_rule(assignment["protocol"])
-        votes = await repo.counted_votes(conn, study_id)
+        # Only the current readers' votes: a vote recorded while its reader was moved away waits
+        # until the move is undone (or never counts, if the move stood).
+        votes = [v for v in await repo.counted_votes(conn, study_id) if v["reader_id"] in assignment["readers"]]
         if len(votes) < len(assignment["readers"]):
             return []
         decision, cells = protocol.decide(study_id, votes, assignment, rule)
@@ -79,17 +81,22 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         await repo.save_assignment(conn, event)
         return await decide_if_complete(conn, event.study_id)
 
-    async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered, _: Any) -> None:
-        """A reassignment changed the study's readers: the new reader's vote must count."""
-        if await repo.get_assignment(conn, event.study_id) is not None:
-            await repo.set_readers(conn, event.study_id, event.readers)
+    async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered,
+                                  _: Any) -> list[ConsensusReached]:
+        """A reassignment changed the study's readers: the new reader's vote must count. When the
+        sampler undoes a move (the old reader's vote beat it), that vote is already here and the
+        study may now be complete."""
+        if await repo.get_assignment(conn, event.study_id) is None:
+            return []
+        await repo.set_readers(conn, event.study_id, event.readers, event.from_reader)
+        return await decide_if_complete(conn, event.study_id)
 
     async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ConsensusReached]:
         """Record a vote; decide the study once all its readers have voted."""
         assignment = await repo.get_assignment(conn, vote.study_id)
         late = await repo.is_decided(conn, vote.study_id)
         revote = await repo.reader_has_counted_vote(conn, vote.study_id, vote.reader_id)
-        if assignment is not None and vote.reader_id not in assignment["readers"]:
+        if assignment is not None and vote.reader_id not in assignment["readers"] + assignment["former_readers"]:
             raise PermanentError(f"vote {vote.vote_id} by {vote.reader_id}, who is not a reader of this study")
         await repo.save_vote(conn, vote, counted=not (late or revote))
         if late or revote:

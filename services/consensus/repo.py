@@ -128,9 +128,13 @@ async def save_release(conn: psycopg.AsyncConnection, release_id: str, protocol:
         )
 
 
-async def set_readers(conn: psycopg.AsyncConnection, study_id: str, readers: list[str]) -> None:
-    """A reassignment changed who reads the study (review-reoffered)."""
-    await conn.execute("UPDATE assignments SET readers = %s WHERE study_id = %s", (json.dumps(readers), study_id))
+async def set_readers(conn: psycopg.AsyncConnection, study_id: str, readers: list[str], moved_from: str) -> None:
+    """A reassignment changed who reads the study (review-reoffered); `moved_from` is remembered
+    as a former reader, whose vote may still arrive if it beat the move."""
+    await conn.execute(
+        "UPDATE assignments SET readers = %s,"
+        " former_readers = CASE WHEN former_readers ? %s THEN former_readers ELSE former_readers || %s END"
+        " WHERE study_id = %s", (json.dumps(readers), moved_from, json.dumps([moved_from]), study_id))
 
 
 # --- adjudication -------------------------------------------------------------------------

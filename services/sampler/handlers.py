@@ -108,9 +108,10 @@ def _assigned(cmd: SamplingRequested, s: LabelsSuggested, sel: Any, readers: lis
     )
 
 
-async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> None:
-    """A vote ends its read's lease."""
-    await leases.on_vote(conn, vote)
+async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ReviewReoffered]:
+    """A vote ends its read's lease; a vote that beat a move undoes the move (announced)."""
+    undone = await leases.on_vote(conn, vote)
+    return [] if undone is None else [undone]
 
 
 async def on_reassignment_requested(conn: psycopg.AsyncConnection, cmd: ReassignmentRequested, _: Any,

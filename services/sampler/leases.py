@@ -54,18 +54,28 @@ async def move_read(conn: psycopg.AsyncConnection, study_id: str, from_reader: s
                            from_reader=from_reader, to_reader=chosen, readers=readers, reason=reason)
 
 
-async def on_vote(conn: psycopg.AsyncConnection, vote: VoteCast) -> None:
+async def on_vote(conn: psycopg.AsyncConnection, vote: VoteCast) -> ReviewReoffered | None:
     """Close the voter's lease. A vote on a read the sampler had already moved means the gateway
-    kept the vote and ignored the move: undo the move on this side too."""
+    kept the vote and ignored the move: undo the move on this side too, and announce the undoing
+    (a review-reoffered back to the voter) so that consensus counts the vote instead of waiting
+    for a reader who never got the study (issue 11 §5)."""
     lease = await repo.lock_lease(conn, vote.study_id, vote.reader_id)
     if lease is None or lease["status"] == "voted":
-        return
+        return None
+    undone = None
     if lease["status"] == "expired" and lease["replaced_by"]:
         current, _ = await repo.study_readers(conn, vote.study_id)
-        await repo.set_lease_status(conn, vote.study_id, lease["replaced_by"], "cancelled")
-        await repo.set_readers(conn, vote.study_id,
-                               [r for r in current if r != lease["replaced_by"]] + [vote.reader_id])
+        replaced_by = lease["replaced_by"]
+        readers = sorted([r for r in current if r != replaced_by] + [vote.reader_id])
+        await repo.set_lease_status(conn, vote.study_id, replaced_by, "cancelled")
+        await repo.set_readers(conn, vote.study_id, readers)
+        limits = await repo.run_limits(conn, lease["run_id"])
+        undone = ReviewReoffered(
+            study_id=vote.study_id, correlation_id=vote.correlation_id, protocol=limits["protocol"],
+            run_id=lease["run_id"], from_reader=replaced_by, to_reader=vote.reader_id, readers=readers,
+            reason=f"move undone: {vote.reader_id}'s vote beat it")
     await repo.set_lease_status(conn, vote.study_id, vote.reader_id, "voted")
+    return undone
 
 
 async def sweep_once(res: Resources) -> int:
