@@ -13,10 +13,12 @@ from pydantic import SecretStr
 
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.llm import (
+    LlmClient,
     LlmConfig,
     MemoryLlmCache,
     cache_key,
     config_from_settings,
+    connection_limits,
     is_retryable,
     parse_json_object,
     parse_retry_after,
@@ -110,6 +112,21 @@ def test_the_openai_api_without_a_key_is_refused_at_start():
     assert config_from_settings("extractor", settings).api_key == "EMPTY"
     settings.llm_api_key = SecretStr("sk-test")
     assert config_from_settings("extractor", settings).api_key == "sk-test"
+
+
+@pytest.mark.parametrize("concurrency", [1, 32, 128, 500])
+def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call(concurrency):
+    limits = connection_limits(concurrency)
+    assert (limits.max_connections, limits.max_keepalive_connections) == (concurrency, concurrency)
+    client = LlmClient(LlmConfig(service="extractor", model="gpt-4o", base_url="http://127.0.0.1:9/v1",
+                                 concurrency=concurrency))
+    pool = client._openai._client._transport._pool  # what the openai client really sends through
+    assert (pool._max_connections, pool._max_keepalive_connections) == (concurrency, concurrency)
+
+
+def test_a_concurrency_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        connection_limits(0)
 
 
 # --- extractor validation -----------------------------------------------------------------
