@@ -115,13 +115,17 @@ def test_the_openai_api_without_a_key_is_refused_at_start():
 
 
 @pytest.mark.parametrize("concurrency", [1, 32, 128, 500])
-def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call(concurrency):
+async def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call(concurrency):
     limits = connection_limits(concurrency)
     assert (limits.max_connections, limits.max_keepalive_connections) == (concurrency, concurrency)
     client = LlmClient(LlmConfig(service="extractor", model="gpt-4o", base_url="http://127.0.0.1:9/v1",
                                  concurrency=concurrency))
-    pool = client._openai._client._transport._pool  # what the openai client really sends through
-    assert (pool._max_connections, pool._max_keepalive_connections) == (concurrency, concurrency)
+    session = client._openai._client._transport.get_client()  # what the openai client sends through
+    try:
+        assert (session.connector.limit, session.connector.limit_per_host) == (concurrency, 0)
+    finally:
+        await session.close()
+        await client.aclose()
 
 
 def test_a_concurrency_below_one_is_refused():
