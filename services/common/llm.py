@@ -30,7 +30,6 @@ from typing import Any, Protocol, TypeVar
 
 import httpx2
 import openai
-from openai.types.chat import ChatCompletion
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -222,10 +221,13 @@ def split_reasoning(message: Any) -> tuple[str, str | None]:
     vLLM with a reasoning parser puts it in a `reasoning_content` (newer: `reasoning`) field,
     which the openai client keeps as an extra attribute; without a parser a reasoning model
     writes `<think>...</think>` before the answer (the opening tag may sit in the prompt).
+    `message` is the message's JSON object as the server sent it, or the openai client's model.
     """
-    extra = getattr(message, "model_extra", None) or {}
+    if isinstance(message, Mapping):
+        extra, content = message, message.get("content") or ""
+    else:
+        extra, content = getattr(message, "model_extra", None) or {}, message.content or ""
     reasoning = extra.get("reasoning_content") or extra.get("reasoning") or getattr(message, "reasoning_content", None)
-    content = message.content or ""
     think = _THINK_RE.match(content) if "</think>" in content else None
     if think:
         reasoning = "\n".join(part for part in (reasoning, think.group("reasoning").strip()) if part)
@@ -336,7 +338,7 @@ class LlmClient:
             started = time.perf_counter()
             try:
                 completion = await self._openai.post(
-                    "/chat/completions", cast_to=ChatCompletion, options=_BEARER_AUTH,
+                    "/chat/completions", cast_to=object, options=_BEARER_AUTH,
                     body={"model": self.config.model, "messages": list(messages),
                           "response_format": response_format, "temperature": 0},
                 )
@@ -349,14 +351,18 @@ class LlmClient:
         return self._reply(completion)
 
     def _reply(self, completion: Any) -> LlmReply:
-        usage = completion.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
+        """The reply read from the completion's JSON as sent: building the openai client's typed
+        ChatCompletion from it costs ~0.05 ms of CPU per call (~5%), and only these fields are read."""
+        body = completion if isinstance(completion, Mapping) else {}
+        usage = body.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
         metrics.LLM_TOKENS.labels(*self._labels, "prompt").inc(prompt_tokens)
         metrics.LLM_TOKENS.labels(*self._labels, "completion").inc(completion_tokens)
-        if not completion.choices:
+        choices = body.get("choices") or []
+        if not choices:
             return LlmReply("", None, prompt_tokens, completion_tokens)
-        content, reasoning = split_reasoning(completion.choices[0].message)
+        content, reasoning = split_reasoning(choices[0].get("message") or {})
         return LlmReply(content, reasoning, prompt_tokens, completion_tokens)
 
     async def complete_json(self, messages: Sequence[Message], *, schema_name: str, schema: dict[str, Any],

@@ -79,6 +79,10 @@ def test_reasoning_is_split_off_however_the_server_returns_it():
     assert split_reasoning(message('<think>\nwhy\n</think>\n\n{"a": 1}')) == ('{"a": 1}', "why")
     assert split_reasoning(message('why</think>{"a": 1}')) == ('{"a": 1}', "why")  # <think> was in the prompt
     assert split_reasoning(message('{"a": 1}')) == ('{"a": 1}', None)
+    # the message's JSON object as the server sent it
+    assert split_reasoning({"content": '{"a": 1}', "reasoning_content": "why"}) == ('{"a": 1}', "why")
+    assert split_reasoning({"content": '<think>why</think>{"a": 1}'}) == ('{"a": 1}', "why")
+    assert split_reasoning({"content": None}) == ("", None)
 
 
 def test_only_a_json_object_is_an_answer():
