@@ -13,10 +13,12 @@ from pydantic import SecretStr
 
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.llm import (
+    LlmClient,
     LlmConfig,
     MemoryLlmCache,
     cache_key,
     config_from_settings,
+    connection_limits,
     is_retryable,
     parse_json_object,
     parse_retry_after,
@@ -77,6 +79,10 @@ def test_reasoning_is_split_off_however_the_server_returns_it():
     assert split_reasoning(message('<think>\nwhy\n</think>\n\n{"a": 1}')) == ('{"a": 1}', "why")
     assert split_reasoning(message('why</think>{"a": 1}')) == ('{"a": 1}', "why")  # <think> was in the prompt
     assert split_reasoning(message('{"a": 1}')) == ('{"a": 1}', None)
+    # the message's JSON object as the server sent it
+    assert split_reasoning({"content": '{"a": 1}', "reasoning_content": "why"}) == ('{"a": 1}', "why")
+    assert split_reasoning({"content": '<think>why</think>{"a": 1}'}) == ('{"a": 1}', "why")
+    assert split_reasoning({"content": None}) == ("", None)
 
 
 def test_only_a_json_object_is_an_answer():
@@ -110,6 +116,25 @@ def test_the_openai_api_without_a_key_is_refused_at_start():
     assert config_from_settings("extractor", settings).api_key == "EMPTY"
     settings.llm_api_key = SecretStr("sk-test")
     assert config_from_settings("extractor", settings).api_key == "sk-test"
+
+
+@pytest.mark.parametrize("concurrency", [1, 32, 128, 500])
+async def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call(concurrency):
+    limits = connection_limits(concurrency)
+    assert (limits.max_connections, limits.max_keepalive_connections) == (concurrency, concurrency)
+    client = LlmClient(LlmConfig(service="extractor", model="gpt-4o", base_url="http://127.0.0.1:9/v1",
+                                 concurrency=concurrency))
+    session = client._openai._client._transport.get_client()  # what the openai client sends through
+    try:
+        assert (session.connector.limit, session.connector.limit_per_host) == (concurrency, 0)
+    finally:
+        await session.close()
+        await client.aclose()
+
+
+def test_a_concurrency_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        connection_limits(0)
 
 
 # --- extractor validation -----------------------------------------------------------------
