@@ -326,8 +326,10 @@ async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(s
 
 @pytest.mark.browser
 async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, browser, tmp_path):
-    """In Chromium: a bad file is explained for free, a good one validates, is scored, and
-    submitting it again shows the first result without using quota; sign-out clears the page.
+    """In Chromium: the release's policy and the team's quota are shown; a bad file is explained
+    for free, a good one validates, is scored, and submitting it again shows the first result
+    without using quota; the team's final evaluation asks first, shows the full per-label table
+    and is then spent (stored as final, button disabled); sign-out clears the page.
     Last in the module: it scores against release e2e-a, made by the test above."""
     from playwright.async_api import expect
 
@@ -346,7 +348,10 @@ async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, 
     await page.press("#token", "Enter")
     item = page.locator('li.release[data-release="e2e-a"]')
     await expect(item.locator(".metric")).to_contain_text("macro AUROC")
-    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    quota = item.locator(".quota")
+    await expect(item.locator(".policy")).to_contain_text("beats your team's best by more than")
+    await expect(quota).to_contain_text(f"Team team-web: {PER_DAY} of {PER_DAY} submissions left today")
+    await expect(quota).to_contain_text("final evaluation not yet used")
     outcome = item.locator(".outcome")
 
     await item.locator(".file").set_input_files(str(tmp_path / "bad.csv"))
@@ -357,15 +362,32 @@ async def test_an_evaluator_validates_then_submits_on_the_evaluator_page(stack, 
     await item.locator(".file").set_input_files(str(tmp_path / "good.csv"))
     await item.locator(".validate").click()
     await expect(outcome.locator(".ok")).to_contain_text(f"Valid: {len(holdout)} rows")
-    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY} of {PER_DAY} submissions left today")
+    await expect(quota).to_contain_text(f"{PER_DAY} of {PER_DAY} submissions left today")
     await item.locator(".submit").click()
     await expect(outcome).to_contain_text("Main metric: 1.0000")
     await expect(outcome).to_contain_text("Receipt: ")
-    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await expect(quota).to_contain_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
     await item.locator(".submit").click()
     await expect(outcome).to_contain_text("its result, no quota used")
-    await expect(page.locator("#quota")).to_have_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
+    await expect(quota).to_contain_text(f"{PER_DAY - 1} of {PER_DAY} submissions left today")
     await expect(page.locator("#history tbody tr")).to_have_count(1)
+
+    # the final evaluation: asked on the page first; cancelling spends nothing
+    await item.locator(".final").click()
+    await expect(item.locator(".confirm-final")).to_be_visible()
+    await item.locator(".final-cancel").click()
+    await expect(item.locator(".confirm-final")).to_be_hidden()
+    assert query(stack, "gateway", "SELECT count(*) FROM evaluations WHERE team = 'team-web' AND final") == [(0,)]
+    await item.locator(".final").click()
+    await item.locator(".final-go").click()
+    table = outcome.locator("table.full-result")
+    await expect(table.locator("tbody tr").last).to_contain_text("macro")
+    await expect(table.locator("thead")).to_contain_text("auroc")
+    assert await table.locator("tbody tr").count() > 2  # one row per label, then macro
+    await expect(quota).to_contain_text("final evaluation used")
+    await expect(item.locator(".final")).to_be_disabled()
+    assert query(stack, "gateway", "SELECT count(*) FROM evaluations WHERE team = 'team-web' AND final") == [(1,)]
+    await expect(page.locator("#history tbody tr")).to_have_count(2)
 
     await page.click("#logout")
     await expect(page.locator("#login")).to_be_visible()

@@ -235,6 +235,8 @@ def _release_view(row: dict) -> dict:
     return {"release_id": row["release_id"], "protocol": row["protocol"], "released_count": row["released_count"],
             "holdout_count": row["holdout_count"], "manifest_sha256": row["manifest_sha256"],
             "metric": protocol.metric.describe(),
+            # what a submission will show, so an evaluator reads the rules before spending quota
+            "policy": policy_of(row),
             "submission": {**fmt.describe(), "row_count": row["holdout_count"] * fmt.keys_per_study},
             "links": {"self": base, "example": f"{base}/example.csv",
                       "validate": f"/api/v1/evaluations/validate?release_id={row['release_id']}",
