@@ -57,7 +57,7 @@ def score_lumbar_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: 
     from services.common.protocols.lumbar.scoring import (
         SubmissionError,
         parse_submission,
-        score_lumbar,
+        score_lumbar_with_intervals,
         truth_from_train_csv,
     )
 
@@ -66,7 +66,7 @@ def score_lumbar_files(truth_text: str, pred_text: str, n_bootstrap: int, seed: 
     except ValueError as exc:
         raise Malformed(f"truth file: {exc}") from None
     try:
-        return score_lumbar(truth, parse_submission(pred_text))
+        return score_lumbar_with_intervals(truth, parse_submission(pred_text), n_bootstrap=n_bootstrap, seed=seed)
     except SubmissionError as exc:
         raise Malformed(f"prediction file: {exc}") from None
 

@@ -130,6 +130,8 @@ async def scored_evaluation(admin: Gateway, holdout_csv: str) -> None:
         result = (await evaluator.request("GET", f"/api/v1/evaluations/{result['evaluation_id']}")).json()
     assert result["final"] is True and set(result["metrics"]) >= {"score", "spinal", "foraminal", "subarticular",
                                                                   "any_severe_spinal"}
+    low, high = result["metrics"]["ci95"]["score"]  # the holdout score comes with its bootstrap interval
+    assert low <= result["metrics"]["score"] <= high
 
 
 async def _scored(evaluator: Gateway, evaluation_id: str) -> bool:

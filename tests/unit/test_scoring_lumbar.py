@@ -13,6 +13,7 @@ from services.common.protocols.lumbar.scoring import (
     parse_submission,
     row_id,
     score_lumbar,
+    score_lumbar_with_intervals,
     split_row_id,
     truth_from_train_csv,
 )
@@ -297,3 +298,61 @@ def test_score_equals_sklearn_log_loss_on_random_data(seed, normalised):
     assert got.keys() == {"score", "spinal", "foraminal", "subarticular", "any_severe_spinal"}
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+# --- intervals ----------------------------------------------------------------------------
+
+
+def _random_benchmark(n_studies, seed):
+    """Truth with every grade present and a noisy but informative submission."""
+    rng = np.random.default_rng(seed)
+    truth, sub = {}, {}
+    for i in range(n_studies):
+        for c in CONDITIONS:
+            for lv in LEVELS:
+                rid = row_id(f"s{i}", c, lv)
+                grade = [NM, MO, SE][rng.choice(3, p=[0.6, 0.25, 0.15])]
+                truth[rid] = grade
+                p = rng.dirichlet(np.ones(3))
+                p[grade.index] += 1.0
+                sub[rid] = tuple(float(x) for x in p / p.sum())
+    return truth, sub
+
+
+def test_intervals_keep_the_point_values_and_bracket_them():
+    truth, sub = _random_benchmark(40, seed=1)
+    plain = score_lumbar(truth, sub)
+    out = score_lumbar_with_intervals(truth, sub, n_bootstrap=300, seed=0)
+    assert {k: out[k] for k in plain} == plain
+    assert out["bootstrap_unit"] == "study" and out["n_bootstrap"] == 300
+    assert set(out["ci95"]) == set(plain)
+    for term, (low, high) in out["ci95"].items():
+        assert low < high, term
+        assert low <= plain[term] <= high, term
+
+
+def test_one_study_resampled_is_that_study_so_every_interval_is_the_point():
+    """Every replicate draws the one study once: the replicate arithmetic must equal the metric's."""
+    truth, sub = _random_benchmark(1, seed=2)
+    point = score_lumbar(truth, sub)
+    out = score_lumbar_with_intervals(truth, sub, n_bootstrap=20)
+    for term, (low, high) in out["ci95"].items():
+        assert low == pytest.approx(point[term], rel=1e-12) and high == pytest.approx(point[term], rel=1e-12), term
+
+
+def test_intervals_are_seeded_and_narrow_with_more_studies():
+    small, sub_small = _random_benchmark(15, seed=3)
+    large, sub_large = _random_benchmark(240, seed=3)
+    a = score_lumbar_with_intervals(small, sub_small, n_bootstrap=200, seed=7)
+    assert a == score_lumbar_with_intervals(small, sub_small, n_bootstrap=200, seed=7)
+    assert a["ci95"] != score_lumbar_with_intervals(small, sub_small, n_bootstrap=200, seed=8)["ci95"]
+    b = score_lumbar_with_intervals(large, sub_large, n_bootstrap=200, seed=7)
+    width = lambda r: r["ci95"]["score"][1] - r["ci95"]["score"][0]  # noqa: E731
+    assert width(b) < width(a) / 2
+
+
+def test_no_bootstrap_means_no_interval_and_a_negative_count_is_refused():
+    truth, sub = _random_benchmark(3, seed=4)
+    assert score_lumbar_with_intervals(truth, sub, n_bootstrap=0) == score_lumbar(truth, sub)
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        score_lumbar_with_intervals(truth, sub, n_bootstrap=-1)

@@ -171,7 +171,9 @@ function fullTable(m) {
   } else {
     table.createTHead().append(row(["term", "value"], true));
     const body = table.createTBody();
-    for (const [k, v] of Object.entries(m)) if (typeof v === "number") body.append(row([k, fmt(v)]));
+    for (const [k, v] of Object.entries(m)) {
+      if (typeof v === "number" && k !== "n_bootstrap") body.append(row([k, fmt(v) + ci(m.ci95?.[k])]));
+    }
   }
   return table;
 }

@@ -165,7 +165,7 @@ class LumbarGrading(CurationProtocol):
                   for sid, cols in truth.items() for col, g in dict(cols).items()}  # type: ignore[call-overload]
         try:
             submission = scoring.parse_submission(text)
-            result = scoring.score_lumbar(grades, submission)
+            result = scoring.score_lumbar_with_intervals(grades, submission, n_bootstrap=n_bootstrap)
         except scoring.SubmissionError as exc:
             raise SubmissionRejected(str(exc)) from None
         return {"metric_version": scoring.METRIC_VERSION, **result}

@@ -206,6 +206,77 @@ def score_lumbar(truth: Mapping[str, Grade], submission: Mapping[str, Probabilit
     return {"score": float(np.mean(list(result.values()))), **result}
 
 
+def score_lumbar_with_intervals(truth: Mapping[str, Grade], submission: Mapping[str, Probabilities], *,
+                                n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """`score_lumbar` plus `ci95`: percentile 95% intervals (2.5, 97.5) of the score and of each
+    term over STUDIES resampled with replacement (a drawn study brings all its rows, since one
+    study's levels are not independent readings). A replicate in which a term is undefined (no
+    row of its group drawn) is dropped for that term and for the score. The point values are
+    exactly `score_lumbar`'s; with `n_bootstrap=0` there is no `ci95`.
+    """
+    if n_bootstrap < 0:
+        raise ValueError("n_bootstrap must be >= 0")
+    result = score_lumbar(truth, submission)
+    if n_bootstrap == 0:
+        return result
+    scored = [(*split_row_id(rid), grade, submission[rid]) for rid, grade in truth.items()]
+    studies = sorted({s for s, *_ in scored})
+    column = {s: i for i, s in enumerate(studies)}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(studies), size=(n_bootstrap, len(studies)))
+    counts = np.stack([np.bincount(d, minlength=len(studies)) for d in draws]).astype(np.float64)
+    terms: dict[str, np.ndarray] = {}
+    for group in Group:
+        rows = [(column[s], grade, proba) for s, cond, _, grade, proba in scored if cond.group is group]
+        terms[group.value] = _replicate_losses(rows, counts)
+    terms["any_severe_spinal"] = _replicate_severe_losses(
+        [(s, g, p) for s, cond, _, g, p in scored if cond is Condition.SPINAL_CANAL_STENOSIS], column, counts)
+    terms["score"] = np.mean(np.stack(list(terms.values())), axis=0)
+    return {**result, "bootstrap_unit": "study", "n_bootstrap": n_bootstrap,
+            "ci95": {name: _percentile_interval(values) for name, values in terms.items()}}
+
+
+def _per_row_losses(classes: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Each row's log loss with `log_loss`'s clipping and renormalisation."""
+    proba = np.clip(np.asarray(proba, dtype=np.float64), EPS, 1 - EPS)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    return -np.log(proba[np.arange(len(classes)), classes])
+
+
+def _replicate_losses(rows: Sequence[tuple[int, Grade, Probabilities]], counts: np.ndarray) -> np.ndarray:
+    """One group's weighted log loss in each replicate (rows weighted by their study's draw count)."""
+    study = np.array([s for s, _, _ in rows])
+    losses = _per_row_losses(np.array([g.index for _, g, _ in rows]), np.array([p for _, _, p in rows]))
+    weights = counts[:, study] * np.array([g.weight for _, g, _ in rows], dtype=np.float64)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (weights * losses).sum(axis=1) / total, np.nan)
+
+
+def _replicate_severe_losses(rows: Iterable[tuple[str, Grade, Probabilities]], column: Mapping[str, int],
+                             counts: np.ndarray) -> np.ndarray:
+    """`any_severe_spinal_loss` in each replicate: per study as there, weighted by draw count."""
+    by_study: dict[str, list[tuple[Grade, Probabilities]]] = defaultdict(list)
+    for study_id, grade, proba in rows:
+        by_study[study_id].append((grade, proba))
+    label = np.array([any(g is Grade.SEVERE for g, _ in r) for r in by_study.values()], dtype=int)
+    severe = np.clip(np.array([max(p[Grade.SEVERE.index] for _, p in r) for r in by_study.values()]), EPS, 1 - EPS)
+    losses = -np.log(np.where(label == 1, severe, 1 - severe))
+    weights = counts[:, [column[s] for s in by_study]] * np.array(
+        [max(g.weight for g, _ in r) for r in by_study.values()], dtype=np.float64)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (weights * losses).sum(axis=1) / total, np.nan)
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float] | None:
+    defined = values[~np.isnan(values)]
+    if not defined.size:
+        return None
+    low, high = np.percentile(defined, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def _group_loss(rows: Sequence[tuple[Grade, Probabilities]]) -> float:
     classes = np.array([grade.index for grade, _ in rows])
     weights = np.array([grade.weight for grade, _ in rows], dtype=np.float64)
