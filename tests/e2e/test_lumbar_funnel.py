@@ -200,11 +200,26 @@ async def test_a_reader_grades_one_lumbar_study_in_the_page(stack, admin, browse
     await page.locator(f'[data-cell="{cell}"] .point').click()
     box = await page.locator("#image").bounding_box()
     await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.get_by_label("Comment").fill("L4-5 looks severe")
+
+    # held back for undo: U puts the grid back as the reader left it, and nothing was sent
+    await page.get_by_role("button", name="Submit grades").click()
+    await page.locator("#undo-box").wait_for(state="visible")
+    assert "grades" in await page.locator("#undo-text").inner_text()
+    await page.keyboard.press("u")
+    await page.locator(f'[data-cell="{cell}"] button[data-grade="{target}"][aria-pressed="true"]').wait_for()
+    assert await page.locator(f'[data-cell="{cell}"] .point').get_attribute("data-placed") == "true"
+    assert await page.input_value("#comment") == "L4-5 looks severe"
+    assert scalar(stack, "gateway", "SELECT count(*) FROM votes WHERE assignment_id = %s",
+                  (task["assignment_id"],)) == 0
+
+    await page.evaluate("window.__rc.graceMs = 300")
     await page.get_by_role("button", name="Submit grades").click()
     await wait_for_js(page, "window.__rc.votes === 1")
 
-    grades = query(stack, "gateway", "SELECT judgement->'grades' FROM votes WHERE assignment_id = %s",
-                   (task["assignment_id"],))[0][0]
+    [(grades, comment)] = query(stack, "gateway", "SELECT judgement->'grades', comment FROM votes"
+                                " WHERE assignment_id = %s", (task["assignment_id"],))
+    assert comment == "L4-5 looks severe"
     graded = {g["cell_id"]: g for g in grades}
     assert len(graded) == 25 and graded[cell]["grade"] == target
     point = graded[cell]["point"]

@@ -99,3 +99,15 @@ export function collectGrades() {
 export function missingPoints() {
   return [...state.cells].filter(([, c]) => c.grade !== "Normal/Mild" && !c.point).map(([id]) => id);
 }
+
+// Put a held-back grading back on screen as the reader left it (undo): grades, points, comment.
+export function restoreGrades({ grades = [], comment = "" }) {
+  for (const g of grades) {
+    const cell = state.cells.get(g.cell_id);
+    if (!cell) continue;
+    cell.grade = g.grade;
+    cell.point = g.point;
+    paint(g.cell_id);
+  }
+  $("comment").value = comment;
+}

@@ -1,11 +1,11 @@
 // The reviewer page: sign in, read the worklist in order, vote with 1/2/3. The study after the
 // current one is always fetched and decoded ahead, so a vote swaps to it without waiting.
-// A chest vote is held back on the page for a grace period (Undo, U): nothing is sent, so an
+// A vote (a chest verdict or a lumbar grading) is held back on the page for a grace period (Undo, U): nothing is sent, so an
 // undone vote never reaches the gateway, and one that is not undone is sent when the period
 // ends, when the reader votes again, signs out, or closes the page.
 import { ApiError, call, imageUrl, token } from "./api.js";
 import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
-import { collectGrades, missingPoints, placePoint, renderGrading } from "./grading.js";
+import { collectGrades, missingPoints, placePoint, renderGrading, restoreGrades } from "./grading.js";
 import { clearStudy, confirmOmissions, corrections, omissions, renderContext, renderStudy,
          restoreCorrections } from "./review.js";
 import { SeriesNav } from "./series.js";
@@ -140,28 +140,22 @@ function verdictRefusal(verdict, n, rules) {
 }
 
 // A lumbar read: every cell's grade, with the points placed. Moderate/Severe cells without a
-// point are allowed (flagged in the grid, counted in the status line). Sent at once: the grid
-// cannot yet be put back as the reader left it, so there is no undo here.
+// point are allowed (flagged in the grid, counted in the undo line). Held back like a chest vote:
+// Undo puts the grid back as the reader left it.
 async function submitGrades(t0) {
   const item = state.cur;
   if (!item?.nav || state.busy) return;
-  flush();
-  const unpointed = missingPoints().length;
   const body = { grades: collectGrades(), comment: $("comment").value,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
-  state.unsent.add(item.a.assignment_id);
-  const sent = settle(call("POST", `/api/v1/reviews/${item.a.assignment_id}/vote`, body,
-                           { "Idempotency-Key": crypto.randomUUID() }), item);
-  await advance(t0);
-  await sent;
-  if (unpointed) $("status").textContent += ` ${unpointed} graded cell(s) had no point.`;
+  hold(item, body, missingPoints().length);
+  await advance(t0, { keep: true });
 }
 
 // Hold a vote back for the grace period. An earlier one still held is sent now: only the last
 // vote can be undone.
-function hold(item, body) {
+function hold(item, body, unpointed = 0) {
   flush();
-  const p = { item, body, key: crypto.randomUUID(), until: Date.now() + window.__rc.graceMs };
+  const p = { item, body, unpointed, key: crypto.randomUUID(), until: Date.now() + window.__rc.graceMs };
   state.pending = p;
   state.unsent.add(item.a.assignment_id);
   p.timer = setTimeout(() => flush(), window.__rc.graceMs);
@@ -172,7 +166,9 @@ function hold(item, body) {
 
 function showUndo(p) {
   const left = Math.max(0, Math.ceil((p.until - Date.now()) / 1000));
-  $("undo-text").textContent = `Vote on ${p.item.a.study_id} (${p.body.verdict.replace("_", " ")}) is sent in ${left} s.`;
+  const what = p.body.verdict ? p.body.verdict.replace("_", " ")
+    : `grades${p.unpointed ? `, ${p.unpointed} graded cell(s) without a point` : ""}`;
+  $("undo-text").textContent = `Vote on ${p.item.a.study_id} (${what}) is sent in ${left} s.`;
   $("undo-box").hidden = false;
 }
 
@@ -209,7 +205,7 @@ async function undo() {
   beyond.then((n) => { if (n && n !== shown) release(n); }, () => {});
   try {
     await show(p.item, { keep: true });
-    restoreCorrections(p.body);
+    if (p.item.nav) restoreGrades(p.body); else restoreCorrections(p.body);
     state.opened = performance.now() - p.body.seconds_spent * 1000;  // the read goes on
     $("status").textContent = `Vote on ${p.item.a.study_id} undone: nothing was sent.`;
   } finally {
