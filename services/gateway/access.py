@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from services.gateway.auth import Role, User
 from services.gateway.problems import Problem
+from services.gateway.repo import assignments, studies
 
 BLIND_READ = "the discussion opens after your own vote: other readers' votes stay hidden until then (blind first read)"
 
@@ -21,12 +22,7 @@ async def own_read(conn, user: User, study_id: str) -> dict | None:
         return None
     if user.role != Role.REVIEWER:
         raise Problem(403, "studies are visible to their readers and to curators")
-    cur = await conn.execute(
-        "SELECT assignment_id, study_id, status, difficulty, suggested, unmapped, opened_at FROM assignments"
-        " WHERE study_id = %s AND reader_id = %s AND status <> 'expired'"
-        " AND NOT EXISTS (SELECT 1 FROM holdout_studies h WHERE h.study_id = assignments.study_id)",
-        (study_id, user.user_id))
-    row = await cur.fetchone()
+    row = await assignments.live_read(conn, study_id, user.user_id)
     if row is None:
         raise Problem(404, f"no study {study_id!r} on your worklist")
     return row
@@ -36,8 +32,7 @@ async def require_discussion_access(conn, user: User, study_id: str) -> None:
     """Curators always; a reader once their own vote on the study is in."""
     read = await own_read(conn, user, study_id)
     if read is None:
-        cur = await conn.execute("SELECT 1 FROM studies WHERE study_id = %s", (study_id,))
-        if await cur.fetchone() is None:
+        if not await studies.exists(conn, study_id):
             raise Problem(404, f"no study {study_id!r}")
     elif read["status"] != "voted":
         raise Problem(403, BLIND_READ, type_="https://radcurate.dev/problems/blind-first-read")

@@ -32,6 +32,7 @@ from services.gateway.api.routes import (
 from services.gateway.auth import AuthenticateFirst, Role, token_hash
 from services.gateway.handlers import build_handlers, prepare_open_reads
 from services.gateway.ingest import IngestLimits
+from services.gateway.repo import users as users_repo
 
 
 class GatewaySettings(ServiceSettings, IngestLimits):
@@ -65,11 +66,7 @@ async def _bootstrap_admin(res: Resources) -> None:
     if token is None:
         return
     async with res.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO users (user_id, display_name, role, token_sha256) VALUES ('admin', 'Administrator', %s, %s)"
-            # A restart may rotate the token, never re-activate an admin an operator switched off.
-            " ON CONFLICT (user_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256",
-            (Role.ADMIN.value, token_hash(token.get_secret_value())))
+        await users_repo.bootstrap_admin(conn, Role.ADMIN.value, token_hash(token.get_secret_value()))
         await conn.commit()
 
 

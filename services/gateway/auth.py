@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from services.common.bodylimit import problem
 from services.gateway.problems import Problem
+from services.gateway.repo import users
 
 TOKEN_TTL_SECONDS = 5.0
 _MAX_CACHED = 10_000
@@ -99,10 +100,7 @@ async def authenticate(header: str, app_state: Any) -> User:
     if user is not None:
         return user
     async with app_state.resources.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active"
-            " AND (token_expires_at IS NULL OR token_expires_at > now())", (digest,))
-        row = await cur.fetchone()
+        row = await users.by_token(conn, digest)
     if row is None:
         raise Problem(401, "the token is not valid (unknown, revoked or expired)")
     user = User(**row)

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import io
-import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from services.common.identifiers import is_dicom_uid, is_study_id
 from services.common.objectstore import ObjectStore
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
+from services.gateway.repo import studies
 
 FileSource = bytes | Path | BinaryIO
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -325,7 +325,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     parsed, removed = await asyncio.to_thread(validate_study, study_id, patient_id, report, files, scrub, limits,
                                               allow_burned_in)
     async with pool.connection() as conn:
-        if await _exists(conn, study_id):
+        if await studies.exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)
     # Objects first: a crash after this leaves unreferenced (content-addressed) objects, never a
@@ -337,16 +337,11 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
                            study_instance_uid=parsed[0].study_instance_uid, report_text=report, objects=objects)
     async with unit_of_work(pool) as conn:
-        cur = await conn.execute(
-            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
-            " view_position, patient_sex, age_band, study_date, window_center, window_width)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
-            (study_id, patient_id, protocol, event.study_instance_uid, report, event.correlation_id,
-             *(facts[k] for k in FACTS)))
-        if await cur.fetchone() is None:
+        if not await studies.insert(conn, study_id, patient_id, protocol, event.study_instance_uid, report,
+                                    event.correlation_id, [facts[k] for k in FACTS]):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
-        await _insert_objects(conn, study_id, objects)
+        await studies.insert_objects(conn, study_id, objects)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
 
@@ -362,32 +357,10 @@ async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, pa
     """IngestError when another study already has this StudyInstanceUID or one of these SOP
     Instance UIDs: the same images under two study ids could land on both sides of a release's
     split (holdout contamination). Scrubbing maps UIDs consistently, so a twin is caught after it."""
-    checks = (
-        ("SELECT study_id AS other, study_instance_uid AS shared FROM studies"
-         " WHERE study_instance_uid = %s AND study_id <> %s",
-         parsed[0].study_instance_uid, "StudyInstanceUID"),
-        ("SELECT study_id AS other, sop_instance_uid AS shared FROM study_objects"
-         " WHERE sop_instance_uid = ANY(%s) AND study_id <> %s",
-         [p.obj.sop_instance_uid for p in parsed], "SOPInstanceUID"),
-    )
-    for sql, value, what in checks:
-        row = await (await conn.execute(sql + " LIMIT 1", (value, study_id))).fetchone()
-        if row is not None:
-            raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
-                              "two study ids could land on both sides of a release's split")
-
-
-async def _exists(conn: psycopg.AsyncConnection, study_id: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM studies WHERE study_id = %s", (study_id,))
-    return await cur.fetchone() is not None
-
-
-async def _insert_objects(conn: psycopg.AsyncConnection, study_id: str, objects: list[DicomObject]) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
-            " instance_number, modality, object_key, sha256, pixel_spacing) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT DO NOTHING",
-            [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
-              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None)
-             for o in objects])
+    what, row = "StudyInstanceUID", await studies.other_with_study_uid(conn, parsed[0].study_instance_uid, study_id)
+    if row is None:
+        what, row = "SOPInstanceUID", await studies.other_with_sop_uids(
+            conn, [p.obj.sop_instance_uid for p in parsed], study_id)
+    if row is not None:
+        raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
+                          "two study ids could land on both sides of a release's split")

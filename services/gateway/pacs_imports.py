@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.common.db import unit_of_work
@@ -20,6 +21,8 @@ from services.common.pacs_import import ImportRequest, Ingested, Refused, StudyR
 from services.common.pacs_pairing import PairedStudy, ReportBook
 from services.common.runtime import Resources
 from services.gateway.ingest import IngestError, ingest_study
+from services.gateway.repo import pacs_imports, studies
+from services.gateway.repo.conn import Conn
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,7 @@ class IngestSink:
 
     async def present(self, study_id: str) -> bool:
         async with self.res.pool.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM studies WHERE study_id = %s", (study_id,))
-            return await cur.fetchone() is not None
+            return await studies.exists(conn, study_id)
 
     async def ingest(self, paired: PairedStudy, files: list[Path], request: ImportRequest) -> Ingested:
         try:  # the instances are read from their temporary files one at a time, under the same bounds
@@ -50,9 +52,10 @@ def result_json(result: StudyResult) -> dict:
     return dataclasses.asdict(result) | {"outcome": result.outcome.value}
 
 
-async def _update(res: Resources, import_id: str, sql: str, params: tuple) -> None:
+async def _update(res: Resources, write: Callable[[Conn], Awaitable[None]]) -> None:
+    """One write to the import's row, committed at once (the curator follows it as it goes)."""
     async with unit_of_work(res.pool) as conn:
-        await conn.execute(f"UPDATE pacs_imports SET {sql} WHERE import_id = %s", (*params, import_id))
+        await write(conn)
 
 
 async def run_import(res: Resources, import_id: str, request: ImportRequest, book: ReportBook) -> None:
@@ -60,28 +63,29 @@ async def run_import(res: Resources, import_id: str, request: ImportRequest, boo
     counts: dict[str, int] = {}
 
     async def found(n: int) -> None:
-        await _update(res, import_id, "found = %s", (n,))
+        await _update(res, lambda conn: pacs_imports.set_found(conn, import_id, n))
 
     async def recorded(result: StudyResult) -> None:
         counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
-        await _update(res, import_id, "results = results || %s::jsonb, counts = %s",
-                      (json.dumps([result_json(result)]), json.dumps(counts)))
+        await _update(res, lambda conn: pacs_imports.add_result(conn, import_id, json.dumps([result_json(result)]),
+                                                                json.dumps(counts)))
 
     try:
         summary = await import_studies(request, book, IngestSink(res), on_found=found, on_result=recorded)
     except DicomWebError as exc:
-        await _update(res, import_id, "status = 'failed', error = %s, completed_at = now()", (str(exc),))
+        error = str(exc)
+        await _update(res, lambda conn: pacs_imports.fail(conn, import_id, error))
         return
     except asyncio.CancelledError:
-        await _update(res, import_id, "status = 'interrupted', completed_at = now()", ())
+        await _update(res, lambda conn: pacs_imports.interrupt(conn, import_id))
         raise
     except Exception as exc:  # noqa: BLE001 - kept on the row for the curator, and logged
         log.exception("PACS import %s failed", import_id)
-        await _update(res, import_id, "status = 'failed', error = %s, completed_at = now()",
-                      (f"{exc.__class__.__name__}: {exc}",))
+        error = f"{exc.__class__.__name__}: {exc}"
+        await _update(res, lambda conn: pacs_imports.fail(conn, import_id, error))
         return
-    await _update(res, import_id, "status = 'done', found = %s, counts = %s, results = %s, completed_at = now()",
-                  (summary.found, json.dumps(summary.counts()), json.dumps([result_json(r) for r in summary.results])))
+    await _update(res, lambda conn: pacs_imports.finish(conn, import_id, summary.found, json.dumps(summary.counts()),
+                                                        json.dumps([result_json(r) for r in summary.results])))
 
 
 def start_import(res: Resources, import_id: str, request: ImportRequest, book: ReportBook) -> None:

@@ -13,12 +13,13 @@ from services.common import outbox, protocols
 from services.common.contracts import ProtocolName, SamplingPlan, SamplingRequested, SelectionPlan, SelectionRequested
 from services.common.db import unit_of_work
 from services.common.protocols import DEFAULT_PROTOCOL
-from services.gateway import judgements
 from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.judgements import judgement_fields
 from services.gateway.problems import Problem
+from services.gateway.repo import progress as progress_repo
+from services.gateway.repo import releases, sampling_runs, users
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
@@ -46,9 +47,7 @@ class ReleaseRequest(RequestBody):
 
 
 async def _panel(conn, requested: list[str] | None) -> list[str]:
-    cur = await conn.execute("SELECT user_id FROM users WHERE active AND role = %s ORDER BY user_id",
-                             (Role.REVIEWER.value,))
-    reviewers = [r["user_id"] for r in await cur.fetchall()]
+    reviewers = await users.active_ids(conn, Role.REVIEWER.value)
     if requested is None:
         return reviewers
     unknown = sorted(set(requested) - set(reviewers))
@@ -68,19 +67,13 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
             raise Problem(422, f"capacity/exclusions name readers outside the panel: {', '.join(strangers)}")
         if len(panel) < body.plan.readers_per_study:
             raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
-        cur = await conn.execute("SELECT count(*) AS n FROM studies WHERE protocol = %s", (body.protocol,))
-        ingested = (await cur.fetchone())["n"]
-        cur = await conn.execute(
-            "SELECT count(DISTINCT study_id) AS n FROM assignments a JOIN studies s USING (study_id)"
-            " WHERE s.protocol = %s", (body.protocol,))
-        min_pool = ingested - (await cur.fetchone())["n"]
+        min_pool = await progress_repo.ingested(conn, body.protocol) - await progress_repo.sampled(conn, body.protocol)
         if min_pool <= 0:
             raise Problem(422, "no unsampled studies: ingest studies first")
         cmd = SamplingRequested(study_id=run_id, run_id=run_id, protocol=body.protocol, plan=body.plan,
                                 panel=panel, min_pool_size=min_pool, capacity=body.capacity,
                                 exclusions=body.exclusions)
-        await conn.execute("INSERT INTO sampling_runs (run_id, plan, panel) VALUES (%s, %s, %s)",
-                           (run_id, body.plan.model_dump_json(), json.dumps(panel)))
+        await sampling_runs.insert(conn, run_id, body.plan.model_dump_json(), json.dumps(panel))
         await outbox.record(conn, [cmd])
     res.relay.notify()
     return SamplingAccepted(run_id=run_id, panel=panel, min_pool_size=min_pool)
@@ -97,30 +90,15 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
             raise Problem(422, f"plan.label_bounds names labels outside the {body.protocol} taxonomy:"
                                f" {', '.join(unknown)}")
     async with unit_of_work(res.pool) as conn:
-        cur = await conn.execute("SELECT 1 FROM releases WHERE release_id = %s", (release_id,))
-        if await cur.fetchone():
+        if await releases.exists(conn, release_id):
             raise Problem(409, f"release {release_id!r} already exists; releases are immutable")
-        funnel = await _funnel(conn, body.protocol)
+        funnel = await progress_repo.funnel(conn, body.protocol)
         cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=body.protocol,
                                  plan=body.plan, funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
-        await conn.execute("INSERT INTO releases (release_id, protocol, status) VALUES (%s, %s, 'requested')",
-                           (release_id, body.protocol))
+        await releases.insert_requested(conn, release_id, body.protocol)
         await outbox.record(conn, [cmd])
     res.relay.notify()
     return {"release_id": release_id, "status": "requested"}
-
-
-async def _funnel(conn, protocol: str) -> dict:
-    cur = await conn.execute(
-        "SELECT (SELECT count(*) FROM studies WHERE protocol = %(p)s) AS ingested,"
-        " (SELECT count(*) FROM suggestions g JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS suggested,"
-        " (SELECT count(DISTINCT study_id) FROM assignments WHERE protocol = %(p)s) AS sampled,"
-        " (SELECT count(*) FROM assignments WHERE status <> 'expired' AND protocol = %(p)s) AS assignments,"
-        " (SELECT count(*) FROM votes v JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS votes,"
-        " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE s.protocol = %(p)s) AS decided,"
-        " (SELECT count(*) FROM decisions d JOIN studies s USING (study_id) WHERE d.accepted AND s.protocol = %(p)s)"
-        " AS accepted", {"p": protocol})
-    return dict(await cur.fetchone())
 
 
 @router.get("/progress")
@@ -128,16 +106,8 @@ async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOC
     """The protocol's funnel so far, and per reader of its studies: open, done and moved-away
     reads, and time per read (the reader's own `seconds_spent`, else from opening the study to the vote)."""
     async with res.pool.connection() as conn:
-        funnel = await _funnel(conn, protocol)
-        cur = await conn.execute(
-            "SELECT a.reader_id, count(*) FILTER (WHERE a.status <> 'expired') AS assigned,"
-            " count(*) FILTER (WHERE a.status = 'open') AS open, count(v.vote_id) AS done,"
-            " count(*) FILTER (WHERE a.status = 'expired') AS expired,"
-            " percentile_cont(0.5) WITHIN GROUP (ORDER BY v.seconds_spent) AS median_seconds,"
-            " avg(v.seconds_spent) AS mean_seconds, sum(v.seconds_spent) AS total_seconds"
-            " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.protocol = %s"
-            " GROUP BY a.reader_id ORDER BY a.reader_id", (protocol,))
-        readers = await cur.fetchall()
+        funnel = await progress_repo.funnel(conn, protocol)
+        readers = await progress_repo.readers(conn, protocol)
     return {"funnel": funnel, "readers": readers}
 
 
@@ -145,8 +115,5 @@ async def progress(_: Curator, res: Res, protocol: ProtocolName = DEFAULT_PROTOC
 async def export_votes(_: Curator, res: Res) -> list[dict]:
     """Every vote, for analysis outside RadCurate."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT v.vote_id, v.study_id, v.reader_id, v.comment, v.seconds_spent, v.cast_at, {judgements.SELECT}"
-            " FROM votes v ORDER BY v.cast_at, v.vote_id")
-        rows = await cur.fetchall()
+        rows = await progress_repo.all_votes(conn)
     return [judgement_fields({**r, "cast_at": r["cast_at"].isoformat()}) for r in rows]

@@ -9,12 +9,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.gateway import judgements
 from services.gateway.access import BLIND_READ, require_discussion_access
 from services.gateway.api.models import RequestBody
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
 from services.gateway.judgements import judgement_fields
+from services.gateway.repo import discussion
 
 router = APIRouter(prefix="/api/v1/studies", tags=["discussion"])
 
@@ -63,15 +63,9 @@ async def get_discussion(study_id: str, user: CurrentUser, res: Res) -> Discussi
     """Every reader's vote and comment, and the thread (after the caller's own vote)."""
     async with res.pool.connection() as conn:
         await require_discussion_access(conn, user, study_id)
-        cur = await conn.execute(
-            f"SELECT v.reader_id, v.comment, v.cast_at, {judgements.SELECT} FROM votes v"
-            " WHERE v.study_id = %s ORDER BY v.cast_at, v.vote_id", (study_id,))
         votes = [ReaderVote(**judgement_fields({**r, "cast_at": r["cast_at"].isoformat()}))
-                 for r in await cur.fetchall()]
-        cur = await conn.execute(
-            "SELECT post_id, author_id, author_role, body, posted_at FROM discussion_posts"
-            " WHERE study_id = %s ORDER BY post_id", (study_id,))
-        posts = [Post(**{**r, "posted_at": r["posted_at"].isoformat()}) for r in await cur.fetchall()]
+                 for r in await discussion.votes(conn, study_id)]
+        posts = [Post(**{**r, "posted_at": r["posted_at"].isoformat()}) for r in await discussion.posts(conn, study_id)]
     return Discussion(study_id=study_id, votes=votes, posts=posts)
 
 
@@ -81,9 +75,5 @@ async def post_to_discussion(study_id: str, body: PostIn, user: CurrentUser, res
     """Add to the study's thread (after the caller's own vote)."""
     async with res.pool.connection() as conn:
         await require_discussion_access(conn, user, study_id)
-        cur = await conn.execute(
-            "INSERT INTO discussion_posts (study_id, author_id, author_role, body) VALUES (%s,%s,%s,%s)"
-            " RETURNING post_id, author_id, author_role, body, posted_at",
-            (study_id, user.user_id, user.role.value, body.body))
-        row = await cur.fetchone()
+        row = await discussion.add_post(conn, study_id, user.user_id, user.role.value, body.body)
     return Post(**{**row, "posted_at": row["posted_at"].isoformat()})

@@ -34,6 +34,7 @@ from services.gateway.auth import CurrentUser, Role, User, require
 from services.gateway.deps import Res
 from services.gateway.ladder import PolicySettings
 from services.gateway.problems import Problem
+from services.gateway.repo import evaluations, releases, users
 from services.gateway.submissions import example_csv, problems
 
 router = APIRouter(prefix="/api/v1/evaluations", tags=["evaluations"])
@@ -109,8 +110,7 @@ def check_format(data: bytes, protocol: str) -> str:
 
 
 async def _release_protocol(conn, release_id: str) -> str:
-    cur = await conn.execute("SELECT protocol, status FROM releases WHERE release_id = %s", (release_id,))
-    row = await cur.fetchone()
+    row = await releases.protocol_and_status(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
     if row["status"] != "released":
@@ -121,9 +121,7 @@ async def _release_protocol(conn, release_id: str) -> str:
 async def team_of(conn, user: User) -> str:
     """The evaluator's team (quotas, budget and ladder are the team's); an account from before
     teams is its own team."""
-    cur = await conn.execute("SELECT team FROM users WHERE user_id = %s", (user.user_id,))
-    row = await cur.fetchone()
-    return (row and row["team"]) or user.user_id
+    return await users.team(conn, user.user_id) or user.user_id
 
 
 def policy_of(release: dict) -> dict:
@@ -136,24 +134,15 @@ async def quota(conn, team: str, release: dict) -> dict:
     what is left of each, and when the oldest of the day's stops counting."""
     policy = policy_of(release)
     per_day, lifetime = policy["per_day_per_team"], policy["lifetime_per_team"]
-    cur = await conn.execute(
-        "SELECT count(*) FILTER (WHERE NOT final AND submitted_at > now() - interval '1 day') AS n,"
-        " min(submitted_at) FILTER (WHERE NOT final AND submitted_at > now() - interval '1 day') AS oldest,"
-        " count(*) FILTER (WHERE NOT final) AS total, count(*) FILTER (WHERE final) AS finals, now() AS now"
-        " FROM evaluations WHERE team = %s AND release_id = %s", (team, release["release_id"]))
-    row = await cur.fetchone()
-    used_day, used_all, finals = row["n"], row["total"], row["finals"]
-    frees_at = row["oldest"] + timedelta(days=1) if row["oldest"] else None
+    use = await evaluations.quota_use(conn, team, release["release_id"])
+    used_day, used_all, finals = use.day, use.total, use.finals
+    frees_at = use.oldest + timedelta(days=1) if use.oldest else None
     return {"team": team, "release_id": release["release_id"], "per_day": per_day, "used": used_day,
             "remaining": max(0, min(per_day - used_day, lifetime - used_all)),
             "lifetime": lifetime, "lifetime_used": used_all, "lifetime_remaining": max(0, lifetime - used_all),
             "final_used": finals > 0,
             "next_frees_at": frees_at.isoformat() if frees_at else None,
-            "retry_after_seconds": max(1, int((frees_at - row["now"]).total_seconds())) if frees_at else 0}
-
-
-async def _lock_team(conn, team: str, release_id: str) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"evaluations:{team}:{release_id}",))
+            "retry_after_seconds": max(1, int((frees_at - use.now).total_seconds())) if frees_at else 0}
 
 
 async def _check_quota(conn, team: str, release: dict, final: bool) -> dict:
@@ -174,15 +163,6 @@ async def _check_quota(conn, team: str, release: dict, final: bool) -> dict:
         raise Problem(429, f"team {team!r} has used its {left['per_day']} evaluations of {release['release_id']!r}"
                       " for the last 24 hours", retry_after_seconds=left["retry_after_seconds"], quota=left)
     return left
-
-
-async def _first_identical(conn, team: str, release_id: str, digest: str, final: bool) -> dict | None:
-    """The team's earlier submission of exactly these bytes for this release, if any: it is
-    answered again rather than scored again (no quota spent, and no new probe of the holdout)."""
-    cur = await conn.execute(
-        "SELECT * FROM evaluations WHERE team = %s AND release_id = %s AND submission_sha256 = %s AND final = %s"
-        " ORDER BY submitted_at LIMIT 1", (team, release_id, digest, final))
-    return await cur.fetchone()
 
 
 def _view(row: dict) -> dict:
@@ -207,8 +187,7 @@ def _loaded(name: str) -> protocols.CurationProtocol:
 
 
 async def _released_row(conn, release_id: str) -> dict:
-    cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
-    row = await cur.fetchone()
+    row = await releases.get(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
     if row["status"] != "released":
@@ -248,9 +227,7 @@ async def open_releases(_: EvaluationReader, res: Res) -> list[dict]:
     """Releases open for evaluation, newest first: metric, submission format and links to an
     example file, the validator and the submission endpoint."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM releases WHERE status = 'released' ORDER BY requested_at DESC,"
-                                 " release_id")
-        return [_release_view(r) for r in await cur.fetchall()]
+        return [_release_view(r) for r in await releases.released(conn)]
 
 
 @router.get("/releases/{release_id}")
@@ -288,11 +265,7 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
         digest = sha256_hex(data)
         earlier = None
         if user.role == Role.EVALUATOR:
-            cur = await conn.execute(
-                "SELECT evaluation_id FROM evaluations WHERE team = %s AND release_id = %s"
-                " AND submission_sha256 = %s ORDER BY submitted_at LIMIT 1",
-                (await team_of(conn, user), release_id, digest))
-            earlier = await cur.fetchone()
+            earlier = await evaluations.first_with_digest(conn, await team_of(conn, user), release_id, digest)
     fmt = _loaded(row["protocol"]).submission_format()
     found = problems(text, fmt, await _holdout_study_ids(res, row))
     if found:
@@ -300,7 +273,7 @@ async def validate(request: Request, user: EvaluationReader, res: Res, lim: Limi
                       quota_used=False)
     return {"valid": True, "release_id": release_id, "rows": row["holdout_count"] * fmt.keys_per_study,
             "submission_sha256": digest, "quota_used": False,
-            "already_submitted_as": earlier["evaluation_id"] if earlier else None}
+            "already_submitted_as": earlier}
 
 
 @router.get("/quota")
@@ -311,14 +284,9 @@ async def my_quota(user: Evaluator, res: Res, release_id: str | None = None) -> 
     async with res.pool.connection() as conn:
         team = await team_of(conn, user)
         if release_id is None:
-            cur = await conn.execute(
-                "SELECT release_id FROM (SELECT release_id, 1 AS rank, submitted_at AS at FROM evaluations"
-                " WHERE team = %s UNION ALL SELECT release_id, 2, requested_at FROM releases WHERE status = 'released')"
-                " AS candidates ORDER BY rank, at DESC, release_id LIMIT 1", (team,))
-            chosen = await cur.fetchone()
-            if chosen is None:
+            release_id = await evaluations.current_release(conn, team)
+            if release_id is None:
                 raise Problem(404, "no release is open for evaluation")
-            release_id = chosen["release_id"]
         return await quota(conn, team, await _released_row(conn, release_id))
 
 
@@ -345,19 +313,19 @@ async def submit(request: Request, user: Evaluator, res: Res, response: Response
     async with unit_of_work(res.pool) as conn:  # one transaction, under the team's lock
         team = await team_of(conn, user)
         release = await _released_row(conn, release_id)
-        await _lock_team(conn, team, release_id)
-        first = await _first_identical(conn, team, release_id, digest, final)
+        await evaluations.lock_team(conn, team, release_id)
+        # The team's earlier submission of exactly these bytes is answered again rather than
+        # scored again (no quota spent, and no new probe of the holdout).
+        first = await evaluations.first_identical(conn, team, release_id, digest, final)
         if first is not None:
             return _answer_again(first, response, await quota(conn, team, release))
         left = await _check_quota(conn, team, release, final)
-        await conn.execute("INSERT INTO evaluations (evaluation_id, evaluator_id, release_id, submission_sha256, team,"
-                           " final) VALUES (%s,%s,%s,%s,%s,%s)",
-                           (evaluation_id, user.user_id, release_id, digest, team, final))
+        await evaluations.insert(conn, evaluation_id, user.user_id, release_id, digest, team, final)
         await outbox.record(conn, [EvaluationRequested(
             study_id=evaluation_id, evaluation_id=evaluation_id, evaluator_id=user.user_id, release_id=release_id,
             submission_key=key, submission_sha256=digest)])
     res.relay.notify()
-    row = await wait_for_row(res, "SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,),
+    row = await wait_for_row(res, lambda conn: evaluations.get(conn, evaluation_id),
                              lambda r: r["status"] != "pending", lim.evaluation_wait_seconds)
     response.headers["Location"] = f"/api/v1/evaluations/{evaluation_id}"
     async with res.pool.connection() as conn:
@@ -385,9 +353,7 @@ def _answer_again(first: dict, response: Response, left: dict) -> dict:
 async def list_evaluations(user: Evaluator, res: Res) -> list[dict]:
     """The caller's own evaluations, newest first."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM evaluations WHERE evaluator_id = %s ORDER BY submitted_at DESC",
-                                 (user.user_id,))
-        return [_view(r) for r in await cur.fetchall()]
+        return [_view(r) for r in await evaluations.of_evaluator(conn, user.user_id)]
 
 
 @router.get("/{evaluation_id}")
@@ -396,8 +362,7 @@ async def get_evaluation(evaluation_id: str, user: CurrentUser, res: Res) -> dic
     if user.role not in (Role.EVALUATOR, Role.CURATOR, Role.ADMIN):
         raise Problem(403, "evaluations are visible to their evaluator and to curators")
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM evaluations WHERE evaluation_id = %s", (evaluation_id,))
-        row = await cur.fetchone()
+        row = await evaluations.get(conn, evaluation_id)
     if row is None or (user.role == Role.EVALUATOR and row["evaluator_id"] != user.user_id):
         raise Problem(404, f"no evaluation {evaluation_id!r}")
     return _view(row)

@@ -18,26 +18,12 @@ from services.gateway.api.models import RequestBody, iso_row
 from services.gateway.auth import Curator, Role
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.repo import assignments, progress, users
+from services.gateway.repo import sampling_runs as runs
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
 StudyState = Literal["assigned", "in_review", "voted", "accepted", "not_accepted"]
-
-_STUDY_STATES = """
-SELECT a.study_id, min(a.run_id) AS run_id, min(a.difficulty) AS difficulty, min(a.reason) AS reason,
-       jsonb_agg(jsonb_build_object('reader_id', a.reader_id, 'status', a.status, 'assignment_id', a.assignment_id)
-                 ORDER BY a.reader_id) AS readers,
-       count(*) FILTER (WHERE a.status = 'voted') AS votes,
-       count(*) FILTER (WHERE a.status <> 'expired') AS readers_needed,
-       CASE WHEN bool_or(d.accepted) THEN 'accepted'
-            WHEN bool_or(d.accepted IS NOT NULL) THEN 'not_accepted'
-            WHEN count(*) FILTER (WHERE a.status = 'open') = 0 THEN 'voted'
-            WHEN count(*) FILTER (WHERE a.status = 'voted') > 0 THEN 'in_review'
-            ELSE 'assigned' END AS state
-FROM assignments a LEFT JOIN decisions d USING (study_id)
-GROUP BY a.study_id
-"""
-
 
 @router.get("/progress/studies")
 async def study_states(_: Curator, res: Res, state: StudyState | None = None,
@@ -45,33 +31,24 @@ async def study_states(_: Curator, res: Res, state: StudyState | None = None,
                        offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
     """Per sampled study: its state, its readers and their read status, and why it was sampled."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT * FROM ({_STUDY_STATES}) s WHERE %(state)s::text IS NULL OR s.state = %(state)s"
-            " ORDER BY s.study_id LIMIT %(limit)s OFFSET %(offset)s",
-            {"state": state, "limit": limit, "offset": offset})
-        return await cur.fetchall()
+        return await progress.study_states(conn, state, limit, offset)
 
 
 @router.get("/sampling-runs")
 async def sampling_runs(_: Curator, res: Res) -> list[dict]:
     """Every sampling run and its outcome (status stays 'requested' until the sampler reports)."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM sampling_runs ORDER BY requested_at, run_id")
-        return [iso_row(r) for r in await cur.fetchall()]
+        return [iso_row(r) for r in await runs.all_runs(conn)]
 
 
 @router.get("/sampling-runs/{run_id}")
 async def sampling_run(run_id: str, _: Curator, res: Res) -> dict:
     """One run: plan, panel, unmet quotas, difficulty tiers, label counts, and each study's reason."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM sampling_runs WHERE run_id = %s", (run_id,))
-        run = await cur.fetchone()
+        run = await runs.get(conn, run_id)
         if run is None:
             raise Problem(404, f"no sampling run {run_id!r}")
-        cur = await conn.execute(
-            "SELECT DISTINCT ON (study_id) study_id, difficulty, reason FROM assignments WHERE run_id = %s"
-            " ORDER BY study_id, assigned_at", (run_id,))
-        studies = await cur.fetchall()
+        studies = await runs.studies_of(conn, run_id)
     return {**iso_row(run), "studies": studies}
 
 
@@ -85,9 +62,7 @@ async def reassign(assignment_id: str, body: ReassignIn, actor: Curator, res: Re
     """Move an open read to another reader. Refused for a read already voted or moved, and for a
     reader who is not an active reviewer or has already had the study (they would not read blind)."""
     async with unit_of_work(res.pool) as conn:
-        cur = await conn.execute("SELECT study_id, reader_id, status FROM assignments WHERE assignment_id = %s"
-                                 " FOR UPDATE", (assignment_id,))
-        a = await cur.fetchone()
+        a = await assignments.lock(conn, assignment_id)
         if a is None:
             raise Problem(404, f"no assignment {assignment_id!r}")
         if a["status"] != "open":
@@ -103,10 +78,7 @@ async def reassign(assignment_id: str, body: ReassignIn, actor: Curator, res: Re
 
 
 async def _check_new_reader(conn, study_id: str, reader_id: str) -> None:
-    cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s AND active AND role = %s",
-                             (reader_id, Role.REVIEWER.value))
-    if await cur.fetchone() is None:
+    if not await users.is_active_in_role(conn, reader_id, Role.REVIEWER.value):
         raise Problem(422, f"{reader_id!r} is not an active reviewer")
-    cur = await conn.execute("SELECT 1 FROM assignments WHERE study_id = %s AND reader_id = %s", (study_id, reader_id))
-    if await cur.fetchone() is not None:
+    if await assignments.has_had(conn, study_id, reader_id):
         raise Problem(422, f"{reader_id!r} has already had study {study_id!r}; a reader never gets a study twice")

@@ -20,6 +20,7 @@ from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.pacs_imports import start_import
 from services.gateway.problems import Problem
+from services.gateway.repo import pacs_imports
 
 router = APIRouter(prefix="/api/v1/pacs-imports", tags=["curation"])
 MAX_REPORTS = 100_000
@@ -64,8 +65,7 @@ async def request_import(body: PacsImportIn, user: Curator, res: Res) -> dict:
     kept = {"study_uids": body.study_uids, "query": body.query, "scrub": body.scrub,
             "protocol": body.protocol, "reports": len(body.reports)}
     async with unit_of_work(res.pool) as conn:
-        await conn.execute("INSERT INTO pacs_imports (import_id, requested_by, dicomweb_url, request)"
-                           " VALUES (%s,%s,%s,%s)", (import_id, user.user_id, url, json.dumps(kept)))
+        await pacs_imports.insert(conn, import_id, user.user_id, url, json.dumps(kept))
     start_import(res, import_id, request, book)
     return {"import_id": import_id, "status": "running", "href": f"/api/v1/pacs-imports/{import_id}"}
 
@@ -75,7 +75,7 @@ async def get_import(import_id: uuid.UUID, _: Curator, res: Res) -> dict:
     """The import's status (running, done, failed, interrupted), counts, and each study's outcome
     with the reason for every refusal."""
     async with res.pool.connection() as conn:
-        row = await (await conn.execute("SELECT * FROM pacs_imports WHERE import_id = %s", (import_id,))).fetchone()
+        row = await pacs_imports.get(conn, import_id)
     if row is None:
         raise Problem(404, f"no PACS import {import_id}")
     return {**row, "import_id": str(row["import_id"]), "requested_at": row["requested_at"].isoformat(),

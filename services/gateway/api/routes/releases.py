@@ -12,6 +12,7 @@ from services.gateway.api.models import iso_row
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.repo import releases
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
@@ -20,16 +21,14 @@ router = APIRouter(prefix="/api/v1", tags=["curation"])
 async def list_releases(_: Curator, res: Res) -> list[dict]:
     """Every release requested, newest first, with its counts once consensus has written it."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM releases ORDER BY requested_at DESC, release_id")
-        return [iso_row(r) for r in await cur.fetchall()]
+        return [iso_row(r) for r in await releases.all_releases(conn)]
 
 
 @router.get("/releases/{release_id}")
 async def get_release(release_id: str, _: Curator, res: Res) -> dict:
     """One release: its status, counts and manifest digest."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT * FROM releases WHERE release_id = %s", (release_id,))
-        row = await cur.fetchone()
+        row = await releases.get(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
     return iso_row(row)
@@ -41,9 +40,7 @@ async def public_files(release_id: str, _: Curator, res: Res) -> dict:
     labels, the dataset card and the images. The manifest is checked against the checksum the
     release event carried, so a link list is only handed out for the release as written."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute("SELECT status, manifest_key, manifest_sha256 FROM releases WHERE release_id = %s",
-                                 (release_id,))
-        row = await cur.fetchone()
+        row = await releases.manifest_of(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
     if row["status"] != "released":

@@ -8,9 +8,9 @@ seconds for it so a curator usually gets the report in one call, else 202 and a 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -24,6 +24,8 @@ from services.gateway.api.models import RequestBody
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.repo import decisions, reports, studies
+from services.gateway.repo.conn import Conn, Row
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
@@ -37,12 +39,13 @@ class AdjudicationIn(RequestBody):
     note: str = Field("", max_length=4000)
 
 
-async def wait_for_row(res, sql: str, params: tuple, done, seconds: float) -> dict | None:
-    """Poll one row until `done(row)` or the time is up; returns the last row read."""
+async def wait_for_row(res, read: Callable[[Conn], Awaitable[Row | None]], done, seconds: float) -> dict | None:
+    """Poll one row (`read` on a fresh connection) until `done(row)` or the time is up; returns
+    the last row read."""
     deadline = time.monotonic() + seconds
     while True:
         async with res.pool.connection() as conn:
-            row = await (await conn.execute(sql, params)).fetchone()
+            row = await read(conn)
         if row is None or done(row) or time.monotonic() >= deadline:
             return row
         await asyncio.sleep(0.2)
@@ -64,19 +67,17 @@ async def agreement_report(user: Curator, res: Res, response: Response, protocol
     model and by difficulty tier), freshly computed by the consensus service."""
     report_id = f"report-{uuid.uuid4().hex[:12]}"
     async with unit_of_work(res.pool) as conn:
-        await conn.execute("INSERT INTO reports (report_id, kind, protocol, requested_by) VALUES (%s,'agreement',%s,%s)",
-                           (report_id, protocol, user.user_id))
+        await reports.insert_agreement(conn, report_id, protocol, user.user_id)
         await outbox.record(conn, [ReportRequested(study_id=report_id, report_id=report_id, protocol=protocol)])
     res.relay.notify()
-    row = await wait_for_row(res, "SELECT * FROM reports WHERE report_id = %s", (report_id,),
-                             lambda r: r["status"] == "ready", wait)
+    row = await wait_for_row(res, lambda conn: reports.get(conn, report_id), lambda r: r["status"] == "ready", wait)
     return _report_view(row, response)
 
 
 @router.get("/reports/agreement/{report_id}", responses={202: {"description": "Still computing."}})
 async def get_agreement_report(report_id: str, _: Curator, res: Res, response: Response) -> dict:
     async with res.pool.connection() as conn:
-        row = await (await conn.execute("SELECT * FROM reports WHERE report_id = %s", (report_id,))).fetchone()
+        row = await reports.get(conn, report_id)
     if row is None:
         raise Problem(404, f"no report {report_id!r}")
     return _report_view(row, response)
@@ -92,31 +93,20 @@ async def adjudicate(body: AdjudicationIn, user: Curator, res: Res) -> dict:
     adjudication_id = f"adj-{uuid.uuid4().hex[:12]}"
     cells = [c.model_dump(mode="json") for c in body.cells]
     async with unit_of_work(res.pool) as conn:
-        cur = await conn.execute("SELECT d.study_id, (SELECT protocol FROM assignments a WHERE a.study_id = d.study_id"
-                                 " LIMIT 1) AS protocol FROM decisions d WHERE d.study_id = %s", (body.study_id,))
-        decided = await cur.fetchone()
+        decided = await decisions.decided(conn, body.study_id)
         if decided is None:
             raise Problem(404, f"study {body.study_id!r} has no decision to adjudicate")
         protocol = protocols.get(decided["protocol"] or DEFAULT_PROTOCOL)
         try:
             # What the ruling releases (a grid protocol's findings follow from its cells); the
             # command carries the request itself, which consensus checks again against the rule's cells.
-            labels, _ = protocol.adjudicate(body.accepted, body.labels, cells, None, await _instances(conn, body.study_id))
+            labels, _ = protocol.adjudicate(body.accepted, body.labels, cells, None, await studies.instances(conn, body.study_id))
         except JudgementRejected as exc:
             raise Problem(422, exc.detail, **exc.extra) from None
-        await conn.execute(
-            "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note)"
-            " VALUES (%s,%s,%s,%s,%s,%s)",
-            (adjudication_id, body.study_id, user.user_id, body.accepted, json.dumps(labels), body.note))
+        await decisions.insert_adjudication(conn, adjudication_id, body.study_id, user.user_id, body.accepted, labels,
+                                            body.note)
         await outbox.record(conn, [AdjudicationRequested(
             study_id=body.study_id, adjudication_id=adjudication_id, curator_id=user.user_id,
             accepted=body.accepted, labels=sorted(set(body.labels)), note=body.note, cells=body.cells)])
     res.relay.notify()
     return {"adjudication_id": adjudication_id, "study_id": body.study_id, "status": "requested"}
-
-
-async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
-    """The study's (series instance UID, instance number) pairs: where a point may be."""
-    cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
-                             (study_id,))
-    return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}

@@ -13,6 +13,7 @@ from services.gateway.api.routes.studies import shown_image
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
+from services.gateway.repo import series
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 # Reading order of the competition's series types; unknown descriptions come last.
@@ -37,12 +38,7 @@ async def series_list(study_id: str, user: CurrentUser, res: Res) -> list[Series
     """The study's series (Sagittal T1, Sagittal T2/STIR, Axial T2 first), instances in order."""
     async with res.pool.connection() as conn:
         await own_read(conn, user, study_id)
-        cur = await conn.execute(
-            "SELECT series_instance_uid, min(series_description) AS series_description,"
-            " array_agg(instance_number ORDER BY instance_number) AS instances,"
-            " min(pixel_spacing::text) AS pixel_spacing FROM study_objects WHERE study_id = %s"
-            " GROUP BY series_instance_uid", (study_id,))
-        rows = await cur.fetchall()
+        rows = await series.of_study(conn, study_id)
     if not rows:
         raise Problem(404, f"no study {study_id!r}")
     rows.sort(key=lambda r: (_rank(r["series_description"]), r["series_description"], r["series_instance_uid"]))
@@ -63,11 +59,7 @@ def _spacing(text: str | None) -> tuple[float, float] | None:
 async def instance_key(res: Res, study_id: str, series_uid: str, number: int) -> str | None:
     """The object key of one instance, or None when the series has no such instance."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT object_key FROM study_objects WHERE study_id = %s AND series_instance_uid = %s"
-            " AND instance_number = %s ORDER BY sop_instance_uid LIMIT 1", (study_id, series_uid, number))
-        row = await cur.fetchone()
-    return row and row["object_key"]
+        return await series.instance_key(conn, study_id, series_uid, number)
 
 
 @router.get("/{study_id}/series/{series_uid}/instances/{number}/image")

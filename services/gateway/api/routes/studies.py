@@ -21,6 +21,11 @@ from services.gateway.hanging import HungView, hang
 from services.gateway.ingest import IngestError, TooLarge, ingest_study
 from services.gateway.problems import Problem
 from services.gateway.render import RenderError
+from services.gateway.repo import studies
+
+# Re-exported for the review routes, which select the same columns (the SQL lives in the repo).
+from services.gateway.repo.studies import FACT_COLUMNS as FACT_COLUMNS
+from services.gateway.repo.studies import OBJECT_VIEWS as OBJECT_VIEWS
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
@@ -70,11 +75,7 @@ async def _objects_for(res, user, study_id: str) -> list[dict]:
     """The study's objects, if this user may see the study (curators, or its live readers)."""
     async with res.pool.connection() as conn:
         await own_read(conn, user, study_id)
-        cur = await conn.execute(
-            "SELECT object_key, sop_instance_uid, series_instance_uid, series_description, instance_number, modality,"
-            " sha256 FROM study_objects WHERE study_id = %s ORDER BY series_instance_uid, instance_number",
-            (study_id,))
-        rows = await cur.fetchall()
+        rows = await studies.objects(conn, study_id)
     if not rows:
         raise Problem(404, f"no study {study_id!r}")
     return rows
@@ -95,11 +96,6 @@ class StudyFacts(BaseModel):
     window_width: float | None = None
 
 
-# The study's objects in the image endpoint's order (its `instance` index), for the hanging protocol.
-OBJECT_VIEWS = ("(SELECT json_agg(json_build_object('series_description', o.series_description)"
-                " ORDER BY o.series_instance_uid, o.instance_number) FROM study_objects o"
-                " WHERE o.study_id = s.study_id) AS object_views")
-FACT_COLUMNS = "s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width"
 # "INDICATION: ...", "CLINICAL HISTORY: ...", "REASON FOR EXAM: ..." up to the line's end or the next
 # upper-case section heading.
 _INDICATION = re.compile(r"(?:INDICATION|CLINICAL HISTORY|HISTORY|REASON FOR (?:EXAM(?:INATION)?|STUDY))\s*:\s*"
@@ -151,11 +147,7 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     """The study as a reader sees it (readers of the study and curators)."""
     async with res.pool.connection() as conn:
         read = await own_read(conn, user, study_id)
-        cur = await conn.execute(
-            f"SELECT s.report_text, {FACT_COLUMNS}, {OBJECT_VIEWS}, g.taxonomy_version, g.labels, g.unmapped,"
-            " (SELECT count(*) FROM study_objects o WHERE o.study_id = s.study_id) AS instances"
-            " FROM studies s LEFT JOIN suggestions g USING (study_id) WHERE s.study_id = %s", (study_id,))
-        row = await cur.fetchone()
+        row = await studies.view(conn, study_id)
     if row is None:
         raise Problem(404, f"no study {study_id!r}")
     suggested = (read or {}).get("suggested") or row["labels"] or []

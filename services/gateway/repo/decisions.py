@@ -1,0 +1,38 @@
+"""Decisions (from consensus-reached) and the curator's adjudications of them."""
+
+from __future__ import annotations
+
+import json
+
+from services.common.contracts import ConsensusReached, StudyAdjudicated
+from services.gateway.repo.conn import Conn, Row
+
+
+async def save(conn: Conn, e: ConsensusReached) -> None:
+    """The rule's decision; the first one kept."""
+    await conn.execute(
+        "INSERT INTO decisions (study_id, accepted, labels, rule, vote_ids) VALUES (%s,%s,%s,%s,%s)"
+        " ON CONFLICT (study_id) DO NOTHING",
+        (e.study_id, e.accepted, json.dumps(e.labels), e.rule, json.dumps(e.vote_ids)))
+
+
+async def decided(conn: Conn, study_id: str) -> Row | None:
+    """A decided study's study_id and protocol (None when it has no assignment); None when undecided."""
+    cur = await conn.execute("SELECT d.study_id, (SELECT protocol FROM assignments a WHERE a.study_id = d.study_id"
+                             " LIMIT 1) AS protocol FROM decisions d WHERE d.study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def insert_adjudication(conn: Conn, adjudication_id: str, study_id: str, curator_id: str, accepted: bool,
+                              labels: list[str], note: str) -> None:
+    await conn.execute(
+        "INSERT INTO adjudications (adjudication_id, study_id, curator_id, accepted, labels, note)"
+        " VALUES (%s,%s,%s,%s,%s,%s)",
+        (adjudication_id, study_id, curator_id, accepted, json.dumps(labels), note))
+
+
+async def apply_adjudication(conn: Conn, e: StudyAdjudicated) -> None:
+    """The decision follows the curator's ruling, and the adjudication is marked applied."""
+    await conn.execute("UPDATE decisions SET accepted = %s, labels = %s, rule = %s WHERE study_id = %s",
+                       (e.accepted, json.dumps(e.labels), e.rule, e.study_id))
+    await conn.execute("UPDATE adjudications SET applied_at = now() WHERE adjudication_id = %s", (e.adjudication_id,))

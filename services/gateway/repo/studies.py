@@ -1,0 +1,119 @@
+"""Studies, their DICOM objects and the suggestion a reader sees."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from services.common.contracts import DicomObject, LabelsSuggested
+from services.gateway.repo.conn import Conn, Row
+
+# The study's objects in the image endpoint's order (its `instance` index), for the hanging protocol.
+OBJECT_VIEWS = ("(SELECT json_agg(json_build_object('series_description', o.series_description)"
+                " ORDER BY o.series_instance_uid, o.instance_number) FROM study_objects o"
+                " WHERE o.study_id = s.study_id) AS object_views")
+FACT_COLUMNS = "s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width"
+
+
+async def exists(conn: Conn, study_id: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM studies WHERE study_id = %s", (study_id,))
+    return await cur.fetchone() is not None
+
+
+async def objects(conn: Conn, study_id: str) -> list[Row]:
+    """The study's objects (key, UIDs, description, number, modality, sha256) in instance order."""
+    cur = await conn.execute(
+        "SELECT object_key, sop_instance_uid, series_instance_uid, series_description, instance_number, modality,"
+        " sha256 FROM study_objects WHERE study_id = %s ORDER BY series_instance_uid, instance_number",
+        (study_id,))
+    return await cur.fetchall()
+
+
+async def view(conn: Conn, study_id: str) -> Row | None:
+    """What the study view shows: report, facts, object views, the suggestion and the instance count."""
+    cur = await conn.execute(
+        f"SELECT s.report_text, {FACT_COLUMNS}, {OBJECT_VIEWS}, g.taxonomy_version, g.labels, g.unmapped,"
+        " (SELECT count(*) FROM study_objects o WHERE o.study_id = s.study_id) AS instances"
+        " FROM studies s LEFT JOIN suggestions g USING (study_id) WHERE s.study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def instances(conn: Conn, study_id: str) -> set[tuple[str, int]]:
+    """The study's (series instance UID, instance number) pairs: where a point may be."""
+    cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
+                             (study_id,))
+    return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}
+
+
+async def object_digests(conn: Conn, study_id: str) -> list[tuple[str, str]]:
+    """(sha256, object key) of the study's objects, in instance order."""
+    cur = await conn.execute("SELECT sha256, object_key FROM study_objects WHERE study_id = %s"
+                             " ORDER BY series_instance_uid, instance_number", (study_id,))
+    return [(r["sha256"], r["object_key"]) for r in await cur.fetchall()]
+
+
+async def open_read_digests(conn: Conn) -> list[tuple[str, str]]:
+    """(sha256, an object key) of every object of a study still open for a reader, once per digest."""
+    cur = await conn.execute(
+        "SELECT o.sha256, min(o.object_key) AS object_key FROM study_objects o WHERE o.study_id IN"
+        " (SELECT study_id FROM assignments WHERE status = 'open') GROUP BY o.sha256")
+    return [(r["sha256"], r["object_key"]) for r in await cur.fetchall()]
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+async def insert(conn: Conn, study_id: str, patient_id: str, protocol: str, study_instance_uid: str,
+                 report_text: str, correlation_id: str, facts: Sequence[object]) -> bool:
+    """Insert the study with its facts (in FACT_COLUMNS' order); False when the study id is already in."""
+    cur = await conn.execute(
+        "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
+        " view_position, patient_sex, age_band, study_date, window_center, window_width)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
+        (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id, *facts))
+    return await cur.fetchone() is not None
+
+
+async def other_with_study_uid(conn: Conn, study_instance_uid: str, study_id: str) -> Row | None:
+    """Another study (`other`) with this StudyInstanceUID (`shared`), if any."""
+    cur = await conn.execute(
+        "SELECT study_id AS other, study_instance_uid AS shared FROM studies"
+        " WHERE study_instance_uid = %s AND study_id <> %s LIMIT 1", (study_instance_uid, study_id))
+    return await cur.fetchone()
+
+
+async def other_with_sop_uids(conn: Conn, sop_instance_uids: list[str], study_id: str) -> Row | None:
+    """Another study (`other`) holding one of these SOP Instance UIDs (`shared`), if any."""
+    cur = await conn.execute(
+        "SELECT study_id AS other, sop_instance_uid AS shared FROM study_objects"
+        " WHERE sop_instance_uid = ANY(%s) AND study_id <> %s LIMIT 1", (sop_instance_uids, study_id))
+    return await cur.fetchone()
+
+
+async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
+            " instance_number, modality, object_key, sha256, pixel_spacing) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT DO NOTHING",
+            [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
+              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None)
+             for o in objects])
+
+
+# --- the suggestion (labels-suggested) ----------------------------------------------------------
+
+def dump(items: Sequence[BaseModel]) -> str:
+    """A list of models as the JSON a jsonb column keeps."""
+    return json.dumps([i.model_dump(mode="json") for i in items])
+
+
+async def save_suggestion(conn: Conn, e: LabelsSuggested) -> None:
+    """Keep (or replace) the suggestion a reader will see."""
+    await conn.execute(
+        "INSERT INTO suggestions (study_id, taxonomy_version, labels, unmapped, extraction, mapping)"
+        " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO UPDATE SET labels = EXCLUDED.labels,"
+        " unmapped = EXCLUDED.unmapped, taxonomy_version = EXCLUDED.taxonomy_version",
+        (e.study_id, e.taxonomy_version, dump(e.labels), dump(e.unmapped_findings),
+         e.extraction.model_dump_json(), e.mapping.model_dump_json()))
