@@ -186,7 +186,8 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
     return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds)), removed
 
 
-FACTS = ("view_position", "patient_sex", "age_band", "study_date", "window_center", "window_width")
+FACTS = ("view_position", "patient_sex", "age_band", "study_date", "window_center", "window_width",
+         "photometric_interpretation")
 
 
 def _age_band(age: str) -> str | None:
@@ -202,7 +203,8 @@ def _age_band(age: str) -> str | None:
 def study_facts(ds: pydicom.Dataset) -> dict:
     """What the reader is shown beside the image, from the (de-identified) header: the view
     (PA/AP/LL...), sex, an age band, the study date, and the file's own VOI window (the page
-    places its window presets relative to it). A value that is absent or malformed is None."""
+    places its window presets relative to it, mirrored for MONOCHROME1). A value that is absent or
+    malformed is None."""
     def text(kw: str) -> str | None:
         value = str(ds.get(kw, "") or "").strip().upper()
         return value or None
@@ -224,7 +226,8 @@ def study_facts(ds: pydicom.Dataset) -> dict:
     sex = text("PatientSex")
     return {"view_position": text("ViewPosition"), "patient_sex": sex if sex in ("F", "M", "O") else None,
             "age_band": _age_band(str(ds.get("PatientAge", "") or "")), "study_date": study_date,
-            "window_center": center, "window_width": width}
+            "window_center": center, "window_width": width,
+            "photometric_interpretation": text("PhotometricInterpretation")}
 
 
 def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> None:

@@ -6,10 +6,12 @@ through the browser's accessibility tree."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from radcurate.client import Gateway
@@ -22,12 +24,12 @@ REPORT = ("EXAMINATION: CHEST PA AND LATERAL\nINDICATION: Cough and fever for th
           "FINDINGS:\nRight lower lobe consolidation. Small right pleural effusion.\n\nIMPRESSION:\nPneumonia.")
 
 
-async def _reader_with_work(stack, tmp_path, prefix: str) -> tuple[str, Gateway]:
+async def _reader_with_work(stack, tmp_path, prefix: str, make=dicom_bytes) -> tuple[str, Gateway]:
     """Three fresh studies and a fresh panel of three; the first reader's token once two reads wait."""
     admin = Gateway(stack["gateway_url"], stack["admin_token"])
     for i in range(3):
         sid = f"{prefix}-{i}"
-        assert (await ingest_http(stack, sid, dicom_bytes(tmp_path, sid, seed=i), REPORT)).status_code == 201
+        assert (await ingest_http(stack, sid, make(tmp_path, sid, seed=i), REPORT)).status_code == 201
     readers = [f"{prefix.lower()}-{k}" for k in (1, 2, 3)]
     tokens = {r: await admin.create_user(r, "reviewer") for r in readers}
 
@@ -44,6 +46,19 @@ async def _reader_with_work(stack, tmp_path, prefix: str) -> tuple[str, Gateway]
 
     await eventually(has_work, f"assignments for {readers[0]}")
     return tokens[readers[0]], admin
+
+
+def _monochrome1_bytes(tmp_path, study_id: str, seed: int) -> bytes:
+    """The same radiograph stored as MONOCHROME1 (as many CR systems write it): values inverted,
+    the lowest white, the file's window mirrored with them."""
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(tmp_path, study_id, seed=seed)))
+    top = (1 << ds.BitsStored) - 1
+    ds.PixelData = (top - ds.pixel_array).astype(ds.pixel_array.dtype).tobytes()
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.WindowCenter = top - float(ds.WindowCenter)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 async def _sign_in(page, stack, token: str, grace_ms: int) -> None:
@@ -245,3 +260,22 @@ async def test_the_station_is_usable_by_keyboard_alone_with_named_controls_and_r
             " return [getComputedStyle(e).color, c]; }")
         assert _contrast(fg, bg) >= 4.5, (selector, fg, bg, _contrast(fg, bg))
     await admin.aclose()
+
+
+async def test_window_presets_mirror_for_a_monochrome1_radiograph(stack, browser, tmp_path):
+    """In MONOCHROME1 the lowest value is white, so lung is high in the file's units: the lung
+    preset must sit above the file's window centre, not below it (a bone window otherwise)."""
+    token, _ = await _reader_with_work(stack, tmp_path, "MONO1", make=_monochrome1_bytes)
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    await _sign_in(page, stack, token, 10_000)
+    study = await _title(page)
+    [(photometric, center, width)] = query(
+        stack, "gateway", "SELECT photometric_interpretation, window_center, window_width FROM studies"
+        " WHERE study_id = %s", (study,))
+    assert photometric == "MONOCHROME1"
+    await page.locator("#stage").focus()
+    await page.keyboard.press("l")
+    lung = round(center + 0.12 * width)
+    await wait_for_js(page, f"window.__rc.window && Math.round(window.__rc.window.center) === {lung}")
+    await page.keyboard.press("b")
+    await wait_for_js(page, f"Math.round(window.__rc.window.center) === {round(center - 0.3 * width)}")

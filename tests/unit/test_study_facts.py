@@ -23,9 +23,10 @@ def test_facts_come_from_the_header_and_malformed_values_are_unknown():
     ds = pydicom.Dataset()
     ds.ViewPosition, ds.PatientSex, ds.PatientAge, ds.StudyDate = "AP ", "F", "071Y", "20190230"
     ds.WindowCenter, ds.WindowWidth = ["1700", "1500"], ["3200", "3000"]
+    ds.PhotometricInterpretation = "MONOCHROME1"
     facts = study_facts(ds)
     assert facts == {"view_position": "AP", "patient_sex": "F", "age_band": "70-79", "study_date": None,
-                     "window_center": 1700.0, "window_width": 3200.0}
+                     "window_center": 1700.0, "window_width": 3200.0, "photometric_interpretation": "MONOCHROME1"}
     ds.StudyDate, ds.PatientSex, ds.WindowWidth = "20190228", "X", "0"
     facts = study_facts(ds)
     assert facts["study_date"] == datetime.date(2019, 2, 28) and facts["patient_sex"] is None

@@ -14,7 +14,8 @@ from services.gateway.repo.conn import Conn, Row
 OBJECT_VIEWS = ("(SELECT json_agg(json_build_object('series_description', o.series_description)"
                 " ORDER BY o.series_instance_uid, o.instance_number) FROM study_objects o"
                 " WHERE o.study_id = s.study_id) AS object_views")
-FACT_COLUMNS = "s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width"
+FACT_COLUMNS = ("s.view_position, s.patient_sex, s.age_band, s.study_date, s.window_center, s.window_width,"
+                " s.photometric_interpretation")
 
 
 async def exists(conn: Conn, study_id: str) -> bool:
@@ -69,8 +70,8 @@ async def insert(conn: Conn, study_id: str, patient_id: str, protocol: str, stud
     """Insert the study with its facts (in FACT_COLUMNS' order); False when the study id is already in."""
     cur = await conn.execute(
         "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
-        " view_position, patient_sex, age_band, study_date, window_center, window_width)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
+        " view_position, patient_sex, age_band, study_date, window_center, window_width, photometric_interpretation)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
         (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id, *facts))
     return await cur.fetchone() is not None
 

@@ -80,7 +80,8 @@ async function show(item, { keep = false } = {}) {
   if (lumbar) { renderGrading(item.a); renderContext(item.a); item.nav.renderTabs(); } else renderStudy(item.a);
   state.opened = performance.now();
   const f = item.a.facts || {};
-  const voi = { center: f.window_center, width: f.window_width };
+  const voi = { center: f.window_center, width: f.window_width,
+                monochrome1: f.photometric_interpretation === "MONOCHROME1" };
   const [front, side] = two ? item.a.views : [];
   await Promise.all([
     viewer.show(item.url, lumbar ? null : { path: front?.image_url ?? item.a.image_url, url: item.url, voi }),

@@ -8,11 +8,13 @@ import { imageUrl } from "./api.js";
 
 
 // Chest radiographs have no Hounsfield units: the presets are placed relative to the file's own
-// VOI window (centre c, width w). MONOCHROME2: lung is dark (low values), mediastinum and bone bright.
+// VOI window (centre c, width w). MONOCHROME2: lung is dark (low values), mediastinum and bone
+// bright. MONOCHROME1 (common for CR) stores the opposite — the lowest value is white, the gateway
+// inverts it for display — so lung is HIGH in the file's units and every offset mirrors (s = -1).
 export const PRESETS = {
-  lung: { name: "Lung", key: "L", at: (c, w) => ({ center: c - 0.12 * w, width: 0.7 * w }) },
-  mediastinum: { name: "Mediastinum", key: "M", at: (c, w) => ({ center: c + 0.18 * w, width: 0.55 * w }) },
-  bone: { name: "Bone", key: "B", at: (c, w) => ({ center: c + 0.3 * w, width: 0.45 * w }) },
+  lung: { name: "Lung", key: "L", at: (c, w, s = 1) => ({ center: c - s * 0.12 * w, width: 0.7 * w }) },
+  mediastinum: { name: "Mediastinum", key: "M", at: (c, w, s = 1) => ({ center: c + s * 0.18 * w, width: 0.55 * w }) },
+  bone: { name: "Bone", key: "B", at: (c, w, s = 1) => ({ center: c + s * 0.3 * w, width: 0.45 * w }) },
 };
 
 export class Viewer {
@@ -72,7 +74,8 @@ export class Viewer {
     const p = PRESETS[id];
     if (!p || !this.source) return false;
     this.preset = id;
-    this.#render(p.at(this.source.voi.center, this.source.voi.width));
+    const { center, width, monochrome1 } = this.source.voi;
+    this.#render(p.at(center, width, monochrome1 ? -1 : 1));
     return true;
   }
 

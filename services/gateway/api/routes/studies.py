@@ -94,6 +94,8 @@ class StudyFacts(BaseModel):
     indication: str | None = None
     window_center: float | None = None
     window_width: float | None = None
+    photometric_interpretation: str | None = Field(None, description="MONOCHROME1: the lowest value is white"
+                                                   " (the presets mirror); MONOCHROME2; or a colour model.")
 
 
 # "INDICATION: ...", "CLINICAL HISTORY: ...", "REASON FOR EXAM: ..." up to the line's end or the next
@@ -112,7 +114,7 @@ def facts_of(row: dict) -> StudyFacts:
     """The study's facts from a row holding FACT_COLUMNS and report_text."""
     return StudyFacts(indication=indication_of(row.get("report_text") or ""),
                       **{k: row.get(k) for k in ("view_position", "patient_sex", "age_band", "study_date",
-                                                 "window_center", "window_width")})
+                                                 "window_center", "window_width", "photometric_interpretation")})
 
 
 def views_of(row: dict, image_url: str) -> list[HungView]:
