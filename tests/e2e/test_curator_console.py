@@ -9,8 +9,7 @@ import pytest
 
 from radcurate.client import Gateway
 from tests.e2e.conftest import eventually, query, scalar
-from tests.e2e.test_bad_input import ingest_http
-from tests.support.factories import dicom_bytes
+from tests.e2e.test_two_view_study import ingest_two_views
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 READERS = ("cc-1", "cc-2", "cc-3")
@@ -41,8 +40,8 @@ async def _create_reader(page, user_id: str) -> str:
 async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, tmp_path):
     admin = Gateway(stack["gateway_url"], stack["admin_token"])
     curator_token = await admin.create_user("cc-curator", "curator")
-    for i in range(2):
-        await ingest_http(stack, f"CONSOLE-{i}", dicom_bytes(tmp_path, f"CONSOLE-{i}", seed=10 + i))
+    for i in range(2):  # frontal + lateral studies: the adjudication view shows both
+        assert (await ingest_two_views(stack, tmp_path, f"CONSOLE-{i}", seed=10 + i)).status_code == 201
     await eventually(lambda: _pool_labelled(admin), "suggestions for the console's studies")
     page = await _console(browser, stack, curator_token, tmp_path)
 
@@ -85,7 +84,9 @@ async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, 
     await page.get_by_role("tab", name="Adjudication").click()
     await page.get_by_role("button", name=f"{disputed} · 3 reads").click()
     await page.locator("#adj-reads tr", has_text="cc-2").wait_for()
-    assert await page.evaluate("document.getElementById('adj-image').naturalWidth") > 0
+    for image in ("adj-image", "adj-image-lateral"):
+        await page.locator(f"#{image}").wait_for(state="visible")
+        assert await page.evaluate(f"document.getElementById('{image}').naturalWidth") > 0, image
     await page.get_by_label("Note (why)").fill("the readers missed the stated consolidation")
     await page.get_by_role("button", name="Record ruling").click()
     await page.locator("#console-status", has_text=f"Ruling on {disputed} recorded").wait_for()

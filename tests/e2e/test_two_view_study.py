@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 REPORT = "EXAMINATION: CHEST PA AND LATERAL\nFINDINGS:\nCardiomegaly. No pleural effusion.\n\nIMPRESSION:\nCardiomegaly."
 
 
-async def _ingest_two_views(stack, tmp_path: Path, study_id: str, seed: int) -> httpx.Response:
+async def ingest_two_views(stack, tmp_path: Path, study_id: str, seed: int) -> httpx.Response:
     files = []
     for name, view in (("lateral.dcm", "LL"), ("frontal.dcm", "PA")):  # stored order must not matter
         path = tmp_path / f"{study_id}-{name}"
@@ -44,7 +44,7 @@ async def test_a_frontal_and_lateral_study_is_shown_side_by_side_each_with_its_o
     admin = Gateway(stack["gateway_url"], stack["admin_token"])
     studies = [f"TWOVIEW-{i}" for i in range(2)]
     for i, sid in enumerate(studies):
-        resp = await _ingest_two_views(stack, tmp_path, sid, seed=40 + i)
+        resp = await ingest_two_views(stack, tmp_path, sid, seed=40 + i)
         assert resp.status_code == 201, resp.text
         assert len(resp.json()["objects"]) == 2
     readers = [f"twoview-{k}" for k in (1, 2, 3)]

@@ -187,7 +187,15 @@ async function openStudy(studyId) {
   const candidates = [...new Set([...suggested, ...reads.flatMap((v) => v.added_labels)])].sort();
   $("adj-labels").replaceChildren(...candidates.map((id) => el("label", {}, [
     el("input", { type: "checkbox", value: id, checked: suggested.includes(id) }), ` ${id.replaceAll("_", " ")}`])));
-  $("adj-image").src = await imageUrl(study.image_url);
+  // A frontal + lateral study shows both views, hung as the reader saw them (frontal first).
+  const [front, side] = study.views?.length === 2
+    ? await Promise.all(study.views.map((v) => imageUrl(v.image_url))) : [await imageUrl(study.image_url)];
+  for (const id of ["adj-image", "adj-image-lateral"]) {
+    if ($(id).src.startsWith("blob:")) URL.revokeObjectURL($(id).src);
+  }
+  $("adj-image").src = front;
+  $("adj-image-lateral").hidden = !side;
+  if (side) $("adj-image-lateral").src = side; else $("adj-image-lateral").removeAttribute("src");
   $("adjudication-detail").hidden = false;
 }
 
