@@ -511,15 +511,21 @@ class StudyAdjudicated(Event):
     cells: list[CellConsensus] = Field(default_factory=list)  # a grid protocol's cells after the ruling
 
 
+# agreement: the agreement / AI-vs-expert report; release-preview: the dataset card a release
+# with `plan` would carry if requested now (counts and prevalence only; nothing is written).
+ReportKind = Literal["agreement", "release-preview"]
+
+
 class ReportRequested(Event):
-    """Command (curator): compute the agreement / AI-vs-expert report. `study_id` is the report id."""
+    """Command (curator): compute a report from consensus's tables. `study_id` is the report id."""
 
     topic: ClassVar[Topic] = Topic.REPORT_REQUESTED
     event_type: Literal["ReportRequested"] = "ReportRequested"
     schema_version: int = 2
     report_id: str
     protocol: ProtocolName
-    kind: Literal["agreement"] = "agreement"
+    kind: ReportKind = "agreement"
+    plan: SelectionPlan | None = None  # release-preview: the plan to try
 
 
 class ReportReady(Event):
@@ -530,7 +536,7 @@ class ReportReady(Event):
     schema_version: int = 2
     report_id: str
     protocol: ProtocolName
-    kind: Literal["agreement"] = "agreement"
+    kind: ReportKind = "agreement"
     report: dict[str, Any]
 
 

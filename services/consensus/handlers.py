@@ -5,6 +5,7 @@ evaluation-requested → evaluation-completed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from services.common.contracts import (
     ReportRequested,
     ReviewAssigned,
     ReviewReoffered,
+    SelectionPlan,
     SelectionRequested,
     StudyAdjudicated,
     Topic,
@@ -129,13 +131,35 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         )]
 
     async def on_report_requested(conn: psycopg.AsyncConnection, cmd: ReportRequested, _: Any) -> list[ReportReady]:
-        """Compute the agreement / AI-vs-expert report from this service's own tables."""
+        """Compute the agreement / AI-vs-expert report, or a release preview, from this service's own tables."""
         protocol, rule = protocol_and_rule(cmd.protocol)
-        report = await protocol_agreement(conn, protocol)
-        report["open_flags"] = await repo.open_flags(conn)
-        report["rule"] = rule.describe()
+        if cmd.kind == "release-preview":
+            report = await release_preview(conn, cmd, protocol, rule)
+        else:
+            report = await protocol_agreement(conn, protocol)
+            report["open_flags"] = await repo.open_flags(conn)
+            report["rule"] = rule.describe()
         return [ReportReady(study_id=cmd.report_id, correlation_id=cmd.correlation_id, report_id=cmd.report_id,
-                            protocol=cmd.protocol, report=report)]
+                            protocol=cmd.protocol, kind=cmd.kind, report=report)]
+
+    async def release_preview(conn: psycopg.AsyncConnection, cmd: ReportRequested, protocol: CurationProtocol,
+                              rule: RuleConfig) -> dict:
+        """The dataset card a release with `cmd.plan` would carry if requested now: the same
+        selection and split as a release (same code, same seed), nothing written. Counts and
+        per-split prevalence only, as in the published card; never which study is where."""
+        rows = await repo.accepted_studies(conn, cmd.protocol)
+        if len(rows) < 2:
+            return {"error": f"{len(rows)} accepted studies, need at least 2 to release"}
+        agreement = await protocol_agreement(conn, protocol)
+        funnel = await repo.funnel_counts(conn, cmd.protocol)
+        try:
+            composed = await asyncio.to_thread(protocol.compose_release, cmd.report_id, rows,
+                                               cmd.plan or SelectionPlan(), funnel, rule, agreement)
+        except ValueError as exc:  # a plan the accepted studies cannot satisfy: the curator reads why
+            return {"error": str(exc)}
+        card = next(json.loads(body) for (kind, key), body in composed.files.files.items()
+                    if kind == "public" and key.endswith("/dataset_card.json"))
+        return {"card": {k: v for k, v in card.items() if k != "release_id"}}
 
     async def fetch_submission(cmd: EvaluationRequested) -> str | None:
         """The submitted file from the object store, read before the transaction opens."""

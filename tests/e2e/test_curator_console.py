@@ -4,6 +4,8 @@ step is checked in what the services stored, not only on screen."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -107,8 +109,19 @@ async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, 
     await page.get_by_label("Release id").fill("console-r1")
     await page.get_by_label("Benchmark size").fill("2")
     await page.locator("#rel-min").fill("0")
+    # First a preview: what the plan would release, computed by consensus, nothing written.
+    releases_before = scalar(stack, "gateway", "SELECT count(*) FROM releases")
+    await page.get_by_role("button", name="Preview").click()
+    heading = await page.locator("#release-preview h3").inner_text()
+    public, holdout = (int(n) for n in re.findall(r"\d+", heading))
+    assert public + holdout == 2, heading
+    await page.locator("#preview-prevalence tr", has_text="pleural effusion").wait_for()
+    assert scalar(stack, "gateway", "SELECT count(*) FROM releases") == releases_before
     await page.get_by_role("button", name="Release", exact=True).click()
     await eventually(lambda: _released(stack, "console-r1"), "the release", 60)
+    # the release holds what the preview said (same selection and split, same seed)
+    assert query(stack, "gateway", "SELECT released_count, holdout_count FROM releases WHERE release_id = 'console-r1'"
+                 ) == [(public, holdout)]
     await page.get_by_role("tab", name="Progress").click()
     await page.get_by_role("tab", name="Releases").click()
     await page.get_by_role("button", name="Files of console-r1").click()
@@ -133,7 +146,16 @@ async def test_the_console_refuses_a_reviewer_and_the_api_refuses_what_the_page_
     assert await page.locator("#console").is_hidden()
     async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
         resp = await client.get("/api/v1/releases", headers={"Authorization": f"Bearer {reviewer}"})
-    assert resp.status_code == 403
+        assert resp.status_code == 403
+        preview = await client.post("/api/v1/releases/preview", json={}, headers={"Authorization": f"Bearer {reviewer}"})
+        assert preview.status_code == 403
+        # a preview is checked like a release: a plan naming an unknown label is refused, nothing asked
+        curator = {"Authorization": f"Bearer {stack['admin_token']}"}
+        reports_before = scalar(stack, "gateway", "SELECT count(*) FROM reports")
+        bad = await client.post("/api/v1/releases/preview", headers=curator,
+                                json={"plan": {"label_bounds": {"not_a_label": {"min": 1}}}})
+        assert bad.status_code == 422 and "not_a_label" in bad.json()["detail"], bad.text
+        assert scalar(stack, "gateway", "SELECT count(*) FROM reports") == reports_before
     await admin.aclose()
 
 

@@ -8,9 +8,11 @@ from typing import Any
 from services.gateway.repo.conn import Conn, Row
 
 
-async def insert_agreement(conn: Conn, report_id: str, protocol: str, requested_by: str) -> None:
-    await conn.execute("INSERT INTO reports (report_id, kind, protocol, requested_by) VALUES (%s,'agreement',%s,%s)",
-                       (report_id, protocol, requested_by))
+async def insert_agreement(conn: Conn, report_id: str, protocol: str, requested_by: str,
+                           kind: str = "agreement") -> None:
+    """A report requested from consensus (`kind`: agreement, or release-preview)."""
+    await conn.execute("INSERT INTO reports (report_id, kind, protocol, requested_by) VALUES (%s,%s,%s,%s)",
+                       (report_id, kind, protocol, requested_by))
 
 
 async def get(conn: Conn, report_id: str) -> Row | None:

@@ -222,10 +222,42 @@ async function loadReleases() {
   }));
 }
 
+function releasePlan() {
+  return { target_size: +$("rel-size").value, holdout_fraction: +$("rel-holdout").value,
+           min_per_label: +$("rel-min").value, seed: +$("rel-seed").value };
+}
+
+// What this plan would release now: the dataset card consensus computes with the release's own
+// selection and split (same seed, same code), nothing written — counts, patients, per-split
+// prevalence and unmet quotas, read before committing to an immutable release.
+async function previewRelease() {
+  if (!$("release-form").reportValidity()) return;
+  say("Computing the preview…");
+  let p = await call("POST", "/api/v1/releases/preview", { plan: releasePlan(), protocol: protocol() });
+  for (let i = 0; p.status === "pending" && i < 20; i++) p = await call("GET", p.href);
+  const box = $("release-preview");
+  box.hidden = false;
+  if (p.status === "pending") { box.replaceChildren("Still computing: try Preview again."); return; }
+  if (!p.card) { box.replaceChildren(el("p", { className: "error", textContent: `Not releasable as planned: ${p.error}` })); return; }
+  const c = p.card;
+  const parts = [el("h3", { textContent: `Preview: ${c.counts.released} public + ${c.counts.holdout} holdout studies` }),
+    el("p", { textContent: `Patients: ${c.counts.patients.released} public, ${c.counts.patients.holdout} holdout.` })];
+  const prevalence = c.prevalence ?? c.grade_prevalence;
+  if (prevalence?.released) {
+    const flat = (side) => Object.fromEntries(Object.entries(prevalence[side]).flatMap(([k, v]) =>
+      typeof v === "object" && v ? Object.entries(v).map(([g, n]) => [`${k} ${g}`, n]) : [[k, v]]));
+    const [pub, hold] = [flat("released"), flat("holdout")];
+    parts.push(table.of(["label", "public", "holdout"], Object.keys(pub).map((k) => [k.replaceAll("_", " "), pub[k], hold[k] ?? 0])));
+    parts.at(-1).id = "preview-prevalence";
+  }
+  parts.push(el("p", { textContent: c.unmet_quotas?.length ? `Unmet: ${c.unmet_quotas.join("; ")}` : "Every quota of the plan is met." }));
+  box.replaceChildren(...parts);
+  say("Preview ready: nothing was released.");
+}
+
 async function release(e) {
   e.preventDefault();
-  const plan = { target_size: +$("rel-size").value, holdout_fraction: +$("rel-holdout").value,
-                 min_per_label: +$("rel-min").value, seed: +$("rel-seed").value };
+  const plan = releasePlan();
   const body = { plan, protocol: protocol(), ...($("rel-id").value.trim() ? { release_id: $("rel-id").value.trim() } : {}) };
   const r = await call("POST", "/api/v1/releases", body);
   say(`Release ${r.release_id} requested.`);
@@ -258,7 +290,8 @@ function signOut(message = "") {
   token.clear();
   Object.assign(state, { me: null, study: null });
   $("token").value = "";
-  for (const id of ["agreement-body", "release-files", "run-detail"]) $(id).replaceChildren();
+  for (const id of ["agreement-body", "release-files", "run-detail", "release-preview"]) $(id).replaceChildren();
+  $("release-preview").hidden = true;
   $("issued-token").textContent = "";
   $("issued").hidden = true;
   $("console").hidden = true;
@@ -281,6 +314,7 @@ function init() {
   $("compute-agreement").addEventListener("click", () => guarded(computeAgreement));
   $("adj-form").addEventListener("submit", (e) => guarded(() => recordRuling(e)));
   $("release-form").addEventListener("submit", (e) => guarded(() => release(e)));
+  $("rel-preview").addEventListener("click", () => guarded(previewRelease));
   if (token.get()) start(); else $("token").focus();
 }
 

@@ -46,6 +46,16 @@ class ReleaseRequest(RequestBody):
     protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
 
 
+def check_plan_labels(protocol: str, plan: SelectionPlan) -> None:
+    """422 when the plan's per-label bounds name labels outside the protocol's benchmark labels."""
+    known = protocols.get(protocol).benchmark_labels()
+    if known is not None:  # e.g. lumbar's are cell:grade pairs: the selection names any it cannot find
+        unknown = sorted(set(plan.label_bounds) - set(known))
+        if unknown:
+            raise Problem(422, f"plan.label_bounds names labels outside the {protocol} taxonomy:"
+                               f" {', '.join(unknown)}")
+
+
 async def _panel(conn, requested: list[str] | None) -> list[str]:
     reviewers = await users.active_ids(conn, Role.REVIEWER.value)
     if requested is None:
@@ -83,12 +93,7 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
 async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
     """Ask consensus to select the benchmark from accepted studies and release it."""
     release_id = body.release_id or f"release-{uuid.uuid4().hex[:8]}"
-    known = protocols.get(body.protocol).benchmark_labels()
-    if known is not None:  # e.g. lumbar's are cell:grade pairs: the selection names any it cannot find
-        unknown = sorted(set(body.plan.label_bounds) - set(known))
-        if unknown:
-            raise Problem(422, f"plan.label_bounds names labels outside the {body.protocol} taxonomy:"
-                               f" {', '.join(unknown)}")
+    check_plan_labels(body.protocol, body.plan)
     async with unit_of_work(res.pool) as conn:
         if await releases.exists(conn, release_id):
             raise Problem(409, f"release {release_id!r} already exists; releases are immutable")

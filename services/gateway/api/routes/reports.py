@@ -1,4 +1,5 @@
-"""Curator views computed by consensus: the agreement / AI-vs-expert report, and adjudication.
+"""Curator views computed by consensus: the agreement / AI-vs-expert report, a release preview,
+and adjudication.
 
 The figures live in the consensus schema, which the gateway never reads: a request becomes a
 `report-requested` command and the answer arrives as `report-ready`. The endpoint waits a few
@@ -17,10 +18,11 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import Field
 
 from services.common import outbox, protocols
-from services.common.contracts import AdjudicationRequested, CellGrade, ProtocolName, ReportRequested
+from services.common.contracts import AdjudicationRequested, CellGrade, ProtocolName, ReportRequested, SelectionPlan
 from services.common.db import unit_of_work
 from services.common.protocols import DEFAULT_PROTOCOL, JudgementRejected
 from services.gateway.api.models import RequestBody
+from services.gateway.api.routes.admin import check_plan_labels
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
@@ -51,11 +53,16 @@ async def wait_for_row(res, read: Callable[[Conn], Awaitable[Row | None]], done,
         await asyncio.sleep(0.2)
 
 
+class ReleasePreviewIn(RequestBody):
+    plan: SelectionPlan = SelectionPlan()
+    protocol: ProtocolName = Field(DEFAULT_PROTOCOL, description="A registered protocol's name.")
+
+
 def _report_view(row: dict, response: Response) -> dict:
     if row["status"] != "ready":
         response.status_code = status.HTTP_202_ACCEPTED
         return {"report_id": row["report_id"], "status": "pending",
-                "href": f"/api/v1/reports/agreement/{row['report_id']}"}
+                "href": f"/api/v1/reports/{row['kind']}/{row['report_id']}"}
     return {"report_id": row["report_id"], "status": "ready", "protocol": row["protocol"],
             "ready_at": row["ready_at"].isoformat(), **row["body"]}
 
@@ -76,10 +83,41 @@ async def agreement_report(user: Curator, res: Res, response: Response, protocol
 
 @router.get("/reports/agreement/{report_id}", responses={202: {"description": "Still computing."}})
 async def get_agreement_report(report_id: str, _: Curator, res: Res, response: Response) -> dict:
+    return await _stored_report(res, "agreement", report_id, response)
+
+
+@router.post("/releases/preview", responses={202: {"description": "Still computing; poll `href`."}})
+async def preview_release(body: ReleasePreviewIn, user: Curator, res: Res, response: Response,
+                          wait: Annotated[float, Query(ge=0, le=60)] = 15) -> dict:
+    """What a release with this plan would hold if requested now — the dataset card it would
+    carry (counts, per-split prevalence, composition, unmet quotas) — computed by consensus with
+    the release's own selection and split; nothing is released or written. An unsatisfiable plan
+    or too few accepted studies come back as `card: null` with `error`."""
+    check_plan_labels(body.protocol, body.plan)
+    report_id = f"preview-{uuid.uuid4().hex[:12]}"
+    async with unit_of_work(res.pool) as conn:
+        await reports.insert_agreement(conn, report_id, body.protocol, user.user_id, kind="release-preview")
+        await outbox.record(conn, [ReportRequested(study_id=report_id, report_id=report_id, protocol=body.protocol,
+                                                   kind="release-preview", plan=body.plan)])
+    res.relay.notify()
+    row = await wait_for_row(res, lambda conn: reports.get(conn, report_id), lambda r: r["status"] == "ready", wait)
+    return _preview_view(_report_view(row, response))
+
+
+@router.get("/reports/release-preview/{report_id}", responses={202: {"description": "Still computing."}})
+async def get_release_preview(report_id: str, _: Curator, res: Res, response: Response) -> dict:
+    return _preview_view(await _stored_report(res, "release-preview", report_id, response))
+
+
+def _preview_view(view: dict) -> dict:
+    return view if view["status"] != "ready" else {"card": None, "error": None, **view}
+
+
+async def _stored_report(res, kind: str, report_id: str, response: Response) -> dict:
     async with res.pool.connection() as conn:
         row = await reports.get(conn, report_id)
-    if row is None:
-        raise Problem(404, f"no report {report_id!r}")
+    if row is None or row["kind"] != kind:
+        raise Problem(404, f"no {kind} report {report_id!r}")
     return _report_view(row, response)
 
 
