@@ -8,6 +8,7 @@ breaking readers that still see old messages on the topic.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -128,6 +129,40 @@ class DicomObject(BaseModel):
     pixel_spacing: tuple[float, float] | None = None
 
 
+class ObjectsManifest(BaseModel):
+    """A study's DICOM instance list, as events carry it (schema 3): by reference. The list itself
+    is a JSON object in the objects bucket (`services.common.manifests`), written before the event
+    is recorded, so an event's size does not grow with the study (a lumbar MRI of 2,400 instances
+    would be ~1 MB inline, over the broker's limit); `count` says how many instances it lists.
+
+    Events written before schema 3 carried the list itself: the upcaster moves it into `inline`
+    (no key, no sha256), and readers get it from there without a fetch. New events never do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = ""  # manifests/<study_id>/<sha256>.json in the objects bucket
+    sha256: str = ""  # of the object's bytes: a reader verifies it before trusting the list
+    count: int = Field(0, ge=0)
+    inline: list[DicomObject] = Field(default_factory=list)  # only in upcast schema-2 events
+
+    @property
+    def by_reference(self) -> bool:
+        return bool(self.key)
+
+    @model_validator(mode="after")
+    def _by_key_or_inline(self) -> ObjectsManifest:
+        if self.key:
+            if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ValueError("a manifest referenced by key carries the sha256 (64 hex digits) of its bytes")
+            if self.inline:
+                raise ValueError("a manifest is referenced by key or carried inline, not both")
+        elif self.sha256:
+            raise ValueError("a manifest's sha256 comes with its key")
+        elif self.count != len(self.inline):
+            raise ValueError(f"an inline manifest of {len(self.inline)} objects says count {self.count}")
+        return self
+
+
 class Finding(BaseModel):
     """An abnormal finding read from a report."""
 
@@ -173,29 +208,29 @@ class ModelProvenance(BaseModel):
 class ReportIngested(Event):
     topic: ClassVar[Topic] = Topic.REPORT_INGESTED
     event_type: Literal["ReportIngested"] = "ReportIngested"
-    schema_version: int = 2
+    schema_version: int = 3
     protocol: ProtocolName
     patient_id: str
     study_instance_uid: str
     report_text: str
-    objects: list[DicomObject]
+    objects_manifest: ObjectsManifest
 
 
 class FindingsExtracted(Event):
     topic: ClassVar[Topic] = Topic.FINDINGS_EXTRACTED
     event_type: Literal["FindingsExtracted"] = "FindingsExtracted"
-    schema_version: int = 2
+    schema_version: int = 3
     protocol: ProtocolName
     patient_id: str
     findings: list[Finding]
     provenance: ModelProvenance
-    objects: list[DicomObject] = Field(default_factory=list)
+    objects_manifest: ObjectsManifest = Field(default_factory=ObjectsManifest)
 
 
 class LabelsSuggested(Event):
     topic: ClassVar[Topic] = Topic.LABELS_SUGGESTED
     event_type: Literal["LabelsSuggested"] = "LabelsSuggested"
-    schema_version: int = 2
+    schema_version: int = 3
     protocol: ProtocolName
     patient_id: str
     taxonomy_version: str
@@ -203,7 +238,7 @@ class LabelsSuggested(Event):
     unmapped_findings: list[Finding] = Field(default_factory=list)
     extraction: ModelProvenance
     mapping: ModelProvenance
-    objects: list[DicomObject] = Field(default_factory=list)
+    objects_manifest: ObjectsManifest = Field(default_factory=ObjectsManifest)
 
 
 class SamplingPlan(BaseModel):
@@ -240,7 +275,7 @@ class SamplingRequested(Event):
 class ReviewAssigned(Event):
     topic: ClassVar[Topic] = Topic.REVIEW_ASSIGNED
     event_type: Literal["ReviewAssigned"] = "ReviewAssigned"
-    schema_version: int = 2
+    schema_version: int = 3
     protocol: ProtocolName
     run_id: str
     patient_id: str
@@ -252,7 +287,7 @@ class ReviewAssigned(Event):
     taxonomy_version: str
     extraction: ModelProvenance
     mapping: ModelProvenance
-    objects: list[DicomObject] = Field(default_factory=list)
+    objects_manifest: ObjectsManifest = Field(default_factory=ObjectsManifest)
 
 
 class CellPoint(BaseModel):
@@ -636,11 +671,24 @@ def _vote_judgement(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "judgement": legacy_judgement(raw["protocol"], flat)}
 
 
+def _objects_inline(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3: the instance list moved to the object store (`objects_manifest`, by key and
+    sha256). A schema-2 message carried the list itself; it reads as an inline manifest."""
+    raw = dict(raw)
+    objects = raw.pop("objects", None) or []
+    raw.setdefault("objects_manifest", {"count": len(objects), "inline": objects})
+    return {**raw, "schema_version": 3}
+
+
+# Events whose instance list left the event in schema 3.
+_WITH_OBJECTS = ("ReportIngested", "FindingsExtracted", "LabelsSuggested", "ReviewAssigned")
+
 # (event_type, schema_version) -> function turning that raw dict into the next version's dict.
 UPCASTERS: dict[tuple[str, int], Any] = {
     **{(name, 1): _protocol_was_cxr for name, cls in EVENT_TYPES.items()
        if "protocol" in cls.model_fields and name != "VoteCast"},
     ("VoteCast", 1): _vote_judgement,
+    **{(name, 2): _objects_inline for name in _WITH_OBJECTS},
 }
 
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import psycopg
 
-from services.common import metrics, protocols
+from services.common import manifests, metrics, protocols
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import (
     AdjudicationRequested,
     BenchmarkReleased,
     ConsensusReached,
+    DicomObject,
     EvaluationCompleted,
     EvaluationRequested,
     ReportReady,
@@ -78,9 +79,17 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         studies, votes = await repo.report_rows(conn, protocol.name)
         return await asyncio.to_thread(protocol.agreement_report, studies, votes)
 
-    async def on_review_assigned(conn: psycopg.AsyncConnection, event: ReviewAssigned, _: Any) -> list[ConsensusReached]:
-        """Remember who reads a study; votes that raced ahead of this event may now complete it."""
-        await repo.save_assignment(conn, event)
+    async def fetch_objects(event: ReviewAssigned) -> list[DicomObject]:
+        """Outside the transaction: the study's instance list from its manifest, checked against the
+        event's sha256 and count (a mismatch is a dead letter; the store being down, a pause)."""
+        return await manifests.aget_objects(res.store, res.settings.objects_bucket, event.study_id,
+                                            event.objects_manifest)
+
+    async def on_review_assigned(conn: psycopg.AsyncConnection, event: ReviewAssigned,
+                                 objects: list[DicomObject] | None) -> list[ConsensusReached]:
+        """Remember who reads a study and what it holds; votes that raced ahead may now complete it."""
+        await repo.save_assignment(conn, event, manifests.inline_objects(event.objects_manifest)
+                                   if objects is None else objects)
         return await decide_if_complete(conn, event.study_id)
 
     async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered,
@@ -228,7 +237,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         )]
 
     return {
-        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned),
+        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned, prepare=fetch_objects),
         Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
         Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested, prepare=publish_selection),

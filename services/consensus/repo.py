@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from services.common.contracts import AdjudicationRequested, ReviewAssigned, VoteCast, legacy_judgement
+from services.common.contracts import AdjudicationRequested, DicomObject, ReviewAssigned, VoteCast, legacy_judgement
 from services.common.protocols.kit.decision import Decision
 
 # A vote row's judgement: the stored one, or (rows from before judgements) the flat columns read
@@ -22,7 +22,8 @@ def _with_judgement(row: dict) -> dict:
     return {**row, **{k: v for k, v in judgement.items() if k != "protocol"}}
 
 
-async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned) -> None:
+async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned, objects: list[DicomObject]) -> None:
+    """The study's readers and suggestion, with its instance list (fetched from the event's manifest)."""
     await conn.execute(
         "INSERT INTO assignments (study_id, patient_id, protocol, run_id, readers, suggested, difficulty,"
         " taxonomy_version, extraction, mapping, objects) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -30,7 +31,7 @@ async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned) -> N
         (a.study_id, a.patient_id, a.protocol, a.run_id, json.dumps(a.readers),
          json.dumps([s.label_id for s in a.suggested]), a.difficulty, a.taxonomy_version,
          a.extraction.model_dump_json(), a.mapping.model_dump_json(),
-         json.dumps([o.model_dump(mode="json") for o in a.objects])),
+         json.dumps([o.model_dump(mode="json") for o in objects])),
     )
 
 

@@ -58,7 +58,8 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
         return [
             FindingsExtracted(
                 study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,
-                protocol=event.protocol, findings=findings, provenance=provenance, objects=event.objects,
+                protocol=event.protocol, findings=findings, provenance=provenance,
+                objects_manifest=event.objects_manifest,
             )
         ]
 

@@ -32,7 +32,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 
-from services.common import deid, outbox
+from services.common import deid, manifests, outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id
@@ -331,14 +331,17 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
         if await studies.exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)
-    # Objects first: a crash after this leaves unreferenced (content-addressed) objects, never a
-    # study row pointing at missing bytes.
+    # Objects first, then their manifest (the event carries its key, never the list: a study of
+    # thousands of instances would not fit in an event): a crash after this leaves unreferenced
+    # (content-addressed) objects, never a study row or an event pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
     objects = [p.obj for p in parsed]
+    manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
     # The study's facts are those of its frontal image (the one a chest reader judges first).
     facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
-                           study_instance_uid=parsed[0].study_instance_uid, report_text=report, objects=objects)
+                           study_instance_uid=parsed[0].study_instance_uid, report_text=report,
+                           objects_manifest=manifest)
     async with unit_of_work(pool) as conn:
         if not await studies.insert(conn, study_id, patient_id, protocol, event.study_instance_uid, report,
                                     event.correlation_id, [facts[k] for k in FACTS]):

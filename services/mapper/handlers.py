@@ -53,7 +53,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
             study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,
             protocol=event.protocol, taxonomy_version=protocol_of(event.protocol).taxonomy().version,
             labels=result.labels, unmapped_findings=result.unmapped, extraction=event.provenance,
-            mapping=mapper_for(event.protocol).provenance, objects=event.objects,
+            mapping=mapper_for(event.protocol).provenance, objects_manifest=event.objects_manifest,
         )
         await repo.save_suggestion(conn, suggestion, reasoning=result.reasoning)
         return [suggestion]

@@ -104,7 +104,7 @@ def _assigned(cmd: SamplingRequested, s: LabelsSuggested, sel: Any, readers: lis
         study_id=s.study_id, correlation_id=cmd.correlation_id, protocol=s.protocol, run_id=cmd.run_id,
         patient_id=s.patient_id, readers=readers, reason=sel.reason, difficulty=sel.difficulty.value,
         suggested=s.labels, unmapped_findings=s.unmapped_findings, taxonomy_version=s.taxonomy_version,
-        extraction=s.extraction, mapping=s.mapping, objects=s.objects,
+        extraction=s.extraction, mapping=s.mapping, objects_manifest=s.objects_manifest,
     )
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import psycopg
 
-from services.common.contracts import LabelsSuggested, SamplingRequested
+from services.common.contracts import LabelsSuggested, SamplingRequested, parse_event
 
 
 async def add_candidate(conn: psycopg.AsyncConnection, s: LabelsSuggested) -> None:
@@ -26,7 +26,9 @@ async def unsampled_pool(conn: psycopg.AsyncConnection, protocol: str) -> list[L
         " WHERE s.study_id IS NULL AND c.protocol = %s",
         (protocol,),
     )
-    return [LabelsSuggested.model_validate(r["suggestion"]) for r in await cur.fetchall()]
+    # Through the upcasters: a row stored from an older event (an inline instance list) still reads.
+    pool = [parse_event(r["suggestion"]) for r in await cur.fetchall()]
+    return [s for s in pool if isinstance(s, LabelsSuggested)]
 
 
 async def reader_load(conn: psycopg.AsyncConnection) -> Counter[str]:

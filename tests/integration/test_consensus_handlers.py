@@ -16,6 +16,7 @@ from services.common.contracts import (
     AdjudicationRequested,
     EvaluationRequested,
     ModelProvenance,
+    ObjectsManifest,
     Protocol,
     ReportRequested,
     ReviewAssigned,
@@ -228,7 +229,7 @@ async def test_a_lumbar_adjudication_grades_the_disputed_cell_beside_the_rules_d
     from services.common.contracts import DicomObject
     disputed = "spinal_canal_stenosis_l4_l5"
     obj = DicomObject(object_key="k", sha256="s", sop_instance_uid="1.9", series_instance_uid="1.2", instance_number=4)
-    await apply(db, handlers, assigned("L1").model_copy(update={"protocol": Protocol.LUMBAR, "objects": [obj],
+    await apply(db, handlers, assigned("L1").model_copy(update={"protocol": Protocol.LUMBAR, "objects_manifest": ObjectsManifest(count=1, inline=[obj]),
                                                                 "taxonomy_version": "lumbar-v1"}))
     reached = []
     for v in lumbar_votes("L1", disputed, ("Normal/Mild", "Moderate", "Severe")):

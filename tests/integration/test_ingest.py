@@ -10,7 +10,8 @@ import pytest
 
 import services
 from radcurate.bulk_ingest import ingest_dir
-from services.common import deid
+from services.common import deid, manifests
+from services.common.contracts import ObjectsManifest
 from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.ingest import IngestError, ingest_study
@@ -55,8 +56,11 @@ async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, stor
     assert counts(gateway_dsn) == (1, 1, 1)
     with psycopg.connect(gateway_dsn) as conn:
         topic, payload = conn.execute("SELECT topic, payload FROM outbox").fetchone()
-    assert topic == "report-ingested"
-    assert payload["objects"][0]["object_key"] == key and "PixelData" not in str(payload)
+    assert topic == "report-ingested" and "PixelData" not in str(payload)
+    # The instance list is in the object store (issue 11 item 1); the event carries its reference.
+    listed = manifests.get_objects(store, infra["buckets"]["objects"], "ING-1",
+                                   ObjectsManifest.model_validate(payload["objects_manifest"]))
+    assert [o.object_key for o in listed] == [key]
 
 
 @pytest.mark.parametrize(("name", "make", "message"), [

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from radcurate.label_file import label_file
 from services.common import metrics
 from services.common.consumer import PermanentError
-from services.common.contracts import FindingsExtracted, Protocol, ReportIngested
+from services.common.contracts import FindingsExtracted, ObjectsManifest, Protocol, ReportIngested
 from services.common.llm import LlmClient, LlmConfig, LlmUnavailable, MemoryLlmCache, PostgresLlmCache
 from services.common.taxonomy import load_taxonomy
 from services.extractor import handlers as extractor_handlers
@@ -289,7 +289,7 @@ async def test_the_handlers_use_the_llm_backends_and_record_provenance(server):
     handler = extractor_handlers.build_handlers(res)["report-ingested"]  # type: ignore[arg-type]
     res.extra["llm_client"].cache = MemoryLlmCache()  # no database in this test
     event = ReportIngested(study_id="s1", patient_id="p1", protocol=Protocol.CXR, study_instance_uid="1.2",
-                           report_text=REPORT, objects=[])
+                           report_text=REPORT, objects_manifest=ObjectsManifest())
     [extracted] = await handler.apply(RecordingConn(), event, await handler.prepare(event))
     assert extracted.provenance.model_dump() == {"backend": "llm", "model": "gpt-4o", "prompt_version": "extract-v1"}
 
@@ -355,7 +355,7 @@ async def extract_and_map_seeded(server: FakeOpenAI, dsn: str) -> None:
         handler = extractor_handlers.build_handlers(res)["report-ingested"]  # type: ignore[arg-type]
         res.extra["llm_client"].cache = MemoryLlmCache()
         event = ReportIngested(study_id="phi-1", patient_id="p1", protocol=Protocol.CXR, study_instance_uid="1.2",
-                               report_text=SEEDED_REPORT, objects=[])
+                               report_text=SEEDED_REPORT, objects_manifest=ObjectsManifest())
         prepared = await handler.prepare(event)
         async with pool.connection() as conn, conn.transaction():
             [extracted] = await handler.apply(conn, event, prepared)

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.common import outbox
 from services.common.consumer import EventConsumer, Handler, PermanentError
-from services.common.contracts import Protocol, ReportIngested
+from services.common.contracts import ObjectsManifest, Protocol, ReportIngested
 from services.common.db import open_pool, unit_of_work
 from services.common.kafka import ensure_topics, make_producer
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def report(study_id: str, **kw: Any) -> ReportIngested:
-    fields = {"report_text": "No acute cardiopulmonary process.", "objects": [], **kw}
+    fields = {"report_text": "No acute cardiopulmonary process.", "objects_manifest": ObjectsManifest(), **kw}
     return ReportIngested(study_id=study_id, patient_id=f"P-{study_id}", study_instance_uid=f"1.2.{len(study_id)}",
                           **{"protocol": Protocol.CXR, **fields})
 

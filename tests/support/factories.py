@@ -34,3 +34,38 @@ def dicom_bytes(tmp: Path, study_id: str, patient_id: str = "P-1", *, identifiab
     path = tmp / f"{study_id}.dcm"
     write_cxr_dicom(path, study_id=study_id, patient_id=patient_id, seed=seed, identifiable=identifiable)
     return path.read_bytes()
+
+
+def add_series(study_dir: Path, *, instances: int, per_series: int = 200, size: int = 16) -> int:
+    """Grow a synthetic lumbar study (a `synth_lumbar` ingest-layout folder) to `instances` DICOM
+    instances: extra small axial MR series of the same study and patient, `per_series` each, with
+    their own UIDs. For tests of studies far larger than the protocol's three series (a lumbar MRI
+    with many series and thin slices). Returns how many files were added."""
+    from datetime import date
+
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from radcurate.synth.lumbar_dicom import MrEncoder, instance_values
+
+    existing = sorted(p for p in study_dir.rglob("*.dcm"))
+    first = pydicom.dcmread(existing[0], stop_before_pixels=True)
+    encoder = MrEncoder(series_description="Axial T2 thin", plane="axial", pixel_spacing="3", slice_thickness="1",
+                        weighting="T2", shape=(size, size))
+    pixels = np.arange(size * size, dtype=np.uint16).reshape(size, size)
+    added, series = 0, 0
+    while len(existing) + added < instances:
+        series += 1
+        series_uid = generate_uid(entropy_srcs=[first.StudyInstanceUID, "extra", str(series)])
+        folder = study_dir / f"extra-{series}"
+        folder.mkdir()
+        for n in range(1, min(per_series, instances - len(existing) - added) + 1):
+            values = instance_values(
+                sop_uid=generate_uid(entropy_srcs=[series_uid, str(n)]), study_uid=first.StudyInstanceUID,
+                series_uid=series_uid, study_id=str(first.StudyID), patient_id=str(first.PatientID),
+                study_date=date(2018, 1, 1), study_time="093000", series_number=10 + series, instance_number=n,
+                position=(0.0, 0.0, float(n)), slice_location=float(n))
+            (folder / f"{n}.dcm").write_bytes(encoder.encode(values, pixels))
+            added += 1
+    return added

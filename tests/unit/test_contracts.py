@@ -6,20 +6,29 @@ import pydantic
 import pytest
 
 from services.common import contracts
-from services.common.contracts import Protocol, ReportIngested, Topic, UnknownEvent, Verdict, VoteCast, parse_event
+from services.common.contracts import (
+    ObjectsManifest,
+    Protocol,
+    ReportIngested,
+    Topic,
+    UnknownEvent,
+    Verdict,
+    VoteCast,
+    parse_event,
+)
 from services.common.protocols.cxr.judgement import LabelVerdict
 from services.common.protocols.lumbar.judgement import GradeGrid
 
 
 def a_report(**kw) -> ReportIngested:
     return ReportIngested(study_id="S1", patient_id="P1", study_instance_uid="1.2.3", report_text="Normal.",
-                          objects=[], **{"protocol": Protocol.CXR, **kw})
+                          objects_manifest=ObjectsManifest(), **{"protocol": Protocol.CXR, **kw})
 
 
 def test_every_event_carries_the_envelope_and_is_keyed_by_study():
     e = a_report()
     assert e.event_id and e.correlation_id and e.occurred_at.tzinfo is not None
-    assert (e.event_type, e.schema_version, e.key()) == ("ReportIngested", 2, b"S1")
+    assert (e.event_type, e.schema_version, e.key()) == ("ReportIngested", 3, b"S1")
     assert e.topic is Topic.REPORT_INGESTED and Topic.REPORT_INGESTED.dlq == "report-ingested.dlq"
 
 

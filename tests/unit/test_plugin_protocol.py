@@ -15,6 +15,7 @@ from services.common.contracts import (
     FindingsExtracted,
     LabelsSuggested,
     ModelProvenance,
+    ObjectsManifest,
     ReportIngested,
     SamplingPlan,
     SamplingRequested,
@@ -64,7 +65,7 @@ def unregistered():
 
 def report(study_id: str, text: str) -> ReportIngested:
     return ReportIngested(study_id=study_id, patient_id=f"P-{study_id}", protocol=NAME, study_instance_uid="1.2",
-                          report_text=text, objects=[])
+                          report_text=text, objects_manifest=ObjectsManifest())
 
 
 def test_an_unregistered_protocol_is_refused_by_name_everywhere(unregistered):

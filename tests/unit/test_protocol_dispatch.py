@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from services.common.contracts import FindingsExtracted, ModelProvenance, Protocol, ReportIngested
+from services.common.contracts import FindingsExtracted, ModelProvenance, ObjectsManifest, Protocol, ReportIngested
 from services.extractor.app import ExtractorSettings
 from services.extractor.handlers import build_handlers as extractor_handlers
 from services.mapper.app import MapperSettings
@@ -15,7 +15,7 @@ LUMBAR_REPORT = "L4-L5: Severe spinal canal stenosis. Moderate left neural foram
 
 def report(protocol: Protocol, text: str) -> ReportIngested:
     return ReportIngested(study_id="S1", patient_id="P1", study_instance_uid="1.2", protocol=protocol,
-                          report_text=text, objects=[])
+                          report_text=text, objects_manifest=ObjectsManifest())
 
 
 async def test_a_lumbar_report_is_graded_per_condition_and_level_and_mapped_to_all_25_cells():
