@@ -30,7 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 
 from radcurate.stack import infra
-from radcurate.stack.procs import free_port, http_ok, spawn, stop, wait_until
+from radcurate.stack.procs import free_port, http_ok, process, spawn, stop, wait_until
 
 KB = 1024
 TARGETS = {"put_ms": 4.6, "get_ms": 3.6, "rss_mib": 512.0, "idle_ms_per_s": 10.0, "lost": 0}
@@ -65,12 +65,12 @@ class Server:
             exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
             pid = spawn([exe, "-H", "127.0.0.1", "-p", str(port)], log)
             wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/moto-api/"), "moto", 30, pid, log)
-            self.info = {"pid": pid, "endpoint": f"127.0.0.1:{port}", "access_key": "bench", "secret_key": "bench"}
+            self.info = {**process(pid), "endpoint": f"127.0.0.1:{port}", "access_key": "bench", "secret_key": "bench"}
             infra.make_buckets(self.info["endpoint"], "bench", "bench", BUCKETS)
         return self.info
 
     def stop(self) -> None:
-        stop(self.info["pid"], timeout=3)
+        stop(self.info, timeout=3)
 
     def client(self) -> Minio:
         return Minio(self.info["endpoint"], access_key=self.info["access_key"], secret_key=self.info["secret_key"],
@@ -176,14 +176,14 @@ def main() -> int:
             started = time.perf_counter()
             acked, lost, dup = asyncio.run(lost_acknowledged(kafka["bootstrap"], args.messages))
             produce_s = time.perf_counter() - started
-            stop(kafka["pid"])
+            stop(kafka)
             kafka = None
             server.stop()
             info = server.start()
             idle = idle_cpu(info["pid"])
         finally:
             if kafka:
-                stop(kafka["pid"])
+                stop(kafka)
             if server.info:
                 server.stop()
     t = TARGETS

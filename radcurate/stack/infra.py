@@ -11,7 +11,7 @@ from typing import Any
 from minio import Minio
 
 from radcurate.stack import seaweed
-from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, stop, wait_until
+from radcurate.stack.procs import StackError, port_open, process, reuse_port, spawn, stop, wait_until
 from services.common.kafka import ensure_topics
 from services.common.objectstore import ObjectStore
 
@@ -36,7 +36,7 @@ def start_s3(home: Path, log_path: Path, access_key: str, secret_key: str, bucke
     try:
         seaweed.wait_ready(info, lambda: _ready(info, buckets), 60, log_path)
     except BaseException:
-        stop(info["pid"], timeout=3)
+        stop(info, timeout=3)
         seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
         raise
     return info
@@ -77,7 +77,7 @@ def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> d
         log_path, env=env,
     )
     wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)
-    return {"pid": pid, "port": port, "bootstrap": f"127.0.0.1:{port}"}
+    return {**process(pid), "port": port, "bootstrap": f"127.0.0.1:{port}"}
 
 
 def create_topics(bootstrap: str, partitions: int) -> None:

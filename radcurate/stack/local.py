@@ -22,7 +22,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
 from radcurate.stack import infra, postgres, prometheus, seaweed
-from radcurate.stack.procs import StackError, alive, free_port, http_ok, reuse_port, spawn, stop, stop_all, wait_until
+from radcurate.stack.procs import (
+    StackError,
+    free_port,
+    http_ok,
+    ours,
+    process,
+    reuse_port,
+    spawn,
+    stop,
+    stop_all,
+    wait_until,
+)
 from services.common.db import apply_migrations, migration_files
 
 SERVICES = ("extractor", "mapper", "sampler", "consensus", "gateway")
@@ -81,18 +92,23 @@ def up(state_dir: Path, services_to_run: tuple[str, ...] = SERVICES,
     settings = settings or StackSettings()
     state_dir = state_dir.resolve()
     state = load(state_dir)
-    before = _pids(state)
+    before = {_identity(info) for info in _processes(state)}
     try:
         return _up(state, state_dir, services_to_run, service_env or {}, settings, with_prometheus)
     except BaseException:
-        stop_all([pid for pid in _pids(state) if pid not in before])
+        stop_all([info for info in _processes(state) if _identity(info) not in before])
         raise
 
 
-def _pids(state: dict) -> set[int]:
+def _processes(state: dict) -> list[dict]:
+    """The entries of every process stack.json names."""
     parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka", "prometheus")]
     parts += list((state.get("services") or {}).values())
-    return {info["pid"] for info in parts if info.get("pid")}
+    return [info for info in parts if info.get("pid")]
+
+
+def _identity(info: dict) -> tuple:
+    return info.get("pid"), info.get("started")
 
 
 def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_env: dict[str, str],
@@ -122,7 +138,7 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
     gw = state["services"].get("gateway")
     state["gateway_url"] = gw["url"] if gw else None
     save(state_dir, state)
-    if with_prometheus or alive((state.get("prometheus") or {}).get("pid")):
+    if with_prometheus or ours(state.get("prometheus")):
         state["prometheus"] = prometheus.ensure(state, state_dir)
     else:
         state.pop("prometheus", None)
@@ -140,7 +156,7 @@ def _ensure_s3(state: dict, state_dir: Path, settings: StackSettings) -> dict:
     previous = state.get("s3") or {}
     if previous.get("external"):
         previous = {}
-    if alive(previous.get("pid")):
+    if ours(previous):
         return previous
     # The credentials of the data under s3/ stay with it: a random secret, made on first start.
     secret = previous.get("secret_key") or secrets.token_urlsafe(24)
@@ -151,7 +167,7 @@ def _ensure_s3(state: dict, state_dir: Path, settings: StackSettings) -> dict:
 def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> dict:
     if settings.database_url:
         return {"external": True, "admin_dsn": settings.database_url.get_secret_value()}
-    if state.get("postgres") and alive(state["postgres"].get("pid")):
+    if ours(state.get("postgres")):
         return state["postgres"]
     previous = state.get("postgres") or {}
     if previous.get("external"):
@@ -164,7 +180,7 @@ def _ensure_postgres(state: dict, state_dir: Path, settings: StackSettings) -> d
 def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict:
     if settings.kafka_bootstrap:
         return {"external": True, "bootstrap": settings.kafka_bootstrap}
-    if state.get("kafka") and alive(state["kafka"].get("pid")):
+    if ours(state.get("kafka")):
         return state["kafka"]
     previous = state.get("kafka") or {}
     return infra.start_kafka(state["s3"], state_dir / "logs" / "kafka.log",
@@ -203,7 +219,7 @@ def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSetting
     log_path = state_dir / "logs" / f"{svc}.log"
     env = {**service_environment(state, svc, port, settings), **(extra_env or {})}
     pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env)
-    return {"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}
+    return {**process(pid), "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}
 
 
 def wait_healthy(svc: str, info: dict, timeout: float = 90) -> None:
@@ -223,10 +239,10 @@ def _ensure_services(state: dict, state_dir: Path, wanted: tuple[str, ...], extr
     running = state.setdefault("services", {})
     for svc in wanted:
         info = running.get(svc)
-        if info and alive(info["pid"]) and http_ok(f"{info['url']}/healthz"):
+        if ours(info) and http_ok(f"{info['url']}/healthz"):
             continue
         if info:
-            stop(info.get("pid"))
+            stop(info)
         running[svc] = spawn_service(state, state_dir, svc, settings, extra_env)
         save(state_dir, state)
     # Started together, waited for together: each one's consumer-group join overlaps the others'.
@@ -239,9 +255,9 @@ def health(state: dict) -> dict[str, str]:
     report: dict[str, str] = {}
     for part in ("s3", "postgres", "kafka"):
         info = state.get(part) or {}
-        report[part] = "external" if info.get("external") else ("up" if alive(info.get("pid")) else "down")
+        report[part] = "external" if info.get("external") else ("up" if ours(info) else "down")
     for svc, info in (state.get("services") or {}).items():
-        if not alive(info.get("pid")):
+        if not ours(info):
             report[svc] = "down"
         else:
             report[svc] = "healthy" if http_ok(f"{info['url']}/healthz") else "unhealthy"
@@ -267,7 +283,7 @@ def down(state_dir: Path, wipe: bool = False) -> list[str]:
         state.pop("prometheus", None)
         for part in ("s3", "postgres", "kafka"):
             if state.get(part) and not state[part].get("external"):
-                state[part]["pid"] = None
+                state[part].update(pid=None, started=None)
         save(state_dir, state)
     return stopped
 
@@ -289,17 +305,17 @@ _STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0, "s3": 3.0}
 
 
 def _stop_all(state: dict) -> list[str]:
-    services_ = {svc: info["pid"] for svc, info in (state.get("services") or {}).items() if alive(info.get("pid"))}
-    if alive((state.get("prometheus") or {}).get("pid")):
-        services_["prometheus"] = state["prometheus"]["pid"]
+    services_ = {svc: info for svc, info in (state.get("services") or {}).items() if ours(info)}
+    if ours(state.get("prometheus")):
+        services_["prometheus"] = state["prometheus"]
     stop_all(list(services_.values()))
     stopped = list(services_)
     for part in ("kafka", "postgres", "s3"):
         info = state.get(part) or {}
-        if not info.get("external") and alive(info.get("pid")):
+        if not info.get("external") and ours(info):
             # Postgres: SIGINT is its "fast" shutdown (a clean checkpoint without waiting for
             # clients to disconnect); SIGTERM would wait for every open session.
-            stop(info["pid"], timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
+            stop(info, timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
             if part == "s3":
                 seaweed.remove_sockets(info.get("ports") or {})
             stopped.append(part)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import psycopg.sql
 
-from radcurate.stack.procs import StackError, port_open, reuse_port, spawn, wait_until
+from radcurate.stack.procs import StackError, port_open, process, reuse_port, spawn, wait_until
 
 DATABASE = "radcurate"
 
@@ -107,7 +107,7 @@ def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
     dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=port, user="postgres",
                                          password=admin_password, dbname="postgres")
     wait_until(lambda: _accepts(dsn), "postgres connections", 30, pid, log_path)
-    return {"pid": pid, "port": port, "admin_password": admin_password, "admin_dsn": dsn}
+    return {**process(pid), "port": port, "admin_password": admin_password, "admin_dsn": dsn}
 
 
 @contextlib.contextmanager

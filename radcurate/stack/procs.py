@@ -1,4 +1,9 @@
-"""Starting, probing and stopping the stack's child processes."""
+"""Starting, probing and stopping the stack's child processes.
+
+A process is named in stack.json by its pid and its start stamp (`process`): a pid alone may,
+after a reboot or a long time, belong to another process, so nothing is signalled unless both
+still match (`ours`) — a stale stack.json must never stop an unrelated process.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 class StackError(RuntimeError):
@@ -84,24 +92,52 @@ def alive(pid: int | None) -> bool:
     return True
 
 
-def stop(pid: int | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Send `sig` (SIGTERM) to the process group, then SIGKILL what is left after `timeout`."""
-    stop_all([pid], timeout, sig)
+def start_stamp(pid: int) -> str | None:
+    """When process `pid` started: this boot's id and the process's start time in clock ticks
+    since boot (/proc/<pid>/stat, field 22). With the pid it names one process for good: a pid
+    is reused, a (boot, pid, start time) never. None when the process does not exist."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name, in parentheses, may hold spaces
+    return f"{boot}:{fields[19]}"
 
 
-def stop_all(pids: Sequence[int | None], timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Stop several process groups at once: their shutdowns overlap instead of adding up."""
-    live = [p for p in pids if alive(p)]
-    for pid in live:
+def process(pid: int) -> dict[str, Any]:
+    """The stack.json entry of a process just spawned: its pid and start stamp."""
+    return {"pid": pid, "started": start_stamp(pid)}
+
+
+def ours(info: Mapping[str, Any] | None) -> bool:
+    """Whether the process an entry names is still running and is the one that was started. An
+    entry without a start stamp (a stack.json from before stamps) cannot be proven ours: no."""
+    if not info or not info.get("pid") or not info.get("started"):
+        return False
+    return alive(info["pid"]) and start_stamp(info["pid"]) == str(info["started"])
+
+
+def stop(info: Mapping[str, Any] | None, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` (SIGTERM) to the process group of an entry, then SIGKILL what is left after
+    `timeout`; only while the entry is `ours`."""
+    stop_all([info], timeout, sig)
+
+
+def stop_all(infos: Sequence[Mapping[str, Any] | None], timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop several process groups at once: their shutdowns overlap instead of adding up. Each
+    is checked to be `ours` before every signal, the SIGKILL after the wait included."""
+    live = [info for info in infos if info is not None and ours(info)]
+    for info in live:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            os.killpg(info["pid"], sig)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in live):
+    while time.monotonic() < deadline and any(ours(info) for info in live):
         time.sleep(0.05)
-    for pid in live:
-        if alive(pid):
+    for info in live:
+        if ours(info):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(info["pid"], signal.SIGKILL)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

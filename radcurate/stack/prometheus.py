@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from radcurate.stack.procs import StackError, alive, free_port, http_ok, spawn, stop, wait_until
+from radcurate.stack.procs import StackError, free_port, http_ok, ours, process, spawn, stop, wait_until
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 SCRAPE_INTERVAL = "1s"  # loopback and a handful of targets: cheap, and tests need not wait long
@@ -55,12 +55,11 @@ def ensure(state: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     if changed:
         config_file.write_text(text)
     info = state.get("prometheus") or {}
-    if alive(info.get("pid")) and http_ok(f"{info['url']}/-/ready"):
+    if ours(info) and http_ok(f"{info['url']}/-/ready"):
         if changed:  # a restarted service listens on a new port
             os.kill(info["pid"], signal.SIGHUP)
         return info
-    if info.get("pid"):
-        stop(info["pid"])
+    stop(info)
     return _start(home, config_file)
 
 
@@ -71,16 +70,16 @@ def _start(home: Path, config_file: Path) -> dict[str, Any]:
     pid = spawn([binary(), f"--config.file={config_file}", f"--storage.tsdb.path={home / 'data'}",
                  f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
                  "--web.enable-lifecycle"], log_path)
-    info = {"pid": pid, "port": port, "url": url, "config": str(config_file), "log": str(log_path)}
+    info = {**process(pid), "port": port, "url": url, "config": str(config_file), "log": str(log_path)}
     try:
         wait_until(lambda: http_ok(f"{url}/-/ready"), "prometheus", 60, pid, log_path)
     except BaseException:
-        stop(pid)  # not yet in stack.json: nobody else would stop it
+        stop(info)  # not yet in stack.json: nobody else would stop it
         raise
     return info
 
 
 def health(info: dict[str, Any]) -> str:
-    if not alive(info.get("pid")):
+    if not ours(info):
         return "down"
     return "healthy" if http_ok(f"{info['url']}/-/ready") else "unhealthy"

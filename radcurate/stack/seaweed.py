@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from radcurate.stack.procs import StackError, _tail, alive, port_open, ports_free, spawn, wait_until
+from radcurate.stack.procs import StackError, _tail, alive, port_open, ports_free, process, spawn, wait_until
 
 # Each component's HTTP and gRPC listener: chosen once per state dir and reused on restart (the
 # master keeps its metadata in a folder named after its port, and clients keep their endpoint).
@@ -164,7 +164,7 @@ def start(home: Path, log_path: Path, access_key: str, secret_key: str,
     write_config(home, access_key, secret_key, jwt_keys)
     (home / "data").mkdir(parents=True, exist_ok=True)
     pid = spawn(command(home, ports), log_path, cwd=home, env={"GOMEMLIMIT": MEMORY_LIMIT})
-    return {"pid": pid, "endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access_key,
+    return {**process(pid), "endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access_key,
             "secret_key": secret_key, "ports": ports, "jwt_keys": jwt_keys, "home": str(home),
             "server": "seaweedfs"}
 

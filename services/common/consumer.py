@@ -40,6 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import deadletters, metrics, outbox
 from services.common.contracts import Event, parse_event
 from services.common.failures import PermanentError, TransientError, is_transient
+from services.common.kafka import stop_consumer
 
 __all__ = ["EventConsumer", "Handler", "PermanentError", "TransientError"]
 
@@ -131,7 +132,8 @@ class EventConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        """Stop the Kafka client, abandoning it after kafka.STOP_SECONDS (the broker may not answer)."""
+        await stop_consumer(self._consumer)
 
     def state(self) -> dict[str, Any]:
         """What /healthz shows: partitions waiting for a dependency, and loop restarts."""
@@ -172,10 +174,7 @@ class EventConsumer:
 
     async def _restart_client(self) -> None:
         self.ready = False
-        try:
-            await self._consumer.stop()
-        except Exception:  # noqa: BLE001 - the old client is broken anyway
-            log.warning("stopping the failed Kafka client failed", exc_info=True)
+        await stop_consumer(self._consumer)  # bounded, failures logged: the old client is broken anyway
         self._set_paused_gauges(clear=True)
         self._paused.clear()
         self._consumer = self._new_client()

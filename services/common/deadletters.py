@@ -25,6 +25,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.common import outbox
+from services.common.kafka import stop_consumer
 
 REPLAY_HEADER = "radcurate-replay"
 # Which service's dead letter the replay re-drives: other services subscribed to the same topic
@@ -161,7 +162,7 @@ async def read_letters(bootstrap: str, query: LetterQuery = LetterQuery(), timeo
                 if await client.position(tp) >= ends[tp]:
                     pending.discard(tp)
     finally:
-        await client.stop()
+        await stop_consumer(client)
     return sorted((item for item in letters.values() if _matches(item, query)), key=lambda i: i["failed_at"])
 
 

@@ -8,7 +8,10 @@ where they enter (ingest), and paths are checked again where files are written (
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import unicodedata
 
 STUDY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # DICOM PS3.5 9.1: components of digits separated by '.', at most 64 characters.
@@ -22,3 +25,28 @@ def is_study_id(value: str) -> bool:
 
 def is_dicom_uid(value: str) -> bool:
     return len(value) <= 64 and bool(DICOM_UID.fullmatch(value))
+
+
+def normalise_patient_id(value: str) -> str:
+    """A patient id as compared at ingest, so that spellings of one id that real exports produce
+    compare equal: Unicode compatibility forms folded (NFKC: full-width digits from some RIS
+    exports), case folded, all whitespace removed (DICOM pads LO values with spaces; CSVs carry
+    stray blanks), and leading zeros dropped from an all-digit id (a spreadsheet turns
+    "0012345" into "12345"). Letters and punctuation are otherwise kept: "PT-1" and "PT1" differ.
+    Erring towards "the same patient" is the safe side: it can refuse an ingest, never split a
+    patient across a release's holdout boundary."""
+    text = "".join(unicodedata.normalize("NFKC", value).split()).casefold()
+    if text.isascii() and text.isdigit():
+        text = text.lstrip("0") or "0"
+    return text
+
+
+def patient_key(value: str, secret: str) -> str | None:
+    """A keyed digest of the normalised patient id (None when it is empty): what is stored to
+    recognise one patient across studies without storing the DICOM's PatientID, which before
+    de-identification is the hospital's record number. Keyed with the project's
+    de-identification secret, so the digest cannot be reversed by hashing every number."""
+    normal = normalise_patient_id(value)
+    if not normal:
+        return None
+    return hmac.new(secret.encode(), b"radcurate-patient\0" + normal.encode(), hashlib.sha256).hexdigest()

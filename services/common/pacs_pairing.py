@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.dicomweb import StudyMatch
+from services.common.identifiers import normalise_patient_id
 
 KEYS = ("accession_number", "study_instance_uid")
 
@@ -43,8 +44,10 @@ class PairedStudy:
 
 def pseudonym(patient_id: str) -> str:
     """A stable patient name that is not the PACS's PatientID (patient-level splits need one per
-    patient). A plain digest: give `patient_id` in the CSV when the IDs must not be guessable."""
-    return "P-" + hashlib.sha256(patient_id.encode()).hexdigest()[:16]
+    patient), the same for every spelling of it (identifiers.normalise_patient_id: " 0123" and
+    "123" are one patient). A plain digest: give `patient_id` in the CSV when the IDs must not
+    be guessable."""
+    return "P-" + hashlib.sha256(normalise_patient_id(patient_id).encode()).hexdigest()[:16]
 
 
 class ReportBook:

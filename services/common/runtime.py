@@ -29,7 +29,7 @@ from services.common import metrics
 from services.common.bodylimit import DEFAULT_BODY_LIMIT, BodyLimit
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import open_pool
-from services.common.kafka import make_producer
+from services.common.kafka import make_producer, stop_producer
 from services.common.objectstore import ObjectStore
 from services.common.outbox import EventTooLarge, OutboxRelay
 from services.common.settings import ServiceSettings
@@ -151,11 +151,11 @@ async def _close(res: Resources) -> None:
         task.cancel()
     await asyncio.gather(*res.tasks, return_exceptions=True)
     if res.consumer:
-        await res.consumer.stop()
+        await res.consumer.stop()  # bounded: a broker that cannot answer never holds the exit
     for resource in res.extra.values():  # e.g. an LLM client opened by the handlers
         if hasattr(resource, "aclose"):
             await resource.aclose()
-    await res.producer.stop()
+    await stop_producer(res.producer)
     await res.pool.close()
 
 

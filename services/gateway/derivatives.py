@@ -23,7 +23,17 @@ from minio.error import S3Error
 from PIL import Image
 
 from services.common.objectstore import ObjectStore
-from services.gateway.render import RenderCache, decode, encode, from_master, master_png, to_8bit, voi
+from services.gateway.render import (
+    RenderCache,
+    decode,
+    encode,
+    from_master,
+    master_png,
+    quantise_size,
+    quantise_window,
+    to_8bit,
+    voi,
+)
 
 log = logging.getLogger(__name__)
 RENDER_VERSION = "r1"  # part of every key: a change to rendering makes new derivatives, never stale ones
@@ -142,7 +152,10 @@ class Derivatives:
 
     async def image(self, sha: str, object_key: str, *, center: float | None, width: float | None,
                     size: int, fmt: str) -> bytes:
-        """The image as the reviewer page asks for it. Raises RenderError."""
+        """The image as the reviewer page asks for it, its window and size quantised (render.py:
+        what forms the cache key is what is rendered). Raises RenderError."""
+        center, width = quantise_window(center, width)
+        size = quantise_size(size, self.sizes)
         cache_key = (sha, center, width, size, fmt)
         body = self.cache.get(cache_key)
         if body is not None:

@@ -35,8 +35,9 @@ from pydicom.pixels.utils import get_expected_length
 from services.common import deid, manifests, outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.db import unit_of_work
-from services.common.identifiers import is_dicom_uid, is_study_id
+from services.common.identifiers import is_dicom_uid, is_study_id, normalise_patient_id, patient_key
 from services.common.objectstore import ObjectStore
+from services.common.pacs_pairing import pseudonym
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
 from services.gateway.repo import studies
@@ -68,6 +69,16 @@ class TooLarge(IngestError):
     """An object is over a bound of IngestLimits (HTTP 413)."""
 
 
+class PatientMismatch(IngestError):
+    """The form's patient id and the PatientID of a file stored as it is disagree, or one study's
+    files name two patients (HTTP 422: the request contradicts itself, whatever is stored)."""
+
+
+class PatientConflict(IngestError):
+    """The files' patient is already ingested under another patient id (HTTP 409: the request
+    conflicts with what is stored)."""
+
+
 @dataclass
 class IngestResult:
     study_id: str
@@ -83,6 +94,9 @@ class ParsedInstance:
     obj: DicomObject
     study_instance_uid: str
     facts: dict = field(default_factory=dict)  # study facts for the reader: see study_facts
+    # The patient as the DICOM names it, read before de-identification: a keyed digest of its
+    # normalised PatientID (None: no PatientID).
+    patient_key: str | None = None
 
     @property
     def data(self) -> bytes:
@@ -148,6 +162,8 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
                 else "PixelData"
             raise IngestError(f"{name}: DICOM lacks {', '.join(missing or [what])}")
         check_displayable(name, ds, limits)
+        dicom_patient = _patient_id_of(ds)  # before de-identification replaces it
+        key = patient_key(dicom_patient, deid.DeidSettings().secret.get_secret_value())
         burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
         if burned_in and not allow_burned_in:
             raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
@@ -162,8 +178,16 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         # With scrub, the whole profile (UIDs and dates too) runs on every object not already
         # de-identified: one an upstream pipeline de-identified (it says so, and passes the check)
         # is stored byte for byte, its UIDs and dates not replaced or shifted a second time.
-        if scrub and (str(ds.get("PatientIdentityRemoved", "")).upper() != "YES"
-                      or deid.violations(ds, allow_burned_in=True)):
+        rewrite = scrub and (str(ds.get("PatientIdentityRemoved", "")).upper() != "YES"
+                             or bool(deid.violations(ds, allow_burned_in=True)))
+        # An object stored as it is keeps its PatientID: it must name the form's patient. One
+        # rewritten gets the form's id written in; the study-wide check (_refuse_second_patient_id)
+        # covers it.
+        if not rewrite and dicom_patient.strip() and patient_id.strip() and not same_patient(dicom_patient, patient_id):
+            raise PatientMismatch(f"{name}: PatientID {dicom_patient.strip()!r} of this object (stored as it is) is not "
+                                  f"the form's patient id {patient_id.strip()!r} (compared ignoring case, blanks and "
+                                  "the leading zeros of a numeric id)")
+        if rewrite:
             try:
                 removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
                                      patient_id=patient_id, allow_burned_in=allow_burned_in)
@@ -183,7 +207,22 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
         pixel_spacing=_pixel_spacing(ds),
     )
-    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds)), removed
+    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds), key), removed
+
+
+def same_patient(dicom_patient_id: str, form_patient_id: str) -> bool:
+    """Whether the form names the patient an object names: the same id (normalised), or the
+    pseudonym a PACS import derives from it (pacs_pairing.pseudonym)."""
+    form = form_patient_id.strip()
+    return normalise_patient_id(dicom_patient_id) == normalise_patient_id(form) or form == pseudonym(dicom_patient_id)
+
+
+def _patient_id_of(ds: pydicom.Dataset) -> str:
+    """PatientID as text ('' when absent); a multi-valued one (a malformed LO) joined as stored."""
+    value = ds.get("PatientID", "")
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value or "")
 
 
 FACTS = ("view_position", "patient_sex", "age_band", "study_date", "window_center", "window_width",
@@ -307,6 +346,9 @@ def validate_study(study_id: str, patient_id: str, report: str, files: list[tupl
         removed += rem
     if len({p.study_instance_uid for p in parsed}) > 1:
         raise IngestError(f"{study_id}: files belong to more than one StudyInstanceUID")
+    if len({p.patient_key for p in parsed} - {None}) > 1:
+        raise PatientMismatch(f"{study_id}: files carry more than one PatientID (compared ignoring case, blanks and "
+                              "the leading zeros of a numeric id)")
     for p in parsed:  # UIDs become object keys and export paths: no separators, no '..'
         bad = [uid for uid in (p.study_instance_uid, p.obj.series_instance_uid, p.obj.sop_instance_uid)
                if not is_dicom_uid(uid)]
@@ -331,6 +373,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
         if await studies.exists(conn, study_id):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)
+        await _refuse_second_patient_id(conn, study_id, patient_id, parsed)
     # Objects first, then their manifest (the event carries its key, never the list: a study of
     # thousands of instances would not fit in an event): a crash after this leaves unreferenced
     # (content-addressed) objects, never a study row or an event pointing at missing bytes.
@@ -342,11 +385,15 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
                            study_instance_uid=parsed[0].study_instance_uid, report_text=report,
                            objects_manifest=manifest)
+    dicom_patient = _dicom_patient_key(parsed)
     async with unit_of_work(pool) as conn:
+        if dicom_patient is not None:  # concurrent ingests of one patient check one after the other
+            await studies.lock_patient(conn, dicom_patient)
         if not await studies.insert(conn, study_id, patient_id, protocol, event.study_instance_uid, report,
-                                    event.correlation_id, [facts[k] for k in FACTS]):
+                                    event.correlation_id, [facts[k] for k in FACTS], dicom_patient):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
+        await _refuse_second_patient_id(conn, study_id, patient_id, parsed)
         await studies.insert_objects(conn, study_id, objects)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
@@ -370,3 +417,24 @@ async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, pa
     if row is not None:
         raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
                           "two study ids could land on both sides of a release's split")
+
+
+def _dicom_patient_key(parsed: list[ParsedInstance]) -> str | None:
+    return next((p.patient_key for p in parsed if p.patient_key is not None), None)
+
+
+async def _refuse_second_patient_id(conn: psycopg.AsyncConnection, study_id: str, patient_id: str,
+                                    parsed: list[ParsedInstance]) -> None:
+    """PatientConflict when the files' patient (their DICOM PatientID, normalised) is already
+    another study's under another patient id: the split keeps a patient id's studies on one
+    side, so one patient under two ids could be on both (holdout contamination). One patient id
+    given to several DICOM patients is let through: that keeps them together (a merged record)."""
+    key = _dicom_patient_key(parsed)
+    if key is None:
+        return
+    row = await studies.other_with_dicom_patient(conn, key, patient_id, study_id)
+    if row is not None:
+        raise PatientConflict(
+            f"{study_id}: the files' patient (their DICOM PatientID) was ingested as patient {row['patient_id']!r}"
+            f" with study {row['study_id']}, not {patient_id!r}: one patient under two patient ids could land on "
+            f"both sides of a release's split; ingest it as {row['patient_id']!r}")

@@ -12,7 +12,9 @@ Every failure to decode or render is a RenderError, so the routes answer problem
 from __future__ import annotations
 
 import io
+import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -206,13 +208,54 @@ def from_master(png: bytes) -> Frame:
     return Frame(values, header)
 
 
+# --- request parameters as rendered (and cached) --------------------------------------------
+# A window is rendered on a grid, so that requests differing by less than the display can show
+# (a float sweep: 40.0001, 40.0002...) are one image and one cache entry, not a miss each.
+WINDOW_STEPS = 256  # grid steps per window width: one step moves the display by ≤ 1 grey level of 256
+MIN_WINDOW_STEP = 2.0**-10  # floor for tiny windows (SUV, parametric maps)
+SIZE_STEP = 64  # pixels
+
+
+def window_step(width: float) -> float:
+    """The window grid for `width`: the largest power of two no greater than width / 256 (so
+    integral windows of ≥ 256 wide, the usual presets, are kept exactly), at least 2⁻¹⁰."""
+    return max(2.0 ** math.floor(math.log2(width / WINDOW_STEPS)), MIN_WINDOW_STEP)
+
+
+def quantise_window(center: float | None, width: float | None) -> tuple[float | None, float | None]:
+    """The window as rendered: both on the grid of `width`'s step, or (None, None) for the file's
+    own VOI when either is missing. Raises RenderError for a width ≤ 0 or a value that is not finite."""
+    if center is None or width is None:
+        return None, None
+    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+        raise RenderError(f"window centre {center} / width {width}: the width must be > 0 and both finite")
+    step = window_step(width)
+    return round(center / step) * step, max(round(width / step) * step, step)
+
+
+def quantise_size(size: int, exact: Iterable[int] = ()) -> int:
+    """The size as rendered: one of `exact` (the sizes made ahead) as asked, any other rounded down
+    to a multiple of 64 pixels (never under 64), so the image stays no larger than asked."""
+    return size if size in tuple(exact) else max(SIZE_STEP, size // SIZE_STEP * SIZE_STEP)
+
+
 class RenderCache:
     """Rendered images are asked for repeatedly (prefetch, re-windowing): keep the most recent,
-    bounded by count and by bytes (a native-size chest radiograph PNG is a few MB)."""
+    bounded by count and by bytes (a native-size chest radiograph PNG is a few MB). An image
+    larger than the whole byte bound is not kept at all. Callers quantise what forms the key
+    (quantise_window, quantise_size): a key built from raw floats would make every request new."""
 
     def __init__(self, capacity: int = 512, max_bytes: int = 256 * 2**20) -> None:
         self._items: OrderedDict[tuple, bytes] = OrderedDict()
         self._capacity, self._max_bytes, self._bytes = capacity, max_bytes, 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size_bytes(self) -> int:
+        """The bytes held (the images' lengths)."""
+        return self._bytes
 
     def get(self, key: tuple) -> bytes | None:
         if key in self._items:
@@ -222,10 +265,12 @@ class RenderCache:
 
     def put(self, key: tuple, value: bytes) -> None:
         if key in self._items:
-            self._bytes -= len(self._items[key])
+            self._bytes -= len(self._items.pop(key))
+        if len(value) > self._max_bytes:
+            return
         self._items[key] = value
         self._bytes += len(value)
         self._items.move_to_end(key)
-        while len(self._items) > self._capacity or (self._bytes > self._max_bytes and len(self._items) > 1):
+        while len(self._items) > self._capacity or self._bytes > self._max_bytes:
             _, dropped = self._items.popitem(last=False)
             self._bytes -= len(dropped)

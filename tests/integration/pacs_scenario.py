@@ -202,10 +202,15 @@ def test_curators_import_through_the_gateway_api_with_the_same_checks_and_resump
     synth_cxr(1, 8, tmp_path / "more")  # seed 8: UIDs no earlier study has
     new_files = study_files(tmp_path / "more", "CXR-000001")
     asyncio.run(_stow(orthanc.dicomweb_url, [p.read_bytes() for p in new_files]))
-    new_uid = pydicom.dcmread(new_files[0], stop_before_pixels=True).StudyInstanceUID
+    header = pydicom.dcmread(new_files[0], stop_before_pixels=True)
+    new_uid = header.StudyInstanceUID
+    # The form's patient id must be the one the (de-identified, stored as is) files carry (issue 11
+    # item 11): another patient's id is refused, and so is another spelling of an id an earlier
+    # study of this patient was ingested under.
+    patient_id = header.PatientID
     with open(pacs["reports"], newline="") as f:
         reports = [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
-    reports.append({"study_instance_uid": new_uid, "study_id": "API-000001", "patient_id": "PT-API-1",
+    reports.append({"study_instance_uid": new_uid, "study_id": "API-000001", "patient_id": patient_id,
                     "report": "Heart size normal. No pleural effusion."})
     body = {"dicomweb_url": orthanc.dicomweb_url, "reports": reports}
 
@@ -219,7 +224,7 @@ def test_curators_import_through_the_gateway_api_with_the_same_checks_and_resump
     assert by_outcome["ingested"]["instances"] == len(new_files)
     assert by_outcome["refused"]["study_instance_uid"] == pacs["headers"][MR].StudyInstanceUID
     assert "no report in reports" in by_outcome["refused"]["detail"]
-    assert gateway_rows(stack, "SELECT patient_id FROM studies WHERE study_id = 'API-000001'") == [("PT-API-1",)]
+    assert gateway_rows(stack, "SELECT patient_id FROM studies WHERE study_id = 'API-000001'") == [(patient_id,)]
 
     again = finished_import(stack, api(stack, "POST", "/pacs-imports", json=body).json()["href"])
     assert again["counts"] == {"ingested": 0, "present": SYNTH_STUDIES + 2, "refused": 1, "failed": 0}

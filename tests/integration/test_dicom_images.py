@@ -141,6 +141,25 @@ async def test_an_image_that_is_not_yet_prepared_is_made_on_request_and_kept(api
     assert res.store.exists(res.settings.objects_bucket, derivative_key(sha, sized(1024, "jpeg")))
 
 
+async def test_a_sweep_of_float_windows_fills_a_bounded_number_of_cache_entries(api):
+    """Issue 11 item 15: every distinct float window was a new render and a new cache entry."""
+    app, client = api
+    assert (await ingest(client, "CT-SWEEP", [("CT_small.dcm", real_file("CT_small.dcm"))])).status_code == 201
+    derivatives = app.state.resources.extra["derivatives"]
+    before = len(derivatives.cache)
+    rng = np.random.default_rng(15)
+    bodies = set()
+    for _ in range(40):
+        params = {"window_center": 40 + rng.uniform(-0.4, 0.4), "window_width": 400 + rng.uniform(-0.4, 0.4),
+                  "size": 128}
+        resp = await client.get("/api/v1/studies/CT-SWEEP/image", params=params)
+        assert resp.status_code == 200, resp.text
+        bodies.add(resp.content)
+    assert len(derivatives.cache) - before <= 2 and len(bodies) <= 2  # width 400: a grid of 1
+    nan = await client.get("/api/v1/studies/CT-SWEEP/image", params={"window_center": "nan", "window_width": 400})
+    assert_problem(nan, 422, "finite")
+
+
 async def test_an_object_that_cannot_be_decoded_answers_problem_json(infra, gateway_dsn, tmp_path):
     """With the ingest decode check off, a corrupt stream gets in; its image is then a 422
     problem+json naming the object, and the connection carries on."""

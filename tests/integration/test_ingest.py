@@ -14,7 +14,7 @@ from services.common import deid, manifests
 from services.common.contracts import ObjectsManifest
 from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
-from services.gateway.ingest import IngestError, ingest_study
+from services.gateway.ingest import IngestError, PatientConflict, PatientMismatch, ingest_study
 from tests.support.factories import dicom_bytes, study_folder
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def counts(dsn: str) -> tuple[int, int, int]:
 
 
 async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, store, infra, tmp_path):
-    data = dicom_bytes(tmp_path, "ING-1")
+    data = dicom_bytes(tmp_path, "ING-1", "P-1")
     pool = await open_pool(gateway_dsn)
     try:
         first = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-1", patient_id="P-1",
@@ -65,7 +65,7 @@ async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, stor
 
 @pytest.mark.parametrize(("name", "make", "message"), [
     ("not DICOM", lambda tmp: b"%PDF-1.4 not an image", "not a readable DICOM file"),
-    ("identifying", lambda tmp: dicom_bytes(tmp, "ING-2", identifiable=True), "identifying data"),
+    ("identifying", lambda tmp: dicom_bytes(tmp, "ING-2", "P-2", identifiable=True), "identifying data"),
 ])
 async def test_bad_files_are_refused_with_a_reason_and_nothing_is_stored(gateway_dsn, store, infra, tmp_path, name, make, message):
     pool = await open_pool(gateway_dsn)
@@ -83,7 +83,7 @@ async def test_an_empty_report_is_refused(gateway_dsn, store, infra, tmp_path):
     try:
         with pytest.raises(IngestError, match="report text is empty"):
             await ingest_study(pool, store, infra["buckets"]["objects"], study_id="ING-3", patient_id="P-3",
-                               report="   ", files=[("a.dcm", dicom_bytes(tmp_path, "ING-3"))])
+                               report="   ", files=[("a.dcm", dicom_bytes(tmp_path, "ING-3", "P-3"))])
     finally:
         await pool.close()
     assert counts(gateway_dsn) == (0, 0, 0)
@@ -171,10 +171,10 @@ async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, s
                                    report=REPORT, files=[("a.dcm", data)])
         assert first.status == "ingested"
         with pytest.raises(IngestError, match=r"TWIN-2: StudyInstanceUID .* is already study TWIN-1's"):
-            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-2", patient_id="P-2",
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-2", patient_id="P-1",
                                report=REPORT, files=[("a.dcm", data)])
         with pytest.raises(IngestError, match=rf"TWIN-3: SOPInstanceUID {ds.SOPInstanceUID} is already study TWIN-1's"):
-            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-3", patient_id="P-2",
+            await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-3", patient_id="P-1",
                                report=REPORT, files=[("a.dcm", moved.getvalue())])
         again = await ingest_study(pool, store, infra["buckets"]["objects"], study_id="TWIN-1", patient_id="P-1",
                                    report=REPORT, files=[("a.dcm", data)])
@@ -201,3 +201,104 @@ async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_
     finally:
         await pool.close()
     assert overridden.ingested == 1 and counts(gateway_dsn) == (1, 1, 1)
+
+
+# --- issue 11 item 11: the form's patient id against the DICOM's PatientID ----------------------
+
+
+def studies_rows(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT study_id, patient_id, dicom_patient_key FROM studies ORDER BY study_id").fetchall()
+
+
+async def test_a_form_patient_id_that_is_not_the_de_identified_files_is_refused_and_nothing_stored(
+        gateway_dsn, store, infra, tmp_path):
+    bucket = infra["buckets"]["objects"]
+    pool = await open_pool(gateway_dsn)
+    try:
+        with pytest.raises(PatientMismatch, match="PatientID 'PT-0042' of this object \\(stored as it is\\) is not the form's"):
+            await ingest_study(pool, store, bucket, study_id="PM-1", patient_id="PT-0043", report=REPORT,
+                               files=[("a.dcm", dicom_bytes(tmp_path, "PM-1", "PT-0042"))])
+        assert counts(gateway_dsn) == (0, 0, 0)
+        # Spellings of one id that real exports produce are the same patient: case and blanks...
+        ok = await ingest_study(pool, store, bucket, study_id="PM-1", patient_id=" pt-0042 ", report=REPORT,
+                                files=[("a.dcm", dicom_bytes(tmp_path, "PM-1", "PT-0042"))])
+        # ... and a numeric id's leading zeros (a spreadsheet drops them).
+        zeros = await ingest_study(pool, store, bucket, study_id="PM-2", patient_id="12345", report=REPORT,
+                                   files=[("a.dcm", dicom_bytes(tmp_path, "PM-2", "0012345"))])
+        (tmp_path / "b").mkdir()  # the same study's file, of another patient
+        with pytest.raises(PatientMismatch, match="more than one PatientID"):
+            await ingest_study(pool, store, bucket, study_id="PM-3", patient_id="P-3", report=REPORT,
+                               files=[("a.dcm", dicom_bytes(tmp_path, "PM-3", "MRN3", identifiable=True)),
+                                      ("b.dcm", dicom_bytes(tmp_path / "b", "PM-3", "MRN4", identifiable=True))],
+                               scrub=True)
+    finally:
+        await pool.close()
+    assert (ok.status, zeros.status) == ("ingested", "ingested")
+    assert counts(gateway_dsn) == (2, 2, 2)
+
+
+async def test_one_patient_under_a_second_patient_id_is_refused_with_the_id_to_use(gateway_dsn, store, infra, tmp_path):
+    """Raw files, scrubbed at ingest: the form's id is the curator's pseudonym, so it cannot equal
+    the record number in the files; the same record number under a second pseudonym is the error
+    (the split keeps a patient id's studies together, so two ids could straddle it)."""
+    bucket = infra["buckets"]["objects"]
+
+    def raw(study_id: str, mrn: str) -> list:
+        return [("a.dcm", dicom_bytes(tmp_path, study_id, mrn, identifiable=True))]
+
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, bucket, study_id="PC-1", patient_id="P-A", report=REPORT,
+                                   files=raw("PC-1", "MRN-0777"), scrub=True)
+        with pytest.raises(PatientConflict, match="ingested as patient 'P-A' with study PC-1, not 'P-B'"):
+            await ingest_study(pool, store, bucket, study_id="PC-2", patient_id="P-B", report=REPORT,
+                               files=raw("PC-2", " mrn-0777"), scrub=True)  # another spelling, one patient
+        assert counts(gateway_dsn) == (1, 1, 1)
+        second = await ingest_study(pool, store, bucket, study_id="PC-2", patient_id="P-A", report=REPORT,
+                                    files=raw("PC-2", " mrn-0777"), scrub=True)
+        other = await ingest_study(pool, store, bucket, study_id="PC-3", patient_id="P-B", report=REPORT,
+                                   files=raw("PC-3", "MRN-0778"), scrub=True)  # another patient
+    finally:
+        await pool.close()
+    assert (first.status, second.status, other.status) == ("ingested",) * 3
+    rows = studies_rows(gateway_dsn)
+    assert [r[:2] for r in rows] == [("PC-1", "P-A"), ("PC-2", "P-A"), ("PC-3", "P-B")]
+    assert rows[0][2] == rows[1][2] != rows[2][2] and "0777" not in rows[0][2]  # a keyed digest, not the MRN
+
+
+async def test_bulk_ingest_lists_a_row_whose_patient_id_is_not_the_files(gateway_dsn, store, infra, tmp_path):
+    folder = study_folder(tmp_path / "rows", [("R-1", "P-1", REPORT), ("R-2", "P-2", REPORT)])
+    text = (folder / "reports.csv").read_text()
+    (folder / "reports.csv").write_text(text.replace("R-2,P-2", "R-2,P-1"))  # the row above's patient
+    pool = await open_pool(gateway_dsn)
+    try:
+        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"])
+    finally:
+        await pool.close()
+    assert summary.ingested == 1 and [sid for sid, _ in summary.rejected] == ["R-2"]
+    assert "PatientID 'P-2' of this object (stored as it is) is not the form's patient id 'P-1'" in summary.rejected[0][1]
+
+
+async def test_the_ingest_api_answers_409_for_a_second_patient_id_and_422_for_a_mismatch(infra, gateway_dsn, tmp_path):
+    from tests.integration.test_dicom_images import gateway, settings_for
+
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+
+    async def post(study_id: str, patient_id: str, data: bytes, scrub: bool):
+        return await client.post("/api/v1/studies", data={"study_id": study_id, "patient_id": patient_id,
+                                                          "report": REPORT, "scrub": str(scrub).lower()},
+                                 files=[("files", ("a.dcm", data, "application/dicom"))])
+
+    try:
+        mismatch = await post("API-1", "P-9", dicom_bytes(tmp_path, "API-1", "P-1"), scrub=False)
+        assert (await post("API-2", "P-A", dicom_bytes(tmp_path, "API-2", "MRN5", identifiable=True), True)).status_code == 201
+        conflict = await post("API-3", "P-B", dicom_bytes(tmp_path, "API-3", "mrn5", identifiable=True), True)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    for resp, status in ((mismatch, 422), (conflict, 409)):
+        assert resp.status_code == status and resp.headers["content-type"].startswith("application/problem+json")
+    assert "not the form's patient id 'P-9'" in mismatch.json()["detail"]
+    assert "ingest it as 'P-A'" in conflict.json()["detail"]
+    assert counts(gateway_dsn)[0] == 1

@@ -30,7 +30,11 @@ def study_folder(root: Path, studies: list[tuple[str, str, str]], *, identifiabl
     return root
 
 
-def dicom_bytes(tmp: Path, study_id: str, patient_id: str = "P-1", *, identifiable: bool = False, seed: int = 0) -> bytes:
+def dicom_bytes(tmp: Path, study_id: str, patient_id: str | None = None, *, identifiable: bool = False,
+                seed: int = 0) -> bytes:
+    """A de-identified CXR DICOM of `study_id` (raw when `identifiable`); its PatientID is
+    `patient_id`, by default the `P-<study_id>` the e2e tests' ingest form sends."""
+    patient_id = f"P-{study_id}" if patient_id is None else patient_id
     path = tmp / f"{study_id}.dcm"
     write_cxr_dicom(path, study_id=study_id, patient_id=patient_id, seed=seed, identifiable=identifiable)
     return path.read_bytes()

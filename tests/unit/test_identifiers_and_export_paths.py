@@ -58,3 +58,16 @@ def test_an_export_whose_manifest_points_outside_the_folder_writes_nothing_there
         export_release(store, "public", release, target)
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not target.exists()
+
+
+def test_patient_id_spellings_from_real_exports_normalise_to_one_id():
+    from services.common.identifiers import normalise_patient_id, patient_key
+
+    same = ["PT-0042", " pt-0042 ", "PT-0042\t", "ＰＴ－００４２", "Pt - 0042"]
+    assert {normalise_patient_id(v) for v in same} == {"pt-0042"}
+    assert normalise_patient_id("0012345") == normalise_patient_id("12345") == "12345"
+    assert normalise_patient_id("000") == "0"
+    assert normalise_patient_id("PT-1") != normalise_patient_id("PT1")  # punctuation is kept
+    assert normalise_patient_id("A0012") != normalise_patient_id("A12")  # zeros only of an all-digit id
+    assert patient_key("0012345", "s") == patient_key("12345 ", "s") != patient_key("12345", "t")
+    assert patient_key("   ", "s") is None and "12345" not in (patient_key("12345", "s") or "")

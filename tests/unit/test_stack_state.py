@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
+import subprocess
+import time
 
+import pytest
 from typer.testing import CliRunner
 
 from radcurate.cli import app
-from radcurate.stack import local, seaweed
+from radcurate.stack import local, procs, seaweed
 from radcurate.stack.procs import reuse_port
 
 runner = CliRunner()
@@ -78,3 +82,46 @@ def test_the_s3_credentials_and_signing_keys_are_readable_by_their_owner_only(tm
     assert 'key = "key-read"' in (tmp_path / "security.toml").read_text()
     for name in ("s3.json", "security.toml"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def unrelated_process():
+    """A process that is not the stack's, leading its own process group as a daemon would: the
+    kind a recycled pid in an old stack.json may point at."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("stamp", ["stale", "missing"])
+def test_down_leaves_alone_a_process_that_only_shares_a_recorded_pid(tmp_path, unrelated_process, stamp):
+    """Issue 11 item 16: `down` signalled whatever process group had the recorded pid."""
+    state_dir = tmp_path / "stack"
+    state = stopped_stack(state_dir)
+    entry = {"pid": unrelated_process.pid, "port": 9, "url": "http://127.0.0.1:9", "log": "x"}
+    if stamp == "stale":  # our process had this pid once; this one started at another time
+        entry["started"] = f"{procs.start_stamp(unrelated_process.pid).rsplit(':', 1)[0]}:1"
+    state["services"] = {"gateway": entry}
+    state["kafka"] = {**entry, "port": 3}
+    local.save(state_dir, state)
+    assert local.down(state_dir) == []
+    time.sleep(0.2)
+    assert unrelated_process.poll() is None  # still running
+    assert local.health(state)["kafka"] == "down" and local.health(state)["gateway"] == "down"
+
+
+def test_down_stops_the_process_it_started(tmp_path, unrelated_process):
+    state_dir = tmp_path / "stack"
+    state = stopped_stack(state_dir)
+    state["services"] = {"gateway": {**procs.process(unrelated_process.pid), "port": 9, "url": "http://127.0.0.1:9"}}
+    local.save(state_dir, state)
+    assert local.down(state_dir) == ["gateway"]
+    unrelated_process.wait(timeout=5)  # ended (alive() reaps it, so the status is not kept)
+    assert not procs.alive(unrelated_process.pid)
+
+
+def test_a_start_stamp_names_one_process():
+    assert procs.start_stamp(os.getpid()) == procs.start_stamp(os.getpid())
+    assert procs.start_stamp(os.getpid()) != procs.start_stamp(os.getppid())
+    assert procs.ours(procs.process(os.getpid())) and not procs.ours({"pid": os.getpid()})

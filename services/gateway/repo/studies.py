@@ -66,14 +66,30 @@ async def open_read_digests(conn: Conn) -> list[tuple[str, str]]:
 # --- ingest -----------------------------------------------------------------------------------
 
 async def insert(conn: Conn, study_id: str, patient_id: str, protocol: str, study_instance_uid: str,
-                 report_text: str, correlation_id: str, facts: Sequence[object]) -> bool:
-    """Insert the study with its facts (in FACT_COLUMNS' order); False when the study id is already in."""
+                 report_text: str, correlation_id: str, facts: Sequence[object],
+                 dicom_patient_key: str | None = None) -> bool:
+    """Insert the study with its facts (in FACT_COLUMNS' order) and the keyed digest of its files'
+    PatientID; False when the study id is already in."""
     cur = await conn.execute(
         "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
-        " view_position, patient_sex, age_band, study_date, window_center, window_width, photometric_interpretation)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
-        (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id, *facts))
+        " view_position, patient_sex, age_band, study_date, window_center, window_width, photometric_interpretation,"
+        " dicom_patient_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (study_id) DO NOTHING RETURNING study_id",
+        (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id, *facts, dicom_patient_key))
     return await cur.fetchone() is not None
+
+
+async def lock_patient(conn: Conn, dicom_patient_key: str) -> None:
+    """Serialise concurrent ingests of one DICOM patient until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (dicom_patient_key,))
+
+
+async def other_with_dicom_patient(conn: Conn, dicom_patient_key: str, patient_id: str, study_id: str) -> Row | None:
+    """Another study of the same DICOM patient under a different patient id, if any."""
+    cur = await conn.execute(
+        "SELECT study_id, patient_id FROM studies WHERE dicom_patient_key = %s AND patient_id <> %s"
+        " AND study_id <> %s LIMIT 1", (dicom_patient_key, patient_id, study_id))
+    return await cur.fetchone()
 
 
 async def other_with_study_uid(conn: Conn, study_instance_uid: str, study_id: str) -> Row | None:
