@@ -157,15 +157,18 @@ def ingest(data_dir: Annotated[Path | None, typer.Argument(
         return
     if data_dir is None:
         fail("give a study folder, or --dicomweb URL --reports reports.csv", 2)
+    import httpx
+
+    from radcurate.client import GatewayError
     from radcurate.demo import ingest_folder
 
-    try:
+    try:  # through the gateway API: a study it refuses is listed below, anything else ends the run
         state = local.require_running(state_dir)
         with progress.use(quiet):
             summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
                                                 protocol=by_name[protocol],
                                                 allow_burned_in=allow_burned_in_annotation))
-    except (StackError, ValueError) as exc:
+    except (StackError, ValueError, GatewayError, httpx.TransportError) as exc:
         fail(str(exc))
     typer.echo(f"ingested {summary.ingested}, already present {summary.duplicates}, rejected {len(summary.rejected)}")
     for study_id, reason in summary.rejected:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,6 @@ from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
 from services.common.contracts import Protocol
-from services.common.db import open_pool
 from services.common.objectstore import ObjectStore, sha256_hex
 
 PAPER = {"ingested": 13_735, "sampled": 1_000, "readers": 17, "accepted": 381, "selected": 200,
@@ -39,18 +37,17 @@ def store_for(state: dict) -> ObjectStore:
 
 
 async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
-                        protocol: Protocol = Protocol.CXR, allow_burned_in: bool = False) -> IngestSummary:
-    if state.get("deid_secret"):  # scrub in this process uses the stack's project secret
-        os.environ.setdefault("RADCURATE_DEID_SECRET", state["deid_secret"])
-    pool = await open_pool(state["dsns"]["gateway"], max_size=concurrency + 2)
+                        protocol: str = Protocol.CXR, allow_burned_in: bool = False) -> IngestSummary:
+    """A study folder into the running stack, through the gateway API as its admin (curator rights)."""
+    total = len(read_reports(data_dir))  # a folder that is not one fails before anything is sent
+    api = Gateway(state["gateway_url"], state["admin_token"])
     try:
-        with progress.current().task("ingest", total=len(read_reports(data_dir)), unit="studies") as task:
-            return await ingest_dir(data_dir, pool, store_for(state), state["buckets"]["objects"],
-                                    scrub=scrub, concurrency=concurrency, protocol=protocol,
+        with progress.current().task("ingest", total=total, unit="studies") as task:
+            return await ingest_dir(data_dir, api, scrub=scrub, concurrency=concurrency, protocol=protocol,
                                     allow_burned_in=allow_burned_in,
                                     progress=lambda s: task.update(s.ingested + s.duplicates + len(s.rejected)))
     finally:
-        await pool.close()
+        await api.aclose()
 
 
 async def simulate(state: dict, truth_path: Path, n_readers: int, seed: int) -> int:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
@@ -43,11 +43,17 @@ _fatal: list[str] = []  # why this process is ending, read by serve() after uvic
 _server: list[uvicorn.Server] = []  # the server serve() runs, asked to stop when an essential task dies
 
 
-@dataclass
-class Resources:
-    """Opened once per process in the lifespan; handed to handlers and routes."""
+# The service's own settings class, so `res.settings.<name>` is checked by mypy where it is read
+# (a bare `Resources` leaves it unchecked: Resources[Any]).
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
-    settings: ServiceSettings
+
+@dataclass
+class Resources(Generic[SettingsT]):
+    """Opened once per process in the lifespan; handed to handlers and routes. A service annotates
+    with its settings class, e.g. `Resources[SamplerSettings]`."""
+
+    settings: SettingsT
     pool: AsyncConnectionPool
     producer: AIOKafkaProducer
     relay: OutboxRelay
@@ -57,13 +63,13 @@ class Resources:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-HandlersFactory = Callable[[Resources], Mapping[str, Handler]]
-Hook = Callable[[Resources], Any]
+HandlersFactory = Callable[[Resources[SettingsT]], Mapping[str, Handler]]
+Hook = Callable[[Resources[SettingsT]], Any]
 
 
-def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = None, *,
-               routers: Sequence[APIRouter] = (), on_start: Hook | None = None,
-               on_stop: Hook | None = None, observe: Hook | None = None,
+def create_app(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None = None, *,
+               routers: Sequence[APIRouter] = (), on_start: Hook[SettingsT] | None = None,
+               on_stop: Hook[SettingsT] | None = None, observe: Hook[SettingsT] | None = None,
                body_limits: Mapping[str, int] | None = None, default_body_limit: int = DEFAULT_BODY_LIMIT,
                **fastapi_kwargs: Any) -> FastAPI:
     """Build the service's FastAPI app with health, metrics and the event machinery.
@@ -102,8 +108,8 @@ def create_app(settings: ServiceSettings, handlers: HandlersFactory | None = Non
     return app
 
 
-async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
-                observe: Hook | None = None) -> Resources:
+async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None,
+                observe: Hook[SettingsT] | None = None) -> Resources[SettingsT]:
     pool = await open_pool(settings.database_url.get_secret_value())
     producer = make_producer(settings.kafka_bootstrap)
     await producer.start()

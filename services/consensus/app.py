@@ -23,8 +23,8 @@ class ConsensusSettings(ServiceSettings):
     gauge_refresh_seconds: float = 15.0
 
 
-def _start_gauges(res: Resources) -> None:
-    seconds = getattr(res.settings, "gauge_refresh_seconds", 15.0)
+def _start_gauges(res: Resources[ConsensusSettings]) -> None:
+    seconds = res.settings.gauge_refresh_seconds
     res.tasks.append(asyncio.create_task(refresh_forever(res.pool, seconds), name="gauges"))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -37,12 +37,15 @@ from services.consensus import repo
 from services.consensus.evaluation import evaluate
 from services.consensus.publish import publish_release
 
+if TYPE_CHECKING:  # app.py imports this module
+    from services.consensus.app import ConsensusSettings
+
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 
 
-def build_handlers(res: Resources) -> dict[str, Handler]:
-    rules_file = getattr(res.settings, "rules_file", None)
-    n_bootstrap = getattr(res.settings, "evaluation_bootstrap", 1000)
+def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
+    rules_file = res.settings.rules_file
+    n_bootstrap = res.settings.evaluation_bootstrap
 
     def protocol_and_rule(name: str) -> tuple[CurationProtocol, RuleConfig]:
         """The protocol's plug-in and its configured rule; either missing is a dead letter."""

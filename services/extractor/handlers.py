@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg
 
 from services.common import phi, protocols
@@ -13,13 +15,16 @@ from services.common.runtime import Resources
 from services.extractor import repo
 from services.extractor.llm import LlmExtractor
 
+if TYPE_CHECKING:  # app.py imports this module
+    from services.extractor.app import ExtractorSettings
 
-def make_extractor(res: Resources, protocol: CurationProtocol) -> Extractor:
+
+def make_extractor(res: Resources[ExtractorSettings], protocol: CurationProtocol) -> Extractor:
     """The configured backend for one protocol: the LLM where the protocol's reports suit the
     prompt and the settings ask for it, else the protocol's offline extractor. One LLM client per
     process (`res.extra`)."""
     settings = res.settings
-    if getattr(settings, "backend", "rules") != "llm" or not protocol.llm_backends:
+    if settings.backend != "llm" or not protocol.llm_backends:
         return protocol.extractor()
     if "llm_client" not in res.extra:
         res.extra["llm_client"] = LlmClient(config_from_settings(settings.service_name, settings),
@@ -27,7 +32,7 @@ def make_extractor(res: Resources, protocol: CurationProtocol) -> Extractor:
     return LlmExtractor(res.extra["llm_client"])
 
 
-def build_handlers(res: Resources) -> dict[str, Handler]:
+def build_handlers(res: Resources[ExtractorSettings]) -> dict[str, Handler]:
     # Every registered protocol's backend up front: a misconfigured LLM fails at start, not mid-batch.
     extractors: dict[str, Extractor] = {name: make_extractor(res, protocols.get(name)) for name in protocols.names()}
 

@@ -56,13 +56,13 @@ class GatewaySettings(ServiceSettings, IngestLimits):
     derivative_workers: int = 2
 
 
-async def _start(res: Resources) -> None:
+async def _start(res: Resources[GatewaySettings]) -> None:
     await _bootstrap_admin(res)
     await prepare_open_reads(res)
 
 
-async def _bootstrap_admin(res: Resources) -> None:
-    token = getattr(res.settings, "admin_token", None)
+async def _bootstrap_admin(res: Resources[GatewaySettings]) -> None:
+    token = res.settings.admin_token
     if token is None:
         return
     async with res.pool.connection() as conn:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from services.common.runtime import Resources
 
+if TYPE_CHECKING:  # app.py imports the routes that import this module
+    from services.gateway.app import GatewaySettings
 
-def resources(request: Request) -> Resources:
+
+def resources(request: Request) -> Resources[GatewaySettings]:
     return request.app.state.resources
 
 
-Res = Annotated[Resources, Depends(resources)]
+# Quoted: a forward reference at run time (FastAPI only reads the Depends), checked by mypy.
+Res = Annotated[Resources["GatewaySettings"], Depends(resources)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import psycopg
 
 from services.common import protocols
@@ -13,13 +15,16 @@ from services.common.runtime import Resources
 from services.mapper import repo
 from services.mapper.llm import LlmMapper
 
+if TYPE_CHECKING:  # app.py imports this module
+    from services.mapper.app import MapperSettings
 
-def make_mapper(res: Resources, protocol: CurationProtocol) -> Mapper:
+
+def make_mapper(res: Resources[MapperSettings], protocol: CurationProtocol) -> Mapper:
     """The configured backend for one protocol: the LLM where the protocol's taxonomy suits the
     prompt and the settings ask for it, else the protocol's offline mapper. One LLM client per
     process (`res.extra`)."""
     settings = res.settings
-    if getattr(settings, "backend", "lexicon") != "llm" or not protocol.llm_backends:
+    if settings.backend != "llm" or not protocol.llm_backends:
         return protocol.mapper()
     if "llm_client" not in res.extra:
         res.extra["llm_client"] = LlmClient(config_from_settings(settings.service_name, settings),
@@ -27,7 +32,7 @@ def make_mapper(res: Resources, protocol: CurationProtocol) -> Mapper:
     return LlmMapper(res.extra["llm_client"], protocol.taxonomy())
 
 
-def build_handlers(res: Resources) -> dict[str, Handler]:
+def build_handlers(res: Resources[MapperSettings]) -> dict[str, Handler]:
     # Every registered protocol's backend up front: a misconfigured LLM fails at start, not mid-batch.
     mappers: dict[str, Mapper] = {name: make_mapper(res, protocols.get(name)) for name in protocols.names()}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -26,6 +26,9 @@ from services.common.protocols.kit.sampling import SampleResult
 from services.common.runtime import Resources
 from services.sampler import leases, repo
 from services.sampler.assignment import assign_readers
+
+if TYPE_CHECKING:  # app.py imports this module
+    from services.sampler.app import SamplerSettings
 
 DEFAULT_LEASE_SECONDS = 72 * 3600.0
 
@@ -122,8 +125,8 @@ async def on_reassignment_requested(conn: psycopg.AsyncConnection, cmd: Reassign
     return [] if event is None else [event.model_copy(update={"correlation_id": cmd.correlation_id})]
 
 
-def build_handlers(res: Resources) -> dict[str, Handler]:
-    lease = float(getattr(res.settings, "lease_seconds", DEFAULT_LEASE_SECONDS))
+def build_handlers(res: Resources[SamplerSettings]) -> dict[str, Handler]:
+    lease = res.settings.lease_seconds
 
     def with_lease(fn: Any) -> Any:
         async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> Any:

@@ -64,6 +64,17 @@ async def eventually(check, what: str, timeout: float = 120) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def sign_in_reader(page, stack: dict, token: str, grace_ms: int | None = None) -> None:
+    """Open the reviewer page and sign in with `token`, until the page is ready. `grace_ms`
+    shortens the undo grace period before the first vote (None: the page's own)."""
+    await page.goto(stack["gateway_url"] + "/")
+    if grace_ms is not None:
+        await page.evaluate(f"window.__rc.graceMs = {grace_ms}")
+    await page.get_by_label("Your access token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await wait_for_js(page, "window.__rc && window.__rc.ready")
+
+
 async def wait_for_js(page, expression: str, timeout: float = 30) -> None:
     """Poll a JavaScript expression until it is truthy. Not `page.wait_for_function`: that builds
     its predicate with eval inside the page, which the gateway's Content-Security-Policy (rightly)

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from radcurate.client import Gateway
-from tests.e2e.conftest import eventually, query, scalar, wait_for_js
+from tests.e2e.conftest import eventually, query, scalar, sign_in_reader, wait_for_js
 from tests.e2e.test_bad_input import ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -61,14 +61,6 @@ def _monochrome1_bytes(tmp_path, study_id: str, seed: int) -> bytes:
     return out.getvalue()
 
 
-async def _sign_in(page, stack, token: str, grace_ms: int) -> None:
-    await page.goto(stack["gateway_url"] + "/")
-    await page.evaluate(f"window.__rc.graceMs = {grace_ms}")
-    await page.get_by_label("Your access token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await wait_for_js(page, "window.__rc && window.__rc.ready")
-
-
 async def _title(page) -> str:
     return (await page.locator("#study-title").inner_text()).removeprefix("Study ")
 
@@ -91,7 +83,7 @@ async def test_the_report_with_its_evidence_and_the_study_facts_beside_a_window_
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
     windows: list[str] = []
     page.on("response", lambda r: windows.append(f"{r.status} {r.url}") if "window_center" in r.url else None)
-    await _sign_in(page, stack, token, 10_000)
+    await sign_in_reader(page, stack, token, 10_000)
     study = await _title(page)
 
     # The report whole, the evidence of each suggested label marked within it.
@@ -161,7 +153,7 @@ async def test_an_undone_vote_is_never_stored_and_one_left_alone_is_stored_after
         stack, browser, tmp_path):
     token, admin = await _reader_with_work(stack, tmp_path, "UNDO")
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-    await _sign_in(page, stack, token, 3_000)
+    await sign_in_reader(page, stack, token, 3_000)
     first = await _title(page)
     await page.locator("#comment").fill("looks like pneumonia")
     await page.locator("#stage").focus()  # keys typed in the comment are text, not votes
@@ -267,7 +259,7 @@ async def test_window_presets_mirror_for_a_monochrome1_radiograph(stack, browser
     preset must sit above the file's window centre, not below it (a bone window otherwise)."""
     token, _ = await _reader_with_work(stack, tmp_path, "MONO1", make=_monochrome1_bytes)
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-    await _sign_in(page, stack, token, 10_000)
+    await sign_in_reader(page, stack, token, 10_000)
     study = await _title(page)
     [(photometric, center, width)] = query(
         stack, "gateway", "SELECT photometric_interpretation, window_center, window_width FROM studies"

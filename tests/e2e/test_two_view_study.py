@@ -15,7 +15,7 @@ from PIL import Image
 
 from radcurate.client import Gateway
 from radcurate.synth import write_cxr_dicom
-from tests.e2e.conftest import eventually, wait_for_js
+from tests.e2e.conftest import eventually, sign_in_reader, wait_for_js
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 REPORT = "EXAMINATION: CHEST PA AND LATERAL\nFINDINGS:\nCardiomegaly. No pleural effusion.\n\nIMPRESSION:\nCardiomegaly."
@@ -75,10 +75,7 @@ async def test_a_frontal_and_lateral_study_is_shown_side_by_side_each_with_its_o
     assert pngs[0] != pngs[1]
 
     page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-    await page.goto(stack["gateway_url"] + "/")
-    await page.get_by_label("Your access token").fill(tokens[readers[0]])
-    await page.get_by_role("button", name="Sign in").click()
-    await wait_for_js(page, "window.__rc && window.__rc.ready")
+    await sign_in_reader(page, stack, tokens[readers[0]])
     if (await page.locator("#study-title").inner_text()).removeprefix("Study ") != sid:
         await page.locator("#todo button", has_text=sid).click()
     await wait_for_js(page, f"document.getElementById('study-title').textContent.includes('{sid}')")

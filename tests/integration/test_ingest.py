@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pydicom
 import pytest
 
 import services
 from radcurate.bulk_ingest import ingest_dir
+from radcurate.client import Gateway
 from services.common import deid, manifests
 from services.common.contracts import ObjectsManifest
 from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
+from services.gateway.app import GatewaySettings, build_app
 from services.gateway.ingest import IngestError, PatientConflict, PatientMismatch, ingest_study
 from tests.support.factories import dicom_bytes, study_folder
 
 pytestmark = pytest.mark.integration
 REPORT = "Small left pleural effusion. No pneumothorax."
+TOKEN = "bulk-ingest-admin-token"
 
 
 @pytest.fixture
@@ -32,6 +38,24 @@ def store(infra: dict) -> ObjectStore:
     from radcurate.demo import store_for
 
     return store_for(infra)
+
+
+@contextlib.asynccontextmanager
+async def gateway_api(infra: dict, dsn: str, **settings) -> AsyncIterator[Gateway]:
+    """The gateway app in this process (its lifespan entered), and its admin's client of the API:
+    bulk ingest goes through `POST /api/v1/studies` like `radcurate ingest DIR`."""
+    s3 = infra["s3"]
+    app = build_app(GatewaySettings(database_url=dsn, kafka_bootstrap=infra["kafka"]["bootstrap"],
+                                    s3_endpoint=s3["endpoint"], s3_access_key=s3["access_key"],
+                                    s3_secret_key=s3["secret_key"], objects_bucket=infra["buckets"]["objects"],
+                                    admin_token=TOKEN, **settings))
+    async with app.router.lifespan_context(app):
+        api = Gateway("http://gateway", TOKEN,
+                      client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=60))
+        try:
+            yield api
+        finally:
+            await api.aclose()
 
 
 def counts(dsn: str) -> tuple[int, int, int]:
@@ -110,11 +134,8 @@ async def test_bulk_ingest_takes_the_good_studies_and_lists_the_bad_ones(gateway
         ("B-1", "P-1", REPORT), ("B-2", "P-1", "Cardiomegaly."), ("B-3", "P-3", "Normal chest."),
         ("B-4", "P-4", "Normal chest."), ("B-5", "P-5", "")],
         identifiable={"B-3"}, not_dicom={"B-4"})
-    pool = await open_pool(gateway_dsn)
-    try:
-        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"])
-    finally:
-        await pool.close()
+    async with gateway_api(infra, gateway_dsn) as api:
+        summary = await ingest_dir(folder, api)
     assert summary.ingested == 2
     assert [sid for sid, _ in summary.rejected] == ["B-3", "B-4", "B-5"]
     assert "identifying data" in summary.rejected[0][1]
@@ -132,18 +153,12 @@ async def test_bulk_ingest_refuses_objects_over_the_bounds_by_name_and_streams_t
 
     from pydicom.data import get_testdata_file
 
-    from services.gateway.ingest import IngestLimits
-
     folder = study_folder(tmp_path / "bounds", [("S-1", "P-1", REPORT), ("RG1", "P-2", REPORT)])
     (folder / "dicom" / "RG1.dcm").unlink()
     (folder / "dicom" / "RG1").mkdir()
     shutil.copy(get_testdata_file("RG1_J2KR.dcm", download=False), folder / "dicom" / "RG1" / "frontal.dcm")
-    pool = await open_pool(gateway_dsn)
-    try:
-        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True,
-                                   limits=IngestLimits(max_pixels=2_000_000))
-    finally:
-        await pool.close()
+    async with gateway_api(infra, gateway_dsn, max_pixels=2_000_000) as api:
+        summary = await ingest_dir(folder, api, scrub=True)
     assert summary.ingested == 1
     assert summary.rejected == [("RG1", "frontal.dcm: 1955 × 1841 pixels × 1 frame(s) is over the limit of "
                                         "2000000 pixels per object")]
@@ -191,15 +206,11 @@ async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_
     ds = pydicom.dcmread(path)
     ds.BurnedInAnnotation = "YES"
     ds.save_as(path, enforce_file_format=True)
-    pool = await open_pool(gateway_dsn)
-    try:
-        refused = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True)
+    async with gateway_api(infra, gateway_dsn) as api:
+        refused = await ingest_dir(folder, api, scrub=True)
         assert refused.ingested == 0 and "BurnedInAnnotation is YES" in refused.rejected[0][1]
         assert counts(gateway_dsn) == (0, 0, 0)
-        overridden = await ingest_dir(folder, pool, store, infra["buckets"]["objects"], scrub=True,
-                                      allow_burned_in=True)
-    finally:
-        await pool.close()
+        overridden = await ingest_dir(folder, api, scrub=True, allow_burned_in=True)
     assert overridden.ingested == 1 and counts(gateway_dsn) == (1, 1, 1)
 
 
@@ -271,11 +282,8 @@ async def test_bulk_ingest_lists_a_row_whose_patient_id_is_not_the_files(gateway
     folder = study_folder(tmp_path / "rows", [("R-1", "P-1", REPORT), ("R-2", "P-2", REPORT)])
     text = (folder / "reports.csv").read_text()
     (folder / "reports.csv").write_text(text.replace("R-2,P-2", "R-2,P-1"))  # the row above's patient
-    pool = await open_pool(gateway_dsn)
-    try:
-        summary = await ingest_dir(folder, pool, store, infra["buckets"]["objects"])
-    finally:
-        await pool.close()
+    async with gateway_api(infra, gateway_dsn) as api:
+        summary = await ingest_dir(folder, api)
     assert summary.ingested == 1 and [sid for sid, _ in summary.rejected] == ["R-2"]
     assert "PatientID 'P-2' of this object (stored as it is) is not the form's patient id 'P-1'" in summary.rejected[0][1]
 

@@ -15,6 +15,7 @@ import yaml
 from services.common import catalogue, contracts
 from services.common.catalogue import CATALOGUE, SERVICES
 from services.common.kafka import ALL_TOPICS
+from services.common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,8 +31,9 @@ def test_the_local_stack_creates_every_catalogued_topic_and_its_dead_letter_topi
 
 def _settings_of(service: str):
     module = importlib.import_module(f"services.{service}.app")
+    # the service's own settings (a ServiceSettings), not e.g. the extractor's LLM-only settings
     cls = next(v for k, v in vars(module).items() if k.endswith("Settings") and isinstance(v, type)
-               and v.__module__ == module.__name__)
+               and v.__module__ == module.__name__ and issubclass(v, ServiceSettings))
     return cls(database_url="postgresql://unused")
 
 

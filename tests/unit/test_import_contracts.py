@@ -59,6 +59,8 @@ def test_the_repository_keeps_its_import_contracts():
      "Protocol packages are independent of each other"),
     ("radcurate/peek.py", "from services.consensus import repo\n",
      "The CLI never reaches into a service's tables or handlers"),
+    ("radcurate/bulk_peek.py", "from services.gateway.ingest import ingest_study\n",
+     "The CLI never reaches into a service's tables or handlers"),
 ])
 def test_a_deliberate_boundary_violation_breaks_its_contract(tree: Path, module: str, source: str, contract: str):
     clean = lint_imports(tree)  # the copy is as clean as the repository

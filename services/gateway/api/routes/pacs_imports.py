@@ -50,7 +50,7 @@ async def request_import(body: PacsImportIn, user: Curator, res: Res) -> dict:
     """Start importing a PACS's studies (QIDO-RS search, WADO-RS retrieve) with their reports; each
     study passes the same checks as `POST /api/v1/studies`, and studies already in are skipped."""
     url = body.dicomweb_url.rstrip("/")
-    allowed = [u.rstrip("/") for u in getattr(res.settings, "dicomweb_urls", [])]
+    allowed = [u.rstrip("/") for u in res.settings.dicomweb_urls]
     if url not in allowed:
         # The gateway fetches what it is pointed at: only PACSes its operator named are reachable.
         raise Problem(403, f"{url} is not one of this gateway's PACSes (RADCURATE_GATEWAY_DICOMWEB_URLS:"

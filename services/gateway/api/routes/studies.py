@@ -198,7 +198,7 @@ async def shown_image(res, sha256: str, object_key: str, *, center: float | None
 async def dicom_links(study_id: str, user: CurrentUser, res: Res) -> list[dict]:
     """Short-lived presigned URLs for the raw DICOM instances."""
     rows = await _objects_for(res, user, study_id)
-    seconds = getattr(res.settings, "presigned_url_seconds", 300)
+    seconds = res.settings.presigned_url_seconds
     urls = await asyncio.to_thread(
         lambda: [res.store.presigned_get(res.settings.objects_bucket, r["object_key"], seconds) for r in rows])
     return [{"sop_instance_uid": r["sop_instance_uid"], "instance_number": r["instance_number"],

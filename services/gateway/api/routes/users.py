@@ -31,8 +31,8 @@ class IssuedToken(BaseModel):
     expires_at: str | None = Field(None, description="ISO 8601; renew before with POST /api/v1/me/token.")
 
 
-def _lifetime_days(res) -> float:
-    return float(getattr(res.settings, "token_lifetime_days", 90.0))
+def _lifetime_days(res: Res) -> float:
+    return res.settings.token_lifetime_days
 
 
 @router.get("/me")

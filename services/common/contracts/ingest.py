@@ -1,0 +1,71 @@
+"""Ingest: a study's DICOM objects and report are stored (gateway -> extractor)."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.contracts.envelope import Event, ProtocolName, Topic
+
+
+class DicomObject(BaseModel):
+    """One stored DICOM instance: where it lives in the object store, and what it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    object_key: str  # content-addressed: sha256 of the bytes
+    sha256: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    series_description: str = ""
+    instance_number: int = 1
+    modality: str = ""
+    # DICOM PixelSpacing (row, column) in mm; lumbar consensus averages reader points in mm with it.
+    pixel_spacing: tuple[float, float] | None = None
+
+
+class ObjectsManifest(BaseModel):
+    """A study's DICOM instance list, as events carry it (schema 3): by reference. The list itself
+    is a JSON object in the objects bucket (`services.common.manifests`), written before the event
+    is recorded, so an event's size does not grow with the study (a lumbar MRI of 2,400 instances
+    would be ~1 MB inline, over the broker's limit); `count` says how many instances it lists.
+
+    Events written before schema 3 carried the list itself: the upcaster moves it into `inline`
+    (no key, no sha256), and readers get it from there without a fetch. New events never do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = ""  # manifests/<study_id>/<sha256>.json in the objects bucket
+    sha256: str = ""  # of the object's bytes: a reader verifies it before trusting the list
+    count: int = Field(0, ge=0)
+    inline: list[DicomObject] = Field(default_factory=list)  # only in upcast schema-2 events
+
+    @property
+    def by_reference(self) -> bool:
+        return bool(self.key)
+
+    @model_validator(mode="after")
+    def _by_key_or_inline(self) -> ObjectsManifest:
+        if self.key:
+            if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+                raise ValueError("a manifest referenced by key carries the sha256 (64 hex digits) of its bytes")
+            if self.inline:
+                raise ValueError("a manifest is referenced by key or carried inline, not both")
+        elif self.sha256:
+            raise ValueError("a manifest's sha256 comes with its key")
+        elif self.count != len(self.inline):
+            raise ValueError(f"an inline manifest of {len(self.inline)} objects says count {self.count}")
+        return self
+
+
+class ReportIngested(Event):
+    topic: ClassVar[Topic] = Topic.REPORT_INGESTED
+    event_type: Literal["ReportIngested"] = "ReportIngested"
+    schema_version: int = 3
+    protocol: ProtocolName
+    patient_id: str
+    study_instance_uid: str
+    report_text: str
+    objects_manifest: ObjectsManifest
