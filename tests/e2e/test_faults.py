@@ -82,7 +82,8 @@ def facts(state: dict) -> dict[str, Any]:
 async def test_killing_any_part_mid_funnel_changes_no_decision_and_no_byte_of_the_release(tmp_path: Path):
     data = tmp_path / "synth"
     await asyncio.to_thread(synth_cxr, STUDIES, SEED, data)
-    ref_release, ref, _ = await run(tmp_path / "ref", data, None, tmp_path / "ref-out")
+    ref_release, ref, ref_chaos = await run(tmp_path / "ref", data, None, tmp_path / "ref-out")
+    ref_timings = ref_chaos.timings
     plan = FaultPlan.draw(SEED, ROUNDS, LLM_OUTAGE_S)
     release, got, chaos = await run(tmp_path / "faulted", data, plan, tmp_path / "faulted-out")
 
@@ -92,6 +93,7 @@ async def test_killing_any_part_mid_funnel_changes_no_decision_and_no_byte_of_th
                                                  for f in plan.at(s)]
     print("\nfaults (target, stage, seconds to recover):", [(t, s, round(d, 1)) for t, s, d in chaos.done])
     print("services that exited on their own and were restarted:", chaos.self_exits)
+    print("seconds per stage, untouched:", ref_timings, "faulted:", chaos.timings, "load:", os.getloadavg())
     # None lost, none doubled: every table of every service holds as many rows as in the untouched
     # run, and every service recorded as many events per topic.
     assert got["rows"] == ref["rows"]

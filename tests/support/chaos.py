@@ -83,6 +83,7 @@ class Chaos:
     plan: FaultPlan | None = None
     done: list[tuple[str, str, float]] = field(default_factory=list)  # (target, stage, seconds to recover)
     self_exits: list[str] = field(default_factory=list)  # services that stopped on their own
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, faults included
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def state(self) -> dict[str, Any]:
@@ -93,10 +94,12 @@ class Chaos:
         """Run the stage's faults while the body does the stage's work; wait for both."""
         faults = self.plan.at(name) if self.plan else []
         task = asyncio.create_task(self._inject(name, faults))
+        t = time.monotonic()
         try:
             yield
         finally:
             await task
+            self.timings[name] = round(time.monotonic() - t, 1)
 
     async def _inject(self, stage: str, faults: list[Fault]) -> None:
         for fault in faults:
