@@ -4,7 +4,7 @@ of the local stack at a time and restarts it, as a crash and its supervisor woul
 
 - `FaultPlan`: which part dies in which step of the funnel, drawn from a seed; every round kills
   each of the five services, the broker, Postgres and the S3 server once, and the LLM endpoint
-  goes away for `llm_outage_s` during labelling.
+  goes away for `llm_outage_s` while the first reports wait for extraction.
 - `Chaos`: kills a part's whole process group (Postgres with its backends, as an OOM kill does)
   and restarts exactly that part on the same port and data dir (`radcurate up` for that part
   alone), so the services that stay up must reconnect by themselves. A service that exits on its
@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
 
 from radcurate.client import Gateway, GatewayError
 from radcurate.demo import download_release, ingest_folder
 from radcurate.simulate import CONFIRMATION_TYPE, SimReader, Truth, load_truth, register_panel
 from radcurate.stack import local
 from radcurate.stack.procs import alive
+from tests.conftest import schema_dsn
 from tests.support.fake_openai import FakeOpenAI
 
 T = TypeVar("T")
@@ -65,8 +67,8 @@ class FaultPlan:
         for _ in range(rounds):
             for target in rng.sample([*SERVICES, *INFRA], len(SERVICES) + len(INFRA)):
                 faults.append(Fault(target, rng.choice(WHEN[target]), rng.uniform(0.0, 2.0), rng.uniform(0.5, 3.0)))
-        if llm_outage_s > 0:
-            faults.append(Fault("llm", "label", rng.uniform(0.0, 1.0), llm_outage_s))
+        if llm_outage_s > 0:  # first, while the ingested reports wait for extraction
+            faults.insert(0, Fault("llm", "ingest", rng.uniform(0.2, 1.0), llm_outage_s))
         return cls(faults)
 
     def at(self, stage: str) -> list[Fault]:
@@ -84,6 +86,7 @@ class Chaos:
     done: list[tuple[str, str, float]] = field(default_factory=list)  # (target, stage, seconds to recover)
     self_exits: list[str] = field(default_factory=list)  # services that stopped on their own
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, faults included
+    labelled_when_llm_returned: int | None = None  # studies with suggested labels as the LLM came back
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def state(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class Chaos:
                 else:
                     await self._kill_and_restart(fault.target, fault.down_s)
             self.done.append((fault.target, stage, time.monotonic() - t))
+            print(f"fault: {fault.target} killed in {stage}, back after {time.monotonic() - t:.1f}s", flush=True)
 
     async def _kill_and_restart(self, target: str, down_s: float) -> None:
         before = self.state()
@@ -134,8 +138,16 @@ class Chaos:
     async def _llm_outage(self, seconds: float) -> None:
         assert self.llm is not None, "an LLM outage needs the LLM backends"
         await asyncio.to_thread(self.llm.stop)
-        await asyncio.sleep(seconds)
-        await asyncio.to_thread(self.llm.start)
+        try:
+            await asyncio.sleep(seconds)
+            self.labelled_when_llm_returned = await asyncio.to_thread(self._labelled)
+        finally:
+            await asyncio.to_thread(self.llm.start)
+
+    def _labelled(self) -> int:
+        state = self.state()
+        with psycopg.connect(schema_dsn(state["postgres"]["admin_dsn"], "mapper")) as conn:
+            return conn.execute("SELECT count(*) FROM suggestions").fetchone()[0]
 
     async def supervise(self) -> None:
         """Restart a service that exited on its own (as Kubernetes restarts a container)."""
