@@ -120,8 +120,14 @@ class Chaos:
         before = self.state()
         info = before["services"][target] if target in SERVICES else before[target]
         pid = info["pid"]
+        # Postgres's backends each call setsid(): its process group is the postmaster alone, so its
+        # children are killed by pid too (all at once, as an OOM kill of the container does).
+        backends = children(pid) if target == "postgres" else []  # before they are orphaned
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        for child in backends:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         while alive(pid):
             await asyncio.sleep(0.05)
         await asyncio.sleep(down_s)
@@ -159,6 +165,16 @@ class Chaos:
                 for svc in dead:
                     self.self_exits.append(svc)
                     await self._restart(svc)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 async def retrying(what: str, call: Callable[[], Awaitable[T]], timeout: float = 300) -> T:
