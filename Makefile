@@ -7,7 +7,7 @@ STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo read test unit integration e2e bench eval-labels up down status clean check lint lint-imports types
+.PHONY: setup demo read test unit integration e2e chaos bench eval-labels up down status clean check lint lint-imports types
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -54,6 +54,18 @@ integration: setup
 
 e2e: setup
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The fault test at full strength (issue 11 item 7): a 300-study funnel, every service, the broker,
+# Postgres and the S3 server SIGKILLed CHAOS_ROUNDS times each, a 60 s LLM outage; a new random
+# fault plan each run unless CHAOS_SEED is given (the seed is printed: rerun it to reproduce).
+CHAOS_STUDIES ?= 300
+CHAOS_ROUNDS ?= 3
+CHAOS_LLM_OUTAGE_S ?= 60
+CHAOS_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+chaos: setup  ## the fault test, longer: CHAOS_STUDIES=300 CHAOS_ROUNDS=3 CHAOS_LLM_OUTAGE_S=60 CHAOS_SEED=…
+	RADCURATE_FAULT_STUDIES=$(CHAOS_STUDIES) RADCURATE_FAULT_ROUNDS=$(CHAOS_ROUNDS) \
+		RADCURATE_FAULT_LLM_OUTAGE_S=$(CHAOS_LLM_OUTAGE_S) RADCURATE_FAULT_SEED=$(CHAOS_SEED) \
+		$(PY) -m pytest tests/e2e/test_faults.py -s $(PYTEST_ARGS)
 
 bench: setup  ## speed, measured: prints figures and ratios to the targets
 	$(PY) bench/run_all.py

@@ -155,8 +155,11 @@ def bootstrap(admin_dsn: str, services: list[str], passwords: dict[str, str] | N
     """Create the database and, per service, a login role owning a schema of the same name.
 
     Returns service -> DSN. Re-running keeps existing roles (passwords are reset to the given ones).
+    A service without a password in `passwords` gets a new one, written back into `passwords`:
+    the caller must keep it, or the next run would change the password of a role whose running
+    service still connects with the old one (every new connection of it then fails).
     """
-    passwords = dict(passwords or {})
+    passwords = {} if passwords is None else passwords
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
             conn.execute(f'CREATE DATABASE "{DATABASE}"')

@@ -53,6 +53,16 @@ def test_passwords_are_stored_as_scram_verifiers(infra: dict) -> None:
     assert all(verifier.startswith("SCRAM-SHA-256$") for verifier in stored.values())
 
 
+def test_up_again_keeps_every_services_password_so_running_services_can_still_connect(infra: dict) -> None:
+    """`up` restarts what died (a crashed service, Postgres itself) while the rest keeps running
+    with the DSNs it was started with: it must not change their passwords."""
+    again = local.up(Path(infra["state_dir"]), services_to_run=())
+    assert again["dsns"] == infra["dsns"]
+    for svc in local.SERVICES:
+        with psycopg.connect(infra["dsns"][svc], connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (svc,)
+
+
 def test_the_state_file_is_its_owners_alone(infra: dict) -> None:
     mode = stat.S_IMODE(local.stack_file(Path(infra["state_dir"])).stat().st_mode)
     assert mode == 0o600

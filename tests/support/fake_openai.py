@@ -91,7 +91,8 @@ def pipeline_responder(request: dict[str, Any]) -> dict[str, Any]:
 class FakeOpenAI:
     """The server; use as a context manager. `base_url` ends in /v1 like the real API."""
 
-    def __init__(self, responder: Responder = rules_extractor_responder, *, latency: float = 0.0) -> None:
+    def __init__(self, responder: Responder = rules_extractor_responder, *, latency: float = 0.0,
+                 port: int = 0) -> None:
         self.responder = responder
         self.latency = latency
         self.failures: deque[Failure] = deque()
@@ -104,7 +105,7 @@ class FakeOpenAI:
         self.peak_concurrency = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port  # 0: any free port, kept from the first start on (`stop` then `start` is an outage)
 
     @property
     def base_url(self) -> str:
@@ -115,9 +116,17 @@ class FakeOpenAI:
         return len(self.requests)
 
     def __enter__(self) -> FakeOpenAI:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Listen (again) on `port`: after `stop`, clients find the endpoint where it was."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
@@ -130,9 +139,9 @@ class FakeOpenAI:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("fake OpenAI server did not start")
             time.sleep(0.01)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop listening: new connections are refused, as by an inference server that restarts."""
         assert self._server is not None and self._thread is not None
         self._server.should_exit = True
         self._thread.join(timeout=10)
