@@ -33,7 +33,7 @@ SEED = int(os.environ.get("RADCURATE_FAULT_SEED", "7"))
 # the consumers' backoff; two stacks start.
 BUDGET_S = 240 + 40 * 8 * ROUNDS + 3 * LLM_OUTAGE_S + STUDIES
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET_S)]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(BUDGET_S)]
 
 
 async def run(state_dir: Path, data_dir: Path, plan: FaultPlan | None, out: Path) -> tuple[Path, dict, Chaos]:
