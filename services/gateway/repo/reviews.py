@@ -5,8 +5,8 @@ trip is paid many times over in pool waits. Hence:
 - the next assignment is one statement and its commit, sent together (pipeline mode): one round trip;
 - a vote is two: BEGIN with the locking read, then — after the protocol has judged the vote in
   Python — one statement that inserts the vote, marks the assignment voted and records the
-  outbox row, sent together with COMMIT. Durability is the server's: the commit is acknowledged
-  only when Postgres has it (nothing here changes `synchronous_commit`).
+  outbox row, sent together with COMMIT. The vote's commit waits for its WAL
+  (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ LOCK_COLUMNS = ("a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.p
 
 async def lock_assignment(conn: psycopg.AsyncConnection, assignment_id: str) -> dict | None:
     """The assignment, locked until the transaction ends, with its vote if it has one (call inside a
-    transaction; in pipeline mode the BEGIN travels with it)."""
+    transaction; in pipeline mode the BEGIN travels with it).
+
+    The transaction's commit is made to wait for its WAL whatever the server's default: a vote
+    the reader was told is recorded must survive a Postgres crash (the local stack's cluster runs
+    with `synchronous_commit=off` for bulk speed). In pipeline mode the SET costs no round trip."""
+    await conn.execute("SET LOCAL synchronous_commit = on")
     cur = await conn.execute(
         f"SELECT {LOCK_COLUMNS} FROM assignments a LEFT JOIN votes v USING (assignment_id)"
         " WHERE a.assignment_id = %s FOR UPDATE OF a", (assignment_id,))
