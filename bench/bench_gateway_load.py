@@ -1,28 +1,141 @@
-"""Gateway under load: 200 concurrent simulated readers (next assignment → vote, as fast as they
-can) against the gateway of the local stack. Targets (issue 4): p99 < 50 ms for next and vote,
->= 1,000 votes/s. The client runs on the same machine as the whole stack, so on a small machine
-the figures measure the machine as much as the gateway.
-Run: .venv/bin/python bench/bench_gateway_load.py [studies] [readers]
+"""Gateway under load (issue 15 §3), against the gateway of the local stack, in three parts:
+
+1. paced: 200 readers, each reading a study every ~2 s (~100 votes/s offered, open loop: a slow
+   answer does not lower the offered rate), p50/p99 of `GET /reviews/next` and of the vote;
+2. saturated: the same readers as fast as they can; votes/s and server-side CPU per vote — the
+   CPU the gateway, Postgres, the broker and the S3 server processes spent in the window (from
+   /proc), nothing subtracted; the other services and the load client's own CPU are reported apart;
+3. reference: pgbench (from the embedded Postgres) running a script equivalent to one vote (lock
+   the assignment, insert the vote, mark the assignment voted, insert the outbox row, commit) on
+   copies of the gateway's tables; the vote's server CPU is reported as a ratio to pgbench's
+   Postgres CPU per transaction.
+
+Targets: p99 < 50 ms for both calls at ~100 votes/s offered; <= 2 ms of server CPU per vote.
+Every figure is printed with the load average (the machine is shared).
+Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_gateway_load.py [studies] [readers] [paced_seconds]
+The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORKERS=0): the readers
+fetch no images, and decoding them at assignment would be counted as the votes' CPU.
+Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from radcurate.client import Gateway
 from radcurate.demo import ingest_folder
-from radcurate.stack import local
+from radcurate.stack import local, postgres
+from radcurate.stack.postgres import pg_bin_dir
 from radcurate.synth import synth_cxr
 
-TARGET_P99_MS, TARGET_VOTES_PER_S = 50.0, 1000.0
+TARGET_P99_MS, TARGET_CPU_MS_PER_VOTE = 50.0, 2.0
+READ_EVERY_S = 2.0  # a brisk reader: one study every ~2 s
+TICK = os.sysconf("SC_CLK_TCK")
 
+
+def _load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+# --- CPU of process trees, from /proc ---------------------------------------------------------
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (ppid, CPU seconds so far) for every live process."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "(comm)": state ppid ... utime stime cutime cstime (fields 14-17 of stat(5)). A child's
+        # CPU moves into its parent's cutime/cstime when it ends (e.g. a pgbench connection's backend),
+        # so counting both over a whole tree loses nothing and counts nothing twice.
+        table[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / TICK)
+    return table
+
+
+def _tree_cpu(roots: dict[str, int]) -> dict[str, dict[int, float]]:
+    """name -> {pid: CPU seconds} of each root and all its descendants (Postgres backends, workers)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, dict[int, float]] = {}
+    for name, root in roots.items():
+        seen, todo = {}, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in table and pid not in seen:
+                seen[pid] = table[pid][1]
+                todo.extend(children.get(pid, ()))
+        out[name] = seen
+    return out
+
+
+class CpuWindow:
+    """CPU spent by each named process tree between start() and stop(); a process that ended inside
+    the window is lost (the stack's processes are long-lived; Postgres backends are pooled)."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+
+    def start(self) -> None:
+        self._before = _tree_cpu(self.roots)
+        self._client_before = time.process_time()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> tuple[dict[str, float], float, float]:
+        after = _tree_cpu(self.roots)
+        per = {name: sum(cpu - self._before[name].get(pid, 0.0) for pid, cpu in procs.items())
+               for name, procs in after.items()}
+        return per, time.process_time() - self._client_before, time.perf_counter() - self._t0
+
+
+def _roots(state: dict) -> dict[str, int]:
+    roots = {part: state[part]["pid"] for part in ("postgres", "kafka", "s3") if (state.get(part) or {}).get("pid")}
+    roots.update({svc: info["pid"] for svc, info in state["services"].items()})
+    return roots
+
+
+SERVER = ("gateway", "postgres", "kafka", "s3")
+
+
+def _cpu_report(label: str, per: dict[str, float], client_s: float, votes: int, seconds: float,
+                idle: dict[str, float]) -> float:
+    """Print the window's CPU per vote; `idle` (CPU s per s of the idle stack) gives the second,
+    idle-subtracted figure: at a few votes/s the stack's idle polling is most of the first."""
+    server = sum(per.get(p, 0.0) for p in SERVER)
+    net = server - seconds * sum(idle.get(p, 0.0) for p in SERVER)
+    others = {k: v for k, v in per.items() if k not in SERVER}
+    ms = server * 1000 / max(votes, 1)
+    print(f"{label}: server CPU {ms:.2f} ms/vote (target <= {TARGET_CPU_MS_PER_VOTE:.0f} ms, ratio "
+          f"{ms / TARGET_CPU_MS_PER_VOTE:.2f}) = " + ", ".join(
+              f"{p} {per.get(p, 0.0) * 1000 / max(votes, 1):.2f}" for p in SERVER)
+          + f"; net of the idle stack {net * 1000 / max(votes, 1):.2f} ms/vote"
+          + f"; other services {sum(others.values()) * 1000 / max(votes, 1):.2f} ms/vote ("
+          + ", ".join(f"{k} {v * 1000 / max(votes, 1):.2f}" for k, v in others.items())
+          + f"); load client {client_s * 1000 / max(votes, 1):.2f} ms/vote"
+          f" ({client_s / seconds:.2f} cores); {_load()}")
+    return ms
+
+
+# --- the readers --------------------------------------------------------------------------------
 
 async def _prepare(state: dict, data: Path, studies: int, n_readers: int) -> list[str]:
     await ingest_folder(state, data)
@@ -39,69 +152,203 @@ async def _prepare(state: dict, data: Path, studies: int, n_readers: int) -> lis
     return tokens
 
 
-async def _timed(lat: list[float], errors: list[str], send) -> httpx.Response:
+class Run:
+    def __init__(self) -> None:
+        self.lat: dict[str, list[float]] = {"next": [], "vote": []}
+        self.errors: list[str] = []
+        self.votes = 0
+
+
+async def _timed(run: Run, op: str, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
     """One request, timed; a dropped connection (keep-alive race) is retried and counted."""
     while True:
         t0 = time.perf_counter()
         try:
             resp = await send()
         except httpx.TransportError as exc:
-            errors.append(type(exc).__name__)
+            run.errors.append(type(exc).__name__)
             continue
-        lat.append(time.perf_counter() - t0)
+        run.lat[op].append(time.perf_counter() - t0)
         return resp
 
 
-async def _reader(client: httpx.AsyncClient, token: str, lat: dict[str, list[float]], errors: list[str]) -> int:
+async def _read_one(client: httpx.AsyncClient, token: str, run: Run) -> bool:
+    """Next assignment, then a vote on it; False when the worklist is empty."""
     auth = {"Authorization": f"Bearer {token}"}
-    votes = 0
-    while True:
-        resp = await _timed(lat["next"], errors, lambda: client.get("/api/v1/reviews/next", headers=auth))
-        if resp.status_code == 204:
-            return votes
-        a = resp.json()
-        r = await _timed(lat["vote"], errors, lambda a=a: client.post(
-            f"/api/v1/reviews/{a['assignment_id']}/vote", headers={**auth, "Idempotency-Key": a["assignment_id"]},
-            json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20}))
-        assert r.status_code in (200, 201), r.text
-        votes += 1
+    resp = await _timed(run, "next", lambda: client.get("/api/v1/reviews/next", headers=auth))
+    if resp.status_code == 204:
+        return False
+    a = resp.json()
+    r = await _timed(run, "vote", lambda: client.post(
+        f"/api/v1/reviews/{a['assignment_id']}/vote", headers={**auth, "Idempotency-Key": a["assignment_id"]},
+        json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20}))
+    assert r.status_code in (200, 201), r.text
+    run.votes += 1
+    return True
 
 
-async def _load(url: str, tokens: list[str]) -> tuple[dict[str, list[float]], int, float]:
-    lat: dict[str, list[float]] = {"next": [], "vote": []}
-    errors: list[str] = []
+async def _paced_reader(client: httpx.AsyncClient, token: str, run: Run, until: float) -> None:
+    """Reads on a fixed schedule (one study every READ_EVERY_S, random phase): open loop."""
+    due = time.perf_counter() + random.uniform(0, READ_EVERY_S)
+    while due < until:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        if not await _read_one(client, token, run):
+            return
+        due += READ_EVERY_S
+
+
+async def _eager_reader(client: httpx.AsyncClient, token: str, run: Run, until: float) -> None:
+    while time.perf_counter() < until and await _read_one(client, token, run):
+        pass
+
+
+async def _phase(url: str, tokens: list[str], seconds: float, paced: bool) -> Run:
+    run = Run()
     limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        started = time.perf_counter()
-        votes = sum(await asyncio.gather(*(_reader(client, t, lat, errors) for t in tokens)))
-        seconds = time.perf_counter() - started
-    if errors:
-        print(f"{len(errors)} dropped connections retried ({sorted(set(errors))})")
-    return lat, votes, seconds
+        until = time.perf_counter() + seconds
+        reader = _paced_reader if paced else _eager_reader
+        await asyncio.gather(*(reader(client, t, run, until) for t in tokens))
+    if run.errors:
+        print(f"{len(run.errors)} dropped connections retried ({sorted(set(run.errors))})")
+    return run
 
 
-def _pct(xs: list[float], p: float) -> float:
+def _pct(xs: list[float], p: int) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[p - 1] * 1000 if len(xs) > 1 else xs[0] * 1000
 
 
-def main(studies: int, n_readers: int) -> None:
+def _latency_report(run: Run) -> None:
+    for op in ("next", "vote"):
+        if not run.lat[op]:
+            continue
+        p50, p99 = _pct(run.lat[op], 50), _pct(run.lat[op], 99)
+        print(f"  {op:5s}: n={len(run.lat[op])} p50 {p50:.1f} ms  p99 {p99:.1f} ms (target p99 < "
+              f"{TARGET_P99_MS:.0f} ms, ratio {p99 / TARGET_P99_MS:.2f}); {_load()}")
+
+
+# --- the pgbench reference ----------------------------------------------------------------------
+
+VOTE_SCRIPT = """\\set i :i + 1
+\\set k :client_id * 1000000 + :i
+BEGIN;
+SET LOCAL synchronous_commit = on;
+SELECT a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol, v.vote_id
+  FROM pb.assignments a LEFT JOIN pb.votes v USING (assignment_id) WHERE a.assignment_id = 'pb-' || :k FOR UPDATE OF a;
+INSERT INTO pb.votes (vote_id, assignment_id, study_id, reader_id, judgement, comment, seconds_spent,
+  idempotency_key, confirmed_omissions)
+  VALUES ('v-' || :k, 'pb-' || :k, 's-' || :k, 'load-001',
+  '{"protocol": "cxr-label-verification", "verdict": "agree_all", "added_labels": [], "removed_labels": []}',
+  '', 20, 'pb-' || :k, '[]');
+UPDATE pb.assignments SET status = 'voted' WHERE assignment_id = 'pb-' || :k;
+INSERT INTO pb.outbox (event_id, topic, msg_key, payload) VALUES ('e-' || :k, 'vote-cast', 's-' || :k,
+  '{"vote_id": "v", "study_id": "s", "reader_id": "load-001", "assignment_id": "a", "judgement": {"verdict": "agree_all"}}')
+  ON CONFLICT (event_id) DO NOTHING;
+END;
+"""
+
+
+def _pgbench(state: dict, postgres_pid: int, clients: int = 8, per_client: int = 1500) -> float:
+    """Postgres CPU ms per transaction of VOTE_SCRIPT on copies of the gateway's tables."""
+    info = psycopg.conninfo.conninfo_to_dict(postgres.with_database(state["postgres"]["admin_dsn"], postgres.DATABASE))
+    with psycopg.connect(psycopg.conninfo.make_conninfo(**info), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS pb CASCADE")
+        conn.execute("CREATE SCHEMA pb")
+        for table in ("assignments", "votes", "outbox"):
+            conn.execute(f"CREATE TABLE pb.{table} (LIKE gateway.{table} INCLUDING ALL)")
+        conn.execute("ALTER TABLE pb.votes ADD FOREIGN KEY (assignment_id) REFERENCES pb.assignments")
+        # Real assignment rows (one as a template), renamed so each transaction votes on its own.
+        conn.execute(
+            "INSERT INTO pb.assignments SELECT (jsonb_populate_record(NULL::pb.assignments, to_jsonb(t)"
+            " || jsonb_build_object('assignment_id', 'pb-' || k, 'study_id', 's-' || k, 'status', 'open'))).*"
+            " FROM (SELECT * FROM gateway.assignments LIMIT 1) t,"
+            " generate_series(0, %s) c, generate_series(1, %s) i, LATERAL (SELECT c * 1000000 + i AS k) kk",
+            (clients - 1, per_client))
+        conn.execute("VACUUM ANALYZE pb.assignments")
+    env = {**os.environ, "PGPASSWORD": info["password"]}
+    argv = [str(pg_bin_dir() / "pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", "2",
+            "-t", str(per_client), "-D", "i=0", "-f", "/dev/stdin",
+            "-h", info["host"], "-p", str(info["port"]), "-U", info["user"], info["dbname"]]
+    window = CpuWindow({"postgres": postgres_pid})
+    window.start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, input=VOTE_SCRIPT, capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    per, _, seconds = window.stop()
+    if done.returncode != 0:
+        raise SystemExit(f"pgbench failed: {done.stderr.strip()[-2000:]}")
+    tps = next((ln for ln in done.stdout.splitlines() if ln.startswith("tps")), "tps ?")
+    txns = clients * per_client
+    pg_ms = per["postgres"] * 1000 / txns
+    own = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000 / txns
+    print(f"pgbench, one vote's SQL as one transaction ({clients} clients, {txns} txns, {seconds:.1f} s, {tps}):"
+          f" Postgres CPU {pg_ms:.3f} ms/txn, pgbench's own {own:.3f} ms/txn; {_load()}")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(**info), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA pb CASCADE")
+    return pg_ms
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def _pyspy(gateway_pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    exe = os.environ.get("BENCH_PYSPY")
+    if not exe:
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-d", str(int(seconds)), "-r", "50",
+                             "-s", "-o", str(out), "-f", "flamegraph"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main(studies: int, n_readers: int, paced_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
         synth_cxr(studies, 0, data)
-        state = local.up(Path(tmp) / "stack")
+        # No display derivatives made in the background: decoding images at assignment costs ~1 s of
+        # CPU per object in the gateway process, which would be measured as the votes' cost (the
+        # readers here fetch no images; bench_reviewer_page measures that path).
+        state = local.up(Path(tmp) / "stack", service_env={"RADCURATE_GATEWAY_DERIVATIVE_WORKERS": "0"})
         try:
             tokens = asyncio.run(_prepare(state, data, studies, n_readers))
-            lat, votes, seconds = asyncio.run(_load(state["gateway_url"], tokens))
+            roots = _roots(state)
+            print(f"{studies} studies, {3 * studies} assignments, {n_readers} readers; {_load()}")
+
+            window = CpuWindow(roots)
+            window.start()
+            time.sleep(10)
+            per, _, seconds = window.stop()
+            idle = {k: v / seconds for k, v in per.items()}
+            print("idle stack, CPU ms/s (subtracted only from the \"net\" figures below): " + ", ".join(
+                f"{k} {v * 1000 / seconds:.1f}" for k, v in per.items()) + f"; {_load()}")
+
+            window.start()
+            run = asyncio.run(_phase(state["gateway_url"], tokens, paced_s, paced=True))
+            per, client_s, seconds = window.stop()
+            offered = n_readers / READ_EVERY_S
+            print(f"paced: {n_readers} readers, one study each every {READ_EVERY_S:.0f} s (~{offered:.0f} votes/s"
+                  f" offered): {run.votes} votes in {seconds:.1f} s = {run.votes / seconds:.0f} votes/s")
+            _latency_report(run)
+            _cpu_report("  paced", per, client_s, run.votes, seconds, idle)
+
+            flame = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
+            spy = _pyspy(roots["gateway"], 15, flame)
+            window.start()
+            run = asyncio.run(_phase(state["gateway_url"], tokens, 3600, paced=False))
+            per, client_s, seconds = window.stop()
+            if spy:
+                spy.wait()
+                print(f"py-spy flame graph of the gateway: {flame}")
+            print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {seconds:.1f} s ="
+                  f" {run.votes / seconds:.0f} votes/s; {_load()}")
+            _latency_report(run)
+            vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle)
+
+            pg_ms = _pgbench(state, roots["postgres"])
+            print(f"server CPU per vote / pgbench Postgres CPU per vote transaction: {vote_ms:.2f} / {pg_ms:.3f}"
+                  f" = {vote_ms / pg_ms:.1f}x (at the target: {TARGET_CPU_MS_PER_VOTE / pg_ms:.1f}x); {_load()}")
         finally:
             local.down(Path(tmp) / "stack")
-    for op in ("next", "vote"):
-        p50, p99 = _pct(lat[op], 50), _pct(lat[op], 99)
-        print(f"{op:5s}: n={len(lat[op])} p50 {p50:.1f} ms  p99 {p99:.1f} ms (target p99 < {TARGET_P99_MS:.0f} ms, "
-              f"ratio {p99 / TARGET_P99_MS:.2f})")
-    rate = votes / seconds
-    print(f"{n_readers} readers cast {votes} votes in {seconds:.1f}s: {rate:.0f} votes/s "
-          f"(target {TARGET_VOTES_PER_S:.0f}/s, ratio {rate / TARGET_VOTES_PER_S:.2f})")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1500, int(sys.argv[2]) if len(sys.argv) > 2 else 200,
+         float(sys.argv[3]) if len(sys.argv) > 3 else 15.0)

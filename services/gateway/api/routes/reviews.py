@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Literal
 
@@ -10,9 +9,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 from psycopg.errors import UniqueViolation
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.common import metrics, outbox, protocols
+from services.common import metrics, protocols
 from services.common.contracts import CellGrade, Finding, SuggestedLabel, Verdict, VoteCast
-from services.common.db import unit_of_work
 from services.common.protocols import CurationProtocol, JudgementRejected, NeedsConfirmation, ReviewContext
 from services.gateway import judgements
 from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, StudyFacts, facts_of, views_of
@@ -20,6 +18,7 @@ from services.gateway.auth import Reviewer
 from services.gateway.deps import Res
 from services.gateway.hanging import HungView
 from services.gateway.problems import Problem
+from services.gateway.repo import reviews as repo
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
@@ -110,13 +109,8 @@ async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "
                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[Assignment]:
     """The caller's assignments (open by default), oldest first."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM assignments a JOIN studies s USING (study_id)"
-            " WHERE a.reader_id = %s AND a.status = %s"
-            " AND NOT EXISTS (SELECT 1 FROM holdout_studies h WHERE h.study_id = a.study_id)"  # held out: gone
-            " ORDER BY a.assigned_at, a.study_id LIMIT %s",
-            (user.user_id, state, limit))
-        return [_view(r) for r in await cur.fetchall()]
+        rows = await repo.open_assignments(conn, user.user_id, state, limit, _COLUMNS)
+    return [_view(r) for r in rows]
 
 
 @router.get("/next", response_model=Assignment, responses={204: {"description": "Nothing left to read."}})
@@ -128,13 +122,7 @@ async def next_assignment(
     up to 8) skips assignments: the one on screen and any vote the page still holds back for its
     undo grace period, so a page can prefetch the study that really comes next."""
     async with res.pool.connection() as conn:
-        cur = await conn.execute(
-            "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
-            " WHERE s.study_id = a.study_id AND a.assignment_id = ("
-            " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
-            " AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1)"
-            f" RETURNING {_COLUMNS}", (user.user_id, list(after)))
-        row = await cur.fetchone()
+        row = await repo.open_next(conn, user.user_id, after, _COLUMNS)
     if row is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return _view(row)
@@ -148,22 +136,23 @@ async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, respo
     original vote (200); a second, different vote is refused (409). A vote that removes a label the
     report states as present, or leaves an unmapped finding without adding a label, is answered
     with a 409 confirmation request until it is sent again with `confirm: true`."""
-    async with unit_of_work(res.pool) as conn:
-        a = await _lock_assignment(conn, assignment_id, user.user_id)
-        if a["vote_id"] is not None:
-            if idempotency_key and a["idempotency_key"] == idempotency_key:
-                response.status_code = status.HTTP_200_OK
-                return _vote_out(a)
-            raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
-        if a["status"] == "expired":
-            raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
-        protocol = _protocol(a["protocol"])
-        event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, user.user_id)
-        try:
-            await _insert_vote(conn, event, idempotency_key, confirmed)
-        except UniqueViolation as exc:  # a concurrent duplicate lost the race
-            raise Problem(409, "you have already voted on this assignment") from exc
-        await outbox.record(conn, [event])
+    # Pipeline mode: BEGIN travels with the locking read, and the vote's one statement with COMMIT
+    # (services/gateway/repo/reviews.py), so a vote costs two round trips.
+    try:
+        async with res.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            a = await _lock_assignment(conn, assignment_id, user.user_id)
+            if a["vote_id"] is not None:
+                if idempotency_key and a["idempotency_key"] == idempotency_key:
+                    response.status_code = status.HTTP_200_OK
+                    return _vote_out(a)
+                raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
+            if a["status"] == "expired":
+                raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
+            protocol = _protocol(a["protocol"])
+            event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, user.user_id)
+            await repo.record_vote(conn, event, idempotency_key, confirmed)
+    except UniqueViolation as exc:  # a concurrent duplicate lost the race (raised at COMMIT's sync)
+        raise Problem(409, "you have already voted on this assignment") from exc
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
@@ -205,35 +194,17 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
 
 
 async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
-    cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
-                             (study_id,))
-    return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}
+    return await repo.instances(conn, study_id)
 
 
 async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
     """The assignment (locked) with its vote if any, in one round trip; refuses other readers'."""
-    cur = await conn.execute(
-        "SELECT a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol,"
-        " extract(epoch FROM now() - a.opened_at)::float8 AS open_seconds, v.vote_id, v.assignment_id,"
-        f" v.idempotency_key, v.confirmed_omissions, {judgements.SELECT}"
-        " FROM assignments a LEFT JOIN votes v USING (assignment_id) WHERE a.assignment_id = %s FOR UPDATE OF a",
-        (assignment_id,))
-    a = await cur.fetchone()
+    a = await repo.lock_assignment(conn, assignment_id)
     # Someone else's assignment answers exactly like a missing one: a 403 would tell the caller
     # that the assignment exists, i.e. who co-reads which study.
     if a is None or a["reader_id"] != user_id:
         raise Problem(404, f"no assignment {assignment_id!r} on your worklist")
     return a
-
-
-async def _insert_vote(conn, e: VoteCast, idempotency_key: str | None, confirmed: list[dict]) -> None:
-    await conn.execute(
-        "WITH done AS (UPDATE assignments SET status = 'voted' WHERE assignment_id = %s)"
-        " INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, judgement,"
-        " comment, seconds_spent, idempotency_key, confirmed_omissions)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-        (e.assignment_id, e.vote_id, e.assignment_id, e.study_id, e.reader_id, e.judgement.model_dump_json(),
-         e.comment, e.seconds_spent, idempotency_key, json.dumps(confirmed)))
 
 
 def _vote_out(row: dict) -> VoteOut:

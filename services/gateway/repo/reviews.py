@@ -1,0 +1,100 @@
+"""The reviewer's assignments and votes in the gateway's tables, each in as few round trips as it can be.
+
+A busy gateway's connection is held while its event loop serves other requests, so every round
+trip is paid many times over in pool waits. Hence:
+- the next assignment is one statement and its commit, sent together (pipeline mode): one round trip;
+- a vote is two: BEGIN with the locking read, then — after the protocol has judged the vote in
+  Python — one statement that inserts the vote, marks the assignment voted and records the
+  outbox row, sent together with COMMIT. The vote's commit waits for its WAL
+  (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from services.common import outbox
+from services.common.contracts import VoteCast
+from services.gateway import judgements
+
+
+async def open_next(conn: psycopg.AsyncConnection, reader_id: str, skip: Sequence[str], columns: str) -> dict | None:
+    """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once) and commit;
+    the row with `columns` (aliases `a` for assignments, `s` for studies), or None."""
+    async with conn.pipeline():
+        cur = await conn.execute(
+            "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
+            " WHERE s.study_id = a.study_id AND a.assignment_id = ("
+            " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
+            " AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1)"
+            f" RETURNING {columns}", (reader_id, list(skip)))
+        await conn.commit()  # queued behind the UPDATE: both travel in one round trip
+        return await cur.fetchone()
+
+
+LOCK_COLUMNS = ("a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol,"
+                " extract(epoch FROM now() - a.opened_at)::float8 AS open_seconds, v.vote_id, v.assignment_id,"
+                f" v.idempotency_key, v.confirmed_omissions, {judgements.SELECT}")
+
+
+async def lock_assignment(conn: psycopg.AsyncConnection, assignment_id: str) -> dict | None:
+    """The assignment, locked until the transaction ends, with its vote if it has one (call inside a
+    transaction; in pipeline mode the BEGIN travels with it).
+
+    The transaction's commit is made to wait for its WAL whatever the server's default: a vote
+    the reader was told is recorded must survive a Postgres crash (the local stack's cluster runs
+    with `synchronous_commit=off` for bulk speed). In pipeline mode the SET costs no round trip."""
+    await conn.execute("SET LOCAL synchronous_commit = on")
+    cur = await conn.execute(
+        f"SELECT {LOCK_COLUMNS} FROM assignments a LEFT JOIN votes v USING (assignment_id)"
+        " WHERE a.assignment_id = %s FOR UPDATE OF a", (assignment_id,))
+    return await cur.fetchone()
+
+
+async def instances(conn: psycopg.AsyncConnection, study_id: str) -> set[tuple[str, int]]:
+    """The study's (series_instance_uid, instance_number) pairs: where a grid's points may lie."""
+    cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
+                             (study_id,))
+    return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}
+
+
+# One statement: the vote, the assignment marked voted, the vote-cast event in the outbox (the
+# same row outbox.record writes). A duplicate vote fails on votes' unique assignment_id.
+_RECORD_VOTE = (
+    "WITH done AS (UPDATE assignments SET status = 'voted' WHERE assignment_id = %(assignment_id)s),"
+    " event AS (INSERT INTO outbox (event_id, topic, msg_key, payload)"
+    " VALUES (%(event_id)s, %(topic)s, %(study_id)s, %(payload)s) ON CONFLICT (event_id) DO NOTHING)"
+    " INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, judgement,"
+    " comment, seconds_spent, idempotency_key, confirmed_omissions)"
+    " VALUES (%(vote_id)s, %(assignment_id)s, %(study_id)s, %(reader_id)s, %(judgement)s,"
+    " %(comment)s, %(seconds_spent)s, %(idempotency_key)s, %(confirmed)s)")
+
+
+async def record_vote(conn: psycopg.AsyncConnection, e: VoteCast, idempotency_key: str | None,
+                      confirmed: list[dict[str, Any]]) -> None:
+    """Insert the vote, mark its assignment voted and record its event, in one statement of the
+    caller's transaction. EventTooLarge before anything is sent if the event cannot travel; a
+    concurrent duplicate raises UniqueViolation (in pipeline mode: when the transaction ends)."""
+    payload = e.model_dump_json()
+    outbox.check_size(e.topic.value, e.event_id, len(payload.encode()))
+    await conn.execute(_RECORD_VOTE, {
+        "assignment_id": e.assignment_id, "event_id": e.event_id, "topic": e.topic.value, "study_id": e.study_id,
+        "payload": payload, "vote_id": e.vote_id, "reader_id": e.reader_id,
+        "judgement": e.judgement.model_dump_json(), "comment": e.comment, "seconds_spent": e.seconds_spent,
+        "idempotency_key": idempotency_key, "confirmed": json.dumps(confirmed)})
+
+
+async def open_assignments(conn: psycopg.AsyncConnection, reader_id: str, state: str, limit: int,
+                           columns: str) -> list[dict]:
+    """The reader's assignments in `state`, oldest first, held-out studies left out."""
+    cur = await conn.execute(
+        f"SELECT {columns} FROM assignments a JOIN studies s USING (study_id)"
+        " WHERE a.reader_id = %s AND a.status = %s"
+        " AND NOT EXISTS (SELECT 1 FROM holdout_studies h WHERE h.study_id = a.study_id)"  # held out: gone
+        " ORDER BY a.assigned_at, a.study_id LIMIT %s",
+        (reader_id, state, limit))
+    return await cur.fetchall()
