@@ -15,14 +15,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from services.common import outbox
 from services.common.contracts import VoteCast
 from services.gateway import judgements
+from services.gateway.repo.conn import Conn, Row
 
 
-async def open_next(conn: psycopg.AsyncConnection, reader_id: str, skip: Sequence[str], columns: str) -> dict | None:
+async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Row | None:
     """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once) and commit;
     the row with `columns` (aliases `a` for assignments, `s` for studies), or None."""
     async with conn.pipeline():
@@ -41,7 +40,7 @@ LOCK_COLUMNS = ("a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.p
                 f" v.idempotency_key, v.confirmed_omissions, {judgements.SELECT}")
 
 
-async def lock_assignment(conn: psycopg.AsyncConnection, assignment_id: str) -> dict | None:
+async def lock_assignment(conn: Conn, assignment_id: str) -> Row | None:
     """The assignment, locked until the transaction ends, with its vote if it has one (call inside a
     transaction; in pipeline mode the BEGIN travels with it).
 
@@ -55,7 +54,7 @@ async def lock_assignment(conn: psycopg.AsyncConnection, assignment_id: str) -> 
     return await cur.fetchone()
 
 
-async def instances(conn: psycopg.AsyncConnection, study_id: str) -> set[tuple[str, int]]:
+async def instances(conn: Conn, study_id: str) -> set[tuple[str, int]]:
     """The study's (series_instance_uid, instance_number) pairs: where a grid's points may lie."""
     cur = await conn.execute("SELECT series_instance_uid, instance_number FROM study_objects WHERE study_id = %s",
                              (study_id,))
@@ -74,7 +73,7 @@ _RECORD_VOTE = (
     " %(comment)s, %(seconds_spent)s, %(idempotency_key)s, %(confirmed)s)")
 
 
-async def record_vote(conn: psycopg.AsyncConnection, e: VoteCast, idempotency_key: str | None,
+async def record_vote(conn: Conn, e: VoteCast, idempotency_key: str | None,
                       confirmed: list[dict[str, Any]]) -> None:
     """Insert the vote, mark its assignment voted and record its event, in one statement of the
     caller's transaction. EventTooLarge before anything is sent if the event cannot travel; a
@@ -88,8 +87,8 @@ async def record_vote(conn: psycopg.AsyncConnection, e: VoteCast, idempotency_ke
         "idempotency_key": idempotency_key, "confirmed": json.dumps(confirmed)})
 
 
-async def open_assignments(conn: psycopg.AsyncConnection, reader_id: str, state: str, limit: int,
-                           columns: str) -> list[dict]:
+async def open_assignments(conn: Conn, reader_id: str, state: str, limit: int,
+                           columns: str) -> list[Row]:
     """The reader's assignments in `state`, oldest first, held-out studies left out."""
     cur = await conn.execute(
         f"SELECT {columns} FROM assignments a JOIN studies s USING (study_id)"
