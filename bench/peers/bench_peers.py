@@ -44,6 +44,7 @@ from services.common.taxonomy import load_taxonomy  # noqa: E402
 
 GOAL = 5.0
 ROWS = ("import", "annotate", "export")
+WAIT_S = 3600  # the shared machine can be very busy: a step is slow, not failed, within an hour
 
 
 def load() -> str:
@@ -110,7 +111,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
     try:
         async def all_suggested() -> bool:
             return await _funnel_count(api, "suggested") >= studies
-        await wait_for("labels suggested", all_suggested)
+        await wait_for("labels suggested", all_suggested, timeout=WAIT_S)
         clock.record("import", started)
 
         # not timed (no Label Studio counterpart): the reviewers' accounts and the sampled worklists
@@ -121,7 +122,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
         async def all_assigned() -> bool:
             return await _funnel_count(api, "assignments") >= 3 * n
-        await wait_for("assignments", all_assigned)
+        await wait_for("assignments", all_assigned, timeout=WAIT_S)
 
         latencies: list[float] = []
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -136,13 +137,13 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
         async def all_decided() -> bool:
             return await _funnel_count(api, "decided") >= n
-        await wait_for("consensus", all_decided)
+        await wait_for("consensus", all_decided, timeout=WAIT_S)
         release_id = f"peers-{studies}-s{seed}"
         await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id, protocol="cxr")
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"
-        await wait_for("the release", released)
+        await wait_for("the release", released, timeout=WAIT_S)
         release = await api.release(release_id)
         download_release(state, release, out)
         clock.record("export", started)
