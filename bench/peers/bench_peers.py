@@ -40,6 +40,7 @@ from radcurate.campaign import synth_pool  # noqa: E402
 from radcurate.client import Gateway  # noqa: E402
 from radcurate.demo import download_release, ingest_folder, scaled_plan, synth_data, wait_for  # noqa: E402
 from radcurate.stack import local  # noqa: E402
+from services.common.contracts import Protocol  # noqa: E402
 from services.common.taxonomy import load_taxonomy  # noqa: E402
 
 GOAL = 5.0
@@ -79,7 +80,7 @@ def archive(tasks: int, seed: int, data_dir: Path) -> list[Task]:
 # --- RadCurate ---------------------------------------------------------------------------------
 
 async def _funnel_count(api: Gateway, key: str) -> int:
-    return int((await api.progress("cxr"))["funnel"][key])
+    return int((await api.progress(Protocol.CXR.value))["funnel"][key])
 
 
 async def _reviewer(http: httpx.AsyncClient, token: str, latencies: list[float]) -> int:
@@ -118,7 +119,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
         n = votes // 3
         tokens = [await api.create_user(f"peer-{i:02d}", "reviewer") for i in range(clients)]
         await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed},
-                                   panel=[f"peer-{i:02d}" for i in range(clients)], protocol="cxr")
+                                   panel=[f"peer-{i:02d}" for i in range(clients)], protocol=Protocol.CXR.value)
 
         async def all_assigned() -> bool:
             return await _funnel_count(api, "assignments") >= 3 * n
@@ -139,7 +140,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
             return await _funnel_count(api, "decided") >= n
         await wait_for("consensus", all_decided, timeout=WAIT_S)
         release_id = f"peers-{studies}-s{seed}"
-        await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id, protocol="cxr")
+        await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id, protocol=Protocol.CXR.value)
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"
@@ -194,7 +195,8 @@ def run_label_studio(executable: Path, archive_tasks: list[Task], votes: int, cl
     finally:
         ls.stop()
     print(f"  {done} annotations, read+submit p50 {_pct(latencies, 50):.0f} ms p99 {_pct(latencies, 99):.0f} ms; "
-          f"{failed} submissions answered 500 (sent again unless the task then showed an annotation); "
+          f"{failed} submissions failed (500 or no answer in 300 s; sent again unless the task then showed an "
+          f"annotation); "
           f"the export holds {exported} annotations for {votes} submitted"
           f"{' (duplicates left by failed submissions)' if exported > votes else ''}", flush=True)
     return clock

@@ -140,7 +140,7 @@ class LabelStudio:
         latencies: list[float] = []
         failures: list[int] = []
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(base_url=self.url, headers=self.headers, limits=limits, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=self.url, headers=self.headers, limits=limits, timeout=300) as http:
             async def annotator() -> int:
                 done = 0
                 while not queue.empty():
@@ -148,8 +148,14 @@ class LabelStudio:
                     t0 = time.perf_counter()
                     (await http.get(f"/api/tasks/{task_id}")).raise_for_status()
                     for attempt in range(MAX_ATTEMPTS):
-                        resp = await http.post(f"/api/tasks/{task_id}/annotations",
-                                               json={"result": _choices(task.suggested), "lead_time": 20.0})
+                        try:
+                            resp = await http.post(f"/api/tasks/{task_id}/annotations",
+                                                   json={"result": _choices(task.suggested), "lead_time": 20.0})
+                        except httpx.TimeoutException:
+                            failures.append(0)  # no answer in time: look, then submit again
+                            if await self._annotated(http, task_id):
+                                break
+                            continue
                         if resp.status_code == 201:
                             break
                         # sqlite under concurrent writers answers 500 "database is locked", sometimes
