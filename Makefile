@@ -7,7 +7,7 @@ STUDIES ?= $(if $(filter lumbar,$(PROTOCOL)),60,13735)
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo read test unit integration e2e chaos bench eval-labels up down status clean check lint lint-imports types
+.PHONY: setup demo read test unit integration e2e chaos bench bench-peers eval-labels up down status clean check lint lint-imports types
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -70,6 +70,20 @@ chaos: setup  ## the fault test, longer: CHAOS_STUDIES=300 CHAOS_ROUNDS=3 CHAOS_
 bench: setup  ## speed, measured: prints figures and ratios to the targets
 	$(PY) bench/run_all.py
 
+# Label Studio for `make bench-peers` lives in its own throwaway venv: never a project dependency.
+LABEL_STUDIO_VERSION := 1.23.2
+PEERS_VENV := .bench-peers/venv
+PEERS_ARGS ?=
+
+$(PEERS_VENV)/.installed:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	uv venv -q --python python3 $(PEERS_VENV)
+	uv pip install --quiet --python $(PEERS_VENV)/bin/python "label-studio==$(LABEL_STUDIO_VERSION)"
+	@touch $@
+
+bench-peers: setup $(PEERS_VENV)/.installed  ## RadCurate vs Label Studio on this machine: import, 3,000 annotations, export (PEERS_ARGS="--tasks 500 --votes 300" for a quick try)
+	PYTHONPATH=$(CURDIR) $(PY) bench/peers/bench_peers.py --label-studio $(PEERS_VENV)/bin/label-studio $(PEERS_ARGS)
+
 eval-labels: setup  ## accuracy of the offline report labeller: hand-labelled gold set + real Open-i reports (RADCURATE_OPENI_DIR)
 	$(PY) -m radcurate.eval_labels
 
@@ -82,4 +96,4 @@ status: setup
 
 clean:
 	-$(PY) -m radcurate.cli down
-	rm -rf .radcurate out data
+	rm -rf .radcurate out data .bench-peers
