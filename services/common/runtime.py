@@ -121,6 +121,7 @@ async def _open(settings: ServiceSettings, handlers: HandlersFactory | None,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_batch=settings.kafka_max_batch, max_attempts=settings.max_attempts,
             fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            linger_s=settings.consumer_linger_seconds,
         )
         await res.consumer.start()
         res.tasks.append(_essential(res.consumer.run(), "consumer"))

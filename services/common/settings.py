@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
     # segments for a fetch, it waits out fetch_max_wait_ms instead (measured: 9 events/s at 64 KiB).
     kafka_fetch_min_bytes: int = 1
     kafka_fetch_max_wait_ms: int = 500
+    # A short consumer batch waits this long for more records before it is applied: each batch is
+    # one transaction and one offset commit (bench/bench_floor.py: fewer commits, less CPU per event).
+    consumer_linger_seconds: float = 0.05
 
 
 class LlmSettings(BaseSettings):

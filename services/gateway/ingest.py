@@ -362,19 +362,19 @@ async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, pa
     """IngestError when another study already has this StudyInstanceUID or one of these SOP
     Instance UIDs: the same images under two study ids could land on both sides of a release's
     split (holdout contamination). Scrubbing maps UIDs consistently, so a twin is caught after it."""
-    checks = (
-        ("SELECT study_id AS other, study_instance_uid AS shared FROM studies"
-         " WHERE study_instance_uid = %s AND study_id <> %s",
-         parsed[0].study_instance_uid, "StudyInstanceUID"),
-        ("SELECT study_id AS other, sop_instance_uid AS shared FROM study_objects"
-         " WHERE sop_instance_uid = ANY(%s) AND study_id <> %s",
-         [p.obj.sop_instance_uid for p in parsed], "SOPInstanceUID"),
-    )
-    for sql, value, what in checks:
-        row = await (await conn.execute(sql + " LIMIT 1", (value, study_id))).fetchone()
-        if row is not None:
-            raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
-                              "two study ids could land on both sides of a release's split")
+    # One round trip for both checks (each on its index): ingest runs this twice per study.
+    cur = await conn.execute(
+        "(SELECT study_id AS other, study_instance_uid AS shared, 'StudyInstanceUID' AS what FROM studies"
+        "  WHERE study_instance_uid = %s AND study_id <> %s LIMIT 1)"
+        " UNION ALL"
+        " (SELECT study_id, sop_instance_uid, 'SOPInstanceUID' FROM study_objects"
+        "  WHERE sop_instance_uid = ANY(%s) AND study_id <> %s LIMIT 1)"
+        " LIMIT 1",
+        (parsed[0].study_instance_uid, study_id, [p.obj.sop_instance_uid for p in parsed], study_id))
+    row = await cur.fetchone()
+    if row is not None:
+        raise IngestError(f"{study_id}: {row['what']} {row['shared']} is already study {row['other']}'s: the same images "
+                          "under two study ids could land on both sides of a release's split")
 
 
 async def _exists(conn: psycopg.AsyncConnection, study_id: str) -> bool:

@@ -247,3 +247,38 @@ async def _committed_through(h: Harness, n: int) -> bool:
         return sum(o or 0 for o in offsets) >= n
     finally:
         await consumer.stop()
+
+
+async def test_a_lingering_consumer_applies_a_trickle_of_events_in_few_batches_each_once(infra, fresh_schema, fresh_topic):
+    """Events sent one at a time (as a relay sends them while studies stream in) are gathered
+    into a few transactions and offset commits, each event still applied exactly once."""
+    events = [report(f"L{i:03d}") for i in range(30)]
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied, linger_s=2.0) as h:
+        consumer = h.consumer()
+        commits: list[int] = []
+        commit = consumer._commit
+
+        async def counted(tp, offset):  # type: ignore[no-untyped-def]
+            commits.append(offset)
+            await commit(tp, offset)
+
+        consumer._commit = counted  # type: ignore[method-assign]
+
+        async def trickle() -> None:
+            await asyncio.sleep(1.0)  # the consumer has joined its group and waits for records
+            producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap, enable_idempotence=False)
+            await producer.start()
+            try:
+                for e in events:
+                    await producer.send_and_wait(fresh_topic, key=e.study_id.encode(), value=e.model_dump_json().encode())
+                    await asyncio.sleep(0.02)
+            finally:
+                await producer.stop()
+
+        sending = asyncio.create_task(trickle())
+        await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM inbox", 30), consumer=consumer)
+        await sending
+        assert await h.count("SELECT count(*) FROM applied") == 30
+        assert await h.count("SELECT count(DISTINCT event_id) FROM applied") == 30
+        # Two partitions, a batch every 2 s while the sends last: without the linger, 12 or more
+        assert 1 <= len(commits) <= 8, commits
