@@ -14,8 +14,10 @@ this volume. Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → lab
 
 Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only, the lighter
 path) at each multiple of the pool, each on a fresh stack, and prints the time and CPU per study
-against the 1× figure (target ≤ 1.1×). Default "1" (the floor and the paper's pool, ~3–4 min);
-3× and 10× need 3× / 10× the synthetic data (~130 KB per study) and take ~10 / ~35 min here.
+against the 1× figure (target ≤ 1.1×). Default "1" (the floor and the paper's pool: ~3–4 min on
+an idle 2-core machine). 3× and 10× of the paper's pool synthesise 3× / 10× the data (~130 KB per
+study: 5 / 18 GB) and take ~10 / ~35 min; a smaller base (RADCURATE_BENCH_STUDIES=1000) takes the
+first N studies of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
 Knobs: RADCURATE_BENCH_STUDIES (default 13735), RADCURATE_BENCH_SCALES (default "1"),
 RADCURATE_BENCH_FLOOR=0 to skip the floor. Every figure is printed with os.getloadavg().
@@ -25,8 +27,10 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -169,9 +173,28 @@ async def funnel(state: dict, data_dir: Path, studies: int) -> dict[str, float]:
     return timings
 
 
-def run_one(studies: int, with_floor: bool) -> dict[str, float]:
+def pool_of(studies: int) -> Path:
+    """The synthetic pool: the first `studies` of the paper-scale pool when that is already
+    synthesised (a reports.csv cut short, the same DICOM folder), else a fresh one."""
+    paper = Path("data") / "demo-13735-0"
+    if studies < 13_735 and (paper / "synth.json").exists():
+        subset = Path("data") / f"bench-first-{studies}-of-13735"
+        if not (subset / "reports.csv").exists():
+            subset.mkdir(parents=True, exist_ok=True)
+            rows = read_reports(paper)[:studies]
+            with open(subset / "reports.csv", "w", newline="") as dst:
+                writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            (subset / "dicom").symlink_to((paper / "dicom").resolve())
+        return subset
     data_dir = Path("data") / f"demo-{studies}-0"
     demo.synth_data(studies, 0, data_dir)
+    return data_dir
+
+
+def run_one(studies: int, with_floor: bool) -> dict[str, float]:
+    data_dir = pool_of(studies)
     rows = read_reports(data_dir)
     Path(".radcurate").mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=".radcurate"))  # inside the checkout, ignored
@@ -211,6 +234,8 @@ def run_one(studies: int, with_floor: bool) -> dict[str, float]:
 
 
 def main() -> int:
+    # A timeout's SIGTERM unwinds through the `finally`s, so the stack it started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     studies = int(os.environ.get("RADCURATE_BENCH_STUDIES", "13735"))
     scales = [int(s) for s in os.environ.get("RADCURATE_BENCH_SCALES", "1").split(",") if s.strip()]
     with_floor = os.environ.get("RADCURATE_BENCH_FLOOR", "1") != "0"

@@ -285,6 +285,8 @@ class EventConsumer:
         if cut == 0:
             return 0, deferred
         async with self._pool.connection() as conn:
+            if await self._apply_all_at_once(conn, handler, records[:cut], decoded[:cut], prepared[:cut]):
+                return cut, deferred
             async with conn.transaction():
                 for i in range(cut):
                     try:
@@ -292,6 +294,30 @@ class EventConsumer:
                     except _Deferred as exc:
                         return i, exc.cause  # the transaction commits the records before i
         return cut, deferred
+
+    async def _apply_all_at_once(self, conn: psycopg.AsyncConnection, handler: Handler,
+                                 records: list[ConsumerRecord], decoded: list[Any], prepared: list[_Outcome]) -> bool:
+        """The common case, cheaply: every record applied in one transaction without a savepoint
+        each (two round trips fewer per record). True when it committed. Any failure rolls the
+        whole attempt back and returns False: the caller then applies the batch record by record,
+        each in its own savepoint, with retries and dead letters, exactly as if this had not run."""
+        if any(isinstance(e, Exception) or p.error is not None for e, p in zip(decoded, prepared, strict=True)):
+            return False  # a dead letter to write: the careful path
+        started = time.perf_counter()
+        outcomes: list[str] = []
+        try:
+            async with conn.transaction():
+                for record, event, prep in zip(records, decoded, prepared, strict=True):
+                    outcomes.append(await self._apply_unguarded(conn, handler, record, event, prep.result))
+        except Exception as exc:  # noqa: BLE001 - replayed record by record, which judges each failure
+            log.info("batch of %d on %s failed as a whole (%s); applying it record by record",
+                     len(records), records[0].topic, exc)
+            return False
+        elapsed = (time.perf_counter() - started) / len(records)
+        for record, outcome in zip(records, outcomes, strict=True):
+            metrics.EVENTS_CONSUMED.labels(self.service, record.topic, outcome).inc()
+            metrics.EVENT_PROCESSING.labels(self.service, record.topic).observe(elapsed)
+        return True
 
     def _decode(self, record: ConsumerRecord) -> Event | PermanentError:
         if record.value is None:
@@ -355,17 +381,22 @@ class EventConsumer:
     async def _try_apply(self, conn: psycopg.AsyncConnection, handler: Handler,
                          record: ConsumerRecord, event: Event, prepared: Any) -> str:
         async with conn.transaction():  # a savepoint: a failure here leaves the batch intact
-            cur = await conn.execute(
-                "INSERT INTO inbox (event_id, topic, outcome) VALUES (%s, %s, 'applied')"
-                " ON CONFLICT (event_id) DO UPDATE SET outcome = 'applied', received_at = now()"
-                "   WHERE inbox.outcome = 'dead_lettered' AND %s"
-                " RETURNING event_id",
-                (event.event_id, record.topic, deadletters.is_replay_for(record, self.service)),
-            )
-            if await cur.fetchone() is None:
-                return "duplicate"
-            emitted = await handler.apply(conn, event, prepared)
-            await outbox.record(conn, emitted or ())
+            return await self._apply_unguarded(conn, handler, record, event, prepared)
+
+    async def _apply_unguarded(self, conn: psycopg.AsyncConnection, handler: Handler,
+                               record: ConsumerRecord, event: Event, prepared: Any) -> str:
+        """Inbox row, the handler's change and its events, in the caller's transaction."""
+        cur = await conn.execute(
+            "INSERT INTO inbox (event_id, topic, outcome) VALUES (%s, %s, 'applied')"
+            " ON CONFLICT (event_id) DO UPDATE SET outcome = 'applied', received_at = now()"
+            "   WHERE inbox.outcome = 'dead_lettered' AND %s"
+            " RETURNING event_id",
+            (event.event_id, record.topic, deadletters.is_replay_for(record, self.service)),
+        )
+        if await cur.fetchone() is None:
+            return "duplicate"
+        emitted = await handler.apply(conn, event, prepared)
+        await outbox.record(conn, emitted or ())
         return "applied"
 
     async def _dead_letter(self, conn: psycopg.AsyncConnection, record: ConsumerRecord,
