@@ -1,0 +1,264 @@
+"""The funnel's ingest → labels-suggested time against its reference floor, measured in the same run.
+
+On one fresh local stack (SeaweedFS + tansu + Postgres + the five services, as `radcurate demo`):
+1. floor, S3: the same number of objects (the study files themselves) PUT to the same S3 server
+   by a bare minio client at the ingest's concurrency;
+2. floor, broker: the same number of events (the size of a report-ingested event) pushed through
+   four hops of a bare aiokafka producer → consumer chain on the same broker (topics with the
+   stack's partition count, every hop consuming and re-producing, all hops running together);
+3. the funnel: ingest (the demo's own `ingest_folder`) until the gateway counts every study as
+   labels-suggested, with the CPU seconds each process spent.
+
+Floor = (1) + (2), taken one after the other: what the bare store and the bare broker cost for
+this volume. Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
+
+Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only, the lighter
+path) at each multiple of the pool, each on a fresh stack, and prints the time and CPU per study
+against the 1× figure (target ≤ 1.1×). Default "1" (the floor and the paper's pool: ~3–4 min on
+an idle 2-core machine). 3× and 10× of the paper's pool synthesise 3× / 10× the data (~130 KB per
+study: 5 / 18 GB) and take ~10 / ~35 min; a smaller base (RADCURATE_BENCH_STUDIES=1000) takes the
+first N studies of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
+
+Knobs: RADCURATE_BENCH_STUDIES (default 13735), RADCURATE_BENCH_SCALES (default "1"),
+RADCURATE_BENCH_FLOOR=0 to skip the floor. Every figure is printed with os.getloadavg().
+Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from minio import Minio
+
+from radcurate import demo
+from radcurate.bulk_ingest import read_reports, study_paths
+from radcurate.client import Gateway
+from radcurate.stack import local
+from services.common.contracts import Protocol
+from services.common.kafka import ensure_topics
+
+TARGET_RATIO = 2.0  # funnel / floor
+TARGET_STRETCH_S = 30.0  # 13,735 studies ingest → labels
+TARGET_SCALE = 1.1  # time per study at k× / at 1×
+HOPS = 4
+EVENT_BYTES = 1500  # a report-ingested event of the synthetic pool (report ~600 chars + one object)
+INGEST_CONCURRENCY = 8  # ingest_folder's default
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"[load {one:.2f}/{five:.2f}]"
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process and its reaped children (Postgres backends are children)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / tick
+
+
+def stack_cpu(state: dict) -> dict[str, float]:
+    parts = {name: (state.get(name) or {}).get("pid") for name in ("s3", "kafka", "postgres")}
+    parts |= {svc: info["pid"] for svc, info in (state.get("services") or {}).items()}
+    out = {name: cpu_seconds(pid) for name, pid in parts.items()}
+    if parts.get("postgres"):  # live backends are not yet in the postmaster's children figure
+        out["postgres"] += sum(cpu_seconds(int(p)) for p in _children(parts["postgres"]))
+    out["bench (ingest client)"] = cpu_seconds(os.getpid())
+    return out
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def floor_s3(state: dict, data_dir: Path, rows: list[dict]) -> float:
+    """PUT every study file to a fresh bucket of the stack's S3 server; seconds."""
+    s3 = state["s3"]
+    client = Minio(s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"], secure=False,
+                   region="us-east-1")
+    bucket = "bench-floor"
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    paths = [p for row in rows for _, p in study_paths(data_dir, row["study_id"])]
+
+    def put(path: Path) -> None:
+        with open(path, "rb") as fp:
+            client.put_object(bucket, f"floor/{path.name}", fp, path.stat().st_size,
+                              content_type="application/dicom")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(INGEST_CONCURRENCY) as pool:
+        list(pool.map(put, paths))
+    return time.perf_counter() - started
+
+
+async def floor_broker(bootstrap: str, events: int, partitions: int) -> float:
+    """`events` messages through HOPS producer → consumer hops, all hops concurrent; seconds from
+    the first send to the last message read at the end of the chain."""
+    run = f"floor-{time.time_ns()}"
+    topics = tuple(f"{run}-{i}" for i in range(HOPS))
+    await ensure_topics(bootstrap, topics, partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    consumers = [AIOKafkaConsumer(t, bootstrap_servers=bootstrap, group_id=f"{t}-g", auto_offset_reset="earliest",
+                                  enable_auto_commit=False, max_poll_records=500, fetch_max_wait_ms=100)
+                 for t in topics]
+    for c in consumers:
+        await c.start()
+    payload = b"x" * EVENT_BYTES
+
+    async def relay(hop: int) -> None:
+        """Read hop's topic, send each message on to the next topic (the last hop only counts),
+        committing offsets after the sends are acknowledged, as a service would."""
+        consumer, seen = consumers[hop], 0
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            acks = []
+            for records in batches.values():
+                for r in records:
+                    seen += 1
+                    if hop + 1 < HOPS:
+                        acks.append(await producer.send(topics[hop + 1], key=r.key, value=r.value))
+            if acks:
+                await asyncio.gather(*acks)
+            if batches:
+                await consumer.commit()
+
+    try:
+        started = time.perf_counter()
+        hops = [asyncio.create_task(relay(h)) for h in range(HOPS)]
+        acks = [await producer.send(topics[0], key=f"S{i:07d}".encode(), value=payload) for i in range(events)]
+        await asyncio.gather(*acks)
+        await asyncio.gather(*hops)
+        return time.perf_counter() - started
+    finally:
+        for c in consumers:
+            await c.stop()
+        await producer.stop()
+
+
+async def funnel(state: dict, data_dir: Path, studies: int) -> dict[str, float]:
+    """The demo's ingest, then wait until the gateway counts every study labels-suggested."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    summary = await demo.ingest_folder(state, data_dir)
+    timings["ingest"] = time.perf_counter() - started
+    if summary.ingested != studies:
+        raise SystemExit(f"ingested {summary.ingested} of {studies}: {summary.rejected[:3]}")
+    api = Gateway(state["gateway_url"], state["admin_token"])
+    try:
+        await demo.wait_for_funnel(api, Protocol.CXR, "suggested", studies, "extract + map", "studies")
+    finally:
+        await api.aclose()
+    timings["ingest → labels"] = time.perf_counter() - started
+    timings["labels after ingest"] = timings["ingest → labels"] - timings["ingest"]
+    return timings
+
+
+def pool_of(studies: int) -> Path:
+    """The synthetic pool: the first `studies` of the paper-scale pool when that is already
+    synthesised (a reports.csv cut short, the same DICOM folder), else a fresh one."""
+    paper = Path("data") / "demo-13735-0"
+    if studies < 13_735 and (paper / "synth.json").exists():
+        subset = Path("data") / f"bench-first-{studies}-of-13735"
+        if not (subset / "reports.csv").exists():
+            subset.mkdir(parents=True, exist_ok=True)
+            rows = read_reports(paper)[:studies]
+            with open(subset / "reports.csv", "w", newline="") as dst:
+                writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            (subset / "dicom").symlink_to((paper / "dicom").resolve())
+        return subset
+    data_dir = Path("data") / f"demo-{studies}-0"
+    demo.synth_data(studies, 0, data_dir)
+    return data_dir
+
+
+def run_one(studies: int, with_floor: bool) -> dict[str, float]:
+    data_dir = pool_of(studies)
+    rows = read_reports(data_dir)
+    Path(".radcurate").mkdir(exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=".radcurate"))  # inside the checkout, ignored
+    figures: dict[str, float] = {}
+    try:
+        state = local.up(home / "stack", services_to_run=())
+        if with_floor:
+            s3_pid, n = state["s3"]["pid"], len(rows)
+            s3_cpu = cpu_seconds(s3_pid)
+            figures["floor: S3 PUTs"] = floor_s3(state, data_dir, rows)
+            put_ms, s3_cpu = 1000 * (cpu_seconds(s3_pid) - s3_cpu) / n, cpu_seconds(s3_pid)
+            print(f"floor, S3: {n:,} PUTs in {figures['floor: S3 PUTs']:.1f}s "
+                  f"({n / figures['floor: S3 PUTs']:.0f}/s at concurrency {INGEST_CONCURRENCY}; "
+                  f"S3 server {put_ms:.2f} ms CPU per PUT) {load()}", flush=True)
+            broker_cpu = cpu_seconds(state["kafka"]["pid"])
+            figures["floor: broker"] = asyncio.run(
+                floor_broker(state["kafka"]["bootstrap"], n, local.StackSettings().topic_partitions))
+            print(f"floor, broker: {n:,} events through {HOPS} hops in {figures['floor: broker']:.1f}s (broker "
+                  f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
+                  f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
+        state = local.up(home / "stack")
+        before = stack_cpu(state)
+        figures |= asyncio.run(funnel(state, data_dir, studies))
+        after = stack_cpu(state)
+        cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+        figures["cpu s, all processes"] = sum(cpu.values())
+        print(f"funnel, {studies:,} studies: ingest {figures['ingest']:.1f}s, labels {figures['labels after ingest']:.1f}s"
+              f" after it; ingest → labels {figures['ingest → labels']:.1f}s {load()}", flush=True)
+        print("  CPU s by process over ingest → labels: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) +
+            f"; total {figures['cpu s, all processes']:.1f} = {1000 * figures['cpu s, all processes'] / studies:.1f}"
+            " ms per study", flush=True)
+    finally:
+        local.down(home / "stack")
+        shutil.rmtree(home, ignore_errors=True)
+    return figures
+
+
+def main() -> int:
+    # A timeout's SIGTERM unwinds through the `finally`s, so the stack it started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    studies = int(os.environ.get("RADCURATE_BENCH_STUDIES", "13735"))
+    scales = [int(s) for s in os.environ.get("RADCURATE_BENCH_SCALES", "1").split(",") if s.strip()]
+    with_floor = os.environ.get("RADCURATE_BENCH_FLOOR", "1") != "0"
+    per_study: dict[int, tuple[float, float]] = {}
+    for k in scales:
+        figures = run_one(studies * k, with_floor and k == scales[0])
+        n = studies * k
+        per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n)
+        if "floor: S3 PUTs" in figures:
+            floor = figures["floor: S3 PUTs"] + figures["floor: broker"]
+            ratio = figures["ingest → labels"] / floor
+            print(f"ingest → labels {figures['ingest → labels']:.1f}s vs floor {floor:.1f}s "
+                  f"(S3 {figures['floor: S3 PUTs']:.1f} + broker {figures['floor: broker']:.1f}): "
+                  f"ratio {ratio:.2f} (target ≤ {TARGET_RATIO:.1f}) {load()}")
+        if n == 13_735:
+            print(f"stretch: ingest → labels {figures['ingest → labels']:.1f}s (target ≤ {TARGET_STRETCH_S:.0f}s, "
+                  f"ratio {figures['ingest → labels'] / TARGET_STRETCH_S:.2f})")
+    base = per_study.get(1) or next(iter(per_study.values()))
+    for k, (ms, cpu_ms) in per_study.items():
+        print(f"scale {k}× ({studies * k:,} studies): {ms:.2f} ms per study wall, {cpu_ms:.2f} ms CPU per study; "
+              f"ratio to 1× {ms / base[0]:.2f} wall, {cpu_ms / base[1]:.2f} CPU (target ≤ {TARGET_SCALE})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
