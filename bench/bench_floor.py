@@ -221,8 +221,9 @@ def run_one(studies: int, with_floor: bool) -> dict[str, float]:
         after = stack_cpu(state)
         cpu = {k: after[k] - before.get(k, 0.0) for k in after}
         figures["cpu s, all processes"] = sum(cpu.values())
-        print(f"funnel, {studies:,} studies: ingest {figures['ingest']:.1f}s, labels {figures['labels after ingest']:.1f}s"
-              f" after it; ingest → labels {figures['ingest → labels']:.1f}s {load()}", flush=True)
+        print(f"funnel, {studies:,} studies: ingest {figures['ingest']:.1f}s,"
+              f" labels {figures['labels after ingest']:.1f}s after it;"
+              f" ingest → labels {figures['ingest → labels']:.1f}s {load()}", flush=True)
         print("  CPU s by process over ingest → labels: " + ", ".join(
             f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) +
             f"; total {figures['cpu s, all processes']:.1f} = {1000 * figures['cpu s, all processes'] / studies:.1f}"

@@ -242,7 +242,8 @@ INSERT INTO pb.votes (vote_id, assignment_id, study_id, reader_id, judgement, co
   '', 20, 'pb-' || :k, '[]');
 UPDATE pb.assignments SET status = 'voted' WHERE assignment_id = 'pb-' || :k;
 INSERT INTO pb.outbox (event_id, topic, msg_key, payload) VALUES ('e-' || :k, 'vote-cast', 's-' || :k,
-  '{"vote_id": "v", "study_id": "s", "reader_id": "load-001", "assignment_id": "a", "judgement": {"verdict": "agree_all"}}')
+  '{"vote_id": "v", "study_id": "s", "reader_id": "load-001", "assignment_id": "a",
+    "judgement": {"verdict": "agree_all"}}')
   ON CONFLICT (event_id) DO NOTHING;
 END;
 """

@@ -13,8 +13,8 @@ project's lock), so run it from a separate virtual environment:
 
 medspaCy gets the taxonomy's own specific synonym phrases as target rules (loose descriptors are
 left out, as are phrases with a "..." gap: target rules have no gap syntax) and its default ConText
-rules; it needs no downloaded model. Its hedged mentions are scored both ways (counted, not counted), as ConText does not grade
-hedges.
+rules; it needs no downloaded model. Its hedged mentions are scored both ways (counted, not counted), as
+ConText does not grade hedges.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def main() -> int:
         "medspaCy, hedged not counted": (medspacy_predictor(taxonomy, count_uncertain=False), 0.0),
         "medspaCy, hedged counted": (medspacy_predictor(taxonomy, count_uncertain=True), 0.0),
     }
-    print(f"{'backend':32} {'macro F1':>8} {'even':>6} {'odd':>6}  per-label F1 ({', '.join(OPENI_COLUMNS)})  reports/CPU-s")
+    print(f"{'backend':32} {'macro F1':>8} {'even':>6} {'odd':>6}"
+          f"  per-label F1 ({', '.join(OPENI_COLUMNS)})  reports/CPU-s")
     for name, (predict, floor) in contenders.items():
         eval_labels.predict = predict  # evaluate() calls the module's predict
         scores = [evaluate(subset, taxonomy, OPENI_COLUMNS, floor) for subset in (

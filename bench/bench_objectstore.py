@@ -127,7 +127,7 @@ async def lost_acknowledged(bootstrap: str, messages: int, producers: int = 4) -
                 results += await asyncio.gather(*futures, return_exceptions=True)
         finally:
             await producer.stop()
-        return [v for v, r in zip(values, results) if not isinstance(r, BaseException)]
+        return [v for v, r in zip(values, results, strict=True) if not isinstance(r, BaseException)]
 
     acked = [v for run in await asyncio.gather(*(produce(p) for p in range(producers))) for v in run]
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",

@@ -41,7 +41,8 @@ def main() -> int:
           f" candidates in {prepared:.2f}s")
     print(f"campaign (sample 1000, 3 of 17 readers, benchmark 200): median {per_campaign:.2f}s,"
           f" best {min(timings):.2f}s over {seeds} seeds; accepted {accepted}")
-    print(f"ratio to target ({TARGET_SECONDS_PER_CAMPAIGN:.1f}s a campaign): {per_campaign / TARGET_SECONDS_PER_CAMPAIGN:.2f}")
+    print(f"ratio to target ({TARGET_SECONDS_PER_CAMPAIGN:.1f}s a campaign):"
+          f" {per_campaign / TARGET_SECONDS_PER_CAMPAIGN:.2f}")
     return 0
 
 

@@ -73,8 +73,10 @@ def main() -> int:
             total_in += statistics.fmean(values)
         else:
             total_out += statistics.fmean(values)
+    taxonomy = protocols.get(protocols.DEFAULT_PROTOCOL).taxonomy()
+    fixed = tokens(extractor_llm.system_prompt()) + tokens(mapper_llm.system_prompt(taxonomy))
     print(f"  per report (extract + map): {total_in:.0f} prompt + {total_out:.0f} completion tokens "
-          f"(the system prompts, ~{tokens(extractor_llm.system_prompt()) + tokens(mapper_llm.system_prompt(protocols.get(protocols.DEFAULT_PROTOCOL).taxonomy())):.0f}"
+          f"(the system prompts, ~{fixed:.0f}"
           " tokens, are the same for every report: a server with prefix caching computes them once)")
     return 0
 

@@ -153,7 +153,8 @@ def sample(n: Annotated[int | None, typer.Option(min=1, help="Studies to sample.
            seed: int | None = None,
            plan_file: Annotated[Path | None, typer.Option("--plan", dir_okay=False, exists=True,
                                                             help="Full sampling plan as JSON.")] = None,
-           panel: Annotated[str | None, typer.Option(help="Comma-separated reader ids; default: every reviewer.")] = None,
+           panel: Annotated[str | None, typer.Option(
+               help="Comma-separated reader ids; default: every reviewer.")] = None,
            protocol: ProtocolOpt = "cxr",
            wait: Annotated[bool, typer.Option(help="Wait for the sampler's outcome and print it.")] = False,
            timeout: float = 300, as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -214,7 +215,8 @@ def release(release_id: Annotated[str | None, typer.Option("--id", help="Release
         typer.echo(f"{out['release_id']}: released {out['released_count']}, holdout {out['holdout_count']};"
                    f" manifest sha256 {out['manifest_sha256']}")
     else:
-        typer.echo(f"requested {out['release_id']}; `radcurate release --wait` or GET /api/v1/releases/{out['release_id']}")
+        typer.echo(f"requested {out['release_id']};"
+                   f" `radcurate release --wait` or GET /api/v1/releases/{out['release_id']}")
 
 
 def adjudicate(study_id: Annotated[str, typer.Argument(help="A decided study (typically flagged).")],
@@ -299,7 +301,8 @@ def evaluate(release_id: Annotated[str, typer.Argument(help="A release open for 
         macro = (out.get("metrics") or {}).get("macro", {})
         main = macro.get("auroc", (out.get("metrics") or {}).get("score"))
         typer.echo(f"{out['evaluation_id']}: {out['status']}"
-                   + (" (identical to an earlier submission: its result, no quota used)" if out.get("resubmission") else ""))
+                   + (" (identical to an earlier submission: its result, no quota used)"
+                      if out.get("resubmission") else ""))
         if main is not None:
             typer.echo(f"main metric: {main:.4f}")
         typer.echo(f"receipt: {out.get('receipt')}")

@@ -16,7 +16,8 @@ from radcurate.stack.procs import StackError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="RadCurate: curate expert-verified radiology benchmarks.")
 StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local stack keeps its state.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (plain lines when not a terminal or CI=true).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q",
+                                     help="No progress output (plain lines when not a terminal or CI=true).")]
 DEFAULT_STATE = Path(".radcurate")
 
 
@@ -121,12 +122,14 @@ def synth(studies: Annotated[int, typer.Option(min=1)] = 500, seed: int = 0,
 
 @app.command()
 def ingest(data_dir: Annotated[Path | None, typer.Argument(
-               exists=True, file_okay=False, help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
+               exists=True, file_okay=False,
+               help="A study folder (reports.csv + dicom/); not with --dicomweb.")] = None,
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            allow_burned_in_annotation: Annotated[bool, typer.Option(
                help="Accept objects marked BurnedInAnnotation YES (you have checked their pixels).")] = False,
            concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
-           protocol: Annotated[str, typer.Option(help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
+           protocol: Annotated[str, typer.Option(
+               help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
            dicomweb: Annotated[str | None, typer.Option(
                "--dicomweb", help="A PACS's DICOMweb root (e.g. http://pacs:8042/dicom-web): search it with"
                                   " QIDO-RS and retrieve with WADO-RS instead of reading a folder.")] = None,

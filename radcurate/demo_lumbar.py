@@ -45,7 +45,8 @@ async def lumbar_funnel(state: dict, data_dir: Path, studies: int, seed: int, ou
                                reader_prefix="mr-reader", release_id=f"lumbar-demo-{studies}-s{seed}", seed=seed,
                                out=out, timings=timings)
     card = json.loads((Path(figures["out"]) / "dataset_card.json").read_text())
-    return {**figures, "mean_qwk": card["agreement"]["mean_qwk"], "point_mm": card["agreement"]["mean_point_distance_mm"]}
+    return {**figures, "mean_qwk": card["agreement"]["mean_qwk"],
+            "point_mm": card["agreement"]["mean_point_distance_mm"]}
 
 
 def print_lumbar_funnel(f: dict, timings: dict) -> None:

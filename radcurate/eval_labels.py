@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_misses(subset_result)
     every = evaluate(openi, taxonomy, OPENI_COLUMNS)["macro_f1"]
     print(f"\n(all Open-i, counting every suggestion, weakly hedged and loose ones too: macro F1 {every:.3f})")
-    print(f"throughput on real reports: {throughput(openi, taxonomy, args.seconds):,.0f} reports per CPU-second (one core)")
+    print(f"throughput on real reports: {throughput(openi, taxonomy, args.seconds):,.0f}"
+          " reports per CPU-second (one core)")
     return 0
 
 

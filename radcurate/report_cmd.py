@@ -57,7 +57,8 @@ def render(report: dict) -> list[str]:
                      f" {_num(s['agree_mostly']):>8} {_num(s['disagree']):>9}")
     o = shares["overall"]
     lines += [f"{'overall':<34} {'':>7} {'':>17} {'':>7} {_num(o['agree_all']):>10} {_num(o['agree_mostly']):>8}"
-              f" {_num(o['disagree']):>9}", "", f"{'reader':<20} {'reads':>6} {'agree w/ majority':>18} {'median s':>9}"]
+              f" {_num(o['disagree']):>9}", "",
+              f"{'reader':<20} {'reads':>6} {'agree w/ majority':>18} {'median s':>9}"]
     for reader, st in report["readers"].items():
         lines.append(f"{reader:<20} {st['reads']:>6} {_num(st['majority_agreement']):>18}"
                      f" {_num(st['median_seconds'], 1):>9}")

@@ -140,7 +140,8 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
             return await _funnel_count(api, "decided") >= n
         await wait_for("consensus", all_decided, timeout=WAIT_S)
         release_id = f"peers-{studies}-s{seed}"
-        await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id, protocol=Protocol.CXR.value)
+        await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id,
+                                  protocol=Protocol.CXR.value)
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"

@@ -61,7 +61,7 @@ def choose_ports(previous: dict[str, int] | None, wait: float = 5.0) -> dict[str
         socks = [stack.enter_context(socket.socket()) for _ in PORT_NAMES]
         for s in socks:
             s.bind(("127.0.0.1", 0))
-        return {name: s.getsockname()[1] for name, s in zip(PORT_NAMES, socks)}
+        return {name: s.getsockname()[1] for name, s in zip(PORT_NAMES, socks, strict=True)}
 
 
 def write_config(home: Path, access_key: str, secret_key: str, jwt_keys: dict[str, str]) -> None:

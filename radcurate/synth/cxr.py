@@ -66,10 +66,10 @@ def _write_text(cohort: list[StudyTruth], reports: list[Report], paths: SynthPat
     with paths.reports_csv.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["study_id", "patient_id", "report"])
-        for truth, report in zip(cohort, reports):
+        for truth, report in zip(cohort, reports, strict=True):
             writer.writerow([truth.study_id, truth.patient_id, report.text])
     with paths.truth_jsonl.open("w", encoding="utf-8") as f:
-        for truth, report in zip(cohort, reports):
+        for truth, report in zip(cohort, reports, strict=True):
             record = truth.to_json() | {"report_style": str(report.style),
                                         "report_mentions": report.mentions}
             f.write(json.dumps(record) + "\n")

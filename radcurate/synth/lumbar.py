@@ -115,9 +115,9 @@ def _write_text(cohort: list[LumbarStudyTruth], reports: list[LumbarReport], out
     with (out / "reports.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["study_id", "patient_id", "report"])
-        writer.writerows([t.study_id, t.patient_id, r.text] for t, r in zip(cohort, reports))
+        writer.writerows([t.study_id, t.patient_id, r.text] for t, r in zip(cohort, reports, strict=True))
     with (out / "truth.jsonl").open("w", encoding="utf-8") as f:
-        for t, r in zip(cohort, reports):
+        for t, r in zip(cohort, reports, strict=True):
             f.write(json.dumps(_truth_record(t, r)) + "\n")
 
 

@@ -31,7 +31,7 @@ def _lung_indices(side: Side | None) -> tuple[int, ...]:
 
 def _line(img: np.ndarray, points: list[tuple[float, float]], value: float) -> None:
     """A 2-pixel-wide polyline through normalised points (tubes and wires)."""
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
         t = np.linspace(0.0, 1.0, SIZE)
         cols = np.clip(((x0 + (x1 - x0) * t) * SIZE).astype(int), 0, SIZE - 2)
         rows = np.clip(((y0 + (y1 - y0) * t) * SIZE).astype(int), 0, SIZE - 1)

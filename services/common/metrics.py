@@ -36,7 +36,8 @@ CONSUMER_BACKOFFS = Counter(
     ["service", "topic"],
 )
 CONSUMER_PAUSED = Gauge(
-    "radcurate_consumer_paused_partitions", "Partitions paused, waiting for a dependency to answer.", ["service", "topic"]
+    "radcurate_consumer_paused_partitions", "Partitions paused, waiting for a dependency to answer.",
+    ["service", "topic"]
 )
 CONSUMER_RESTARTS = Counter(
     "radcurate_consumer_restarts_total", "Times the consume loop failed and restarted its Kafka client.", ["service"]
@@ -48,7 +49,8 @@ OUTBOX_PARKED = Counter(
 OUTBOX_PARKED_EVENTS = Gauge("radcurate_outbox_parked_events", "Outbox rows currently parked.", ["service"])
 
 LLM_REQUESTS = Counter(
-    "radcurate_llm_requests_total", "LLM calls by outcome (ok, error, cache_hit).", ["service", "backend", "model", "outcome"]
+    "radcurate_llm_requests_total", "LLM calls by outcome (ok, error, cache_hit).",
+    ["service", "backend", "model", "outcome"]
 )
 LLM_LATENCY = Histogram(
     "radcurate_llm_request_seconds",

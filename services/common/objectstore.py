@@ -108,5 +108,6 @@ class ObjectStore:
     async def aget_bytes(self, bucket: str, key: str) -> bytes:
         return await asyncio.to_thread(self.get_bytes, bucket, key)
 
-    async def aput_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    async def aput_bytes(self, bucket: str, key: str, data: bytes,
+                         content_type: str = "application/octet-stream") -> None:
         await asyncio.to_thread(self.put_bytes, bucket, key, data, content_type)

@@ -128,8 +128,8 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         protocol = protocol_and_rule(assignment["protocol"])[0]
         instances = {(o["series_instance_uid"], o["instance_number"]) for o in assignment["objects"] or []}
         try:  # the gateway checked the same; a command that bypassed it is a dead letter, not a ruling
-            labels, cells = protocol.adjudicate(cmd.accepted, cmd.labels, [c.model_dump(mode="json") for c in cmd.cells],
-                                                current["cells"], instances)
+            ruling = [c.model_dump(mode="json") for c in cmd.cells]
+            labels, cells = protocol.adjudicate(cmd.accepted, cmd.labels, ruling, current["cells"], instances)
         except protocols.JudgementRejected as exc:
             raise PermanentError(f"adjudication {cmd.adjudication_id}: {exc.detail}") from None
         if not await repo.save_adjudication(conn, cmd, labels, current, cells):

@@ -116,11 +116,13 @@ async def release_exists(conn: psycopg.AsyncConnection, release_id: str) -> bool
 
 
 async def save_release(conn: psycopg.AsyncConnection, release_id: str, protocol: str, plan_json: str,
-                       released: list[str], holdout: dict[str, list[str]], manifest_key: str, manifest_sha: str) -> None:
+                       released: list[str], holdout: dict[str, list[str]], manifest_key: str,
+                       manifest_sha: str) -> None:
     await conn.execute(
         "INSERT INTO releases (release_id, protocol, plan, released, holdout, manifest_key, manifest_sha256)"
         " VALUES (%s,%s,%s,%s,%s,%s,%s)",
-        (release_id, protocol, plan_json, json.dumps(released), json.dumps(sorted(holdout)), manifest_key, manifest_sha),
+        (release_id, protocol, plan_json, json.dumps(released), json.dumps(sorted(holdout)), manifest_key,
+         manifest_sha),
     )
     async with conn.cursor() as cur:
         await cur.executemany(

@@ -134,7 +134,8 @@ class Derivatives:
 
         def put_all() -> None:
             for variant, body in made.items():
-                self.store.put_bytes(self.bucket, derivative_key(sha, variant), body, FORMATS[variant.rsplit(".", 1)[1]])
+                self.store.put_bytes(self.bucket, derivative_key(sha, variant), body,
+                                     FORMATS[variant.rsplit(".", 1)[1]])
 
         await asyncio.to_thread(put_all)
         return made

@@ -42,4 +42,5 @@ def hang(objects: list[dict], image_url: str) -> list[HungView]:
             first[view] = i
     if len(first) < 2:
         return []
-    return [HungView(instance=first[v], view=v, image_url=f"{image_url}?instance={first[v]}") for v in (FRONTAL, LATERAL)]
+    return [HungView(instance=first[v], view=v, image_url=f"{image_url}?instance={first[v]}")
+            for v in (FRONTAL, LATERAL)]

@@ -184,9 +184,9 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         # rewritten gets the form's id written in; the study-wide check (_refuse_second_patient_id)
         # covers it.
         if not rewrite and dicom_patient.strip() and patient_id.strip() and not same_patient(dicom_patient, patient_id):
-            raise PatientMismatch(f"{name}: PatientID {dicom_patient.strip()!r} of this object (stored as it is) is not "
-                                  f"the form's patient id {patient_id.strip()!r} (compared ignoring case, blanks and "
-                                  "the leading zeros of a numeric id)")
+            raise PatientMismatch(f"{name}: PatientID {dicom_patient.strip()!r} of this object (stored as it is)"
+                                  f" is not the form's patient id {patient_id.strip()!r} (compared ignoring case,"
+                                  " blanks and the leading zeros of a numeric id)")
         if rewrite:
             try:
                 removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
@@ -415,8 +415,8 @@ async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, pa
         what, row = "SOPInstanceUID", await studies.other_with_sop_uids(
             conn, [p.obj.sop_instance_uid for p in parsed], study_id)
     if row is not None:
-        raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images under "
-                          "two study ids could land on both sides of a release's split")
+        raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images"
+                          " under two study ids could land on both sides of a release's split")
 
 
 def _dicom_patient_key(parsed: list[ParsedInstance]) -> str | None:

@@ -104,7 +104,8 @@ def to_mapping(findings: list[Finding], taxonomy: Taxonomy, data: dict[str, Any]
     for item in kept:
         bad = [i for i in item.findings if not 0 <= i < len(findings)]
         if bad or not item.findings:
-            raise ValueError(f"label {item.label_id!r} must cite finding indexes 0..{len(findings) - 1}, got {item.findings}")
+            raise ValueError(f"label {item.label_id!r} must cite finding indexes 0..{len(findings) - 1},"
+                             f" got {item.findings}")
     labels = [_merge(label_id, [k for k in kept if k.label_id == label_id], findings)
               for label_id in taxonomy.label_ids if any(k.label_id == label_id for k in kept)]
     cited = {i for item in kept for i in item.findings}

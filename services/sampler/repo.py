@@ -33,7 +33,8 @@ async def unsampled_pool(conn: psycopg.AsyncConnection, protocol: str) -> list[L
 
 async def reader_load(conn: psycopg.AsyncConnection) -> Counter[str]:
     """Studies already assigned to each reader by earlier runs (for balance across runs)."""
-    cur = await conn.execute("SELECT r AS reader, count(*) AS n FROM sampled, jsonb_array_elements_text(readers) r GROUP BY r")
+    cur = await conn.execute("SELECT r AS reader, count(*) AS n FROM sampled, jsonb_array_elements_text(readers) r"
+                             " GROUP BY r")
     return Counter({row["reader"]: row["n"] for row in await cur.fetchall()})
 
 

@@ -75,7 +75,8 @@ async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(
         auth = {"Authorization": f"Bearer {tokens['vr-1']}"}
         assert_problem(await client.get("/api/v1/reviews/next"), 401, "bearer token")
         assert_problem(await client.get("/api/v1/progress", headers=auth), 403, "role")
-        body = assert_problem(await client.post(url, headers=auth, json={"verdict": "disagree", "added_labels": ["dragon"]}),
+        body = assert_problem(await client.post(url, headers=auth,
+                                                json={"verdict": "disagree", "added_labels": ["dragon"]}),
                               422, "unknown label")
         assert body["unknown_labels"] == ["dragon"]
         assert_problem(await client.post(url, headers=auth, json={"verdict": "maybe"}), 422, "verdict")
@@ -105,10 +106,12 @@ async def test_votes_that_break_the_rules_are_refused_and_the_first_vote_stands(
         assert first.status_code == 201
         replay = await client.post(url, headers={**auth, "Idempotency-Key": "k-1"}, json={"verdict": "agree_all"})
         assert replay.status_code == 200 and replay.json()["vote_id"] == first.json()["vote_id"]
-        assert_problem(await client.post(url, headers={**auth, "Idempotency-Key": "k-2"}, json={"verdict": "disagree", "comment": "changed my mind"}),
+        assert_problem(await client.post(url, headers={**auth, "Idempotency-Key": "k-2"},
+                                         json={"verdict": "disagree", "comment": "changed my mind"}),
                        409, "already voted")
     assert scalar(stack, "gateway", "SELECT count(*) FROM votes") == votes_before + 1
-    assert scalar(stack, "gateway", "SELECT count(*) FROM outbox WHERE topic = 'vote-cast' AND payload->>'assignment_id' = %s",
+    assert scalar(stack, "gateway", "SELECT count(*) FROM outbox WHERE topic = 'vote-cast'"
+                                    " AND payload->>'assignment_id' = %s",
                   (a["assignment_id"],)) == 1
 
 

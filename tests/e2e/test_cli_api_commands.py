@@ -104,7 +104,8 @@ async def check_human_seat_panel(stack, api: Gateway, state: list[str], data) ->
     assert filled.exit_code == 0, filled.output
     assert f"cast {2 * SAMPLED} votes" in filled.stdout
     assert len(await human.worklist("open")) == SAMPLED  # the human's seat is untouched
-    assert query(stack, "gateway", "SELECT DISTINCT reader_id FROM votes ORDER BY 1") == [("reader-01",), ("reader-02",)]
+    assert query(stack, "gateway", "SELECT DISTINCT reader_id FROM votes ORDER BY 1") == [("reader-01",),
+                                                                                          ("reader-02",)]
     while (a := await human.next_assignment()) is not None:
         await human.vote(a["assignment_id"], {"verdict": "agree_all", "seconds_spent": 20, "confirm": True})
     await eventually(lambda: _decided(api, SAMPLED), "decisions")
@@ -132,7 +133,8 @@ async def check_adjudicate(stack, api: Gateway, state: list[str], human: Gateway
 async def check_release(stack, state: list[str], tmp_path, decided: list[str]) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"target_size": 2, "min_per_label": 0, "seed": 1}))
-    out = await invoke(["release", "--id", "cli-r1", "--plan", str(plan), "--wait", "--timeout", "90", "--json", *state])
+    out = await invoke(["release", "--id", "cli-r1", "--plan", str(plan), "--wait", "--timeout", "90", "--json",
+                        *state])
     assert out.exit_code == 0, out.output
     body = json.loads(out.stdout)
     assert body["status"] == "released" and body["released_count"] + body["holdout_count"] == 2

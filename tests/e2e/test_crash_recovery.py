@@ -69,7 +69,8 @@ async def test_killed_services_resume_without_losing_or_repeating_an_event(stack
         assert scalar(stack, schema, "SELECT count(*) FROM inbox WHERE outcome = 'applied'") == STUDIES
     assert query(stack, "consensus", "SELECT count(*), count(DISTINCT vote_id) FROM votes")[0] == (3 * SAMPLED,) * 2
     assert scalar(stack, "consensus", "SELECT count(*) FROM votes WHERE NOT counted") == 0
-    assert query(stack, "consensus", "SELECT count(*), count(DISTINCT msg_key) FROM outbox WHERE topic = 'consensus-reached'")[0] \
+    assert query(stack, "consensus", "SELECT count(*), count(DISTINCT msg_key) FROM outbox"
+                                     " WHERE topic = 'consensus-reached'")[0] \
         == (SAMPLED, SAMPLED)
     assert scalar(stack, "consensus", "SELECT count(*) FROM decisions WHERE jsonb_array_length(vote_ids) <> 3") == 0
     assert scalar(stack, "extractor", "SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == 0

@@ -64,7 +64,8 @@ async def test_a_curator_runs_a_small_campaign_from_the_console(stack, browser, 
     await page.get_by_role("button", name="Request sampling").click()
     await page.locator("#run-detail h3").wait_for()
     run_id = (await page.locator("#run-detail h3").inner_text()).removeprefix("Run ")
-    assert query(stack, "gateway", "SELECT panel FROM sampling_runs WHERE run_id = %s", (run_id,))[0][0] == list(READERS)
+    assert query(stack, "gateway", "SELECT panel FROM sampling_runs WHERE run_id = %s",
+                 (run_id,))[0][0] == list(READERS)
 
     # Votes arrive (the readers vote through the API): one study all agree, one all disagree.
     readers = {r: admin.as_user(t) for r, t in tokens.items()}
@@ -147,7 +148,8 @@ async def test_the_console_refuses_a_reviewer_and_the_api_refuses_what_the_page_
     async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
         resp = await client.get("/api/v1/releases", headers={"Authorization": f"Bearer {reviewer}"})
         assert resp.status_code == 403
-        preview = await client.post("/api/v1/releases/preview", json={}, headers={"Authorization": f"Bearer {reviewer}"})
+        preview = await client.post("/api/v1/releases/preview", json={},
+                                    headers={"Authorization": f"Bearer {reviewer}"})
         assert preview.status_code == 403
         # a preview is checked like a release: a plan naming an unknown label is refused, nothing asked
         curator = {"Authorization": f"Bearer {stack['admin_token']}"}

@@ -84,7 +84,8 @@ def test_a_dead_letter_is_listed_shown_and_replayed_once_its_cause_is_fixed(stac
     assert replayed.exit_code == 0, replayed.output
     assert f"replayed {event.event_id} to report-ready" in replayed.output
     wait_for(lambda: gateway_sql(state, outcome, (event.event_id,)) == [("applied",)], "the replayed event applied")
-    [(who, why)] = gateway_sql(state, "SELECT requested_by, reason FROM dead_letter_replays WHERE original_event_id = %s",
+    [(who, why)] = gateway_sql(state, "SELECT requested_by, reason FROM dead_letter_replays"
+                                      " WHERE original_event_id = %s",
                                (event.event_id,))
     assert (who, why) == ("admin", "trigger removed")
     again = json.loads(dlq(stack_dir, "show", "--id", letter["event_id"]).output)

@@ -57,8 +57,8 @@ async def _at_least(api: Gateway, key: str, value: int) -> bool:
 
 
 def _manifest(stack: dict, study_id: str) -> ObjectsManifest:
-    [(payload,)] = query(stack, "gateway", "SELECT payload FROM outbox WHERE topic = 'report-ingested' AND msg_key = %s",
-                         (study_id,))
+    [(payload,)] = query(stack, "gateway",
+                         "SELECT payload FROM outbox WHERE topic = 'report-ingested' AND msg_key = %s", (study_id,))
     return ObjectsManifest.model_validate(payload["objects_manifest"])
 
 
@@ -85,7 +85,8 @@ async def test_a_2400_instance_study_flows_to_sampling_and_a_tampered_manifest_i
     store.put_bytes(bucket, ref.key, manifests.encode(tampered, listed[:-1]))
 
     readers = await register_panel(admin, 3, seed=1, prefix="big")
-    await admin.request_sampling({"n": STUDIES, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers], LUMBAR)
+    await admin.request_sampling({"n": STUDIES, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers],
+                                 LUMBAR)
     await eventually(lambda: scalar(stack, "consensus", "SELECT count(*) FROM inbox WHERE topic = 'review-assigned'")
                      == STUDIES, "consensus to see every review assignment", 180)
     assert scalar(stack, "sampler", "SELECT count(*) FROM sampled") == STUDIES
@@ -100,7 +101,8 @@ async def test_a_2400_instance_study_flows_to_sampling_and_a_tampered_manifest_i
     assert letter["service"] == "consensus"
     assert f"instance manifest {ref.key} of study {tampered}: sha256 of the stored bytes is" in letter["error"]
     for svc in SERVICES:
-        assert scalar(stack, svc, "SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == int(svc == "consensus")
+        dead = scalar(stack, svc, "SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'")
+        assert dead == int(svc == "consensus"), svc
     # Every event stayed small, the 2,400-instance study's too; none was parked.
     sizes = {svc: scalar(stack, svc, "SELECT max(octet_length(payload::text)) FROM outbox WHERE topic NOT LIKE %s",
                         ("%.dlq",))

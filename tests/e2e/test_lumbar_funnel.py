@@ -52,7 +52,8 @@ async def grade_sample(stack, admin: Gateway, data) -> None:
     assert summary.ingested == STUDIES and not summary.rejected
     await eventually(lambda: _at_least(admin, "suggested", STUDIES), "a grade grid for every study")
     readers = await register_panel(admin, 4, seed=1, prefix="mr")
-    await admin.request_sampling({"n": SAMPLED, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers], LUMBAR)
+    await admin.request_sampling({"n": SAMPLED, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers],
+                                 LUMBAR)
     await eventually(lambda: _at_least(admin, "assignments", 3 * SAMPLED), "assignments")
     task = await admin.as_user(readers[0].token).next_assignment()
     assert task["protocol"] == LUMBAR and [c["cell_id"] for c in task["grading"]] == list(CELL_IDS)
@@ -266,7 +267,8 @@ async def test_a_curator_grades_the_disputed_cell_and_the_release_carries_that_g
     point = {"series_instance_uid": series, "instance_number": instance, "x": 30.5, "y": 41.0}
     for body, says in (({"cells": [{"cell_id": "tail_l4_l5", "grade": "Severe"}]}, "unknown cell"),
                        ({"labels": [DISPUTED]}, "send no `labels`"),
-                       ({"cells": [{"cell_id": DISPUTED, "grade": "Severe", "point": {**point, "instance_number": 999}}]},
+                       ({"cells": [{"cell_id": DISPUTED, "grade": "Severe",
+                                    "point": {**point, "instance_number": 999}}]},
                         "which this study does not have")):
         with pytest.raises(GatewayError) as err:
             await admin.request("POST", "/api/v1/adjudications", json={"study_id": held, "accepted": True, **body})
@@ -307,7 +309,8 @@ async def test_a_curator_grades_the_disputed_cell_and_the_release_carries_that_g
         provenance.update({r["study_id"]: r for r in csv.DictReader(io.StringIO(
             store.get_bytes(bucket, f"{prefix}/provenance.csv").decode()))})
     assert set(provenance) == set(rows)
-    assert provenance[held] == {"study_id": held, "decision_path": "adjudicated", "votes": "graded=3;adjudicated_cells=1",
+    assert provenance[held] == {"study_id": held, "decision_path": "adjudicated",
+                                "votes": "graded=3;adjudicated_cells=1",
                                 "rule": "lumbar-majority-median", "rule_version": "1", "adjudicator": "admin"}
     assert provenance[clear]["decision_path"] == "rule" and provenance[clear]["adjudicator"] == ""
     card = json.loads(store.get_bytes(stack["buckets"]["public"], "releases/lumbar-adj/dataset_card.json"))

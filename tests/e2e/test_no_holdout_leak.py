@@ -114,7 +114,8 @@ async def test_no_endpoint_shows_a_reviewer_or_an_evaluator_any_holdout_label(st
                    for what, code, _ in walks["reviewer"]), part
     public = store_for(stack).get_bytes(stack["buckets"]["public"], "releases/e2e-a/labels.csv").decode()
     released = [r[0] for r in list(csv.reader(io.StringIO(public)))[1:]]
-    open_reader, open_study = query(stack, "gateway", "SELECT reader_id, study_id FROM assignments WHERE status = 'voted'"
+    open_reader, open_study = query(stack, "gateway", "SELECT reader_id, study_id FROM assignments"
+                                                      " WHERE status = 'voted'"
                                                       " AND study_id = ANY(%s) ORDER BY 1, 2 LIMIT 1", (released,))[0]
     token = next(r for r in readers if r.user_id == open_reader).token
     async with httpx.AsyncClient(base_url=stack["gateway_url"], timeout=60) as client:

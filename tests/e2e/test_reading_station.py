@@ -215,7 +215,8 @@ async def test_the_station_is_usable_by_keyboard_alone_with_named_controls_and_r
 
     # The accessibility tree names the main controls with their roles.
     tree = await page.locator("#app").aria_snapshot()
-    for line in ('group "Radiograph.', 'button "? Shortcuts"', 'button "Sign out"', 'navigation "Worklist"', 'toolbar "Image tools"',
+    for line in ('group "Radiograph.', 'button "? Shortcuts"', 'button "Sign out"', 'navigation "Worklist"',
+                 'toolbar "Image tools"',
                  'button "L Lung"', 'button "I Invert"', 'region "Report', 'group "Verdict"',
                  'button "1 Agree all"', 'button "2 Agree mostly"', 'button "3 Disagree"', 'textbox "Comment"'):
         assert line in tree, f"{line} not in the accessibility tree:\n{tree}"
@@ -248,7 +249,8 @@ async def test_the_station_is_usable_by_keyboard_alone_with_named_controls_and_r
                      ".verdicts button", "#status"):
         fg, bg = await page.locator(selector).first.evaluate(
             "e => { let b = e; let c = getComputedStyle(b).backgroundColor;"
-            " while (c === 'rgba(0, 0, 0, 0)' && b.parentElement) { b = b.parentElement; c = getComputedStyle(b).backgroundColor; }"
+            " while (c === 'rgba(0, 0, 0, 0)' && b.parentElement) {"
+            " b = b.parentElement; c = getComputedStyle(b).backgroundColor; }"
             " return [getComputedStyle(e).color, c]; }")
         assert _contrast(fg, bg) >= 4.5, (selector, fg, bg, _contrast(fg, bg))
     await admin.aclose()

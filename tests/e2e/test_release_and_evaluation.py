@@ -69,7 +69,8 @@ async def adjudicate_one(stack, api) -> None:
     resp = await api.request("POST", "/api/v1/adjudications",
                              json={"study_id": study_id, "accepted": True, "labels": ["cardiomegaly"], "note": "e2e"})
     assert resp.status_code == 202
-    await eventually(lambda: scalar(stack, "gateway", "SELECT count(*) FROM adjudications WHERE applied_at IS NOT NULL"),
+    await eventually(lambda: scalar(stack, "gateway",
+                                    "SELECT count(*) FROM adjudications WHERE applied_at IS NOT NULL"),
                      "the adjudication to be applied")
     assert query(stack, "consensus", "SELECT accepted FROM decisions WHERE study_id = %s", (study_id,)) == [(False,)]
     assert query(stack, "consensus", "SELECT accepted, curator_id FROM adjudications") == [(True, "admin")]
@@ -87,7 +88,8 @@ async def check_report(stack, api) -> None:
     assert printed.exit_code == 0, printed.output
     assert "kappa" in printed.stdout and "AI vs expert, difficulty" in printed.stdout
     metrics = httpx.get(f"{stack['services']['consensus']['url']}/metrics").text
-    assert 'radcurate_fleiss_kappa{label="cardiomegaly"}' in metrics and 'radcurate_studies{state="accepted"}' in metrics
+    assert 'radcurate_fleiss_kappa{label="cardiomegaly"}' in metrics
+    assert 'radcurate_studies{state="accepted"}' in metrics
 
 
 async def release_twice(stack, api) -> dict:
@@ -117,16 +119,19 @@ async def release_twice(stack, api) -> dict:
 def check_provenance(stack) -> None:
     """Every released label row says how it was decided; the card counts each path (issue 12 §2).
     Readers' corrections on accepted studies are flags for curator review."""
-    store, adjudicated = store_for(stack), dict(query(stack, "consensus", "SELECT study_id, curator_id FROM adjudications"))
+    store = store_for(stack)
+    adjudicated = dict(query(stack, "consensus", "SELECT study_id, curator_id FROM adjudications"))
     card = json.loads(store.get_bytes(stack["buckets"]["public"], "releases/e2e-a/dataset_card.json"))
     for bucket, prefix, split in ((stack["buckets"]["public"], "releases/e2e-a", "released"),
                                   (stack["buckets"]["holdout"], "releases/e2e-a/holdout", "holdout")):
-        labels = [r["study_id"] for r in csv.DictReader(io.StringIO(store.get_bytes(bucket, f"{prefix}/labels.csv").decode()))]
+        labels = [r["study_id"]
+                  for r in csv.DictReader(io.StringIO(store.get_bytes(bucket, f"{prefix}/labels.csv").decode()))]
         rows = list(csv.DictReader(io.StringIO(store.get_bytes(bucket, f"{prefix}/provenance.csv").decode())))
         assert [r["study_id"] for r in rows] == labels
         for r in rows:
             tally = dict(part.split("=") for part in r["votes"].split(";"))
-            assert sum(map(int, tally.values())) == 3 and (r["rule"], r["rule_version"]) == ("cxr-agree-all-majority", "1")
+            assert sum(map(int, tally.values())) == 3
+            assert (r["rule"], r["rule_version"]) == ("cxr-agree-all-majority", "1")
             assert (r["decision_path"], r["adjudicator"]) == (("adjudicated", adjudicated[r["study_id"]])
                                                                if r["study_id"] in adjudicated else ("rule", ""))
             assert r["decision_path"] == "adjudicated" or int(tally["agree_all"]) >= 2
@@ -248,7 +253,8 @@ async def check_evaluator_path(evaluator, release: dict, text: str, holdout: lis
         await evaluator.request("POST", entry["links"]["validate"], headers={"Content-Type": "text/csv"},
                                 content=text.replace(f"\n{holdout[0]},", "\nnot-a-study,").encode())
     assert err.value.status == 422 and err.value.problem["quota_used"] is False
-    assert "missing holdout rows: 1" in err.value.problem["detail"] and "not in the holdout set: 1" in err.value.problem["detail"]
+    assert "missing holdout rows: 1" in err.value.problem["detail"]
+    assert "not in the holdout set: 1" in err.value.problem["detail"]
     quota = (await evaluator.request("GET", "/api/v1/evaluations/quota")).json()
     assert quota["used"] == 0 and quota["remaining"] == PER_DAY
 
@@ -301,7 +307,8 @@ async def test_an_evaluator_scripts_validate_then_submit_with_the_command_line(s
     After the test above: it scores against release e2e-a."""
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     try:
-        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"], "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator", team="team-cli")}
+        env = {"RADCURATE_GATEWAY_URL": stack["gateway_url"],
+               "RADCURATE_TOKEN": await api.create_user("team-cli", "evaluator", team="team-cli")}
     finally:
         await api.aclose()
     text, holdout = perfect_predictions(stack)

@@ -93,7 +93,8 @@ async def test_readers_vote_blind_then_discuss_and_omissions_need_confirming(sta
             body = {"verdict": "agree_mostly", "removed_labels": positive[:1], "confirm": True}
         else:
             body = {"verdict": "agree_all", "confirm": True}
-        assert (await client.post(f"/api/v1/reviews/{a1['assignment_id']}/vote", headers=auth, json=body)).status_code == 201
+        voted = await client.post(f"/api/v1/reviews/{a1['assignment_id']}/vote", headers=auth, json=body)
+        assert voted.status_code == 201
         assert_problem(await client.post(url, headers=auth, json={"body": "   "}), 422, "empty")
 
     thread = await me["bl-1"].discussion(sid)

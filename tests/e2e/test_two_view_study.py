@@ -18,7 +18,8 @@ from radcurate.synth import write_cxr_dicom
 from tests.e2e.conftest import eventually, sign_in_reader, wait_for_js
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-REPORT = "EXAMINATION: CHEST PA AND LATERAL\nFINDINGS:\nCardiomegaly. No pleural effusion.\n\nIMPRESSION:\nCardiomegaly."
+REPORT = ("EXAMINATION: CHEST PA AND LATERAL\nFINDINGS:\nCardiomegaly. No pleural effusion.\n\n"
+          "IMPRESSION:\nCardiomegaly.")
 
 
 async def ingest_two_views(stack, tmp_path: Path, study_id: str, seed: int) -> httpx.Response:

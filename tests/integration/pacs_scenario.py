@@ -43,7 +43,8 @@ SYNTH_STUDIES = 3
 def study_files(data_dir: Path, study_id: str) -> list[Path]:
     """A synthetic study's files: `dicom/<id>.dcm`, or every file under `dicom/<id>/` (several views)."""
     single = data_dir / "dicom" / f"{study_id}.dcm"
-    files = [single] if single.exists() else sorted(p for p in (data_dir / "dicom" / study_id).rglob("*") if p.is_file())
+    files = ([single] if single.exists()
+             else sorted(p for p in (data_dir / "dicom" / study_id).rglob("*") if p.is_file()))
     assert files, f"no DICOM for {study_id} in {data_dir}"
     return files
 
@@ -130,7 +131,8 @@ def test_the_first_run_ingests_the_clean_studies_and_refuses_the_others_with_rea
     stored = gateway_rows(stack, "SELECT study_id, patient_id, study_instance_uid, report_text FROM studies"
                                  " ORDER BY study_id")
     assert [(sid, pid, uid) for sid, pid, uid, _ in stored] == [
-        (sid, r["patient_id"], pacs["headers"][sid].StudyInstanceUID) for sid, r in sorted(pacs["synth_reports"].items())]
+        (sid, r["patient_id"], pacs["headers"][sid].StudyInstanceUID)
+        for sid, r in sorted(pacs["synth_reports"].items())]
     assert all(text == pacs["synth_reports"][sid]["report"] for sid, _, _, text in stored)
     for sid in pacs["synth_reports"]:
         view = study_view(stack, sid)

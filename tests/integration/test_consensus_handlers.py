@@ -134,7 +134,8 @@ async def test_an_evaluation_is_scored_against_the_holdout_or_refused_without_th
                                                       release_id="r1", predictions_csv=text,
                                                       submission_sha256=sha256_hex(text.encode())))
     result = {r["evaluation_id"]: r for r in await rows(db, "SELECT * FROM evaluations")}
-    assert result["e-good"]["status"] == "scored" and result["e-good"]["result"]["per_label"]["cardiomegaly"]["auroc"] == 1.0
+    assert result["e-good"]["status"] == "scored"
+    assert result["e-good"]["result"]["per_label"]["cardiomegaly"]["auroc"] == 1.0
     assert result["e-bad"]["status"] == "rejected" and "missing holdout studies: 1 ('H2')" in result["e-bad"]["error"]
 
 
@@ -229,8 +230,9 @@ async def test_a_lumbar_adjudication_grades_the_disputed_cell_beside_the_rules_d
     from services.common.contracts import DicomObject
     disputed = "spinal_canal_stenosis_l4_l5"
     obj = DicomObject(object_key="k", sha256="s", sop_instance_uid="1.9", series_instance_uid="1.2", instance_number=4)
-    await apply(db, handlers, assigned("L1").model_copy(update={"protocol": Protocol.LUMBAR, "objects_manifest": ObjectsManifest(count=1, inline=[obj]),
-                                                                "taxonomy_version": "lumbar-v1"}))
+    manifest = ObjectsManifest(count=1, inline=[obj])
+    await apply(db, handlers, assigned("L1").model_copy(update={
+        "protocol": Protocol.LUMBAR, "objects_manifest": manifest, "taxonomy_version": "lumbar-v1"}))
     reached = []
     for v in lumbar_votes("L1", disputed, ("Normal/Mild", "Moderate", "Severe")):
         reached += await apply(db, handlers, v)
@@ -243,7 +245,8 @@ async def test_a_lumbar_adjudication_grades_the_disputed_cell_beside_the_rules_d
     effective = (await rows(db, "SELECT accepted, cells, adjudicator FROM effective_decisions"))[0]
     cell = next(c for c in effective["cells"] if c["cell_id"] == disputed)
     assert effective["accepted"] and effective["adjudicator"] == "cur"
-    assert cell == {"cell_id": disputed, "grade": "Severe", "method": "adjudicated", "adjudicate": False, "point": point}
+    assert cell == {"cell_id": disputed, "grade": "Severe", "method": "adjudicated", "adjudicate": False,
+                    "point": point}
     rule_cell = next(c for c in (await rows(db, "SELECT cells FROM decisions"))[0]["cells"] if c["cell_id"] == disputed)
     assert rule_cell["grade"] == "Moderate" and rule_cell["adjudicate"]
     [row] = await repo_accepted(db)

@@ -51,7 +51,7 @@ async def produce(bootstrap: str, topic: str, name: str, count: int) -> tuple[li
             results += await asyncio.gather(*futures, return_exceptions=True)
     finally:
         await producer.stop()
-    acked = [v for v, r in zip(values, results) if not isinstance(r, BaseException)]
+    acked = [v for v, r in zip(values, results, strict=True) if not isinstance(r, BaseException)]
     return acked, count - len(acked)
 
 

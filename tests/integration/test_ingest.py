@@ -60,7 +60,8 @@ async def gateway_api(infra: dict, dsn: str, **settings) -> AsyncIterator[Gatewa
 
 def counts(dsn: str) -> tuple[int, int, int]:
     with psycopg.connect(dsn) as conn:
-        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("studies", "study_objects", "outbox"))
+        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in ("studies", "study_objects", "outbox"))
 
 
 async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, store, infra, tmp_path):
@@ -91,7 +92,8 @@ async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, stor
     ("not DICOM", lambda tmp: b"%PDF-1.4 not an image", "not a readable DICOM file"),
     ("identifying", lambda tmp: dicom_bytes(tmp, "ING-2", "P-2", identifiable=True), "identifying data"),
 ])
-async def test_bad_files_are_refused_with_a_reason_and_nothing_is_stored(gateway_dsn, store, infra, tmp_path, name, make, message):
+async def test_bad_files_are_refused_with_a_reason_and_nothing_is_stored(gateway_dsn, store, infra, tmp_path, name,
+                                                                         make, message):
     pool = await open_pool(gateway_dsn)
     try:
         with pytest.raises(IngestError, match=message):
@@ -227,7 +229,8 @@ async def test_a_form_patient_id_that_is_not_the_de_identified_files_is_refused_
     bucket = infra["buckets"]["objects"]
     pool = await open_pool(gateway_dsn)
     try:
-        with pytest.raises(PatientMismatch, match="PatientID 'PT-0042' of this object \\(stored as it is\\) is not the form's"):
+        refused = "PatientID 'PT-0042' of this object \\(stored as it is\\) is not the form's"
+        with pytest.raises(PatientMismatch, match=refused):
             await ingest_study(pool, store, bucket, study_id="PM-1", patient_id="PT-0043", report=REPORT,
                                files=[("a.dcm", dicom_bytes(tmp_path, "PM-1", "PT-0042"))])
         assert counts(gateway_dsn) == (0, 0, 0)
@@ -285,7 +288,8 @@ async def test_bulk_ingest_lists_a_row_whose_patient_id_is_not_the_files(gateway
     async with gateway_api(infra, gateway_dsn) as api:
         summary = await ingest_dir(folder, api)
     assert summary.ingested == 1 and [sid for sid, _ in summary.rejected] == ["R-2"]
-    assert "PatientID 'P-2' of this object (stored as it is) is not the form's patient id 'P-1'" in summary.rejected[0][1]
+    assert ("PatientID 'P-2' of this object (stored as it is) is not the form's patient id 'P-1'"
+            in summary.rejected[0][1])
 
 
 async def test_the_ingest_api_answers_409_for_a_second_patient_id_and_422_for_a_mismatch(infra, gateway_dsn, tmp_path):
@@ -300,7 +304,8 @@ async def test_the_ingest_api_answers_409_for_a_second_patient_id_and_422_for_a_
 
     try:
         mismatch = await post("API-1", "P-9", dicom_bytes(tmp_path, "API-1", "P-1"), scrub=False)
-        assert (await post("API-2", "P-A", dicom_bytes(tmp_path, "API-2", "MRN5", identifiable=True), True)).status_code == 201
+        first = await post("API-2", "P-A", dicom_bytes(tmp_path, "API-2", "MRN5", identifiable=True), True)
+        assert first.status_code == 201
         conflict = await post("API-3", "P-B", dicom_bytes(tmp_path, "API-3", "mrn5", identifiable=True), True)
     finally:
         await client.aclose()

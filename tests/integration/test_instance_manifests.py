@@ -110,8 +110,8 @@ async def test_consensus_keeps_the_fetched_list_and_refuses_a_tampered_one_for_g
     parsed, _ = validate_study(row["study_id"], row["patient_id"], row["report"],
                                study_paths(data, row["study_id"])[:40], False, None, False)
     good = manifests.put_objects(store, bucket, "CONS-1", [p.obj for p in parsed])
-    handler = build_handlers(SimpleNamespace(settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50,
-                                                                      objects_bucket=bucket), store=store))["review-assigned"]
+    settings = SimpleNamespace(rules_file=None, evaluation_bootstrap=50, objects_bucket=bucket)
+    handler = build_handlers(SimpleNamespace(settings=settings, store=store))["review-assigned"]
     event = assignment("CONS-1", good)
     fetched = await handler.prepare(event)
     async with consensus_db.transaction():
@@ -122,7 +122,8 @@ async def test_consensus_keeps_the_fetched_list_and_refuses_a_tampered_one_for_g
     # Someone rewrites the manifest after the event was recorded: one instance fewer.
     _, original = manifests.describe("CONS-1", [p.obj for p in parsed])
     store.put_bytes(bucket, good.key, manifests.encode("CONS-1", [p.obj for p in parsed][:-1]))
-    with pytest.raises(manifests.ManifestMismatch, match=f"instance manifest {good.key} of study CONS-1: sha256") as bad:
+    mismatch = f"instance manifest {good.key} of study CONS-1: sha256"
+    with pytest.raises(manifests.ManifestMismatch, match=mismatch) as bad:
         await handler.prepare(assignment("CONS-1", good))
     assert not is_transient(bad.value)
     store.put_bytes(bucket, good.key, original)

@@ -45,7 +45,8 @@ async def test_an_oversized_event_is_refused_when_recorded_and_the_transaction_w
         await pool.close()
 
 
-async def test_a_row_the_broker_refuses_is_parked_and_the_rows_around_it_are_published(infra, fresh_schema, fresh_topic):
+async def test_a_row_the_broker_refuses_is_parked_and_the_rows_around_it_are_published(infra, fresh_schema,
+                                                                                        fresh_topic):
     bootstrap = infra["kafka"]["bootstrap"]
     await ensure_topics(bootstrap, (fresh_topic,), partitions=1)
     pool = await open_pool(fresh_schema)
@@ -115,7 +116,8 @@ async def test_an_llm_outage_longer_than_the_retries_pauses_the_partition_and_lo
         return f"labels-for-{event.study_id}"
 
     async def apply(conn, event, prepared):
-        await conn.execute("INSERT INTO applied VALUES (%s, %s)", (event.event_id, prepared.removeprefix("labels-for-")))
+        await conn.execute("INSERT INTO applied VALUES (%s, %s)",
+                           (event.event_id, prepared.removeprefix("labels-for-")))
 
     events = [report("L1"), report("L2")]
     async with Harness(infra, fresh_schema, fresh_topic, apply, prepare, backoff_base_s=0.2, backoff_max_s=0.5) as h:
@@ -188,7 +190,8 @@ async def test_tombstones_and_nul_bytes_are_dead_lettered_and_the_partition_move
         await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM applied", 1))
         assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == 4
         await h.run_until(lambda: _at_least(h, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL", 4), 10)
-        letters = {letter["offset"]: letter for letter in unique(await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 4))}
+        letters = {letter["offset"]: letter
+                   for letter in unique(await read_topic(h.bootstrap, f"{fresh_topic}.dlq", 4))}
     assert sorted(letters) == [0, 1, 2, 3]
     assert letters[0]["payload_encoding"] == "tombstone" and "tombstone" in letters[0]["error"]
     assert letters[1]["payload_encoding"] == "base64"
@@ -213,7 +216,8 @@ async def test_the_dead_letter_of_an_event_at_the_size_limit_still_holds_it_for_
     assert letter["payload_encoding"] == "text" and json.loads(letter["payload"])["event_id"] == big.event_id
 
 
-async def test_the_consume_loop_outlives_a_failed_commit_and_position_after_a_rebalance(infra, fresh_schema, fresh_topic):
+async def test_the_consume_loop_outlives_a_failed_commit_and_position_after_a_rebalance(infra, fresh_schema,
+                                                                                         fresh_topic):
     async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
         consumer = h.consumer()
         client = consumer._consumer

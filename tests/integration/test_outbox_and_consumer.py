@@ -118,7 +118,8 @@ async def test_each_event_takes_effect_once_even_when_delivered_twice(infra, fre
         assert await h.count("SELECT count(DISTINCT event_id) FROM applied") == 40
 
 
-async def test_a_replayed_batch_after_a_crash_before_the_offset_commit_changes_nothing(infra, fresh_schema, fresh_topic):
+async def test_a_replayed_batch_after_a_crash_before_the_offset_commit_changes_nothing(infra, fresh_schema,
+                                                                                       fresh_topic):
     events = [report(f"C{i:03d}") for i in range(20)]
     async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
         await produce(h.bootstrap, fresh_topic, [(e.study_id, e.model_dump_json().encode()) for e in events])
@@ -142,7 +143,8 @@ async def test_a_replayed_batch_after_a_crash_before_the_offset_commit_changes_n
         assert await h.count("SELECT count(*) FROM applied") == 20
 
 
-async def test_an_event_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_rest_flow_on(infra, fresh_schema, fresh_topic):
+async def test_an_event_that_keeps_failing_goes_to_the_dead_letter_topic_and_the_rest_flow_on(infra, fresh_schema,
+                                                                                               fresh_topic):
     async def apply(conn, event, _):
         if event.study_id == "BAD":
             raise RuntimeError("the database says no to BAD")

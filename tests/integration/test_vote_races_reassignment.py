@@ -45,7 +45,8 @@ async def sampler_db(infra):
                            " VALUES (%s, 'P1', 'cxr-label-verification', 'cxr-v1', '{}')", (STUDY,))
         await conn.execute(
             "INSERT INTO sampling_runs (run_id, protocol, plan, panel, pool_size, n_selected, unmet_quotas, tiers,"
-            " seconds) VALUES ('run', 'cxr-label-verification', '{}', %s, 1, 1, '{}', '{}', 0)", (json.dumps(["r1", "r2", "r3", "r4"]),))
+            " seconds) VALUES ('run', 'cxr-label-verification', '{}', %s, 1, 1, '{}', '{}', 0)",
+            (json.dumps(["r1", "r2", "r3", "r4"]),))
         await conn.execute("INSERT INTO sampled (study_id, run_id, stratum, quota, difficulty, reason, readers)"
                            " VALUES (%s, 'run', 's', 'q', 'easy', '', %s)", (STUDY, json.dumps(["r1", "r2", "r3"])))
         await conn.execute("INSERT INTO leases (study_id, reader_id, run_id, lease_until)"

@@ -26,7 +26,8 @@ def accepted_rows(n: int = 60, seed: int = 0) -> list[dict]:
         sid = f"S{i:03d}"
         obj = {"object_key": f"dicom/{sid}", "sha256": sha256_hex(sid.encode()), "sop_instance_uid": f"1.{i}",
                "series_instance_uid": f"2.{i}", "instance_number": 1}
-        rows.append({"study_id": sid, "patient_id": f"P{i // 2}", "labels": rng.sample(TAXONOMY.label_ids, rng.randint(0, 3)),
+        rows.append({"study_id": sid, "patient_id": f"P{i // 2}",
+                     "labels": rng.sample(TAXONOMY.label_ids, rng.randint(0, 3)),
                      "objects": [obj]})
     return rows
 

@@ -85,7 +85,8 @@ def test_verdict_shares_and_reader_stats_are_counted_from_the_votes():
     assert sum(overall.values()) == pytest.approx(1.0)
     r0 = [v for v in votes if v["reader_id"] == "R0"]
     assert report["readers"]["R0"]["reads"] == len(r0)
-    assert report["readers"]["R0"]["median_seconds"] == pytest.approx(float(np.median([v["seconds_spent"] for v in r0])))
+    median = float(np.median([v["seconds_spent"] for v in r0]))
+    assert report["readers"]["R0"]["median_seconds"] == pytest.approx(median)
 
 
 def test_the_report_names_no_study():

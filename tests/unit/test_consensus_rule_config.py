@@ -18,7 +18,8 @@ def three(*verdicts):
 
 def test_the_shipped_cxr_rule_is_two_of_three_agree_all_version_one():
     rule = rule_for(CXR)
-    assert (rule.rule, rule.version, rule.min_agree_all, rule.readers_per_study) == ("cxr-agree-all-majority", "1", 2, 3)
+    assert (rule.rule, rule.version, rule.min_agree_all, rule.readers_per_study) == (
+        "cxr-agree-all-majority", "1", 2, 3)
 
 
 def test_a_decision_records_the_configured_rule_and_version(tmp_path):

@@ -143,7 +143,8 @@ def seeded_file(tmp_path, **attrs) -> Path:
 
 def test_ingest_refuses_a_seeded_object_without_scrub_and_stores_a_conforming_one_with_it(tmp_path):
     path = seeded_file(tmp_path)
-    with pytest.raises(IngestError, match=r"carries identifying data \(AccessionNumber, .*\) that the PS3.15 Basic Profile removes"):
+    with pytest.raises(IngestError,
+                       match=r"carries identifying data \(AccessionNumber, .*\) that the PS3.15 Basic Profile removes"):
         parse_instance("seeded.dcm", path, scrub=False)
     parsed, removed = parse_instance("seeded.dcm", path, scrub=True, patient_id="PSEUDO-9")
     stored = pydicom.dcmread(io.BytesIO(parsed.data))

@@ -136,12 +136,14 @@ def test_every_referenced_secret_is_documented_in_the_readme(name: str) -> None:
     referenced: set[str] = set()
     for doc in workloads(overlay(name)):
         for c in containers(doc):
-            referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+                           if "secretKeyRef" in e.get("valueFrom", {})}
             referenced |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
     for cluster in find(overlay(name), "Cluster"):
         referenced |= {r["passwordSecret"]["name"] for r in cluster["spec"]["managed"]["roles"]}
     for secret in referenced:
-        documented = secret in readme or re.sub(r"-(gateway|extractor|mapper|sampler|consensus)$", "-<service>", secret) in readme
+        documented = (secret in readme
+                      or re.sub(r"-(gateway|extractor|mapper|sampler|consensus)$", "-<service>", secret) in readme)
         assert documented, f"Secret {secret} is referenced but not documented in deploy/README.md"
 
 
@@ -166,7 +168,8 @@ def test_service_images_are_overridable_with_kustomize_images(tmp_path: Path) ->
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": [os.path.relpath(K8S / "overlays" / "prod", tmp_path)],
-            "images": [{"name": f"ghcr.io/radcurate/{s}", "newName": f"registry.example/{s}", "newTag": "9.9.9"} for s in SERVICES],
+            "images": [{"name": f"ghcr.io/radcurate/{s}", "newName": f"registry.example/{s}", "newTag": "9.9.9"}
+                       for s in SERVICES],
         })
     )
     docs = render(str(tmp_path))
@@ -255,7 +258,8 @@ def test_each_service_reads_prefixed_settings_and_its_own_secret(name: str, svc:
     (app,) = pod_spec(one(docs, "Deployment", svc))["containers"]
     prefix = f"RADCURATE_{svc.upper()}_"
     assert {e["prefix"] for e in app["envFrom"]} == {prefix}
-    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in app["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in app["env"]
+                  if "secretKeyRef" in e.get("valueFrom", {})}
     for key in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY"):
         assert secret_env[prefix + key] == {"name": f"radcurate-{svc}", "key": key}
     assert all(name.startswith(prefix) for name in secret_env)
@@ -459,7 +463,8 @@ def policies_for(docs: tuple[Doc, ...], labels: dict[str, str], direction: str) 
                 return False
         return True
 
-    return [p for p in find(docs, "NetworkPolicy") if direction in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"])]
+    return [p for p in find(docs, "NetworkPolicy")
+            if direction in p["spec"]["policyTypes"] and selects(p["spec"]["podSelector"])]
 
 
 def allowed_ports(policies: list[Doc], direction: str) -> set[int]:
@@ -484,7 +489,8 @@ def test_prod_admits_traffic_from_outside_only_to_the_gateway() -> None:
             assert peers, f"{policy['metadata']['name']} admits ingress from anywhere"
             for peer in peers:
                 ns = peer.get("namespaceSelector")
-                assert ns is None or ns == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}, policy["metadata"]["name"]
+                monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+                assert ns is None or ns == monitoring, policy["metadata"]["name"]
                 assert "ipBlock" not in peer
 
 

@@ -48,7 +48,8 @@ METRICS: dict[str, set[str]] = {
     "radcurate_sampling_run_seconds": set(),
     "radcurate_selection_run_seconds": set(),
 }
-HISTOGRAMS = {name for name in METRICS if name.endswith("_seconds") and name not in {"radcurate_outbox_oldest_age_seconds"}}
+HISTOGRAMS = {name for name in METRICS
+              if name.endswith("_seconds") and name not in {"radcurate_outbox_oldest_age_seconds"}}
 REQUIRED_ALERTS = {
     "RadcurateConsumerLagGrowing": "radcurate_consumer_lag_messages",
     "RadcurateDeadLetters": "radcurate_dlq_events_total",

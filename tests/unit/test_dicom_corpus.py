@@ -214,6 +214,7 @@ def test_monochrome1_is_inverted_so_the_lungs_are_dark():
     image = shown(path_of("RG1_UNCR.dcm").read_bytes()).astype(float)
     rows, cols = image.shape
     band = image[int(rows * 0.35):int(rows * 0.55)]
-    lungs = np.r_[band[:, int(cols * 0.22):int(cols * 0.38)].ravel(), band[:, int(cols * 0.62):int(cols * 0.78)].ravel()]
+    lungs = np.r_[band[:, int(cols * 0.22):int(cols * 0.38)].ravel(),
+                  band[:, int(cols * 0.62):int(cols * 0.78)].ravel()]
     mediastinum = band[:, int(cols * 0.46):int(cols * 0.54)]
     assert lungs.mean() + 30 < mediastinum.mean()

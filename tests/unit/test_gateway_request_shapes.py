@@ -51,7 +51,8 @@ def _objects_reachable(doc: dict, schema: dict, seen: set[str]) -> list[tuple[st
 
 
 def test_the_api_has_json_bodies_to_check(openapi):
-    assert {"POST /api/v1/reviews/{assignment_id}/vote", "POST /api/v1/users"} <= {n for n, _ in _json_body_schemas(openapi)}
+    assert {"POST /api/v1/reviews/{assignment_id}/vote", "POST /api/v1/users"} <= {
+        n for n, _ in _json_body_schemas(openapi)}
 
 
 # The vote body is open on the wire because a plug-in protocol's judgement brings its own fields;

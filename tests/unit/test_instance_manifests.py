@@ -75,7 +75,8 @@ def test_a_study_of_2400_instances_travels_in_an_event_of_constant_size():
     assert len(small.model_dump_json()) < 1500
     huge = report(manifests.describe("S1", instances(20_000))[0])
     assert abs(len(huge.model_dump_json()) - len(small.model_dump_json())) <= 8  # the count's digits, a timestamp's
-    assert (by_ref.count, by_ref.sha256, by_ref.key) == (2400, sha256_hex(data), f"manifests/S1/{sha256_hex(data)}.json")
+    digest = sha256_hex(data)
+    assert (by_ref.count, by_ref.sha256, by_ref.key) == (2400, digest, f"manifests/S1/{digest}.json")
 
 
 def test_a_manifest_written_then_read_gives_back_the_same_list():

@@ -12,7 +12,8 @@ def finding(text, hint=None, certainty=Certainty.PRESENT, evidence=None):
 
 
 def test_labels_come_out_in_taxonomy_order_whatever_the_finding_order():
-    findings = [finding("ETT", "support_devices"), finding("effusion", "pleural_effusion"), finding("atelectasis", "atelectasis")]
+    findings = [finding("ETT", "support_devices"), finding("effusion", "pleural_effusion"),
+                finding("atelectasis", "atelectasis")]
     labels, unmapped = map_findings(findings, TAXONOMY)
     assert [label.label_id for label in labels] == ["atelectasis", "pleural_effusion", "support_devices"]
     assert unmapped == []

@@ -100,7 +100,8 @@ async def test_the_cache_key_changes_with_model_prompt_version_and_input():
     base = cache_key("gpt-4o", "extract-v1", {"report": "x"})
     assert base == cache_key("gpt-4o", "extract-v1", {"report": "x"})
     assert len({base, cache_key("gpt-4o-mini", "extract-v1", {"report": "x"}),
-                cache_key("gpt-4o", "extract-v2", {"report": "x"}), cache_key("gpt-4o", "extract-v1", {"report": "y"})}) == 4
+                cache_key("gpt-4o", "extract-v2", {"report": "x"}),
+                cache_key("gpt-4o", "extract-v1", {"report": "y"})}) == 4
     cache = MemoryLlmCache()
     await cache.put(base, {"v": 1})
     await cache.put(base, {"v": 2})

@@ -94,7 +94,7 @@ def test_import_writes_the_ingest_layout_with_priors_as_a_report(tmp_path):
 
 def test_the_prior_report_reads_back_as_the_prior_grades():
     study = CompetitionStudy("1", grades={(c, lv): g for (c, lv), g in zip(
-        [(c, lv) for c in CONDITIONS for lv in LEVELS], list(Grade) * 9)})
+        [(c, lv) for c in CONDITIONS for lv in LEVELS], list(Grade) * 9, strict=False)})
     taxonomy = load_taxonomy("lumbar")
     grid = grade_grid(suggest_grades(extract_lumbar_grades(prior_report(study), taxonomy)))
     assert all(grid[f"{c.value}_{lv.value}"] is g for (c, lv), g in study.grades.items())

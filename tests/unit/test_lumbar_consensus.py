@@ -113,7 +113,7 @@ def test_reads_of_another_study_are_refused():
 def test_agreement_per_cell_condition_and_level():
     reads = [_read(r, g, x, study=s) for s, grades in
              (("a", (N, N, M)), ("b", (S, S, S)), ("c", (M, M, M)))
-             for r, g, x in zip(("r1", "r2", "r3"), grades, (10, 11, 12))]
+             for r, g, x in zip(("r1", "r2", "r3"), grades, (10, 11, 12), strict=True)]
     by_cell = agreement(reads)
     stats = by_cell["spinal_canal_stenosis_l4_l5"]
     assert 0 < stats.qwk < 1 and stats.n_reads == 9

@@ -126,7 +126,8 @@ def test_findings_round_trip_through_the_event_contract():
 
 
 def test_free_text_findings_without_a_hint_are_graded_from_their_words():
-    finding = Finding(text="severe right subarticular stenosis", evidence="At L4-5 there is severe right subarticular stenosis.")
+    finding = Finding(text="severe right subarticular stenosis",
+                      evidence="At L4-5 there is severe right subarticular stenosis.")
     other = Finding(text="hemangioma in L2", evidence="Incidental hemangioma.")
     suggestions, unmapped = map_lumbar_findings([finding, other], TAXONOMY)
     assert {s.cell_id: s.grade for s in suggestions}["right_subarticular_stenosis_l4_l5"] is S

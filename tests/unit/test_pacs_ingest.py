@@ -57,7 +57,8 @@ def test_a_study_pairs_by_uid_first_then_by_accession_number():
 
 
 def test_a_study_without_a_report_is_refused_naming_its_keys():
-    with pytest.raises(ReportsError, match="no report in reports.csv for its StudyInstanceUID, nor for its AccessionNumber A9"):
+    with pytest.raises(ReportsError,
+                       match="no report in reports.csv for its StudyInstanceUID, nor for its AccessionNumber A9"):
         book(ReportRow("r", accession_number="A7")).pair(StudyMatch("4.5", "A9"))
 
 

@@ -28,7 +28,8 @@ def test_each_split_has_one_provenance_row_per_labelled_study():
     rows = with_provenance(accepted_rows())
     c = compose(rows=rows)
     files = c.files.files
-    for bucket, prefix, studies in (("public", "releases/r1", c.released), ("holdout", "releases/r1/holdout", c.holdout)):
+    for bucket, prefix, studies in (("public", "releases/r1", c.released),
+                                    ("holdout", "releases/r1/holdout", c.holdout)):
         prov = {r["study_id"]: r for r in read(files, (bucket, f"{prefix}/provenance.csv"))}
         labels = [r["study_id"] for r in read(files, (bucket, f"{prefix}/labels.csv"))]
         assert sorted(prov) == labels == sorted(s.study_id for s in studies)

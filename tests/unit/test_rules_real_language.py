@@ -39,10 +39,12 @@ def labels(report: str) -> set[str]:
 @pytest.mark.parametrize(
     "report",
     [
-        "No focal airspace consolidation, suspicious pulmonary nodule, large pleural effusion, or pneumothorax is seen.",
+        "No focal airspace consolidation, suspicious pulmonary nodule, large pleural effusion,"
+        " or pneumothorax is seen.",
         "There is no focal consolidation, worrisome mass, pleural effusion of any size or pneumothorax identified.",
         "Lungs are clear without evidence of focal consolidation, large effusion or pneumothorax.",
-        "There is no blunting of the costophrenic angles to suggest effusion or apical pleural line to suggest pneumothorax.",
+        "There is no blunting of the costophrenic angles to suggest effusion"
+        " or apical pleural line to suggest pneumothorax.",
         "The lungs do not demonstrate consolidation or effusion.",
         "This does not appear to be a pneumothorax.",
         "Neither effusion nor pneumothorax.",
@@ -79,7 +81,8 @@ def test_a_new_clause_ends_the_negated_list(report, present):
         ("Borderline heart size.", "cardiomegaly", PROBABLE_CONFIDENCE),
         ("The heart is borderline in size.", "cardiomegaly", PROBABLE_CONFIDENCE),
         ("Possible small left pleural effusion.", "pleural_effusion", POSSIBLE_CONFIDENCE),
-        ("Blunting of the right costophrenic angle may represent a small effusion.", "pleural_effusion", POSSIBLE_CONFIDENCE),
+        ("Blunting of the right costophrenic angle may represent a small effusion.", "pleural_effusion",
+         POSSIBLE_CONFIDENCE),
         ("A small right pleural effusion is suspected.", "pleural_effusion", POSSIBLE_CONFIDENCE),
         ("Early pneumonia cannot be excluded.", "consolidation", POSSIBLE_CONFIDENCE),
         ("There is raised concern for pneumonia.", "consolidation", POSSIBLE_CONFIDENCE),

@@ -34,12 +34,13 @@ def _truth(seed=0, prevalence=0.3):
     rng = np.random.default_rng(seed)
     y = rng.random((len(HOLDOUT), len(LABELS))) < prevalence
     y[0], y[1] = True, False
-    return {s: frozenset(lb for lb, on in zip(LABELS, row) if on) for s, row in zip(HOLDOUT, y)}
+    return {s: frozenset(lb for lb, on in zip(LABELS, row, strict=True) if on)
+            for s, row in zip(HOLDOUT, y, strict=True)}
 
 
 def _csv(study_ids, probabilities, labels=LABELS, header=None):
     lines = [",".join(header or ["study_id", *labels])]
-    for s, row in zip(study_ids, probabilities):
+    for s, row in zip(study_ids, probabilities, strict=True):
         lines.append(",".join([s, *(repr(float(v)) for v in row)]))
     return "\n".join(lines) + "\n"
 
@@ -198,7 +199,7 @@ def _ids_the_file_is_wrong_about(text, ids):
 def test_no_error_names_a_positive_study_unless_the_file_itself_is_wrong_about_it(case):
     ids, truth = _recognisable_holdout()
     text = MALFORMED[case][0]
-    for old, new in zip(HOLDOUT, ids):
+    for old, new in zip(HOLDOUT, ids, strict=False):
         text = text.replace(old + ",", new + ",")
     with pytest.raises(PredictionFileError) as error:
         parse_predictions(text, LABELS, ids)

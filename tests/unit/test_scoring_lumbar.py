@@ -229,7 +229,7 @@ def _random_case(seed, n_studies=40, normalised=True):
                     p[rng.random(3) < 0.5] = 0.0
                 submission[rid] = tuple(p / p.sum() if normalised else 0.9 * p / max(p.max(), 1e-300))
     for s in range(2):  # make sure every grade occurs in every group
-        for c, grade in zip(CONDITIONS, [SE, MO, SE, MO, SE]):
+        for c, grade in zip(CONDITIONS, [SE, MO, SE, MO, SE], strict=True):
             truth[row_id(str(1000 + s), c, Level.L1_L2)] = grade
     return truth, submission
 

@@ -25,7 +25,7 @@ def make_accepted(seed: int, n: int = 381, repeat_patient: float = 0.3) -> list[
     for i in range(n):
         if rng.random() > repeat_patient:
             patient += 1
-        labels = frozenset(x for x, p in zip(LABELS, PREVALENCE) if rng.random() < p)
+        labels = frozenset(x for x, p in zip(LABELS, PREVALENCE, strict=True) if rng.random() < p)
         studies.append(AcceptedStudy(f"S{i:04d}", f"P{patient:04d}", labels))
     return studies
 
@@ -170,7 +170,7 @@ def heart_failure_pool(seed: int, n: int = 600) -> list[AcceptedStudy]:
         labels = set()
         if rng.random() < 0.3:
             labels |= {x for x in ("cardiomegaly", "pulmonary_edema", "pleural_effusion") if rng.random() < 0.8}
-        labels |= {x for x, p in zip(LABELS, PREVALENCE) if rng.random() < p / 3}
+        labels |= {x for x, p in zip(LABELS, PREVALENCE, strict=True) if rng.random() < p / 3}
         studies.append(AcceptedStudy(f"S{i:04d}", f"P{i // 2:04d}", frozenset(labels)))
     return studies
 

@@ -70,13 +70,15 @@ def test_a_free_previous_port_is_reused_and_a_taken_one_replaced():
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
-        assert seaweed.choose_ports(dict.fromkeys(seaweed.PORT_NAMES, taken), wait=0) != dict.fromkeys(seaweed.PORT_NAMES, taken)
+        all_taken = dict.fromkeys(seaweed.PORT_NAMES, taken)
+        assert seaweed.choose_ports(all_taken, wait=0) != all_taken
         fresh = seaweed.choose_ports(None)
     assert len(set(fresh.values())) == len(seaweed.PORT_NAMES)
 
 
 def test_the_s3_credentials_and_signing_keys_are_readable_by_their_owner_only(tmp_path):
-    seaweed.write_config(tmp_path, "radcurate", "the-secret", {k: f"key-{k}" for k in ("read", "write", "filer", "filer_read")})
+    seaweed.write_config(tmp_path, "radcurate", "the-secret",
+                         {k: f"key-{k}" for k in ("read", "write", "filer", "filer_read")})
     identities = json.loads((tmp_path / "s3.json").read_text())["identities"]
     assert [c["secretKey"] for i in identities for c in i["credentials"]] == ["the-secret"]
     assert 'key = "key-read"' in (tmp_path / "security.toml").read_text()

@@ -55,8 +55,9 @@ __all__ = [
     "EVENT_TYPES", "UPCASTERS", "AdjudicationRequested", "AnyJudgement", "BenchmarkReleased", "CellConsensus",
     "CellGrade", "CellPoint", "Certainty", "ConsensusReached", "DicomObject", "EvaluationCompleted",
     "EvaluationRequested", "Event", "Finding", "FindingsExtracted", "Judgement", "LabelBounds", "LabelsSuggested",
-    "Laterality", "ModelProvenance", "ObjectsManifest", "Protocol", "ProtocolName", "ReassignmentRequested", "ReportIngested",
-    "ReportKind", "ReportReady", "ReportRequested", "ReviewAssigned", "ReviewReoffered", "SamplingCompleted", "SamplingPlan",
+    "Laterality", "ModelProvenance", "ObjectsManifest", "Protocol", "ProtocolName", "ReassignmentRequested",
+    "ReportIngested", "ReportKind", "ReportReady", "ReportRequested", "ReviewAssigned", "ReviewReoffered",
+    "SamplingCompleted", "SamplingPlan",
     "SamplingRequested", "SelectionPlan", "SelectionRequested", "StudyAdjudicated", "SuggestedLabel", "Topic",
     "UnknownEvent", "Verdict", "VoteCast", "legacy_judgement", "parse_event",
 ]

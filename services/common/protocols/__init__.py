@@ -162,7 +162,8 @@ class CurationProtocol(ABC):
         name) and whatever the protocol's widget needs (e.g. `grading`, `grades`, `series_url`)."""
 
     @abstractmethod
-    async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[Judgement, list[dict[str, Any]]]:
+    async def read_judgement(self, fields: Mapping[str, Any],
+                             context: ReviewContext) -> tuple[Judgement, list[dict[str, Any]]]:
         """The judgement from a vote request's fields, checked against the assignment; and the
         omission warnings the reader confirmed. Raises `JudgementRejected` (422) or
         `NeedsConfirmation` (409)."""
@@ -190,7 +191,8 @@ class CurationProtocol(ABC):
         fields); the second item is per-cell consensus for grid protocols, else empty."""
 
     @abstractmethod
-    def agreement_report(self, studies: Sequence[Mapping[str, Any]], votes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def agreement_report(self, studies: Sequence[Mapping[str, Any]],
+                         votes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Inter-reader agreement over decided studies: aggregates only, never a study's labels."""
 
     def label_kappas(self, studies: Sequence[Mapping[str, Any]],

@@ -115,4 +115,5 @@ async def complete(conn: Conn, e: EvaluationCompleted, published_json: str | Non
     await conn.execute(
         "UPDATE evaluations SET status = %s, result = %s, published = %s, error = %s, receipt = %s,"
         " metric_version = %s, completed_at = now() WHERE evaluation_id = %s",
-        (e.status, json.dumps(e.result) if e.result is not None else None, published_json, e.error, e.receipt, e.metric_version, e.evaluation_id))
+        (e.status, json.dumps(e.result) if e.result is not None else None, published_json, e.error, e.receipt,
+         e.metric_version, e.evaluation_id))

@@ -113,7 +113,8 @@ class CxrLabelVerification(CurationProtocol):
         return {"label_ids": list(self.taxonomy().label_ids),
                 "verdict_rules": dataclasses.asdict(self.verdict_rules())}
 
-    async def read_judgement(self, fields: Mapping[str, Any], context: ReviewContext) -> tuple[LabelVerdict, list[dict]]:
+    async def read_judgement(self, fields: Mapping[str, Any],
+                             context: ReviewContext) -> tuple[LabelVerdict, list[dict]]:
         """A verdict with label corrections that name known labels, add only unsuggested ones and
         remove only suggested ones; a vote that would drop a stated finding must be confirmed."""
         if fields.get("verdict") is None or fields.get("grades") is not None:

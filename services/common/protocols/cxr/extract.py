@@ -71,7 +71,8 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"no", _N, _PRE),
     (r"without", _N, _PRE),
     (r"negative for", _N, _PRE),
-    (r"no (?:radiographic |definite |convincing |other |new )?(?:evidence|signs?|findings?) (?:of|for|to suggest)", _N, _PRE),
+    (r"no (?:radiographic |definite |convincing |other |new )?"
+     r"(?:evidence|signs?|findings?) (?:of|for|to suggest)", _N, _PRE),
     (r"(?:free|clear) of", _N, _PRE),
     (r"absence of", _N, _PRE),
     (r"(?:interval |near[- ]complete |complete )?(?:resolution|removal|clearing) of", _N, _PRE),
@@ -102,15 +103,19 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:(?:is|are) (?:also )?)?(?:probable|probably|likely|most likely|presumed|presumably)", _L, _BOTH),
     (r"(?:favou?red|favou?ring)", _L, _PRE),
     (r"(?:favou?red|felt|thought) to (?:represent|be|reflect)", _L, _PRE),
-    (r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
-    (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
+    (r"(?:may|might|could|can) (?:also )?"
+     r"(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
+    (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?"
+     r"(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
     (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
-    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|(?:raises )?concern(?:ing)? for|worrisome for)", _U, _PRE),
+    (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|"
+     r"(?:raises )?concern(?:ing)? for|worrisome for)", _U, _PRE),
     (r"suspect(?:ed)?", _U, _BOTH),
     (r"(?:could|may|might) (?:also )?include", _U, _PRE),
     (r"(?:suggestive of|suggesting|suggests|raises the possibility of|possibility of)", _U, _PRE),
     (r"most (?:suggestive of|suggesting)", _L, _PRE),
-    (r"(?:differential|differential diagnosis|differential considerations?|considerations?) (?:includes?|would include)", _U, _PRE),
+    (r"(?:differential|differential diagnosis|differential considerations?|considerations?)"
+     r" (?:includes?|would include)", _U, _PRE),
     (r"(?:equivocal|consider|considered)", _U, _BOTH),
     (r"(?:borderline|versus|vs\.?)", _L, _BOTH),
     (r"(?:is|are) (?:also )?(?:possible|suspected|questioned|a consideration|considered)", _U, _POST),
@@ -382,7 +387,7 @@ def _split_region(report: str, start: int, end: int) -> list[tuple[int, int]]:
             cuts.append(i + 1)
     cuts.append(end)
     spans = []
-    for s, e in zip(cuts, cuts[1:]):
+    for s, e in zip(cuts, cuts[1:], strict=False):
         s, e = _trim(report, s, e)
         if e > s:
             spans.append((s, e))

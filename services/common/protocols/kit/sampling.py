@@ -234,7 +234,7 @@ def _rarest_freq(by_label: Mapping[str, list[int]], n_pool: int) -> np.ndarray:
 
 
 def _check_unique(pool: Sequence[Candidate]) -> None:
-    for a, b in zip(pool, pool[1:]):
+    for a, b in zip(pool, pool[1:], strict=False):
         if a.study_id == b.study_id:
             raise ValueError(f"study {a.study_id!r} appears twice in the candidate pool")
 

@@ -283,7 +283,7 @@ def plan_composition(plan: SelectionPlan, label_ids: Sequence[str], size: int) -
 
 
 def _check_unique(studies: Sequence[AcceptedStudy]) -> None:
-    for a, b in zip(studies, studies[1:]):
+    for a, b in zip(studies, studies[1:], strict=False):
         if a.study_id == b.study_id:
             raise ValueError(f"study {a.study_id!r} accepted twice")
 

@@ -297,7 +297,7 @@ def _problem(study: CompetitionStudy) -> str | None:
 def _prior_record(study: CompetitionStudy) -> dict:
     return {"study_id": study.study_id, "series": study.series,
             "grades": {cell_id(c, lv): g.value for (c, lv), g in study.grades.items()},
-            "coordinates": [dict(zip(COORDINATE_COLUMNS, c.row())) for c in study.coordinates]}
+            "coordinates": [dict(zip(COORDINATE_COLUMNS, c.row(), strict=True)) for c in study.coordinates]}
 
 
 def grades_of(record: Mapping[str, str]) -> dict[Cell, Grade]:

@@ -60,7 +60,8 @@ def cell_reads(study_id: str, votes: Iterable[Mapping], spacing: Mapping[str, tu
 def decide_lumbar(study_id: str, votes: Sequence[Mapping], objects: Iterable[Mapping],
                   config: RuleConfig) -> tuple[Decision, list[CellConsensus]]:
     """The study's decision (accepted unless a cell needs adjudication) and its per-cell grades."""
-    decided = decide_study(study_id, cell_reads(study_id, votes, spacing_by_series(objects)), LumbarRule(config.adjudication_spread, config.use_majority))
+    decided = decide_study(study_id, cell_reads(study_id, votes, spacing_by_series(objects)),
+                           LumbarRule(config.adjudication_spread, config.use_majority))
     cells = [_consensus(c) for c in decided.cells]
     flagged = [c.cell_id for c in cells if c.adjudicate]
     findings = sorted(f"{c.cell_id}:{c.grade}" for c in cells if c.grade != Grade.NORMAL_MILD.value)

@@ -35,7 +35,8 @@ def grid_view(suggested: Sequence[dict]) -> list[dict]:
 
 def check_grades(grades: Sequence[CellGrade], instances: set[tuple[str, int]]) -> None:
     """Refuse (`JudgementRejected`: a 422 at the gateway) anything but exactly one known grade per
-    known cell, with points only on instances of this study. `instances` is the study's (series_instance_uid, instance_number)."""
+    known cell, with points only on instances of this study. `instances` is the study's
+    (series_instance_uid, instance_number)."""
     _check_cell_ids(grades)
     missing = [c for c in CELL_IDS if c not in {g.cell_id for g in grades}]
     if missing:
@@ -65,6 +66,7 @@ def _check_grades_and_points(grades: Sequence[CellGrade], instances: set[tuple[s
     if bad:
         raise JudgementRejected(f"unknown grade(s) {', '.join(bad)}; known: {', '.join(GRADES)}")
     for g in grades:
-        if instances is not None and g.point and (g.point.series_instance_uid, g.point.instance_number) not in instances:
+        if (instances is not None and g.point
+                and (g.point.series_instance_uid, g.point.instance_number) not in instances):
             raise JudgementRejected(f"{g.cell_id}: the point is on instance {g.point.instance_number} of series "
                                f"{g.point.series_instance_uid!r}, which this study does not have")

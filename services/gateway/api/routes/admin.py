@@ -76,7 +76,8 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
         if strangers:
             raise Problem(422, f"capacity/exclusions name readers outside the panel: {', '.join(strangers)}")
         if len(panel) < body.plan.readers_per_study:
-            raise Problem(422, f"the panel has {len(panel)} reviewer(s); {body.plan.readers_per_study} per study needed")
+            raise Problem(422, f"the panel has {len(panel)} reviewer(s);"
+                               f" {body.plan.readers_per_study} per study needed")
         min_pool = await progress_repo.ingested(conn, body.protocol) - await progress_repo.sampled(conn, body.protocol)
         if min_pool <= 0:
             raise Problem(422, "no unsampled studies: ingest studies first")
@@ -99,7 +100,8 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
             raise Problem(409, f"release {release_id!r} already exists; releases are immutable")
         funnel = await progress_repo.funnel(conn, body.protocol)
         cmd = SelectionRequested(study_id=release_id, release_id=release_id, protocol=body.protocol,
-                                 plan=body.plan, funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
+                                 plan=body.plan,
+                                 funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
         await releases.insert_requested(conn, release_id, body.protocol)
         await outbox.record(conn, [cmd])
     res.relay.notify()

@@ -37,7 +37,8 @@ class AdjudicationIn(RequestBody):
     accepted: bool
     labels: list[str] = Field(default_factory=list, description="The labels that enter the benchmark if accepted.")
     cells: list[CellGrade] = Field(default_factory=list, max_length=64,
-                                   description="A grid protocol: the disputed cells' grades (and points) set by the curator.")
+                                   description="A grid protocol: the disputed cells' grades (and points)"
+                                               " set by the curator.")
     note: str = Field("", max_length=4000)
 
 
@@ -138,7 +139,8 @@ async def adjudicate(body: AdjudicationIn, user: Curator, res: Res) -> dict:
         try:
             # What the ruling releases (a grid protocol's findings follow from its cells); the
             # command carries the request itself, which consensus checks again against the rule's cells.
-            labels, _ = protocol.adjudicate(body.accepted, body.labels, cells, None, await studies.instances(conn, body.study_id))
+            instances = await studies.instances(conn, body.study_id)
+            labels, _ = protocol.adjudicate(body.accepted, body.labels, cells, None, instances)
         except JudgementRejected as exc:
             raise Problem(422, exc.detail, **exc.extra) from None
         await decisions.insert_adjudication(conn, adjudication_id, body.study_id, user.user_id, body.accepted, labels,

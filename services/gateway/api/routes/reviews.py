@@ -57,9 +57,11 @@ class VoteIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     verdict: Verdict | None = Field(None, description="A verdict protocol: the verdict on the suggested labels.")
-    grades: list[CellGrade] | None = Field(None, max_length=64, description="A grid protocol: a grade (and point) per cell.")
+    grades: list[CellGrade] | None = Field(None, max_length=64,
+                                           description="A grid protocol: a grade (and point) per cell.")
     added_labels: list[str] = Field(default_factory=list, max_length=64, description="Labels the suggestion missed.")
-    removed_labels: list[str] = Field(default_factory=list, max_length=64, description="Suggested labels that are wrong.")
+    removed_labels: list[str] = Field(default_factory=list, max_length=64,
+                                      description="Suggested labels that are wrong.")
     comment: str = Field("", max_length=4000)
     seconds_spent: float | None = Field(None, ge=0, le=86_400)
     confirm: bool = Field(False, description="Accept the omission warnings a previous attempt answered with (409).")
@@ -98,7 +100,8 @@ def _view(row: dict) -> Assignment:
     return Assignment(
         assignment_id=row["assignment_id"], study_id=sid, status=row["status"],
         difficulty=row["difficulty"], suggested=row["suggested"], unmapped_findings=row["unmapped"],
-        image_url=f"{base}/image", views=views_of(row, f"{base}/image"), dicom_url=f"{base}/dicom", study_url=base, discussion_url=f"{base}/discussion",
+        image_url=f"{base}/image", views=views_of(row, f"{base}/image"), dicom_url=f"{base}/dicom", study_url=base,
+        discussion_url=f"{base}/discussion",
         protocol=row["protocol"], report_text=row.get("report_text") or "", facts=facts_of(row),
         **_protocol(row["protocol"]).review_view(row["suggested"], base),
     )
@@ -188,9 +191,10 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
         raise Problem(422, exc.detail, **exc.extra) from None
     except NeedsConfirmation as exc:
         raise Problem(409, exc.detail, type_=exc.type_, confirmations=exc.confirmations) from None
-    return VoteCast(study_id=a["study_id"], protocol=protocol.name, vote_id=str(uuid.uuid4()),
+    vote = VoteCast(study_id=a["study_id"], protocol=protocol.name, vote_id=str(uuid.uuid4()),
                     assignment_id=assignment_id, reader_id=reader_id, judgement=judgement, comment=body.comment,
-                    seconds_spent=body.seconds_spent if body.seconds_spent is not None else a["open_seconds"]), confirmed
+                    seconds_spent=body.seconds_spent if body.seconds_spent is not None else a["open_seconds"])
+    return vote, confirmed
 
 
 async def _instances(conn, study_id: str) -> set[tuple[str, int]]:

@@ -159,11 +159,13 @@ async def study_view(study_id: str, user: CurrentUser, res: Res) -> StudyView:
     sentences = [e for s in suggested for e in s.get("evidence", [])] + [f["evidence"] for f in unmapped]
     base = f"/api/v1/studies/{study_id}"
     return StudyView(
-        study_id=study_id, report_text=row["report_text"], facts=facts_of(row), taxonomy_version=row["taxonomy_version"],
+        study_id=study_id, report_text=row["report_text"], facts=facts_of(row),
+        taxonomy_version=row["taxonomy_version"],
         suggested=suggested, unmapped_findings=unmapped, evidence_sentences=list(dict.fromkeys(sentences)),
         instances=row["instances"], image_url=f"{base}/image", views=views_of(row, f"{base}/image"),
         dicom_url=f"{base}/dicom",
-        discussion_url=f"{base}/discussion", assignment_id=read and read["assignment_id"], status=read and read["status"])
+        discussion_url=f"{base}/discussion", assignment_id=read and read["assignment_id"],
+        status=read and read["status"])
 
 
 @router.get("/{study_id}/image")
