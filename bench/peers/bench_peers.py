@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -83,19 +84,31 @@ async def _funnel_count(api: Gateway, key: str) -> int:
     return int((await api.progress(Protocol.CXR.value))["funnel"][key])
 
 
+async def _retrying(send: Callable[[], Awaitable[httpx.Response]], attempts: int = 5) -> httpx.Response:
+    """A request sent again after a dropped keep-alive connection (as bench_gateway_load does)."""
+    for attempt in range(attempts):
+        try:
+            return await send()
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _reviewer(http: httpx.AsyncClient, token: str, latencies: list[float]) -> int:
     auth = {"Authorization": f"Bearer {token}"}
     votes = 0
     while True:
         t0 = time.perf_counter()
-        resp = await http.get("/api/v1/reviews/next", headers=auth)
+        resp = await _retrying(lambda: http.get("/api/v1/reviews/next", headers=auth))
         if resp.status_code == 204:
             return votes
         resp.raise_for_status()
         a = resp.json()
-        vote = await http.post(f"/api/v1/reviews/{a['assignment_id']}/vote",
-                               headers={**auth, "Idempotency-Key": a["assignment_id"]},
-                               json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20})
+        # the Idempotency-Key makes sending the vote again after a dropped connection safe
+        vote = await _retrying(lambda a=a: http.post(
+            f"/api/v1/reviews/{a['assignment_id']}/vote", headers={**auth, "Idempotency-Key": a["assignment_id"]},
+            json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20}))
         if vote.status_code not in (200, 201):
             raise RuntimeError(f"vote on {a['assignment_id']}: {vote.status_code} {vote.text[:300]}")
         latencies.append(time.perf_counter() - t0)
