@@ -6,9 +6,11 @@ import asyncio
 import datetime
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from services.common.contracts import DicomObject, Finding, ProtocolName, SuggestedLabel
@@ -28,8 +30,30 @@ from services.gateway.repo.studies import FACT_COLUMNS as FACT_COLUMNS
 from services.gateway.repo.studies import OBJECT_VIEWS as OBJECT_VIEWS
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+# Files in one study's upload. Starlette's multipart parser stops at 1,000 by default, and a lumbar
+# MRI or a CT runs to thousands of instances; the bytes stay bounded by MAX_UPLOAD_BYTES and the
+# route's body limit, and each file is spooled to disk, not held in memory.
+MAX_FILES_PER_STUDY = 20_000
+
+
+class ManyFilesRoute(APIRoute):
+    """A route whose multipart form may hold a whole study's files: the form is parsed with this
+    router's bound before FastAPI reads it (Request caches the parsed form). The token has been
+    checked by then (AuthenticateFirst, outermost), so no unauthenticated body is parsed."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_then_handle(request: Request) -> Response:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                await request.form(max_files=MAX_FILES_PER_STUDY, max_fields=1000)
+            return await handler(request)
+
+        return parse_then_handle
+
+
+router = APIRouter(prefix="/api/v1/studies", tags=["studies"], route_class=ManyFilesRoute)
 
 
 class IngestResponse(BaseModel):
