@@ -158,9 +158,10 @@ class LabelStudio:
                             continue
                         if resp.status_code == 201:
                             break
-                        # sqlite under concurrent writers answers 500 "database is locked", sometimes
-                        # after the annotation was stored (the request is not one transaction): look
-                        # before submitting again, or the export holds duplicates; counted and reported
+                        # sqlite under concurrent writers can answer 500 "database is locked", possibly
+                        # after the annotation was stored: look before submitting again; counted and
+                        # reported. (Label Studio also retries locked writes itself, which is where the
+                        # duplicate annotations in its export come from: they appear with no 500 at all.)
                         failures.append(resp.status_code)
                         if resp.status_code < 500 or attempt == MAX_ATTEMPTS - 1:
                             raise RuntimeError(f"annotation of task {task_id}: {resp.status_code} {resp.text[:300]}")
