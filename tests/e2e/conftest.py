@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from radcurate.client import Gateway
 from radcurate.stack import local
 from tests.conftest import schema_dsn
 
@@ -84,3 +85,11 @@ async def wait_for_js(page, expression: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {expression}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def admin(stack):
+    """The admin's API client on the module's stack."""
+    api = Gateway(stack["gateway_url"], stack["admin_token"])
+    yield api
+    await api.aclose()

@@ -13,13 +13,6 @@ pytestmark = pytest.mark.e2e
 REPORT = "Right lower lobe consolidation. Small right pleural effusion."
 
 
-@pytest.fixture
-async def admin(stack):
-    api = Gateway(stack["gateway_url"], stack["admin_token"])
-    yield api
-    await api.aclose()
-
-
 async def ingest_http(stack, study_id: str, data: bytes, report: str = REPORT) -> httpx.Response:
     async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
         return await client.post("/api/v1/studies", headers={"Authorization": f"Bearer {stack['admin_token']}"},

@@ -45,13 +45,6 @@ def data(tmp_path_factory):
     return out, [r["study_id"] for r in rows]
 
 
-@pytest.fixture
-async def admin(stack):
-    api = Gateway(stack["gateway_url"], stack["admin_token"])
-    yield api
-    await api.aclose()
-
-
 async def _at_least(api: Gateway, key: str, value: int) -> bool:
     return (await api.progress(LUMBAR))["funnel"][key] >= value
 

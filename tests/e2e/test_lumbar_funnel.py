@@ -32,13 +32,6 @@ def lumbar_data(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-async def admin(stack):
-    api = Gateway(stack["gateway_url"], stack["admin_token"])
-    yield api
-    await api.aclose()
-
-
 async def _at_least(api: Gateway, key: str, value: int) -> bool:
     return (await api.progress(LUMBAR))["funnel"][key] >= value
 

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.e2e
 KNOWN_STUDIES: list[str] = []  # every study this module ingests (exclusions must name them all)
 
 
-@pytest.fixture
-async def admin(stack):
-    api = Gateway(stack["gateway_url"], stack["admin_token"])
-    yield api
-    await api.aclose()
-
-
 async def _setup(stack, admin: Gateway, tmp_path, prefix: str, readers: list[str], plan: dict,
                  n_studies: int = 2, **extra) -> tuple[dict[str, Gateway], str]:
     """Ingest studies, register readers, sample; returns each reader's client and the run id."""
