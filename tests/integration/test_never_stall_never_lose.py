@@ -263,3 +263,26 @@ async def test_a_consume_loop_whose_kafka_client_breaks_restarts_it_and_carries_
 
 async def _at_least(h: Harness, sql: str, n: int) -> bool:
     return await h.count(sql) >= n
+
+
+async def test_the_dead_letter_reader_sees_letters_written_in_the_same_second_as_the_last(infra, fresh_topic):
+    """`radcurate dlq list` must show every letter. tansu 0.6.0 answers ListOffsets(latest) from
+    the newest batch object's 1-second timestamp, so five one-record batches written within a
+    second read as a log of one: a reader that stops at that end misses four letters."""
+    from services.common.deadletters import LetterQuery, read_letters
+
+    bootstrap = infra["kafka"]["bootstrap"]
+    dlq = f"{fresh_topic}.dlq"
+    await ensure_topics(bootstrap, (dlq,), partitions=1)
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        for i in range(5):  # one batch each, as the consumers' dead-letter path sends them
+            letter = {"event_id": f"dlq:test:{i}", "original_event_id": f"e{i}", "original_topic": fresh_topic,
+                      "partition": 0, "offset": i, "service": "test", "error": "boom", "attempts": 1,
+                      "failed_at": f"2026-11-29T00:00:0{i}+00:00", "payload_encoding": "json", "payload": "{}"}
+            await producer.send_and_wait(dlq, json.dumps(letter).encode(), key=b"k")
+    finally:
+        await producer.stop()
+    letters = await read_letters(bootstrap, LetterQuery(topic=fresh_topic))
+    assert [item["event_id"] for item in letters] == [f"dlq:test:{i}" for i in range(5)]
