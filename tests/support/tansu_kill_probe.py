@@ -111,8 +111,9 @@ async def create_topic(bootstrap: str) -> None:
 
 
 class Probe:
-    def __init__(self, stack: Stack, messages: int, rate: float) -> None:
+    def __init__(self, stack: Stack, messages: int, rate: float, burst: int = 1) -> None:
         self.stack = stack
+        self.burst = burst
         self.messages = messages
         self.rate = rate
         self.acks: list[tuple[int, int, str, float]] = []  # (partition, offset, value, when)
@@ -129,23 +130,30 @@ class Probe:
         return round(time.monotonic() - self.t0, 1)
 
     async def produce(self) -> None:
-        """Each message retried until acked (as the outbox relay does): a retry may duplicate it."""
+        """Messages sent `burst` at a time (as the outbox relay sends a batch, so the broker gets
+        multi-record batches), each retried until acked: a retry may duplicate it."""
         producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap, acks="all", enable_idempotence=False,
-                                    request_timeout_ms=8000, retry_backoff_ms=200)
+                                    request_timeout_ms=8000, retry_backoff_ms=200, linger_ms=5)
         await producer.start()
         try:
-            for i in range(self.messages):
-                value = f"m{i:05d}"
-                while True:
-                    try:
-                        md = await asyncio.wait_for(
-                            producer.send_and_wait(TOPIC, value.encode(), key=f"k{i % 7}".encode()), 20)
-                        self.acks.append((md.partition, md.offset, value, self.now()))
-                        break
-                    except Exception:  # noqa: BLE001 - broker or S3 down: retry as a relay would
-                        self.send_errors += 1
+            pending = [f"m{i:05d}" for i in range(self.messages)]
+            while pending:
+                burst, pending = pending[:self.burst], pending[self.burst:]
+                while burst:
+                    futures = [(v, await producer.send(TOPIC, v.encode(), key=f"k{int(v[1:]) % 7}".encode()))
+                               for v in burst]
+                    failed = []
+                    for value, fut in futures:
+                        try:
+                            md = await asyncio.wait_for(fut, 20)
+                            self.acks.append((md.partition, md.offset, value, self.now()))
+                        except Exception:  # noqa: BLE001 - broker or S3 down: retry as a relay would
+                            self.send_errors += 1
+                            failed.append(value)
+                    burst = failed
+                    if failed:
                         await asyncio.sleep(0.5)
-                await asyncio.sleep(1 / self.rate)
+                await asyncio.sleep(self.burst / self.rate)
         finally:
             self.produced_all.set()
             with contextlib.suppress(Exception):
@@ -260,6 +268,9 @@ def check(probe: Probe, log: dict[int, list[tuple[int, str]]], ends: dict[int, i
     max_commit = {p: max((o for _, q, o in probe.commits if q == p), default=0) for p in (0, 1)}
     over_commit = {p: (committed[p], max(probe.received[p], default=-1) + 1) for p in (0, 1)
                    if (committed[p] or 0) > max(probe.received[p], default=-1) + 1}
+    # An offset the group consumed whose record was later replaced: the group committed past a
+    # record it never saw (the fault test's symptom).
+    replaced = sorted((p, o, v, at.get((p, o))) for (p, o), v in probe.received_values.items() if at.get((p, o)) != v)
     dup_offsets_in_log = {p: len(recs) - len({o for o, _ in recs}) for p, recs in log.items()}
     return {
         "acks": len(probe.acks), "distinct_acked_values": len(acked_values), "send_errors": probe.send_errors,
@@ -276,18 +287,19 @@ def check(probe: Probe, log: dict[int, list[tuple[int, str]]], ends: dict[int, i
         "acked_messages_absent_from_log": len(lost_values), "lost_sample": lost_values[:8],
         "acked_messages_never_consumed_by_group": len(never_consumed), "never_consumed_sample": never_consumed[:8],
         "committed_beyond_received": over_commit,
+        "group_consumed_offset_later_replaced": len(replaced), "replaced_sample": replaced[:8],
         "duplicate_offsets_in_log": dup_offsets_in_log,
     }
 
 
-async def run(variant: str, messages: int, rate: float, rounds: int, down_s: float, keep: bool) -> dict[str, Any]:
+async def run(variant: str, messages: int, rate: float, rounds: int, down_s: float, keep: bool, burst: int) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix=f"tansu-probe-{variant}-"))
     stack = Stack(state_dir)
     try:
         await asyncio.to_thread(stack.start_s3)
         await asyncio.to_thread(stack.start_kafka)
         await create_topic(stack.bootstrap)
-        probe = Probe(stack, messages, rate)
+        probe = Probe(stack, messages, rate, burst)
         duration = messages / rate
         fault_task = asyncio.create_task(
             faults(stack, probe, variant, duration * 0.2, duration * 0.6 / max(rounds * (2 if variant == "both" else 1), 1),
@@ -315,9 +327,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second")
     parser.add_argument("--rounds", type=int, default=2, help="kills of each part")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a killed part stays down")
+    parser.add_argument("--burst", type=int, default=1, help="messages sent together (multi-record batches)")
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs, S3 data)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.variant, args.messages, args.rate, args.rounds, args.down, args.keep))
+    result = asyncio.run(run(args.variant, args.messages, args.rate, args.rounds, args.down, args.keep, args.burst))
     print(json.dumps(result, indent=1, default=str))
 
 
