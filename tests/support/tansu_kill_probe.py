@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from radcurate.stack import infra, seaweed
 from radcurate.stack.procs import alive, stop
+from services.common.kafka import ensure_topics, make_producer
 
 TOPIC = "probe"
 GROUP = "probe-group"
@@ -111,8 +112,9 @@ async def create_topic(bootstrap: str) -> None:
 
 
 class Probe:
-    def __init__(self, stack: Stack, messages: int, rate: float, burst: int = 1) -> None:
+    def __init__(self, stack: Stack, messages: int, rate: float, burst: int = 1, producers: int = 1) -> None:
         self.stack = stack
+        self.producers = producers
         self.burst = burst
         self.messages = messages
         self.rate = rate
@@ -130,13 +132,19 @@ class Probe:
         return round(time.monotonic() - self.t0, 1)
 
     async def produce(self) -> None:
+        """`producers` producers (as several services' outbox relays write one topic), each its share."""
+        try:
+            await asyncio.gather(*(self._produce(k) for k in range(self.producers)))
+        finally:
+            self.produced_all.set()
+
+    async def _produce(self, k: int) -> None:
         """Messages sent `burst` at a time (as the outbox relay sends a batch, so the broker gets
         multi-record batches), each retried until acked: a retry may duplicate it."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap, acks="all", enable_idempotence=False,
-                                    request_timeout_ms=8000, retry_backoff_ms=200, linger_ms=5)
+        producer = make_producer(self.stack.bootstrap)  # the services' settings: acks=all, 40 s request timeout
         await producer.start()
         try:
-            pending = [f"m{i:05d}" for i in range(self.messages)]
+            pending = [f"m{i:05d}" for i in range(k, self.messages, self.producers)]
             while pending:
                 burst, pending = pending[:self.burst], pending[self.burst:]
                 while burst:
@@ -145,7 +153,7 @@ class Probe:
                     failed = []
                     for value, fut in futures:
                         try:
-                            md = await asyncio.wait_for(fut, 20)
+                            md = await asyncio.wait_for(fut, 90)
                             self.acks.append((md.partition, md.offset, value, self.now()))
                         except Exception:  # noqa: BLE001 - broker or S3 down: retry as a relay would
                             self.send_errors += 1
@@ -153,9 +161,8 @@ class Probe:
                     burst = failed
                     if failed:
                         await asyncio.sleep(0.5)
-                await asyncio.sleep(self.burst / self.rate)
+                await asyncio.sleep(self.burst * self.producers / self.rate)
         finally:
-            self.produced_all.set()
             with contextlib.suppress(Exception):
                 await producer.stop()
 
@@ -202,7 +209,7 @@ class Probe:
 
 
 async def faults(stack: Stack, probe: Probe, variant: str, first_s: float, gap_s: float, down_s: float,
-                 rounds: int) -> list[str]:
+                 rounds: int, like_up: bool) -> list[str]:
     parts = {"s3": ["s3"], "kafka": ["kafka"], "both": ["s3", "kafka"]}[variant]
     log = []
     await asyncio.sleep(first_s)
@@ -212,6 +219,11 @@ async def faults(stack: Stack, probe: Probe, variant: str, first_s: float, gap_s
             await asyncio.to_thread(stack.kill, part)
             await asyncio.sleep(down_s)
             await asyncio.to_thread(stack.restart, part)
+            if like_up:  # `radcurate up` (chaos.py's restart) then creates the topics it finds missing
+                created = await ensure_topics(stack.bootstrap, (TOPIC,), partitions=2)
+                if created:
+                    print(f"  !! topic {TOPIC} reported missing after the {part} restart and re-created", flush=True)
+                    log.append(f"topic re-created after {part} restart")
             line = f"killed {part} at {t}s, back at {probe.now()}s (acks so far {len(probe.acks)})"
             print("  " + line, flush=True)
             log.append(line)
@@ -271,6 +283,10 @@ def check(probe: Probe, log: dict[int, list[tuple[int, str]]], ends: dict[int, i
     # An offset the group consumed whose record was later replaced: the group committed past a
     # record it never saw (the fault test's symptom).
     replaced = sorted((p, o, v, at.get((p, o))) for (p, o), v in probe.received_values.items() if at.get((p, o)) != v)
+    # Records below the group's committed offset that it never fetched: they became visible
+    # behind its position (written late into a hole, or re-used offsets).
+    skipped = sorted((p, o, v) for p, recs in log.items() for o, v in recs
+                     if o not in probe.received[p] and o < (committed[p] or 0))
     dup_offsets_in_log = {p: len(recs) - len({o for o, _ in recs}) for p, recs in log.items()}
     return {
         "acks": len(probe.acks), "distinct_acked_values": len(acked_values), "send_errors": probe.send_errors,
@@ -287,23 +303,25 @@ def check(probe: Probe, log: dict[int, list[tuple[int, str]]], ends: dict[int, i
         "acked_messages_absent_from_log": len(lost_values), "lost_sample": lost_values[:8],
         "acked_messages_never_consumed_by_group": len(never_consumed), "never_consumed_sample": never_consumed[:8],
         "committed_beyond_received": over_commit,
+        "log_records_skipped_by_group": len(skipped), "skipped_sample": skipped[:8],
         "group_consumed_offset_later_replaced": len(replaced), "replaced_sample": replaced[:8],
         "duplicate_offsets_in_log": dup_offsets_in_log,
     }
 
 
-async def run(variant: str, messages: int, rate: float, rounds: int, down_s: float, keep: bool, burst: int) -> dict[str, Any]:
+async def run(variant: str, messages: int, rate: float, rounds: int, down_s: float, keep: bool, burst: int,
+              like_up: bool = True, producers: int = 1) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix=f"tansu-probe-{variant}-"))
     stack = Stack(state_dir)
     try:
         await asyncio.to_thread(stack.start_s3)
         await asyncio.to_thread(stack.start_kafka)
         await create_topic(stack.bootstrap)
-        probe = Probe(stack, messages, rate, burst)
+        probe = Probe(stack, messages, rate, burst, producers)
         duration = messages / rate
         fault_task = asyncio.create_task(
             faults(stack, probe, variant, duration * 0.2, duration * 0.6 / max(rounds * (2 if variant == "both" else 1), 1),
-                   down_s, rounds) if variant != "none" else asyncio.sleep(0, result=[]))
+                   down_s, rounds, like_up) if variant != "none" else asyncio.sleep(0, result=[]))
         consume_task = asyncio.create_task(probe.consume())
         await probe.produce()
         fault_log = await fault_task
@@ -328,9 +346,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="kills of each part")
     parser.add_argument("--down", type=float, default=1.0, help="seconds a killed part stays down")
     parser.add_argument("--burst", type=int, default=1, help="messages sent together (multi-record batches)")
+    parser.add_argument("--no-ensure-topics", action="store_true",
+                        help="after a restart, skip the list-and-create-missing-topics step `radcurate up` runs")
+    parser.add_argument("--producers", type=int, default=1, help="concurrent producers on the topic")
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs, S3 data)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.variant, args.messages, args.rate, args.rounds, args.down, args.keep, args.burst))
+    result = asyncio.run(run(args.variant, args.messages, args.rate, args.rounds, args.down, args.keep, args.burst,
+                            not args.no_ensure_topics, args.producers))
     print(json.dumps(result, indent=1, default=str))
 
 
