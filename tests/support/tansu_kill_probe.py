@@ -210,10 +210,23 @@ class Probe:
 
 async def faults(stack: Stack, probe: Probe, variant: str, first_s: float, gap_s: float, down_s: float,
                  rounds: int, like_up: bool) -> list[str]:
-    parts = {"s3": ["s3"], "kafka": ["kafka"], "both": ["s3", "kafka"]}[variant]
+    parts = {"s3": ["s3"], "kafka": ["kafka"], "both": ["s3", "kafka"], "overlap": []}[variant]
     log = []
     await asyncio.sleep(first_s)
     for _ in range(rounds):
+        if variant == "overlap":  # the broker dies while its S3 server is down, and starts before it is back
+            t = probe.now()
+            await asyncio.to_thread(stack.kill, "s3")
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(stack.kill, "kafka")
+            restart_s3 = asyncio.create_task(asyncio.to_thread(stack.restart, "s3"))
+            await asyncio.to_thread(stack.restart, "kafka")
+            await restart_s3
+            line = f"killed s3 then kafka at {t}s, both back at {probe.now()}s (acks so far {len(probe.acks)})"
+            print("  " + line, flush=True)
+            log.append(line)
+            await asyncio.sleep(gap_s)
+            continue
         for part in parts:
             t = probe.now()
             await asyncio.to_thread(stack.kill, part)
@@ -338,9 +351,39 @@ async def run(variant: str, messages: int, rate: float, rounds: int, down_s: flo
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
+async def list_offsets_demo(keep: bool) -> dict[str, Any]:
+    """No faults: one 5-record batch, then 5 one-record batches within a second, on one partition
+    each; what ListOffsets(latest) answers against what the log holds."""
+    state_dir = Path(tempfile.mkdtemp(prefix="tansu-probe-listoffsets-"))
+    stack = Stack(state_dir)
+    try:
+        await asyncio.to_thread(stack.start_s3)
+        await asyncio.to_thread(stack.start_kafka)
+        await create_topic(stack.bootstrap)
+        producer = make_producer(stack.bootstrap)
+        await producer.start()
+        try:
+            batch = producer.create_batch()
+            for i in range(5):
+                batch.append(key=None, value=f"b{i}".encode(), timestamp=None)
+            await (await producer.send_batch(batch, TOPIC, partition=0))
+            for i in range(5):
+                await producer.send_and_wait(TOPIC, f"s{i}".encode(), partition=1)
+        finally:
+            await producer.stop()
+        log, ends, _ = await read_log(stack.bootstrap)
+        return {"log_records": {p: len(r) for p, r in log.items()}, "list_offsets_end": ends,
+                "s3_watermark_objects": await asyncio.to_thread(stack.watermarks), "loadavg": os.getloadavg()}
+    finally:
+        stack.down()
+        if not keep:
+            import shutil
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("none", "s3", "kafka", "both"), default="both")
+    parser.add_argument("--variant", choices=("none", "s3", "kafka", "both", "overlap", "listoffsets"), default="both")
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rate", type=float, default=10.0, help="messages per second")
     parser.add_argument("--rounds", type=int, default=2, help="kills of each part")
@@ -351,6 +394,9 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=1, help="concurrent producers on the topic")
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs, S3 data)")
     args = parser.parse_args()
+    if args.variant == "listoffsets":
+        print(json.dumps(asyncio.run(list_offsets_demo(args.keep)), indent=1, default=str))
+        return
     result = asyncio.run(run(args.variant, args.messages, args.rate, args.rounds, args.down, args.keep, args.burst,
                             not args.no_ensure_topics, args.producers))
     print(json.dumps(result, indent=1, default=str))
