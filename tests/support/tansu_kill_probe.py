@@ -323,7 +323,8 @@ def check(probe: Probe, log: dict[int, list[tuple[int, str]]], ends: dict[int, i
 
 
 async def run(variant: str, messages: int, rate: float, rounds: int, down_s: float, keep: bool, burst: int,
-              like_up: bool = True, producers: int = 1) -> dict[str, Any]:
+              like_up: bool = True, producers: int = 1,
+              consume_timeout: float = 60) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix=f"tansu-probe-{variant}-"))
     stack = Stack(state_dir)
     try:
@@ -338,7 +339,11 @@ async def run(variant: str, messages: int, rate: float, rounds: int, down_s: flo
         consume_task = asyncio.create_task(probe.consume())
         await probe.produce()
         fault_log = await fault_task
-        await asyncio.wait_for(consume_task, 180)
+        try:  # the group stops once it has every acked offset: one it never gets is the finding
+            await asyncio.wait_for(consume_task, consume_timeout)
+        except TimeoutError:
+            print(f"  !! the group still lacks acked offsets {consume_timeout:.0f} s after the last ack", flush=True)
+        (state_dir / "acks.json").write_text(json.dumps(probe.acks))  # for a post-mortem with --keep
         log, ends, committed = await read_log(stack.bootstrap)
         watermarks = await asyncio.to_thread(stack.watermarks)
         result = {"variant": variant, "faults": fault_log, "s3_watermark_objects": watermarks, **check(probe, log, ends, committed),
