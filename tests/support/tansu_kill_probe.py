@@ -333,9 +333,10 @@ async def run(variant: str, messages: int, rate: float, rounds: int, down_s: flo
         await create_topic(stack.bootstrap)
         probe = Probe(stack, messages, rate, burst, producers)
         duration = messages / rate
+        gap = duration * 0.6 / max(rounds * (2 if variant == "both" else 1), 1)
         fault_task = asyncio.create_task(
-            faults(stack, probe, variant, duration * 0.2, duration * 0.6 / max(rounds * (2 if variant == "both" else 1), 1),
-                   down_s, rounds, like_up) if variant != "none" else asyncio.sleep(0, result=[]))
+            faults(stack, probe, variant, duration * 0.2, gap, down_s, rounds, like_up)
+            if variant != "none" else asyncio.sleep(0, result=[]))
         consume_task = asyncio.create_task(probe.consume())
         await probe.produce()
         fault_log = await fault_task
@@ -346,7 +347,8 @@ async def run(variant: str, messages: int, rate: float, rounds: int, down_s: flo
         (state_dir / "acks.json").write_text(json.dumps(probe.acks))  # for a post-mortem with --keep
         log, ends, committed = await read_log(stack.bootstrap)
         watermarks = await asyncio.to_thread(stack.watermarks)
-        result = {"variant": variant, "faults": fault_log, "s3_watermark_objects": watermarks, **check(probe, log, ends, committed),
+        result = {"variant": variant, "faults": fault_log, "s3_watermark_objects": watermarks,
+                  **check(probe, log, ends, committed),
                   "state_dir": str(state_dir), "loadavg": os.getloadavg()}
         return result
     finally:
