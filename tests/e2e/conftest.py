@@ -93,3 +93,17 @@ async def admin(stack):
     api = Gateway(stack["gateway_url"], stack["admin_token"])
     yield api
     await api.aclose()
+
+
+async def sample_for_new_panel(admin: Gateway, readers: list[str], n: int) -> dict[str, str]:
+    """Create `readers` as reviewers, wait until every ingested study has suggestions, and ask for
+    a sample of `n` studies read by all of them (three readers a study); their tokens."""
+    tokens = {r: await admin.create_user(r, "reviewer") for r in readers}
+
+    async def suggested() -> bool:
+        f = (await admin.progress())["funnel"]
+        return f["suggested"] >= f["ingested"]
+
+    await eventually(suggested, "suggestions")
+    await admin.request_sampling({"n": n, "readers_per_study": len(readers), "seed": 0}, panel=readers)
+    return tokens

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from radcurate.client import Gateway
-from tests.e2e.conftest import eventually, query, scalar, sign_in_reader, wait_for_js
+from tests.e2e.conftest import eventually, query, sample_for_new_panel, scalar, sign_in_reader, wait_for_js
 from tests.e2e.test_bad_input import ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -31,14 +31,7 @@ async def _reader_with_work(stack, tmp_path, prefix: str, make=dicom_bytes) -> t
         sid = f"{prefix}-{i}"
         assert (await ingest_http(stack, sid, make(tmp_path, sid, seed=i), REPORT)).status_code == 201
     readers = [f"{prefix.lower()}-{k}" for k in (1, 2, 3)]
-    tokens = {r: await admin.create_user(r, "reviewer") for r in readers}
-
-    async def suggested() -> bool:
-        f = (await admin.progress())["funnel"]
-        return f["suggested"] >= f["ingested"]
-
-    await eventually(suggested, "suggestions")
-    await admin.request_sampling({"n": 2, "readers_per_study": 3, "seed": 0}, panel=readers)
+    tokens = await sample_for_new_panel(admin, readers, n=2)
     reader = admin.as_user(tokens[readers[0]])
 
     async def has_work() -> bool:

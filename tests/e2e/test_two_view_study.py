@@ -15,7 +15,7 @@ from PIL import Image
 
 from radcurate.client import Gateway
 from radcurate.synth import write_cxr_dicom
-from tests.e2e.conftest import eventually, sign_in_reader, wait_for_js
+from tests.e2e.conftest import eventually, sample_for_new_panel, sign_in_reader, wait_for_js
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 REPORT = ("EXAMINATION: CHEST PA AND LATERAL\nFINDINGS:\nCardiomegaly. No pleural effusion.\n\n"
@@ -49,14 +49,7 @@ async def test_a_frontal_and_lateral_study_is_shown_side_by_side_each_with_its_o
         assert resp.status_code == 201, resp.text
         assert len(resp.json()["objects"]) == 2
     readers = [f"twoview-{k}" for k in (1, 2, 3)]
-    tokens = {r: await admin.create_user(r, "reviewer") for r in readers}
-
-    async def suggested() -> bool:
-        f = (await admin.progress())["funnel"]
-        return f["suggested"] >= f["ingested"]
-
-    await eventually(suggested, "suggestions")
-    await admin.request_sampling({"n": 2, "readers_per_study": 3, "seed": 0}, panel=readers)
+    tokens = await sample_for_new_panel(admin, readers, n=2)
     reader = admin.as_user(tokens[readers[0]])
 
     async def mine() -> list[dict]:
