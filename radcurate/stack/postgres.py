@@ -59,12 +59,23 @@ host all all ::1/128 scram-sha-256
 """
 
 
+# Durability of the local cluster. A commit waits until its WAL is handed to the OS
+# (`synchronous_commit` at its default, on), so killing any Postgres process — or all of them, as
+# the fault test does — loses no transaction that reported success. The OS is not asked to put
+# it on disk (`fsync=off`, and no full-page images, which only guard against pages torn by an
+# OS crash): an OS crash or power loss may lose or corrupt the local stack's last writes.
+# Production runs Postgres with its defaults (fsync and full_page_writes on). The services also
+# ask for synchronous commits on each connection (services/common/db.py), whatever the server says.
+SETTINGS = {"fsync": "off", "full_page_writes": "off", "max_connections": "200", "shared_buffers": "256MB"}
+
+
 def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
-          admin_password: str | None = None) -> dict:
+          admin_password: str | None = None, settings: dict[str, str] | None = None) -> dict:
     """Initialise (once) and start the cluster; returns its pid, port, superuser password and DSN.
 
     `admin_password` is the superuser's password from the previous start (the stack state keeps
     it); without one a new password is generated and set, also on a cluster made before passwords.
+    `settings` adds to or overrides `SETTINGS` (tests start a cluster configured otherwise).
     """
     user = _system_user()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +110,7 @@ def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
         [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
          "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
          "-c", "password_encryption=scram-sha-256",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+         *(arg for name, value in {**SETTINGS, **(settings or {})}.items() for arg in ("-c", f"{name}={value}"))],
         log_path, user=user,
     )
     wait_until(lambda: port_open(port), "postgres", 30, pid, log_path)

@@ -22,16 +22,31 @@ COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
-    """Open a pool whose connections return rows as dicts."""
+    """Open a pool whose connections return rows as dicts and commit durably (`_durable`)."""
     pool = AsyncConnectionPool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": False},
+        configure=_durable,
         open=False,
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def _durable(conn: psycopg.AsyncConnection) -> None:
+    """Every service transaction commits synchronously, whatever the server's default.
+
+    A commit that returned is then in the WAL that Postgres has handed to the OS (with `fsync=off`,
+    as on the local stack: it survives any process kill) or on disk (production's `fsync=on`).
+    With `synchronous_commit = off` a COMMIT returns — and its rows become visible to other
+    sessions — up to 3 × `wal_writer_delay` before its WAL leaves Postgres's memory, so a SIGKILL
+    of Postgres loses it after the outside has acted on it: a 201 already sent, an outbox row
+    already relayed to the broker, a Kafka offset already committed past the consumed records.
+    """
+    await conn.execute("SET synchronous_commit = on")
+    await conn.commit()
 
 
 @asynccontextmanager

@@ -40,6 +40,7 @@ from services.common.contracts import Event
 from services.common.failures import PermanentError
 
 log = logging.getLogger(__name__)
+delivery = logging.getLogger("radcurate.delivery")
 
 # The largest message the relay will be asked to send. Kafka's default limits (message.max.bytes,
 # the producer's max.request.size) are 1 MiB; half of that leaves room for a dead letter, which
@@ -112,8 +113,10 @@ class OutboxRelay:
     """Publishes outbox rows to Kafka; wake it with `notify()` after a commit for low latency."""
 
     def __init__(self, pool: AsyncConnectionPool, producer: AIOKafkaProducer, service: str,
-                 poll_seconds: float = 0.5, batch: int = 1000, linger_seconds: float = 0.0) -> None:
+                 poll_seconds: float = 0.5, batch: int = 1000, linger_seconds: float = 0.0,
+                 delivery_log: bool = False) -> None:
         self._pool = pool
+        self._delivery_log = delivery_log
         self._producer = producer
         self._service = service
         self._poll = poll_seconds
@@ -155,7 +158,7 @@ class OutboxRelay:
         async with self._pool.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
-                    "SELECT id, topic, msg_key, payload, headers FROM outbox"
+                    "SELECT id, event_id, topic, msg_key, payload, headers FROM outbox"
                     " WHERE published_at IS NULL AND parked_at IS NULL"
                     " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                     (self._batch,),
@@ -179,6 +182,11 @@ class OutboxRelay:
                                 len(failed) - len(parked), failed[0][1])
         for r in sent:
             metrics.EVENTS_PUBLISHED.labels(self._service, r["topic"]).inc()
+        if self._delivery_log:  # the producer's side of the consumers' delivery log (consumer.py)
+            for r, res in zip(rows, results, strict=True):
+                if not isinstance(res, BaseException):
+                    delivery.info("%s published %s[%d]@%d %s", self._service, r["topic"], res.partition,
+                                  res.offset, r["event_id"])
         for r, _ in parked:
             metrics.OUTBOX_PARKED.labels(self._service, r["topic"]).inc()
         if failed and not sent and not parked:

@@ -114,7 +114,7 @@ async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None
     producer = make_producer(settings.kafka_bootstrap)
     await producer.start()
     relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
-                        linger_seconds=settings.outbox_linger_seconds)
+                        linger_seconds=settings.outbox_linger_seconds, delivery_log=settings.delivery_log)
     res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
     res.tasks.append(_essential(relay.run(), "outbox-relay"))
     res.tasks.append(asyncio.create_task(_observe_loop(res, observe), name="observe"))
@@ -127,6 +127,7 @@ async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_batch=settings.kafka_max_batch, max_attempts=settings.max_attempts,
             fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            delivery_log=settings.delivery_log,
         )
         await res.consumer.start()
         res.tasks.append(_essential(res.consumer.run(), "consumer"))

@@ -35,6 +35,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"
+    # One log line per published event, consumed record (its outcome) and offset commit, at INFO on
+    # the `radcurate.delivery` logger: the trail from a producer's ack to an effect (the fault test).
+    delivery_log: bool = False
     # Consumer tuning. Defaults suit a real Kafka cluster; the local stack shortens the session
     # timeout because tansu's group join waits about half of it.
     kafka_session_timeout_ms: int = 10_000

@@ -1,0 +1,193 @@
+"""A commit the outside has acted on survives a SIGKILL of Postgres (issue 11 item 7).
+
+The fault test lost 4 votes: consensus applied them, committed its Kafka offset past them, and
+Postgres — killed a moment later — came back without them, because the local cluster ran with
+`synchronous_commit=off`: a COMMIT returned (and its rows were visible) while its WAL was still
+in Postgres's shared memory, which dies with the processes. The group's offset said "done", so
+nothing ever delivered them again.
+
+Each test kills a real Postgres (postmaster and every backend at once, as the fault test and an
+OOM kill do) right after a commit that something outside the database has acted on, restarts it
+on the same data, and looks for the commit. Clusters that must not lose it even when configured
+with `synchronous_commit=off` run with `wal_writer_delay=10s`: that only widens the window in
+which an asynchronous commit lives in memory alone (up to 3 × 200 ms at the default) so that
+the kill falls inside it every time, not only by bad luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from radcurate.stack import postgres
+from radcurate.stack.procs import alive
+from services.common import outbox
+from services.common.consumer import EventConsumer, Handler
+from services.common.db import COMMON_MIGRATIONS, apply_migrations, open_pool
+from services.common.kafka import ensure_topics, make_producer
+from tests.integration.test_outbox_and_consumer import produce, report
+from tests.support.chaos import children
+
+pytestmark = pytest.mark.integration
+
+ASYNC_COMMITS = {"synchronous_commit": "off", "wal_writer_delay": "10s"}
+
+
+class Cluster:
+    """A Postgres cluster of this test's own, to be SIGKILLed and started again on its data."""
+
+    def __init__(self, root: Path, settings: dict[str, str]) -> None:
+        self.root, self.settings = root, settings
+        self.info: dict[str, Any] = {}
+        self.start()
+        self.dsn = postgres.bootstrap(self.info["admin_dsn"], ["durable"], {"durable": "durable-test"})["durable"]
+        apply_migrations(self.dsn, sorted(COMMON_MIGRATIONS.glob("*.sql")))
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE effects (event_id text PRIMARY KEY)")
+        with psycopg.connect(self.info["admin_dsn"], autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the setup is on disk: only what the test commits is at stake
+
+    def start(self) -> None:
+        self.info = postgres.start(self.root / "data", self.root / "postgres.log",
+                                   previous_port=self.info.get("port"),
+                                   admin_password=self.info.get("admin_password"), settings=self.settings)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and all its backends at once (their shared memory goes with them)."""
+        pid = self.info["pid"]
+        for victim in [pid, *children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def effects(self) -> int:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute("SELECT count(*) FROM effects").fetchone()[0]
+
+    def inbox(self) -> int:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Cluster]]:
+    made: list[Cluster] = []
+
+    def make(settings: dict[str, str]) -> Cluster:
+        made.append(Cluster(tmp_path / f"pg{len(made)}", settings))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.kill()
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """The group's committed offset, as a restarted consumer would find it."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return await probe.committed(tp)
+    finally:
+        await probe.stop()
+
+
+async def test_a_consumer_commits_no_offset_past_a_transaction_postgres_could_still_lose(infra, cluster):
+    """The consumer's batch commits synchronously even when the server's default is asynchronous:
+    when the group's offset has moved past a record, that record's effect is durable."""
+    pg = cluster(ASYNC_COMMITS)
+    bootstrap, topic = infra["kafka"]["bootstrap"], f"test-durable-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, (topic, f"{topic}.dlq"), partitions=1)
+    events = [report(f"S{i:03d}") for i in range(20)]
+    await produce(bootstrap, topic, [(e.study_id, e.model_dump_json().encode()) for e in events])
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, _: Any) -> None:
+        await conn.execute("INSERT INTO effects VALUES (%s)", (event.event_id,))
+
+    # A plain pool, not services.common.db.open_pool: the consumer must not depend on where its
+    # connections come from.
+    pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
+    await pool.open(wait=True)
+    lines = _Lines()
+    logging.getLogger("radcurate.delivery").addHandler(lines)
+    logging.getLogger("radcurate.delivery").setLevel(logging.INFO)
+    group_service = f"test-{topic}"
+    consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
+                             handlers={topic: Handler(apply=apply)},
+                             relay=outbox.OutboxRelay(pool, make_producer(bootstrap), "test"),
+                             session_timeout_ms=2000, heartbeat_interval_ms=300, delivery_log=True)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        done = f"{group_service} {topic}[0] committed offset {len(events)}"
+        deadline = time.monotonic() + 60
+        while done not in lines.lines:
+            assert time.monotonic() < deadline, f"the consumer never committed offset {len(events)}: {lines.lines}"
+            await asyncio.sleep(0.01)
+        pg.kill()  # the moment after the offset commit: the worst moment for the database to die
+    finally:
+        logging.getLogger("radcurate.delivery").removeHandler(lines)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await pool.close()
+    # The trail says what happened to each record before the kill: applied, then the commit.
+    assert [line.split()[-1] for line in lines.lines if "@" in line] == ["applied"] * len(events)
+    await asyncio.to_thread(pg.start)
+
+    assert await committed(bootstrap, f"radcurate-{group_service}", TopicPartition(topic, 0)) == len(events)
+    assert pg.inbox() == len(events), "the group is past records whose inbox rows Postgres lost"
+    assert pg.effects() == len(events), "the group is past records whose effects Postgres lost"
+
+
+async def test_a_service_connection_commits_durably_whatever_the_server_default(cluster):
+    """What a gateway's 201 or an outbox relay's publish relies on: a transaction committed on a
+    service's pool (services.common.db.open_pool) is durable once COMMIT returns — and before any
+    other session (the relay) can see its rows."""
+    pg = cluster(ASYNC_COMMITS)
+    pool = await open_pool(pg.dsn)
+    try:
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO effects VALUES ('stored-then-201')")
+        pg.kill()
+    finally:
+        await pool.close(timeout=1)
+    await asyncio.to_thread(pg.start)
+    assert pg.effects() == 1, "a commit on a service connection was lost when Postgres was killed"
+
+
+async def test_the_local_stacks_postgres_loses_no_commit_to_a_kill(cluster):
+    """The local stack's cluster (postgres.SETTINGS: fsync off, for speed) keeps every commit of
+    any client — CLI, migrations, tests — across a SIGKILL of all its processes."""
+    pg = cluster({"wal_writer_delay": "10s"})  # only widens the window, as above
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:  # a plain client, no session settings
+        conn.execute("INSERT INTO effects VALUES ('committed')")
+    pg.kill()
+    await asyncio.to_thread(pg.start)
+    assert pg.effects() == 1, "the local stack's Postgres lost a commit to a SIGKILL"
