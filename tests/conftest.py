@@ -56,16 +56,3 @@ def fresh_schema(infra: dict) -> str:
 @pytest.fixture
 def fresh_topic() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
-
-
-def pytest_collection_modifyitems(config, items):
-    """The SIGKILL fault test runs under `make chaos` only: it found acknowledged votes that never
-    reached consensus after repeated kills (not yet explained; see the README's Tests section), so
-    it cannot gate `make test` until that is fixed. Skipped, not deselected, so every run says so."""
-    if os.environ.get("RADCURATE_CHAOS") == "1":
-        return
-    skip = pytest.mark.skip(reason="the fault test runs under `make chaos` (RADCURATE_CHAOS=1); open loss under "
-                                   "repeated kills, see README Tests")
-    for item in items:
-        if "chaos" in item.keywords:
-            item.add_marker(skip)

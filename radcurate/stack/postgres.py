@@ -61,12 +61,13 @@ host all all ::1/128 scram-sha-256
 
 # Durability of the local cluster. A commit waits until its WAL is handed to the OS
 # (`synchronous_commit` at its default, on), so killing any Postgres process — or all of them, as
-# the fault test does — loses no transaction that reported success. The OS is not asked to put
-# it on disk (`fsync=off`, and no full-page images, which only guard against pages torn by an
-# OS crash): an OS crash or power loss may lose or corrupt the local stack's last writes.
-# Production runs Postgres with its defaults (fsync and full_page_writes on). The services also
-# ask for synchronous commits on each connection (services/common/db.py), whatever the server says.
-SETTINGS = {"fsync": "off", "full_page_writes": "off", "max_connections": "200", "shared_buffers": "256MB"}
+# the fault test does — loses no transaction that reported success. Full-page images stay on (the
+# default): the kernel may stop an 8 kB page write between its two 4 kB halves when the writer is
+# SIGKILLed, and recovery repairs such a torn page only from an image (no cost measured above
+# noise). The OS is not asked to put anything on disk (`fsync=off`): an OS crash or power loss may
+# lose or corrupt the local stack's last writes. Production runs Postgres with its defaults. The
+# services also ask for synchronous commits on each connection (services/common/db.py).
+SETTINGS = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB"}
 
 
 def start(data_dir: Path, log_path: Path, previous_port: int | None = None,

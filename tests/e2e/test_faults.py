@@ -21,8 +21,9 @@ import pytest
 from radcurate.demo import scaled_plan
 from radcurate.stack import local
 from radcurate.synth import synth_cxr
+from services.common import catalogue
 from tests.conftest import schema_dsn
-from tests.support.chaos import Chaos, FaultPlan, dump, llm_env, run_funnel, tree
+from tests.support.chaos import Chaos, FaultPlan, Trail, delivery_log_env, dump, llm_env, run_funnel, tree
 from tests.support.fake_openai import FakeOpenAI, pipeline_responder
 
 STUDIES = int(os.environ.get("RADCURATE_FAULT_STUDIES", "100"))
@@ -39,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(BUDGET_S)]
 async def run(state_dir: Path, data_dir: Path, plan: FaultPlan | None, out: Path) -> tuple[Path, dict, Chaos]:
     sampled, target = scaled_plan(STUDIES)
     with FakeOpenAI(pipeline_responder) as llm:
-        env = llm_env(llm.base_url)
+        env = llm_env(llm.base_url) | delivery_log_env()
         await asyncio.to_thread(local.up, state_dir, local.SERVICES, env)
         try:
             chaos = Chaos(state_dir, env, llm, plan)
@@ -52,7 +53,7 @@ async def run(state_dir: Path, data_dir: Path, plan: FaultPlan | None, out: Path
 
 def facts(state: dict) -> dict[str, Any]:
     """What each service recorded, from its own tables."""
-    found: dict[str, Any] = {"rows": {}, "outbox": {}, "dead": {}}
+    found: dict[str, Any] = {"rows": {}, "outbox": {}, "dead": {}, "inbox": {}}
     for svc in local.SERVICES:
         with psycopg.connect(schema_dsn(state["postgres"]["admin_dsn"], svc)) as conn:
             tables = [r[0] for r in conn.execute(
@@ -60,6 +61,7 @@ def facts(state: dict) -> dict[str, Any]:
                 " AND table_type = 'BASE TABLE' ORDER BY 1", (svc,))]
             for table in tables:
                 found["rows"][f"{svc}.{table}"] = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            found["inbox"][svc] = {r[0] for r in conn.execute("SELECT event_id FROM inbox")}
             found["outbox"][svc] = dict(conn.execute(
                 "SELECT topic, count(*) FROM outbox GROUP BY topic ORDER BY topic").fetchall())
             found["dead"][svc] = conn.execute(
@@ -98,6 +100,15 @@ async def test_killing_any_part_mid_funnel_changes_no_decision_and_no_byte_of_th
     print("faults (target, stage, seconds to recover):", [(t, s, round(d, 1)) for t, s, d in chaos.done])
     print("services that exited on their own and were restarted:", chaos.self_exits)
     print("seconds per stage, untouched:", ref_timings, "faulted:", chaos.timings, "load:", os.getloadavg())
+    # First the delivery trail (the services' delivery log, kept in faulted/logs): an event a
+    # service applied and committed its offset past must still be in its inbox, and every event
+    # published to a topic must have been taken by each service consuming it.
+    trail = Trail.read(tmp_path / "faulted" / "logs")
+    print(f"delivery trail: {len(trail.published)} published, {len(trail.consumed)} consumed,"
+          f" logs in {tmp_path / 'faulted' / 'logs'}")
+    assert trail.published and trail.consumed and trail.committed, "the services wrote no delivery log"
+    assert trail.lost_effects(got["inbox"]) == []
+    assert trail.never_consumed({svc: catalogue.consumed_by(svc) for svc in local.SERVICES}) == []
     # None lost, none doubled: every table of every service holds as many rows as in the untouched
     # run, and every service recorded as many events per topic.
     assert got["rows"] == ref["rows"]

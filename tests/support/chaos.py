@@ -10,6 +10,10 @@ of the local stack at a time and restarts it, as a crash and its supervisor woul
   alone), so the services that stay up must reconnect by themselves. A service that exits on its
   own (its consume loop gave up: issue 11 item 4) is restarted like Kubernetes would, and counted.
 - `run_funnel`: ingest → extract/map → sample → read → decide → release → download.
+- `Trail`: the services' delivery log (`RADCURATE_<SERVICE>_DELIVERY_LOG=1`): every event a relay
+  published (topic, partition, offset, event id), every record a consumer took (its outcome) and
+  every offset it committed. `lost_effects` names the events a service applied and committed its
+  offset past, yet whose inbox row is gone: the signature of a commit the database lost.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -298,6 +303,56 @@ async def run_funnel(chaos: Chaos, data_dir: Path, *, studies: int, sampled: int
 def tree(folder: Path) -> dict[str, bytes]:
     """Every file under `folder`, by relative path."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def delivery_log_env() -> dict[str, str]:
+    """Every service logs its deliveries (see `Trail`)."""
+    return {f"RADCURATE_{svc.upper()}_DELIVERY_LOG": "1" for svc in SERVICES}
+
+
+_PUBLISHED = re.compile(r"radcurate\.delivery: (\S+) published (\S+)\[(\d+)\]@(\d+) (\S+)$")
+_CONSUMED = re.compile(r"radcurate\.delivery: (\S+) (\S+)\[(\d+)\]@(\d+) (\S+) (\S+)$")
+_COMMITTED = re.compile(r"radcurate\.delivery: (\S+) (\S+)\[(\d+)\] committed offset (\d+)$")
+
+
+@dataclass
+class Trail:
+    """The delivery log of every service of a stack, in the order each service wrote it."""
+
+    published: list[tuple[str, str, int, int, str]] = field(default_factory=list)  # svc, topic, partition, offset, id
+    consumed: list[tuple[str, str, int, int, str, str]] = field(default_factory=list)  # ..., event id, outcome
+    committed: dict[tuple[str, str, int], int] = field(default_factory=dict)  # highest offset committed
+
+    @classmethod
+    def read(cls, logs: Path) -> Trail:
+        trail = cls()
+        for path in sorted(logs.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if m := _PUBLISHED.search(line):
+                    trail.published.append((m[1], m[2], int(m[3]), int(m[4]), m[5]))
+                elif m := _COMMITTED.search(line):
+                    key = (m[1], m[2], int(m[3]))
+                    trail.committed[key] = max(trail.committed.get(key, 0), int(m[4]))
+                elif m := _CONSUMED.search(line):
+                    trail.consumed.append((m[1], m[2], int(m[3]), int(m[4]), m[5], m[6]))
+        return trail
+
+    def lost_effects(self, inboxes: dict[str, set[str]]) -> list[str]:
+        """Events a service applied and committed its offset past that its inbox no longer holds."""
+        lost = []
+        for svc, topic, partition, offset, event_id, outcome in self.consumed:
+            if (outcome == "applied" and offset < self.committed.get((svc, topic, partition), 0)
+                    and event_id not in inboxes.get(svc, set())):
+                lost.append(f"{svc} applied {event_id} ({topic}[{partition}]@{offset}), committed offset "
+                            f"{self.committed[(svc, topic, partition)]}, but its inbox row is gone")
+        return lost
+
+    def never_consumed(self, consumers: dict[str, set[str]]) -> list[str]:
+        """Published events that a service subscribed to the topic never took (by event id)."""
+        taken = {(svc, event_id) for svc, _, _, _, event_id, _ in self.consumed}
+        return [f"{svc} never took {event_id} ({topic}[{partition}]@{offset})"
+                for _, topic, partition, offset, event_id in self.published
+                for svc, topics in consumers.items() if topic in topics and (svc, event_id) not in taken]
 
 
 def llm_env(base_url: str) -> dict[str, str]:
