@@ -62,7 +62,7 @@ def make_buckets(endpoint: str, access_key: str, secret_key: str, buckets: list[
 
 
 def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> dict:
-    port = reuse_port(previous_port)
+    """Start tansu with its log in the S3 server `s3` (the bucket TANSU_BUCKET)."""
     env = {
         "AWS_ACCESS_KEY_ID": s3["access_key"],
         "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
@@ -70,10 +70,19 @@ def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> d
         "AWS_ENDPOINT": f"http://{s3['endpoint']}",
         "AWS_ALLOW_HTTP": "true",
     }
+    return start_kafka_on(f"s3://{TANSU_BUCKET}/", log_path, previous_port, env)
+
+
+def start_kafka_on(storage_engine: str, log_path: Path, previous_port: int | None = None,
+                   env: dict[str, str] | None = None) -> dict:
+    """Start tansu on `storage_engine` (its URL: s3://, memory://, postgres:// where the build has
+    it); returns its state entry. A build without the engine exits at once with FeatureNotEnabled,
+    which the StackError carries (the log's last lines)."""
+    port = reuse_port(previous_port)
     url = f"tcp://127.0.0.1:{port}"
     pid = spawn(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", f"s3://{TANSU_BUCKET}/"],
+         "--storage-engine", storage_engine],
         log_path, env=env,
     )
     wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)
