@@ -62,18 +62,31 @@ def make_buckets(endpoint: str, access_key: str, secret_key: str, buckets: list[
 
 
 def start_kafka(s3: dict, log_path: Path, previous_port: int | None = None) -> dict:
-    port = reuse_port(previous_port)
-    env = {
+    """Start tansu with its log in the S3 server `s3` (the bucket TANSU_BUCKET)."""
+    return start_kafka_on(f"s3://{TANSU_BUCKET}/", log_path, previous_port, s3_environment(s3))
+
+
+def s3_environment(s3: dict) -> dict[str, str]:
+    """The variables tansu's S3 engine reads to reach the S3 server `s3`."""
+    return {
         "AWS_ACCESS_KEY_ID": s3["access_key"],
         "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT": f"http://{s3['endpoint']}",
         "AWS_ALLOW_HTTP": "true",
     }
+
+
+def start_kafka_on(storage_engine: str, log_path: Path, previous_port: int | None = None,
+                   env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> dict:
+    """Start tansu on `storage_engine` (its URL: s3://, memory://, postgres:// where the build has
+    it); returns its state entry. A build without the engine exits at once with FeatureNotEnabled,
+    which the StackError carries (the log's last lines)."""
+    port = reuse_port(previous_port)
     url = f"tcp://127.0.0.1:{port}"
     pid = spawn(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", f"s3://{TANSU_BUCKET}/"],
+         "--storage-engine", storage_engine, *args],
         log_path, env=env,
     )
     wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)

@@ -44,7 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import deadletters, metrics, outbox
 from services.common.contracts import Event, parse_event
 from services.common.failures import PermanentError, TransientError, is_transient
-from services.common.kafka import stop_consumer
+from services.common.kafka import KafkaConnection, client_options, stop_consumer
 
 __all__ = ["EventConsumer", "Handler", "PermanentError", "TransientError"]
 
@@ -99,7 +99,7 @@ class _Deferred(Exception):
 
 
 class EventConsumer:
-    def __init__(self, *, service: str, pool: AsyncConnectionPool, bootstrap: str,
+    def __init__(self, *, service: str, pool: AsyncConnectionPool, bootstrap: KafkaConnection | str,
                  handlers: Mapping[str, Handler], relay: outbox.OutboxRelay,
                  session_timeout_ms: int, heartbeat_interval_ms: int,
                  max_batch: int = 500, max_attempts: int = 3, fetch_min_bytes: int = 1,
@@ -115,7 +115,7 @@ class EventConsumer:
         self._backoff_base, self._backoff_max = backoff_base_s, backoff_max_s
         self._max_restarts = max_restarts
         self._client_kwargs = dict(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=f"radcurate-{service}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

