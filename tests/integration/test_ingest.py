@@ -201,6 +201,79 @@ async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, s
     assert counts(gateway_dsn) == (1, 1, 1)
 
 
+def reexported(name: str, *, patient_id: str, syntax: str | None = None) -> bytes:
+    """A real image from pydicom's test data exported again: new Study/Series/SOP Instance UIDs,
+    another PatientID (another PACS's record number) and, given `syntax`, another transfer syntax
+    (so another file hash)."""
+    import io
+
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file(name, download=False))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    if syntax is not None:
+        ds.compress(syntax)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def test_the_same_image_reexported_with_new_uids_is_refused_naming_the_other_study(gateway_dsn, store, infra):
+    """Issue 11 item 11: a re-export of an ingested image (new UIDs, another transfer syntax, so
+    another file sha256 and, scrubbed, other UIDs again) is the same image under a second study id:
+    refused with the study that holds it (409 at the API); another image of the patient passes."""
+    from pydicom.uid import RLELossless
+
+    from services.gateway.ingest import SharedImages
+
+    bucket = infra["buckets"]["objects"]
+    first_export = reexported("MR_small.dcm", patient_id="MRN-1")
+    second_export = reexported("MR_small.dcm", patient_id="OTHER-PACS-77", syntax=RLELossless)
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, bucket, study_id="PX-1", patient_id="P-1", report=REPORT,
+                                   files=[("mr.dcm", first_export)], scrub=True)
+        with pytest.raises(SharedImages, match=r"PX-2: the pixels of SOPInstanceUID [0-9.]+ are already study PX-1's"):
+            await ingest_study(pool, store, bucket, study_id="PX-2", patient_id="P-2", report=REPORT,
+                               files=[("mr-rle.dcm", second_export)], scrub=True)
+        assert counts(gateway_dsn) == (1, 1, 1)
+        other = await ingest_study(pool, store, bucket, study_id="PX-3", patient_id="P-1", report=REPORT,
+                                   files=[("ct.dcm", reexported("CT_small.dcm", patient_id="MRN-1"))], scrub=True)
+    finally:
+        await pool.close()
+    assert (first.status, other.status) == ("ingested", "ingested")
+    assert first.objects[0].sha256 != other.objects[0].sha256
+    with psycopg.connect(gateway_dsn) as conn:
+        stored = dict(conn.execute("SELECT study_id, pixel_sha256 FROM study_objects").fetchall())
+    assert stored == {"PX-1": first.objects[0].pixel_sha256, "PX-3": other.objects[0].pixel_sha256}
+    assert None not in stored.values() and len(set(stored.values())) == 2
+
+
+async def test_the_ingest_api_answers_409_for_a_reexported_image(infra, gateway_dsn):
+    from tests.integration.test_dicom_images import gateway, settings_for
+
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+
+    async def post(study_id: str, patient_id: str, data: bytes):
+        return await client.post("/api/v1/studies", data={"study_id": study_id, "patient_id": patient_id,
+                                                          "report": REPORT, "scrub": "true"},
+                                 files=[("files", ("a.dcm", data, "application/dicom"))])
+
+    try:
+        first = await post("PXA-1", "P-1", reexported("MR_small.dcm", patient_id="MRN-1"))
+        twin = await post("PXA-2", "P-2", reexported("MR_small.dcm", patient_id="MRN-2"))
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert first.status_code == 201
+    assert twin.status_code == 409 and twin.headers["content-type"].startswith("application/problem+json")
+    assert "already study PXA-1's" in twin.json()["detail"]
+    assert counts(gateway_dsn)[0] == 1
+
+
 async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_overrides(gateway_dsn, store, infra,
                                                                                           tmp_path):
     folder = study_folder(tmp_path / "burned", [("BI-1", "P-1", REPORT)])
