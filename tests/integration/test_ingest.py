@@ -20,7 +20,7 @@ from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.ingest import IngestError, PatientConflict, PatientMismatch, ingest_study
-from tests.support.factories import dicom_bytes, study_folder
+from tests.support.factories import dicom_bytes, reexported, study_folder
 
 pytestmark = pytest.mark.integration
 REPORT = "Small left pleural effusion. No pneumothorax."
@@ -201,26 +201,6 @@ async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, s
     assert counts(gateway_dsn) == (1, 1, 1)
 
 
-def reexported(name: str, *, patient_id: str, syntax: str | None = None) -> bytes:
-    """A real image from pydicom's test data exported again: new Study/Series/SOP Instance UIDs,
-    another PatientID (another PACS's record number) and, given `syntax`, another transfer syntax
-    (so another file hash)."""
-    import io
-
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    ds = pydicom.dcmread(get_testdata_file(name, download=False))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.PatientID = patient_id
-    if syntax is not None:
-        ds.compress(syntax)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 async def test_the_same_image_reexported_with_new_uids_is_refused_naming_the_other_study(gateway_dsn, store, infra):
     """Issue 11 item 11: a re-export of an ingested image (new UIDs, another transfer syntax, so
     another file sha256 and, scrubbed, other UIDs again) is the same image under a second study id:
@@ -352,6 +332,40 @@ async def test_one_patient_under_a_second_patient_id_is_refused_with_the_id_to_u
     rows = studies_rows(gateway_dsn)
     assert [r[:2] for r in rows] == [("PC-1", "P-A"), ("PC-2", "P-A"), ("PC-3", "P-B")]
     assert rows[0][2] == rows[1][2] != rows[2][2] and "0777" not in rows[0][2]  # a keyed digest, not the MRN
+
+
+async def test_the_split_keeps_one_dicom_patient_under_two_patient_ids_on_one_side(gateway_dsn, store, infra,
+                                                                                    tmp_path):
+    """Item 2 of the contamination work, from ingest to the split: each object's keyed PatientID
+    digest travels in the instance manifest (S3) to where the split runs, which unions studies of
+    one DICOM patient whatever patient id their rows carry (a study recorded under a second id
+    before ingest checked it: here PC-2's row says 'P-B')."""
+    from services.common.contracts import parse_event
+    from services.common.protocols.kit.selection import AcceptedStudy, image_keys, split_by_patient
+
+    bucket = infra["buckets"]["objects"]
+    pool = await open_pool(gateway_dsn)
+    try:
+        for study_id, mrn in (("PC-1", "MRN-0777"), ("PC-2", " mrn-0777"), ("PC-3", "MRN-0778")):
+            await ingest_study(pool, store, bucket, study_id=study_id, patient_id="P-A", report=REPORT, scrub=True,
+                               files=[("a.dcm", dicom_bytes(tmp_path, study_id, mrn, identifiable=True))])
+    finally:
+        await pool.close()
+    with psycopg.connect(gateway_dsn) as conn:
+        events = [parse_event(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    objects = {e.study_id: manifests.get_objects(store, bucket, e.study_id, e.objects_manifest) for e in events}
+    keys = {sid: {o.patient_key for o in objs} for sid, objs in objects.items()}
+    assert keys["PC-1"] == keys["PC-2"] != keys["PC-3"] and None not in keys["PC-1"] | keys["PC-3"]
+    assert not any("0777" in k for k in keys["PC-1"])  # a keyed digest, never the record number
+    rows = {"PC-1": "P-A", "PC-2": "P-B", "PC-3": "P-C"}
+    accepted = [AcceptedStudy(sid, rows[sid], frozenset({"a"}), image_keys([o.model_dump() for o in objects[sid]]))
+                for sid in rows]
+    accepted += [AcceptedStudy(f"F{i}", f"PF{i}", frozenset({"ab"[i % 2]}), frozenset()) for i in range(16)]
+    sides = [split_by_patient(accepted, 0.5, ["a", "b"], seed)[0] for seed in range(12)]
+    assert all(("PC-1" in h) == ("PC-2" in h) for h in sides)
+    unlinked = [AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in accepted]
+    assert any(("PC-1" in h) != ("PC-2" in h)
+               for h in (split_by_patient(unlinked, 0.5, ["a", "b"], seed)[0] for seed in range(12)))
 
 
 async def test_bulk_ingest_lists_a_row_whose_patient_id_is_not_the_files(gateway_dsn, store, infra, tmp_path):

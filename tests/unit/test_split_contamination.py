@@ -54,3 +54,34 @@ def test_without_shared_images_the_same_patients_can_be_split_apart():
         apart = [seed for seed in range(12)
                  if (a in (h := split_by_patient(unlinked, 0.5, LABELS, seed)[0])) != (b in h)]
         assert apart, (a, b)
+
+
+def test_a_real_image_reexported_with_new_uids_lands_with_its_twin():
+    """Real DICOM through ingest's parsing (scrubbed: UIDs replaced again): the re-export in RLE
+    with new UIDs and another PatientID shares no UID or file hash with the original, only its
+    pixels; the split keeps the two on one side, and would not without the pixel digest."""
+    from pydicom.uid import RLELossless
+
+    from services.gateway.ingest import validate_study
+    from tests.support.factories import reexported
+
+    def parsed(study_id: str, patient_id: str, data: bytes) -> dict:
+        [p], _ = validate_study(study_id, patient_id, "report", [("a.dcm", data)], scrub=True)
+        return p.obj.model_dump(mode="json")
+
+    original = parsed("MR-1", "P-1", reexported("MR_small.dcm", patient_id="MRN-1"))
+    twin = parsed("MR-2", "P-2", reexported("MR_small.dcm", patient_id="MRN-2", syntax=RLELossless))
+    assert original["sop_instance_uid"] != twin["sop_instance_uid"] and original["sha256"] != twin["sha256"]
+    assert original["pixel_sha256"] == twin["pixel_sha256"] is not None
+    filler = [AcceptedStudy(f"S{i:02d}", f"P{i:02d}", frozenset({LABELS[i % 2]}), image_keys([obj(f"1.{i}", f"h{i}")]))
+              for i in range(20)]
+    linked = [*filler, AcceptedStudy("MR-1", "P-1", frozenset({"a"}), image_keys([original])),
+              AcceptedStudy("MR-2", "P-2", frozenset({"a"}), image_keys([twin]))]
+    for seed in range(12):
+        holdout, _ = split_by_patient(linked, 0.5, LABELS, seed)
+        assert ("MR-1" in holdout) == ("MR-2" in holdout), seed
+    without = [*filler, *(AcceptedStudy(s.study_id, s.patient_id, s.labels,
+                                        frozenset(k for k in s.images if not k.startswith("pixels:")))
+                          for s in linked[-2:])]
+    assert any(("MR-1" in (h := split_by_patient(without, 0.5, LABELS, seed)[0])) != ("MR-2" in h)
+               for seed in range(12))
