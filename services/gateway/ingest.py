@@ -406,7 +406,12 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     # (content-addressed) objects, never a study row or an event pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
     objects = [p.obj for p in parsed]
-    manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
+    async with pool.connection() as conn:  # the collector (manifest_gc) never deletes one being written
+        await studies.lock_manifests(conn, study_id)
+        try:
+            manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
+        finally:
+            await studies.unlock_manifests(conn, study_id)
     # The study's facts are those of its frontal image (the one a chest reader judges first).
     facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
@@ -423,6 +428,7 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
         await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
         await _refuse_second_patient_id(conn, study_id, patient_id, parsed)
         await studies.insert_objects(conn, study_id, objects)
+        await studies.set_manifest(conn, study_id, manifest.key)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
 

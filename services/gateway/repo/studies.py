@@ -130,6 +130,30 @@ async def lock_images(conn: Conn, keys: Sequence[str]) -> None:
                        " FROM unnest(%s::text[]) AS b ORDER BY b", (buckets,))
 
 
+async def set_manifest(conn: Conn, study_id: str, manifest_key: str) -> None:
+    """Record the key of the instance manifest the study's report-ingested event references."""
+    await conn.execute("UPDATE studies SET objects_manifest_key = %s WHERE study_id = %s", (manifest_key, study_id))
+
+
+async def manifest_owner(conn: Conn, study_id: str) -> Row | None:
+    """Whether the study exists (None: no row) and which manifest key it records (`key`, None
+    for a study ingested before keys were recorded)."""
+    cur = await conn.execute("SELECT objects_manifest_key AS key FROM studies WHERE study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def lock_manifests(conn: Conn, study_id: str) -> None:
+    """A session lock on the study's manifests (see manifest_gc): held by ingest while it writes
+    one and by the collector while it checks and deletes; release with unlock_manifests."""
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended('radcurate-manifest:' || %s, 0))", (study_id,))
+    await conn.commit()  # the lock is the session's: no transaction stays open around the store call
+
+
+async def unlock_manifests(conn: Conn, study_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended('radcurate-manifest:' || %s, 0))", (study_id,))
+    await conn.commit()
+
+
 async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
