@@ -8,7 +8,8 @@ and the study with its report is recorded together with the report-ingested even
 transaction. Ingesting the same study again changes nothing.
 
 Files stream: a source is bytes, a path or an open binary file, read one at a time, so a study of
-many large files is never held in memory whole (only the file being checked, and only once).
+many large files is never held in memory whole (only the file being checked, once, and one
+decoded frame of it).
 """
 
 from __future__ import annotations

@@ -232,6 +232,37 @@ async def test_the_same_image_reexported_with_new_uids_is_refused_naming_the_oth
     assert None not in stored.values() and len(set(stored.values())) == 2
 
 
+async def test_two_twins_ingested_at_once_are_not_both_taken(gateway_dsn, store, infra):
+    """The check runs again in the transaction, under locks on the images' keys: of two
+    re-exports of one image ingested concurrently under two study ids, both past the first check
+    (they meet at their manifest writes), one is refused."""
+    import asyncio
+    import threading
+
+    from services.common.objectstore import ObjectStore
+
+    both_checked = threading.Barrier(2, timeout=60)
+
+    class Meeting(ObjectStore):
+        def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> None:
+            if key.startswith(f"{manifests.PREFIX}/"):
+                both_checked.wait()  # neither transaction starts before both passed the first check
+            super().put_bytes(bucket, key, data, content_type)
+
+    bucket = infra["buckets"]["objects"]
+    pool = await open_pool(gateway_dsn, max_size=4)
+    try:
+        results = await asyncio.gather(*(
+            ingest_study(pool, Meeting(store.client), bucket, study_id=f"RACE-{i}", patient_id=f"P-{i}",
+                         report=REPORT, scrub=True,
+                         files=[("mr.dcm", reexported("MR_small.dcm", patient_id=f"MRN-{i}"))])
+            for i in range(2)), return_exceptions=True)
+    finally:
+        await pool.close()
+    assert sorted(type(r).__name__ for r in results) == ["IngestResult", "SharedImages"], results
+    assert counts(gateway_dsn) == (1, 1, 1)
+
+
 async def test_the_ingest_api_answers_409_for_a_reexported_image(infra, gateway_dsn):
     from tests.integration.test_dicom_images import gateway, settings_for
 

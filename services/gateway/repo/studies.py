@@ -123,9 +123,10 @@ async def other_with_pixel_digests(conn: Conn, pixel_sha256s: list[str], study_i
 
 async def lock_images(conn: Conn, keys: Sequence[str]) -> None:
     """Serialise concurrent ingests that could share an image (a UID or a pixel digest in `keys`)
-    until the transaction ends, so two twins cannot both pass the check. Keys fall into 256
-    buckets (at most 256 locks, whatever the study's size), taken in one order (no deadlock)."""
-    buckets = sorted({hashlib.sha256(k.encode()).hexdigest()[:2] for k in keys})
+    until the transaction ends, so two twins cannot both pass the check. Keys fall into 64
+    buckets (at most 64 locks, whatever the study's size: Postgres's shared lock table is
+    64 per connection by default), taken in one order (no deadlock)."""
+    buckets = sorted({f"{hashlib.sha256(k.encode()).digest()[0] % 64:02d}" for k in keys})
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('radcurate-image:' || b, 0))"
                        " FROM unnest(%s::text[]) AS b ORDER BY b", (buckets,))
 
