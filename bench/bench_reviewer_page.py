@@ -90,14 +90,21 @@ def rg1_studies(data: Path) -> None:
     as lateral — the decode and render cost of a real lateral, not its anatomy)."""
     import pydicom
     from pydicom.data import get_testdata_file
+    from pydicom.uid import JPEG2000Lossless
 
     from services.common import deid
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         original = pydicom.dcmread(get_testdata_file("RG1_J2KR.dcm", download=False))
-    for path in sorted([*(data / "dicom").glob("*.dcm"), *(data / "dicom").glob("*/*.dcm")]):
+    base = original.pixel_array
+    for n, path in enumerate(sorted([*(data / "dicom").glob("*.dcm"), *(data / "dicom").glob("*/*.dcm")])):
         rg1 = original.copy()
+        # One pixel differs per image (re-encoded losslessly): ingest refuses a second study holding
+        # an image whose decoded pixels are another study's (a re-exported twin).
+        pixels = base.copy()
+        pixels.flat[n] ^= 1
+        rg1.compress(JPEG2000Lossless, pixels)
         synthetic = pydicom.dcmread(path, stop_before_pixels=True)
         deid.scrub(rg1, secret="bench", patient_id=str(synthetic.get("PatientID", "P")))
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyID",

@@ -284,7 +284,7 @@ def import_lumbar(root: Annotated[Path, typer.Argument(exists=True, file_okay=Fa
         raise typer.Exit(1)
 
 
-from radcurate import api_cmd, dlq_cmd, export_cmd, plan_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
+from radcurate import api_cmd, dlq_cmd, export_cmd, manifests_cmd, plan_cmd, report_cmd, score_cmd  # noqa: E402 - commands defined in their own modules
 
 app.command("score")(score_cmd.score)
 app.command("report")(report_cmd.report)
@@ -295,6 +295,7 @@ app.command("release")(api_cmd.release)
 app.command("adjudicate")(api_cmd.adjudicate)
 app.command("evaluate")(api_cmd.evaluate)
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(manifests_cmd.app, name="manifests")
 app.command("plan")(plan_cmd.plan)
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 import certifi
@@ -93,6 +93,23 @@ class ObjectStore:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 return False
             raise
+
+    def listing(self, bucket: str, prefix: str) -> list[tuple[str, datetime]]:
+        """(key, last modified) of every object under `prefix`, recursively."""
+        return [(o.object_name, o.last_modified) for o in self.client.list_objects(bucket, prefix, recursive=True)
+                if o.object_name is not None and o.last_modified is not None]
+
+    def modified_at(self, bucket: str, key: str) -> datetime | None:
+        """When the object was last written, or None when there is none."""
+        try:
+            return self.client.stat_object(bucket, key).last_modified
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None
+            raise
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.remove_object(bucket, key)
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         resp = self.client.get_object(bucket, key)

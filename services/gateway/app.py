@@ -20,6 +20,7 @@ from services.gateway.api.routes import (
     dead_letters,
     discussion,
     evaluations,
+    manifests,
     oversight,
     pacs_imports,
     releases,
@@ -76,7 +77,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings, build_handlers,
         routers=[users.router, studies.router, discussion.router, reviews.router, admin.router, oversight.router,
                  reports.router, evaluations.router, series.router, releases.router, pacs_imports.router,
-                 dead_letters.router],
+                 dead_letters.router, manifests.router],
         on_start=_start,
         # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
         body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,

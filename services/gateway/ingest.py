@@ -2,12 +2,14 @@
 
 Each DICOM is validated with pydicom (that it can be shown: a transfer syntax, photometric
 interpretation and bit depth the renderer decodes, and sizes within the limits, all read from the
-header: nothing is decoded at ingest), checked for identifying data, stored in the object store
-under its sha256, and the study with its report is recorded together with the report-ingested
-event (outbox) in one transaction. Ingesting the same study again changes nothing.
+header before anything is decoded), its pixels digested (pixel_digest: decoded frame by frame,
+within those limits), checked for identifying data, stored in the object store under its sha256,
+and the study with its report is recorded together with the report-ingested event (outbox) in one
+transaction. Ingesting the same study again changes nothing.
 
 Files stream: a source is bytes, a path or an open binary file, read one at a time, so a study of
-many large files is never held in memory whole (only the file being checked, and only once).
+many large files is never held in memory whole (only the file being checked, once, and one
+decoded frame of it).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from services.common.identifiers import is_dicom_uid, is_study_id, normalise_pat
 from services.common.objectstore import ObjectStore
 from services.common.pacs_pairing import pseudonym
 from services.common.protocols import DEFAULT_PROTOCOL
-from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin
+from services.gateway.pixel_digest import PixelDecodeError, pixel_digest
+from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin, shown_frame
 from services.gateway.repo import studies
 
 FileSource = bytes | Path | BinaryIO
@@ -57,7 +60,9 @@ class IngestLimits(BaseSettings):
     max_object_bytes: int = 256 * 2**20  # one DICOM file
     max_pixels: int = 2**28  # Rows × Columns × NumberOfFrames of one object (268 M)
     # Decode the shown frame of every compressed object at ingest, so a corrupt or undecodable
-    # stream is refused then, not found by a reader (costs ~0.5 s per JPEG 2000 chest radiograph).
+    # stream is refused then, not found by a reader (costs ~0.5 s per JPEG 2000 chest radiograph);
+    # and decode all its frames for the pixel digest (pixel_digest). Off, a compressed object has no
+    # pixel digest (only its UIDs and file hash guard the split); native data is always digested.
     verify_decode: bool = True
 
 
@@ -74,9 +79,17 @@ class PatientMismatch(IngestError):
     files name two patients (HTTP 422: the request contradicts itself, whatever is stored)."""
 
 
-class PatientConflict(IngestError):
-    """The files' patient is already ingested under another patient id (HTTP 409: the request
-    conflicts with what is stored)."""
+class IngestConflict(IngestError):
+    """The request is sound alone but conflicts with a stored study (HTTP 409)."""
+
+
+class PatientConflict(IngestConflict):
+    """The files' patient is already ingested under another patient id."""
+
+
+class SharedImages(IngestConflict):
+    """The files' StudyInstanceUID, a SOP Instance UID or an image's pixels are already another
+    study's (the same images under two study ids: holdout contamination)."""
 
 
 @dataclass
@@ -162,6 +175,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
                 else "PixelData"
             raise IngestError(f"{name}: DICOM lacks {', '.join(missing or [what])}")
         check_displayable(name, ds, limits)
+        pixels = _check_pixels(name, ds, limits)
         dicom_patient = _patient_id_of(ds)  # before de-identification replaces it
         key = patient_key(dicom_patient, deid.DeidSettings().secret.get_secret_value())
         burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
@@ -205,9 +219,28 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         object_key=object_key(digest), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID), series_description=str(ds.get("SeriesDescription", "")),
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
-        pixel_spacing=_pixel_spacing(ds),
+        pixel_spacing=_pixel_spacing(ds), pixel_sha256=pixels, patient_key=key,
     )
     return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds), key), removed
+
+
+def _check_pixels(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> str | None:
+    """The object's pixel digest (None: a uniform image, or compressed with verify_decode off),
+    after check_displayable has bounded its size. Pixels that cannot be decoded are refused: a
+    reader could not see them, and an image whose content cannot be compared cannot be checked
+    for contamination. A compressed object's shown frame is also rendered as the page would
+    (decoded once, for both)."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_compressed and not limits.verify_decode:
+        return None
+    keep, kept = shown_frame(ds), {}
+    try:
+        digest = pixel_digest(ds, on_frame=lambda n, frame: kept.setdefault(n, frame) if n == keep else None)
+        if syntax.is_compressed:
+            decode(ds, shown=kept.get(keep))
+    except (PixelDecodeError, RenderError) as exc:
+        raise IngestError(f"{name}: {syntax.name} pixel data: {exc}") from exc
+    return digest
 
 
 def same_patient(dicom_patient_id: str, form_patient_id: str) -> bool:
@@ -309,11 +342,6 @@ def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> N
         expected, present = get_expected_length(ds), len(ds.PixelData)
         if present < expected:
             raise refuse(f"pixel data is truncated ({present} of {expected} bytes)")
-    elif limits.verify_decode:
-        try:
-            decode(ds)
-        except RenderError as exc:
-            raise refuse(f"{syntax.name} pixel data: {exc}") from exc
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
@@ -379,7 +407,12 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     # (content-addressed) objects, never a study row or an event pointing at missing bytes.
     await asyncio.to_thread(_store_all, store, bucket, parsed)
     objects = [p.obj for p in parsed]
-    manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
+    async with pool.connection() as conn:  # the collector (manifest_gc) never deletes one being written
+        await studies.lock_manifests(conn, study_id)
+        try:
+            manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
+        finally:
+            await studies.unlock_manifests(conn, study_id)
     # The study's facts are those of its frontal image (the one a chest reader judges first).
     facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,
@@ -389,12 +422,14 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     async with unit_of_work(pool) as conn:
         if dicom_patient is not None:  # concurrent ingests of one patient check one after the other
             await studies.lock_patient(conn, dicom_patient)
+        await studies.lock_images(conn, _image_keys(parsed))  # and so do those that could share an image
         if not await studies.insert(conn, study_id, patient_id, protocol, event.study_instance_uid, report,
                                     event.correlation_id, [facts[k] for k in FACTS], dicom_patient):
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)  # again, in the transaction: a concurrent twin
         await _refuse_second_patient_id(conn, study_id, patient_id, parsed)
         await studies.insert_objects(conn, study_id, objects)
+        await studies.set_manifest(conn, study_id, manifest.key)
         await outbox.record(conn, [event])
     return IngestResult(study_id, "ingested", objects, removed)
 
@@ -407,16 +442,32 @@ def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) ->
 
 
 async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, parsed: list[ParsedInstance]) -> None:
-    """IngestError when another study already has this StudyInstanceUID or one of these SOP
-    Instance UIDs: the same images under two study ids could land on both sides of a release's
-    split (holdout contamination). Scrubbing maps UIDs consistently, so a twin is caught after it."""
+    """SharedImages when another study already has this StudyInstanceUID, one of these SOP
+    Instance UIDs, or an image with the same decoded pixels: the same images under two study ids
+    could land on both sides of a release's split (holdout contamination). Scrubbing maps UIDs
+    consistently, so a scrubbed twin is caught by its UIDs; one re-exported with new UIDs or in
+    another transfer syntax, by its pixels."""
     what, row = "StudyInstanceUID", await studies.other_with_study_uid(conn, parsed[0].study_instance_uid, study_id)
     if row is None:
         what, row = "SOPInstanceUID", await studies.other_with_sop_uids(
             conn, [p.obj.sop_instance_uid for p in parsed], study_id)
     if row is not None:
-        raise IngestError(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images"
-                          " under two study ids could land on both sides of a release's split")
+        raise SharedImages(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images"
+                           " under two study ids could land on both sides of a release's split")
+    digests = [p.obj.pixel_sha256 for p in parsed if p.obj.pixel_sha256 is not None]
+    row = await studies.other_with_pixel_digests(conn, digests, study_id)
+    if row is not None:
+        mine = next(p.obj.sop_instance_uid for p in parsed if p.obj.pixel_sha256 == row["pixel_sha256"])
+        raise SharedImages(f"{study_id}: the pixels of SOPInstanceUID {mine} are already study {row['other']}'s"
+                           f" (its SOPInstanceUID {row['shared']}; pixel sha256 {row['pixel_sha256'][:16]}…): the"
+                           " same image re-exported under another study id could land on both sides of a release's"
+                           " split")
+
+
+def _image_keys(parsed: list[ParsedInstance]) -> list[str]:
+    """What _refuse_shared_images compares: the StudyInstanceUID, SOP Instance UIDs and pixel digests."""
+    return [parsed[0].study_instance_uid, *(p.obj.sop_instance_uid for p in parsed),
+            *(p.obj.pixel_sha256 for p in parsed if p.obj.pixel_sha256 is not None)]
 
 
 def _dicom_patient_key(parsed: list[ParsedInstance]) -> str | None:

@@ -57,8 +57,9 @@ def shown_frame(ds: pydicom.Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1) // 2
 
 
-def decode(source: bytes | BinaryIO | pydicom.Dataset) -> Frame:
-    """Decode the shown frame and bring it to modality values (grayscale) or RGB 0..1 (colour).
+def decode(source: bytes | BinaryIO | pydicom.Dataset, shown: np.ndarray | None = None) -> Frame:
+    """Decode the shown frame and bring it to modality values (grayscale) or RGB 0..1 (colour);
+    `shown` is that frame already decoded (ingest decodes every frame for its pixel digest).
     Raises RenderError."""
     try:
         if isinstance(source, pydicom.Dataset):
@@ -70,7 +71,8 @@ def decode(source: bytes | BinaryIO | pydicom.Dataset) -> Frame:
             raise RenderError(f"photometric interpretation {photometric or '(none)'} is not supported")
         # Decode only the frame on screen (a 120-frame ultrasound loop would cost seconds), always
         # with the plugin ingest checked for: pydicom would otherwise take any installed one.
-        arr = pixel_array(ds, index=shown_frame(ds), decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))
+        arr = shown if shown is not None else pixel_array(
+            ds, index=shown_frame(ds), decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))
         header = pydicom.Dataset()  # the header alone (Dataset.copy would share, and lose, PixelData)
         for elem in ds:
             if elem.keyword != "PixelData":

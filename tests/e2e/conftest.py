@@ -65,6 +65,11 @@ async def eventually(check, what: str, timeout: float = 120) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def at_least(api: Gateway, key: str, value: int, protocol: str | None = None) -> bool:
+    """Whether the funnel's `key` count (of `protocol`'s studies; all, by default) reached `value`."""
+    return (await api.progress(protocol))["funnel"][key] >= value
+
+
 async def sign_in_reader(page, stack: dict, token: str, grace_ms: int | None = None) -> None:
     """Open the reviewer page and sign in with `token`, until the page is ready. `grace_ms`
     shortens the undo grace period before the first vote (None: the page's own)."""

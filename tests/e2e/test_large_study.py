@@ -18,7 +18,7 @@ from radcurate.stack import local
 from radcurate.synth.lumbar import synth_lumbar
 from services.common import manifests, outbox
 from services.common.contracts import ObjectsManifest, Protocol
-from tests.e2e.conftest import eventually, query, scalar
+from tests.e2e.conftest import at_least, eventually, query, scalar
 from tests.support.factories import add_series
 
 pytestmark = pytest.mark.e2e
@@ -45,10 +45,6 @@ def data(tmp_path_factory):
     return out, [r["study_id"] for r in rows]
 
 
-async def _at_least(api: Gateway, key: str, value: int) -> bool:
-    return (await api.progress(LUMBAR))["funnel"][key] >= value
-
-
 def _manifest(stack: dict, study_id: str) -> ObjectsManifest:
     [(payload,)] = query(stack, "gateway",
                          "SELECT payload FROM outbox WHERE topic = 'report-ingested' AND msg_key = %s", (study_id,))
@@ -68,7 +64,7 @@ async def test_a_2400_instance_study_flows_to_sampling_and_a_tampered_manifest_i
     assert summary.ingested == STUDIES and not summary.rejected
     assert scalar(stack, "gateway", "SELECT count(*) FROM study_objects WHERE study_id = %s", (big,)) == INSTANCES
     assert _manifest(stack, big).count == INSTANCES
-    await eventually(lambda: _at_least(admin, "suggested", STUDIES), "labels suggested for every study", 180)
+    await eventually(lambda: at_least(admin, "suggested", STUDIES, LUMBAR), "labels suggested for every study", 180)
 
     # After the event was recorded, someone rewrites one study's manifest (one instance dropped).
     store, bucket = store_for(stack), stack["buckets"]["objects"]

@@ -18,7 +18,7 @@ from radcurate.synth.lumbar import synth_lumbar
 from services.common.contracts import Protocol
 from services.common.protocols.lumbar.competition import TRAIN_COLUMNS, read_split
 from services.common.protocols.lumbar.grid import CELL_IDS, CONDITIONS, LEVELS
-from tests.e2e.conftest import eventually, query, scalar, wait_for_js
+from tests.e2e.conftest import at_least, eventually, query, scalar, wait_for_js
 
 pytestmark = pytest.mark.e2e
 LUMBAR = Protocol.LUMBAR.value
@@ -32,10 +32,6 @@ def lumbar_data(tmp_path_factory):
     return out
 
 
-async def _at_least(api: Gateway, key: str, value: int) -> bool:
-    return (await api.progress(LUMBAR))["funnel"][key] >= value
-
-
 async def _released(api: Gateway, release_id: str) -> bool:
     return (await api.release(release_id))["status"] == "released"
 
@@ -43,15 +39,15 @@ async def _released(api: Gateway, release_id: str) -> bool:
 async def grade_sample(stack, admin: Gateway, data) -> None:
     summary = await ingest_folder(stack, data, protocol=Protocol.LUMBAR)
     assert summary.ingested == STUDIES and not summary.rejected
-    await eventually(lambda: _at_least(admin, "suggested", STUDIES), "a grade grid for every study")
+    await eventually(lambda: at_least(admin, "suggested", STUDIES, LUMBAR), "a grade grid for every study")
     readers = await register_panel(admin, 4, seed=1, prefix="mr")
     await admin.request_sampling({"n": SAMPLED, "readers_per_study": 3, "seed": 2}, [r.user_id for r in readers],
                                  LUMBAR)
-    await eventually(lambda: _at_least(admin, "assignments", 3 * SAMPLED), "assignments")
+    await eventually(lambda: at_least(admin, "assignments", 3 * SAMPLED, LUMBAR), "assignments")
     task = await admin.as_user(readers[0].token).next_assignment()
     assert task["protocol"] == LUMBAR and [c["cell_id"] for c in task["grading"]] == list(CELL_IDS)
     assert await run_panel(admin, readers, load_truth(data / "truth.jsonl")) == 3 * SAMPLED
-    await eventually(lambda: _at_least(admin, "decided", SAMPLED), "a decision for every sampled study", 180)
+    await eventually(lambda: at_least(admin, "decided", SAMPLED, LUMBAR), "a decision for every sampled study", 180)
 
 
 def check_sampling_and_decisions(stack) -> None:
@@ -234,7 +230,7 @@ async def test_a_curator_grades_the_disputed_cell_and_the_release_carries_that_g
     """Three readers two grades apart at one cell hold a study; the curator sets that cell's grade
     and point; consensus records it beside the rule's decision and the release has that grade."""
     await ingest_folder(stack, lumbar_data, protocol=Protocol.LUMBAR)  # duplicates when the funnel ran first
-    await eventually(lambda: _at_least(admin, "suggested", STUDIES), "a grade grid for every study")
+    await eventually(lambda: at_least(admin, "suggested", STUDIES, LUMBAR), "a grade grid for every study")
     names = ("adj-1", "adj-2", "adj-3")
     readers = [admin.as_user(await admin.create_user(n, "reviewer")) for n in names]
     await admin.request_sampling({"n": 2, "readers_per_study": 3, "seed": 7}, list(names), LUMBAR)

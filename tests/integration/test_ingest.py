@@ -20,7 +20,7 @@ from services.common.db import apply_migrations, migration_files, open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.ingest import IngestError, PatientConflict, PatientMismatch, ingest_study
-from tests.support.factories import dicom_bytes, study_folder
+from tests.support.factories import dicom_bytes, reexported, study_folder
 
 pytestmark = pytest.mark.integration
 REPORT = "Small left pleural effusion. No pneumothorax."
@@ -201,6 +201,90 @@ async def test_the_same_images_under_another_study_id_are_refused(gateway_dsn, s
     assert counts(gateway_dsn) == (1, 1, 1)
 
 
+async def test_the_same_image_reexported_with_new_uids_is_refused_naming_the_other_study(gateway_dsn, store, infra):
+    """Issue 11 item 11: a re-export of an ingested image (new UIDs, another transfer syntax, so
+    another file sha256 and, scrubbed, other UIDs again) is the same image under a second study id:
+    refused with the study that holds it (409 at the API); another image of the patient passes."""
+    from pydicom.uid import RLELossless
+
+    from services.gateway.ingest import SharedImages
+
+    bucket = infra["buckets"]["objects"]
+    first_export = reexported("MR_small.dcm", patient_id="MRN-1")
+    second_export = reexported("MR_small.dcm", patient_id="OTHER-PACS-77", syntax=RLELossless)
+    pool = await open_pool(gateway_dsn)
+    try:
+        first = await ingest_study(pool, store, bucket, study_id="PX-1", patient_id="P-1", report=REPORT,
+                                   files=[("mr.dcm", first_export)], scrub=True)
+        with pytest.raises(SharedImages, match=r"PX-2: the pixels of SOPInstanceUID [0-9.]+ are already study PX-1's"):
+            await ingest_study(pool, store, bucket, study_id="PX-2", patient_id="P-2", report=REPORT,
+                               files=[("mr-rle.dcm", second_export)], scrub=True)
+        assert counts(gateway_dsn) == (1, 1, 1)
+        other = await ingest_study(pool, store, bucket, study_id="PX-3", patient_id="P-1", report=REPORT,
+                                   files=[("ct.dcm", reexported("CT_small.dcm", patient_id="MRN-1"))], scrub=True)
+    finally:
+        await pool.close()
+    assert (first.status, other.status) == ("ingested", "ingested")
+    assert first.objects[0].sha256 != other.objects[0].sha256
+    with psycopg.connect(gateway_dsn) as conn:
+        stored = dict(conn.execute("SELECT study_id, pixel_sha256 FROM study_objects").fetchall())
+    assert stored == {"PX-1": first.objects[0].pixel_sha256, "PX-3": other.objects[0].pixel_sha256}
+    assert None not in stored.values() and len(set(stored.values())) == 2
+
+
+async def test_two_twins_ingested_at_once_are_not_both_taken(gateway_dsn, store, infra):
+    """The check runs again in the transaction, under locks on the images' keys: of two
+    re-exports of one image ingested concurrently under two study ids, both past the first check
+    (they meet at their manifest writes), one is refused."""
+    import asyncio
+    import threading
+
+    from services.common.objectstore import ObjectStore
+
+    both_checked = threading.Barrier(2, timeout=60)
+
+    class Meeting(ObjectStore):
+        def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> None:
+            if key.startswith(f"{manifests.PREFIX}/"):
+                both_checked.wait()  # neither transaction starts before both passed the first check
+            super().put_bytes(bucket, key, data, content_type)
+
+    bucket = infra["buckets"]["objects"]
+    pool = await open_pool(gateway_dsn, max_size=4)
+    try:
+        results = await asyncio.gather(*(
+            ingest_study(pool, Meeting(store.client), bucket, study_id=f"RACE-{i}", patient_id=f"P-{i}",
+                         report=REPORT, scrub=True,
+                         files=[("mr.dcm", reexported("MR_small.dcm", patient_id=f"MRN-{i}"))])
+            for i in range(2)), return_exceptions=True)
+    finally:
+        await pool.close()
+    assert sorted(type(r).__name__ for r in results) == ["IngestResult", "SharedImages"], results
+    assert counts(gateway_dsn) == (1, 1, 1)
+
+
+async def test_the_ingest_api_answers_409_for_a_reexported_image(infra, gateway_dsn):
+    from tests.integration.test_dicom_images import gateway, settings_for
+
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+
+    async def post(study_id: str, patient_id: str, data: bytes):
+        return await client.post("/api/v1/studies", data={"study_id": study_id, "patient_id": patient_id,
+                                                          "report": REPORT, "scrub": "true"},
+                                 files=[("files", ("a.dcm", data, "application/dicom"))])
+
+    try:
+        first = await post("PXA-1", "P-1", reexported("MR_small.dcm", patient_id="MRN-1"))
+        twin = await post("PXA-2", "P-2", reexported("MR_small.dcm", patient_id="MRN-2"))
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert first.status_code == 201
+    assert twin.status_code == 409 and twin.headers["content-type"].startswith("application/problem+json")
+    assert "already study PXA-1's" in twin.json()["detail"]
+    assert counts(gateway_dsn)[0] == 1
+
+
 async def test_a_folder_with_burned_in_annotation_is_refused_unless_the_curator_overrides(gateway_dsn, store, infra,
                                                                                           tmp_path):
     folder = study_folder(tmp_path / "burned", [("BI-1", "P-1", REPORT)])
@@ -279,6 +363,40 @@ async def test_one_patient_under_a_second_patient_id_is_refused_with_the_id_to_u
     rows = studies_rows(gateway_dsn)
     assert [r[:2] for r in rows] == [("PC-1", "P-A"), ("PC-2", "P-A"), ("PC-3", "P-B")]
     assert rows[0][2] == rows[1][2] != rows[2][2] and "0777" not in rows[0][2]  # a keyed digest, not the MRN
+
+
+async def test_the_split_keeps_one_dicom_patient_under_two_patient_ids_on_one_side(gateway_dsn, store, infra,
+                                                                                    tmp_path):
+    """Item 2 of the contamination work, from ingest to the split: each object's keyed PatientID
+    digest travels in the instance manifest (S3) to where the split runs, which unions studies of
+    one DICOM patient whatever patient id their rows carry (a study recorded under a second id
+    before ingest checked it: here PC-2's row says 'P-B')."""
+    from services.common.contracts import parse_event
+    from services.common.protocols.kit.selection import AcceptedStudy, image_keys, split_by_patient
+
+    bucket = infra["buckets"]["objects"]
+    pool = await open_pool(gateway_dsn)
+    try:
+        for study_id, mrn in (("PC-1", "MRN-0777"), ("PC-2", " mrn-0777"), ("PC-3", "MRN-0778")):
+            await ingest_study(pool, store, bucket, study_id=study_id, patient_id="P-A", report=REPORT, scrub=True,
+                               files=[("a.dcm", dicom_bytes(tmp_path, study_id, mrn, identifiable=True))])
+    finally:
+        await pool.close()
+    with psycopg.connect(gateway_dsn) as conn:
+        events = [parse_event(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    objects = {e.study_id: manifests.get_objects(store, bucket, e.study_id, e.objects_manifest) for e in events}
+    keys = {sid: {o.patient_key for o in objs} for sid, objs in objects.items()}
+    assert keys["PC-1"] == keys["PC-2"] != keys["PC-3"] and None not in keys["PC-1"] | keys["PC-3"]
+    assert not any("0777" in k for k in keys["PC-1"])  # a keyed digest, never the record number
+    rows = {"PC-1": "P-A", "PC-2": "P-B", "PC-3": "P-C"}
+    accepted = [AcceptedStudy(sid, rows[sid], frozenset({"a"}), image_keys([o.model_dump() for o in objects[sid]]))
+                for sid in rows]
+    accepted += [AcceptedStudy(f"F{i}", f"PF{i}", frozenset({"ab"[i % 2]}), frozenset()) for i in range(16)]
+    sides = [split_by_patient(accepted, 0.5, ["a", "b"], seed)[0] for seed in range(12)]
+    assert all(("PC-1" in h) == ("PC-2" in h) for h in sides)
+    unlinked = [AcceptedStudy(s.study_id, s.patient_id, s.labels) for s in accepted]
+    assert any(("PC-1" in h) != ("PC-2" in h)
+               for h in (split_by_patient(unlinked, 0.5, ["a", "b"], seed)[0] for seed in range(12)))
 
 
 async def test_bulk_ingest_lists_a_row_whose_patient_id_is_not_the_files(gateway_dsn, store, infra, tmp_path):

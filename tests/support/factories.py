@@ -73,3 +73,24 @@ def add_series(study_dir: Path, *, instances: int, per_series: int = 200, size: 
             (folder / f"{n}.dcm").write_bytes(encoder.encode(values, pixels))
             added += 1
     return added
+
+
+def reexported(name: str, *, patient_id: str, syntax: str | None = None) -> bytes:
+    """A real image from pydicom's test data (`name`) exported again: new Study/Series/SOP Instance
+    UIDs, another PatientID (another PACS's record number) and, given `syntax`, another transfer
+    syntax (so another file sha256; the decoded pixels are the same for a lossless one)."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file(name, download=False))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    if syntax is not None:
+        ds.compress(syntax)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -49,7 +49,9 @@ def test_a_study_of_large_files_is_checked_one_file_at_a_time(big_study, scrub):
     finally:
         tracemalloc.stop()
     assert len(parsed) == 5 and all(p.length >= one_file - 1024 for p in parsed)
-    assert peak < 1.5 * one_file  # the study is 5 files: it never was in memory, only one file at a time
+    # The study is 5 files: it never was in memory, only one file at a time, with one decoded
+    # frame of it (the pixel digest decodes frame by frame).
+    assert peak < 2.5 * one_file
 
 
 def test_an_object_over_the_size_bound_is_refused_before_it_is_read(big_study):

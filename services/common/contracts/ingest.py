@@ -24,6 +24,12 @@ class DicomObject(BaseModel):
     modality: str = ""
     # DICOM PixelSpacing (row, column) in mm; lumbar consensus averages reader points in mm with it.
     pixel_spacing: tuple[float, float] | None = None
+    # What ties the object to other studies beyond its UIDs, for the release split (holdout
+    # contamination): sha256 of its decoded pixels in canonical form (the same image re-exported
+    # with new UIDs or another transfer syntax; None: uniform or not decoded at ingest), and the
+    # keyed digest of its normalised DICOM PatientID (HMAC, never the PatientID; None: none).
+    pixel_sha256: str | None = None
+    patient_key: str | None = None
 
 
 class ObjectsManifest(BaseModel):

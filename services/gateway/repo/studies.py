@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 
@@ -108,15 +109,61 @@ async def other_with_sop_uids(conn: Conn, sop_instance_uids: list[str], study_id
     return await cur.fetchone()
 
 
+async def other_with_pixel_digests(conn: Conn, pixel_sha256s: list[str], study_id: str) -> Row | None:
+    """Another study (`other`) holding an object with one of these pixel digests (`pixel_sha256`,
+    its SOP Instance UID as `shared`), if any."""
+    if not pixel_sha256s:
+        return None
+    cur = await conn.execute(
+        "SELECT study_id AS other, sop_instance_uid AS shared, pixel_sha256 FROM study_objects"
+        " WHERE pixel_sha256 = ANY(%s) AND study_id <> %s ORDER BY study_id, sop_instance_uid LIMIT 1",
+        (pixel_sha256s, study_id))
+    return await cur.fetchone()
+
+
+async def lock_images(conn: Conn, keys: Sequence[str]) -> None:
+    """Serialise concurrent ingests that could share an image (a UID or a pixel digest in `keys`)
+    until the transaction ends, so two twins cannot both pass the check. Keys fall into 64
+    buckets (at most 64 locks, whatever the study's size: Postgres's shared lock table is
+    64 per connection by default), taken in one order (no deadlock)."""
+    buckets = sorted({f"{hashlib.sha256(k.encode()).digest()[0] % 64:02d}" for k in keys})
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('radcurate-image:' || b, 0))"
+                       " FROM unnest(%s::text[]) AS b ORDER BY b", (buckets,))
+
+
+async def set_manifest(conn: Conn, study_id: str, manifest_key: str) -> None:
+    """Record the key of the instance manifest the study's report-ingested event references."""
+    await conn.execute("UPDATE studies SET objects_manifest_key = %s WHERE study_id = %s", (manifest_key, study_id))
+
+
+async def manifest_owner(conn: Conn, study_id: str) -> Row | None:
+    """Whether the study exists (None: no row) and which manifest key it records (`key`, None
+    for a study ingested before keys were recorded)."""
+    cur = await conn.execute("SELECT objects_manifest_key AS key FROM studies WHERE study_id = %s", (study_id,))
+    return await cur.fetchone()
+
+
+async def lock_manifests(conn: Conn, study_id: str) -> None:
+    """A session lock on the study's manifests (see manifest_gc): held by ingest while it writes
+    one and by the collector while it checks and deletes; release with unlock_manifests."""
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended('radcurate-manifest:' || %s, 0))", (study_id,))
+    await conn.commit()  # the lock is the session's: no transaction stays open around the store call
+
+
+async def unlock_manifests(conn: Conn, study_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended('radcurate-manifest:' || %s, 0))", (study_id,))
+    await conn.commit()
+
+
 async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
             "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
-            " instance_number, modality, object_key, sha256, pixel_spacing) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT DO NOTHING",
+            " instance_number, modality, object_key, sha256, pixel_spacing, pixel_sha256)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
             [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
-              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None)
-             for o in objects])
+              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
+              o.pixel_sha256) for o in objects])
 
 
 # --- the suggestion (labels-suggested) ----------------------------------------------------------

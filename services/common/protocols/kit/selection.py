@@ -6,8 +6,9 @@ studies, per-label minimum and maximum, a cap on any pair of labels co-occurring
 balances label prevalence between the two sides by iterative multi-label stratification
 (Sechidis, Tsoumakas & Vlahavas, 2011) over PATIENTS, not studies: a model must never be
 scored on a patient whose other images it could have been tuned on, so each patient's studies
-all land on one side — and so do studies that share an image (SOP Instance UID or content hash)
-under different patient ids (one patient under two spellings, the same images under two study ids).
+all land on one side — and so do studies that share an image (SOP Instance UID, file hash or
+pixel digest) or a DICOM patient (the keyed digest of the files' PatientID) under different patient
+ids (one patient under two spellings, the same images under two study ids or re-exported).
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ class AcceptedStudy:
     images: frozenset[str] = frozenset()
 
 
-def image_keys(objects: Sequence[Mapping[str, str]]) -> frozenset[str]:
-    """SOP Instance UIDs and content hashes of a study's objects (DicomObject dicts): the same
-    images under two study ids, or one patient under two spellings, share them."""
-    return frozenset({f"sop:{o['sop_instance_uid']}" for o in objects} | {f"sha256:{o['sha256']}" for o in objects})
+def image_keys(objects: Sequence[Mapping[str, object]]) -> frozenset[str]:
+    """What ties a study's objects (DicomObject dicts) to other studies: SOP Instance UIDs, file
+    hashes, pixel digests (the same image re-exported with other UIDs or another encoding) and the
+    keyed digests of their DICOM PatientID (one patient under two patient ids). Studies that share
+    any of them are one group for the split. Objects ingested before a digest existed lack it."""
+    keys = {f"sop:{o['sop_instance_uid']}" for o in objects} | {f"sha256:{o['sha256']}" for o in objects}
+    keys |= {f"pixels:{o['pixel_sha256']}" for o in objects if o.get("pixel_sha256")}
+    keys |= {f"patient:{o['patient_key']}" for o in objects if o.get("patient_key")}
+    return frozenset(keys)
 
 
 @dataclass
@@ -331,8 +337,8 @@ weakest on the common labels it places last).
 
 
 def _linked_patients(studies: Sequence[AcceptedStudy]) -> dict[str, str]:
-    """Each patient id -> the group it splits with: patients whose studies share an image (SOP
-    Instance UID or content hash) are one group (union-find), named by its smallest patient id."""
+    """Each patient id -> the group it splits with: patients whose studies share an image_keys key
+    (an image, or a DICOM patient) are one group (union-find), named by its smallest patient id."""
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:

@@ -20,7 +20,7 @@ from services.gateway.auth import Curator, CurrentUser
 from services.gateway.deps import Res
 from services.gateway.derivatives import derivatives_for
 from services.gateway.hanging import HungView, hang
-from services.gateway.ingest import IngestError, PatientConflict, TooLarge, ingest_study
+from services.gateway.ingest import IngestConflict, IngestError, TooLarge, ingest_study
 from services.gateway.problems import Problem
 from services.gateway.render import RenderError
 from services.gateway.repo import studies
@@ -87,7 +87,7 @@ async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[s
                                     allow_burned_in=allow_burned_in_annotation)
     except TooLarge as exc:
         raise Problem(413, str(exc)) from exc
-    except PatientConflict as exc:  # the request is sound alone; it conflicts with a stored study
+    except IngestConflict as exc:  # the request is sound alone; it conflicts with a stored study
         raise Problem(409, str(exc)) from exc
     except IngestError as exc:
         raise Problem(422, str(exc)) from exc

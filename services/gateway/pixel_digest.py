@@ -1,0 +1,57 @@
+"""A digest of an object's decoded pixels: the same image whatever its UIDs, file or encoding.
+
+The file's sha256 changes when an image is re-exported (new UIDs, another transfer syntax, a
+header edited), so it cannot tell a re-exported twin from a new image. This digest is taken over
+the decoded pixel data in a canonical form: every frame as a C-ordered little-endian array (what
+pydicom decodes; colour as RGB, samples last), preceded by its shape and dtype. A lossless
+re-encoding (explicit or implicit VR, big endian, deflate, RLE, JPEG-LS or JPEG 2000 lossless)
+gives the same digest; a lossy one gives another (its pixels differ).
+
+Frames are decoded one at a time, so memory holds one frame, and the object is within the
+ingest bounds (IngestLimits.max_pixels) before this runs. A uniform image (every pixel the same
+value: a blank frame, a failed exposure) gets no digest: it carries nothing a model could learn,
+and unrelated patients' blank frames are byte-equal, so it must not tie their studies together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+import pydicom
+from pydicom.pixels import iter_pixels
+
+from services.gateway.render import decoding_plugin
+
+VERSION = "radcurate-pixels/1"
+
+
+class PixelDecodeError(ValueError):
+    """The pixel data could not be decoded (the message says why)."""
+
+
+def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None] | None = None) -> str | None:
+    """sha256 (hex) of the decoded pixels in canonical form, or None for a uniform image;
+    `on_frame(index, array)` sees each decoded frame (so a caller need not decode it again).
+    Raises PixelDecodeError when a frame cannot be decoded."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    digest = hashlib.sha256()
+    low = high = None
+    try:
+        for n, frame in enumerate(iter_pixels(ds, decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))):
+            if on_frame is not None:
+                on_frame(n, frame)
+            canonical = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+            if n == 0:  # shape and dtype first: equal bytes of another geometry are another image
+                digest.update(f"{VERSION} frames={frames} shape={canonical.shape} dtype={canonical.dtype.str}\n"
+                              .encode())
+            digest.update(memoryview(canonical).cast("B"))
+            f_low, f_high = canonical.min(), canonical.max()
+            low = f_low if low is None else min(low, f_low)
+            high = f_high if high is None else max(high, f_high)
+    except Exception as exc:  # a decoder's failure, whatever its type, is this object's problem
+        raise PixelDecodeError(f"cannot decode the pixel data ({exc.__class__.__name__}: {exc})") from exc
+    if low is None:
+        raise PixelDecodeError("no frame in the pixel data")
+    return None if low == high else digest.hexdigest()
