@@ -125,5 +125,14 @@ def test_down_stops_the_process_it_started(tmp_path, unrelated_process):
 
 def test_a_start_stamp_names_one_process():
     assert procs.start_stamp(os.getpid()) == procs.start_stamp(os.getpid())
-    assert procs.start_stamp(os.getpid()) != procs.start_stamp(os.getppid())
+    # A process started later has another stamp. Not the parent: a parent and the child it
+    # forked may start within one clock tick. A child started >= 2 ticks after this process can't.
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    time.sleep(2 * tick)
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        assert procs.start_stamp(child.pid) not in (None, procs.start_stamp(os.getpid()))
+    finally:
+        child.kill()
+        child.wait()
     assert procs.ours(procs.process(os.getpid())) and not procs.ours({"pid": os.getpid()})
