@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from radcurate import progress
-from radcurate.bulk_ingest import IngestSummary, ingest_dir, read_reports
+from radcurate.bulk_ingest import BATCH_REQUESTS, IngestSummary, ingest_dir, read_reports
 from radcurate.client import Gateway
 from radcurate.reading_session import save_panel
 from radcurate.simulate import load_truth, register_panel, run_panel
@@ -36,7 +36,7 @@ def store_for(state: dict) -> ObjectStore:
                              secure=False, region="us-east-1"))
 
 
-async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
+async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = BATCH_REQUESTS,
                         protocol: str = Protocol.CXR, allow_burned_in: bool = False) -> IngestSummary:
     """A study folder into the running stack, through the gateway API as its admin (curator rights)."""
     total = len(read_reports(data_dir))  # a folder that is not one fails before anything is sent
