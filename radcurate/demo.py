@@ -22,7 +22,7 @@ from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
 from services.common.contracts import Protocol
-from services.common.objectstore import ObjectStore, sha256_hex
+from services.common.objectstore import ObjectStore
 
 PAPER = {"ingested": 13_735, "sampled": 1_000, "readers": 17, "accepted": 381, "selected": 200,
          "released": 100, "holdout": 100}
@@ -95,27 +95,15 @@ def synth_data(studies: int, seed: int, data_dir: Path) -> None:
 
 
 def download_release(state: dict, release: dict, out: Path) -> Path:
-    """Copy the public part of a release to `out/<release_id>/`, verifying every checksum."""
-    store, bucket = store_for(state), state["buckets"]["public"]
-    manifest_bytes = store.get_bytes(bucket, release["manifest_key"])
-    if sha256_hex(manifest_bytes) != release["manifest_sha256"]:
-        raise StackError("manifest checksum mismatch")
-    manifest = json.loads(manifest_bytes)
-    prefix = release["manifest_key"].rsplit("/", 1)[0]
+    """Copy the public part of a release to `out/<release_id>/`, verifying every checksum (what
+    `radcurate export` does: the files fetched several at a time)."""
+    from radcurate.export_cmd import ChecksumError, export_release
+
     target = out / release["release_id"]
-    shutil.rmtree(target, ignore_errors=True)
-    entries = [(k, v) for k, v in manifest["files"].items()] + [
-        (o["key"], o["sha256"]) for o in manifest["released"]["objects"]]
-    with progress.current().task("download release", total=len(entries), unit="files") as task:
-        for key, digest in entries:
-            data = store.get_bytes(bucket, key)
-            if sha256_hex(data) != digest:
-                raise StackError(f"checksum mismatch for {key}")
-            path = target / key.removeprefix(prefix + "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            task.advance()
-    (target / "manifest.json").write_bytes(manifest_bytes)
+    try:
+        export_release(store_for(state), state["buckets"]["public"], release, target)
+    except ChecksumError as exc:
+        raise StackError(f"checksum mismatch: {exc}") from exc
     return target
 
 
