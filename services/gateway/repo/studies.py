@@ -119,6 +119,20 @@ async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) 
              for o in objects])
 
 
+async def present(conn: Conn, study_ids: Sequence[str]) -> set[str]:
+    """Which of these study ids are already ingested (one query for a batch)."""
+    cur = await conn.execute("SELECT study_id FROM studies WHERE study_id = ANY(%s)", (list(study_ids),))
+    return {r["study_id"] for r in await cur.fetchall()}
+
+
+async def lock_patients(conn: Conn, dicom_patient_keys: Sequence[str]) -> None:
+    """`lock_patient` for several patients in one statement, in sorted order (two batches that
+    share patients take their locks in the same order, so they wait for each other, never deadlock)."""
+    if dicom_patient_keys:
+        await conn.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k",
+                           (sorted(set(dicom_patient_keys)),))
+
+
 # --- the suggestion (labels-suggested) ----------------------------------------------------------
 
 def dump(items: Sequence[BaseModel]) -> str:
