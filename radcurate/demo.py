@@ -67,12 +67,14 @@ async def simulate(state: dict, truth_path: Path, n_readers: int, seed: int) -> 
         await api.aclose()
 
 
-async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 600) -> None:
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 600,
+                   interval: float = 0.5) -> None:
+    """Poll `check` every `interval` seconds until it holds (StackError after `timeout`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await check():
             return
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(interval)
     raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -202,7 +204,8 @@ async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingeste
     t = time.perf_counter()
     await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
     with progress.current().task("select + release", unit="releases") as task:
-        await wait_for("the release", lambda: _released(api, release_id))
+        # a release's status is one cheap row: polled often, so the export does not wait out the interval
+        await wait_for("the release", lambda: _released(api, release_id), interval=0.1)
         task.advance()
     release = await api.release(release_id)
     target_dir = download_release(state, release, out)
