@@ -52,7 +52,7 @@ TARGET_STRETCH_S = 30.0  # 13,735 studies ingest → labels
 TARGET_SCALE = 1.1  # time per study at k× / at 1×
 HOPS = 4
 EVENT_BYTES = 1500  # a report-ingested event of the synthetic pool (report ~600 chars + one object)
-INGEST_CONCURRENCY = 8  # ingest_folder's default
+INGEST_CONCURRENCY = 8  # the gateway's BATCH_CONCURRENCY: a batch's studies stored 8 at a time
 
 
 def load() -> str:

@@ -1,8 +1,10 @@
-"""`radcurate ingest DIR`: bulk ingestion through the gateway's ingest endpoint (`POST /api/v1/studies`).
+"""`radcurate ingest DIR`: bulk ingestion through the gateway's batch ingest endpoint (`POST /api/v1/studies/batch`).
 
 DIR holds `reports.csv` (study_id, patient_id, report) and `dicom/<study_id>.dcm` or
-`dicom/<study_id>/**/*.dcm`. Each study is one request: a study the gateway refuses (its
-problem+json detail) is reported and skipped, the rest go in. The CLI holds no database or
+`dicom/<study_id>/**/*.dcm`. Studies travel in batches (up to BATCH_STUDIES studies and
+BATCH_BYTES of files per request, a larger study alone), several requests at a time; the gateway
+ingests each study of a batch as its own request would be: a study it refuses (the reason its
+problem+json would give) is reported and skipped, the rest go in. The CLI holds no database or
 object-store credentials for this: the gateway applies its own bounds, checks and secrets.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +22,18 @@ from radcurate.client import Gateway, GatewayError
 from services.common.contracts import Protocol
 
 csv.field_size_limit(sys.maxsize)
-# A study's request may wait behind others' decode checks in the gateway (~0.5 s per JPEG 2000 object).
+# A batch's request may wait behind others' decode checks in the gateway (~0.5 s per JPEG 2000 object).
 STUDY_TIMEOUT_SECONDS = 600
-# What the gateway answers for a study it refuses (bad input, over a bound): the study is skipped.
-REFUSED = {413, 422}
+# What the gateway answers for a study it refuses (bad input, over a bound, a conflict with a
+# stored study): the study is listed with the reason and skipped.
+REFUSED = {409, 413, 422}
+# One request carries up to this many studies and bytes of files (a larger study goes alone): few
+# enough that a batch's files, spooled by the gateway, stay small, many enough that the per-request
+# cost (HTTP, routing, authentication) is spread thin.
+BATCH_STUDIES = 32
+BATCH_BYTES = 16 * 2**20
+# Batches in flight at once (the gateway ingests a batch's studies concurrently too).
+BATCH_REQUESTS = 3
 
 
 class FolderError(ValueError):
@@ -64,46 +75,55 @@ def read_reports(data_dir: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-async def ingest_dir(data_dir: Path, api: Gateway, *, scrub: bool = False, concurrency: int = 8,
+async def ingest_dir(data_dir: Path, api: Gateway, *, scrub: bool = False, concurrency: int = BATCH_REQUESTS,
                      protocol: str = Protocol.CXR, progress=None, allow_burned_in: bool = False) -> IngestSummary:
-    """Ingest every study of the folder through the gateway API (`api` a curator's client).
-    `allow_burned_in` is the curator's override for objects marked BurnedInAnnotation YES. A study
-    the gateway refuses is listed in `rejected`; any other HTTP error (no access, gateway down)
-    raises GatewayError."""
+    """Ingest every study of the folder through the gateway API (`api` a curator's client), in
+    batches (`POST /api/v1/studies/batch`, `concurrency` of them at a time). `allow_burned_in` is
+    the curator's override for objects marked BurnedInAnnotation YES. A study the gateway refuses
+    is listed in `rejected` with its reason; any other HTTP error (no access, gateway down) raises
+    GatewayError."""
     rows = read_reports(data_dir)
     summary = IngestSummary()
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(row: dict[str, str]) -> None:
-        async with gate:
-            sid, paths = row["study_id"], study_paths(data_dir, row["study_id"])
-            try:
-                if reason := _unsendable(sid, row, paths):
-                    raise GatewayError(422, {"detail": reason})
-                status = await _post_study(api, row, paths, protocol=protocol, scrub=scrub,
-                                           allow_burned_in=allow_burned_in)
-            except GatewayError as exc:
-                if exc.status not in REFUSED:
-                    raise
-                summary.rejected.append((sid, str(exc.problem.get("detail", exc))))
-                if progress:
-                    progress(summary)
-                return
-            if status == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.ingested += 1
-            if progress:
-                progress(summary)
+    def count(outcome: str, sid: str = "", reason: str = "") -> None:
+        if outcome == "refused":
+            summary.rejected.append((sid, reason))
+        elif outcome == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.ingested += 1
 
-    await asyncio.gather(*(one(r) for r in rows))
+    async def send(batch: list[tuple[dict[str, str], list[tuple[str, Path]]]]) -> None:
+        async with gate:
+            outcomes = await _post_batch(api, batch, protocol=protocol, scrub=scrub, allow_burned_in=allow_burned_in)
+        for o in outcomes:
+            count(o["status"], o["study_id"], o.get("detail") or "")
+        if progress:
+            progress(summary)
+
+    batches: list[list[tuple[dict[str, str], list[tuple[str, Path]]]]] = [[]]
+    size = 0
+    for row in rows:
+        sid, paths = row["study_id"], study_paths(data_dir, row["study_id"])
+        if reason := _unsendable(sid, row, paths):
+            count("refused", sid, reason)
+            continue
+        study_bytes = sum(p.stat().st_size for _, p in paths)
+        if batches[-1] and (len(batches[-1]) >= BATCH_STUDIES or size + study_bytes > BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append((row, paths))
+        size += study_bytes
+    if progress and summary.rejected:
+        progress(summary)
+    await asyncio.gather(*(send(b) for b in batches if b))
     summary.rejected.sort()
     return summary
 
 
 def _unsendable(sid: str, row: dict[str, str], paths: list[tuple[str, Path]]) -> str | None:
-    """Why a row cannot be one request, in the gateway's words. A multipart form has no empty
-    field (the endpoint would answer only "Field required"), and the endpoint requires files."""
+    """Why a row cannot be sent, in the gateway's words (it would refuse the study for it)."""
     if not paths:
         return f"{sid}: no DICOM files (dicom/{sid}.dcm or dicom/{sid}/)"
     if not row["patient_id"].strip():
@@ -113,15 +133,21 @@ def _unsendable(sid: str, row: dict[str, str], paths: list[tuple[str, Path]]) ->
     return None
 
 
-async def _post_study(api: Gateway, row: dict[str, str], paths: list[tuple[str, Path]], *, protocol: str,
-                      scrub: bool, allow_burned_in: bool) -> str:
-    """One study as one multipart request; its files are streamed from disk, never read whole.
-    The gateway's answer: "ingested" or "duplicate"."""
-    sid = row["study_id"]
-    form = {"study_id": sid, "patient_id": row["patient_id"], "report": row["report"], "protocol": str(protocol),
-            "scrub": str(scrub).lower(), "allow_burned_in_annotation": str(allow_burned_in).lower()}
+async def _post_batch(api: Gateway, batch: list[tuple[dict[str, str], list[tuple[str, Path]]]], *, protocol: str,
+                      scrub: bool, allow_burned_in: bool) -> list[dict]:
+    """Several studies as one multipart request; their files are streamed from disk, never read
+    whole. The gateway's outcome per study: ingested, duplicate, or refused with its reason."""
+    studies = [{"study_id": row["study_id"], "patient_id": row["patient_id"], "report": row["report"],
+                "files": len(paths)} for row, paths in batch]
+    form = {"studies": json.dumps(studies), "protocol": str(protocol), "scrub": str(scrub).lower(),
+            "allow_burned_in_annotation": str(allow_burned_in).lower()}
     with contextlib.ExitStack() as files:
         parts = [("files", (name, files.enter_context(open(path, "rb")), "application/dicom"))
-                 for name, path in paths]
-        resp = await api.request("POST", "/api/v1/studies", data=form, files=parts, timeout=STUDY_TIMEOUT_SECONDS)
-    return str(resp.json()["status"])
+                 for _, paths in batch for name, path in paths]
+        resp = await api.request("POST", "/api/v1/studies/batch", data=form, files=parts,
+                                 timeout=STUDY_TIMEOUT_SECONDS)
+    outcomes = resp.json()["studies"]
+    for o in outcomes:
+        if o["status"] == "refused" and o["http_status"] not in REFUSED:
+            raise GatewayError(o["http_status"], {"detail": o.get("detail")})
+    return list(outcomes)

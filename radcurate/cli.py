@@ -127,7 +127,9 @@ def ingest(data_dir: Annotated[Path | None, typer.Argument(
            scrub: Annotated[bool, typer.Option(help="Remove identifying data instead of rejecting the file.")] = False,
            allow_burned_in_annotation: Annotated[bool, typer.Option(
                help="Accept objects marked BurnedInAnnotation YES (you have checked their pixels).")] = False,
-           concurrency: int = 8, state_dir: StateDir = DEFAULT_STATE,
+           concurrency: Annotated[int | None, typer.Option(
+               help="Requests in flight: batches of studies for a folder (default 3), studies for --dicomweb"
+                    " (default 8).")] = None, state_dir: StateDir = DEFAULT_STATE,
            protocol: Annotated[str, typer.Option(
                help="a registered protocol: cxr, lumbar, or a plug-in's name")] = "cxr",
            dicomweb: Annotated[str | None, typer.Option(
@@ -156,19 +158,20 @@ def ingest(data_dir: Annotated[Path | None, typer.Argument(
         if allow_burned_in_annotation:
             fail("--allow-burned-in-annotation is for a folder ingest, not --dicomweb", 2)
         _ingest_dicomweb(dicomweb, reports, study_uid or [], query or [], scrub=scrub, state_dir=state_dir,
-                         protocol=by_name[protocol], concurrency=concurrency, quiet=quiet)
+                         protocol=by_name[protocol], concurrency=concurrency or 8, quiet=quiet)
         return
     if data_dir is None:
         fail("give a study folder, or --dicomweb URL --reports reports.csv", 2)
     import httpx
 
+    from radcurate.bulk_ingest import BATCH_REQUESTS
     from radcurate.client import GatewayError
     from radcurate.demo import ingest_folder
 
     try:  # through the gateway API: a study it refuses is listed below, anything else ends the run
         state = local.require_running(state_dir)
         with progress.use(quiet):
-            summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency,
+            summary = asyncio.run(ingest_folder(state, data_dir, scrub=scrub, concurrency=concurrency or BATCH_REQUESTS,
                                                 protocol=by_name[protocol],
                                                 allow_burned_in=allow_burned_in_annotation))
     except (StackError, ValueError, GatewayError, httpx.TransportError) as exc:

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from radcurate import progress
-from radcurate.bulk_ingest import IngestSummary, ingest_dir, read_reports
+from radcurate.bulk_ingest import BATCH_REQUESTS, IngestSummary, ingest_dir, read_reports
 from radcurate.client import Gateway
 from radcurate.reading_session import save_panel
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
 from radcurate.stack.procs import StackError
 from services.common.contracts import Protocol
-from services.common.objectstore import ObjectStore, sha256_hex
+from services.common.objectstore import ObjectStore
 
 PAPER = {"ingested": 13_735, "sampled": 1_000, "readers": 17, "accepted": 381, "selected": 200,
          "released": 100, "holdout": 100}
@@ -36,7 +36,7 @@ def store_for(state: dict) -> ObjectStore:
                              secure=False, region="us-east-1"))
 
 
-async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = 8,
+async def ingest_folder(state: dict, data_dir: Path, *, scrub: bool = False, concurrency: int = BATCH_REQUESTS,
                         protocol: str = Protocol.CXR, allow_burned_in: bool = False) -> IngestSummary:
     """A study folder into the running stack, through the gateway API as its admin (curator rights)."""
     total = len(read_reports(data_dir))  # a folder that is not one fails before anything is sent
@@ -67,12 +67,14 @@ async def simulate(state: dict, truth_path: Path, n_readers: int, seed: int) -> 
         await api.aclose()
 
 
-async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 600) -> None:
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 600,
+                   interval: float = 0.5) -> None:
+    """Poll `check` every `interval` seconds until it holds (StackError after `timeout`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await check():
             return
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(interval)
     raise StackError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -95,27 +97,15 @@ def synth_data(studies: int, seed: int, data_dir: Path) -> None:
 
 
 def download_release(state: dict, release: dict, out: Path) -> Path:
-    """Copy the public part of a release to `out/<release_id>/`, verifying every checksum."""
-    store, bucket = store_for(state), state["buckets"]["public"]
-    manifest_bytes = store.get_bytes(bucket, release["manifest_key"])
-    if sha256_hex(manifest_bytes) != release["manifest_sha256"]:
-        raise StackError("manifest checksum mismatch")
-    manifest = json.loads(manifest_bytes)
-    prefix = release["manifest_key"].rsplit("/", 1)[0]
+    """Copy the public part of a release to `out/<release_id>/`, verifying every checksum (what
+    `radcurate export` does: the files fetched several at a time)."""
+    from radcurate.export_cmd import ChecksumError, export_release
+
     target = out / release["release_id"]
-    shutil.rmtree(target, ignore_errors=True)
-    entries = [(k, v) for k, v in manifest["files"].items()] + [
-        (o["key"], o["sha256"]) for o in manifest["released"]["objects"]]
-    with progress.current().task("download release", total=len(entries), unit="files") as task:
-        for key, digest in entries:
-            data = store.get_bytes(bucket, key)
-            if sha256_hex(data) != digest:
-                raise StackError(f"checksum mismatch for {key}")
-            path = target / key.removeprefix(prefix + "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            task.advance()
-    (target / "manifest.json").write_bytes(manifest_bytes)
+    try:
+        export_release(store_for(state), state["buckets"]["public"], release, target)
+    except ChecksumError as exc:
+        raise StackError(f"checksum mismatch: {exc}") from exc
     return target
 
 
@@ -214,7 +204,8 @@ async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingeste
     t = time.perf_counter()
     await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
     with progress.current().task("select + release", unit="releases") as task:
-        await wait_for("the release", lambda: _released(api, release_id))
+        # a release's status is one cheap row: polled often, so the export does not wait out the interval
+        await wait_for("the release", lambda: _released(api, release_id), interval=0.1)
         task.advance()
     release = await api.release(release_id)
     target_dir = download_release(state, release, out)

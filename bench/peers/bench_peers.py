@@ -158,7 +158,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"
-        await wait_for("the release", released, timeout=WAIT_S)
+        await wait_for("the release", released, timeout=WAIT_S, interval=0.1)
         release = await api.release(release_id)
         download_release(state, release, out)
         clock.record("export", started)

@@ -81,6 +81,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         on_start=_start,
         # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
         body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
+                     "/api/v1/studies/batch": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
                      "/api/v1/evaluations": evaluations.MAX_REQUEST_BYTES},
         title="RadCurate gateway",
         version="0.1.0",

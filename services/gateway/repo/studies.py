@@ -155,6 +155,19 @@ async def unlock_manifests(conn: Conn, study_id: str) -> None:
     await conn.commit()
 
 
+async def lock_manifests_of(conn: Conn, study_ids: Sequence[str]) -> None:
+    """`lock_manifests` for a batch's studies in one statement, in sorted order."""
+    await conn.execute("SELECT count(pg_advisory_lock(hashtextextended('radcurate-manifest:' || s, 0)))"
+                       " FROM unnest(%s::text[]) AS s", (sorted(set(study_ids)),))
+    await conn.commit()
+
+
+async def unlock_manifests_of(conn: Conn, study_ids: Sequence[str]) -> None:
+    await conn.execute("SELECT count(pg_advisory_unlock(hashtextextended('radcurate-manifest:' || s, 0)))"
+                       " FROM unnest(%s::text[]) AS s", (sorted(set(study_ids)),))
+    await conn.commit()
+
+
 async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
@@ -164,6 +177,20 @@ async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) 
             [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
               o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
               o.pixel_sha256) for o in objects])
+
+
+async def present(conn: Conn, study_ids: Sequence[str]) -> set[str]:
+    """Which of these study ids are already ingested (one query for a batch)."""
+    cur = await conn.execute("SELECT study_id FROM studies WHERE study_id = ANY(%s)", (list(study_ids),))
+    return {r["study_id"] for r in await cur.fetchall()}
+
+
+async def lock_patients(conn: Conn, dicom_patient_keys: Sequence[str]) -> None:
+    """`lock_patient` for several patients in one statement, in sorted order (two batches that
+    share patients take their locks in the same order, so they wait for each other, never deadlock)."""
+    if dicom_patient_keys:
+        await conn.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k",
+                           (sorted(set(dicom_patient_keys)),))
 
 
 # --- the suggestion (labels-suggested) ----------------------------------------------------------

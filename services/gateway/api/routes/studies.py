@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.common.contracts import DicomObject, Finding, ProtocolName, SuggestedLabel
 from services.common.protocols import DEFAULT_PROTOCOL
@@ -21,6 +21,7 @@ from services.gateway.deps import Res
 from services.gateway.derivatives import derivatives_for
 from services.gateway.hanging import HungView, hang
 from services.gateway.ingest import IngestConflict, IngestError, TooLarge, ingest_study
+from services.gateway.ingest_batch import BatchStudy, ingest_batch
 from services.gateway.problems import Problem
 from services.gateway.render import RenderError
 from services.gateway.repo import studies
@@ -35,6 +36,8 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 # MRI or a CT runs to thousands of instances; the bytes stay bounded by MAX_UPLOAD_BYTES and the
 # route's body limit, and each file is spooled to disk, not held in memory.
 MAX_FILES_PER_STUDY = 20_000
+# Studies in one `POST /api/v1/studies/batch` (the bytes are bounded like one study's upload).
+MAX_STUDIES_PER_BATCH = 1000
 
 
 class ManyFilesRoute(APIRoute):
@@ -95,6 +98,68 @@ async def ingest(res: Res, _: Curator, response: Response, study_id: Annotated[s
         response.status_code = status.HTTP_200_OK
     return IngestResponse(study_id=result.study_id, status=result.status, objects=result.objects,
                           scrubbed=result.scrubbed)
+
+
+class BatchStudyForm(BaseModel):
+    """One study of a batch: its form fields, and how many of the request's `files` parts (in order) are its files."""
+
+    study_id: str
+    patient_id: str
+    report: str
+    files: int = Field(ge=1, le=MAX_FILES_PER_STUDY)
+
+
+_BATCH_FORMS = TypeAdapter(list[BatchStudyForm])
+
+
+class BatchStudyOutcome(BaseModel):
+    study_id: str
+    status: Literal["ingested", "duplicate", "refused"]
+    http_status: int = Field(description="What `POST /api/v1/studies` answers for this study alone.")
+    detail: str | None = Field(None, description="Why the study was refused (the single endpoint's problem detail).")
+    objects: int = 0
+    scrubbed: list[str] = Field(default_factory=list)
+
+
+class BatchResponse(BaseModel):
+    studies: list[BatchStudyOutcome]
+
+
+@router.post("/batch")
+async def ingest_many(res: Res, _: Curator, studies: Annotated[str, Form(description=(
+                          "JSON list of {study_id, patient_id, report, files}: `files` is how many of the"
+                          " request's `files` parts, in order, are the study's."))],
+                      files: Annotated[list[UploadFile], File()], scrub: Annotated[bool, Form()] = False,
+                      protocol: Annotated[ProtocolName, Form()] = DEFAULT_PROTOCOL,
+                      allow_burned_in_annotation: Annotated[bool, Form()] = False) -> BatchResponse:
+    """Ingest several studies in one request, each exactly as `POST /api/v1/studies` would (same
+    checks, same storage, one transaction per study): a study refused is listed with the status and
+    reason its own request would have had, and the others go in. Re-ingesting is a no-op per study."""
+    try:
+        forms = _BATCH_FORMS.validate_json(studies)
+    except ValidationError as exc:
+        raise Problem(422, f"studies: not a list of {{study_id, patient_id, report, files}} ({exc.errors()[0]['msg']})"
+                      ) from exc
+    if not forms or len(forms) > MAX_STUDIES_PER_BATCH:
+        raise Problem(422, f"a batch holds 1 to {MAX_STUDIES_PER_BATCH} studies, not {len(forms)}")
+    if sum(f.files for f in forms) != len(files):
+        raise Problem(422, f"the studies name {sum(f.files for f in forms)} files; the request carries {len(files)}")
+    if sum(f.size or 0 for f in files) > MAX_UPLOAD_BYTES:
+        raise Problem(413, "upload larger than 512 MiB")
+    limit, batch, start = res.settings.max_object_bytes, [], 0
+    for form in forms:
+        own, start = files[start:start + form.files], start + form.files
+        too_large = next((f for f in own if f.size is not None and f.size > limit), None)
+        batch.append(BatchStudy(form.study_id, form.patient_id, form.report,
+                                [(f.filename or "upload", f.file) for f in own],
+                                refused=None if too_large is None else (
+                                    413, f"{too_large.filename}: {too_large.size} bytes is over the limit of {limit}"
+                                    " bytes per object")))
+    outcomes = await ingest_batch(res.pool, res.store, res.settings.objects_bucket, batch, scrub=scrub,
+                                  protocol=protocol, limits=res.settings, allow_burned_in=allow_burned_in_annotation)
+    return BatchResponse(studies=[BatchStudyOutcome(study_id=o.study_id, status=o.status,  # type: ignore[arg-type]
+                                                    http_status=o.http_status, detail=o.detail, objects=o.objects,
+                                                    scrubbed=o.scrubbed) for o in outcomes])
 
 
 async def _objects_for(res, user, study_id: str) -> list[dict]:

@@ -1,0 +1,96 @@
+"""`POST /api/v1/studies/batch` against real Postgres and S3: each study of a batch gets the outcome
+its own `POST /api/v1/studies` would (status and reason), one refused study never stops the
+others, and a malformed batch is refused whole with nothing stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import services
+from services.common.db import apply_migrations, migration_files
+from tests.integration.test_dicom_images import gateway, settings_for
+from tests.integration.test_ingest import REPORT, counts
+from tests.support.factories import dicom_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway_dsn(fresh_schema: str) -> str:
+    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
+    return fresh_schema
+
+
+async def post_batch(client, studies: list[dict], files: list[tuple[str, bytes]], **form):
+    return await client.post("/api/v1/studies/batch",
+                             data={"studies": json.dumps(studies), **{k: str(v).lower() for k, v in form.items()}},
+                             files=[("files", (name, data, "application/dicom")) for name, data in files])
+
+
+async def test_each_study_of_a_batch_gets_its_own_outcome_and_a_second_batch_adds_nothing(infra, gateway_dsn,
+                                                                                         tmp_path):
+    good = [dicom_bytes(tmp_path, f"BA-{i}", f"P-{i}") for i in (1, 2)]
+    raw = dicom_bytes(tmp_path, "BA-3", "MRN-9", identifiable=True)  # identifying data, no scrub: 422
+    twin = dicom_bytes(tmp_path, "BA-4", "P-4")
+    studies = [{"study_id": "BA-1", "patient_id": "P-1", "report": REPORT, "files": 1},
+               {"study_id": "BA-2", "patient_id": "P-2", "report": REPORT, "files": 1},
+               {"study_id": "BA-3", "patient_id": "P-3", "report": REPORT, "files": 1},
+               {"study_id": "BA-4", "patient_id": "P-4", "report": "", "files": 1},  # empty report: 422
+               {"study_id": "BA-5", "patient_id": "P-1", "report": REPORT, "files": 1}]  # BA-1's images again
+    files = [("a.dcm", good[0]), ("b.dcm", good[1]), ("c.dcm", raw), ("d.dcm", twin), ("e.dcm", good[0])]
+    limit = max(len(d) for d in (*good, raw, twin))
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn, max_object_bytes=limit))
+    try:
+        first = await post_batch(client, studies[:4], files[:4])
+        again = await post_batch(client, studies[:2] + studies[4:], files[:2] + files[4:])
+        big = await post_batch(client, [{"study_id": "BA-6", "patient_id": "P-6", "report": REPORT, "files": 1}],
+                               [("big.dcm", good[1] + b"\0" * (limit + 1 - len(good[1])))])  # over the bound: 413
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert first.status_code == 200, first.text
+    outcome = {o["study_id"]: o for o in first.json()["studies"]}
+    assert [o["study_id"] for o in first.json()["studies"]] == ["BA-1", "BA-2", "BA-3", "BA-4"]
+    assert [o["status"] for o in first.json()["studies"]] == ["ingested", "ingested", "refused", "refused"]
+    assert (outcome["BA-1"]["http_status"], outcome["BA-1"]["objects"]) == (201, 1)
+    assert outcome["BA-3"]["http_status"] == 422
+    assert "identifying data" in outcome["BA-3"]["detail"]
+    assert outcome["BA-4"]["http_status"] == 422 and "report text is empty" in outcome["BA-4"]["detail"]
+    # the second batch: BA-1 and BA-2 are present (200 each), BA-5 brings BA-1's images under another id
+    assert [(o["status"], o["http_status"]) for o in again.json()["studies"]] == [
+        ("duplicate", 200), ("duplicate", 200), ("refused", 409)]
+    assert "StudyInstanceUID" in again.json()["studies"][2]["detail"] and "is already study BA-1's" in \
+        again.json()["studies"][2]["detail"]
+    assert big.json()["studies"][0]["http_status"] == 413 and "over the limit" in big.json()["studies"][0]["detail"]
+    assert counts(gateway_dsn) == (2, 2, 2)
+    # each ingested study names its manifest (so the manifest collector keeps it), as a single ingest does
+    with psycopg.connect(gateway_dsn) as conn:
+        keys = dict(conn.execute("SELECT study_id, objects_manifest_key FROM studies ORDER BY study_id").fetchall())
+    assert set(keys) == {"BA-1", "BA-2"} and all(k and k.startswith(f"manifests/{s}/") for s, k in keys.items())
+
+
+@pytest.mark.parametrize(("studies", "files", "detail"), [
+    ("not json", 1, "studies: not a list"),
+    (json.dumps([{"study_id": "BM-1", "patient_id": "P-1", "report": REPORT, "files": 2}]), 1,
+     "the studies name 2 files; the request carries 1"),
+    (json.dumps([{"study_id": "BM-1", "patient_id": "P-1", "report": REPORT, "files": 0}]), 1,
+     "studies: not a list"),
+    (json.dumps([]), 1, "a batch holds 1 to"),
+])
+async def test_a_malformed_batch_is_refused_whole_and_stores_nothing(infra, gateway_dsn, tmp_path, studies, files,
+                                                                    detail):
+    data = dicom_bytes(tmp_path, "BM-1", "P-1")
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+    try:
+        resp = await client.post("/api/v1/studies/batch", data={"studies": studies},
+                                 files=[("files", (f"{i}.dcm", data, "application/dicom")) for i in range(files)])
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert resp.status_code == 422 and resp.headers["content-type"].startswith("application/problem+json")
+    assert detail in resp.json()["detail"]
+    assert counts(gateway_dsn) == (0, 0, 0)
