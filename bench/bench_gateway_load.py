@@ -126,7 +126,7 @@ SERVER = ("gateway", "postgres", "kafka", "s3")
 
 
 def _cpu_report(label: str, per: dict[str, float], client_s: float, votes: int, seconds: float,
-                idle: dict[str, float]) -> float:
+                idle: dict[str, float], requests: int) -> float:
     """Print the window's CPU per vote; `idle` (CPU s per s of the idle stack) gives the second,
     idle-subtracted figure: at a few votes/s the stack's idle polling is most of the first."""
     server = sum(per.get(p, 0.0) for p in SERVER)
@@ -137,6 +137,7 @@ def _cpu_report(label: str, per: dict[str, float], client_s: float, votes: int, 
           f"{ms / TARGET_CPU_MS_PER_VOTE:.2f}) = " + ", ".join(
               f"{p} {per.get(p, 0.0) * 1000 / max(votes, 1):.2f}" for p in SERVER)
           + f"; net of the idle stack {net * 1000 / max(votes, 1):.2f} ms/vote"
+          + f"; gateway alone {per.get('gateway', 0.0) * 1000 / max(requests, 1):.2f} ms/request ({requests} requests)"
           + f"; other services {sum(others.values()) * 1000 / max(votes, 1):.2f} ms/vote ("
           + ", ".join(f"{k} {v * 1000 / max(votes, 1):.2f}" for k, v in others.items())
           + f"); load client {client_s * 1000 / max(votes, 1):.2f} ms/vote"
@@ -166,6 +167,10 @@ class Run:
         self.lat: dict[str, list[float]] = {"next": [], "vote": []}
         self.errors: list[str] = []
         self.votes = 0
+
+    @property
+    def requests(self) -> int:
+        return len(self.lat["next"]) + len(self.lat["vote"])
 
 
 class RawResponse:
@@ -412,7 +417,7 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
             print(f"paced: {n_readers} readers, one study each every {READ_EVERY_S:.0f} s (~{offered:.0f} votes/s"
                   f" offered): {run.votes} votes in {seconds:.1f} s = {run.votes / seconds:.0f} votes/s")
             _latency_report(run)
-            _cpu_report("  paced", per, client_s, run.votes, seconds, idle)
+            _cpu_report("  paced", per, client_s, run.votes, seconds, idle, run.requests)
 
             flame = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
             spy = _pyspy(roots["gateway"], 15, flame)
@@ -425,7 +430,7 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
             print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {seconds:.1f} s ="
                   f" {run.votes / seconds:.0f} votes/s; {_load()}")
             _latency_report(run)
-            vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle)
+            vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle, run.requests)
 
             pg_ms = _pgbench(state, roots["postgres"])
             print(f"server CPU per vote / pgbench Postgres CPU per vote transaction: {vote_ms:.2f} / {pg_ms:.3f}"

@@ -157,10 +157,10 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                     idempotency_key: str | None) -> tuple[VoteOut, bool]:
     """Record the reader's vote once its input is checked (here and in hot_routes.py): the vote as
     recorded, and whether it is the original returned again for a retry with the same key."""
-    # Pipeline mode: BEGIN travels with the locking read, and the vote's one statement with COMMIT
+    # BEGIN travels with the locking read, and the vote's one statement with COMMIT
     # (services/gateway/repo/reviews.py), so a vote costs two round trips.
     try:
-        async with res.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with res.pool.connection() as conn, repo.vote_transaction(conn):
             a = await _lock_assignment(conn, assignment_id, reader_id)
             if a["vote_id"] is not None:
                 if idempotency_key and a["idempotency_key"] == idempotency_key:
