@@ -15,6 +15,7 @@ from services.common import catalogue
 from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.gateway import problems
+from services.gateway.api import hot_routes
 from services.gateway.api.routes import (
     admin,
     dead_letters,
@@ -90,6 +91,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # served by _serve_docs, from local files
     )
     problems.install(app)
+    hot_routes.install(app.router.routes)  # the reader's two calls per study, ahead of FastAPI's routes
     app.add_middleware(AuthenticateFirst)  # outermost: no token, no body read
     _serve_page(app)
     _serve_docs(app)

@@ -84,9 +84,22 @@ bearer_scheme = HTTPBearer(scheme_name="bearer", auto_error=False, bearerFormat=
                                        "from the local stack's state) — `Authorization: Bearer <token>`.")
 
 
+# Where AuthenticateFirst leaves the user it authenticated, so a route does not check the token again.
+USER_SCOPE_KEY = "radcurate.user"
+
+
 async def current_user(request: Request,
                        _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]) -> User:
-    return await authenticate(request.headers.get("authorization", ""), request.app.state)
+    return await user_of(request.scope)
+
+
+async def user_of(scope: dict) -> User:
+    """The request's user: as AuthenticateFirst found it, else from its Authorization header."""
+    user = scope.get(USER_SCOPE_KEY)
+    if user is not None:
+        return user  # type: ignore[no-any-return]
+    header = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"")
+    return await authenticate(header.decode("latin-1"), scope["app"].state)
 
 
 async def authenticate(header: str, app_state: Any) -> User:
@@ -120,20 +133,28 @@ class AuthenticateFirst:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
-            header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+            given = [v for k, v in scope.get("headers") or () if k == b"authorization"]
+            header = given[-1].decode("latin-1") if given else ""
             try:
-                await authenticate(header, scope["app"].state)
+                user = await authenticate(header, scope["app"].state)
             except Problem as exc:
                 await problem(send, exc.status, exc.detail, scope["path"])
                 return
+            if len(given) == 1:  # the routes read the first of several headers: they check that one
+                scope[USER_SCOPE_KEY] = user
         await self.app(scope, receive, send)
+
+
+def check_role(user: User, roles: tuple[Role, ...]) -> User:
+    """The user if it has one of `roles`; Problem(403) otherwise."""
+    if user.role not in roles:
+        raise Problem(403, f"this needs the role {' or '.join(roles)}; you are {user.role}")
+    return user
 
 
 def require(*roles: Role):
     async def check(user: Annotated[User, Depends(current_user)]) -> User:
-        if user.role not in roles:
-            raise Problem(403, f"this needs the role {' or '.join(roles)}; you are {user.role}")
-        return user
+        return check_role(user, roles)
 
     return check
 

@@ -12,8 +12,9 @@ if TYPE_CHECKING:  # app.py imports the routes that import this module
     from services.gateway.app import GatewaySettings
 
 
-def resources(request: Request) -> Resources[GatewaySettings]:
-    return request.app.state.resources
+async def resources(request: Request) -> Resources[GatewaySettings]:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
+    return request.app.state.resources  # type: ignore[no-any-return]
 
 
 # Quoted: a forward reference at run time (FastAPI only reads the Depends), checked by mypy.

@@ -156,6 +156,55 @@ async def test_a_curator_moves_an_open_read_and_bad_moves_are_refused(stack, adm
     assert await me[holder].next_assignment() is None
 
 
+async def test_next_and_vote_answer_alike_on_the_fast_path_and_through_fastapi(stack, admin, tmp_path):
+    """`GET /reviews/next` and the vote are served by plain ASGI routes (services/gateway/api/
+    hot_routes.py) that hand anything irregular to the FastAPI route. A second, identical
+    Authorization header is such a request: the same call both ways must answer byte for byte
+    alike, headers included, and refusals must stay FastAPI's."""
+    me, _ = await _setup(stack, admin, tmp_path, "HOT", ["hot-1", "hot-2", "hot-3"],
+                         {"n": 1, "readers_per_study": 3, "seed": 4})
+
+    async def both(method: str, path: str, token: str, **kw) -> tuple[httpx.Response, httpx.Response]:
+        one = [("authorization", f"Bearer {token}"), *kw.pop("headers", [])]
+        async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+            fast = await client.request(method, path, headers=one, **kw)
+            slow = await client.request(method, path, headers=[one[0], *one], **kw)
+        return fast, slow
+
+    def alike(fast: httpx.Response, slow: httpx.Response) -> None:
+        assert fast.status_code == slow.status_code and fast.content == slow.content, (fast.text, slow.text)
+        assert [(k, v) for k, v in fast.headers.multi_items() if k != "date"] == [
+            (k, v) for k, v in slow.headers.multi_items() if k != "date"]
+
+    hot1 = me["hot-1"].token
+    fast, slow = await both("GET", "/api/v1/reviews/next", hot1)
+    alike(fast, slow)
+    assert fast.status_code == 200 and fast.json()["study_id"] in KNOWN_STUDIES  # its one study (n=1)
+    assignment = fast.json()["assignment_id"]
+    fast, slow = await both("GET", "/api/v1/reviews/next", hot1, params=[("after", assignment)])
+    alike(fast, slow)
+    assert fast.status_code == 204 and fast.content == b""
+    assert_problem((await both("GET", "/api/v1/reviews/next", hot1, params=[("after", "x")] * 9))[0], 422, "at most 8")
+    assert_problem((await both("GET", "/api/v1/reviews/next", stack["admin_token"]))[0], 403, "role reviewer")
+
+    path, key = f"/api/v1/reviews/{assignment}/vote", [("idempotency-key", f"k-{assignment}")]
+    vote = {"verdict": "agree_all", "confirm": True, "seconds_spent": 20, "comment": "clear ✓"}
+    first = (await both("POST", path, hot1, json=vote, headers=key))[0]
+    assert first.status_code == 201 and first.json()["verdict"] == "agree_all"
+    fast, slow = await both("POST", path, hot1, json=vote, headers=key)  # retries: the original vote, 200
+    alike(fast, slow)
+    assert fast.status_code == 200 and fast.content == first.content
+    fast, slow = await both("POST", path, hot1, json=vote)  # no key: a second vote is refused
+    alike(fast, slow)
+    assert_problem(fast, 409, "already voted")
+    fast, slow = await both("POST", path, hot1, json={"verdict": "maybe"})
+    alike(fast, slow)
+    assert_problem(fast, 422, "body.verdict")
+    fast, slow = await both("POST", path, hot1, content=b"{not json", headers=[("content-type", "application/json")])
+    alike(fast, slow)
+    assert fast.status_code == 422
+
+
 # --- the reviewer web page ----------------------------------------------------------------
 
 async def _reader_with_work(stack, tmp_path, prefix: str = "PAGE", readers: tuple[str, ...] = ("pg-1", "pg-2", "pg-3"),

@@ -1,19 +1,26 @@
 """The reviewer's assignments and votes in the gateway's tables, each in as few round trips as it can be.
 
-A busy gateway's connection is held while its event loop serves other requests, so every round
-trip is paid many times over in pool waits. Hence:
-- the next assignment is one statement and its commit, sent together (pipeline mode): one round trip;
-- a vote is two: BEGIN with the locking read, then — after the protocol has judged the vote in
+A busy gateway's connection is held while its event loop serves other requests, and every round
+trip wakes Postgres and the gateway once more, so each one is paid in CPU and in pool waits.
+psycopg's own transaction handling costs more than it looks: with autocommit off it sends BEGIN
+and waits for it before the first statement, and a pipeline adds a Sync round trip at its end
+(libpq trace: the next assignment took 3 round trips, a vote 5). Hence these two run on the
+connection in autocommit mode with their own BEGIN/COMMIT:
+- the next assignment is one statement, its own transaction: one round trip;
+- a vote is two: BEGIN and the locking read, then — after the protocol has judged the vote in
   Python — one statement that inserts the vote, marks the assignment voted and records the
-  outbox row, sent together with COMMIT. The vote's commit waits for its WAL
+  outbox row, sent together with COMMIT (`vote_transaction`). The vote's commit waits for its WAL
   (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
+
+from psycopg.pq import TransactionStatus
 
 from services.common import outbox
 from services.common.contracts import VoteCast
@@ -22,17 +29,45 @@ from services.gateway.repo.conn import Conn, Row
 
 
 async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Row | None:
-    """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once) and commit;
+    """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once), committed;
     the row with `columns` (aliases `a` for assignments, `s` for studies), or None."""
-    async with conn.pipeline():
+    async with _autocommit(conn):  # the one statement is its own transaction: one round trip
         cur = await conn.execute(
             "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
             " WHERE s.study_id = a.study_id AND a.assignment_id = ("
             " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
             " AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1)"
             f" RETURNING {columns}", (reader_id, list(skip)))
-        await conn.commit()  # queued behind the UPDATE: both travel in one round trip
         return await cur.fetchone()
+
+
+@asynccontextmanager
+async def _autocommit(conn: Conn) -> AsyncIterator[None]:
+    """The pool's connection in autocommit mode for the block (a client-side switch: no round
+    trip), handed back as the pool gave it: not in a transaction, autocommit off."""
+    await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.execute("ROLLBACK")  # a statement failed inside our BEGIN (e.g. a duplicate vote)
+        await conn.set_autocommit(False)
+
+
+@asynccontextmanager
+async def vote_transaction(conn: Conn) -> AsyncIterator[None]:
+    """One transaction in one pipeline: BEGIN is sent with the block's first read, and COMMIT
+    (or ROLLBACK, if the block raises) with its last statement and the pipeline's one Sync. An
+    error from the statements (e.g. UniqueViolation for a concurrent duplicate vote) is raised
+    when the block ends, and the transaction is rolled back."""
+    async with _autocommit(conn), conn.pipeline():
+        await conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 LOCK_COLUMNS = ("a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.protocol,"
@@ -41,12 +76,12 @@ LOCK_COLUMNS = ("a.study_id, a.reader_id, a.status, a.suggested, a.unmapped, a.p
 
 
 async def lock_assignment(conn: Conn, assignment_id: str) -> Row | None:
-    """The assignment, locked until the transaction ends, with its vote if it has one (call inside a
-    transaction; in pipeline mode the BEGIN travels with it).
+    """The assignment, locked until the transaction ends, with its vote if it has one (call inside
+    `vote_transaction`: the BEGIN travels with it).
 
     The transaction's commit is made to wait for its WAL whatever the server's default: a vote
     the reader was told is recorded must survive a Postgres crash (the local stack's cluster runs
-    with `synchronous_commit=off` for bulk speed). In pipeline mode the SET costs no round trip."""
+    with `synchronous_commit=off` for bulk speed). In the pipeline the SET costs no round trip."""
     await conn.execute("SET LOCAL synchronous_commit = on")
     cur = await conn.execute(
         f"SELECT {LOCK_COLUMNS} FROM assignments a LEFT JOIN votes v USING (assignment_id)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from psycopg.errors import UniqueViolation
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from services.common import metrics, protocols
 from services.common.contracts import CellGrade, Finding, SuggestedLabel, Verdict, VoteCast
 from services.common.protocols import CurationProtocol, JudgementRejected, NeedsConfirmation, ReviewContext
+from services.common.runtime import Resources
 from services.gateway import judgements
 from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, StudyFacts, facts_of, views_of
 from services.gateway.auth import Reviewer
@@ -124,11 +125,18 @@ async def next_assignment(
     """The caller's oldest open assignment, or 204 when the worklist is empty. `after` (repeatable,
     up to 8) skips assignments: the one on screen and any vote the page still holds back for its
     undo grace period, so a page can prefetch the study that really comes next."""
-    async with res.pool.connection() as conn:
-        row = await repo.open_next(conn, user.user_id, after, _COLUMNS)
-    if row is None:
+    assignment = await next_for(res, user.user_id, after)
+    if assignment is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return _view(row)
+    return assignment
+
+
+async def next_for(res: Resources[Any], reader_id: str, after: list[str]) -> Assignment | None:
+    """The reader's next assignment (opened now), or None: `GET /next` once its input is checked
+    (here and in services/gateway/api/hot_routes.py, which serves the same call)."""
+    async with res.pool.connection() as conn:
+        row = await repo.open_next(conn, reader_id, after, _COLUMNS)
+    return None if row is None else _view(row)
 
 
 @router.post("/{assignment_id}/vote", status_code=status.HTTP_201_CREATED,
@@ -139,28 +147,38 @@ async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, respo
     original vote (200); a second, different vote is refused (409). A vote that removes a label the
     report states as present, or leaves an unmapped finding without adding a label, is answered
     with a 409 confirmation request until it is sent again with `confirm: true`."""
-    # Pipeline mode: BEGIN travels with the locking read, and the vote's one statement with COMMIT
+    out, replayed = await cast_vote(res, user.user_id, assignment_id, body, idempotency_key)
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, body: VoteIn,
+                    idempotency_key: str | None) -> tuple[VoteOut, bool]:
+    """Record the reader's vote once its input is checked (here and in hot_routes.py): the vote as
+    recorded, and whether it is the original returned again for a retry with the same key."""
+    # BEGIN travels with the locking read, and the vote's one statement with COMMIT
     # (services/gateway/repo/reviews.py), so a vote costs two round trips.
     try:
-        async with res.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            a = await _lock_assignment(conn, assignment_id, user.user_id)
+        async with res.pool.connection() as conn, repo.vote_transaction(conn):
+            a = await _lock_assignment(conn, assignment_id, reader_id)
             if a["vote_id"] is not None:
                 if idempotency_key and a["idempotency_key"] == idempotency_key:
-                    response.status_code = status.HTTP_200_OK
-                    return _vote_out(a)
+                    return _vote_out(a), True
                 raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
             if a["status"] == "expired":
                 raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
             protocol = _protocol(a["protocol"])
-            event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, user.user_id)
+            event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, reader_id)
             await repo.record_vote(conn, event, idempotency_key, confirmed)
     except UniqueViolation as exc:  # a concurrent duplicate lost the race (raised at COMMIT's sync)
         raise Problem(409, "you have already voted on this assignment") from exc
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
-    return VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                   confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}))
+    out = VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
+                  confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}))
+    return out, False
 
 
 _VOTE_FIELDS = frozenset({"comment", "seconds_spent", "confirm"})
