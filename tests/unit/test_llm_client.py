@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.common.contracts import Certainty, Finding, Laterality
+from services.common.http1 import Http1Transport
 from services.common.llm import (
     LlmClient,
     LlmConfig,
@@ -125,11 +126,11 @@ async def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call
     assert (limits.max_connections, limits.max_keepalive_connections) == (concurrency, concurrency)
     client = LlmClient(LlmConfig(service="extractor", model="gpt-4o", base_url="http://127.0.0.1:9/v1",
                                  concurrency=concurrency))
-    session = client._openai._client._transport.get_client()  # what the openai client sends through
+    transport = client._openai._client._transport  # what the openai client sends through
     try:
-        assert (session.connector.limit, session.connector.limit_per_host) == (concurrency, 0)
+        assert isinstance(transport, Http1Transport)
+        assert transport.max_connections == concurrency
     finally:
-        await session.close()
         await client.aclose()
 
 
