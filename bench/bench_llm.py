@@ -51,7 +51,7 @@ def serve(latency: float, responder: str, ports: multiprocessing.Queue, stop: mu
         ports.put(server.port)
         cpu_started = time.process_time()
         stop.wait()
-        ports.put((time.process_time() - cpu_started, server.request_count))
+        ports.put((time.process_time() - cpu_started, server.request_count, len(server.connections)))
 
 
 def reports(n: int, kind: str = "Study") -> list[str]:
@@ -89,7 +89,7 @@ def measure(n: int, concurrency: int, latency: float, responder: str = "fixed") 
             elapsed, cpu = runner.run(run(base_url, n, concurrency))
     finally:
         stop.set()
-        server_cpu, served = ports.get(timeout=30)
+        server_cpu, served, connections = ports.get(timeout=30)
         child.join(timeout=10)
     throughput = n / elapsed
     ceiling = concurrency / latency
@@ -101,7 +101,8 @@ def measure(n: int, concurrency: int, latency: float, responder: str = "fixed") 
           f" ceiling C/L={ceiling:.1f}/s ratio={ratio:.3f} (target >= {TARGET_RATIO})"
           f" {'PASS' if ratio >= TARGET_RATIO else 'BELOW TARGET'}")
     print(f"  client CPU {per_call * 1000:.2f} ms/call (one-core bound {1 / per_call:.0f}/s);"
-          f" server CPU {server_cpu / max(served, 1) * 1000:.2f} ms/request ({responder} responder);"
+          f" server CPU {server_cpu / max(served, 1) * 1000:.2f} ms/request ({responder} responder,"
+          f" {connections} connections);"
           f" load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs",
           flush=True)
     return ratio

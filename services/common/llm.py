@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -46,8 +47,9 @@ _INPUT_REJECTED_STATUS = frozenset({400, 413, 422})  # this input will never be 
 _ERROR_PREVIEW = 1_000  # characters of a validation error fed back to the model
 # `chat.completions.create` first walks every message and schema key against its typed params
 # (~0.3 ms of client CPU per call, a sixth of the layer's cost) to rename aliased fields, and our
-# body has none: it is posted as is through the same client (auth, timeout, errors, parsing).
-_BEARER_AUTH: dict[str, Any] = {"security": {"bearer_auth": True}}
+# body has none: it is posted as is through the same client (auth, timeout, errors, parsing),
+# already encoded (`request_body`) and sent as the raw content.
+_BEARER_AUTH = {"bearer_auth": True}
 _THINK_RE = re.compile(r"^\s*(?:<think>)?(?P<reasoning>.*?)</think>\s*", re.DOTALL)
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*$", re.DOTALL)
 
@@ -248,6 +250,31 @@ def parse_json_object(content: str) -> dict[str, Any]:
     return value
 
 
+def _json(value: Any) -> str:
+    """JSON as the openai client encodes a body (UTF-8, compact, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _system_message_json(content: str) -> str:
+    """A system prompt's message, encoded once: the prompt is the same ~2 KB on every call and
+    encoding it was a tenth of the client's CPU per call."""
+    return _json({"role": "system", "content": content})
+
+
+def _message_json(message: Message) -> str:
+    if message.get("role") == "system" and len(message) == 2:
+        return _system_message_json(message["content"])
+    return _json(message)
+
+
+def request_body(model: str, messages: Sequence[Message], response_format: dict[str, Any]) -> bytes:
+    """The chat completion request's JSON body, as `json.dumps` of the same dict would write it."""
+    encoded = ",".join(map(_message_json, messages))
+    return (f'{{"model":{_json(model)},"messages":[{encoded}],'
+            f'"response_format":{_json(response_format)},"temperature":0}}').encode()
+
+
 def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     """The `response_format` that asks for strict JSON-schema output (OpenAI API and vLLM)."""
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
@@ -339,9 +366,12 @@ class LlmClient:
             started = time.perf_counter()
             try:
                 completion = await self._openai.post(
-                    "/chat/completions", cast_to=object, options=_BEARER_AUTH,
-                    body={"model": self.config.model, "messages": list(messages),
-                          "response_format": response_format, "temperature": 0},
+                    "/chat/completions", cast_to=object,
+                    content=request_body(self.config.model, messages, response_format),
+                    # The client's own values, given per request: an option left out is filled with
+                    # a deep copy of its default, ~40% of building the request's options.
+                    options={"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
+                             "headers": {}},
                 )
             except openai.APIError:
                 metrics.LLM_REQUESTS.labels(*self._labels, "error").inc()
