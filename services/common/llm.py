@@ -50,6 +50,15 @@ _ERROR_PREVIEW = 1_000  # characters of a validation error fed back to the model
 # body has none: it is posted as is through the same client (auth, timeout, errors, parsing),
 # already encoded (`request_body`) and sent as the raw content.
 _BEARER_AUTH = {"bearer_auth": True}
+# The openai SDK's analytics headers (its language, version, OS, architecture, Python runtime, and
+# per request the retry count and read timeout) are not sent: no server needs them, a clinical
+# deployment has no reason to describe its hosts to a remote API, and building them was ~40% of
+# the openai client's work per request (httpx2 normalises every header several times).
+_NO_SDK_TELEMETRY: dict[str, openai.Omit] = {name: openai.Omit() for name in (
+    "X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
+    "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async",
+    "X-Stainless-Retry-Count", "X-Stainless-Read-Timeout",
+)}
 _THINK_RE = re.compile(r"^\s*(?:<think>)?(?P<reasoning>.*?)</think>\s*", re.DOTALL)
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*$", re.DOTALL)
 
@@ -371,7 +380,7 @@ class LlmClient:
                     # The client's own values, given per request: an option left out is filled with
                     # a deep copy of its default, ~40% of building the request's options.
                     options={"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
-                             "headers": {}},
+                             "headers": dict(_NO_SDK_TELEMETRY)},
                 )
             except openai.APIError:
                 metrics.LLM_REQUESTS.labels(*self._labels, "error").inc()

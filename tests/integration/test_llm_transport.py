@@ -40,6 +40,21 @@ async def test_calls_reuse_kept_alive_connections_and_never_open_more_than_the_b
     assert 1 <= len(server.connections) <= 4
 
 
+async def test_a_call_carries_auth_and_json_headers_and_none_of_the_sdks_analytics():
+    with FakeOpenAI() as server:
+        client = client_for(server.base_url)
+        try:
+            await LlmExtractor(client).extract("Cardiomegaly.")
+        finally:
+            await client.aclose()
+    headers = server.last_headers
+    assert headers["authorization"] == "Bearer test-key"
+    assert headers["content-type"] == "application/json" and headers["accept"] == "application/json"
+    assert int(headers["content-length"]) == len(json.dumps(server.requests[0], ensure_ascii=False,
+                                                            separators=(",", ":")).encode())
+    assert not [name for name in headers if name.startswith("x-stainless")]
+
+
 async def test_a_server_that_does_not_answer_in_time_is_the_openai_timeout_error():
     with FakeOpenAI(latency=0.8) as server:
         client = client_for(server.base_url, timeout_s=0.3, max_attempts=1)

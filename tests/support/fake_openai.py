@@ -16,7 +16,8 @@ of the server together. A test scripts it per case:
 - `reasoning` + `reasoning_style`: vLLM reasoning in a separate field or in `<think>` tags.
 
 It counts requests and the peak number handled at once, keeps every request body, and records
-the client address of each request (`connections`: how many connections the client opened).
+the client address of each request (`connections`: how many connections the client opened)
+and the latest request's headers.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class FakeOpenAI:
         self.in_flight = 0
         self.peak_concurrency = 0
         self.connections: set[tuple[str, int]] = set()  # client (host, port) of every request
+        self.last_headers: dict[str, str] = {}  # the latest request's headers, names in lower case
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port  # 0: any free port, kept from the first start on (`stop` then `start` is an outage)
@@ -161,6 +163,7 @@ class FakeOpenAI:
         """The ASGI entry point: one route, JSON in and out, OpenAI-shaped errors."""
         if scope.get("client"):
             self.connections.add(tuple(scope["client"]))
+        self.last_headers = {name.decode(): value.decode() for name, value in scope["headers"]}
         if scope["path"] != _PATH:
             status, payload, headers = _error(404, "invalid_request_error", f"no route {scope['path']}")
         elif scope["method"] != "POST":
