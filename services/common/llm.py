@@ -311,7 +311,12 @@ class LlmClient:
             http_client=openai.DefaultAsyncHttpxClient(transport=Http1Transport(connection_limits(config.concurrency)),
                                                        timeout=config.timeout_s),
         )
-        self._labels = (config.service, BACKEND, config.model)
+        # The labelled series, looked up once: `labels()` takes a lock and walks a dict per call.
+        labels = (config.service, BACKEND, config.model)
+        self._requests = {outcome: metrics.LLM_REQUESTS.labels(*labels, outcome)
+                          for outcome in ("ok", "error", "cache_hit")}
+        self._latency = metrics.LLM_LATENCY.labels(*labels)
+        self._tokens = {kind: metrics.LLM_TOKENS.labels(*labels, kind) for kind in ("prompt", "completion")}
         self._in_flight: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     @property
@@ -336,13 +341,13 @@ class LlmClient:
             self._in_flight[key] = task
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         else:
-            metrics.LLM_REQUESTS.labels(*self._labels, "cache_hit").inc()
+            self._requests["cache_hit"].inc()
         return await asyncio.shield(task)  # one caller cancelled must not cancel the others
 
     async def _lookup_or_compute(self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         hit = await self.cache.get(key)
         if hit is not None:
-            metrics.LLM_REQUESTS.labels(*self._labels, "cache_hit").inc()
+            self._requests["cache_hit"].inc()
             return hit
         value = await compute()
         await self.cache.put(key, value)
@@ -383,11 +388,11 @@ class LlmClient:
                              "headers": dict(_NO_SDK_TELEMETRY)},
                 )
             except openai.APIError:
-                metrics.LLM_REQUESTS.labels(*self._labels, "error").inc()
+                self._requests["error"].inc()
                 raise
             finally:
-                metrics.LLM_LATENCY.labels(*self._labels).observe(time.perf_counter() - started)
-        metrics.LLM_REQUESTS.labels(*self._labels, "ok").inc()
+                self._latency.observe(time.perf_counter() - started)
+        self._requests["ok"].inc()
         return self._reply(completion)
 
     def _reply(self, completion: Any) -> LlmReply:
@@ -397,8 +402,8 @@ class LlmClient:
         usage = body.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
-        metrics.LLM_TOKENS.labels(*self._labels, "prompt").inc(prompt_tokens)
-        metrics.LLM_TOKENS.labels(*self._labels, "completion").inc(completion_tokens)
+        self._tokens["prompt"].inc(prompt_tokens)
+        self._tokens["completion"].inc(completion_tokens)
         choices = body.get("choices") or []
         if not choices:
             return LlmReply("", None, prompt_tokens, completion_tokens)
