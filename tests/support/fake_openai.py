@@ -1,17 +1,23 @@
 """A scriptable OpenAI-compatible chat server on loopback, for tests and the LLM benchmark.
 
-It is a real HTTP server (Starlette under uvicorn, in a background thread), so the real
-`openai` client is exercised end to end: status codes, headers (`Retry-After`), JSON bodies,
-`usage`, and vLLM's extra `reasoning_content` field. A test scripts it per case:
+It is a real HTTP server (uvicorn, in a background thread), so the real `openai` client is
+exercised end to end: status codes, headers (`Retry-After`), JSON bodies, `usage`, and vLLM's
+extra `reasoning_content` field. It is one bare ASGI callable rather than a web framework's app:
+the LLM benchmark runs it on the same two cores as the client at 640 requests/s, where
+Starlette's routing and middleware layers cost ~0.25 ms of CPU per request, as much as the rest
+of the server together. A test scripts it per case:
 
 - `latency`: seconds each request takes (the server's "inference time");
 - `failures`: a queue of `Failure(status, retry_after)` served before any answer;
 - `contents`: a queue of raw content strings (e.g. malformed JSON) served before the responder;
 - `responder(request) -> dict`: computes the answer from the request, e.g. by running the
-  offline rule extractor on the report in the user message (`rules_extractor_responder`);
+  offline rule extractor on the report in the user message (`rules_extractor_responder`), or
+  answers the same to every request (`fixed_responder`);
 - `reasoning` + `reasoning_style`: vLLM reasoning in a separate field or in `<think>` tags.
 
-It counts requests and the peak number handled at once, and keeps every request body.
+It counts requests and the peak number handled at once, keeps every request body, and records
+the client address of each request (`connections`: how many connections the client opened)
+and the latest request's headers.
 """
 
 from __future__ import annotations
@@ -28,10 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.protocols.cxr.extract import extract_findings
@@ -41,6 +43,8 @@ from services.common.taxonomy import load_taxonomy
 Responder = Callable[[dict[str, Any]], dict[str, Any]]
 _REPORT_RE = re.compile(r"<report>\n(.*)\n</report>", re.DOTALL)
 _FINDINGS_RE = re.compile(r"<findings>\n(.*)\n</findings>", re.DOTALL)
+_PATH = "/v1/chat/completions"
+Reply = tuple[int, dict[str, Any], dict[str, str]]  # status, JSON body, extra headers
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ def lexicon_mapper_responder(request: dict[str, Any]) -> dict[str, Any]:
     ]}
 
 
+def fixed_responder(answer: dict[str, Any]) -> Responder:
+    """The same answer to every request: a model whose inference costs this machine nothing, for
+    the LLM benchmark, where the rules responder's ~0.2 ms per request would be CPU that a real
+    model spends on its own GPU, not on the client's cores."""
+    return lambda _request: answer
+
+
 def pipeline_responder(request: dict[str, Any]) -> dict[str, Any]:
     """Answers the extractor and the mapper alike, told apart by the requested schema's name."""
     name = request.get("response_format", {}).get("json_schema", {}).get("name")
@@ -103,6 +114,8 @@ class FakeOpenAI:
         self.request_times: list[float] = []
         self.in_flight = 0
         self.peak_concurrency = 0
+        self.connections: set[tuple[str, int]] = set()  # client (host, port) of every request
+        self.last_headers: dict[str, str] = {}  # the latest request's headers, names in lower case
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port  # 0: any free port, kept from the first start on (`stop` then `start` is an outage)
@@ -128,9 +141,9 @@ class FakeOpenAI:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                backlog=4096, timeout_keep_alive=30)
+        config = uvicorn.Config(self._app, interface="asgi3", log_level="warning", access_log=False, lifespan="off",
+                                backlog=4096, timeout_keep_alive=30, proxy_headers=False,
+                                server_header=False, date_header=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
@@ -146,8 +159,36 @@ class FakeOpenAI:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    async def _chat(self, request: Request) -> JSONResponse:
-        body = await request.json()
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI entry point: one route, JSON in and out, OpenAI-shaped errors."""
+        if scope.get("client"):
+            self.connections.add(tuple(scope["client"]))
+        self.last_headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+        if scope["path"] != _PATH:
+            status, payload, headers = _error(404, "invalid_request_error", f"no route {scope['path']}")
+        elif scope["method"] != "POST":
+            status, payload, headers = _error(405, "invalid_request_error", f"{scope['method']} not allowed")
+        else:
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            try:
+                body = json.loads(b"".join(chunks))
+            except ValueError as exc:
+                status, payload, headers = _error(400, "invalid_request_error", f"body is not JSON: {exc}")
+            else:
+                status, payload, headers = await self._chat(body)
+        encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode()),
+            *((name.encode(), value.encode()) for name, value in headers.items()),
+        ]})
+        await send({"type": "http.response.body", "body": encoded})
+
+    async def _chat(self, body: dict[str, Any]) -> Reply:
         self.requests.append(body)
         self.request_times.append(time.monotonic())
         self.in_flight += 1
@@ -158,16 +199,15 @@ class FakeOpenAI:
             if self.failures:
                 return self._failure(self.failures.popleft())
             content = self.contents.popleft() if self.contents else json.dumps(self.responder(body))
-            return JSONResponse(self._completion(body, content))
+            return 200, self._completion(body, content), {}
         finally:
             self.in_flight -= 1
 
     @staticmethod
-    def _failure(failure: Failure) -> JSONResponse:
+    def _failure(failure: Failure) -> Reply:
         headers = {"retry-after": failure.retry_after} if failure.retry_after is not None else {}
         kind = "rate_limit_exceeded" if failure.status == 429 else "server_error"
-        error = {"error": {"message": f"scripted {failure.status}", "type": kind, "param": None, "code": kind}}
-        return JSONResponse(error, status_code=failure.status, headers=headers)
+        return failure.status, _error(failure.status, kind, f"scripted {failure.status}")[1], headers
 
     def _completion(self, request: dict[str, Any], content: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": []}
@@ -184,3 +224,8 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+
+
+def _error(status: int, kind: str, message: str) -> Reply:
+    """An error in the OpenAI API's shape, which the openai client reads into its exception."""
+    return status, {"error": {"message": message, "type": kind, "param": None, "code": kind}}, {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from types import SimpleNamespace
@@ -9,9 +10,11 @@ from types import SimpleNamespace
 import httpx2
 import openai
 import pytest
+from openai._utils._json import openapi_dumps
 from pydantic import SecretStr
 
 from services.common.contracts import Certainty, Finding, Laterality
+from services.common.http1 import Http1Transport
 from services.common.llm import (
     LlmClient,
     LlmConfig,
@@ -20,13 +23,15 @@ from services.common.llm import (
     config_from_settings,
     connection_limits,
     is_retryable,
+    json_schema_format,
     parse_json_object,
     parse_retry_after,
+    request_body,
     retry_delay,
     split_reasoning,
 )
 from services.common.taxonomy import load_taxonomy
-from services.extractor.llm import locate, messages, to_findings
+from services.extractor.llm import FINDINGS_SCHEMA, locate, messages, to_findings
 from services.mapper.llm import to_mapping
 
 CONFIG = LlmConfig(service="t", model="m", backoff_base_s=0.5, backoff_max_s=8.0, retry_after_max_s=30)
@@ -125,12 +130,22 @@ async def test_the_connection_pool_keeps_one_live_connection_per_concurrent_call
     assert (limits.max_connections, limits.max_keepalive_connections) == (concurrency, concurrency)
     client = LlmClient(LlmConfig(service="extractor", model="gpt-4o", base_url="http://127.0.0.1:9/v1",
                                  concurrency=concurrency))
-    session = client._openai._client._transport.get_client()  # what the openai client sends through
+    transport = client._openai._client._transport  # what the openai client sends through
     try:
-        assert (session.connector.limit, session.connector.limit_per_host) == (concurrency, 0)
+        assert isinstance(transport, Http1Transport)
+        assert transport.max_connections == concurrency
     finally:
-        await session.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("report", ["Small left effusion.", 'Quotes "x", unicode \u2264 5 mm,\nnew line'])
+def test_the_request_body_is_the_json_the_openai_client_would_send(report):
+    body = {"model": "gpt-4o", "messages": messages(report),
+            "response_format": json_schema_format("cxr_findings", FINDINGS_SCHEMA), "temperature": 0}
+    sent = request_body(body["model"], body["messages"], body["response_format"])
+    assert sent == openapi_dumps(body)
+    assert request_body(body["model"], body["messages"], body["response_format"]) == sent  # cached prompt
+    assert json.loads(sent) == body
 
 
 def test_a_concurrency_below_one_is_refused():

@@ -1,0 +1,158 @@
+"""The LLM client's HTTP/1.1 transport (services.common.http1) on real loopback sockets: kept-alive
+connections within the pool bound, timeouts and refused connections as the openai client's own
+errors, a restarted server reached again, and the response framings an HTTP server may use."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+
+import httpx2
+import openai
+import pytest
+
+from services.common.http1 import Http1Transport
+from services.common.llm import LlmClient, LlmConfig, LlmUnavailable, MemoryLlmCache, connection_limits
+from services.extractor.llm import LlmExtractor
+from tests.support.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.integration
+
+
+def client_for(base_url: str, *, concurrency: int = 4, timeout_s: float = 10.0, max_attempts: int = 4) -> LlmClient:
+    config = LlmConfig(service="test", model="gpt-4o", base_url=base_url, api_key="test-key",
+                       concurrency=concurrency, timeout_s=timeout_s, max_attempts=max_attempts,
+                       backoff_base_s=0.05, backoff_max_s=0.2)
+    return LlmClient(config, MemoryLlmCache())
+
+
+async def test_calls_reuse_kept_alive_connections_and_never_open_more_than_the_bound():
+    with FakeOpenAI(latency=0.02) as server:
+        client = client_for(server.base_url, concurrency=4)
+        extractor = LlmExtractor(client)
+        try:
+            await asyncio.gather(*(extractor.extract(f"Study {i}. Cardiomegaly.") for i in range(60)))
+        finally:
+            await client.aclose()
+    assert server.request_count == 60
+    assert 1 <= len(server.connections) <= 4
+
+
+async def test_a_call_carries_auth_and_json_headers_and_none_of_the_sdks_analytics():
+    with FakeOpenAI() as server:
+        client = client_for(server.base_url)
+        try:
+            await LlmExtractor(client).extract("Cardiomegaly.")
+        finally:
+            await client.aclose()
+    headers = server.last_headers
+    assert headers["authorization"] == "Bearer test-key"
+    assert headers["content-type"] == "application/json" and headers["accept"] == "application/json"
+    assert int(headers["content-length"]) == len(json.dumps(server.requests[0], ensure_ascii=False,
+                                                            separators=(",", ":")).encode())
+    assert not [name for name in headers if name.startswith("x-stainless")]
+
+
+async def test_a_server_that_does_not_answer_in_time_is_the_openai_timeout_error():
+    with FakeOpenAI(latency=0.8) as server:
+        client = client_for(server.base_url, timeout_s=0.3, max_attempts=1)
+        try:
+            with pytest.raises(LlmUnavailable) as raised:
+                await LlmExtractor(client).extract("Cardiomegaly.")
+        finally:
+            await client.aclose()
+    assert isinstance(raised.value.__cause__, openai.APITimeoutError)
+
+
+async def test_no_server_listening_is_the_openai_connection_error():
+    with FakeOpenAI() as server:
+        base_url = server.base_url  # a port that was just free and now refuses connections
+    client = client_for(base_url, max_attempts=2)
+    try:
+        with pytest.raises(LlmUnavailable) as raised:
+            await LlmExtractor(client).extract("Cardiomegaly.")
+    finally:
+        await client.aclose()
+    assert type(raised.value.__cause__) is openai.APIConnectionError
+
+
+async def test_a_restarted_server_is_reached_again_on_new_connections():
+    server = FakeOpenAI()
+    server.start()
+    client = client_for(server.base_url)
+    extractor = LlmExtractor(client)
+    try:
+        assert await extractor.extract("Study 1. Cardiomegaly.")
+        server.stop()  # closes the kept-alive connection the pool holds
+        server.start()
+        assert await extractor.extract("Study 2. Cardiomegaly.")
+    finally:
+        await client.aclose()
+        server.stop()
+    assert server.request_count >= 2
+
+
+# --- response framings, from a bare socket server ------------------------------------------
+
+ANSWER = {"ok": True, "text": "x" * 3000}
+BODY = json.dumps(ANSWER).encode()
+
+
+def chunked(body: bytes) -> bytes:
+    middle = len(body) // 2
+    parts = [body[:middle], body[middle:]]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+FRAMINGS = {
+    "content-length": (b"Content-Length: %d\r\n" % len(BODY), BODY, False),
+    "chunked": (b"Transfer-Encoding: chunked\r\n", chunked(BODY), False),
+    "until close": (b"Connection: close\r\n", BODY, True),
+    "gzip": (b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(gzip.compress(BODY)),
+             gzip.compress(BODY), False),
+}
+
+
+@pytest.fixture
+async def framed_server(request) -> AsyncIterator[tuple[str, list[int], bool]]:
+    """A socket server answering every request with one framing; yields its URL, the number of
+    requests seen per connection, and whether it closes the connection after each answer."""
+    extra_headers, payload, close_after = FRAMINGS[request.param]
+    per_connection: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        per_connection.append(0)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                per_connection[-1] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra_headers + b"\r\n"
+                             + payload)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}", per_connection, close_after
+
+
+@pytest.mark.parametrize("framed_server", list(FRAMINGS), indirect=True)
+async def test_every_response_framing_is_read_whole(framed_server):
+    url, per_connection, close_after = framed_server
+    async with httpx2.AsyncClient(transport=Http1Transport(connection_limits(2))) as client:
+        for _ in range(3):
+            response = await client.post(f"{url}/v1/chat/completions", json={"model": "m"})
+            assert response.status_code == 200 and response.json() == ANSWER
+    assert sum(per_connection) == 3
+    assert len(per_connection) == (3 if close_after else 1)  # kept alive unless the server closes it
