@@ -191,3 +191,47 @@ async def test_the_local_stacks_postgres_loses_no_commit_to_a_kill(cluster):
     pg.kill()
     await asyncio.to_thread(pg.start)
     assert pg.effects() == 1, "the local stack's Postgres lost a commit to a SIGKILL"
+
+
+async def test_a_batch_cut_short_by_postgres_dying_commits_no_offset(infra, cluster):
+    """Postgres dies in the middle of a batch: the record being applied fails on the dead
+    connection and is deferred. psycopg then leaves the batch's transaction block without an
+    error and without committing; the offset must still not move past the records before it
+    (it did: the fault test lost the first records of such batches, synchronous commit or not)."""
+    pg = cluster({})  # the local stack's settings: this loss does not depend on them
+    bootstrap, topic = infra["kafka"]["bootstrap"], f"test-cut-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, (topic, f"{topic}.dlq"), partitions=1)
+    events = [report(f"S{i:03d}") for i in range(10)]
+    await produce(bootstrap, topic, [(e.study_id, e.model_dump_json().encode()) for e in events])
+    killed = asyncio.Event()
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, _: Any) -> None:
+        if event.event_id == events[5].event_id and not killed.is_set():
+            pg.kill()  # records 0-4 are applied in this batch's transaction, not yet committed
+            killed.set()
+        await conn.execute("INSERT INTO effects VALUES (%s)", (event.event_id,))
+
+    pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
+    await pool.open(wait=True)
+    group_service = f"test-{topic}"
+    consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
+                             handlers={topic: Handler(apply=apply)},
+                             relay=outbox.OutboxRelay(pool, make_producer(bootstrap), "test"),
+                             session_timeout_ms=2000, heartbeat_interval_ms=300, backoff_max_s=2.0)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(killed.wait(), 60)
+        await asyncio.sleep(1.0)  # the consumer finds the connection dead and defers record 5
+        await asyncio.to_thread(pg.start)
+        deadline = time.monotonic() + 60
+        while await committed(bootstrap, f"radcurate-{group_service}", TopicPartition(topic, 0)) != len(events):
+            assert time.monotonic() < deadline, "the consumer never got through the batch after the restart"
+            await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await pool.close(timeout=1)
+    assert pg.effects() == len(events), "the offset moved past records whose batch never committed"
+    assert pg.inbox() == len(events)
