@@ -133,13 +133,14 @@ async def test_a_consumer_commits_no_offset_past_a_transaction_postgres_could_st
     # connections come from.
     pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
     await pool.open(wait=True)
+    producer = make_producer(bootstrap)  # the relay is only notified here, never run
     lines = _Lines()
     logging.getLogger("radcurate.delivery").addHandler(lines)
     logging.getLogger("radcurate.delivery").setLevel(logging.INFO)
     group_service = f"test-{topic}"
     consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
                              handlers={topic: Handler(apply=apply)},
-                             relay=outbox.OutboxRelay(pool, make_producer(bootstrap), "test"),
+                             relay=outbox.OutboxRelay(pool, producer, "test"),
                              session_timeout_ms=2000, heartbeat_interval_ms=300, delivery_log=True)
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -155,6 +156,7 @@ async def test_a_consumer_commits_no_offset_past_a_transaction_postgres_could_st
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
+        await producer.stop()
         await pool.close()
     # The trail says what happened to each record before the kill: applied, then the commit.
     assert [line.split()[-1] for line in lines.lines if "@" in line] == ["applied"] * len(events)
@@ -213,10 +215,11 @@ async def test_a_batch_cut_short_by_postgres_dying_commits_no_offset(infra, clus
 
     pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
     await pool.open(wait=True)
+    producer = make_producer(bootstrap)  # the relay is only notified here, never run
     group_service = f"test-{topic}"
     consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
                              handlers={topic: Handler(apply=apply)},
-                             relay=outbox.OutboxRelay(pool, make_producer(bootstrap), "test"),
+                             relay=outbox.OutboxRelay(pool, producer, "test"),
                              session_timeout_ms=2000, heartbeat_interval_ms=300, backoff_max_s=2.0)
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -232,6 +235,7 @@ async def test_a_batch_cut_short_by_postgres_dying_commits_no_offset(infra, clus
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
+        await producer.stop()
         await pool.close(timeout=1)
     assert pg.effects() == len(events), "the offset moved past records whose batch never committed"
     assert pg.inbox() == len(events)
