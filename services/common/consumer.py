@@ -7,8 +7,9 @@ point replays the batch and the inbox turns the replay into no-ops: at-least-onc
 exactly-once effects. That transaction commits *synchronously* (`SET LOCAL synchronous_commit =
 on`), whatever the server's default: an asynchronous commit returns before its WAL leaves
 Postgres's memory, so a crash of Postgres after the offset commit would lose effects whose
-records the group has already passed — lost for good (the fault test found 4 votes lost so).
-One synchronous commit per batch covers every record of it.
+records the group has already passed — lost for good. One synchronous commit per batch covers
+every record of it. And the offset moves only if that transaction really committed (see
+`_apply_batch`: psycopg does not raise when a block ends on a connection that already broke).
 
 Every record has one of three outcomes:
 - applied (or recognised as a duplicate);
