@@ -37,7 +37,7 @@ from radcurate.stack import postgres
 from radcurate.stack.procs import alive
 from services.common import outbox
 from services.common.consumer import EventConsumer, Handler
-from services.common.db import COMMON_MIGRATIONS, apply_migrations, open_pool
+from services.common.db import COMMON_MIGRATIONS, TransactionNotCommitted, apply_migrations, open_pool, unit_of_work
 from services.common.kafka import ensure_topics, make_producer
 from tests.integration.test_outbox_and_consumer import produce, report
 from tests.support.chaos import children
@@ -239,3 +239,21 @@ async def test_a_batch_cut_short_by_postgres_dying_commits_no_offset(infra, clus
         await pool.close(timeout=1)
     assert pg.effects() == len(events), "the offset moved past records whose batch never committed"
     assert pg.inbox() == len(events)
+
+
+async def test_a_unit_of_work_whose_connection_broke_inside_it_does_not_end_as_if_stored(cluster):
+    """The same psycopg behaviour behind an HTTP write: a handler that catches an error inside
+    its unit of work and carries on must not answer as if its writes were stored."""
+    pg = cluster({})
+    pool = await open_pool(pg.dsn)
+    try:
+        with pytest.raises(TransactionNotCommitted):
+            async with unit_of_work(pool) as conn:
+                await conn.execute("INSERT INTO effects VALUES ('answered-201')")
+                pg.kill()
+                with contextlib.suppress(psycopg.OperationalError):  # e.g. an optional extra write
+                    await conn.execute("INSERT INTO effects VALUES ('extra')")
+    finally:
+        await pool.close(timeout=1)
+    await asyncio.to_thread(pg.start)
+    assert pg.effects() == 0
