@@ -1,10 +1,11 @@
 """A commit the outside has acted on survives a SIGKILL of Postgres (issue 11 item 7).
 
-The fault test lost 4 votes: consensus applied them, committed its Kafka offset past them, and
-Postgres — killed a moment later — came back without them, because the local cluster ran with
-`synchronous_commit=off`: a COMMIT returned (and its rows were visible) while its WAL was still
-in Postgres's shared memory, which dies with the processes. The group's offset said "done", so
-nothing ever delivered them again.
+The fault test lost acknowledged votes: consensus's group committed an offset past votes whose
+effects Postgres no longer held. Two holes led there, both shown here: a batch cut short by
+Postgres's death (psycopg ends the transaction block on the broken connection silently, without
+committing, and the offset moved on), and asynchronous commits (`synchronous_commit=off` on the
+local cluster: a COMMIT returned while its WAL was still in Postgres's shared memory, which dies
+with the processes). Either way the group said "done", so nothing delivered the votes again.
 
 Each test kills a real Postgres (postmaster and every backend at once, as the fault test and an
 OOM kill do) right after a commit that something outside the database has acted on, restarts it
