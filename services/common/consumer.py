@@ -7,8 +7,9 @@ point replays the batch and the inbox turns the replay into no-ops: at-least-onc
 exactly-once effects. That transaction commits *synchronously* (`SET LOCAL synchronous_commit =
 on`), whatever the server's default: an asynchronous commit returns before its WAL leaves
 Postgres's memory, so a crash of Postgres after the offset commit would lose effects whose
-records the group has already passed — lost for good (the fault test found 4 votes lost so).
-One synchronous commit per batch covers every record of it.
+records the group has already passed — lost for good. One synchronous commit per batch covers
+every record of it. And the offset moves only if that transaction really committed (see
+`_apply_batch`: psycopg does not raise when a block ends on a connection that already broke).
 
 Every record has one of three outcomes:
 - applied (or recognised as a duplicate);
@@ -88,6 +89,10 @@ class _Pause:
     attempt: int
     until: float
     error: str
+
+
+class BatchNotCommitted(TransientError):
+    """The batch's transaction did not commit (its connection broke): replay it from its start."""
 
 
 class _Deferred(Exception):
@@ -279,16 +284,25 @@ class EventConsumer:
         deferred: BaseException | None = prepared[cut].error if cut < len(records) else None
         if cut == 0:
             return 0, deferred
+        done = cut
         async with self._pool.connection() as conn:
-            async with conn.transaction():
+            async with conn.transaction() as tx:
                 # Durable before the offset moves past it, whatever the server's default (see above).
                 await conn.execute("SET LOCAL synchronous_commit = on")
                 for i in range(cut):
                     try:
                         await self._apply_one(conn, handler, records[i], decoded[i], prepared[i])
                     except _Deferred as exc:
-                        return i, exc.cause  # the transaction commits the records before i
-        return cut, deferred
+                        done, deferred = i, exc.cause  # the transaction commits the records before i
+                        break
+        # psycopg leaves a transaction block on a connection it already knows is broken WITHOUT an
+        # error and without committing (status FAILED): that is how a batch deferred because
+        # Postgres died "committed" its records and the offset moved past them, lost (the fault
+        # test's lost votes). Only a transaction that really committed lets the offset move.
+        if tx.status is not tx.Status.COMMITTED:
+            raise BatchNotCommitted(f"the batch's transaction ended {tx.status.value}, not committed"
+                                    + (f" ({deferred})" if deferred is not None else ""))
+        return done, deferred
 
     def _decode(self, record: ConsumerRecord) -> Event | PermanentError:
         if record.value is None:

@@ -51,10 +51,20 @@ async def _durable(conn: psycopg.AsyncConnection) -> None:
 
 @asynccontextmanager
 async def unit_of_work(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A transaction that commits only if the block finishes; any exception rolls it back."""
+    """A transaction that commits only if the block finishes; any exception rolls it back.
+
+    A block that finishes on a connection that broke inside it (an error caught in the block)
+    raises `TransactionNotCommitted`: psycopg itself ends such a block silently, committing nothing,
+    and the caller would answer as if its writes were stored."""
     async with pool.connection() as conn:
-        async with conn.transaction():
+        async with conn.transaction() as tx:
             yield conn
+        if tx.status is tx.Status.FAILED:
+            raise TransactionNotCommitted("the transaction did not commit: its connection broke")
+
+
+class TransactionNotCommitted(psycopg.OperationalError):
+    """A transaction block ended without committing because its connection had broken."""
 
 
 def migration_files(service_dir: Path) -> list[Path]:

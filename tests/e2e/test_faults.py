@@ -11,6 +11,7 @@ RADCURATE_FAULT_STUDIES, RADCURATE_FAULT_ROUNDS, RADCURATE_FAULT_LLM_OUTAGE_S, R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,29 @@ async def run(state_dir: Path, data_dir: Path, plan: FaultPlan | None, out: Path
         await asyncio.to_thread(local.up, state_dir, local.SERVICES, env)
         try:
             chaos = Chaos(state_dir, env, llm, plan)
-            release = await run_funnel(chaos, data_dir, studies=STUDIES, sampled=sampled, target=target,
-                                       seed=SEED, out=out)
+            try:
+                release = await run_funnel(chaos, data_dir, studies=STUDIES, sampled=sampled, target=target,
+                                           seed=SEED, out=out)
+            except BaseException:  # a stall or a timeout: say what the delivery trail knows first
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(explain, state_dir, chaos.state())
+                raise
             return release, await asyncio.to_thread(facts, chaos.state()), chaos
         finally:
             await asyncio.to_thread(local.down, state_dir)
+
+
+def explain(state_dir: Path, state: dict) -> None:
+    """Print the events the delivery trail shows lost or never taken (for a run that failed)."""
+    inbox = {}
+    for svc in local.SERVICES:
+        with psycopg.connect(schema_dsn(state["postgres"]["admin_dsn"], svc), connect_timeout=5) as conn:
+            inbox[svc] = {r[0] for r in conn.execute("SELECT event_id FROM inbox")}
+    trail = Trail.read(state_dir / "logs")
+    lost = trail.lost_effects(inbox)
+    unseen = trail.never_consumed({svc: catalogue.consumed_by(svc) for svc in local.SERVICES})
+    print(f"\ndelivery trail of the failed run ({state_dir / 'logs'}): {len(lost)} lost, {len(unseen)} never taken")
+    print("\n".join(lost[:20] + unseen[:20]))
 
 
 def facts(state: dict) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """A commit the outside has acted on survives a SIGKILL of Postgres (issue 11 item 7).
 
-The fault test lost 4 votes: consensus applied them, committed its Kafka offset past them, and
-Postgres — killed a moment later — came back without them, because the local cluster ran with
-`synchronous_commit=off`: a COMMIT returned (and its rows were visible) while its WAL was still
-in Postgres's shared memory, which dies with the processes. The group's offset said "done", so
-nothing ever delivered them again.
+The fault test lost acknowledged votes: consensus's group committed an offset past votes whose
+effects Postgres no longer held. Two holes led there, both shown here: a batch cut short by
+Postgres's death (psycopg ends the transaction block on the broken connection silently, without
+committing, and the offset moved on), and asynchronous commits (`synchronous_commit=off` on the
+local cluster: a COMMIT returned while its WAL was still in Postgres's shared memory, which dies
+with the processes). Either way the group said "done", so nothing delivered the votes again.
 
 Each test kills a real Postgres (postmaster and every backend at once, as the fault test and an
 OOM kill do) right after a commit that something outside the database has acted on, restarts it
@@ -37,7 +38,7 @@ from radcurate.stack import postgres
 from radcurate.stack.procs import alive
 from services.common import outbox
 from services.common.consumer import EventConsumer, Handler
-from services.common.db import COMMON_MIGRATIONS, apply_migrations, open_pool
+from services.common.db import COMMON_MIGRATIONS, TransactionNotCommitted, apply_migrations, open_pool, unit_of_work
 from services.common.kafka import ensure_topics, make_producer
 from tests.integration.test_outbox_and_consumer import produce, report
 from tests.support.chaos import children
@@ -133,13 +134,14 @@ async def test_a_consumer_commits_no_offset_past_a_transaction_postgres_could_st
     # connections come from.
     pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
     await pool.open(wait=True)
+    producer = make_producer(bootstrap)  # the relay is only notified here, never run
     lines = _Lines()
     logging.getLogger("radcurate.delivery").addHandler(lines)
     logging.getLogger("radcurate.delivery").setLevel(logging.INFO)
     group_service = f"test-{topic}"
     consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
                              handlers={topic: Handler(apply=apply)},
-                             relay=outbox.OutboxRelay(pool, make_producer(bootstrap), "test"),
+                             relay=outbox.OutboxRelay(pool, producer, "test"),
                              session_timeout_ms=2000, heartbeat_interval_ms=300, delivery_log=True)
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -155,6 +157,7 @@ async def test_a_consumer_commits_no_offset_past_a_transaction_postgres_could_st
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
+        await producer.stop()
         await pool.close()
     # The trail says what happened to each record before the kill: applied, then the commit.
     assert [line.split()[-1] for line in lines.lines if "@" in line] == ["applied"] * len(events)
@@ -191,3 +194,67 @@ async def test_the_local_stacks_postgres_loses_no_commit_to_a_kill(cluster):
     pg.kill()
     await asyncio.to_thread(pg.start)
     assert pg.effects() == 1, "the local stack's Postgres lost a commit to a SIGKILL"
+
+
+async def test_a_batch_cut_short_by_postgres_dying_commits_no_offset(infra, cluster):
+    """Postgres dies in the middle of a batch: the record being applied fails on the dead
+    connection and is deferred. psycopg then leaves the batch's transaction block without an
+    error and without committing; the offset must still not move past the records before it
+    (it did: the fault test lost the first records of such batches, synchronous commit or not)."""
+    pg = cluster({})  # the local stack's settings: this loss does not depend on them
+    bootstrap, topic = infra["kafka"]["bootstrap"], f"test-cut-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, (topic, f"{topic}.dlq"), partitions=1)
+    events = [report(f"S{i:03d}") for i in range(10)]
+    await produce(bootstrap, topic, [(e.study_id, e.model_dump_json().encode()) for e in events])
+    killed = asyncio.Event()
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, _: Any) -> None:
+        if event.event_id == events[5].event_id and not killed.is_set():
+            pg.kill()  # records 0-4 are applied in this batch's transaction, not yet committed
+            killed.set()
+        await conn.execute("INSERT INTO effects VALUES (%s)", (event.event_id,))
+
+    pool = AsyncConnectionPool(pg.dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=2, open=False)
+    await pool.open(wait=True)
+    producer = make_producer(bootstrap)  # the relay is only notified here, never run
+    group_service = f"test-{topic}"
+    consumer = EventConsumer(service=group_service, pool=pool, bootstrap=bootstrap,
+                             handlers={topic: Handler(apply=apply)},
+                             relay=outbox.OutboxRelay(pool, producer, "test"),
+                             session_timeout_ms=2000, heartbeat_interval_ms=300, backoff_max_s=2.0)
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(killed.wait(), 60)
+        await asyncio.sleep(1.0)  # the consumer finds the connection dead and defers record 5
+        await asyncio.to_thread(pg.start)
+        deadline = time.monotonic() + 60
+        while await committed(bootstrap, f"radcurate-{group_service}", TopicPartition(topic, 0)) != len(events):
+            assert time.monotonic() < deadline, "the consumer never got through the batch after the restart"
+            await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close(timeout=1)
+    assert pg.effects() == len(events), "the offset moved past records whose batch never committed"
+    assert pg.inbox() == len(events)
+
+
+async def test_a_unit_of_work_whose_connection_broke_inside_it_does_not_end_as_if_stored(cluster):
+    """The same psycopg behaviour behind an HTTP write: a handler that catches an error inside
+    its unit of work and carries on must not answer as if its writes were stored."""
+    pg = cluster({})
+    pool = await open_pool(pg.dsn)
+    try:
+        with pytest.raises(TransactionNotCommitted):
+            async with unit_of_work(pool) as conn:
+                await conn.execute("INSERT INTO effects VALUES ('answered-201')")
+                pg.kill()
+                with contextlib.suppress(psycopg.OperationalError):  # e.g. an optional extra write
+                    await conn.execute("INSERT INTO effects VALUES ('extra')")
+    finally:
+        await pool.close(timeout=1)
+    await asyncio.to_thread(pg.start)
+    assert pg.effects() == 0
