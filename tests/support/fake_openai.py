@@ -15,9 +15,11 @@ of the server together. A test scripts it per case:
   answers the same to every request (`fixed_responder`);
 - `reasoning` + `reasoning_style`: vLLM reasoning in a separate field or in `<think>` tags.
 
-It counts requests and the peak number handled at once, keeps every request body, and records
-the client address of each request (`connections`: how many connections the client opened)
-and the latest request's headers.
+It counts requests and the peak number handled at once, keeps the first `keep_requests` request
+bodies and arrival times (a test inspects a few; keeping all of them grew the server's heap by
+every request of a long run, and with it the garbage collector's walks), and records the client
+address of each request (`connections`: how many connections the client opened) and the latest
+request's headers.
 """
 
 from __future__ import annotations
@@ -103,15 +105,17 @@ class FakeOpenAI:
     """The server; use as a context manager. `base_url` ends in /v1 like the real API."""
 
     def __init__(self, responder: Responder = rules_extractor_responder, *, latency: float = 0.0,
-                 port: int = 0) -> None:
+                 port: int = 0, keep_requests: int = 1000) -> None:
         self.responder = responder
         self.latency = latency
         self.failures: deque[Failure] = deque()
         self.contents: deque[str] = deque()
         self.reasoning: str | None = None
         self.reasoning_style = "reasoning_content"  # or "reasoning", or "think"
-        self.requests: list[dict[str, Any]] = []
-        self.request_times: list[float] = []
+        self.keep_requests = keep_requests
+        self.requests: list[dict[str, Any]] = []  # the first `keep_requests` bodies, in arrival order
+        self.request_times: list[float] = []  # their arrival times (time.monotonic())
+        self.request_count = 0  # every chat request, kept or not
         self.in_flight = 0
         self.peak_concurrency = 0
         self.connections: set[tuple[str, int]] = set()  # client (host, port) of every request
@@ -123,10 +127,6 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def request_count(self) -> int:
-        return len(self.requests)
 
     def __enter__(self) -> FakeOpenAI:
         self.start()
@@ -189,8 +189,10 @@ class FakeOpenAI:
         await send({"type": "http.response.body", "body": encoded})
 
     async def _chat(self, body: dict[str, Any]) -> Reply:
-        self.requests.append(body)
-        self.request_times.append(time.monotonic())
+        self.request_count += 1
+        if len(self.requests) < self.keep_requests:
+            self.requests.append(body)
+            self.request_times.append(time.monotonic())
         self.in_flight += 1
         self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
         try:
@@ -218,7 +220,7 @@ class FakeOpenAI:
         prompt_tokens = sum(len(m["content"].split()) for m in request["messages"])
         completion_tokens = len(message["content"].split())
         return {
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{self.request_count}", "object": "chat.completion", "created": int(time.time()),
             "model": request["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
