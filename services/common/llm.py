@@ -357,8 +357,9 @@ class LlmClient:
                        schema: dict[str, Any]) -> LlmReply:
         """One chat completion, retried on transient failures up to `max_attempts` times. Every
         message but the system prompt (ours) is masked for identifiers first (services.common.phi):
-        whatever a backend puts in, no name, date, record number, phone or address leaves."""
-        masked: list[Message] = [m if m.get("role") == "system" else {**m, "content": phi.mask(m["content"]).text}
+        whatever a backend puts in, no name, date, record number, phone or address leaves. Content
+        the backend already masked (a phi.MaskedText) is not masked twice."""
+        masked: list[Message] = [m if m.get("role") == "system" else {**m, "content": phi.masked(m["content"])}
                                  for m in messages]
         for attempt in range(1, self.config.max_attempts + 1):
             try:

@@ -15,6 +15,7 @@ of every LLM call and on every descriptor that a release keeps; see the README's
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 MASK_CHAR = "_"
@@ -44,6 +45,36 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("mrn_like", re.compile(r"(?<![\w.])\d{6,}(?![\w.]|\s*(?:mm|cm|ml|mL|mg|HU|%))")),
 )
 
+_TITLES = ("Dr", "Mr", "Ms", "Miss", "Prof", "Doctor")  # "Mrs" contains "Mr"
+_LONG_DIGIT_RUN = re.compile(r"\d{6}")
+_PHONE_TAIL = re.compile(r"\d{3}[\s.-]\d{4}")
+_ID_DIGITS = re.compile(r"\d[\d-]{3}")
+_NUMBER_THEN_WORD = re.compile(r"\d\s+[A-Z]")
+_DATE_DIGITS = re.compile(r"\d(?:[/.-]\d|\d{3})")
+# What each rule's match must contain, checked first: a rule's own pattern tries to match at every
+# position (its leading `\b` or look-behind keeps the regex engine from skipping ahead), while
+# these are substring searches or patterns that start with a digit, which the engine scans for in
+# one pass. A text without what a rule needs cannot match it, so skipping the rule changes no
+# result (tests/unit/test_phi.py checks both ways); on a typical report this halves `mask`'s cost,
+# which runs in front of every LLM call.
+_NEEDS: dict[str, Callable[[str], object]] = {
+    "email": lambda text: "@" in text,
+    "name_after_title": lambda text: any(title in text for title in _TITLES),
+    "labelled_id": _ID_DIGITS.search,
+    "phone": _PHONE_TAIL.search,
+    "address": _NUMBER_THEN_WORD.search,
+    "date": _DATE_DIGITS.search,
+    "mrn_like": _LONG_DIGIT_RUN.search,
+}
+
+
+class MaskedText(str):
+    """Text that `mask` produced, possibly between markup of our own that holds no identifier
+    (e.g. a prompt's `<report>` tags). Masking is idempotent, so `masked` hands it back as it
+    is rather than masking it again: the report is masked once per extraction, not once per layer."""
+
+    __slots__ = ()
+
 
 @dataclass(frozen=True)
 class MaskSpan:
@@ -59,6 +90,11 @@ class Masked:
     text: str
     spans: tuple[MaskSpan, ...]
 
+    @property
+    def masked_text(self) -> MaskedText:
+        """The masked text, marked as such for `masked`."""
+        return MaskedText(self.text)
+
     def audit(self) -> list[dict[str, object]]:
         """The spans as JSON-ready records, stored with what was derived from the text."""
         return [asdict(s) for s in self.spans]
@@ -69,6 +105,8 @@ def find(text: str) -> list[MaskSpan]:
     spans: list[MaskSpan] = []
     taken = [False] * len(text)
     for rule, pattern in RULES:
+        if not _NEEDS[rule](text):
+            continue
         for match in pattern.finditer(text):
             start, end = match.span("id") if "id" in pattern.groupindex else match.span()
             if start == end or any(taken[start:end]):
@@ -85,3 +123,8 @@ def mask(text: str) -> Masked:
     for span in spans:
         chars[span.start:span.end] = MASK_CHAR * (span.end - span.start)
     return Masked("".join(chars), tuple(spans))
+
+
+def masked(text: str) -> MaskedText:
+    """`text` with every identifier masked; text already masked (a MaskedText) is returned as is."""
+    return text if isinstance(text, MaskedText) else mask(text).masked_text

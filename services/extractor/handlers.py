@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg
 
@@ -17,6 +17,14 @@ from services.extractor.llm import LlmExtractor
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.extractor.app import ExtractorSettings
+
+
+class ReadReport(NamedTuple):
+    """What `read_report` hands to the transaction: the findings, and the audit of what was
+    masked before any backend read the report (computed with the mask, not again)."""
+
+    findings: list[Finding]
+    phi_masks: list[dict[str, object]]
 
 
 def make_extractor(res: Resources[ExtractorSettings], protocol: CurationProtocol) -> Extractor:
@@ -45,20 +53,21 @@ def build_handlers(res: Resources[ExtractorSettings]) -> dict[str, Handler]:
                 raise PermanentError(str(exc)) from None
         return extractors[name]
 
-    async def read_report(event: ReportIngested) -> list[Finding]:
+    async def read_report(event: ReportIngested) -> ReadReport:
         """Outside the transaction, concurrently for a whole batch: the slow (LLM) part. Every
         backend reads the masked report (identifiers never reach an LLM, nor findings' evidence,
-        which flows on to the mapper and the reviewer page); offsets are those of the original."""
+        which flows on to the mapper and the reviewer page); offsets are those of the original.
+        The report is masked here once: the findings and the audit of what was masked."""
         if not event.report_text.strip():
             raise PermanentError("report text is empty")
-        return await extractor_for(event.protocol).extract(phi.mask(event.report_text).text)
+        masked = phi.mask(event.report_text)
+        return ReadReport(await extractor_for(event.protocol).extract(masked.masked_text), masked.audit())
 
     async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
-                                 findings: list[Finding]) -> list[FindingsExtracted]:
-        """Read the abnormal findings out of one report; record what was masked (the masking is
-        deterministic: the same spans read_report masked)."""
+                                 read: ReadReport) -> list[FindingsExtracted]:
+        """Record the findings read out of one report, and what was masked."""
+        findings, masks = read
         provenance = extractor_for(event.protocol).provenance
-        masks = phi.mask(event.report_text).audit()
         await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance, masks)
         return [
             FindingsExtracted(

@@ -75,11 +75,13 @@ def system_prompt(version: str = PROMPT_VERSION) -> str:
 
 
 def messages(report: str) -> list[dict[str, str]]:
-    """System prompt, then the report as data; a closing marker inside it is defused."""
+    """System prompt, then the report as data; a closing marker inside it is defused. A masked
+    report stays marked as masked: the tags and the defused marker add no identifier."""
     data = _CLOSING_TAG_RE.sub("</ report-text>", report)
+    user = f"<report>\n{data}\n</report>"
     return [
         {"role": "system", "content": system_prompt()},
-        {"role": "user", "content": f"<report>\n{data}\n</report>"},
+        {"role": "user", "content": phi.MaskedText(user) if isinstance(report, phi.MaskedText) else user},
     ]
 
 
@@ -124,9 +126,9 @@ class LlmExtractor:
 
     async def extract(self, report: str) -> list[Finding]:
         """The report's findings; cached per (model, prompt version, report text). The report is
-        masked first (services.common.phi; a no-op on a report already masked), so evidence is
-        quoted from, and located in, the text the model saw."""
-        report = phi.mask(report).text
+        masked first (services.common.phi; a report the handler masked is not masked again), so
+        evidence is quoted from, and located in, the text the model saw."""
+        report = phi.masked(report)
         answer = await self._client.cached(PROMPT_VERSION, {"report": report}, lambda: self._ask(report))
         return [Finding.model_validate(item) for item in answer["findings"]]
 

@@ -48,3 +48,37 @@ def test_masking_twice_changes_nothing_and_the_audit_does_not_repeat_the_identif
     assert once.audit() == [{"rule": "name_after_title", "start": 4, "end": 9},
                             {"rule": "labelled_id", "start": 15, "end": 23},
                             {"rule": "date", "start": 25, "end": 35}]
+
+
+def _find_with_every_rule(text):
+    """`phi.find` without its shortcuts: every rule's pattern run on the whole text."""
+    spans, taken = [], [False] * len(text)
+    for rule, pattern in phi.RULES:
+        for match in pattern.finditer(text):
+            start, end = match.span("id") if "id" in pattern.groupindex else match.span()
+            if start == end or any(taken[start:end]):
+                continue
+            taken[start:end] = [True] * (end - start)
+            spans.append(phi.MaskSpan(rule, start, end))
+    return sorted(spans, key=lambda s: s.start)
+
+
+@pytest.mark.parametrize("text", [
+    "Discussed with Dr. Gregory House on Jan 5, 2018; MRN: 48213377; call (617) 555-0134.",
+    "Prof.Xavier, Doctor Who, Miss Marple and Ms. Jones at 12 Grimmauld Place, London.",
+    "Seen 5 March 2020 and March 2021; prior 2019-03-14 and 3/4/19. Acc# 1234 and SSN 123-45-6789.",
+    "jane@example.org wrote; +1 617.555.0199; 221B Baker Street; 10 Downing St, London SW 12345.",
+    "Study 1234. Small left pleural effusion. Possible right lower lobe pneumonia. No pneumothorax.",
+    "A 3 mm nodule; 12 x 8 mm; L4-L5; volume 4500000 mL; reference 90817263 on file; 1234567.",
+    "", "No digits, no titles, no at signs here.",
+])
+def test_the_rules_skipped_for_what_a_text_lacks_would_have_found_nothing(text):
+    assert phi.find(text) == _find_with_every_rule(text)
+
+
+def test_masked_text_is_masked_once():
+    text = "Dr. Smith, MRN 48213377, 03/14/2019."
+    masked = phi.masked(text)
+    assert isinstance(masked, phi.MaskedText) and masked == phi.mask(text).text
+    assert phi.masked(masked) is masked  # not masked again
+    assert phi.masked(str(masked)) == masked  # a plain string is always masked (idempotently)

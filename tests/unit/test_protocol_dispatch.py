@@ -20,7 +20,7 @@ def report(protocol: Protocol, text: str) -> ReportIngested:
 
 async def test_a_lumbar_report_is_graded_per_condition_and_level_and_mapped_to_all_25_cells():
     extract = extractor_handlers(SimpleNamespace(settings=ExtractorSettings(database_url="postgresql://x"), extra={}))
-    findings = await extract["report-ingested"].prepare(report(Protocol.LUMBAR, LUMBAR_REPORT))
+    findings = (await extract["report-ingested"].prepare(report(Protocol.LUMBAR, LUMBAR_REPORT))).findings
     assert {f.label_hint for f in findings} >= {"spinal_canal_stenosis_l4_l5", "left_neural_foraminal_narrowing_l4_l5"}
 
     mapping = mapper_handlers(SimpleNamespace(settings=MapperSettings(database_url="postgresql://x"), extra={}))
@@ -36,5 +36,6 @@ async def test_a_lumbar_report_is_graded_per_condition_and_level_and_mapped_to_a
 
 async def test_a_chest_report_still_goes_to_the_cxr_backends():
     extract = extractor_handlers(SimpleNamespace(settings=ExtractorSettings(database_url="postgresql://x"), extra={}))
-    findings = await extract["report-ingested"].prepare(report(Protocol.CXR, "Small right pleural effusion."))
+    read = await extract["report-ingested"].prepare(report(Protocol.CXR, "Small right pleural effusion."))
+    findings = read.findings
     assert [f.label_hint for f in findings] == ["pleural_effusion"]
