@@ -120,11 +120,18 @@ def freeze_startup_heap() -> None:
     flight those pauses were ~30% of the client's CPU (bench/bench_llm.py: 0.81 -> 0.56 ms of
     client CPU per call frozen). Frozen objects are still freed by reference counting; only cycles
     among them are never collected, so the garbage is collected first and start-up's objects,
-    which live as long as the process, are what gets frozen. Collections of what requests
-    allocate are unchanged.
+    which live as long as the process, are what gets frozen.
+
+    The youngest generation is collected every 10,000 net allocations instead of every 700: a call
+    in flight holds a few hundred container objects, so at 128 in flight the default collected
+    hundreds of times per 1,000 calls, each time also aging the in-flight objects into the older
+    generations that are walked again later. Measured on the LLM bench (C = 128, 2,000 calls), the
+    collector's own CPU fell from ~0.2 to ~0.09 ms per call. Cyclic garbage waits at most 10,000
+    allocations (a few MB) longer; objects without cycles are freed at once as before.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None,
