@@ -311,6 +311,9 @@ class LlmClient:
             http_client=openai.DefaultAsyncHttpxClient(transport=Http1Transport(connection_limits(config.concurrency)),
                                                        timeout=config.timeout_s),
         )
+        # The endpoint as an absolute URL, joined once: a relative path is parsed, joined to the
+        # base URL and parsed again on every call (~5% of the client's CPU per call).
+        self._completions_url = str(self._openai.base_url.join("chat/completions"))
         # The labelled series, looked up once: `labels()` takes a lock and walks a dict per call.
         labels = (config.service, BACKEND, config.model)
         self._requests = {outcome: metrics.LLM_REQUESTS.labels(*labels, outcome)
@@ -381,7 +384,7 @@ class LlmClient:
             started = time.perf_counter()
             try:
                 completion = await self._openai.post(
-                    "/chat/completions", cast_to=object,
+                    self._completions_url, cast_to=object,
                     content=request_body(self.config.model, messages, response_format),
                     # The client's own values, given per request: an option left out is filled with
                     # a deep copy of its default, ~40% of building the request's options.
