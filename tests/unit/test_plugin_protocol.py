@@ -95,7 +95,7 @@ async def test_a_report_is_extracted_and_mapped_by_the_protocols_own_backends(pt
     assert (suggested.protocol, suggested.taxonomy_version) == (NAME, "ptx-v1")
 
     negative = await extract["report-ingested"].prepare(report("S2", "No pneumothorax."))
-    assert negative == []
+    assert negative.findings == []
 
 
 def test_the_sampler_draws_with_the_protocols_strata(ptx):
