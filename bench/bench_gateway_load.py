@@ -15,7 +15,8 @@ Every figure is printed with the load average (the machine is shared).
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_gateway_load.py [studies] [readers] [paced_seconds]
 The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORKERS=0): the readers
 fetch no images, and decoding them at assignment would be counted as the votes' CPU.
-Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part.
+Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part
+(BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script).
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -402,7 +403,7 @@ def _pyspy(gateway_pid: int, seconds: float, out: Path) -> subprocess.Popen | No
     if not exe:
         return None
     return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-d", str(int(seconds)), "-r", "50",
-                             "-s", "-o", str(out), "-f", "flamegraph"],
+                             "-s", "-o", str(out), "-f", os.environ.get("BENCH_PYSPY_FORMAT", "flamegraph")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
