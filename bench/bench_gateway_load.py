@@ -15,7 +15,8 @@ Every figure is printed with the load average (the machine is shared).
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_gateway_load.py [studies] [readers] [paced_seconds]
 The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORKERS=0): the readers
 fetch no images, and decoding them at assignment would be counted as the votes' CPU.
-Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part.
+Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part
+(BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script).
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -111,9 +112,26 @@ class CpuWindow:
 
     def stop(self) -> tuple[dict[str, float], float, float]:
         after = _tree_cpu(self.roots)
-        per = {name: sum(cpu - self._before[name].get(pid, 0.0) for pid, cpu in procs.items())
-               for name, procs in after.items()}
+        # name -> {pid: CPU seconds in the window}: _postgres_by_role splits Postgres's by its backends' roles
+        self.per_pid = {name: {pid: cpu - self._before[name].get(pid, 0.0) for pid, cpu in procs.items()}
+                        for name, procs in after.items()}
+        per = {name: sum(procs.values()) for name, procs in self.per_pid.items()}
         return per, time.process_time() - self._client_before, time.perf_counter() - self._t0
+
+
+def _postgres_by_role(state: dict, window: CpuWindow) -> dict[str, float]:
+    """Postgres's CPU in the window by what spent it: each service connects as its own role, so a
+    backend's role names the service (pooled backends live as long as the window); the rest are
+    Postgres's own processes (WAL writer, checkpointer, autovacuum: "background")."""
+    dsn = postgres.with_database(state["postgres"]["admin_dsn"], postgres.DATABASE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        roles = dict(conn.execute("SELECT pid, usename FROM pg_stat_activity").fetchall())
+    out: dict[str, float] = {}
+    for pid, cpu in window.per_pid.get("postgres", {}).items():
+        role = roles.get(pid)
+        name = "background" if role is None else role if role in state["services"] else "other"
+        out[name] = out.get(name, 0.0) + cpu
+    return out
 
 
 def _roots(state: dict) -> dict[str, int]:
@@ -385,7 +403,7 @@ def _pyspy(gateway_pid: int, seconds: float, out: Path) -> subprocess.Popen | No
     if not exe:
         return None
     return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-d", str(int(seconds)), "-r", "50",
-                             "-s", "-o", str(out), "-f", "flamegraph"],
+                             "-s", "-o", str(out), "-f", os.environ.get("BENCH_PYSPY_FORMAT", "flamegraph")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -418,6 +436,10 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                   f" offered): {run.votes} votes in {seconds:.1f} s = {run.votes / seconds:.0f} votes/s")
             _latency_report(run)
             _cpu_report("  paced", per, client_s, run.votes, seconds, idle, run.requests)
+            by_role = _postgres_by_role(state, window)
+            print("  paced: Postgres CPU by role, ms/vote: " + ", ".join(
+                f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))
+                + f"; {_load()}")
 
             flame = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
             spy = _pyspy(roots["gateway"], 15, flame)
@@ -431,6 +453,10 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                   f" {run.votes / seconds:.0f} votes/s; {_load()}")
             _latency_report(run)
             vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle, run.requests)
+            by_role = _postgres_by_role(state, window)
+            print("  saturated: Postgres CPU by role, ms/vote: " + ", ".join(
+                f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))
+                + f"; {_load()}")
 
             pg_ms = _pgbench(state, roots["postgres"])
             print(f"server CPU per vote / pgbench Postgres CPU per vote transaction: {vote_ms:.2f} / {pg_ms:.3f}"

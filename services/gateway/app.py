@@ -91,8 +91,9 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # served by _serve_docs, from local files
     )
     problems.install(app)
-    hot_routes.install(app.router.routes)  # the reader's two calls per study, ahead of FastAPI's routes
-    app.add_middleware(AuthenticateFirst)  # outermost: no token, no body read
+    app.add_middleware(AuthenticateFirst)  # no token, no body read
+    # Outermost: the reader's two calls per study, served inline (hot_routes.py); the rest passes on.
+    app.add_middleware(hot_routes.HotPath, service=settings.service_name)
     _serve_page(app)
     _serve_docs(app)
     _serve_event_catalogue(app)

@@ -4,7 +4,9 @@ reviewer web page in real headless Chromium (last: it samples from what the othe
 
 from __future__ import annotations
 
+import json
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from radcurate.client import Gateway, GatewayError
 from tests.e2e.conftest import eventually, query, scalar, wait_for_js
 from tests.e2e.test_bad_input import assert_problem, ingest_http
+from tests.e2e.test_http_hardening import headers, raw_request
 from tests.support.factories import dicom_bytes
 
 pytestmark = pytest.mark.e2e
@@ -203,6 +206,36 @@ async def test_next_and_vote_answer_alike_on_the_fast_path_and_through_fastapi(s
     fast, slow = await both("POST", path, hot1, content=b"{not json", headers=[("content-type", "application/json")])
     alike(fast, slow)
     assert fast.status_code == 422
+
+    # The fast path checks the token and bounds the body itself, before reading it: refused alike.
+    fast, slow = await both("GET", "/api/v1/reviews/next", "rc_not-a-token")
+    alike(fast, slow)
+    assert_problem(fast, 401, "not valid")
+    host = urlsplit(stack["gateway_url"]).netloc
+    for token, refused in (("rc_forged", 401), (hot1, 413)):  # a 2 GB body declared, never sent
+        status, answer = raw_request(stack["gateway_url"], headers(path, host, token, Content_Length=str(2 ** 31)))
+        assert status == refused and answer["status"] == refused, answer
+
+    async def chunks():  # no Content-Length: handed to the full chain, which bounds it as it streams
+        yield json.dumps(vote).encode()
+
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        streamed = await client.post(path, content=chunks(), headers={
+            "authorization": f"Bearer {hot1}", "content-type": "application/json", **dict(key)})
+    assert streamed.status_code == 200 and streamed.content == first.content
+
+    # A request the fast path serves is counted under the FastAPI route's template, as the chain counts it.
+    def served(status: int) -> float:
+        series = ('radcurate_http_requests_total{method="POST",route="/api/v1/reviews/{assignment_id}/vote",'
+                  f'service="gateway",status="{status}"}} ')
+        lines = [ln for ln in httpx.get(f"{stack['gateway_url']}/metrics").text.splitlines() if ln.startswith(series)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = served(409)
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        again = await client.post(path, json=vote, headers={"authorization": f"Bearer {hot1}"})
+    assert_problem(again, 409, "already voted")
+    assert served(409) == before + 1
 
 
 # --- the reviewer web page ----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The reader's hot path pays the round trips services/gateway/repo/reviews.py says it does: one for
-the next assignment's statement, two for a vote (BEGIN + locking read; write + COMMIT). Counted
+the next assignment's statement, two for a vote (BEGIN + locking read; write + COMMIT), and one for
+the token lookup a reader's requests make every few seconds (repo/users.py `by_token`). Counted
 from a libpq protocol trace against the test Postgres, after psycopg has prepared the statements;
 psycopg's own transaction handling paid 3 and 5. A refused or failed vote is rolled back and the
 connection goes back to the pool as it came: idle, autocommit off."""
@@ -15,7 +16,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from services.gateway.problems import Problem
-from services.gateway.repo.reviews import _autocommit, vote_transaction
+from services.gateway.repo import users
+from services.gateway.repo.conn import autocommit
+from services.gateway.repo.reviews import vote_transaction
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +34,23 @@ async def conn(fresh_schema):
     conn = await psycopg.AsyncConnection.connect(fresh_schema, row_factory=dict_row, autocommit=False)
     await conn.execute("CREATE TABLE reads (read_id int PRIMARY KEY, n int NOT NULL)")
     await conn.execute("INSERT INTO reads VALUES (1, 0)")
+    await conn.execute("CREATE TABLE users (user_id text PRIMARY KEY, display_name text, role text, token_sha256 text,"
+                       " active boolean NOT NULL DEFAULT true, token_expires_at timestamptz)")
+    await conn.execute("INSERT INTO users VALUES ('r1', 'R', 'reviewer', 'h1', true, now() + interval '1 hour')")
     await conn.commit()
     yield conn
     await conn.close()
 
 
 async def _next(conn) -> dict:
-    async with _autocommit(conn):
+    async with autocommit(conn):
         cur = await conn.execute("UPDATE reads SET n = n + 1 WHERE read_id = %s RETURNING n", (1,))
         return await cur.fetchone()
+
+
+async def _token(conn) -> None:
+    user = await users.by_token(conn, "h1")
+    assert user is not None and user["user_id"] == "r1" and 3590 < user["seconds_left"] <= 3600
 
 
 async def _vote(conn, insert_id: int = 2) -> None:
@@ -54,11 +65,12 @@ def _as_the_pool_gave_it(conn) -> bool:
     return conn.info.transaction_status == TransactionStatus.IDLE and not conn.autocommit
 
 
-async def test_next_is_one_round_trip_and_a_vote_two(conn, tmp_path):
+async def test_next_is_one_round_trip_a_vote_two_and_a_token_lookup_one(conn, tmp_path):
     for i in range(6):  # psycopg prepares a statement on its fifth use: count after that
         await _next(conn)
         await _vote(conn, 100 + i)
-    for name, call, expected in (("next", _next, 1), ("vote", _vote, 2)):
+        await _token(conn)
+    for name, call, expected in (("next", _next, 1), ("vote", _vote, 2), ("token", _token, 1)):
         trace = tmp_path / f"{name}.trace"
         fd = os.open(trace, os.O_WRONLY | os.O_CREAT)
         conn.pgconn.trace(fd)

@@ -43,3 +43,7 @@ def test_the_token_cache_remembers_valid_tokens_briefly_and_forgets_a_revoked_us
     expired = TokenCache(ttl=-1)
     expired.put("h2", user)
     assert expired.get("h2") is None
+    cache.put("h3", user, seconds_left=-0.001)  # expires before the cache's ttl: not remembered past it
+    assert cache.get("h3") is None
+    cache.put("h4", user, seconds_left=30)
+    assert cache.get("h4") == user

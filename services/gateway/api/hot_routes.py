@@ -1,77 +1,169 @@
 """`GET /api/v1/reviews/next` and the vote, served without FastAPI's per-request machinery.
 
-Every reader makes these two calls once per study, so they are most of the gateway's CPU; profiled
-under load (bench/bench_gateway_load.py, py-spy), FastAPI spent more on them than the work itself:
-dependency solving, reading the body through its Request, validating the response model and
-serialising it again. Here they are plain ASGI routes placed ahead of the FastAPI ones. They run
-the same code (`next_for`, `cast_vote` in routes/reviews.py) behind the same middleware (token
-checked first, body limit, security headers, request metrics under the same route template) and
-the same exception handlers (Problem → problem+json). Anything the fast reading does not take as
-it is — a query parameter out of bounds, a body that is not plain valid JSON for a vote, a second
-Authorization header — is handed, body and all, to the FastAPI route, so every refusal is exactly
-FastAPI's (its 422s included); the OpenAPI document still comes from the FastAPI declarations.
+Every reader makes these two calls once per study, so they are most of the gateway's CPU. Profiled
+under load (bench/bench_gateway_load.py, py-spy, cProfile), FastAPI spent more on them than the
+work itself: dependency solving, reading the body through its Request, validating the response
+model and serialising it again; and then the ASGI chain around any route (~16% of the gateway's
+CPU): our token check, security headers, body limit and request metrics as four middlewares, then
+Starlette's exception layer, FastAPI's exit stack and the router, each wrapping `send`.
+
+`HotPath` is therefore the outermost middleware of the app (only Starlette's server-error layer
+is outside it) and does for these two calls, inline, what that chain does: the token checked
+first (a refusal sent exactly as AuthenticateFirst sends it), the body bounded before it is read,
+the same security headers, the request counted under the FastAPI route's template, and an
+exception answered by the app's own exception handlers (Problem → problem+json). It runs the same
+code as the FastAPI routes (`next_for`, `cast_vote` in routes/reviews.py). Anything it does not
+take as it is — a query parameter out of bounds, a body that is not plain valid JSON for a vote
+or has no Content-Length, a second Authorization header, a root path — it hands, body and all, to
+the full chain and the FastAPI route, so every refusal is exactly FastAPI's (its 422s included);
+the OpenAPI document still comes from the FastAPI declarations.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
-from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common import metrics
+from services.common.bodylimit import DEFAULT_BODY_LIMIT, problem
+from services.common.runtime import SECURITY_HEADERS
 from services.gateway.api.routes.reviews import VoteIn, cast_vote, next_for
-from services.gateway.auth import USER_SCOPE_KEY, Role, check_role
+from services.gateway.auth import Role, User, authenticate, check_role
+from services.gateway.problems import Problem
 
-# Set on a request the fast route handed back: the router then skips it and reaches FastAPI's.
-_DECLINED = "radcurate.hot_route_declined"
 _REVIEWER = (Role.REVIEWER,)
 _MAX_AFTER, _MAX_AFTER_LENGTH, _MAX_IDEMPOTENCY_KEY = 8, 64, 200  # as declared on the FastAPI routes
 
 # A handler answers the request (a status and a JSON body, or no body) or returns None to decline it.
 Answer = tuple[int, bytes | None]
-Handler = Callable[[Scope, bytes], Awaitable[Answer | None]]
+Handler = Callable[[Scope, User, bytes], Awaitable[Answer | None]]
 
 
-class HotRoute(Route):
-    """One method on one path template, matched before the FastAPI routes. Its `path` is the
-    FastAPI route's template, which HttpMetrics labels the request with."""
+class _Route:
+    """One method on one path template (the FastAPI route's, which the request metrics are labelled with)."""
 
-    def __init__(self, path: str, method: str, handler: Handler, *, reads_body: bool) -> None:
-        super().__init__(path, self._serve, methods=[method], name=f"hot:{method} {path}", include_in_schema=False)
-        self.method, self.handler, self.reads_body = method, handler, reads_body
-        self.app = self._serve  # an ASGI callable, not a Starlette request/response endpoint
+    def __init__(self, method: str, template: str, handler: Handler, *, reads_body: bool) -> None:
+        self.method, self.template, self.handler, self.reads_body = method, template, handler, reads_body
+        # Starlette's `{name}` matches one path segment ([^/]+), as here.
+        self.pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] != self.method or _DECLINED in scope:
-            return Match.NONE, {}
-        match, child = super().matches(scope)
-        if match is Match.FULL:
-            child["route"] = self
-        return match, child
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive) if self.reads_body else b""
-        answer = await self.handler(scope, body) if USER_SCOPE_KEY in scope else None
-        if answer is None:
-            scope[_DECLINED] = True
-            await scope["router"](scope, _replay(body, receive) if self.reads_body else receive, send)
+class HotPath:
+    """ASGI middleware: the reader's two calls per study served inline; everything else passes on."""
+
+    def __init__(self, app: ASGIApp, service: str = "gateway", body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+        self.app, self.service, self.body_limit = app, service, body_limit
+        self.routes = (_Route("GET", "/api/v1/reviews/next", _next, reads_body=False),
+                       _Route("POST", "/api/v1/reviews/{assignment_id}/vote", _vote, reads_body=True))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._route(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
             return
-        status, content = answer
-        # As Starlette's JSONResponse sends them; a 204 has neither (as Starlette's Response).
-        headers = ([(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
-                   if content is not None else [])
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content or b""})
+        authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+        if len(authorization) != 1:  # none: AuthenticateFirst's 401; several: the routes' own reading
+            await self.app(scope, receive, send)
+            return
+        route, params = found
+        try:  # first, before the body is read: as AuthenticateFirst, and answered as it answers
+            user = await authenticate(authorization[0].decode("latin-1"), scope["app"].state)
+        except Problem as exc:
+            await problem(send, exc.status, exc.detail, scope["path"])
+            return
+        body = b""
+        if route.reads_body:
+            length = _content_length(scope)
+            if length is None or length > self.body_limit:  # BodyLimit says why (400, 413), or streams it
+                await self.app(scope, receive, send)
+                return
+            body = await _read_body(receive)
+        scope["path_params"] = params
+        await self._serve(route, scope, receive, send, user, body)
+
+    def _route(self, scope: Scope) -> tuple[_Route, dict[str, str]] | None:
+        if scope.get("root_path"):
+            return None
+        for route in self.routes:
+            if scope["method"] == route.method and (match := route.pattern.match(scope["path"])):
+                return route, match.groupdict()
+        return None
+
+    async def _serve(self, route: _Route, scope: Scope, receive: Receive, send: Send, user: User,
+                     body: bytes) -> None:
+        started, status = time.perf_counter(), 500  # an exception no handler takes: a 500 outside
+        try:
+            try:
+                answer = await route.handler(scope, user, body)
+            except Exception as exc:
+                handler = _exception_handler(scope["app"], exc)
+                if handler is None:
+                    raise
+                response = handler(Request(scope, receive), exc)
+                if inspect.isawaitable(response):
+                    response = await response
+                status = response.status_code
+                await response(scope, receive, _with_security_headers(send))
+                return
+            if answer is None:
+                del scope["path_params"]
+                await self.app(scope, _replay(body, receive) if route.reads_body else receive, send)
+                status = 0  # the chain's HttpMetrics counted it
+                return
+            status, content = answer
+            # As Starlette's JSONResponse sends them (a 204 has neither), then SecurityHeaders' additions.
+            headers = ([(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json"),
+                        *SECURITY_HEADERS] if content is not None else list(SECURITY_HEADERS))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content or b""})
+        finally:
+            if status:  # as HttpMetrics records it
+                metrics.HTTP_REQUESTS.labels(self.service, route.method, route.template, str(status)).inc()
+                metrics.HTTP_LATENCY.labels(self.service, route.method, route.template).observe(
+                    time.perf_counter() - started)
+
+
+def _exception_handler(app: Any, exc: Exception) -> Any:
+    """The app's handler for `exc`, looked up as Starlette's exception layer looks it up (the
+    handlers for 500 / Exception belong to its server-error layer, outside this middleware)."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers and cls is not Exception:
+            return handlers[cls]
+    return None
+
+
+def _with_security_headers(send: Send) -> Send:
+    """`send` with SecurityHeaders' additions: each of SECURITY_HEADERS the response lacks."""
+    async def sender(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            present = {k.lower() for k, _ in message.get("headers", [])}
+            message = {**message, "headers": [*message.get("headers", []),
+                                              *((k, v) for k, v in SECURITY_HEADERS if k not in present)]}
+        await send(message)
+
+    return sender
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length when it is one plain number; None otherwise (absent, repeated, odd)."""
+    values = [v for k, v in scope["headers"] if k == b"content-length"]
+    return int(values[0]) if len(values) == 1 and values[0].isdigit() else None
 
 
 async def _read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
-        message = await receive()  # BodyLimit's receive: raises past the limit (413)
+        message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
@@ -99,18 +191,20 @@ def _header(scope: Scope, name: bytes) -> tuple[str | None, int]:
 # Each handler first declines what FastAPI's route would look at more closely, then checks the
 # role: a request that reaches the role check is one FastAPI would refuse only for the role.
 
-async def _next(scope: Scope, _: bytes) -> Answer | None:
-    after = [v for k, v in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True) if k == "after"]
+async def _next(scope: Scope, user: User, _: bytes) -> Answer | None:
+    query = scope["query_string"]
+    after = ([v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "after"]
+             if query else [])
     if len(after) > _MAX_AFTER or any(len(a) > _MAX_AFTER_LENGTH for a in after):
         return None
-    user = check_role(scope[USER_SCOPE_KEY], _REVIEWER)
+    check_role(user, _REVIEWER)
     assignment = await next_for(scope["app"].state.resources, user.user_id, after)
     if assignment is None:
         return 204, None
     return 200, assignment.model_dump_json().encode()
 
 
-async def _vote(scope: Scope, body: bytes) -> Answer | None:
+async def _vote(scope: Scope, user: User, body: bytes) -> Answer | None:
     content_type, _ = _header(scope, b"content-type")
     key, keys = _header(scope, b"idempotency-key")
     if (content_type is None or content_type.partition(";")[0].strip().lower() != "application/json"
@@ -120,14 +214,7 @@ async def _vote(scope: Scope, body: bytes) -> Answer | None:
         vote = VoteIn.model_validate(json.loads(body))
     except (ValueError, ValidationError):  # not JSON, or not a vote: FastAPI's route says why (422)
         return None
-    user = check_role(scope[USER_SCOPE_KEY], _REVIEWER)
+    check_role(user, _REVIEWER)
     out, replayed = await cast_vote(scope["app"].state.resources, user.user_id, scope["path_params"]["assignment_id"],
                                     vote, key)
     return (200 if replayed else 201), out.model_dump_json().encode()
-
-
-def install(routes: list[Any]) -> None:
-    """Put the hot routes first in an app's route list (`app.router.routes`)."""
-    routes[:0] = [HotRoute("/api/v1/reviews/next", "GET", _next, reads_body=False),
-                  HotRoute("/api/v1/reviews/{assignment_id}/vote", "POST", _vote, reads_body=True)]
-

@@ -20,18 +20,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg.pq import TransactionStatus
-
 from services.common import outbox
 from services.common.contracts import VoteCast
 from services.gateway import judgements
-from services.gateway.repo.conn import Conn, Row
+from services.gateway.repo.conn import Conn, Row, autocommit
 
 
 async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Row | None:
     """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once), committed;
     the row with `columns` (aliases `a` for assignments, `s` for studies), or None."""
-    async with _autocommit(conn):  # the one statement is its own transaction: one round trip
+    async with autocommit(conn):  # the one statement is its own transaction: one round trip
         cur = await conn.execute(
             "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
             " WHERE s.study_id = a.study_id AND a.assignment_id = ("
@@ -42,25 +40,12 @@ async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: st
 
 
 @asynccontextmanager
-async def _autocommit(conn: Conn) -> AsyncIterator[None]:
-    """The pool's connection in autocommit mode for the block (a client-side switch: no round
-    trip), handed back as the pool gave it: not in a transaction, autocommit off."""
-    await conn.set_autocommit(True)
-    try:
-        yield
-    finally:
-        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
-            await conn.execute("ROLLBACK")  # a statement failed inside our BEGIN (e.g. a duplicate vote)
-        await conn.set_autocommit(False)
-
-
-@asynccontextmanager
 async def vote_transaction(conn: Conn) -> AsyncIterator[None]:
     """One transaction in one pipeline: BEGIN is sent with the block's first read, and COMMIT
     (or ROLLBACK, if the block raises) with its last statement and the pipeline's one Sync. An
     error from the statements (e.g. UniqueViolation for a concurrent duplicate vote) is raised
     when the block ends, and the transaction is rolled back."""
-    async with _autocommit(conn), conn.pipeline():
+    async with autocommit(conn), conn.pipeline():
         await conn.execute("BEGIN")
         try:
             yield

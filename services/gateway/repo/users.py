@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.gateway.repo.conn import Conn, Row
+from services.gateway.repo.conn import Conn, Row, autocommit
 
 
 async def create(conn: Conn, user_id: str, display_name: str, role: str, token_sha256: str,
@@ -52,11 +52,15 @@ async def deactivate(conn: Conn, user_id: str) -> None:
 
 
 async def by_token(conn: Conn, token_sha256: str) -> Row | None:
-    """The active user (user_id, display_name, role) whose unexpired token has this digest."""
-    cur = await conn.execute(
-        "SELECT user_id, display_name, role FROM users WHERE token_sha256 = %s AND active"
-        " AND (token_expires_at IS NULL OR token_expires_at > now())", (token_sha256,))
-    return await cur.fetchone()
+    """The active user (user_id, display_name, role) whose unexpired token has this digest, with
+    `seconds_left` before the token expires (None: it does not). One round trip: every reader's
+    token is looked up again every few seconds (auth.TOKEN_TTL_SECONDS)."""
+    async with autocommit(conn):
+        cur = await conn.execute(
+            "SELECT user_id, display_name, role, extract(epoch FROM token_expires_at - now())::float8 AS seconds_left"
+            " FROM users WHERE token_sha256 = %s AND active"
+            " AND (token_expires_at IS NULL OR token_expires_at > now())", (token_sha256,))
+        return await cur.fetchone()
 
 
 async def is_active_in_role(conn: Conn, user_id: str, role: str) -> bool:
