@@ -438,7 +438,8 @@ def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) ->
     """Stream each object to the store (same bytes, same key: writing twice is harmless)."""
     for p in parsed:
         with open_source(p.source) as fp:
-            store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom")
+            store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom",
+                             sha256=p.obj.sha256)
 
 
 async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, parsed: list[ParsedInstance]) -> None:
