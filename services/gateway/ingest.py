@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -177,7 +179,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         check_displayable(name, ds, limits)
         pixels = _check_pixels(name, ds, limits)
         dicom_patient = _patient_id_of(ds)  # before de-identification replaces it
-        key = patient_key(dicom_patient, deid.DeidSettings().secret.get_secret_value())
+        key = patient_key(dicom_patient, deid_secret())
         burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
         if burned_in and not allow_burned_in:
             raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
@@ -203,7 +205,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
                                   " blanks and the leading zeros of a numeric id)")
         if rewrite:
             try:
-                removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
+                removed = deid.scrub(ds, secret=deid_secret(),
                                      patient_id=patient_id, allow_burned_in=allow_burned_in)
             except deid.DeidError as exc:
                 raise IngestError(f"{name}: {exc}") from exc
@@ -222,6 +224,17 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         pixel_spacing=_pixel_spacing(ds), pixel_sha256=pixels, patient_key=key,
     )
     return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds), key), removed
+
+
+def deid_secret() -> str:
+    """The project's de-identification secret (deid.DeidSettings), read again only when
+    RADCURATE_DEID_SECRET changes: building the settings object per file cost ~0.2 ms."""
+    return _secret_for(os.environ.get("RADCURATE_DEID_SECRET"))
+
+
+@functools.lru_cache(maxsize=4)
+def _secret_for(_: str | None) -> str:
+    return deid.DeidSettings().secret.get_secret_value()
 
 
 def _check_pixels(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> str | None:
