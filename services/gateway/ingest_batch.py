@@ -280,15 +280,17 @@ async def _record(pool: AsyncConnectionPool, ready: list[_Ready], refs: list[man
         await studies.lock_images(conn, [k for r in ready for k in _image_keys(r.parsed)])
         holders = await _Holders.stored(conn, ready)  # under the locks: what concurrent batches committed
         accepted: list[tuple[_Ready, ReportIngested]] = []
+        taken: set[str] = set()
         for r, manifest in zip(ready, refs, strict=True):
             s, parsed = r.study, r.parsed
-            if any(s.study_id == a.study.study_id for a, _ in accepted):  # twice in one batch: in once
+            if s.study_id in taken:  # twice in one batch: in once
                 outcomes[r.at] = StudyOutcome(s.study_id, "duplicate", 200)
                 continue
             if (exc := holders.refusal(r)) is not None:
                 outcomes[r.at] = refused(s, exc)
                 continue
             holders.add(r)
+            taken.add(s.study_id)
             accepted.append((r, ReportIngested(study_id=s.study_id, patient_id=s.patient_id, protocol=protocol,
                                                study_instance_uid=parsed[0].study_instance_uid, report_text=s.report,
                                                objects_manifest=manifest)))
