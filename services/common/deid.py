@@ -30,6 +30,7 @@ import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 
 from services.common import phi
@@ -101,6 +102,7 @@ _REFUSED_WHEN_SET = EMPTY - {"StudyID"}
 # users need "PA", "LATERAL", "T2 SAG").
 CLEANED = frozenset({"SeriesDescription", "StudyDescription", "ProtocolName"})
 PSEUDONYMISED = ("PatientID", "PatientName")
+_CHECKED = REMOVE | EMPTY | CLEANED | {"PatientName"}  # the keywords violations() looks at
 _REPEATING_GROUPS = ((0x5000, 0x50FF), (0x6000, 0x60FF))  # curves, overlays (overlay text, graphics)
 
 
@@ -142,12 +144,32 @@ def _walk(ds: Dataset, path: str = "") -> Any:
                 yield from _walk(item, f"{where}[{i}].")
 
 
+def _walk_candidates(ds: Dataset, path: str = "") -> Any:
+    """`_walk`, less the elements `violations` cannot object to, told from their tag alone (not
+    private, not an overlay or curve, not a keyword it checks, not a sequence to descend into):
+    those are never decoded from the file's bytes, and they are most of a header."""
+    for tag in list(ds.keys()):
+        keyword = keyword_for_tag(tag)
+        if not (tag.is_private or _is_repeating(tag) or keyword in _CHECKED):
+            vr = ds.get_item(tag).VR
+            if vr in (None, "UN") and keyword:  # implicit VR, or UN that pydicom reads as its dictionary VR
+                vr = dictionary_VR(tag)
+            if vr != "SQ":
+                continue
+        elem = ds[tag]
+        where = f"{path}{elem.keyword or elem.tag}"
+        yield where, ds, elem
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or ()):
+                yield from _walk_candidates(item, f"{where}[{i}].")
+
+
 def violations(ds: Dataset, *, allow_burned_in: bool = False) -> list[str]:
     """What in `ds` the profile would not let through, at any depth ('' list: conforms):
     an attribute it removes or empties still carrying a value, a private element, an overlay or
     curve, a descriptor with an identifier in it, and BurnedInAnnotation YES unless allowed."""
     found = []
-    for where, _, elem in _walk(ds):
+    for where, _, elem in _walk_candidates(ds):
         if elem.tag.is_private:
             found.append(f"private {elem.tag} at {where}")
         elif _is_repeating(elem.tag):

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from datetime import datetime, timedelta
+import ipaddress
+from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
+from urllib.parse import quote, urlsplit
 
 import certifi
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
+from minio.signer import sign_v4_s3
+from minio.time import to_amz_date
 
 from services.common.settings import ServiceSettings
 
@@ -44,9 +48,38 @@ def http_client(connect_s: float, read_s: float, pool_size: int = 16) -> urllib3
     )
 
 
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` ("127.0.0.1:9000", "[::1]:9000", "localhost:8333") names this machine."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class ObjectStore:
     def __init__(self, client: Minio) -> None:
         self.client = client
+        # The write path below signs and sends PUTs itself, on the minio client's endpoint,
+        # credentials and connection pool (its timeouts and retries), path-style as minio does
+        # for any non-AWS endpoint. An AWS endpoint (virtual-host style) keeps minio's put_object.
+        base = client._base_url
+        self._direct_put = not base.is_aws_host
+        self._base = f"{'https' if base.is_https else 'http'}://{base.host}"
+        self._region = base.region or "us-east-1"
+        self._credentials = client._provider
+        self._http: urllib3.PoolManager = client._http
+        # The payload's sha256 protects the body in transit; the server then hashes every body
+        # again to check it (a second pass over each object, on both sides). Over TLS (minio's own
+        # choice for https) or loopback nothing can change the bytes in transit, so the body is
+        # sent as UNSIGNED-PAYLOAD; the request itself (method, key, length, date) stays signed,
+        # and the server refuses it without valid credentials. Elsewhere the payload is hashed.
+        self._unsigned_payload = base.is_https or is_loopback(base.host)
 
     @classmethod
     def from_settings(cls, s: ServiceSettings) -> ObjectStore:
@@ -69,20 +102,56 @@ class ObjectStore:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
 
-    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
+                  sha256: str | None = None) -> None:
+        """Store `data` under `key` (`sha256`: its digest, when the caller already has it)."""
+        if self._direct_put:
+            self._put(bucket, key, data, len(data), content_type, sha256)
+        else:
+            self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def put_stream(self, bucket: str, key: str, fp: BinaryIO, length: int,
-                   content_type: str = "application/octet-stream") -> None:
-        """Store `length` bytes read from an open file (large objects stay out of memory)."""
-        self.client.put_object(bucket, key, fp, length, content_type=content_type)
+                   content_type: str = "application/octet-stream", sha256: str | None = None) -> None:
+        """Store an open file from its current position to its end, `length` bytes (large objects
+        stay out of memory; `sha256`: their digest, when the caller already has it)."""
+        if self._direct_put and (self._unsigned_payload or sha256 is not None):
+            self._put(bucket, key, fp, length, content_type, sha256)
+        else:  # the payload must be hashed and the caller has no digest: minio reads it in parts
+            self.client.put_object(bucket, key, fp, length, content_type=content_type)
+
+    def _put(self, bucket: str, key: str, body: bytes | BinaryIO, length: int, content_type: str,
+             sha256: str | None) -> None:
+        """One signed PUT Object request: the whole object in one request, the body streamed
+        from a file as it is (minio's put_object reads it into memory in parts, and above 5 MiB
+        makes a multipart upload of three or more requests)."""
+        if self._unsigned_payload:
+            payload = UNSIGNED_PAYLOAD
+        elif sha256 is not None:
+            payload = sha256
+        elif isinstance(body, bytes):
+            payload = sha256_hex(body)
+        else:
+            raise ValueError("a streamed PUT off loopback and TLS needs the body's sha256")
+        url = urlsplit(f"{self._base}/{bucket}/{quote(key, safe='/~')}")
+        now = datetime.now(UTC)
+        headers = {"Host": url.netloc, "Content-Type": content_type, "Content-Length": str(length),
+                   "x-amz-content-sha256": payload, "x-amz-date": to_amz_date(now)}
+        credentials = self._credentials.retrieve()
+        if credentials.session_token:
+            headers["X-Amz-Security-Token"] = credentials.session_token
+        headers = sign_v4_s3(method="PUT", url=url, region=self._region, headers=headers, credentials=credentials,
+                             content_sha256=payload, date=now)
+        resp = self._http.urlopen("PUT", url.geturl(), body=body, headers=headers, preload_content=True)
+        if resp.status != 200:
+            raise _error(resp, bucket, key)
 
     def put_content_addressed(self, bucket: str, data: bytes, prefix: str = "dicom",
                               content_type: str = "application/dicom") -> str:
         """Store bytes under their sha256 key. Writing the same bytes again is harmless, so there is
         no existence check first (it would cost a round trip per object on the hot ingest path)."""
-        key = content_key(data, prefix)
-        self.put_bytes(bucket, key, data, content_type)
+        digest = sha256_hex(data)
+        key = f"{prefix}/sha256/{digest[:2]}/{digest}"
+        self.put_bytes(bucket, key, data, content_type, sha256=digest)
         return key
 
     def exists(self, bucket: str, key: str) -> bool:
@@ -128,3 +197,17 @@ class ObjectStore:
     async def aput_bytes(self, bucket: str, key: str, data: bytes,
                          content_type: str = "application/octet-stream") -> None:
         await asyncio.to_thread(self.put_bytes, bucket, key, data, content_type)
+
+
+def _error(resp: urllib3.BaseHTTPResponse, bucket: str, key: str) -> S3Error | ServerError:
+    """The S3 error a failed PUT answered (as minio raises it: failures.is_transient classifies it)."""
+    if resp.data and b"<Error" in resp.data[:256]:
+        try:
+            return S3Error.fromxml(resp)
+        except Exception:  # noqa: BLE001 (not an error document after all: fall through)
+            pass
+    if resp.status >= 500:
+        return ServerError(f"server failed with HTTP status code {resp.status}", resp.status)
+    code = {403: "AccessDenied", 404: "NoSuchBucket"}.get(resp.status, f"HTTP{resp.status}")
+    return S3Error(resp, code, resp.data.decode(errors="replace")[:200] if resp.data else None, f"/{bucket}/{key}",
+                   resp.headers.get("x-amz-request-id"), resp.headers.get("x-amz-id-2"), bucket, key)

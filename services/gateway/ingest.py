@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -177,7 +179,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         check_displayable(name, ds, limits)
         pixels = _check_pixels(name, ds, limits)
         dicom_patient = _patient_id_of(ds)  # before de-identification replaces it
-        key = patient_key(dicom_patient, deid.DeidSettings().secret.get_secret_value())
+        key = patient_key(dicom_patient, deid_secret())
         burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
         if burned_in and not allow_burned_in:
             raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
@@ -203,7 +205,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
                                   " blanks and the leading zeros of a numeric id)")
         if rewrite:
             try:
-                removed = deid.scrub(ds, secret=deid.DeidSettings().secret.get_secret_value(),
+                removed = deid.scrub(ds, secret=deid_secret(),
                                      patient_id=patient_id, allow_burned_in=allow_burned_in)
             except deid.DeidError as exc:
                 raise IngestError(f"{name}: {exc}") from exc
@@ -222,6 +224,17 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         pixel_spacing=_pixel_spacing(ds), pixel_sha256=pixels, patient_key=key,
     )
     return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds), key), removed
+
+
+def deid_secret() -> str:
+    """The project's de-identification secret (deid.DeidSettings), read again only when
+    RADCURATE_DEID_SECRET changes: building the settings object per file cost ~0.2 ms."""
+    return _secret_for(os.environ.get("RADCURATE_DEID_SECRET"))
+
+
+@functools.lru_cache(maxsize=4)
+def _secret_for(_: str | None) -> str:
+    return deid.DeidSettings().secret.get_secret_value()
 
 
 def _check_pixels(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> str | None:
@@ -438,7 +451,8 @@ def _store_all(store: ObjectStore, bucket: str, parsed: list[ParsedInstance]) ->
     """Stream each object to the store (same bytes, same key: writing twice is harmless)."""
     for p in parsed:
         with open_source(p.source) as fp:
-            store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom")
+            store.put_stream(bucket, p.obj.object_key, fp, p.length, content_type="application/dicom",
+                             sha256=p.obj.sha256)
 
 
 async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, parsed: list[ParsedInstance]) -> None:
@@ -452,16 +466,27 @@ async def _refuse_shared_images(conn: psycopg.AsyncConnection, study_id: str, pa
         what, row = "SOPInstanceUID", await studies.other_with_sop_uids(
             conn, [p.obj.sop_instance_uid for p in parsed], study_id)
     if row is not None:
-        raise SharedImages(f"{study_id}: {what} {row['shared']} is already study {row['other']}'s: the same images"
-                           " under two study ids could land on both sides of a release's split")
+        raise shared_uid(study_id, what, row["shared"], row["other"])
     digests = [p.obj.pixel_sha256 for p in parsed if p.obj.pixel_sha256 is not None]
     row = await studies.other_with_pixel_digests(conn, digests, study_id)
     if row is not None:
-        mine = next(p.obj.sop_instance_uid for p in parsed if p.obj.pixel_sha256 == row["pixel_sha256"])
-        raise SharedImages(f"{study_id}: the pixels of SOPInstanceUID {mine} are already study {row['other']}'s"
-                           f" (its SOPInstanceUID {row['shared']}; pixel sha256 {row['pixel_sha256'][:16]}…): the"
-                           " same image re-exported under another study id could land on both sides of a release's"
-                           " split")
+        raise shared_pixels(study_id, parsed, row["pixel_sha256"], row["other"], row["shared"])
+
+
+def shared_uid(study_id: str, what: str, shared: str, other: str) -> SharedImages:
+    """The refusal for a StudyInstanceUID or SOPInstanceUID (`what`) already another study's."""
+    return SharedImages(f"{study_id}: {what} {shared} is already study {other}'s: the same images"
+                        " under two study ids could land on both sides of a release's split")
+
+
+def shared_pixels(study_id: str, parsed: list[ParsedInstance], pixel_sha256: str, other: str,
+                  other_sop: str) -> SharedImages:
+    """The refusal for an image whose decoded pixels are already another study's."""
+    mine = next(p.obj.sop_instance_uid for p in parsed if p.obj.pixel_sha256 == pixel_sha256)
+    return SharedImages(f"{study_id}: the pixels of SOPInstanceUID {mine} are already study {other}'s"
+                        f" (its SOPInstanceUID {other_sop}; pixel sha256 {pixel_sha256[:16]}…): the"
+                        " same image re-exported under another study id could land on both sides of a release's"
+                        " split")
 
 
 def _image_keys(parsed: list[ParsedInstance]) -> list[str]:
@@ -485,7 +510,12 @@ async def _refuse_second_patient_id(conn: psycopg.AsyncConnection, study_id: str
         return
     row = await studies.other_with_dicom_patient(conn, key, patient_id, study_id)
     if row is not None:
-        raise PatientConflict(
-            f"{study_id}: the files' patient (their DICOM PatientID) was ingested as patient {row['patient_id']!r}"
-            f" with study {row['study_id']}, not {patient_id!r}: one patient under two patient ids could land on "
-            f"both sides of a release's split; ingest it as {row['patient_id']!r}")
+        raise patient_conflict(study_id, patient_id, row["patient_id"], row["study_id"])
+
+
+def patient_conflict(study_id: str, patient_id: str, other_patient_id: str, other: str) -> PatientConflict:
+    """The refusal for files whose DICOM patient is another study's under another patient id."""
+    return PatientConflict(
+        f"{study_id}: the files' patient (their DICOM PatientID) was ingested as patient {other_patient_id!r}"
+        f" with study {other}, not {patient_id!r}: one patient under two patient ids could land on "
+        f"both sides of a release's split; ingest it as {other_patient_id!r}")

@@ -10,8 +10,11 @@ functions, in the same order:
    `_refuse_shared_images` / `_refuse_second_patient_id` per study), before anything is stored;
 3. store every object and instance manifest, several at a time;
 4. one transaction: lock the batch's DICOM patients (sorted), then per study the contamination
-   checks again (they see the batch's earlier studies), its row and objects; the outbox rows of
-   all of them last, in one statement.
+   checks again (they see the batch's earlier studies); the rows, objects and outbox rows of
+   those that pass, one statement each.
+
+The contamination checks of steps 2 and 4 read what stored studies hold in four statements for
+the whole batch (`_Holders`), not four per study.
 
 A study's outcome is what its own `POST /api/v1/studies` would answer: ingested, duplicate, or
 refused with the status and reason; one refused study never refuses the others. A study the
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import manifests, outbox
@@ -44,10 +49,11 @@ from services.gateway.ingest import (
     TooLarge,
     _dicom_patient_key,
     _image_keys,
-    _refuse_second_patient_id,
-    _refuse_shared_images,
     _store_all,
     ingest_study,
+    patient_conflict,
+    shared_pixels,
+    shared_uid,
     validate_study,
 )
 from services.gateway.repo import studies
@@ -172,6 +178,73 @@ async def _put_manifests_locked(pool: AsyncConnectionPool, study_ids: list[str],
             await studies.unlock_manifests_of(conn, study_ids)
 
 
+class _Holders:
+    """Which studies hold what a batch's studies carry (StudyInstanceUID, SOP Instance UIDs,
+    pixel digests, DICOM patient): the stored ones, read in four statements for the whole batch,
+    then each study of the batch accepted so far. `refusal` is `_refuse_shared_images` and
+    `_refuse_second_patient_id` of ingest.py, in their order and words, without a statement per
+    study (when several studies hold a thing, the first by study id and SOP Instance UID is named)."""
+
+    def __init__(self) -> None:
+        self.study_uid: dict[str, set[tuple[str, str]]] = defaultdict(set)  # uid: {(study id, uid)}
+        self.sop: dict[str, set[tuple[str, str]]] = defaultdict(set)  # uid: {(study id, uid)}
+        self.pixels: dict[str, set[tuple[str, str]]] = defaultdict(set)  # digest: {(study id, its SOP UID)}
+        self.patient: dict[str, set[tuple[str, str]]] = defaultdict(set)  # key: {(study id, patient id)}
+
+    @classmethod
+    async def stored(cls, conn: psycopg.AsyncConnection, ready: list[_Ready]) -> _Holders:
+        holders = cls()
+        rows = await studies.holders_of(
+            conn, sorted({r.parsed[0].study_instance_uid for r in ready}),
+            sorted({p.obj.sop_instance_uid for r in ready for p in r.parsed}),
+            sorted({d for r in ready for p in r.parsed if (d := p.obj.pixel_sha256) is not None}),
+            sorted({k for r in ready if (k := _dicom_patient_key(r.parsed)) is not None}))
+        for row in rows["study_uid"]:
+            holders.study_uid[row["shared"]].add((row["study_id"], row["shared"]))
+        for row in rows["sop"]:
+            holders.sop[row["shared"]].add((row["study_id"], row["shared"]))
+        for row in rows["pixels"]:
+            holders.pixels[row["pixel_sha256"]].add((row["study_id"], row["shared"]))
+        for row in rows["patient"]:
+            holders.patient[row["dicom_patient_key"]].add((row["study_id"], row["patient_id"]))
+        return holders
+
+    def add(self, r: _Ready) -> None:
+        """The study is in (or will be when the transaction commits): later studies are checked against it."""
+        sid = r.study.study_id
+        self.study_uid[r.parsed[0].study_instance_uid].add((sid, r.parsed[0].study_instance_uid))
+        for p in r.parsed:
+            self.sop[p.obj.sop_instance_uid].add((sid, p.obj.sop_instance_uid))
+            if p.obj.pixel_sha256 is not None:
+                self.pixels[p.obj.pixel_sha256].add((sid, p.obj.sop_instance_uid))
+        if (key := _dicom_patient_key(r.parsed)) is not None:
+            self.patient[key].add((sid, r.study.patient_id))
+
+    def refusal(self, r: _Ready) -> IngestError | None:
+        sid, parsed = r.study.study_id, r.parsed
+
+        def other(held: set[tuple[str, str]]) -> tuple[str, str] | None:
+            return min((h for h in held if h[0] != sid), default=None)
+
+        if (row := other(self.study_uid.get(parsed[0].study_instance_uid, set()))) is not None:
+            return shared_uid(sid, "StudyInstanceUID", row[1], row[0])
+        sops = [h for p in parsed if (h := other(self.sop.get(p.obj.sop_instance_uid, set()))) is not None]
+        if sops:
+            row = min(sops)
+            return shared_uid(sid, "SOPInstanceUID", row[1], row[0])
+        pixels = [(*h, d) for p in parsed if (d := p.obj.pixel_sha256) is not None
+                  and (h := other(self.pixels.get(d, set()))) is not None]
+        if pixels:
+            study, sop, digest = min(pixels)
+            return shared_pixels(sid, parsed, digest, study, sop)
+        key = _dicom_patient_key(parsed)
+        if key is not None:
+            held = {h for h in self.patient.get(key, set()) if h[1] != r.study.patient_id}
+            if (row := other(held)) is not None:
+                return patient_conflict(sid, r.study.patient_id, row[1], row[0])
+        return None
+
+
 async def _precheck(pool: AsyncConnectionPool, ready: list[_Ready], outcomes: dict[int, StudyOutcome]) -> list[_Ready]:
     """Before anything is stored: studies already in are duplicates; those that would share
     images or a patient with a stored study are refused. Returns the rest."""
@@ -180,17 +253,14 @@ async def _precheck(pool: AsyncConnectionPool, ready: list[_Ready], outcomes: di
     left = []
     async with pool.connection() as conn:
         present = await studies.present(conn, [r.study.study_id for r in ready])
-        for r in ready:
-            s = r.study
-            if s.study_id in present:
-                outcomes[r.at] = StudyOutcome(s.study_id, "duplicate", 200)
-                continue
-            try:
-                await _refuse_shared_images(conn, s.study_id, r.parsed)
-                await _refuse_second_patient_id(conn, s.study_id, s.patient_id, r.parsed)
-            except IngestError as exc:
-                outcomes[r.at] = refused(s, exc)
-                continue
+        holders = await _Holders.stored(conn, [r for r in ready if r.study.study_id not in present])
+    for r in ready:
+        s = r.study
+        if s.study_id in present:
+            outcomes[r.at] = StudyOutcome(s.study_id, "duplicate", 200)
+        elif (exc := holders.refusal(r)) is not None:
+            outcomes[r.at] = refused(s, exc)
+        else:
             left.append(r)
     return left
 
@@ -198,37 +268,51 @@ async def _precheck(pool: AsyncConnectionPool, ready: list[_Ready], outcomes: di
 async def _record(pool: AsyncConnectionPool, ready: list[_Ready], refs: list[manifests.ObjectsManifest],
                   protocol: str) -> dict[int, StudyOutcome]:
     """One transaction for the batch: each study checked again (against the batch's earlier
-    studies too), then its row and objects; the events last. Raises on anything but a refusal."""
+    studies too), then the rows and objects of those that pass; the events last. Raises on
+    anything but a refusal."""
     outcomes: dict[int, StudyOutcome] = {}
     if not ready:
         return outcomes
-    events = []
     async with unit_of_work(pool) as conn:
         # concurrent ingests of one patient check one after the other (as ingest_study's lock_patient)
         await studies.lock_patients(conn, [k for r in ready if (k := _dicom_patient_key(r.parsed)) is not None])
         # and so do those that could share an image (as ingest_study's lock_images; at most 64 locks)
         await studies.lock_images(conn, [k for r in ready for k in _image_keys(r.parsed)])
+        holders = await _Holders.stored(conn, ready)  # under the locks: what concurrent batches committed
+        accepted: list[tuple[_Ready, ReportIngested]] = []
+        taken: set[str] = set()
         for r, manifest in zip(ready, refs, strict=True):
             s, parsed = r.study, r.parsed
-            try:
-                await _refuse_shared_images(conn, s.study_id, parsed)
-                await _refuse_second_patient_id(conn, s.study_id, s.patient_id, parsed)
-            except IngestError as exc:
+            if s.study_id in taken:  # twice in one batch: in once
+                outcomes[r.at] = StudyOutcome(s.study_id, "duplicate", 200)
+                continue
+            if (exc := holders.refusal(r)) is not None:
                 outcomes[r.at] = refused(s, exc)
                 continue
-            # The study's facts are those of its frontal image (the one a chest reader judges first).
-            facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
-            event = ReportIngested(study_id=s.study_id, patient_id=s.patient_id, protocol=protocol,
-                                   study_instance_uid=parsed[0].study_instance_uid, report_text=s.report,
-                                   objects_manifest=manifest)
-            if not await studies.insert(conn, s.study_id, s.patient_id, protocol, event.study_instance_uid, s.report,
-                                        event.correlation_id, [facts[k] for k in FACTS], _dicom_patient_key(parsed)):
+            holders.add(r)
+            taken.add(s.study_id)
+            accepted.append((r, ReportIngested(study_id=s.study_id, patient_id=s.patient_id, protocol=protocol,
+                                               study_instance_uid=parsed[0].study_instance_uid, report_text=s.report,
+                                               objects_manifest=manifest)))
+        inserted = await studies.insert_many(conn, [_study_row(r, event, protocol) for r, event in accepted])
+        events = []
+        for r, event in accepted:
+            s = r.study
+            if s.study_id not in inserted:
                 outcomes[r.at] = StudyOutcome(s.study_id, "duplicate", 200)  # a concurrent request's, just in
                 continue
-            objects = [p.obj for p in parsed]
-            await studies.insert_objects(conn, s.study_id, objects)
-            await studies.set_manifest(conn, s.study_id, manifest.key)  # referenced: the collector keeps it
             events.append(event)
-            outcomes[r.at] = StudyOutcome(s.study_id, "ingested", 201, objects=len(objects), scrubbed=r.removed)
+            outcomes[r.at] = StudyOutcome(s.study_id, "ingested", 201, objects=len(r.parsed), scrubbed=r.removed)
+        await studies.insert_objects_of(conn, [(r.study.study_id, p.obj) for r, _ in accepted
+                                               if r.study.study_id in inserted for p in r.parsed])
         await outbox.record(conn, events)
     return outcomes
+
+
+def _study_row(r: _Ready, event: ReportIngested, protocol: str) -> tuple[object, ...]:
+    """The study's row for studies.insert_many, its manifest key recorded (the collector keeps it)."""
+    s, parsed = r.study, r.parsed
+    # The study's facts are those of its frontal image (the one a chest reader judges first).
+    facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
+    return (s.study_id, s.patient_id, protocol, event.study_instance_uid, s.report, event.correlation_id,
+            *(facts[k] for k in FACTS), _dicom_patient_key(parsed), event.objects_manifest.key)

@@ -94,3 +94,40 @@ async def test_a_malformed_batch_is_refused_whole_and_stores_nothing(infra, gate
     assert resp.status_code == 422 and resp.headers["content-type"].startswith("application/problem+json")
     assert detail in resp.json()["detail"]
     assert counts(gateway_dsn) == (0, 0, 0)
+
+
+async def test_studies_of_one_batch_are_checked_against_each_other_as_single_requests_would_be(infra, gateway_dsn,
+                                                                                             tmp_path):
+    """The batch's contamination checks read the stored studies once for the whole batch; a study
+    is still refused for sharing images or a patient with one accepted earlier in the same batch."""
+    from tests.support.factories import reexported
+
+    first = dicom_bytes(tmp_path, "BW-1", "P-1")
+    studies = [{"study_id": "BW-1", "patient_id": "P-1", "report": REPORT, "files": 1},
+               {"study_id": "BW-2", "patient_id": "P-1", "report": REPORT, "files": 1},  # BW-1's file: 409
+               {"study_id": "BW-3", "patient_id": "P-3", "report": REPORT, "files": 1},
+               {"study_id": "BW-4", "patient_id": "P-4", "report": REPORT, "files": 1},  # BW-3's pixels: 409
+               {"study_id": "BW-6", "patient_id": "P-6", "report": REPORT, "files": 1},
+               {"study_id": "BW-7", "patient_id": "P-7", "report": REPORT, "files": 1},  # BW-6's patient: 409
+               {"study_id": "BW-1", "patient_id": "P-1", "report": REPORT, "files": 1}]  # BW-1 again: 200
+    files = [("a.dcm", first), ("b.dcm", first),
+             ("c.dcm", reexported("MR_small.dcm", patient_id="MRN-3")),
+             ("d.dcm", reexported("MR_small.dcm", patient_id="MRN-4", syntax="1.2.840.10008.1.2.5")),
+             ("e.dcm", dicom_bytes(tmp_path, "BW-6", "MRN-6", identifiable=True, seed=6)),
+             ("f.dcm", dicom_bytes(tmp_path, "BW-7", "MRN-6", identifiable=True, seed=7)),
+             ("g.dcm", first)]
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+    try:
+        resp = await post_batch(client, studies, files, scrub=True)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert resp.status_code == 200, resp.text
+    got = resp.json()["studies"]
+    assert [(o["study_id"], o["status"], o["http_status"]) for o in got] == [
+        ("BW-1", "ingested", 201), ("BW-2", "refused", 409), ("BW-3", "ingested", 201), ("BW-4", "refused", 409),
+        ("BW-6", "ingested", 201), ("BW-7", "refused", 409), ("BW-1", "duplicate", 200)]
+    assert "StudyInstanceUID" in got[1]["detail"] and "is already study BW-1's" in got[1]["detail"]
+    assert "the pixels of SOPInstanceUID" in got[3]["detail"] and "already study BW-3's" in got[3]["detail"]
+    assert "was ingested as patient 'P-6' with study BW-6" in got[5]["detail"]
+    assert counts(gateway_dsn) == (3, 3, 3)  # one row, one object and one event per study taken

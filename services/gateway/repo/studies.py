@@ -185,6 +185,58 @@ async def present(conn: Conn, study_ids: Sequence[str]) -> set[str]:
     return {r["study_id"] for r in await cur.fetchall()}
 
 
+async def holders_of(conn: Conn, study_uids: Sequence[str], sop_uids: Sequence[str], pixel_sha256s: Sequence[str],
+                     dicom_patient_keys: Sequence[str]) -> dict[str, list[Row]]:
+    """Every stored study holding one of a batch's StudyInstanceUIDs (`study_uid`: study_id,
+    shared), SOP Instance UIDs (`sop`: study_id, shared), pixel digests (`pixels`: study_id,
+    shared, pixel_sha256) or DICOM patient keys (`patient`: study_id, patient_id,
+    dicom_patient_key): what other_with_study_uid, other_with_sop_uids, other_with_pixel_digests
+    and other_with_dicom_patient ask per study, in four statements for the whole batch."""
+    queries = {
+        "study_uid": ("SELECT study_id, study_instance_uid AS shared FROM studies WHERE study_instance_uid = ANY(%s)",
+                      study_uids),
+        "sop": ("SELECT study_id, sop_instance_uid AS shared FROM study_objects WHERE sop_instance_uid = ANY(%s)",
+                sop_uids),
+        "pixels": ("SELECT study_id, sop_instance_uid AS shared, pixel_sha256 FROM study_objects"
+                   " WHERE pixel_sha256 = ANY(%s)", pixel_sha256s),
+        "patient": ("SELECT study_id, patient_id, dicom_patient_key FROM studies WHERE dicom_patient_key = ANY(%s)",
+                    dicom_patient_keys),
+    }
+    out: dict[str, list[Row]] = {}
+    for what, (sql, values) in queries.items():
+        out[what] = (await (await conn.execute(sql, (list(values),))).fetchall()) if values else []
+    return out
+
+
+async def insert_many(conn: Conn, rows: Sequence[tuple[object, ...]]) -> set[str]:
+    """Insert a batch's studies (`insert`'s columns in its order, then the instance manifest's key);
+    returns the ids inserted (one already in is left as it is)."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
+            " view_position, patient_sex, age_band, study_date, window_center, window_width,"
+            " photometric_interpretation, dicom_patient_key, objects_manifest_key)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+            " ON CONFLICT (study_id) DO NOTHING RETURNING study_id", rows, returning=True)
+        inserted = set()
+        while True:
+            inserted |= {r["study_id"] for r in await cur.fetchall()}
+            if not cur.nextset():
+                return inserted
+
+
+async def insert_objects_of(conn: Conn, objects: Sequence[tuple[str, DicomObject]]) -> None:
+    """`insert_objects` for a batch: (study id, object) pairs in one statement."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
+            " instance_number, modality, object_key, sha256, pixel_spacing, pixel_sha256)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
+              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
+              o.pixel_sha256) for study_id, o in objects])
+
+
 async def lock_patients(conn: Conn, dicom_patient_keys: Sequence[str]) -> None:
     """`lock_patient` for several patients in one statement, in sorted order (two batches that
     share patients take their locks in the same order, so they wait for each other, never deadlock)."""
