@@ -202,7 +202,8 @@ async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingeste
     clock.lap("sample + assign", time.perf_counter() - t)
     t = time.perf_counter()
     votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
-    await wait_for_funnel(api, protocol, "decided", n, "consensus", "studies")
+    # consensus is only catching up with the last votes now: polled often, as the release below
+    await wait_for_funnel(api, protocol, "decided", n, "consensus", "studies", interval=0.1)
     clock.lap("review + consensus", time.perf_counter() - t)
     t = time.perf_counter()
     await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
@@ -227,10 +228,12 @@ async def _funnel_at_least(api: Gateway, key: str, value: int, protocol: Protoco
     return count >= value
 
 
-async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int, step: str, unit: str) -> None:
+async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int, step: str, unit: str,
+                          interval: float = 0.5) -> None:
     """Wait until the funnel's `key` count reaches `value`, showing it as the step's progress."""
     with progress.current().task(step, total=value, unit=unit) as task:
-        await wait_for(f"{key} to reach {value}", lambda: _funnel_at_least(api, key, value, protocol, task))
+        await wait_for(f"{key} to reach {value}", lambda: _funnel_at_least(api, key, value, protocol, task),
+                       interval=interval)
 
 
 async def _released(api: Gateway, release_id: str) -> bool:
