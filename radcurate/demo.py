@@ -17,6 +17,7 @@ from pathlib import Path
 from radcurate import progress
 from radcurate.bulk_ingest import BATCH_REQUESTS, IngestSummary, ingest_dir, read_reports
 from radcurate.client import Gateway
+from radcurate.cpu_clock import StepClock
 from radcurate.reading_session import save_panel
 from radcurate.simulate import load_truth, register_panel, run_panel
 from radcurate.stack import local
@@ -169,38 +170,41 @@ async def _funnel(state: dict, data_dir: Path, studies: int, seed: int, out: Pat
 
 async def run_funnel(state: dict, data_dir: Path, *, protocol: Protocol, n: int, target: int, readers: int,
                      reader_prefix: str, release_id: str, seed: int, out: Path, timings: dict) -> dict:
-    """Ingest → label → sample → read → decide → release for one protocol, timing each step;
-    returns the services' own counts and where the public release was written."""
+    """Ingest → label → sample → read → decide → release for one protocol, timing each step (wall
+    and every process's CPU); returns the services' own counts and where the public release was written."""
+    clock = StepClock(state, timings)
     t = time.perf_counter()
     summary = await ingest_folder(state, data_dir, protocol=protocol)
-    timings["ingest"] = time.perf_counter() - t
+    clock.lap("ingest", time.perf_counter() - t)
     if summary.rejected:
         raise StackError(f"{len(summary.rejected)} studies rejected at ingest, e.g. {summary.rejected[0]}")
     api = Gateway(state["gateway_url"], state["admin_token"])
     try:
-        return await _review_and_release(api, state, data_dir, summary.ingested, protocol=protocol, n=n,
-                                         target=target, n_readers=readers, reader_prefix=reader_prefix,
-                                         release_id=release_id, seed=seed, out=out, timings=timings)
+        figures = await _review_and_release(api, state, data_dir, summary.ingested, protocol=protocol, n=n,
+                                            target=target, n_readers=readers, reader_prefix=reader_prefix,
+                                            release_id=release_id, seed=seed, out=out, clock=clock)
+        return {**figures, "cpu": clock.lines()}
     finally:
         await api.aclose()
 
 
 async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingested: int, *, protocol: Protocol,
                               n: int, target: int, n_readers: int, reader_prefix: str, release_id: str,
-                              seed: int, out: Path, timings: dict) -> dict:
+                              seed: int, out: Path, clock: StepClock) -> dict:
     t = time.perf_counter()
     await wait_for_funnel(api, protocol, "suggested", ingested, "extract + map", "studies")
-    timings["extract + map"] = time.perf_counter() - t
+    clock.lap("extract + map", time.perf_counter() - t)
     t = time.perf_counter()
     readers = await register_panel(api, n_readers, seed, prefix=reader_prefix)
     save_panel(state["state_dir"], readers)
     await api.request_sampling({"n": n, "readers_per_study": 3, "seed": seed}, protocol=protocol.value)
     await wait_for_funnel(api, protocol, "assignments", 3 * n, "sample + assign", "reads")
-    timings["sample + assign"] = time.perf_counter() - t
+    clock.lap("sample + assign", time.perf_counter() - t)
     t = time.perf_counter()
     votes = await run_panel(api, readers, load_truth(data_dir / "truth.jsonl"))
-    await wait_for_funnel(api, protocol, "decided", n, "consensus", "studies")
-    timings["review + consensus"] = time.perf_counter() - t
+    # consensus is only catching up with the last votes now: polled often, as the release below
+    await wait_for_funnel(api, protocol, "decided", n, "consensus", "studies", interval=0.1)
+    clock.lap("review + consensus", time.perf_counter() - t)
     t = time.perf_counter()
     await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=protocol.value)
     with progress.current().task("select + release", unit="releases") as task:
@@ -209,7 +213,7 @@ async def _review_and_release(api: Gateway, state: dict, data_dir: Path, ingeste
         task.advance()
     release = await api.release(release_id)
     target_dir = download_release(state, release, out)
-    timings["select + release"] = time.perf_counter() - t
+    clock.lap("select + release", time.perf_counter() - t)
     funnel = (await api.progress(protocol.value))["funnel"]
     return {**funnel, "votes": votes, "readers": len(readers), "released": release["released_count"],
             "holdout": release["holdout_count"], "selected": release["released_count"] + release["holdout_count"],
@@ -224,10 +228,12 @@ async def _funnel_at_least(api: Gateway, key: str, value: int, protocol: Protoco
     return count >= value
 
 
-async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int, step: str, unit: str) -> None:
+async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int, step: str, unit: str,
+                          interval: float = 0.5) -> None:
     """Wait until the funnel's `key` count reaches `value`, showing it as the step's progress."""
     with progress.current().task(step, total=value, unit=unit) as task:
-        await wait_for(f"{key} to reach {value}", lambda: _funnel_at_least(api, key, value, protocol, task))
+        await wait_for(f"{key} to reach {value}", lambda: _funnel_at_least(api, key, value, protocol, task),
+                       interval=interval)
 
 
 async def _released(api: Gateway, release_id: str) -> bool:
@@ -253,4 +259,12 @@ def print_funnel(f: dict, timings: dict) -> None:
         print(f"{name:<46} {paper:>8,} {ours:>9,}")
     print()
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print_step_cpu(f)
     print(f"release written to {f['out']}")
+
+
+def print_step_cpu(f: dict) -> None:
+    """Each step's wall time next to the CPU every process of the stack spent in it (from /proc)."""
+    if f.get("cpu"):
+        print("per step (CPU seconds of each process, the demo's own as 'client'):")
+        print("\n".join(f["cpu"]))

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from radcurate.demo import run_funnel
+from radcurate.demo import print_step_cpu, run_funnel
 from services.common.contracts import Protocol
 
 LUMBAR = Protocol.LUMBAR.value
@@ -67,5 +67,6 @@ def print_lumbar_funnel(f: dict, timings: dict) -> None:
     mm = "n/a" if f["point_mm"] is None else f"{f['point_mm']:.1f} mm"
     print(f"\nreader agreement: mean QWK {qwk}, mean point distance {mm}")
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print_step_cpu(f)
     print(f"release written to {f['out']} (competition layout: train.csv, train_label_coordinates.csv, "
           "train_series_descriptions.csv, train_images/)")

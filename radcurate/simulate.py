@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import NormalDist
 
 from radcurate import progress
-from radcurate.client import Gateway, GatewayError
+from radcurate.client import Gateway, GatewayError, ReaderClient
 from radcurate.simulate_lumbar import LumbarTruth, grade_study, lumbar_truth
 
 SECONDS_PER_READ = (25.0, 0.5)  # lognormal: median seconds, sigma (lumbar reads take 4x)
@@ -229,26 +229,30 @@ async def register_panel(admin: Gateway, n_readers: int, seed: int, prefix: str 
 
 async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth],
                         on_vote: Callable[[], None] | None = None) -> int:
-    """Vote on every open assignment of one reader; returns the number of votes cast."""
-    me = api.as_user(reader.token)
+    """Vote on every open assignment of one reader, through the gateway's HTTP API on the
+    reader's own kept-alive connection; returns the number of votes cast."""
+    me = api.reader(reader.token)
     votes = 0
-    while (a := await me.next_assignment()) is not None:
-        if a.get("protocol") == LUMBAR:
-            body = await grade(me, reader, a, truth[a["study_id"]])
-        else:
-            suggested = {s["label_id"] for s in a["suggested"]}
-            body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
-        await cast_vote(me, a["assignment_id"], body)
-        votes += 1
-        if on_vote:
-            on_vote()
+    try:
+        while (a := await me.next_assignment()) is not None:
+            if a.get("protocol") == LUMBAR:
+                body = await grade(me, reader, a, truth[a["study_id"]])
+            else:
+                suggested = {s["label_id"] for s in a["suggested"]}
+                body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
+            await cast_vote(me, a["assignment_id"], body)
+            votes += 1
+            if on_vote:
+                on_vote()
+    finally:
+        await me.aclose()
     return votes
 
 
 LUMBAR = "lumbar-grading"
 
 
-async def grade(me: Gateway, reader: SimReader, a: dict, truth: LumbarTruth) -> dict:
+async def grade(me: Gateway | ReaderClient, reader: SimReader, a: dict, truth: LumbarTruth) -> dict:
     """A lumbar read: every cell graded (a grade slips one step at the reader's `miss_rate`), a
     point near each true one, on the series the gateway lists for the study."""
     series = (await me.request("GET", a["series_url"])).json()
@@ -260,7 +264,7 @@ async def grade(me: Gateway, reader: SimReader, a: dict, truth: LumbarTruth) -> 
 CONFIRMATION_TYPE = "https://radcurate.dev/problems/confirmation-required"
 
 
-async def cast_vote(me: Gateway, assignment_id: str, body: dict) -> dict:
+async def cast_vote(me: Gateway | ReaderClient, assignment_id: str, body: dict) -> dict:
     """Vote; when the gateway asks to confirm an omission, the simulated reader stands by what it
     saw (it judged from the truth, as a radiologist judges from the image) and confirms."""
     key = str(uuid.uuid4())

@@ -151,7 +151,7 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
         async def all_decided() -> bool:
             return await _funnel_count(api, "decided") >= n
-        await wait_for("consensus", all_decided, timeout=WAIT_S)
+        await wait_for("consensus", all_decided, timeout=WAIT_S, interval=0.1)  # catching up: seconds at most
         release_id = f"peers-{studies}-s{seed}"
         await api.request_release({"target_size": scaled_plan(studies)[1], "seed": seed}, release_id,
                                   protocol=Protocol.CXR.value)

@@ -229,6 +229,43 @@ async def test_the_relay_publishes_only_committed_events_in_order_keyed_by_study
     assert [m["event_id"] for m in ours if m["study_id"] == "R1"] == [e.event_id for e in committed[:2]]
 
 
+async def test_the_relay_lingers_only_behind_a_recent_round(infra, fresh_schema):
+    """The first event after a quiet spell goes out at once; one that follows a round within the
+    linger waits for the rest of it, so busy rounds still gather many events per produce request."""
+    pool = await open_pool(fresh_schema)
+    producer = make_producer(infra["kafka"]["bootstrap"])
+    await producer.start()
+    relay = outbox.OutboxRelay(pool, producer, "test", poll_seconds=60, linger_seconds=30)
+    running = asyncio.create_task(relay.run())
+
+    async def published() -> int:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL")
+            return (await cur.fetchone())["n"]
+
+    async def record_one(study_id: str) -> None:
+        async with unit_of_work(pool) as conn:
+            await outbox.record(conn, [report(study_id)])
+        relay.notify()
+
+    try:
+        await asyncio.sleep(0.5)  # the relay's first round (nothing to send) is behind it
+        await record_one("QUIET")
+        for _ in range(100):  # well within the 30 s linger the old relay waited out first
+            if await published() == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await published() == 1
+        await record_one("BUSY")
+        await asyncio.sleep(2)
+        assert await published() == 1  # within the linger of the last round: it waits for company
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await producer.stop()
+        await pool.close()
+
+
 def unique(letters: list[dict]) -> list[dict]:
     return list({letter["event_id"]: letter for letter in letters}.values())
 

@@ -10,10 +10,12 @@ from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from services.common.contracts import ModelProvenance, Verdict
 from services.common.protocols.kit.agreement import (
+    _ordinal_distance,
     ai_vs_expert,
     ai_vs_expert_by_group,
     fleiss_kappa,
     group_by,
+    krippendorff_alpha_weighted,
     label_presence_table,
     majority_verdict,
     provenance_key,
@@ -205,3 +207,38 @@ def test_service_code_does_not_import_the_reference_libraries():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _alpha_of_one(o: np.ndarray, level: str) -> float:
+    """Krippendorff's alpha from one coincidence matrix, as it was computed replicate by replicate."""
+    n_v = o.sum(axis=0)
+    n = n_v.sum()
+    if n <= 1:
+        return float("nan")
+    expected = (np.outer(n_v, n_v) - np.diag(n_v)) / (n - 1)
+    distance = _ordinal_distance(n_v) if level == "ordinal" else 1.0 - np.eye(len(n_v))
+    disagreement = float((expected * distance).sum())
+    if disagreement == 0:
+        return float("nan")
+    return 1.0 - float((o * distance).sum()) / disagreement
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal"])
+@pytest.mark.parametrize("values", [2, 3, 5])
+def test_bootstrap_alphas_at_once_equal_one_replicate_at_a_time_bit_for_bit(level, values):
+    rng = np.random.default_rng(values)
+    counts = rng.integers(0, 4, size=(300, values)).astype(float)
+    counts[:5] = 0
+    counts[5] = 0
+    counts[5, 0] = 3  # a unit whose readers all agree
+    weights = rng.integers(0, 3, size=(200, 300)).astype(float)
+    weights[0] = 0  # a replicate that drew nothing pairable
+    weights[1] = 0
+    weights[1, 5] = 1  # one that drew only the unanimous unit: no expected disagreement
+    pairable = np.maximum(counts.sum(axis=1), 2)
+    per_unit = (counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(values)) \
+        / (pairable - 1)[:, None, None]
+    coincidences = np.einsum("bu,uvk->bvk", weights, per_unit)
+    one_by_one = np.array([_alpha_of_one(o, level) for o in coincidences])
+    assert np.array_equal(krippendorff_alpha_weighted(counts, weights, level), one_by_one, equal_nan=True)
+    assert np.isnan(one_by_one[:2]).all() and np.isfinite(one_by_one[2:]).any()

@@ -325,20 +325,25 @@ def krippendorff_alpha_weighted(value_counts: np.ndarray, weights: np.ndarray, l
     per_unit = (counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(counts.shape[1])) \
         / (pairable - 1)[:, None, None]
     coincidences = np.einsum("bu,uvk->bvk", np.atleast_2d(np.asarray(weights, dtype=float)), per_unit)
-    return np.array([_alpha_from_coincidences(o, level) for o in coincidences])
+    return _alphas_from_coincidences(coincidences, level)
 
 
-def _alpha_from_coincidences(o: np.ndarray, level: str) -> float:
-    n_v = o.sum(axis=0)
-    n = n_v.sum()
-    if n <= 1:
-        return float("nan")
-    expected = (np.outer(n_v, n_v) - np.diag(n_v)) / (n - 1)
-    distance = _ordinal_distance(n_v) if level == "ordinal" else 1.0 - np.eye(len(n_v))
-    disagreement = float((expected * distance).sum())
-    if disagreement == 0:
-        return float("nan")
-    return 1.0 - float((o * distance).sum()) / disagreement
+def _alphas_from_coincidences(o: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's alpha of each coincidence matrix in a stack (replicates x values x values), all
+    at once: a release's bootstrap asks for ~1,000 replicates per label (one Python call each before;
+    tests/unit/test_agreement.py keeps that one-matrix form as the reference)."""
+    n_v = o.sum(axis=1)  # each matrix's column sums, as o.sum(axis=0) of one
+    n = n_v.sum(axis=1)
+    values = o.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (n_v[:, :, None] * n_v[:, None, :] - n_v[:, :, None] * np.eye(values)) / (n - 1)[:, None, None]
+        if level == "ordinal":
+            distance = np.stack([_ordinal_distance(row) for row in n_v]) if len(n_v) else np.zeros_like(o)
+        else:
+            distance = np.broadcast_to(1.0 - np.eye(values), o.shape)
+        disagreement = (expected * distance).sum(axis=(1, 2))
+        alpha = 1.0 - (o * distance).sum(axis=(1, 2)) / disagreement
+    return np.where((n <= 1) | (disagreement == 0), np.nan, alpha)
 
 
 def _ordinal_distance(n_v: np.ndarray) -> np.ndarray:
@@ -357,12 +362,17 @@ def ai_vs_expert_counts_weighted(rows: Sequence[LabelRow], label_ids: Sequence[s
     `zero_division=0`, a replicate whose denominator is 0 is NaN: it drops out of an interval
     instead of pulling it towards 0."""
     w = np.atleast_2d(np.asarray(weights, dtype=float))
+    # Every label's tp/fp/fn indicators as the columns of one rows x (3 x labels) matrix: one
+    # matrix product instead of three per label (a release computes this for ~10 groups of up to
+    # 1,000 studies x 1,000 replicates). The sums are of whole numbers, so exact either way.
+    suggested = np.array([[label in s for label in label_ids] for s, _ in rows], dtype=bool).reshape(len(rows), -1)
+    confirmed = np.array([[label in c for label in label_ids] for _, c in rows], dtype=bool).reshape(len(rows), -1)
+    indicators = np.concatenate([suggested & confirmed, suggested & ~confirmed, ~suggested & confirmed], axis=1)
+    sums = w @ indicators.astype(float)
+    n = len(label_ids)
     out = {}
-    for label in label_ids:
-        tp = np.array([label in s and label in c for s, c in rows], dtype=float)
-        fp = np.array([label in s and label not in c for s, c in rows], dtype=float)
-        fn = np.array([label not in s and label in c for s, c in rows], dtype=float)
-        wtp, wfp, wfn = w @ tp, w @ fp, w @ fn
+    for i, label in enumerate(label_ids):
+        wtp, wfp, wfn = sums[:, i], sums[:, n + i], sums[:, 2 * n + i]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[label] = {"precision": np.where(wtp + wfp > 0, wtp / (wtp + wfp), np.nan),
                           "recall": np.where(wtp + wfn > 0, wtp / (wtp + wfn), np.nan)}
