@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.bench_floor import HOPS, floor_broker
 from radcurate.stack import infra, postgres, seaweed
+from radcurate.stack.local import StackSettings
 from radcurate.stack.procs import StackError, free_port, stop
 from services.common.kafka import ensure_topics
 
@@ -180,7 +181,7 @@ def measure(kind: str, events: int, partitions: int, single: bool = False) -> st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=StackSettings().topic_partitions)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--engines", default="s3,postgres,memory")
     parser.add_argument("--single", type=int, default=300,

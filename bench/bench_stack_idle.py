@@ -2,15 +2,16 @@
 
 A fresh stack (`radcurate up` in a temporary state dir: SeaweedFS, Postgres, tansu and the five
 services) is brought up, left to settle, and every part's own CPU (its whole process group from
-/proc, Postgres backends included) is read over WINDOW seconds with no client connected. With
-`RADCURATE_S3_METRICS_PORT` set for the run, SeaweedFS's own request counters also say what the
-broker asks of it per second (heartbeats, offset commits, fetches): the S3 round trips that are
-~90% of the broker's cost per request (see bench_broker_storage.py).
+/proc, Postgres backends included) is read over WINDOW seconds with no client connected.
+SeaweedFS is started with its metrics port (`RADCURATE_S3_METRICS_PORT`), so its own request
+counters also say what the broker asks of it per second (group heartbeats, watermark reads): the
+S3 round trips that are ~90% of the broker's cost per request (see bench_broker_storage.py).
 
 The figure matters beyond idle: the same polling runs while events trickle through, so it is paid
 per second of any run, and per event whenever events are few.
 
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_stack_idle.py [--window 60] [--settle 20] [--repeat 1]
+     [--set kafka_fetch_max_wait_ms=1000 ...] (a service setting for all five services)
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ def parts(state: dict) -> dict[str, int]:
     return out
 
 
-def measure(window: float, settle: float) -> str:
+def measure(window: float, settle: float, settings: dict[str, str] | None = None) -> str:
     state_dir = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     metrics = int(os.environ.setdefault(seaweed.METRICS_PORT, str(free_port())))
     try:
         started = time.perf_counter()
-        state = local.up(state_dir)
+        # A service setting for every service (RADCURATE_<SVC>_<NAME>), over the stack's own values.
+        service_env = {f"RADCURATE_{svc.upper()}_{name.upper()}": value
+                       for svc in local.SERVICES for name, value in (settings or {}).items()}
+        state = local.up(state_dir, service_env=service_env)
         up_s = time.perf_counter() - started
         time.sleep(settle)
         pids = parts(state)
@@ -65,9 +69,12 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a service setting for all five services, e.g. kafka_fetch_max_wait_ms=1000")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
     for _ in range(args.repeat):
-        print(measure(args.window, args.settle), flush=True)
+        print(measure(args.window, args.settle, settings) + (f" {settings}" if settings else ""), flush=True)
     return 0
 
 
