@@ -55,8 +55,9 @@ class StackSettings(BaseSettings):
     # buys no parallelism, while tansu pays its S3 round trips per partition and request (a produce
     # claims a watermark and writes a batch: 2 PUTs; an offset commit 2 PUTs; a fetch a LIST and a
     # GET per batch), so a relay round or a consumer batch spread over two partitions costs twice.
-    # Measured over ingest -> labels (1,000 studies, bench_floor.py, two pairs at load 14-22):
-    # S3 server 5.6-5.8 ms CPU per study with 1, 6.8-7.4 with 2; broker 1.1-1.2 vs 1.5-1.9.
+    # Measured over ingest -> labels (1,000 studies, bench_floor.py): the broker's S3 requests per
+    # study 0.83 with 1, 1.29 with 2 (counted by SeaweedFS); S3 server CPU 5.6-5.8 vs 6.8-7.4 ms per
+    # study in two pairs at load 14-22 (against main's code, 4.5-5.3 vs 4.8: inside the noise).
     # Ordering is per study key either way; production sizes partitions in deploy/k8s.
     topic_partitions: int = 1
     # tansu's group join takes about half the session timeout: keep it short on loopback.
