@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.bench_floor import HOPS, floor_broker
 from radcurate.stack import infra, postgres, seaweed
-from radcurate.stack.procs import StackError, stop
+from radcurate.stack.local import StackSettings
+from radcurate.stack.procs import StackError, free_port, stop
 from services.common.kafka import ensure_topics
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,6 +63,16 @@ def group_cpu_s(pgid: int) -> float:
     return total / TICKS
 
 
+def s3_requests(port: int) -> dict[str, float]:
+    """SeaweedFS's S3 request counters (`SeaweedFS_s3_request_total`) summed by request type."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("SeaweedFS_s3_request_total{") and (kind := re.search(r'type="([^"]+)"', line)):
+            counts[kind.group(1)] = counts.get(kind.group(1), 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def load() -> str:
     return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
@@ -71,10 +84,13 @@ class Engine:
         self.kind, self.home = kind, home
         self.parts: list[dict[str, Any]] = []
         self.s3: dict[str, Any] | None = None
+        self.metrics_port = free_port()
 
     def start(self) -> str:
         """Start the store and the broker; returns the bootstrap address."""
         if self.kind == "s3":
+            # SeaweedFS's own request counters: the broker's S3 round trips by type, per event.
+            os.environ[seaweed.METRICS_PORT] = str(self.metrics_port)
             self.s3 = infra.start_s3(self.home / "s3", self.home / "s3.log", "bench", secrets.token_urlsafe(16),
                                      [infra.TANSU_BUCKET])
             self.parts.append(self.s3)
@@ -95,6 +111,10 @@ class Engine:
             conn.execute(psycopg.sql.SQL("CREATE ROLE tansu LOGIN PASSWORD {}").format(psycopg.sql.Literal(password)))
             conn.execute("CREATE DATABASE tansu OWNER tansu")
         return f"postgres://tansu:{password}@127.0.0.1:{pg['port']}/tansu"
+
+    def s3_requests(self) -> dict[str, float]:
+        """The S3 server's request counts by type so far (empty for engines without one)."""
+        return s3_requests(self.metrics_port) if self.s3 else {}
 
     def cpu_s(self) -> float:
         return sum(group_cpu_s(int(p["pid"])) for p in self.parts)
@@ -143,14 +163,16 @@ def measure(kind: str, events: int, partitions: int, single: bool = False) -> st
         before = engine.cpu_s()
         time.sleep(IDLE_S)
         idle = (engine.cpu_s() - before) / IDLE_S  # CPU s per s with no client connected
-        before, started = engine.cpu_s(), time.perf_counter()
+        before, requests, started = engine.cpu_s(), engine.s3_requests(), time.perf_counter()
         asyncio.run(chain(bootstrap, events, partitions))
         cpu, wall = engine.cpu_s() - before, time.perf_counter() - started
+        per_event = {k: (v - requests.get(k, 0.0)) / (events * hops) for k, v in engine.s3_requests().items()}
+        s3_line = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_event.items()) if v)
         per, net = (cpu * 1000 / (events * hops), (cpu - idle * wall) * 1000 / (events * hops))
         mode = "one by one" if single else "batched"
         return (f"{kind:9s} {mode:10s}: {per:6.2f} ms CPU per hop-event (broker + store; {net:6.2f} net of its idle "
                 f"{idle * 1000:4.0f} ms/s), {events * hops / wall:5.0f} hop-events/s, {cpu:5.1f} s CPU in {wall:5.1f} s"
-                f"  [{load()}]")
+                + (f"; S3 requests per hop-event: {s3_line}" if s3_line else "") + f"  [{load()}]")
     finally:
         engine.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -159,7 +181,7 @@ def measure(kind: str, events: int, partitions: int, single: bool = False) -> st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=StackSettings().topic_partitions)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--engines", default="s3,postgres,memory")
     parser.add_argument("--single", type=int, default=300,

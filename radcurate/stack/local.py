@@ -51,8 +51,15 @@ class StackSettings(BaseSettings):
     s3_endpoint: str | None = None
     s3_access_key: SecretStr = SecretStr("radcurate")
     s3_secret_key: SecretStr | None = None  # of an external S3; the embedded one gets a random key
-    # Two partitions: this runs on small machines, and the broker writes its S3 log per partition.
-    topic_partitions: int = 2
+    # One partition per topic: the stack runs one process per service, so a second partition
+    # buys no parallelism, while tansu pays its S3 round trips per partition and request (a produce
+    # claims a watermark and writes a batch: 2 PUTs; an offset commit 2 PUTs; a fetch a LIST and a
+    # GET per batch), so a relay round or a consumer batch spread over two partitions costs twice.
+    # Measured over ingest -> labels (1,000 studies, bench_floor.py): the broker's S3 requests per
+    # study 0.83 with 1, 1.29 with 2 (counted by SeaweedFS); S3 server CPU 5.6-5.8 vs 6.8-7.4 ms per
+    # study in two pairs at load 14-22 (against main's code, 4.5-5.3 vs 4.8: inside the noise).
+    # Ordering is per study key either way; production sizes partitions in deploy/k8s.
+    topic_partitions: int = 1
     # tansu's group join takes about half the session timeout: keep it short on loopback.
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1500  # each heartbeat is a group-state write to S3

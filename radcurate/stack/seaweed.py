@@ -42,6 +42,9 @@ from radcurate.stack.procs import StackError, _tail, alive, port_open, ports_fre
 # master keeps its metadata in a folder named after its port, and clients keep their endpoint).
 PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 MEMORY_LIMIT = os.environ.get("RADCURATE_S3_GOMEMLIMIT", "512MiB")
+# Prometheus metrics (request counts by S3 action, latencies) on this loopback port; off unless
+# set (bench_stack_idle.py and bench_broker_storage.py count the broker's S3 requests with it).
+METRICS_PORT = "RADCURATE_S3_METRICS_PORT"
 MAX_VOLUMES = 500
 VOLUME_SIZE_LIMIT_MB = 1024  # a vacuum rewrites a whole volume: keep each one small on a laptop
 
@@ -150,6 +153,7 @@ def command(home: Path, ports: dict[str, int]) -> list[str]:
         "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
         f"-s3.config={home / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-webdav=false",
+        *([f"-metricsPort={port}"] if (port := os.environ.get(METRICS_PORT)) else []),
     ]
 
 
