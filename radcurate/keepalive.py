@@ -4,8 +4,9 @@ Why: the simulated panel reads through the gateway's HTTP API, two requests per 
 httpx that cost 6.5-9 ms of the demo process's CPU per vote (its pool, URL and header objects,
 the response stream), four times what the gateway spends answering; on two cores the panel's
 own event loop then paced the funnel. A reader sends one request at a time, so one connection
-needs no pool: write the request, feed what comes back to httptools (uvicorn's parser) until the
-message is complete.
+needs no pool. The connection itself (write a request, parse the answer with httptools) is the
+LLM transport's (`services.common.http1.Connection`); what is here is the reader's side: the
+request line and headers, the one resend a dropped idle connection allows, and httpx's errors.
 
 What it does not do: TLS, proxies, redirects, cookies, streamed bodies. The gateway's review
 routes need none of them; every other call of the CLI and tests stays on httpx (`client.Gateway`).
@@ -20,10 +21,10 @@ import json
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httptools
 import httpx
+import httpx2
 
-_READ_CHUNK = 64 * 1024
+from services.common.http1 import Connection
 
 
 class Answer:
@@ -42,27 +43,6 @@ class Answer:
         return json.loads(self.content)
 
 
-class _Parsed:
-    """httptools callbacks: collects one response."""
-
-    def __init__(self) -> None:
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-        self.complete = False
-        self.keep_alive = False
-        self.parser = httptools.HttpResponseParser(self)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-        self.keep_alive = self.parser.should_keep_alive()  # only meaningful here: the parser resets after
-
-
 class KeepAliveConnection:
     """Sequential requests to one origin over one kept-alive connection (reconnects when the
     server closed it). Not for concurrent use: one per reader, as a reader reads one study at a time."""
@@ -75,7 +55,7 @@ class KeepAliveConnection:
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
         self._host_header = f"{self.host}:{self.port}"
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._connection: Connection | None = None
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                       json_body: Any = None, params: dict[str, str] | None = None) -> Answer:
@@ -89,16 +69,16 @@ class KeepAliveConnection:
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]
         if json_body is not None or method in ("POST", "PUT", "PATCH"):
             lines += ["content-type: application/json", f"content-length: {len(body)}"]
-        message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        reused = self._streams is not None
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        reused = self._connection is not None and not self._connection.closed
         try:
             async with asyncio.timeout(self.timeout):
                 try:
-                    return await self._exchange(message)
+                    return await self._exchange(head, body)
                 except _ClosedBeforeAnswer:
                     if not reused:
                         raise
-                    return await self._exchange(message)  # the server had closed the idle connection
+                    return await self._exchange(head, body)  # the server had closed the idle connection
         except TimeoutError:
             self.close()
             raise httpx.ReadTimeout(f"{method} {target}: no answer in {self.timeout:.0f}s") from None
@@ -108,46 +88,30 @@ class KeepAliveConnection:
             self.close()  # cancelled or failed mid-exchange: the connection's state is unknown
             raise
 
-    async def _exchange(self, message: bytes) -> Answer:
-        if self._streams is None:
+    async def _exchange(self, head: bytes, body: bytes) -> Answer:
+        if self._connection is None or self._connection.closed:
             try:
-                self._streams = await asyncio.open_connection(self.host, self.port)
+                _, self._connection = await asyncio.get_running_loop().create_connection(
+                    Connection, self.host, self.port)
             except OSError as exc:
                 raise httpx.ConnectError(f"cannot connect to {self._host_header}: {exc}") from exc
-        reader, writer = self._streams
-        parsed = _Parsed()
-        parser = parsed.parser
-        received = False
+        connection = self._connection
         try:
-            writer.write(message)
-            while not parsed.complete:
-                data = await reader.read(_READ_CHUNK)
-                if not data:
-                    self.close()
-                    if not received:
-                        raise _ClosedBeforeAnswer("the server closed the connection before answering")
-                    parser.feed_data(b"")  # a response that ends with the connection
-                    if not parsed.complete:
-                        raise httpx.ReadError("the server closed the connection mid-response")
-                    break
-                received = True
-                parser.feed_data(data)
-        except (ConnectionResetError, BrokenPipeError) as exc:
+            status, headers, content = await connection.exchange(head, body)
+        except httpx2.ReadError as exc:
             self.close()
-            if not received:
+            if not connection.received:
                 raise _ClosedBeforeAnswer(str(exc)) from exc
             raise httpx.ReadError(f"connection lost mid-response: {exc}") from exc
-        except httptools.HttpParserError as exc:
-            self.close()
-            raise httpx.RemoteProtocolError(f"malformed HTTP response: {exc}") from exc
-        if not parsed.keep_alive:
-            self.close()
-        return Answer(parser.get_status_code(), parsed.headers, b"".join(parsed.body))
+        except httpx2.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        return Answer(status, {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers},
+                      content)
 
     def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 class _ClosedBeforeAnswer(Exception):

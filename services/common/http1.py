@@ -31,8 +31,13 @@ Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 _BODY_IN_HEAD_MAX = 64 * 1024  # a body up to this size goes out in the same write as the head
 
 
-class _Connection(asyncio.Protocol):
-    """One kept-alive connection: write a request, collect the response httptools parses."""
+class Connection(asyncio.Protocol):
+    """One kept-alive connection: write a request, collect the response httptools parses.
+
+    Shared by this transport and the simulated panel's reader client (radcurate/keepalive.py).
+    `received` says whether any byte of the current response arrived: a request whose connection
+    closed before that (a kept-alive connection the server had dropped while idle) was not answered.
+    """
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
@@ -42,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._until_eof = False  # a response without Content-Length or chunking ends when the server closes
         self.closed = False
+        self.received = False
         self.idle_since = 0.0
 
     # asyncio.Protocol
@@ -52,6 +58,7 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:  # bytes nobody asked for: this connection is out of step
             self.close()
             return
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -88,7 +95,7 @@ class _Connection(asyncio.Protocol):
         """Send one request and wait for its whole response."""
         assert self._transport is not None
         self._answer = asyncio.get_running_loop().create_future()
-        self._headers, self._body = [], []
+        self._headers, self._body, self.received = [], [], False
         if len(body) <= _BODY_IN_HEAD_MAX:
             self._transport.write(head + body)  # one send: each system call is dear on a busy machine
         else:
@@ -126,8 +133,8 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         self._keepalive_s = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
         self._verify = verify
         self._ssl_context: ssl.SSLContext | None = None
-        self._idle: dict[Origin, deque[_Connection]] = {}
-        self._open: set[_Connection] = set()
+        self._idle: dict[Origin, deque[Connection]] = {}
+        self._open: set[Connection] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         timeouts = request.extensions.get("timeout", {})
@@ -168,7 +175,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         except TimeoutError:
             raise httpx2.PoolTimeout("no free connection in the pool in time", request=request) from None
 
-    def _idle_connection(self, origin: Origin) -> _Connection | None:
+    def _idle_connection(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -179,13 +186,13 @@ class Http1Transport(httpx2.AsyncBaseTransport):
             self._open.discard(connection)
         return None
 
-    async def _connect(self, origin: Origin, timeout: float | None, request: httpx2.Request) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float | None, request: httpx2.Request) -> Connection:
         scheme, host, port = origin
         context = self._tls() if scheme == b"https" else None
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await asyncio.get_running_loop().create_connection(
-                    _Connection, host, port, ssl=context, server_hostname=host if context else None)
+                    Connection, host, port, ssl=context, server_hostname=host if context else None)
         except TimeoutError:
             raise httpx2.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request) from None
         except OSError as exc:
@@ -199,7 +206,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
                                  else httpx2.create_ssl_context(verify=self._verify))
         return self._ssl_context
 
-    def _release(self, origin: Origin, connection: _Connection) -> None:
+    def _release(self, origin: Origin, connection: Connection) -> None:
         if connection.closed:
             self._open.discard(connection)
             return
