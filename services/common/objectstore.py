@@ -30,7 +30,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 def content_key(data: bytes, prefix: str = "dicom") -> str:
-    digest = sha256_hex(data)
+    return digest_key(sha256_hex(data), prefix)
+
+
+def digest_key(digest: str, prefix: str = "dicom") -> str:
+    """The content-addressed key of bytes whose sha256 is `digest`."""
     return f"{prefix}/sha256/{digest[:2]}/{digest}"
 
 
@@ -150,7 +154,7 @@ class ObjectStore:
         """Store bytes under their sha256 key. Writing the same bytes again is harmless, so there is
         no existence check first (it would cost a round trip per object on the hot ingest path)."""
         digest = sha256_hex(data)
-        key = f"{prefix}/sha256/{digest[:2]}/{digest}"
+        key = digest_key(digest, prefix)
         self.put_bytes(bucket, key, data, content_type, sha256=digest)
         return key
 

@@ -40,7 +40,7 @@ from services.common import deid, manifests, outbox
 from services.common.contracts import DicomObject, ReportIngested
 from services.common.db import unit_of_work
 from services.common.identifiers import is_dicom_uid, is_study_id, normalise_patient_id, patient_key
-from services.common.objectstore import ObjectStore
+from services.common.objectstore import ObjectStore, digest_key
 from services.common.pacs_pairing import pseudonym
 from services.common.protocols import DEFAULT_PROTOCOL
 from services.gateway.pixel_digest import PixelDecodeError, pixel_digest
@@ -152,11 +152,6 @@ def _sha256(fp: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def object_key(digest: str, prefix: str = "dicom") -> str:
-    """The content-addressed key (same layout as objectstore.content_key)."""
-    return f"{prefix}/sha256/{digest[:2]}/{digest}"
-
-
 def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLimits | None = None,
                    patient_id: str = "", allow_burned_in: bool = False) -> tuple[ParsedInstance, list[str]]:
     """Validate one DICOM file; de-identify it (scrub: the PS3.15 Basic Profile, services.common.deid,
@@ -218,7 +213,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         else:
             digest = _sha256(fp)
     obj = DicomObject(
-        object_key=object_key(digest), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
+        object_key=digest_key(digest), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
         series_instance_uid=str(ds.SeriesInstanceUID), series_description=str(ds.get("SeriesDescription", "")),
         instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
         pixel_spacing=_pixel_spacing(ds), pixel_sha256=pixels, patient_key=key,
