@@ -24,7 +24,6 @@ httpx's own CPU per vote is larger than the server's, and on two cores it then s
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import resource
@@ -36,13 +35,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 
 from radcurate.client import Gateway
 from radcurate.demo import ingest_folder
+from radcurate.keepalive import Answer, KeepAliveConnection
 from radcurate.stack import local, postgres
 from radcurate.stack.postgres import pg_bin_dir
 from radcurate.synth import synth_cxr
@@ -51,9 +50,8 @@ TARGET_P99_MS, TARGET_CPU_MS_PER_VOTE = 50.0, 2.0
 READ_EVERY_S = 2.0  # a brisk reader: one study every ~2 s
 TICK = os.sysconf("SC_CLK_TCK")
 # The load client: httpx (the default, as the issue measured) or `raw`, hand-written HTTP/1.1 at a
-# fraction of httpx's CPU (RawClient), so the client is not what limits the offered load.
+# fraction of httpx's CPU (RawClient: the simulated panel's client), so the client is not what limits the offered load.
 CLIENT = os.environ.get("BENCH_CLIENT", "httpx")
-_json_dumps = json.dumps  # RawClient.post's argument is named `json`, as httpx's is
 
 
 def _load() -> str:
@@ -191,70 +189,26 @@ class Run:
         return len(self.lat["next"]) + len(self.lat["vote"])
 
 
-class RawResponse:
-    """The parts of an httpx.Response the readers use."""
-
-    def __init__(self, status_code: int, content: bytes) -> None:
-        self.status_code, self.content = status_code, content
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode()
-
-
 class RawClient:
-    """One reader's keep-alive HTTP/1.1 connection, written and read by hand (BENCH_CLIENT=raw).
+    """One reader's kept-alive HTTP/1.1 connection (BENCH_CLIENT=raw): the simulated panel's own
+    client (`radcurate.keepalive.KeepAliveConnection`, on the LLM transport's httptools connection).
 
     httpx costs the load client ~6-15 ms of CPU per vote (two requests) here, more than the server
     it measures: on two cores shared with the stack, the client's own event loop then sets the
-    latencies. This costs ~0.2 ms per vote. It speaks only what the gateway answers these calls
-    with (Content-Length bodies, or none); a dropped connection is raised as httpx.ReadError, so
-    it is retried and counted like httpx's."""
+    latencies. This costs a fraction of a millisecond per vote. A dropped connection is raised as
+    httpx.ReadError, so it is retried and counted like httpx's."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._connection = KeepAliveConnection(url, timeout=60)
 
-    async def get(self, path: str, headers: dict[str, str]) -> RawResponse:
-        return await self._request("GET", path, headers, None)
+    async def get(self, path: str, headers: dict[str, str]) -> Answer:
+        return await self._connection.request("GET", path, headers=headers)
 
-    async def post(self, path: str, headers: dict[str, str], json: Any) -> RawResponse:
-        return await self._request("POST", path, headers, _json_dumps(json).encode())
-
-    async def _request(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> RawResponse:
-        lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}",
-                 *(f"{k}: {v}" for k, v in headers.items())]
-        if body is not None:
-            lines += ["content-type: application/json", f"content-length: {len(body)}"]
-        try:
-            if self._streams is None:
-                self._streams = await asyncio.open_connection(self.host, self.port)
-            reader, writer = self._streams
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-            status = int((await reader.readuntil(b"\r\n")).split(b" ", 2)[1])
-            length, close = 0, False
-            for line in (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-                elif name.lower() == b"connection" and value.strip().lower() == b"close":
-                    close = True
-            content = await reader.readexactly(length) if length else b""
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
-            self.close()
-            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
-        if close:
-            self.close()
-        return RawResponse(status, content)
+    async def post(self, path: str, headers: dict[str, str], json: Any) -> Answer:
+        return await self._connection.request("POST", path, headers=headers, json_body=json)
 
     def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
+        self._connection.close()
 
 
 async def _timed(run: Run, op: str, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
