@@ -43,6 +43,8 @@ from minio import Minio
 from radcurate import demo
 from radcurate.bulk_ingest import read_reports, study_paths
 from radcurate.client import Gateway
+from radcurate.cpu_clock import process_cpu as cpu_seconds
+from radcurate.cpu_clock import stack_cpu
 from radcurate.stack import local
 from services.common.contracts import Protocol
 from services.common.kafka import ensure_topics
@@ -58,35 +60,6 @@ INGEST_CONCURRENCY = 8  # the gateway's BATCH_CONCURRENCY: a batch's studies sto
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"[load {one:.2f}/{five:.2f}]"
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process and its reaped children (Postgres backends are children)."""
-    if not pid:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    return sum(int(f) for f in fields[11:15]) / tick
-
-
-def stack_cpu(state: dict) -> dict[str, float]:
-    parts = {name: (state.get(name) or {}).get("pid") for name in ("s3", "kafka", "postgres")}
-    parts |= {svc: info["pid"] for svc, info in (state.get("services") or {}).items()}
-    out = {name: cpu_seconds(pid) for name, pid in parts.items()}
-    if parts.get("postgres"):  # live backends are not yet in the postmaster's children figure
-        out["postgres"] += sum(cpu_seconds(int(p)) for p in _children(parts["postgres"]))
-    out["bench (ingest client)"] = cpu_seconds(os.getpid())
-    return out
-
-
-def _children(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
 
 
 def floor_s3(state: dict, data_dir: Path, rows: list[dict]) -> float:

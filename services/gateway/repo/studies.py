@@ -169,14 +169,7 @@ async def unlock_manifests_of(conn: Conn, study_ids: Sequence[str]) -> None:
 
 
 async def insert_objects(conn: Conn, study_id: str, objects: list[DicomObject]) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
-            " instance_number, modality, object_key, sha256, pixel_spacing, pixel_sha256)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-            [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
-              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
-              o.pixel_sha256) for o in objects])
+    await insert_objects_of(conn, [(study_id, o) for o in objects])
 
 
 async def present(conn: Conn, study_ids: Sequence[str]) -> set[str]:
