@@ -54,5 +54,15 @@ def fresh_schema(infra: dict) -> str:
 
 
 @pytest.fixture
+def gateway_dsn(fresh_schema: str) -> str:
+    """A fresh schema with the gateway's own tables too (its migrations applied)."""
+    import services
+    from services.common.db import apply_migrations, migration_files
+
+    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
+    return fresh_schema
+
+
+@pytest.fixture
 def fresh_topic() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"

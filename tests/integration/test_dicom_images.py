@@ -17,9 +17,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-import services
 from services.common.contracts import ModelProvenance, Protocol, ReviewAssigned
-from services.common.db import apply_migrations, migration_files
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.derivatives import FULL, MASTER, derivative_key, sized
 from services.gateway.handlers import prepare_images
@@ -32,12 +30,6 @@ TOKEN = "images-admin-token"
 
 def real_file(name: str) -> bytes:
     return Path(get_testdata_file(name, download=False)).read_bytes()
-
-
-@pytest.fixture
-def gateway_dsn(fresh_schema: str) -> str:
-    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
-    return fresh_schema
 
 
 def settings_for(infra: dict, dsn: str, **extra) -> GatewaySettings:

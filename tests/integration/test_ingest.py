@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import psycopg
 import pydicom
 import pytest
 
-import services
 from radcurate.bulk_ingest import ingest_dir
 from radcurate.client import Gateway
 from services.common import deid, manifests
 from services.common.contracts import ObjectsManifest
-from services.common.db import apply_migrations, migration_files, open_pool
+from services.common.db import open_pool
 from services.common.objectstore import ObjectStore
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.ingest import IngestError, PatientConflict, PatientMismatch, ingest_study
@@ -25,12 +23,6 @@ from tests.support.factories import dicom_bytes, reexported, study_folder
 pytestmark = pytest.mark.integration
 REPORT = "Small left pleural effusion. No pneumothorax."
 TOKEN = "bulk-ingest-admin-token"
-
-
-@pytest.fixture
-def gateway_dsn(fresh_schema: str) -> str:
-    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
-    return fresh_schema
 
 
 @pytest.fixture

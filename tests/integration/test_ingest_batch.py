@@ -5,24 +5,15 @@ others, and a malformed batch is refused whole with nothing stored."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import psycopg
 import pytest
 
-import services
-from services.common.db import apply_migrations, migration_files
 from tests.integration.test_dicom_images import gateway, settings_for
 from tests.integration.test_ingest import REPORT, counts
 from tests.support.factories import dicom_bytes
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def gateway_dsn(fresh_schema: str) -> str:
-    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
-    return fresh_schema
 
 
 async def post_batch(client, studies: list[dict], files: list[tuple[str, bytes]], **form):

@@ -19,7 +19,7 @@ from radcurate.demo import store_for
 from radcurate.synth.lumbar import synth_lumbar
 from services.common import manifests, outbox
 from services.common.contracts import ModelProvenance, ObjectsManifest, Protocol, ReviewAssigned, parse_event
-from services.common.db import apply_migrations, migration_files, open_pool
+from services.common.db import apply_migrations, open_pool
 from services.common.failures import is_transient
 from services.common.objectstore import ObjectStore, http_client
 from services.consensus.handlers import build_handlers
@@ -39,12 +39,6 @@ def big_study(tmp_path_factory) -> tuple[Path, dict]:
     row = next(csv.DictReader(open(out / "reports.csv")))
     add_series(out / "dicom" / row["study_id"], instances=INSTANCES)
     return out, row
-
-
-@pytest.fixture
-def gateway_dsn(fresh_schema: str) -> str:
-    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
-    return fresh_schema
 
 
 class NoManifests(ObjectStore):

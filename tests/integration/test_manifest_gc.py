@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 
-import services
 from services.common import manifests, outbox
 from services.common.contracts import DicomObject, parse_event
-from services.common.db import apply_migrations, migration_files, open_pool
+from services.common.db import open_pool
 from services.gateway.ingest import ingest_study
 from services.gateway.manifest_gc import collect
 from services.gateway.repo import studies
@@ -23,12 +21,6 @@ from tests.support.factories import dicom_bytes
 
 pytestmark = pytest.mark.integration
 REPORT = "No acute cardiopulmonary process."
-
-
-@pytest.fixture
-def gateway_dsn(fresh_schema: str) -> str:
-    apply_migrations(fresh_schema, migration_files(Path(services.__file__).parent / "gateway"))
-    return fresh_schema
 
 
 @pytest.fixture
