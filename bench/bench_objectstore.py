@@ -9,7 +9,14 @@
 
 Targets: 0 messages lost; RSS after 1 GB <= 512 MiB; idle <= 10 ms of CPU per s (1% of a core);
 PUT/GET CPU at most moto's (the server this one replaced: 4.6 / 3.6 ms).
-Run: .venv/bin/python bench/bench_objectstore.py [--server seaweedfs|moto] [--gb 1.0] [--messages 10000]
+
+`--small N` also measures N PUTs and GETs of the small objects most requests carry (400 B: a
+manifest, tansu's watermark; 4 KB: a broker batch), with the bytes each PUT added to the volume
+files: 0 would mean the object was kept in the filer store instead of a round trip to the volume
+server. `--weed-flag` (repeatable) starts SeaweedFS with an extra flag, to compare in pairs, e.g.
+`--gb 0 --messages 0 --small 2000 --weed-flag=-filer.saveToFilerLimit=65536`.
+Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_objectstore.py [--server seaweedfs|moto] [--gb 1.0]
+     [--messages 10000] [--small 0] [--weed-flag=...]
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import secrets
 import shutil
 import sys
@@ -29,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 
-from radcurate.stack import infra
+from radcurate.stack import infra, seaweed
 from radcurate.stack.procs import free_port, http_ok, process, spawn, stop, wait_until
 
 KB = 1024
@@ -90,6 +98,30 @@ def put_get_cpu(server: Server, size: int, count: int, threads: int = 4) -> tupl
         list(pool.map(lambda i: client.get_object("bench", f"{prefix}/{i}").read(), range(count)))
         get = (cpu_ms(pid) - before) / count
     return put, get
+
+
+def volume_bytes(server: Server) -> int:
+    """Bytes in SeaweedFS's volume files (.dat): what reached the volume server."""
+    return sum(p.stat().st_size for p in (server.home / "s3" / "data").glob("*.dat"))
+
+
+def small_objects(server: Server, count: int) -> list[str]:
+    """Server CPU per PUT and GET of small objects, and volume bytes added per PUT."""
+    lines = []
+    for size in (400, 4 * KB):
+        before = volume_bytes(server)
+        put, get = put_get_cpu(server, size, count)
+        added = (volume_bytes(server) - before) / count
+        lines.append(f"CPU per {size} B PUT / GET: {put:.2f} / {get:.2f} ms; volume bytes per PUT: {added:.0f}")
+    return lines
+
+
+def with_weed_flags(flags: list[str]) -> None:
+    """Start SeaweedFS with `flags` after the stack's own (a later flag wins in Go's parser)."""
+    if not flags:
+        return
+    stack_command = seaweed.command
+    seaweed.command = lambda home, ports: [*stack_command(home, ports), *flags]
 
 
 def write_gigabytes(server: Server, gb: float, size: int = 1024 * KB, threads: int = 4) -> None:
@@ -160,7 +192,13 @@ def main() -> int:
     parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--messages", type=int, default=10000)
+    parser.add_argument("--small", type=int, default=0, help="small PUTs and GETs to measure (0: none)")
+    parser.add_argument("--weed-flag", action="append", default=[], help="an extra flag for `weed server`")
     args = parser.parse_args()
+    with_weed_flags(args.weed_flag)
+    small: list[str] = []
+    acked = lost = dup = 0
+    produce_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(args.server, Path(tmp))
         kafka = None
@@ -168,16 +206,19 @@ def main() -> int:
             info = server.start()
             put, get = put_get_cpu(server, 128 * KB, 400)
             put_big, _ = put_get_cpu(server, 20 * 1024 * KB, 5, threads=1)
+            if args.small and server.kind == "seaweedfs":
+                small = small_objects(server, args.small)
             started = time.perf_counter()
             write_gigabytes(server, args.gb)
             written_s = time.perf_counter() - started
             rss, peak = rss_mib(info["pid"]), rss_mib(info["pid"], "VmHWM")
-            kafka = infra.start_kafka(info, Path(tmp) / "logs" / "kafka.log")
-            started = time.perf_counter()
-            acked, lost, dup = asyncio.run(lost_acknowledged(kafka["bootstrap"], args.messages))
-            produce_s = time.perf_counter() - started
-            stop(kafka)
-            kafka = None
+            if args.messages:
+                kafka = infra.start_kafka(info, Path(tmp) / "logs" / "kafka.log")
+                started = time.perf_counter()
+                acked, lost, dup = asyncio.run(lost_acknowledged(kafka["bootstrap"], args.messages))
+                produce_s = time.perf_counter() - started
+                stop(kafka)
+                kafka = None
             server.stop()
             info = server.start()
             idle = idle_cpu(info["pid"])
@@ -187,10 +228,12 @@ def main() -> int:
             if server.info:
                 server.stop()
     t = TARGETS
-    print(f"server: {args.server}")
+    print(f"server: {args.server} {' '.join(args.weed_flag)} (load {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print(f"CPU per 128 KB PUT: {put:.2f} ms (target <= {t['put_ms']}, ratio {put / t['put_ms']:.2f})")
     print(f"CPU per 128 KB GET: {get:.2f} ms (target <= {t['get_ms']}, ratio {get / t['get_ms']:.2f})")
     print(f"CPU per 20 MB PUT: {put_big:.0f} ms")
+    for line in small:
+        print(line)
     print(f"RSS after {args.gb:g} GB written ({written_s:.0f}s): {rss:.0f} MiB, peak {peak:.0f} MiB "
           f"(target <= {t['rss_mib']:.0f}, ratio {rss / t['rss_mib']:.2f})")
     print(f"idle CPU after restart: {idle:.1f} ms/s = {idle / 10:.2f}% of a core "
