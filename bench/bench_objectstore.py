@@ -15,8 +15,11 @@ manifest, tansu's watermark; 4 KB: a broker batch), with the bytes each PUT adde
 files: 0 would mean the object was kept in the filer store instead of a round trip to the volume
 server. `--weed-flag` (repeatable) starts SeaweedFS with an extra flag, to compare in pairs, e.g.
 `--gb 0 --messages 0 --small 2000 --weed-flag=-filer.saveToFilerLimit=65536`.
+`--profile N` instead runs N small PUTs and GETs under SeaweedFS's own CPU profiler and prints the
+functions its CPU went to (bench/go_pprof.py reads the profile: the binary is stripped, so `perf`
+cannot name them).
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_objectstore.py [--server seaweedfs|moto] [--gb 1.0]
-     [--messages 10000] [--small 0] [--weed-flag=...]
+     [--messages 10000] [--small 0] [--weed-flag=...] [--profile 0]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 
+from bench import go_pprof
 from radcurate.stack import infra, seaweed
 from radcurate.stack.procs import free_port, http_ok, process, spawn, stop, wait_until
 
@@ -124,6 +128,49 @@ def with_weed_flags(flags: list[str]) -> None:
     seaweed.command = lambda home, ports: [*stack_command(home, ports), *flags]
 
 
+# What each part of a small PUT's path is called in SeaweedFS 4.48's profile (cumulative shares).
+PROFILE_PARTS = {
+    "S3 PUT handler (auth, checks, response)": "s3api.(*S3ApiServer).PutObjectHandler",
+    "  file id from the filer (gRPC AssignVolume)": "filer_pb._SeaweedFiler_AssignVolume_Handler",
+    "  upload to the volume server (HTTP, JWT)": "server.(*VolumeServer).PostHandler",
+    "  entry in the filer (gRPC ObjectTransaction)": "filer_pb._SeaweedFiler_ObjectTransaction_Handler",
+    "S3 GET handler": "s3api.(*S3ApiServer).GetObjectHandler",
+    "filer store (leveldb) writes": "leveldb2.(*LevelDB2Store).InsertEntry",
+    "filer metadata log and subscriptions": "log_buffer.(*LogBuffer)",
+    "gRPC over TLS: writes": "crypto/tls.(*Conn).Write",
+    "TLS handshakes": "crypto/tls.(*Conn).handshakeContext",
+    "MD5 (ETag)": "crypto/md5.(*digest).Write",
+    "garbage collection": "runtime.gcBgMarkWorker",
+    "memory allocation": "runtime.mallocgc",
+    "system calls": "syscall.Syscall",
+}
+
+
+def profile_small(count: int, tmp: Path) -> list[str]:
+    """SeaweedFS's CPU profile over `count` 400 B and 4 KB PUTs and GETs (start-up included)."""
+    profile_path = tmp / "weed.prof"
+    with_weed_flags([f"-cpuprofile={profile_path}"])
+    server = Server("seaweedfs", tmp)
+    try:
+        server.start()
+        for size in (400, 4 * KB):
+            put_get_cpu(server, size, count)
+    finally:
+        if server.info:
+            stop(server.info, timeout=20)  # the profile is written on SIGTERM
+            seaweed.remove_sockets(server.info["ports"])
+    if not profile_path.exists():
+        return ["no profile written (the server was killed before it could write it)"]
+    profile = go_pprof.read(profile_path)
+    lines = [f"SeaweedFS CPU profile, {count} PUTs + GETs of 400 B and of 4 KB: {profile.total / 1e9:.2f} s sampled"]
+    for label, name in PROFILE_PARTS.items():
+        share = max((n for f, n in profile.cumulative.items() if name in f), default=0)
+        lines.append(f"  {100 * share / profile.total:5.1f}%  {label}")
+    lines.append("  top functions by cumulative share:")
+    lines += ["    " + row for row in profile.top(25, contains="seaweedfs")]
+    return lines
+
+
 def write_gigabytes(server: Server, gb: float, size: int = 1024 * KB, threads: int = 4) -> None:
     client = server.client()
     body = secrets.token_bytes(size)
@@ -187,6 +234,10 @@ async def lost_acknowledged(bootstrap: str, messages: int, producers: int = 4) -
     return len(acked), sum(1 for v in acked if v not in seen), sum(1 for n in seen.values() if n > 1)
 
 
+def _load() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["seaweedfs", "moto"], default="seaweedfs")
@@ -194,8 +245,14 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10000)
     parser.add_argument("--small", type=int, default=0, help="small PUTs and GETs to measure (0: none)")
     parser.add_argument("--weed-flag", action="append", default=[], help="an extra flag for `weed server`")
+    parser.add_argument("--profile", type=int, default=0, help="profile N small PUTs and GETs (SeaweedFS)")
     args = parser.parse_args()
     with_weed_flags(args.weed_flag)
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"server: seaweedfs {' '.join(args.weed_flag)} ({_load()})")
+            print("\n".join(profile_small(args.profile, Path(tmp))))
+        return 0
     small: list[str] = []
     acked = lost = dup = 0
     produce_s = 0.0
@@ -228,7 +285,7 @@ def main() -> int:
             if server.info:
                 server.stop()
     t = TARGETS
-    print(f"server: {args.server} {' '.join(args.weed_flag)} (load {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print(f"server: {args.server} {' '.join(args.weed_flag)} ({_load()})")
     print(f"CPU per 128 KB PUT: {put:.2f} ms (target <= {t['put_ms']}, ratio {put / t['put_ms']:.2f})")
     print(f"CPU per 128 KB GET: {get:.2f} ms (target <= {t['get_ms']}, ratio {get / t['get_ms']:.2f})")
     print(f"CPU per 20 MB PUT: {put_big:.0f} ms")
