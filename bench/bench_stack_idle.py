@@ -10,8 +10,13 @@ S3 round trips that are ~90% of the broker's cost per request (see bench_broker_
 The figure matters beyond idle: the same polling runs while events trickle through, so it is paid
 per second of any run, and per event whenever events are few.
 
+`--up-only` measures `radcurate up` itself instead: wall time on a fresh state dir (what `make
+demo` pays as "stack up") and the CPU every part of the stack and the calling process spent to get
+there (each part started fresh, so its whole CPU so far). Another checkout's stack (main, for a
+pair) is measured by running this file with that checkout first on PYTHONPATH, from that checkout.
+
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_stack_idle.py [--window 60] [--settle 20] [--repeat 1]
-     [--set kafka_fetch_max_wait_ms=1000 ...] (a service setting for all five services)
+     [--set kafka_fetch_max_wait_ms=1000 ...] (a service setting for all five services) [--up-only]
 """
 
 from __future__ import annotations
@@ -64,6 +69,29 @@ def measure(window: float, settle: float, settings: dict[str, str] | None = None
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def _own_cpu_s() -> float:
+    """This process's CPU and that of the children it waited for (initdb, openssl)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def measure_up() -> str:
+    """One `up` on a fresh state dir: wall seconds, and CPU seconds per part to get there."""
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-up-"))
+    try:
+        before = load()
+        started, own = time.perf_counter(), _own_cpu_s()
+        state = local.up(state_dir)
+        up_s, own_s = time.perf_counter() - started, _own_cpu_s() - own
+        cpu = {name: group_cpu_s(pid) for name, pid in parts(state).items()} | {"up": own_s}
+        rows = ", ".join(f"{name} {s:.2f}" for name, s in sorted(cpu.items(), key=lambda kv: -kv[1]))
+        return (f"up {up_s:.2f} s wall, {sum(cpu.values()):.1f} s CPU ({rows})  "
+                f"[before: {before}; after: {load()}]")
+    finally:
+        local.down(state_dir, wipe=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=float, default=60.0)
@@ -71,8 +99,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a service setting for all five services, e.g. kafka_fetch_max_wait_ms=1000")
+    parser.add_argument("--up-only", action="store_true", help="measure `radcurate up` alone (wall and CPU)")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
+    if args.up_only:
+        for _ in range(args.repeat):
+            print(measure_up(), flush=True)
+        return 0
     for _ in range(args.repeat):
         print(measure(args.window, args.settle, settings) + (f" {settings}" if settings else ""), flush=True)
     return 0

@@ -8,12 +8,14 @@ same ports where they are still free; `down(wipe=True)` is the explicit way to s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -121,27 +123,24 @@ def _identity(info: dict) -> tuple:
 def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_env: dict[str, str],
         settings: StackSettings, with_prometheus: bool = False) -> dict[str, Any]:
     state["state_dir"] = str(state_dir)
-    state["s3"] = _ensure_s3(state, state_dir, settings)
-    state["buckets"] = BUCKETS
-    save(state_dir, state)
-    if state["s3"].get("external"):
-        infra.make_buckets(state["s3"]["endpoint"], state["s3"]["access_key"], state["s3"]["secret_key"],
-                           ALL_BUCKETS)
-    state["postgres"] = _ensure_postgres(state, state_dir, settings)
-    save(state_dir, state)
-    state["kafka"] = _ensure_kafka(state, state_dir, settings)
-    save(state_dir, state)
-    infra.create_topics(state["kafka"]["bootstrap"], settings.topic_partitions)
-    state.setdefault("passwords", {})
-    state["dsns"] = postgres.bootstrap(state["postgres"]["admin_dsn"], list(SERVICES), state["passwords"])
-    for svc in SERVICES:
-        apply_migrations(state["dsns"][svc], migration_files(Path(services.__file__).parent / svc))
-    state.setdefault("admin_token", "rc_admin_" + secrets.token_urlsafe(24))
-    # The project's de-identification secret (services.common.deid): made once, kept for the
-    # stack's lifetime so that the same UID is always replaced by the same UID.
-    state.setdefault("deid_secret", secrets.token_urlsafe(32))
-    save(state_dir, state)
-    _ensure_services(state, state_dir, services_to_run, service_env, settings)
+    # The service processes start first and import themselves while the infrastructure comes up
+    # (radcurate.stack.launch); each gets its environment once everything it connects to is ready.
+    pipes: dict[str, int] = {}
+    try:
+        for svc in _early_services(state, services_to_run, service_env):
+            state.setdefault("services", {})[svc], pipes[svc] = _spawn_waiting(state, state_dir, svc)
+        save(state_dir, state)
+        _ensure_infrastructure(state, state_dir, settings)
+        state.setdefault("admin_token", "rc_admin_" + secrets.token_urlsafe(24))
+        # The project's de-identification secret (services.common.deid): made once, kept for the
+        # stack's lifetime so that the same UID is always replaced by the same UID.
+        state.setdefault("deid_secret", secrets.token_urlsafe(32))
+        save(state_dir, state)
+        _ensure_services(state, state_dir, services_to_run, service_env, settings, pipes)
+    finally:
+        for fd in pipes.values():  # not yet released (a failed start): the process ends at EOF
+            with contextlib.suppress(OSError):
+                os.close(fd)
     gw = state["services"].get("gateway")
     state["gateway_url"] = gw["url"] if gw else None
     save(state_dir, state)
@@ -151,6 +150,37 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
         state.pop("prometheus", None)
     save(state_dir, state)
     return state
+
+
+def _ensure_infrastructure(state: dict, state_dir: Path, settings: StackSettings) -> None:
+    """S3 server, then broker and topics; meanwhile, in a thread, Postgres, roles and migrations.
+
+    The two chains share nothing: Postgres does not wait for SeaweedFS's master election and
+    volume registration (~3 s), nor the broker for initdb. The thread writes only the keys
+    "postgres", "passwords" and "dsns"; stack.json is saved once both chains are done.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres") as pool:
+        database = pool.submit(_ensure_database, state, state_dir, settings)
+        try:
+            state["s3"] = _ensure_s3(state, state_dir, settings)
+            state["buckets"] = BUCKETS
+            if state["s3"].get("external"):
+                infra.make_buckets(state["s3"]["endpoint"], state["s3"]["access_key"], state["s3"]["secret_key"],
+                                   ALL_BUCKETS)
+            state["kafka"] = _ensure_kafka(state, state_dir, settings)
+            infra.create_topics(state["kafka"]["bootstrap"], settings.topic_partitions)
+        finally:
+            wait([database])  # what it started is in `state` before the caller's clean-up reads it
+            save(state_dir, state)
+        database.result()
+
+
+def _ensure_database(state: dict, state_dir: Path, settings: StackSettings) -> None:
+    state["postgres"] = _ensure_postgres(state, state_dir, settings)
+    state.setdefault("passwords", {})
+    state["dsns"] = postgres.bootstrap(state["postgres"]["admin_dsn"], list(SERVICES), state["passwords"])
+    for svc in SERVICES:
+        apply_migrations(state["dsns"][svc], migration_files(Path(services.__file__).parent / svc))
 
 
 def _ensure_s3(state: dict, state_dir: Path, settings: StackSettings) -> dict:
@@ -246,10 +276,55 @@ def start_service(state: dict, state_dir: Path, svc: str, settings: StackSetting
     return info
 
 
+def _early_services(state: dict, wanted: tuple[str, ...], extra_env: dict[str, str]) -> list[str]:
+    """The services to start ahead of the infrastructure: those not running at all. A running one
+    is checked for health once the infrastructure is back (`_ensure_services`), as before. An extra
+    variable outside RADCURATE_* (PYTHONPATH, a coverage hook) may act at interpreter start, so
+    with one the services start the plain way, after the infrastructure."""
+    if not all(name.startswith("RADCURATE_") for name in extra_env):
+        return []
+    running = state.get("services") or {}
+    return [svc for svc in wanted if not ours(running.get(svc))]
+
+
+def _spawn_waiting(state: dict, state_dir: Path, svc: str) -> tuple[dict, int]:
+    """Start `svc` under radcurate.stack.launch (it imports itself, then waits for its environment
+    on stdin); returns its stack.json entry and the write end of its stdin."""
+    ports = state.setdefault("ports", {})
+    port = ports[svc] = reuse_port(ports.get(svc))
+    log_path = state_dir / "logs" / f"{svc}.log"
+    read_end, write_end = os.pipe()
+    try:
+        pid = spawn([sys.executable, "-m", "radcurate.stack.launch", svc], log_path, stdin=read_end)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return {**process(pid), "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}, write_end
+
+
+def _release(state: dict, svc: str, settings: StackSettings, extra_env: dict[str, str], pipe: int) -> None:
+    """Hand a waiting service its environment; it starts serving from there."""
+    env = {**service_environment(state, svc, state["services"][svc]["port"], settings), **extra_env}
+    message = json.dumps({"env": env}).encode()
+    try:
+        # A few kB, below the pipe's buffer: the write does not wait for the reader. A process
+        # that died while importing is reported by wait_healthy, with its log.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(pipe, message)
+    finally:
+        os.close(pipe)
+
+
 def _ensure_services(state: dict, state_dir: Path, wanted: tuple[str, ...], extra_env: dict[str, str],
-                     settings: StackSettings) -> None:
+                     settings: StackSettings, waiting: dict[str, int] | None = None) -> None:
     running = state.setdefault("services", {})
+    waiting = waiting if waiting is not None else {}
     for svc in wanted:
+        if svc in waiting:
+            _release(state, svc, settings, extra_env, waiting.pop(svc))
+            continue
         info = running.get(svc)
         if ours(info) and http_ok(f"{info['url']}/healthz"):
             continue

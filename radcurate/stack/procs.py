@@ -61,12 +61,15 @@ def reuse_port(previous: int | None) -> int:
 
 
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-          user: str | None = None, cwd: Path | None = None) -> int:
-    """Start a detached process (own session, so `down` can stop its whole group); returns the pid."""
+          user: str | None = None, cwd: Path | None = None, stdin: int | None = None) -> int:
+    """Start a detached process (own session, so `down` can stop its whole group); returns the pid.
+
+    `stdin` is a file descriptor for the process to read (e.g. a pipe's read end), else /dev/null."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            list(argv), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             env={**os.environ, **(env or {})}, start_new_session=True, user=user, cwd=cwd,
         )
     return proc.pid

@@ -10,10 +10,10 @@ list below errs towards transient for transport-level errors only, never for con
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import httpx
-import openai
 import psycopg
 import urllib3.exceptions
 from minio.error import S3Error, ServerError
@@ -64,9 +64,13 @@ def _is_transient_one(err: BaseException) -> bool:
         return True
     if isinstance(err, httpx.HTTPStatusError):
         return err.response.status_code >= 500 or err.response.status_code in _HTTP_TRANSIENT_STATUS
-    if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
+    # openai's errors are looked up, not imported: only the LLM client imports openai, and an
+    # error of its classes cannot exist in a process that never did. Importing it here cost
+    # every service ~1 s of CPU at start-up (openai.types), also the three that never call an LLM.
+    openai = sys.modules.get("openai")
+    if openai is not None and isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
         return True
-    if isinstance(err, openai.APIStatusError):
+    if openai is not None and isinstance(err, openai.APIStatusError):
         return err.status_code >= 500 or err.status_code in _LLM_TRANSIENT_STATUS
     return False
 
