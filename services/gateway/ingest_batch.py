@@ -147,16 +147,23 @@ async def ingest_batch(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     ready = await _precheck(pool, ready, outcomes)
     # Objects first, then their manifests, then the transaction (as ingest_study): a crash between
     # leaves unreferenced content-addressed objects, never a row or an event pointing at missing bytes.
-    def store_study(r: _Ready) -> manifests.ObjectsManifest:
-        _store_all(store, bucket, r.parsed)
-        return manifests.put_objects(store, bucket, r.study.study_id, [p.obj for p in r.parsed])
+    def store_all(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
+        refs = []
+        for r in part:  # each study's objects, then its manifest
+            _store_all(store, bucket, r.parsed)
+            refs.append(manifests.put_objects(store, bucket, r.study.study_id, [p.obj for p in r.parsed]))
+        return refs
 
-    async def put(r: _Ready) -> manifests.ObjectsManifest:
-        async with gate:  # one trip to a worker thread per study: its objects, then its manifest
-            return await asyncio.to_thread(store_study, r)
+    async def put(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
+        async with gate:  # `concurrency` streams of PUTs at once, one trip to a worker thread each
+            return await asyncio.to_thread(store_all, part)
 
-    refs = await _put_manifests_locked(pool, [r.study.study_id for r in ready], lambda: asyncio.gather(
-        *(put(r) for r in ready)))
+    async def put_all() -> list[manifests.ObjectsManifest]:
+        width = min(concurrency, len(ready))
+        stored = await asyncio.gather(*(put(ready[i::width]) for i in range(width)))
+        return [stored[at % width][at // width] for at in range(len(ready))]  # back in the batch's order
+
+    refs = await _put_manifests_locked(pool, [r.study.study_id for r in ready], put_all)
     try:
         outcomes |= await _record(pool, ready, refs, protocol)
     except Exception:  # not a refusal: a database error, an event too large...; nothing was recorded
