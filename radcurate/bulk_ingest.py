@@ -11,10 +11,12 @@ object-store credentials for this: the gateway applies its own bounds, checks an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
+import os
+import re
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,13 +143,65 @@ async def _post_batch(api: Gateway, batch: list[tuple[dict[str, str], list[tuple
                 "files": len(paths)} for row, paths in batch]
     form = {"studies": json.dumps(studies), "protocol": str(protocol), "scrub": str(scrub).lower(),
             "allow_burned_in_annotation": str(allow_burned_in).lower()}
-    with contextlib.ExitStack() as files:
-        parts = [("files", (name, files.enter_context(open(path, "rb")), "application/dicom"))
-                 for _, paths in batch for name, path in paths]
-        resp = await api.request("POST", "/api/v1/studies/batch", data=form, files=parts,
-                                 timeout=STUDY_TIMEOUT_SECONDS)
+    body = MultipartBody(form, [(name, path) for _, paths in batch for name, path in paths])
+    resp = await api.request("POST", "/api/v1/studies/batch", content=body.chunks(), timeout=STUDY_TIMEOUT_SECONDS,
+                             headers={"Content-Type": body.content_type, "Content-Length": str(body.length)})
     outcomes = resp.json()["studies"]
     for o in outcomes:
         if o["status"] == "refused" and o["http_status"] not in REFUSED:
             raise GatewayError(o["http_status"], {"detail": o.get("detail")})
     return list(outcomes)
+
+
+# A form parameter's value as browsers (and httpx) write it in a part's header: the quote, the
+# backslash and control characters escaped (WHATWG HTML, multipart/form-data encoding).
+_FORM_PARAM_ESCAPES = {'"': "%22", "\\": "\\\\", **{chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
+_FORM_PARAM_RE = re.compile("|".join(re.escape(c) for c in _FORM_PARAM_ESCAPES))
+
+
+def _form_param(name: str, value: str) -> str:
+    return f'{name}="{_FORM_PARAM_RE.sub(lambda m: _FORM_PARAM_ESCAPES[m.group(0)], value)}"'
+
+
+class MultipartBody:
+    """A multipart/form-data body of text fields and files, sent in blocks of about BLOCK bytes.
+
+    httpx's multipart encoder wrote each part's head, and each 64 KiB of a file, as its own write
+    through httpcore and anyio (a timeout scope and task lookup per write): about half of the bulk
+    client's CPU per study (issue 15 §2). Here the parts' heads and the files' bytes go out in
+    ~1 MiB blocks; a file is still read a block at a time, never whole. The length is known before
+    sending (each file's size), so the request carries a Content-Length as httpx's did."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, fields: dict[str, str], files: list[tuple[str, Path]]) -> None:
+        self.boundary = os.urandom(16).hex()
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self._fields = b"".join(
+            f"--{self.boundary}\r\nContent-Disposition: form-data; {_form_param('name', k)}\r\n\r\n".encode()
+            + v.encode() + b"\r\n" for k, v in fields.items())
+        self._files = [(f"--{self.boundary}\r\nContent-Disposition: form-data; {_form_param('name', 'files')}; "
+                        f"{_form_param('filename', name)}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+                        path, path.stat().st_size) for name, path in files]
+        self._end = f"--{self.boundary}--\r\n".encode()
+        self.length = (len(self._fields) + sum(len(head) + size + 2 for head, _, size in self._files)
+                       + len(self._end))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        block = bytearray(self._fields)
+        for head, path, size in self._files:
+            block += head
+            with open(path, "rb") as fp:
+                left = size
+                while left:
+                    data = fp.read(min(left, max(self.BLOCK - len(block), 1 << 16)))
+                    if not data:
+                        raise FolderError(f"{path}: the file shrank while it was sent ({size - left} of {size} bytes)")
+                    block += data
+                    left -= len(data)
+                    if len(block) >= self.BLOCK:
+                        yield bytes(block)
+                        block.clear()
+            block += b"\r\n"
+        block += self._end
+        yield bytes(block)

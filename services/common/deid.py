@@ -30,7 +30,7 @@ import pydicom
 from dicognito.anonymizer import Anonymizer
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from services.common import phi
@@ -103,7 +103,11 @@ _REFUSED_WHEN_SET = EMPTY - {"StudyID"}
 CLEANED = frozenset({"SeriesDescription", "StudyDescription", "ProtocolName"})
 PSEUDONYMISED = ("PatientID", "PatientName")
 _CHECKED = REMOVE | EMPTY | CLEANED | {"PatientName"}  # the keywords violations() looks at
+# ... as tags: a set lookup per element instead of a dictionary keyword lookup (the walk runs on
+# every header element of every ingested object).
+_CHECKED_TAGS = frozenset(tag for kw in _CHECKED if (tag := tag_for_keyword(kw)) is not None)
 _REPEATING_GROUPS = ((0x5000, 0x50FF), (0x6000, 0x60FF))  # curves, overlays (overlay text, graphics)
+_REPEATING_HIGH_BYTES = (0x50, 0x60)  # the groups above, told by their tag's first byte
 
 
 class DeidSettings(BaseSettings):
@@ -125,7 +129,7 @@ class BurnedInAnnotation(DeidError):
 
 
 def _is_repeating(tag: Any) -> bool:
-    return any(lo <= tag.group <= hi for lo, hi in _REPEATING_GROUPS)
+    return tag >> 24 in _REPEATING_HIGH_BYTES  # group 50xx or 60xx
 
 
 def _has_value(elem: Any) -> bool:
@@ -149,10 +153,9 @@ def _walk_candidates(ds: Dataset, path: str = "") -> Any:
     private, not an overlay or curve, not a keyword it checks, not a sequence to descend into):
     those are never decoded from the file's bytes, and they are most of a header."""
     for tag in list(ds.keys()):
-        keyword = keyword_for_tag(tag)
-        if not (tag.is_private or _is_repeating(tag) or keyword in _CHECKED):
+        if not (tag >> 16 & 1 or tag >> 24 in _REPEATING_HIGH_BYTES or tag in _CHECKED_TAGS):  # private, 50xx/60xx
             vr = ds.get_item(tag).VR
-            if vr in (None, "UN") and keyword:  # implicit VR, or UN that pydicom reads as its dictionary VR
+            if vr in (None, "UN") and keyword_for_tag(tag):  # implicit VR, or UN read as its dictionary VR
                 vr = dictionary_VR(tag)
             if vr != "SQ":
                 continue

@@ -115,15 +115,22 @@ async def ingest_batch(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
     single: list[int] = []  # left to ingest_study, one by one
     gate = asyncio.Semaphore(concurrency)
 
-    async def validate(at: int, s: BatchStudy) -> _Ready | None:
-        async with gate:
+    def validate_all(part: list[int]) -> list[_Ready]:
+        ready = []
+        for at in part:
+            s = batch[at]
             try:
-                parsed, removed = await asyncio.to_thread(validate_study, s.study_id, s.patient_id, s.report,
-                                                          s.files, scrub, limits, allow_burned_in)
+                parsed, removed = validate_study(s.study_id, s.patient_id, s.report, s.files, scrub, limits,
+                                                 allow_burned_in)
             except IngestError as exc:
                 outcomes[at] = refused(s, exc)
-                return None
-        return _Ready(at, s, parsed, removed)
+                continue
+            ready.append(_Ready(at, s, parsed, removed))
+        return ready
+
+    async def validate(part: list[int]) -> list[_Ready]:
+        async with gate:
+            return await asyncio.to_thread(validate_all, part)
 
     for at, s in enumerate(batch):
         if s.refused is not None:
@@ -131,19 +138,32 @@ async def ingest_batch(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
         elif not is_study_id(s.study_id):
             single.append(at)  # ingest_study words the refusal
     todo = [at for at in range(len(batch)) if at not in outcomes and at not in single]
-    ready = [r for r in await asyncio.gather(*(validate(at, batch[at]) for at in todo)) if r is not None]
+    # `concurrency` parts validated at once, each part's studies in turn in one worker thread: parsing
+    # holds the interpreter, so a trip to a thread per study bought no overlap, only its own cost.
+    parts = [todo[i::concurrency] for i in range(min(concurrency, len(todo)))]
+    ready = sorted((r for part in await asyncio.gather(*(validate(p) for p in parts)) for r in part),
+                   key=lambda r: r.at)
 
     ready = await _precheck(pool, ready, outcomes)
     # Objects first, then their manifests, then the transaction (as ingest_study): a crash between
     # leaves unreferenced content-addressed objects, never a row or an event pointing at missing bytes.
-    async def put(r: _Ready) -> manifests.ObjectsManifest:
-        async with gate:
-            await asyncio.to_thread(_store_all, store, bucket, r.parsed)
-            return await asyncio.to_thread(manifests.put_objects, store, bucket, r.study.study_id,
-                                           [p.obj for p in r.parsed])
+    def store_all(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
+        refs = []
+        for r in part:  # each study's objects, then its manifest
+            _store_all(store, bucket, r.parsed)
+            refs.append(manifests.put_objects(store, bucket, r.study.study_id, [p.obj for p in r.parsed]))
+        return refs
 
-    refs = await _put_manifests_locked(pool, [r.study.study_id for r in ready], lambda: asyncio.gather(
-        *(put(r) for r in ready)))
+    async def put(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
+        async with gate:  # `concurrency` streams of PUTs at once, one trip to a worker thread each
+            return await asyncio.to_thread(store_all, part)
+
+    async def put_all() -> list[manifests.ObjectsManifest]:
+        width = min(concurrency, len(ready))
+        stored = await asyncio.gather(*(put(ready[i::width]) for i in range(width)))
+        return [stored[at % width][at // width] for at in range(len(ready))]  # back in the batch's order
+
+    refs = await _put_manifests_locked(pool, [r.study.study_id for r in ready], put_all)
     try:
         outcomes |= await _record(pool, ready, refs, protocol)
     except Exception:  # not a refusal: a database error, an event too large...; nothing was recorded

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import pydicom
 from pydicom.pixels import iter_pixels
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from services.gateway.render import decoding_plugin
 
@@ -39,7 +40,10 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
     digest = hashlib.sha256()
     low = high = None
     try:
-        for n, frame in enumerate(iter_pixels(ds, decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))):
+        native = _native_frames(ds, frames)
+        decoded = native if native is not None else iter_pixels(
+            ds, decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))
+        for n, frame in enumerate(decoded):
             if on_frame is not None:
                 on_frame(n, frame)
             canonical = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
@@ -55,3 +59,34 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
     if low is None:
         raise PixelDecodeError("no frame in the pixel data")
     return None if low == high else digest.hexdigest()
+
+
+_NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def _native_frames(ds: pydicom.Dataset, frames: int) -> list[np.ndarray] | None:
+    """The frames pydicom's decoder yields for the commonest object, read straight off the
+    buffer: native little-endian grayscale, 8, 16 or 32 bits allocated, its unused high bits
+    corrected as pydicom does (shifted out and back: masked when unsigned, sign-extended when
+    signed). pydicom's decoder spent ~0.15 ms per object setting itself up for this. None for
+    anything else (compressed, big endian, deflated, colour, 1-bit, truncated): pydicom decodes it."""
+    if ds.file_meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
+        return None
+    samples, allocated = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
+    stored, representation = int(ds.get("BitsStored", 0) or 0), ds.get("PixelRepresentation")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if (samples != 1 or allocated not in (8, 16, 32) or not 0 < stored <= allocated or representation not in (0, 1)
+            or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME1", "MONOCHROME2")
+            or rows < 1 or columns < 1 or frames < 1):
+        return None
+    data = ds.PixelData
+    count = rows * columns * frames
+    dtype = np.dtype(f"<{'i' if representation else 'u'}{allocated // 8}")
+    if not isinstance(data, bytes) or len(data) < count * dtype.itemsize:
+        return None
+    pixels = np.frombuffer(data, dtype=dtype, count=count).reshape(frames, rows, columns)
+    if stored < allocated:
+        pixels = pixels.copy()
+        np.left_shift(pixels, allocated - stored, out=pixels)
+        np.right_shift(pixels, allocated - stored, out=pixels)
+    return list(pixels)

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from services.gateway import pixel_digest as pixel_digest_module
 from services.gateway.pixel_digest import PixelDecodeError, pixel_digest
 
 
@@ -60,3 +61,49 @@ def test_undecodable_pixels_are_an_error():
     ds.PixelData = ds.PixelData[:200]
     with pytest.raises(PixelDecodeError, match="cannot decode the pixel data"):
         pixel_digest(ds)
+
+
+def native(allocated: int, stored: int, signed: int, frames: int, implicit: bool, photometric: str) -> pydicom.Dataset:
+    """A native grayscale object of random pixels, their unused high bits set at random too."""
+    ds = read("MR_small.dcm")
+    ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit
+                                      else pydicom.uid.ExplicitVRLittleEndian)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, stored, stored - 1, signed
+    ds.Rows, ds.Columns, ds.PhotometricInterpretation = 16, 24, photometric
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = np.random.default_rng(allocated * stored + signed).integers(
+        0, 256, size=16 * 24 * frames * allocated // 8, dtype=np.uint8).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize(("allocated", "stored"), [(8, 8), (8, 6), (16, 16), (16, 12), (16, 10), (32, 32), (32, 20)])
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize(("frames", "implicit", "photometric"), [(1, False, "MONOCHROME2"), (3, True, "MONOCHROME1")])
+def test_native_grayscale_read_off_the_buffer_digests_as_pydicoms_decoder(allocated, stored, signed, frames, implicit,
+                                                                          photometric, monkeypatch):
+    """The native fast path (issue 15 §2) gives the digest, frames and uniformity pydicom's decoder gives."""
+    seen_fast: list[np.ndarray] = []
+    fast = pixel_digest(native(allocated, stored, signed, frames, implicit, photometric),
+                        on_frame=lambda n, f: seen_fast.append(f))
+    with monkeypatch.context() as m:
+        m.setattr(pixel_digest_module, "_native_frames", lambda ds, frames: None)
+        seen_slow: list[np.ndarray] = []
+        slow = pixel_digest(native(allocated, stored, signed, frames, implicit, photometric),
+                            on_frame=lambda n, f: seen_slow.append(f))
+    assert fast is not None and fast == slow
+    assert len(seen_fast) == len(seen_slow) == frames
+    for a, b in zip(seen_fast, seen_slow, strict=True):
+        assert a.shape == b.shape and a.dtype.newbyteorder("<") == b.dtype.newbyteorder("<") and (a == b).all()
+
+
+def test_the_fast_path_takes_only_native_little_endian_grayscale():
+    assert pixel_digest_module._native_frames(native(16, 12, 0, 1, False, "MONOCHROME2"), 1) is not None
+    assert pixel_digest_module._native_frames(read("MR_small_bigendian.dcm"), 1) is None
+    assert pixel_digest_module._native_frames(read("MR_small_RLE.dcm"), 1) is None
+    assert pixel_digest_module._native_frames(read("SC_rgb.dcm"), 1) is None
+    truncated = native(16, 12, 0, 1, False, "MONOCHROME2")
+    truncated.PixelData = truncated.PixelData[:100]
+    assert pixel_digest_module._native_frames(truncated, 1) is None  # left to pydicom, which refuses it
+    with pytest.raises(PixelDecodeError):
+        pixel_digest(truncated)

@@ -1,0 +1,140 @@
+"""The object store's PUT transport (services/common/put_transport) against a scripted loopback
+server: connections kept alive, bodies sent whole, urllib3's retry policy (connection failures and
+500/502/503/504), a dropped idle connection resent at once, and the read timeout."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from services.common.put_transport import PutTransport
+
+
+class Server:
+    """Answers each request with the next (status, close-after) of `script` (then 200s), and
+    records the requests' bodies and how many connections it accepted."""
+
+    def __init__(self, script: list[tuple[int | None, str]] | None = None) -> None:
+        self.script = list(script or [])
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                self.bodies.append(buf[:length])
+                buf = buf[length:]
+                status, close = self.script.pop(0) if self.script else (200, '')
+                if status is None:  # never answers
+                    threading.Event().wait(5)
+                    return
+                # close: says so ("Connection: close"); drop: closes without saying (an idle timeout)
+                conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nx-amz-request-id: r1\r\n"
+                             f"{'Connection: close' + chr(13) + chr(10) if close == 'close' else ''}\r\nok".encode())
+                if close:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.close()
+
+
+def transport(port: int, read_s: float = 5.0) -> PutTransport:
+    return PutTransport("127.0.0.1", port, connect_s=2.0, read_s=read_s, backoff_s=0.01)
+
+
+def put(t: PutTransport, port: int, body: bytes | io.BytesIO, length: int) -> int:
+    return t.urlopen("PUT", f"http://127.0.0.1:{port}/bucket/key", body=body,
+                     headers={"Host": f"127.0.0.1:{port}", "Content-Length": str(length)}).status
+
+
+def test_puts_share_one_kept_alive_connection_and_bodies_arrive_whole(server: Server) -> None:
+    t = transport(server.port)
+    small, big = b"m" * 600, bytes(range(256)) * 4096  # 1 MiB: sent after the head, not in its write
+    stream = io.BytesIO(b"skipped" + big)
+    stream.seek(7)  # from where the caller left it
+    assert [put(t, server.port, small, len(small)), put(t, server.port, stream, len(big)),
+            put(t, server.port, big, len(big))] == [200, 200, 200]
+    assert server.bodies == [small, big, big]
+    assert server.connections == 1
+
+
+def test_5xx_is_retried_twice_with_the_body_rewound_then_answered() -> None:
+    s = Server([(503, ''), (500, '')])
+    t = transport(s.port)
+    stream = io.BytesIO(b"xxbody")
+    stream.seek(2)
+    assert put(t, s.port, stream, 4) == 200
+    assert s.bodies == [b"body"] * 3
+    s.close()
+    s = Server([(503, '')] * 3)
+    assert put(transport(s.port), s.port, b"body", 4) == 503  # retries spent: the caller sees the answer
+    assert len(s.bodies) == 3
+    s.close()
+
+
+def test_a_4xx_is_not_retried() -> None:
+    s = Server([(403, '')])
+    assert put(transport(s.port), s.port, b"body", 4) == 403
+    assert len(s.bodies) == 1
+    s.close()
+
+
+@pytest.mark.parametrize("close", ["close", "drop"])
+def test_a_connection_the_server_closed_is_replaced_and_the_request_sent_again(close: str) -> None:
+    s = Server([(200, close), (200, close)])  # answers, then closes the connection
+    t = transport(s.port)
+    assert put(t, s.port, b"one", 3) == 200
+    threading.Event().wait(0.05)  # the close has reached the client's idle connection
+    assert put(t, s.port, b"two", 3) == 200
+    assert put(t, s.port, b"three", 5) == 200
+    assert s.bodies == [b"one", b"two", b"three"] and s.connections == 3
+    s.close()
+
+
+def test_a_server_that_does_not_answer_times_out() -> None:
+    s = Server([(None, '')] * 3)
+    with pytest.raises(TimeoutError):
+        put(transport(s.port, read_s=0.2), s.port, b"body", 4)
+    s.close()
+
+
+def test_no_server_is_a_connection_error() -> None:
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    with pytest.raises(ConnectionError):
+        put(transport(port), port, b"body", 4)
