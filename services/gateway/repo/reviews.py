@@ -10,7 +10,9 @@ connection in autocommit mode with their own BEGIN/COMMIT:
 - a vote is two: BEGIN and the locking read, then — after the protocol has judged the vote in
   Python — one statement that inserts the vote, marks the assignment voted and records the
   outbox row, sent together with COMMIT (`vote_transaction`). The vote's commit waits for its WAL
-  (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default.
+  (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default;
+- a vote that asks for the reader's next assignment as well opens it in that same second round trip
+  (`open_next_with_vote`), inside the vote's transaction: no third round trip, and no second request.
 """
 
 from __future__ import annotations
@@ -23,20 +25,37 @@ from typing import Any
 from services.common import outbox
 from services.common.contracts import VoteCast
 from services.gateway import judgements
-from services.gateway.repo.conn import Conn, Row, autocommit
+from services.gateway.repo.conn import Conn, Cursor, Row, autocommit
+
+
+def _open_next(columns: str, locked: str = "") -> str:
+    return ("UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
+            " WHERE s.study_id = a.study_id AND a.assignment_id = ("
+            " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
+            f" AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1{locked})"
+            f" RETURNING {columns}")
 
 
 async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Row | None:
     """Open the reader's oldest open assignment not in `skip` (its `opened_at` set once), committed;
     the row with `columns` (aliases `a` for assignments, `s` for studies), or None."""
     async with autocommit(conn):  # the one statement is its own transaction: one round trip
-        cur = await conn.execute(
-            "UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
-            " WHERE s.study_id = a.study_id AND a.assignment_id = ("
-            " SELECT assignment_id FROM assignments WHERE reader_id = %s AND status = 'open'"
-            " AND NOT assignment_id = ANY(%s) ORDER BY assigned_at, study_id LIMIT 1)"
-            f" RETURNING {columns}", (reader_id, list(skip)))
+        cur = await conn.execute(_open_next(columns), (reader_id, list(skip)))
         return await cur.fetchone()
+
+
+async def open_next_with_vote(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Cursor:
+    """`open_next` as the last statement of a vote's transaction (call inside `vote_transaction`,
+    after `record_vote`): it is sent with the vote's statement and COMMIT, so it costs no round trip
+    and commits with the vote. Fetch its row from the returned cursor once the transaction has ended
+    (fetching inside the pipeline would sync it: a round trip more).
+
+    Assignments another transaction holds locked are skipped, not waited for (SKIP LOCKED): that is
+    a vote on them in flight (the reader's own, from another page or a retry), or another request
+    opening them. Waiting could deadlock two votes of one reader, each holding its own assignment
+    locked and waiting to open the other's; skipping gives the next free one, which the plain
+    `GET /next` would also reach once the other vote is in."""
+    return await conn.execute(_open_next(columns, " FOR UPDATE SKIP LOCKED"), (reader_id, list(skip)))
 
 
 @asynccontextmanager
