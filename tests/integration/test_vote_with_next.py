@@ -1,6 +1,6 @@
 """A vote that asks for the reader's next assignment (`POST .../vote?next=true`) opens it in the
-vote's own transaction and in the vote's second round trip (services/gateway/repo/reviews.py
-`open_next_with_vote`), on the gateway's real tables in the test Postgres: still two round trips,
+vote's own statement (services/gateway/repo/reviews.py `record_vote_and_open_next`), on the
+gateway's real tables in the test Postgres: still two round trips,
 the next read opened only if the vote commits, and two votes of one reader in flight at once never
 wait on each other's assignment (SKIP LOCKED), where the plain statement would."""
 
@@ -49,8 +49,7 @@ async def _vote_with_next(conn, assignment_id: str, skip: list[str]) -> dict | N
     async with reviews.vote_transaction(conn):
         locked = await reviews.lock_assignment(conn, assignment_id)
         assert locked is not None and locked["vote_id"] is None
-        await reviews.record_vote(conn, _event(assignment_id), None, [])
-        following = await reviews.open_next_with_vote(conn, "r1", [assignment_id, *skip], COLUMNS)
+        following = await reviews.record_vote_and_open_next(conn, _event(assignment_id), None, [], skip, COLUMNS)
     return await following.fetchone()
 
 
@@ -92,8 +91,7 @@ async def test_a_vote_that_fails_at_commit_opens_nothing(conn):
     with pytest.raises(psycopg.errors.UniqueViolation):  # a concurrent duplicate: raised when the transaction ends
         async with reviews.vote_transaction(conn):
             await reviews.lock_assignment(conn, "A")
-            await reviews.record_vote(conn, _event("A"), None, [])
-            await reviews.open_next_with_vote(conn, "r1", ["A"], COLUMNS)
+            await reviews.record_vote_and_open_next(conn, _event("A"), None, [], [], COLUMNS)
     assert _as_the_pool_gave_it(conn)
     assert await _scalar(conn, "SELECT count(*) FROM assignments WHERE opened_at IS NOT NULL") == 0
     assert await _scalar(conn, "SELECT status FROM assignments WHERE assignment_id = 'A'") == "open"

@@ -172,8 +172,8 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
     recorded, and whether it is the original returned again for a retry with the same key. With
     `next_after` (the assignments to skip) the answer also carries the reader's next assignment."""
     # BEGIN travels with the locking read, and the vote's one statement with COMMIT
-    # (services/gateway/repo/reviews.py), so a vote costs two round trips; the next assignment's
-    # statement travels with them too.
+    # (services/gateway/repo/reviews.py), so a vote costs two round trips; asked for, the next
+    # assignment is opened by the vote's own statement.
     following = None
     try:
         async with res.pool.connection() as conn:
@@ -190,10 +190,11 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                         raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
                     protocol = _protocol(a["protocol"])
                     event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, reader_id)
-                    await repo.record_vote(conn, event, idempotency_key, confirmed)
-                    if next_after is not None:
-                        following = await repo.open_next_with_vote(conn, reader_id, [assignment_id, *next_after],
-                                                                   _COLUMNS)
+                    if next_after is None:
+                        await repo.record_vote(conn, event, idempotency_key, confirmed)
+                    else:
+                        following = await repo.record_vote_and_open_next(conn, event, idempotency_key, confirmed,
+                                                                         next_after, _COLUMNS)
             if replay is not None:  # a retry: the original vote, and (if asked) the next read as GET /next opens it
                 extra = {} if next_after is None else _next_field(
                     await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
@@ -215,7 +216,8 @@ def _next_field(row: dict | None) -> dict[str, Any]:
     shown (e.g. its protocol is not loaded here): the vote is recorded all the same, and
     `GET /next` answers the reason."""
     try:
-        return {"next_assignment": None if row is None else _view(row).model_dump(mode="json")}
+        # The model itself, not a dict of it: it is serialised once, with its own serialiser, in the vote's JSON.
+        return {"next_assignment": None if row is None else _view(row)}
     except Problem:
         return {}
 
