@@ -17,6 +17,9 @@ The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORK
 fetch no images, and decoding them at assignment would be counted as the votes' CPU.
 Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part
 (BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script).
+BENCH_VOTE_NEXT=0 makes each reader ask `GET /reviews/next` before every vote (two requests per study);
+by default a vote asks for the reader's next assignment too (`?next=true`: one request per study, as
+the reviewer page and the simulated panel read).
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -52,6 +55,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 # The load client: httpx (the default, as the issue measured) or `raw`, hand-written HTTP/1.1 at a
 # fraction of httpx's CPU (RawClient: the simulated panel's client), so the client is not what limits the offered load.
 CLIENT = os.environ.get("BENCH_CLIENT", "httpx")
+# Whether a vote's answer carries the reader's next assignment (`?next=true`), saving `GET /next`.
+VOTE_NEXT = os.environ.get("BENCH_VOTE_NEXT", "1") != "0"
 
 
 def _load() -> str:
@@ -224,44 +229,62 @@ async def _timed(run: Run, op: str, send: Callable[[], Awaitable[httpx.Response]
         return resp
 
 
-async def _read_one(client: httpx.AsyncClient | RawClient, token: str, run: Run) -> bool:
-    """Next assignment, then a vote on it; False when the worklist is empty."""
-    auth = {"Authorization": f"Bearer {token}"}
-    resp = await _timed(run, "next", lambda: client.get("/api/v1/reviews/next", headers=auth))
-    if resp.status_code == 204:
+class Reader:
+    """One load reader: its token, and the assignment the last vote's answer carried (`ASK`: none
+    carried, ask `GET /next`; None: the worklist is empty)."""
+
+    ASK: Any = object()
+
+    def __init__(self, token: str) -> None:
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.following: Any = Reader.ASK
+
+
+async def _read_one(client: httpx.AsyncClient | RawClient, reader: Reader, run: Run) -> bool:
+    """Next assignment (from the last vote's answer, or asked for), then a vote on it; False when
+    the worklist is empty."""
+    auth = reader.auth
+    a = reader.following
+    if a is Reader.ASK:
+        resp = await _timed(run, "next", lambda: client.get("/api/v1/reviews/next", headers=auth))
+        a = None if resp.status_code == 204 else resp.json()
+    if a is None:
         return False
-    a = resp.json()
+    path = f"/api/v1/reviews/{a['assignment_id']}/vote" + ("?next=true" if VOTE_NEXT else "")
     r = await _timed(run, "vote", lambda: client.post(
-        f"/api/v1/reviews/{a['assignment_id']}/vote", headers={**auth, "Idempotency-Key": a["assignment_id"]},
+        path, headers={**auth, "Idempotency-Key": a["assignment_id"]},
         json={"verdict": "agree_all", "confirm": True, "seconds_spent": 20}))
     assert r.status_code in (200, 201), r.text
+    voted = r.json() if VOTE_NEXT else {}
+    reader.following = voted["next_assignment"] if "next_assignment" in voted else Reader.ASK
     run.votes += 1
     return True
 
 
-async def _paced_reader(client: httpx.AsyncClient | RawClient, token: str, run: Run, until: float) -> None:
+async def _paced_reader(client: httpx.AsyncClient | RawClient, reader: Reader, run: Run, until: float) -> None:
     """Reads on a fixed schedule (one study every READ_EVERY_S, random phase): open loop."""
     due = time.perf_counter() + random.uniform(0, READ_EVERY_S)
     while due < until:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        if not await _read_one(client, token, run):
+        if not await _read_one(client, reader, run):
             return
         due += READ_EVERY_S
 
 
-async def _eager_reader(client: httpx.AsyncClient | RawClient, token: str, run: Run, until: float) -> None:
-    while time.perf_counter() < until and await _read_one(client, token, run):
+async def _eager_reader(client: httpx.AsyncClient | RawClient, reader: Reader, run: Run, until: float) -> None:
+    while time.perf_counter() < until and await _read_one(client, reader, run):
         pass
 
 
 async def _phase(url: str, tokens: list[str], seconds: float, paced: bool) -> Run:
     run = Run()
     reader = _paced_reader if paced else _eager_reader
+    readers = [Reader(t) for t in tokens]
     if CLIENT == "raw":
         clients = [RawClient(url) for _ in tokens]
         until = time.perf_counter() + seconds
         try:
-            await asyncio.gather(*(reader(c, t, run, until) for c, t in zip(clients, tokens, strict=True)))
+            await asyncio.gather(*(reader(c, r, run, until) for c, r in zip(clients, readers, strict=True)))
         finally:
             for c in clients:
                 c.close()
@@ -269,7 +292,7 @@ async def _phase(url: str, tokens: list[str], seconds: float, paced: bool) -> Ru
         limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
             until = time.perf_counter() + seconds
-            await asyncio.gather(*(reader(client, t, run, until) for t in tokens))
+            await asyncio.gather(*(reader(client, r, run, until) for r in readers))
     if run.errors:
         print(f"{len(run.errors)} dropped connections retried ({sorted(set(run.errors))})")
     return run
@@ -372,7 +395,8 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
         try:
             tokens = asyncio.run(_prepare(state, data, studies, n_readers))
             roots = _roots(state)
-            print(f"{studies} studies, {3 * studies} assignments, {n_readers} readers, load client {CLIENT}; {_load()}")
+            print(f"{studies} studies, {3 * studies} assignments, {n_readers} readers, load client {CLIENT},"
+                  f" {'the next assignment with the vote' if VOTE_NEXT else 'GET /next before each vote'}; {_load()}")
 
             window = CpuWindow(roots)
             window.start()

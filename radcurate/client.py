@@ -61,9 +61,14 @@ class Gateway:
         resp = await self.request("GET", "/api/v1/reviews/next")
         return None if resp.status_code == 204 else resp.json()
 
-    async def vote(self, assignment_id: str, body: dict, idempotency_key: str | None = None) -> dict:
+    async def vote(self, assignment_id: str, body: dict, idempotency_key: str | None = None, *,
+                   with_next: bool = False) -> dict:
+        """The vote as recorded; `with_next`: with the reader's next assignment as `next_assignment`
+        (null: none left; absent: ask `next_assignment()`), opened with the vote."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers)
+        params = {"next": "true"} if with_next else None
+        resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers,
+                                  params=params)
         return resp.json()
 
     async def progress(self, protocol: str | None = None) -> dict:
@@ -133,7 +138,10 @@ class ReaderClient:
         resp = await self.request("GET", "/api/v1/reviews/next")
         return None if resp.status_code == 204 else resp.json()
 
-    async def vote(self, assignment_id: str, body: dict, idempotency_key: str | None = None) -> dict:
+    async def vote(self, assignment_id: str, body: dict, idempotency_key: str | None = None, *,
+                   with_next: bool = False) -> dict:
+        """As `Gateway.vote`: with `with_next`, one request per study instead of two."""
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
-        resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers)
+        resp = await self.request("POST", f"/api/v1/reviews/{assignment_id}/vote", json=body, headers=headers,
+                                  params={"next": "true"} if with_next else None)
         return resp.json()

@@ -234,16 +234,20 @@ async def read_worklist(api: Gateway, reader: SimReader, truth: dict[str, Truth]
     me = api.reader(reader.token)
     votes = 0
     try:
-        while (a := await me.next_assignment()) is not None:
+        a = await me.next_assignment()
+        while a is not None:
             if a.get("protocol") == LUMBAR:
                 body = await grade(me, reader, a, truth[a["study_id"]])
             else:
                 suggested = {s["label_id"] for s in a["suggested"]}
                 body = reader.judge(suggested, truth[a["study_id"]], a["label_ids"])
-            await cast_vote(me, a["assignment_id"], body)
+            # The vote's answer carries the next read (one request per study, not two); when it
+            # cannot (`next_assignment` absent), the reader asks for it as before.
+            voted = await cast_vote(me, a["assignment_id"], body, with_next=True)
             votes += 1
             if on_vote:
                 on_vote()
+            a = voted["next_assignment"] if "next_assignment" in voted else await me.next_assignment()
     finally:
         await me.aclose()
     return votes
@@ -264,16 +268,17 @@ async def grade(me: Gateway | ReaderClient, reader: SimReader, a: dict, truth: L
 CONFIRMATION_TYPE = "https://radcurate.dev/problems/confirmation-required"
 
 
-async def cast_vote(me: Gateway | ReaderClient, assignment_id: str, body: dict) -> dict:
+async def cast_vote(me: Gateway | ReaderClient, assignment_id: str, body: dict, *, with_next: bool = False) -> dict:
     """Vote; when the gateway asks to confirm an omission, the simulated reader stands by what it
-    saw (it judged from the truth, as a radiologist judges from the image) and confirms."""
+    saw (it judged from the truth, as a radiologist judges from the image) and confirms.
+    `with_next`: the answer carries the reader's next assignment (`Gateway.vote`)."""
     key = str(uuid.uuid4())
     try:
-        return await me.vote(assignment_id, body, idempotency_key=key)
+        return await me.vote(assignment_id, body, idempotency_key=key, with_next=with_next)
     except GatewayError as exc:
         if exc.status != 409 or exc.problem.get("type") != CONFIRMATION_TYPE:
             raise
-    return await me.vote(assignment_id, {**body, "confirm": True}, idempotency_key=key)
+    return await me.vote(assignment_id, {**body, "confirm": True}, idempotency_key=key, with_next=with_next)
 
 
 async def run_panel(api: Gateway, readers: list[SimReader], truth: dict[str, Truth]) -> int:

@@ -183,6 +183,79 @@ async def test_an_undone_vote_is_never_stored_and_one_left_alone_is_stored_after
     await admin.aclose()
 
 
+async def test_a_vote_sent_as_the_reader_moves_on_brings_the_study_after_next_and_undo_still_holds(
+        stack, browser, tmp_path):
+    """A held-back vote sent because the reader voted again asks the gateway for the study after
+    the one now on screen (`?next=true`): no `GET /next` of its own. Undo, the prefetch's skips
+    and the grace period behave as before; every vote is stored once, as the reader last cast it."""
+    admin = Gateway(stack["gateway_url"], stack["admin_token"])
+    for i in range(4):
+        sid = f"NEXT-{i}"
+        assert (await ingest_http(stack, sid, dicom_bytes(tmp_path, sid, seed=i), REPORT)).status_code == 201
+    tokens = await sample_for_new_panel(admin, ["nxt-1", "nxt-2", "nxt-3"], n=4)
+    reader = admin.as_user(tokens["nxt-1"])
+
+    async def has_work() -> bool:
+        return len(await reader.worklist()) == 4
+
+    await eventually(has_work, "assignments for nxt-1")
+    page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+    calls: list[str] = []
+    page.on("request", lambda r: calls.append(f"{r.method} {r.url.split('/api/v1/reviews', 1)[1]}")
+            if "/api/v1/reviews/" in r.url else None)
+
+    def count(kind: str) -> int:
+        return len([c for c in calls if (c.startswith("GET /next") if kind == "next" else c.startswith("POST")
+                                         and ("next=true" in c) == (kind == "vote+next"))])
+
+    async def vote_and_move_on() -> None:
+        before = await _title(page)
+        await _vote_agree(page)
+        await wait_for_js(page, f"!document.getElementById('study-title').innerText.endsWith({before!r})")
+        await wait_for_js(page, "window.__rc.ready")
+        seen.append(await _title(page))
+
+    await sign_in_reader(page, stack, tokens["nxt-1"], 60_000)  # held back until the reader votes again
+    seen = [await _title(page)]
+    await vote_and_move_on()  # A held; B on screen, C fetched ahead by GET /next (no vote to carry it)
+    await vote_and_move_on()  # B held; A sent, asking for the study after C
+    assert await page.evaluate("window.__rc.votes") == 1 and _votes(stack, "nxt-1") == {seen[0]: "agree_all"}
+    assert (count("next"), count("vote+next"), count("vote")) == (3, 1, 0), calls
+    post = next(c for c in calls if "next=true" in c)
+    assert all(f"after={a}" in post for a in await _assignment_ids(reader, seen[1:])), calls  # B held, C shown
+
+    # Undo the third vote: nothing of it is sent, its study comes back with the comment as left.
+    await page.locator("#comment").fill("first thought")
+    await page.locator("#stage").focus()
+    await vote_and_move_on()  # C held; B sent, asking for the study after D: none
+    assert len(set(seen)) == 4  # four different studies, in worklist order, none shown twice
+    await page.keyboard.press("u")
+    await page.locator("#status", has_text=f"Vote on {seen[2]} undone").wait_for()
+    assert await _title(page) == seen[2]
+    assert await page.locator("#comment").input_value() == "first thought"
+    await page.locator("#comment").fill("second thought")
+    await page.locator("#stage").focus()
+    await vote_and_move_on()  # C held again (nothing was sent); D back on screen
+    assert seen[-1] == seen[3]
+    await _vote_agree(page)  # D held; C sent; nothing left after D
+    await page.locator("#study-title", has_text="Nothing left to read").wait_for()
+    await wait_for_js(page, "window.__rc.votes === 3")
+    await page.get_by_role("button", name="Sign out").click()  # sends D's vote, still held back
+    await page.locator("#login").wait_for(state="visible")
+    assert _votes(stack, "nxt-1") == dict.fromkeys(seen, "agree_all")
+    comments = dict(query(stack, "gateway", "SELECT study_id, comment FROM votes WHERE reader_id = 'nxt-1'"))
+    assert comments[seen[2]] == "second thought" and len(comments) == 4
+    # GET /next: sign-in's load and prefetch, and the prefetches no vote could carry (the first vote's,
+    # and the one after the undo); every vote sent because the reader moved on carried the next fetch.
+    assert (count("next"), count("vote+next"), count("vote")) == (4, 3, 1), calls
+    await admin.aclose()
+
+
+async def _assignment_ids(reader: Gateway, studies: list[str]) -> list[str]:
+    everything = await reader.worklist("open") + await reader.worklist("voted")
+    return [a["assignment_id"] for a in everything if a["study_id"] in studies]
+
+
 def _luminance(rgb: str) -> float:
     r, g, b = (int(v) / 255 for v in re.findall(r"\d+", rgb)[:3])
     lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]

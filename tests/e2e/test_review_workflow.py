@@ -238,6 +238,45 @@ async def test_next_and_vote_answer_alike_on_the_fast_path_and_through_fastapi(s
     assert served(409) == before + 1
 
 
+async def test_a_vote_asked_for_the_next_read_answers_with_it_alike_both_ways(stack, admin, tmp_path):
+    """`POST .../vote?next=true`: the vote as recorded plus `next_assignment`, the read `GET /next`
+    would answer (null when none is left), on the fast path and through FastAPI alike; the plain
+    vote's answer is unchanged, and a refused vote opens nothing."""
+    me, _ = await _setup(stack, admin, tmp_path, "NXT", ["nx-1", "nx-2", "nx-3"],
+                         {"n": 2, "readers_per_study": 3, "seed": 5})
+    token = me["nx-1"].token
+    auth = [("authorization", f"Bearer {token}")]
+    vote = {"verdict": "agree_all", "confirm": True, "seconds_spent": 20}
+    async with httpx.AsyncClient(base_url=stack["gateway_url"]) as client:
+        first = (await client.get("/api/v1/reviews/next", headers=auth)).json()
+        path = f"/api/v1/reviews/{first['assignment_id']}/vote"
+        refused = await client.post(path, params={"next": "true"}, json={"verdict": "maybe"}, headers=auth)
+        assert_problem(refused, 422, "body.verdict")
+        assert scalar(stack, "gateway", "SELECT count(*) FROM assignments WHERE reader_id = 'nx-1'"
+                      " AND opened_at IS NOT NULL") == 1  # the refused vote opened nothing
+        assert_problem(await client.post(path, params={"next": "maybe"}, json=vote, headers=auth), 422, "next")
+        key = [("idempotency-key", f"k-{first['assignment_id']}")]
+        voted = await client.post(path, params={"next": "true"}, json=vote, headers=auth + key)
+        assert voted.status_code == 201, voted.text
+        following = voted.json()["next_assignment"]
+        assert following["assignment_id"] != first["assignment_id"] and following["study_id"] in KNOWN_STUDIES
+        # What GET /next answers now, byte for byte as its JSON; the vote as a plain vote records it.
+        assert (await client.get("/api/v1/reviews/next", headers=auth)).json() == following
+        assert {k: v for k, v in voted.json().items() if k != "next_assignment"} == (await client.post(
+            path, json=vote, headers=auth + key)).json()  # the retry without next: the plain answer
+        # A retry through FastAPI (two Authorization headers) with next: the original vote, the same next.
+        again = await client.post(path, params={"next": "1"}, json=vote, headers=[auth[0], *auth, *key])
+        assert again.status_code == 200 and again.json() == voted.json()
+        last = await client.post(f"/api/v1/reviews/{following['assignment_id']}/vote?next=true", json=vote,
+                                 headers=auth)
+        assert last.status_code == 201 and last.json()["next_assignment"] is None  # nothing left to read
+        slow = await client.post(f"/api/v1/reviews/{following['assignment_id']}/vote?next=true", json=vote,
+                                 headers=[auth[0], *auth])
+        assert_problem(slow, 409, "already voted")
+    stored = query(stack, "gateway", "SELECT assignment_id FROM votes WHERE reader_id = 'nx-1'")
+    assert sorted(r[0] for r in stored) == sorted([first["assignment_id"], following["assignment_id"]])
+
+
 # --- the reviewer web page ----------------------------------------------------------------
 
 async def _reader_with_work(stack, tmp_path, prefix: str = "PAGE", readers: tuple[str, ...] = ("pg-1", "pg-2", "pg-3"),

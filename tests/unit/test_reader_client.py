@@ -80,15 +80,18 @@ async def test_the_review_calls_go_through_one_kept_alive_connection(server):
         assert out == {"echo": {"verdict": "agree_all", "added_labels": ["x"]}}
         series = await me.request("GET", "/api/v1/studies/s-1/series", params={"limit": "5"})
         assert series.json() == {"path": "/api/v1/studies/s-1/series"}
+        await me.vote("a-2", {"verdict": "agree_all"}, idempotency_key="k-2", with_next=True)
     finally:
         await me.aclose()
-    assert [s["method"] for s in SEEN] == ["GET", "POST", "GET"]
+    assert [s["method"] for s in SEEN] == ["GET", "POST", "GET", "POST"]
     assert len({s["client"] for s in SEEN}) == 1  # one connection, kept alive
     vote = SEEN[1]
     assert vote["headers"]["authorization"] == "Bearer good"
     assert vote["headers"]["idempotency-key"] == "k-1"
     assert vote["headers"]["content-type"] == "application/json"
     assert SEEN[2]["query"] == "limit=5"
+    assert vote["query"] == ""  # the plain vote: its answer is the vote alone
+    assert SEEN[3]["path"] == "/api/v1/reviews/a-2/vote" and SEEN[3]["query"] == "next=true"  # opt-in: with next
 
 
 async def test_a_refusal_is_a_gateway_error_with_its_problem(server):

@@ -13,7 +13,7 @@ first (a refusal sent exactly as AuthenticateFirst sends it), the body bounded b
 the same security headers, the request counted under the FastAPI route's template, and an
 exception answered by the app's own exception handlers (Problem → problem+json). It runs the same
 code as the FastAPI routes (`next_for`, `cast_vote` in routes/reviews.py). Anything it does not
-take as it is — a query parameter out of bounds, a body that is not plain valid JSON for a vote
+take as it is — a query parameter out of bounds or spelt unusually, a body that is not plain valid JSON for a vote
 or has no Content-Length, a second Authorization header, a root path — it hands, body and all, to
 the full chain and the FastAPI route, so every refusal is exactly FastAPI's (its 422s included);
 the OpenAPI document still comes from the FastAPI declarations.
@@ -191,14 +191,31 @@ def _header(scope: Scope, name: bytes) -> tuple[str | None, int]:
 # Each handler first declines what FastAPI's route would look at more closely, then checks the
 # role: a request that reaches the role check is one FastAPI would refuse only for the role.
 
-async def _next(scope: Scope, user: User, _: bytes) -> Answer | None:
+def _query(scope: Scope) -> tuple[list[str], str | None] | None:
+    """The query's `after` values and its `next` value (None if not given), or None when FastAPI's
+    route would look at them more closely: `after` beyond its bounds, `next` repeated. Other
+    parameters are ignored, as FastAPI ignores them."""
     query = scope["query_string"]
-    after = ([v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "after"]
-             if query else [])
-    if len(after) > _MAX_AFTER or any(len(a) > _MAX_AFTER_LENGTH for a in after):
+    if not query:
+        return [], None
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    after = [v for k, v in pairs if k == "after"]
+    nexts = [v for k, v in pairs if k == "next"]
+    if len(after) > _MAX_AFTER or any(len(a) > _MAX_AFTER_LENGTH for a in after) or len(nexts) > 1:
+        return None
+    return after, (nexts[0] if nexts else None)
+
+
+# FastAPI's reading of a bool query parameter, for the spellings taken here (any other: its 422 or its own reading).
+_BOOLS = {None: False, "true": True, "1": True, "false": False, "0": False}
+
+
+async def _next(scope: Scope, user: User, _: bytes) -> Answer | None:
+    query = _query(scope)
+    if query is None:
         return None
     check_role(user, _REVIEWER)
-    assignment = await next_for(scope["app"].state.resources, user.user_id, after)
+    assignment = await next_for(scope["app"].state.resources, user.user_id, query[0])
     if assignment is None:
         return 204, None
     return 200, assignment.model_dump_json().encode()
@@ -207,14 +224,18 @@ async def _next(scope: Scope, user: User, _: bytes) -> Answer | None:
 async def _vote(scope: Scope, user: User, body: bytes) -> Answer | None:
     content_type, _ = _header(scope, b"content-type")
     key, keys = _header(scope, b"idempotency-key")
+    query = _query(scope)
     if (content_type is None or content_type.partition(";")[0].strip().lower() != "application/json"
-            or keys > 1 or (key is not None and len(key) > _MAX_IDEMPOTENCY_KEY)):
+            or keys > 1 or (key is not None and len(key) > _MAX_IDEMPOTENCY_KEY)
+            or query is None or query[1] not in _BOOLS):
         return None
     try:
         vote = VoteIn.model_validate(json.loads(body))
     except (ValueError, ValidationError):  # not JSON, or not a vote: FastAPI's route says why (422)
         return None
     check_role(user, _REVIEWER)
+    after, with_next = query
+    # `next=true`: the answer carries the reader's next assignment, opened with the vote (one request per study).
     out, replayed = await cast_vote(scope["app"].state.resources, user.user_id, scope["path_params"]["assignment_id"],
-                                    vote, key)
+                                    vote, key, after if _BOOLS[with_next] else None)
     return (200 if replayed else 201), out.model_dump_json().encode()

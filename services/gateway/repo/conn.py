@@ -13,6 +13,7 @@ from psycopg.rows import DictRow
 # The pool's connections return rows as dicts (services/common/db.py: `dict_row`).
 Conn: TypeAlias = psycopg.AsyncConnection[DictRow]
 Row: TypeAlias = dict[str, Any]
+Cursor: TypeAlias = psycopg.AsyncCursor[DictRow]
 
 
 @asynccontextmanager

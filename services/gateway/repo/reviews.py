@@ -10,7 +10,10 @@ connection in autocommit mode with their own BEGIN/COMMIT:
 - a vote is two: BEGIN and the locking read, then — after the protocol has judged the vote in
   Python — one statement that inserts the vote, marks the assignment voted and records the
   outbox row, sent together with COMMIT (`vote_transaction`). The vote's commit waits for its WAL
-  (`SET LOCAL synchronous_commit = on`, in the first round trip), whatever the server's default.
+  whatever the server's default (the pool sets `synchronous_commit = on` on each connection once);
+- a vote that asks for the reader's next assignment as well opens it in that same statement
+  (`record_vote_and_open_next`), inside the vote's transaction: no statement or round trip more,
+  and no second request.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from services.common import outbox
 from services.common.contracts import VoteCast
 from services.gateway import judgements
-from services.gateway.repo.conn import Conn, Row, autocommit
+from services.gateway.repo.conn import Conn, Cursor, Row, autocommit
 
 
 async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: str) -> Row | None:
@@ -64,10 +67,10 @@ async def lock_assignment(conn: Conn, assignment_id: str) -> Row | None:
     """The assignment, locked until the transaction ends, with its vote if it has one (call inside
     `vote_transaction`: the BEGIN travels with it).
 
-    The transaction's commit is made to wait for its WAL whatever the server's default: a vote
-    the reader was told is recorded must survive a Postgres crash (the local stack's cluster runs
-    with `synchronous_commit=off` for bulk speed). In the pipeline the SET costs no round trip."""
-    await conn.execute("SET LOCAL synchronous_commit = on")
+    The vote's commit waits for its WAL whatever the server's default, so a vote the reader was
+    told is recorded survives a Postgres crash: every pooled connection is set so once, when the
+    pool opens it (`services.common.db.open_pool`, `_durable`; tested in test_durable_commits.py).
+    A `SET LOCAL` here repeated that on every vote: a statement more for Postgres and the gateway."""
     cur = await conn.execute(
         f"SELECT {LOCK_COLUMNS} FROM assignments a LEFT JOIN votes v USING (assignment_id)"
         " WHERE a.assignment_id = %s FOR UPDATE OF a", (assignment_id,))
@@ -98,13 +101,44 @@ async def record_vote(conn: Conn, e: VoteCast, idempotency_key: str | None,
     """Insert the vote, mark its assignment voted and record its event, in one statement of the
     caller's transaction. EventTooLarge before anything is sent if the event cannot travel; a
     concurrent duplicate raises UniqueViolation (in pipeline mode: when the transaction ends)."""
+    await conn.execute(_RECORD_VOTE, _vote_params(e, idempotency_key, confirmed))
+
+
+# The same, and the reader's next read opened (as `open_next` opens it) in the same statement: its
+# row is the statement's result. The vote's own assignment is in `skip`, so the two UPDATEs of
+# assignments never touch one row (the statement's snapshot still sees the voted one as open).
+# SKIP LOCKED: an assignment another transaction holds locked is passed over, not waited for —
+# a vote on it in flight (the reader's own, from another page or a retry) or another request
+# opening it. Waiting could deadlock two votes of one reader, each holding its own assignment
+# and waiting to open the other's; passing over gives the next free one, which `GET /next` would
+# also give once the other vote is in.
+_RECORD_VOTE_OPEN_NEXT = (
+    _RECORD_VOTE.replace(" INSERT INTO votes ", ", vote AS (INSERT INTO votes ", 1)
+    + "), a AS (UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) WHERE a.assignment_id = ("
+    " SELECT assignment_id FROM assignments WHERE reader_id = %(reader_id)s AND status = 'open'"
+    " AND NOT assignment_id = ANY(%(skip)s) ORDER BY assigned_at, study_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING a.*)"
+    " SELECT {columns} FROM a JOIN studies s ON s.study_id = a.study_id")
+
+
+async def record_vote_and_open_next(conn: Conn, e: VoteCast, idempotency_key: str | None,
+                                    confirmed: list[dict[str, Any]], skip: Sequence[str], columns: str) -> Cursor:
+    """`record_vote`, and the reader's oldest open assignment not in `skip` opened in the same
+    statement (call inside `vote_transaction`): no statement or round trip more than the vote, and
+    it commits with the vote or not at all. Its row (`columns`, as for `open_next`), or none, is on
+    the returned cursor once the transaction has ended: fetching inside the pipeline would sync it,
+    a round trip more."""
+    return await conn.execute(_RECORD_VOTE_OPEN_NEXT.format(columns=columns), {
+        **_vote_params(e, idempotency_key, confirmed), "skip": [e.assignment_id, *skip]})
+
+
+def _vote_params(e: VoteCast, idempotency_key: str | None, confirmed: list[dict[str, Any]]) -> dict[str, Any]:
     payload = e.model_dump_json()
     outbox.check_size(e.topic.value, e.event_id, len(payload.encode()))
-    await conn.execute(_RECORD_VOTE, {
-        "assignment_id": e.assignment_id, "event_id": e.event_id, "topic": e.topic.value, "study_id": e.study_id,
-        "payload": payload, "vote_id": e.vote_id, "reader_id": e.reader_id,
-        "judgement": e.judgement.model_dump_json(), "comment": e.comment, "seconds_spent": e.seconds_spent,
-        "idempotency_key": idempotency_key, "confirmed": json.dumps(confirmed)})
+    return {"assignment_id": e.assignment_id, "event_id": e.event_id, "topic": e.topic.value, "study_id": e.study_id,
+            "payload": payload, "vote_id": e.vote_id, "reader_id": e.reader_id,
+            "judgement": e.judgement.model_dump_json(), "comment": e.comment, "seconds_spent": e.seconds_spent,
+            "idempotency_key": idempotency_key, "confirmed": json.dumps(confirmed)}
 
 
 async def open_assignments(conn: Conn, reader_id: str, state: str, limit: int,

@@ -2,7 +2,9 @@
 // current one is always fetched and decoded ahead, so a vote swaps to it without waiting.
 // A vote (a chest verdict or a lumbar grading) is held back on the page for a grace period (Undo, U): nothing is sent, so an
 // undone vote never reaches the gateway, and one that is not undone is sent when the period
-// ends, when the reader votes again, signs out, or closes the page.
+// ends, when the reader votes again, signs out, or closes the page. Sent because the reader
+// voted again, it also fetches the study after the one now on screen (`?next=true`: the vote's
+// answer carries it), so a fast reader's study costs the gateway one request, not two.
 import { ApiError, call, imageUrl, token } from "./api.js";
 import { hideDiscussion, showDiscussion, wirePostForm } from "./discussion.js";
 import { collectGrades, missingPoints, placePoint, renderGrading, restoreGrades } from "./grading.js";
@@ -43,10 +45,33 @@ async function itemFor(a) {
   return { a, nav, url: await nav.open(a) };
 }
 
-function prefetch() {
+// `prev`: a held-back vote to send now; its answer brings the study to fetch ahead.
+function prefetch(prev = null) {
   window.__rc.ready = false;
-  state.next = load([state.cur?.a.assignment_id, ...state.unsent]).then(
+  const skip = [state.cur?.a.assignment_id, ...state.unsent].filter(Boolean);
+  const next = prev ? voteThenNext(prev, skip) : load(skip);
+  state.next = next.then(
     (n) => { window.__rc.ready = true; return n; }, () => { window.__rc.ready = true; return null; });
+}
+
+const MAX_AFTER = 8;  // the gateway's bound on `after`: more would have the vote itself refused
+
+// Send a held-back vote asking for the next study too (skipping `skip`, as `GET /next?after=`
+// would); the next study as `load` gives it. A vote refused or lost, or an answer without the
+// next study, falls back to asking for it, so the prefetch never depends on the vote.
+async function voteThenNext(p, skip) {
+  if (skip.length > MAX_AFTER) {
+    send(p);
+    return load(skip);
+  }
+  let answer;
+  try {
+    answer = await send(p, skip).sent;
+  } catch {
+    return load(skip);
+  }
+  if (!answer || !("next_assignment" in answer)) return load(skip);
+  return answer.next_assignment && itemFor(answer.next_assignment);
 }
 
 // The decoded images of a study no longer on screen, nor held for undo or as the next one.
@@ -109,18 +134,22 @@ async function vote(verdict, t0) {
   const body = { verdict, added_labels: fix.added, removed_labels: fix.removed, comment: $("comment").value,
                  confirm: asks.length > 0,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
-  hold(item, body);
-  await advance(t0, { keep: true });
+  const prev = hold(item, body);
+  await advance(t0, { keep: true }, prev);
 }
 
-// The next study on screen, and the one after it fetched ahead.
-async function advance(t0, opts) {
+// The next study on screen, and the one after it fetched ahead: with `prev`, the held-back vote
+// that the new one replaced, sent with that fetch (and sent alone if anything fails first).
+async function advance(t0, opts, prev = null) {
   state.busy = true;
   try {
-    await show(await state.next, opts);
+    const shown = show(await state.next, opts);  // the study is state.cur at once, painted when `shown` settles
+    prefetch(prev);
+    prev = null;
+    await shown;
     window.__rc.paints.push(performance.now() - t0);
-    prefetch();
   } finally {
+    if (prev) send(prev);  // a held-back vote is never left unsent
     state.busy = false;
   }
   refreshLists().catch(() => {});
@@ -148,14 +177,20 @@ async function submitGrades(t0) {
   if (!item?.nav || state.busy) return;
   const body = { grades: collectGrades(), comment: $("comment").value,
                  seconds_spent: Math.round((performance.now() - state.opened) / 100) / 10 };
-  hold(item, body, missingPoints().length);
-  await advance(t0, { keep: true });
+  const prev = hold(item, body, missingPoints().length);
+  await advance(t0, { keep: true }, prev);
 }
 
-// Hold a vote back for the grace period. An earlier one still held is sent now: only the last
-// vote can be undone.
+// Hold a vote back for the grace period. An earlier one still held is sent now (only the last
+// vote can be undone): returned unsent when the study about to be shown is known (the prefetch
+// is in), for advance() to send with the fetch of the study after it; sent here otherwise.
 function hold(item, body, unpointed = 0) {
-  flush();
+  let prev = state.pending;
+  if (prev) stopHolding(prev);
+  if (prev && !window.__rc.ready) {
+    send(prev);
+    prev = null;
+  }
   const p = { item, body, unpointed, key: crypto.randomUUID(), until: Date.now() + window.__rc.graceMs };
   state.pending = p;
   state.unsent.add(item.a.assignment_id);
@@ -163,6 +198,7 @@ function hold(item, body, unpointed = 0) {
   p.tick = setInterval(() => showUndo(p), 500);
   window.__rc.pending = item.a.study_id;
   showUndo(p);
+  return prev;
 }
 
 function showUndo(p) {
@@ -186,10 +222,17 @@ function flush({ keepalive = false } = {}) {
   const p = state.pending;
   if (!p) return Promise.resolve();
   stopHolding(p);
-  const sent = call("POST", `/api/v1/reviews/${p.item.a.assignment_id}/vote`, p.body,
+  return send(p, null, { keepalive }).settled;
+}
+
+// Send a vote no longer held back. `after`: also ask for the reader's next study, skipping
+// these assignments. `sent`: the gateway's answer; `settled`: when the page has recorded it.
+function send(p, after = null, { keepalive = false } = {}) {
+  const q = after ? `?next=true${after.map((id) => `&after=${encodeURIComponent(id)}`).join("")}` : "";
+  const sent = call("POST", `/api/v1/reviews/${p.item.a.assignment_id}/vote${q}`, p.body,
                     { "Idempotency-Key": p.key }, { keepalive });
   if (state.cur !== p.item) release(p.item);
-  return settle(sent, p.item);
+  return { sent, settled: settle(sent, p.item) };
 }
 
 // Undo: the held-back vote is dropped unsent and its study comes back as the reader left it;

@@ -139,46 +139,87 @@ async def next_for(res: Resources[Any], reader_id: str, after: list[str]) -> Ass
     return None if row is None else _view(row)
 
 
+_After = Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Query(max_length=8)]
+
+
 @router.post("/{assignment_id}/vote", status_code=status.HTTP_201_CREATED,
              responses={409: {"description": "Already voted, read moved away, or omissions to confirm."}})
 async def vote(assignment_id: str, body: VoteIn, user: Reviewer, res: Res, response: Response,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> VoteOut:
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+               with_next: Annotated[bool, Query(alias="next", description=(
+                   "Also answer with the caller's next assignment (`next_assignment`), opened with the"
+                   " vote: one request per study instead of two."))] = False,
+               after: _After = []) -> VoteOut:  # noqa: B006
     """Cast the caller's vote on one assignment. With the same Idempotency-Key a retry returns the
     original vote (200); a second, different vote is refused (409). A vote that removes a label the
     report states as present, or leaves an unmapped finding without adding a label, is answered
-    with a 409 confirmation request until it is sent again with `confirm: true`."""
-    out, replayed = await cast_vote(res, user.user_id, assignment_id, body, idempotency_key)
+    with a 409 confirmation request until it is sent again with `confirm: true`.
+
+    With `next=true` the answer also carries `next_assignment`: what `GET /next` (with the same
+    `after`) would answer next, opened in the vote's own transaction, or null when nothing is left
+    to read. It is absent when the gateway cannot show that assignment (`GET /next` then says why);
+    a refused vote opens nothing."""
+    out, replayed = await cast_vote(res, user.user_id, assignment_id, body, idempotency_key,
+                                    after if with_next else None)
     if replayed:
         response.status_code = status.HTTP_200_OK
     return out
 
 
 async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, body: VoteIn,
-                    idempotency_key: str | None) -> tuple[VoteOut, bool]:
+                    idempotency_key: str | None, next_after: list[str] | None = None) -> tuple[VoteOut, bool]:
     """Record the reader's vote once its input is checked (here and in hot_routes.py): the vote as
-    recorded, and whether it is the original returned again for a retry with the same key."""
+    recorded, and whether it is the original returned again for a retry with the same key. With
+    `next_after` (the assignments to skip) the answer also carries the reader's next assignment."""
     # BEGIN travels with the locking read, and the vote's one statement with COMMIT
-    # (services/gateway/repo/reviews.py), so a vote costs two round trips.
+    # (services/gateway/repo/reviews.py), so a vote costs two round trips; asked for, the next
+    # assignment is opened by the vote's own statement.
+    following = None
     try:
-        async with res.pool.connection() as conn, repo.vote_transaction(conn):
-            a = await _lock_assignment(conn, assignment_id, reader_id)
-            if a["vote_id"] is not None:
-                if idempotency_key and a["idempotency_key"] == idempotency_key:
-                    return _vote_out(a), True
-                raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
-            if a["status"] == "expired":
-                raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
-            protocol = _protocol(a["protocol"])
-            event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, reader_id)
-            await repo.record_vote(conn, event, idempotency_key, confirmed)
+        async with res.pool.connection() as conn:
+            async with repo.vote_transaction(conn):
+                a = await _lock_assignment(conn, assignment_id, reader_id)
+                if a["vote_id"] is not None:
+                    if idempotency_key and a["idempotency_key"] == idempotency_key:
+                        replay = a
+                    else:
+                        raise Problem(409, "you have already voted on this assignment", vote_id=a["vote_id"])
+                else:
+                    replay = None
+                    if a["status"] == "expired":
+                        raise Problem(409, "this read's lease ran out and the study was re-offered to another reader")
+                    protocol = _protocol(a["protocol"])
+                    event, confirmed = await _judgement(conn, protocol, body, a, assignment_id, reader_id)
+                    if next_after is None:
+                        await repo.record_vote(conn, event, idempotency_key, confirmed)
+                    else:
+                        following = await repo.record_vote_and_open_next(conn, event, idempotency_key, confirmed,
+                                                                         next_after, _COLUMNS)
+            if replay is not None:  # a retry: the original vote, and (if asked) the next read as GET /next opens it
+                extra = {} if next_after is None else _next_field(
+                    await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
+                return _vote_out(replay, **extra), True
+            next_row = await following.fetchone() if following is not None else None
     except UniqueViolation as exc:  # a concurrent duplicate lost the race (raised at COMMIT's sync)
         raise Problem(409, "you have already voted on this assignment") from exc
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
     out = VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                  confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}))
+                  confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
+                  **({} if next_after is None else _next_field(next_row)))
     return out, False
+
+
+def _next_field(row: dict | None) -> dict[str, Any]:
+    """The vote answer's `next_assignment`: null when none is left; left off when it cannot be
+    shown (e.g. its protocol is not loaded here): the vote is recorded all the same, and
+    `GET /next` answers the reason."""
+    try:
+        # The model itself, not a dict of it: it is serialised once, with its own serialiser, in the vote's JSON.
+        return {"next_assignment": None if row is None else _view(row)}
+    except Problem:
+        return {}
 
 
 _VOTE_FIELDS = frozenset({"comment", "seconds_spent", "confirm"})
@@ -229,6 +270,6 @@ async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
     return a
 
 
-def _vote_out(row: dict) -> VoteOut:
+def _vote_out(row: dict, **extra: Any) -> VoteOut:
     return VoteOut(vote_id=row["vote_id"], assignment_id=row["assignment_id"], study_id=row["study_id"],
-                   confirmed_omissions=row["confirmed_omissions"] or [], **judgements.fields_of(row))
+                   confirmed_omissions=row["confirmed_omissions"] or [], **judgements.fields_of(row), **extra)
