@@ -144,6 +144,7 @@ def main() -> int:
     parser.add_argument("--target", type=int, default=200, help="benchmark size (paper 200: 100 + 100 holdout)")
     parser.add_argument("--readers", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the stack's state dir (logs) after the run")
     parser.add_argument("--data", type=Path, default=None, help="synthetic data folder (default data/bench-release-*)")
     args = parser.parse_args()
     data_dir = (args.data or Path("data") / f"bench-release-{args.studies}-{args.seed}").resolve()
@@ -158,7 +159,13 @@ def main() -> int:
                          work / "release"))
     finally:
         local.down(work / "stack")
-        shutil.rmtree(work, ignore_errors=True)
+        for line in (work / "stack" / "logs" / "consensus.log").read_text().splitlines():
+            if " release " in line:
+                print(f"  consensus log: {line.split(': ', 1)[-1]}")
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

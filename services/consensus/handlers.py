@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # app.py imports this module
     from services.consensus.app import ConsensusSettings
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
+log = logging.getLogger(__name__)
 
 
 def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
@@ -206,9 +208,13 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
         protocol, rule = protocol_and_rule(cmd.protocol)
+        read = time.perf_counter()
         agreement = await protocol_agreement(conn, protocol)
+        agreed = time.perf_counter()
         funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
         composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+        log.info("release %s: %d accepted studies read in %.3fs, agreement report %.3fs, composed %.3fs",
+                 cmd.release_id, len(rows), read - started, agreed - read, time.perf_counter() - agreed)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
         return composed, truth, started
 
@@ -216,10 +222,14 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         """Choose the release and write its files before the transaction opens: the object store
         is never written while a database transaction is held. A redelivery after a crash
         between this and the commit rewrites a complete release (the manifest goes last)."""
+        started = time.perf_counter()
         async with res.pool.connection() as conn:
             chosen = await choose_release(conn, cmd)
         if chosen is not None:
-            await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
+            chosen_s = time.perf_counter() - started
+            phases = await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
+            log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
+                     ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
         return chosen
 
     async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested,
