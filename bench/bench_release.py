@@ -109,11 +109,16 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         # --- the timed chain: from the last vote's answer ---------------------------------------
         cpu0, epoch0, t0 = stack_cpu(state), time.time(), time.perf_counter()
         marks: list[tuple[float, str]] = []
+        cpu_marks = [("catching up (last vote -> all decided)", cpu0)]
+
+        def lap(step: str) -> None:
+            cpu_marks.append((step, stack_cpu(state)))
 
         async def decided() -> bool:
             return await _count(api, "decided") >= sampled
         await wait_for("consensus", decided, interval=0.1)
         marks.append((time.perf_counter() - t0, "client: every sampled study decided"))
+        lap("the release (request -> released)")
         release_id = f"bench-release-{studies}-s{seed}"
         await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=CXR)
         marks.append((time.perf_counter() - t0, "client: release request answered"))
@@ -122,17 +127,21 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
             return (await api.release(release_id))["status"] == "released"
         await wait_for("the release", released, interval=0.1)
         marks.append((time.perf_counter() - t0, "client: release reported released"))
+        lap("the download (fetch + verify)")
         release = await api.release(release_id)
         download_release(state, release, out)
         total = time.perf_counter() - t0
         marks.append((total, "client: public set downloaded and verified"))
-        cpu = spent(cpu0, stack_cpu(state))
+        cpu_marks.append(("", stack_cpu(state)))
+        cpu = spent(cpu0, cpu_marks[-1][1])
         await asyncio.sleep(0.5)  # let the last rows' published_at land before reading them
         print(f"\n  from the last vote to the verified download: {total:.2f}s (load {load()}), "
               f"{release['released_count']} released / {release['holdout_count']} holdout")
         for at, what in sorted(marks + _hops(state, epoch0)):
             print(f"    {at * 1000:8.0f} ms  {what}")
         print(f"  CPU in the window: {describe(cpu, least=0.01)}")
+        for (step, before), (_, after) in zip(cpu_marks, cpu_marks[1:], strict=False):
+            print(f"    {step}: {describe(spent(before, after), least=0.01)}")
     finally:
         await api.aclose()
 
