@@ -36,7 +36,7 @@ from services.common.protocols.kit.rule_config import RuleConfig, RuleConfigErro
 from services.common.runtime import Resources
 from services.consensus import repo
 from services.consensus.evaluation import evaluate
-from services.consensus.publish import publish_release
+from services.consensus.publish import check_release_objects, publish_release
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.consensus.app import ConsensusSettings
@@ -199,8 +199,12 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         return [EvaluationCompleted(study_id=cmd.evaluation_id, correlation_id=cmd.correlation_id,
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
-    async def choose_release(conn: psycopg.AsyncConnection, cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
-        """Choose the benchmark from accepted studies and split it; None if it is released already."""
+    async def choose_release(conn: psycopg.AsyncConnection,
+                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset[str]] | None:
+        """Choose the benchmark from accepted studies and split it; None if it is released already.
+        The chosen DICOM objects are checked against the de-identification profile while the
+        agreement report is computed (both only read): the report is for the dataset card and
+        does not change which studies are chosen. Raises NotDeidentified, writing nothing."""
         if await repo.release_exists(conn, cmd.release_id):
             return None
         started = time.perf_counter()
@@ -209,14 +213,28 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
         protocol, rule = protocol_and_rule(cmd.protocol)
         read = time.perf_counter()
-        agreement = await protocol_agreement(conn, protocol)
-        agreed = time.perf_counter()
-        funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
-        composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
-        log.info("release %s: %d accepted studies read in %.3fs, agreement report %.3fs, composed %.3fs",
-                 cmd.release_id, len(rows), read - started, agreed - read, time.perf_counter() - agreed)
+        try:
+            ahead = protocol.release_objects(rows, cmd.plan)
+        except ValueError:  # a plan the studies cannot satisfy: compose_release below says so, as before
+            ahead = None
+        checking = asyncio.create_task(asyncio.to_thread(
+            check_release_objects, res.store, res.settings.objects_bucket, ahead)) if ahead else None
+        try:
+            agreement = await protocol_agreement(conn, protocol)
+            agreed = time.perf_counter()
+            funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
+            composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+        finally:
+            if checking is not None:  # the check never runs on behind a failure, whose error is the one raised
+                await asyncio.wait([checking])
+                refused = checking.exception()
+        if checking is not None and refused is not None:
+            raise refused
+        log.info("release %s: %d accepted studies read in %.3fs, agreement report %.3fs (%s objects checked"
+                 " beside it), composed %.3fs", cmd.release_id, len(rows), read - started, agreed - read,
+                 len(ahead) if ahead else "no", time.perf_counter() - agreed)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
-        return composed, truth, started
+        return composed, truth, started, frozenset(ahead or ())
 
     async def publish_selection(cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
         """Choose the release and write its files before the transaction opens: the object store
@@ -225,12 +243,14 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         started = time.perf_counter()
         async with res.pool.connection() as conn:
             chosen = await choose_release(conn, cmd)
-        if chosen is not None:
-            chosen_s = time.perf_counter() - started
-            phases = await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
-            log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
-                     ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
-        return chosen
+        if chosen is None:
+            return None
+        composed, truth, run_started, checked = chosen
+        chosen_s = time.perf_counter() - started
+        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, checked)
+        log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
+                 ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
+        return composed, truth, run_started
 
     async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested,
                                      chosen: tuple[Any, dict, float] | None) -> list[BenchmarkReleased]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 
 from minio.commonconfig import CopySource
@@ -57,15 +58,18 @@ def check_release_objects(store: ObjectStore, bucket: str, keys: list[str]) -> N
                               f"(PS3.15 Basic Profile): {listed}")
 
 
-def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles) -> dict[str, float]:
-    """Check every DICOM object against the de-identification profile, then copy them, then write
-    the files; the manifest goes last so that a manifest in the bucket means a complete release.
-    Rewriting after a crash produces the same bytes. Raises NotDeidentified, writing nothing.
+def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles,
+                    checked: Collection[str] = ()) -> dict[str, float]:
+    """Check every DICOM object against the de-identification profile (all but those in `checked`,
+    which the caller has just checked), then copy them, then write the files; the manifest goes
+    last so that a manifest in the bucket means a complete release. Rewriting after a crash
+    produces the same bytes. Raises NotDeidentified, writing nothing.
     Returns the wall seconds of each phase (for the log)."""
     buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
     phases, started = {}, time.perf_counter()
-    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in rf.copies])
-    phases[f"{len(rf.copies)} objects checked"] = time.perf_counter() - started
+    unchecked = [src for _, src, _ in rf.copies if src not in checked]
+    check_release_objects(store, settings.objects_bucket, unchecked)
+    phases[f"{len(unchecked)} more objects checked"] = time.perf_counter() - started
 
     def copy(item: tuple[str, str, str]) -> None:
         kind, src, dst = item

@@ -228,6 +228,12 @@ class CurationProtocol(ABC):
         corrections on an accepted study), each `"<kind>: <detail>"`. None by default."""
         return []
 
+    def release_objects(self, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan) -> list[str] | None:
+        """The stored object keys a release of `rows` under `plan` will copy, known from the
+        selection alone (so the object check can run beside the agreement report); None when the
+        protocol cannot say before composing. Must name what `compose_release` then copies."""
+        return None
+
     @abstractmethod
     def compose_release(self, release_id: str, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan,
                         funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping[str, Any]) -> ComposedRelease:
