@@ -36,7 +36,7 @@ from services.common.protocols.kit.rule_config import RuleConfig, RuleConfigErro
 from services.common.runtime import Resources
 from services.consensus import repo
 from services.consensus.evaluation import evaluate
-from services.consensus.publish import check_release_objects, publish_release
+from services.consensus.publish import check_and_copy, publish_release
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.consensus.app import ConsensusSettings
@@ -200,11 +200,12 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
     async def choose_release(conn: psycopg.AsyncConnection,
-                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset[str]] | None:
+                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset] | None:
         """Choose the benchmark from accepted studies and split it; None if it is released already.
-        The chosen DICOM objects are checked against the de-identification profile while the
-        agreement report is computed (both only read): the report is for the dataset card and
-        does not change which studies are chosen. Raises NotDeidentified, writing nothing."""
+        The chosen DICOM objects are checked against the de-identification profile and then copied
+        while the agreement report is computed: the report only fills the dataset card and decides
+        nothing about which studies go where. The manifest is still written last (publish_release).
+        Raises NotDeidentified, having copied nothing."""
         if await repo.release_exists(conn, cmd.release_id):
             return None
         started = time.perf_counter()
@@ -214,25 +215,27 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         protocol, rule = protocol_and_rule(cmd.protocol)
         read = time.perf_counter()
         try:
-            ahead = protocol.release_objects(rows, cmd.plan)
+            ahead = protocol.release_copies(cmd.release_id, rows, cmd.plan)
         except ValueError:  # a plan the studies cannot satisfy: compose_release below says so, as before
             ahead = None
-        checking = asyncio.create_task(asyncio.to_thread(
-            check_release_objects, res.store, res.settings.objects_bucket, ahead)) if ahead else None
+        copying = asyncio.create_task(asyncio.to_thread(check_and_copy, res.store, res.settings, ahead)) \
+            if ahead else None
         try:
             agreement = await protocol_agreement(conn, protocol)
             agreed = time.perf_counter()
             funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
             composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+            composed_at = time.perf_counter()
         finally:
-            if checking is not None:  # the check never runs on behind a failure, whose error is the one raised
-                await asyncio.wait([checking])
-                refused = checking.exception()
-        if checking is not None and refused is not None:
+            if copying is not None:  # the copies never run on behind a failure, whose error is the one raised
+                await asyncio.wait([copying])
+                refused = copying.exception()
+        if copying is not None and refused is not None:
             raise refused
-        log.info("release %s: %d accepted studies read in %.3fs, agreement report %.3fs (%s objects checked"
-                 " beside it), composed %.3fs", cmd.release_id, len(rows), read - started, agreed - read,
-                 len(ahead) if ahead else "no", time.perf_counter() - agreed)
+        log.info("release %s: %d accepted studies read in %.3fs, agreement report %.3fs, composed %.3fs; %s objects"
+                 " checked and copied beside them, done %.3fs after", cmd.release_id, len(rows), read - started,
+                 agreed - read, composed_at - agreed, len(ahead) if ahead else "no",
+                 time.perf_counter() - composed_at)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
         return composed, truth, started, frozenset(ahead or ())
 
@@ -245,9 +248,9 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             chosen = await choose_release(conn, cmd)
         if chosen is None:
             return None
-        composed, truth, run_started, checked = chosen
+        composed, truth, run_started, done = chosen
         chosen_s = time.perf_counter() - started
-        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, checked)
+        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, done)
         log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
                  ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
         return composed, truth, run_started

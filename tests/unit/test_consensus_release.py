@@ -95,9 +95,9 @@ def test_the_card_carries_kappa_intervals_and_alpha_when_the_report_has_them():
     assert card["agreement"]["krippendorff_alpha"][TAXONOMY.label_ids[0]] == 0.51
 
 
-def test_the_objects_known_before_the_agreement_report_are_the_ones_the_release_copies():
-    """The consensus service checks these beside the agreement report, then copies what compose
-    lays out: the two must name the same objects for every plan and seed."""
+def test_the_copies_known_before_the_agreement_report_are_the_ones_the_release_lays_out():
+    """The consensus service checks and copies these beside the agreement report, then copies
+    whatever compose lays out beyond them: the two must be the same for every plan and seed."""
     from services.common.protocols.cxr import PROTOCOL
 
     for seed in range(6):
@@ -107,6 +107,6 @@ def test_the_objects_known_before_the_agreement_report_are_the_ones_the_release_
                 rows[0] = {**rows[0], "objects": [*rows[0]["objects"], {**rows[0]["objects"][0],
                            "object_key": "dicom/S000-b", "sop_instance_uid": "1.0.2", "instance_number": 2}]}
             plan = SelectionPlan(target_size=20, min_per_label=1, seed=seed)
-            composed = compose_release("r1", "cxr-label-verification", rows, plan, {}, TAXONOMY, RULE, AGREEMENT)
-            copied = sorted(src for _, src, _ in composed.files.copies)
-            assert copied and sorted(PROTOCOL.release_objects(rows, plan) or []) == copied
+            composed = PROTOCOL.compose_release("r1", rows, plan, {}, RULE, AGREEMENT)
+            assert composed.files.copies and PROTOCOL.release_copies("r1", rows, plan) == composed.files.copies
+            assert {kind for kind, _, _ in composed.files.copies} == {"public", "holdout"}

@@ -56,12 +56,16 @@ def _studies(rows: Sequence[Mapping], provenance: Callable[[Mapping], Mapping[st
                                         tuple(r["objects"]), provenance(r)) for r in rows}
 
 
-def release_object_keys(rows: Sequence[Mapping], plan: SelectionPlan, taxonomy: Taxonomy) -> list[str]:
-    """The stored object keys `compose_release` copies for these rows and plan (the same
-    selection, without the agreement report the dataset card needs). Raises ValueError as it does."""
+def release_copies(release_id: str, protocol: str, rows: Sequence[Mapping], plan: SelectionPlan,
+                   taxonomy: Taxonomy) -> list[tuple[str, str, str]]:
+    """The DICOM copies `compose_release` lays out for these rows and plan: the same selection and
+    layout, without the agreement report the dataset card needs (which decides neither). Raises
+    ValueError as it does."""
     studies = _studies(rows, lambda _: {})
     split = _select(studies, plan, taxonomy)
-    return [o["object_key"] for sid in (*split.released, *split.holdout) for o in studies[sid].objects]
+    return build_release(release_id, protocol=protocol, released=[studies[sid] for sid in split.released],
+                         holdout=[studies[sid] for sid in split.holdout], label_ids=taxonomy.label_ids,
+                         card={}).copies
 
 
 def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], plan: SelectionPlan,
