@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -35,12 +37,20 @@ from services.common.protocols.kit.rule_config import RuleConfig, RuleConfigErro
 from services.common.runtime import Resources
 from services.consensus import repo
 from services.consensus.evaluation import evaluate
-from services.consensus.publish import publish_release
+from services.consensus.publish import check_and_copy, publish_release
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.consensus.app import ConsensusSettings
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _with_cpu(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """`fn(*args)` and the CPU seconds this thread spent in it (run in a worker thread)."""
+    started = time.thread_time()
+    return fn(*args), time.thread_time() - started
 
 
 def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
@@ -197,8 +207,13 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         return [EvaluationCompleted(study_id=cmd.evaluation_id, correlation_id=cmd.correlation_id,
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
-    async def choose_release(conn: psycopg.AsyncConnection, cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
-        """Choose the benchmark from accepted studies and split it; None if it is released already."""
+    async def choose_release(conn: psycopg.AsyncConnection,
+                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset] | None:
+        """Choose the benchmark from accepted studies and split it; None if it is released already.
+        The chosen DICOM objects are checked against the de-identification profile and then copied
+        while the agreement report is computed: the report only fills the dataset card and decides
+        nothing about which studies go where. The manifest is still written last (publish_release).
+        Raises NotDeidentified, having copied nothing."""
         if await repo.release_exists(conn, cmd.release_id):
             return None
         started = time.perf_counter()
@@ -206,21 +221,49 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
         protocol, rule = protocol_and_rule(cmd.protocol)
-        agreement = await protocol_agreement(conn, protocol)
-        funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
-        composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+        read = time.perf_counter()
+        try:
+            ahead = protocol.release_copies(cmd.release_id, rows, cmd.plan)
+        except ValueError:  # a plan the studies cannot satisfy: compose_release below says so, as before
+            ahead = None
+        copying = asyncio.create_task(asyncio.to_thread(check_and_copy, res.store, res.settings, ahead)) \
+            if ahead else None
+        try:
+            studies, votes = await repo.report_rows(conn, protocol.name)
+            fetched = time.perf_counter()
+            agreement, agreement_cpu = await asyncio.to_thread(_with_cpu, protocol.agreement_report, studies, votes)
+            agreed = time.perf_counter()
+            funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
+            composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
+            composed_at = time.perf_counter()
+        finally:
+            if copying is not None:  # the copies never run on behind a failure, whose error is the one raised
+                await asyncio.wait([copying])
+                refused = copying.exception()
+        if copying is not None and refused is not None:
+            raise refused
+        log.info("release %s: %d accepted studies read in %.3fs; agreement report: rows %.3fs, computed %.3fs"
+                 " (%.3fs CPU); composed %.3fs; %s objects checked and copied beside them, done %.3fs after",
+                 cmd.release_id, len(rows), read - started, fetched - read, agreed - fetched, agreement_cpu,
+                 composed_at - agreed, len(ahead) if ahead else "no", time.perf_counter() - composed_at)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
-        return composed, truth, started
+        return composed, truth, started, frozenset(ahead or ())
 
     async def publish_selection(cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
         """Choose the release and write its files before the transaction opens: the object store
         is never written while a database transaction is held. A redelivery after a crash
         between this and the commit rewrites a complete release (the manifest goes last)."""
+        started = time.perf_counter()
         async with res.pool.connection() as conn:
             chosen = await choose_release(conn, cmd)
-        if chosen is not None:
-            await asyncio.to_thread(publish_release, res.store, res.settings, chosen[0].files)
-        return chosen
+        if chosen is None:
+            return None
+        composed, truth, run_started, done = chosen
+        chosen_s = time.perf_counter() - started
+        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, done)
+        log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
+                 ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
+        return composed, truth, run_started
 
     async def on_selection_requested(conn: psycopg.AsyncConnection, cmd: SelectionRequested,
                                      chosen: tuple[Any, dict, float] | None) -> list[BenchmarkReleased]:

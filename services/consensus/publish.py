@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from minio.commonconfig import CopySource
@@ -56,20 +58,42 @@ def check_release_objects(store: ObjectStore, bucket: str, keys: list[str]) -> N
                               f"(PS3.15 Basic Profile): {listed}")
 
 
-def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles) -> None:
-    """Check every DICOM object against the de-identification profile, then copy them, then write
-    the files; the manifest goes last so that a manifest in the bucket means a complete release.
-    Rewriting after a crash produces the same bytes. Raises NotDeidentified, writing nothing."""
+def copy_release_objects(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]]) -> None:
+    """Server-side copies (bucket kind, source key, destination key) from the objects bucket, several
+    at once: a multi-series release copies ~40 instances per study. Only after their check."""
     buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
-    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in rf.copies])
 
     def copy(item: tuple[str, str, str]) -> None:
         kind, src, dst = item
         store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src))
 
-    # A multi-series release copies ~40 instances per study: server-side copies in parallel, not one by one.
     with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
-        list(pool.map(copy, rf.copies))
+        list(pool.map(copy, copies))
+
+
+def check_and_copy(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]]) -> None:
+    """Check every object of `copies` against the profile, then (all passed) copy them. Raises
+    NotDeidentified, copying nothing."""
+    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in copies])
+    copy_release_objects(store, settings, copies)
+
+
+def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles,
+                    done: Collection[tuple[str, str, str]] = ()) -> dict[str, float]:
+    """Check every DICOM object against the de-identification profile, then copy them, then write
+    the files; the manifest goes last so that a manifest in the bucket means a complete release.
+    Copies in `done` were checked and made by the caller (`check_and_copy`, beside the agreement
+    report). Rewriting after a crash produces the same bytes. Raises NotDeidentified, writing
+    nothing more. Returns the wall seconds of each phase (for the log)."""
+    buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
+    phases, started = {}, time.perf_counter()
+    left = [c for c in rf.copies if c not in done]
+    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in left])
+    phases[f"{len(left)} more objects checked"] = time.perf_counter() - started
+    copy_release_objects(store, settings, left)
+    phases["copied"] = time.perf_counter() - started - sum(phases.values())
     for (kind, key), data in sorted(rf.files.items(), key=lambda kv: kv[0][1] == rf.manifest_key):
         content_type = "application/json" if key.endswith(".json") else "text/csv"
         store.put_bytes(buckets[kind], key, data, content_type)
+    phases[f"{len(rf.files)} files written"] = time.perf_counter() - started - sum(phases.values())
+    return phases

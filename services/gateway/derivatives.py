@@ -7,8 +7,15 @@ content hash and the renderer's version:
 - `default-full.png`: 8-bit, native size, the file's own VOI (lossless: any other size is a resize);
 - `default-<size>.jpeg` for each configured size: what the reviewer page asks for;
 - `master16.png`: the modality values in 16 bits, to re-window without decoding the DICOM again.
-The image endpoint serves these; when they are missing (an old study, a lost background job) it
-makes them itself, once, and stores them for the next request.
+The image endpoint serves these; when they are missing (an old study, a lost background job, a
+study every reader had voted on before its turn came) it makes them itself, once, and stores them
+for the next request.
+
+Work made ahead is only worth doing while a reader may still open the study: a queued object whose
+study has been voted on by all its readers is skipped when its turn comes. A fast panel outruns the
+queue (two decodes at a time), and the backlog would otherwise keep the gateway and the S3 server
+busy long after the last vote, into the release that follows (issue 15 §5: gateway 2.6-3.0 s of CPU
+in the 4-7 s between the last vote and the downloaded release).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import numpy as np
 from minio.error import S3Error
@@ -34,6 +41,7 @@ from services.gateway.render import (
     to_8bit,
     voi,
 )
+from services.gateway.repo import assignments
 
 log = logging.getLogger(__name__)
 RENDER_VERSION = "r1"  # part of every key: a change to rendering makes new derivatives, never stale ones
@@ -44,6 +52,14 @@ FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
 
 def derivative_key(sha256: str, variant: str) -> str:
     return f"derived/{RENDER_VERSION}/sha256/{sha256[:2]}/{sha256}/{variant}"
+
+
+# Whether a study may still be opened by a reader (see `Derivatives`): study id -> bool.
+StillToRead = Callable[[str], Awaitable[bool]]
+
+
+async def _always(_: str) -> bool:
+    return True
 
 
 def sized(size: int, fmt: str) -> str:
@@ -76,20 +92,22 @@ class Derivatives:
     """Makes, stores and serves derivatives. One per gateway process (in Resources.extra)."""
 
     def __init__(self, store: ObjectStore, bucket: str, *, sizes: Iterable[int] = (1024, 2048),
-                 workers: int = 2, cache_items: int = 512) -> None:
+                 workers: int = 2, cache_items: int = 512, still_to_read: StillToRead = _always) -> None:
         self.store, self.bucket, self.sizes = store, bucket, tuple(sizes)
+        self._still_to_read = still_to_read
         self._cpu = asyncio.Semaphore(max(workers, 1))  # decodes at once: the API must stay responsive
         self._inflight: dict[str, asyncio.Task] = {}
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self._workers: list[asyncio.Task] = []
         self._n_workers = workers
         self.cache = RenderCache(cache_items)
 
     # --- ahead of the reader -------------------------------------------------------------------
 
-    def schedule(self, objects: Iterable[tuple[str, str]]) -> None:
-        """Queue (sha256, object_key) pairs; background workers make what is missing (with no
-        workers configured nothing is made ahead: the image endpoint makes it on request)."""
+    def schedule(self, objects: Iterable[tuple[str, str, str]]) -> None:
+        """Queue (sha256, object_key, study_id) triples; background workers make what is missing
+        for studies still to be read when their turn comes (with no workers configured nothing is
+        made ahead: the image endpoint makes it on request)."""
         if self._n_workers == 0:
             return
         if not self._workers:
@@ -99,9 +117,12 @@ class Derivatives:
 
     async def _work(self) -> None:
         while True:
-            sha, key = await self._queue.get()
+            sha, key, study_id = await self._queue.get()
             try:
-                if not await asyncio.to_thread(self.store.exists, self.bucket, derivative_key(sha, MASTER)):
+                # One indexed row read before an S3 HEAD: after a fast panel most of the queue is
+                # studies nobody will open any more.
+                if await self._still_to_read(study_id) and \
+                        not await asyncio.to_thread(self.store.exists, self.bucket, derivative_key(sha, MASTER)):
                     await self.ensure(sha, key)
             except Exception:  # one bad object must not stop the queue; the endpoint will say why
                 log.warning("derivatives of %s failed", key, exc_info=True)
@@ -173,11 +194,17 @@ class Derivatives:
 
 
 def derivatives_for(res) -> Derivatives:
-    """The process's Derivatives (made on first use, closed with the Resources)."""
+    """The process's Derivatives (made on first use, closed with the Resources), making ahead only
+    for studies a reader may still open."""
     found = res.extra.get("derivatives")
     if found is None:
         s = res.settings
+
+        async def still_to_read(study_id: str) -> bool:
+            async with res.pool.connection() as conn:
+                return await assignments.still_to_read(conn, study_id)
+
         found = Derivatives(res.store, s.objects_bucket, sizes=getattr(s, "derivative_sizes", (1024, 2048)),
-                            workers=getattr(s, "derivative_workers", 2))
+                            workers=getattr(s, "derivative_workers", 2), still_to_read=still_to_read)
         res.extra["derivatives"] = found
     return found

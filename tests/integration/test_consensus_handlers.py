@@ -8,10 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
+import pydicom
 import pytest
 from psycopg.rows import dict_row
 
 import services
+from services.common import deid
 from services.common.contracts import (
     AdjudicationRequested,
     EvaluationRequested,
@@ -212,6 +214,68 @@ async def test_a_release_is_written_to_the_object_store_before_its_transaction_o
         assert released.manifest_key == manifest_key
         assert released.released_count + released.holdout_count == 4
         assert await handler.prepare(cmd) is None  # a redelivery writes nothing again
+    finally:
+        await pool.close()
+
+
+async def test_the_chosen_objects_are_checked_beside_the_agreement_report_and_a_refusal_writes_nothing(
+        db, infra, fresh_schema):
+    """The de-identification check of the chosen DICOM objects runs while the agreement report is
+    computed: an object that carries identifiers still refuses the whole release (nothing in the
+    public bucket, no release row), and clean objects are copied into it."""
+    import io
+    import uuid
+
+    from radcurate.demo import store_for
+    from services.common.contracts import SelectionPlan, SelectionRequested
+    from services.common.db import open_pool
+    from services.consensus.publish import NotDeidentified
+    from services.gateway.ingest import parse_instance
+    from tests.integration.test_release_deid import BUCKETS, put, seeded_bytes
+
+    store = store_for(infra)
+    for bucket in BUCKETS.values():
+        store.ensure_bucket(bucket)
+    raw = put(store, seeded_bytes())  # as stored before the profile: AccessionNumber and more
+    clean = put(store, parse_instance("ok.dcm", seeded_bytes(), scrub=True, patient_id="PSEUDO-1")[0].data)
+    pool = await open_pool(fresh_schema)
+    try:
+        handlers = build_handlers(SimpleNamespace(
+            settings=SimpleNamespace(rules_file=None, evaluation_bootstrap=50, **BUCKETS), store=store, pool=pool))
+        for i in range(6):
+            await decide(db, handlers, f"DEID{i}", ["agree_all"] * 3)
+
+        async def point_every_study_at(key: str) -> None:
+            for i in range(6):
+                obj = {"object_key": key, "sha256": sha256_hex(f"{key}{i}".encode()), "sop_instance_uid": f"1.2.{i}",
+                       "series_instance_uid": f"1.3.{i}", "instance_number": 1}
+                await db.execute("UPDATE assignments SET objects = %s WHERE study_id = %s",
+                                 (json.dumps([obj]), f"DEID{i}"))
+            await db.commit()
+
+        def cmd() -> SelectionRequested:
+            release_id = f"rel-{uuid.uuid4().hex[:8]}"
+            return SelectionRequested(study_id=release_id, release_id=release_id, protocol=Protocol.CXR,
+                                      plan=SelectionPlan(target_size=4, holdout_fraction=0.5, min_per_label=0))
+
+        def public(release_id: str) -> list[str]:
+            return [o.object_name for o in store.client.list_objects(BUCKETS["public_bucket"],
+                                                                     prefix=f"releases/{release_id}/", recursive=True)]
+
+        await point_every_study_at(raw)
+        refused = cmd()
+        with pytest.raises(NotDeidentified, match=rf"DICOM objects are not de-identified.*{raw}.*AccessionNumber"):
+            await handlers[refused.topic.value].prepare(refused)
+        assert public(refused.release_id) == []
+        assert await rows(db, "SELECT release_id FROM releases") == []
+
+        await point_every_study_at(clean)
+        good = cmd()
+        chosen = await handlers[good.topic.value].prepare(good)
+        written = public(good.release_id)
+        assert len([k for k in written if k.endswith(".dcm")]) == 2 and chosen[0].files.manifest_key in written
+        copied = next(k for k in written if k.endswith(".dcm"))
+        assert deid.violations(pydicom.dcmread(io.BytesIO(store.get_bytes(BUCKETS["public_bucket"], copied)))) == []
     finally:
         await pool.close()
 

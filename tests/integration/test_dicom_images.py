@@ -20,8 +20,9 @@ from pydicom.data import get_testdata_file
 from services.common.contracts import ModelProvenance, Protocol, ReviewAssigned
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.derivatives import FULL, MASTER, derivative_key, sized
-from services.gateway.handlers import prepare_images
+from services.gateway.handlers import on_review_assigned, prepare_images
 from services.gateway.render import render
+from services.gateway.repo import studies
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
 REPORT = "Heart size normal. No pneumothorax."
@@ -121,6 +122,42 @@ async def test_a_review_assignment_prepares_the_images_and_the_endpoint_serves_t
     links = (await client.get("/api/v1/studies/CXR-RG1/dicom")).json()
     raw = httpx.get(links[0]["url"]).content
     assert pydicom.dcmread(io.BytesIO(raw)).Rows == 1955
+
+
+def assigned(study_id: str, readers: list[str]) -> ReviewAssigned:
+    return ReviewAssigned(study_id=study_id, run_id="run-1", patient_id=f"P-{study_id}", readers=readers, reason="",
+                          difficulty="easy", suggested=[], taxonomy_version="t",
+                          extraction=ModelProvenance(backend="rules"), mapping=ModelProvenance(backend="lexicon"),
+                          protocol=Protocol.CXR)
+
+
+async def test_images_are_not_made_ahead_for_a_study_every_reader_has_voted_on(api):
+    """A fast panel outruns the background queue: a study whose reads are all voted when its turn
+    comes is skipped (the endpoint still makes its images on request), while a study whose
+    review-assigned has not committed yet, or with a read still open, is prepared."""
+    app, client = api
+    res = app.state.resources
+    derivatives = res.extra["derivatives"]
+    made = {}
+    for study_id, name in (("DONE-1", "MR2_J2KR.dcm"), ("OPEN-2", "RG1_J2KR.dcm"), ("NEW-3", "US1_J2KR.dcm")):
+        created = (await ingest(client, study_id, [(name, real_file(name))])).json()
+        made[study_id] = created["objects"][0]["sha256"]
+    async with res.pool.connection() as conn:
+        await on_review_assigned(conn, assigned("DONE-1", ["r1", "r2"]), None)
+        await on_review_assigned(conn, assigned("OPEN-2", ["r1", "r2"]), None)
+        await conn.execute("UPDATE assignments SET status = 'voted' WHERE study_id = 'DONE-1'"
+                           " OR (study_id = 'OPEN-2' AND reader_id = 'r1')")
+    async with res.pool.connection() as conn:
+        queued = [d for s in made for d in await studies.object_digests(conn, s)]  # NEW-3 has no read committed
+    derivatives.schedule(queued)
+    await derivatives.drain()
+
+    def stored(study_id: str) -> bool:
+        return res.store.exists(res.settings.objects_bucket, derivative_key(made[study_id], MASTER))
+    assert (stored("DONE-1"), stored("OPEN-2"), stored("NEW-3")) == (False, True, True)
+    resp = await client.get("/api/v1/studies/DONE-1/image", params={"format": "jpeg", "size": 1024})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/jpeg"
+    assert stored("DONE-1")
 
 
 async def test_an_image_that_is_not_yet_prepared_is_made_on_request_and_kept(api):

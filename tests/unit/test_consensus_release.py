@@ -93,3 +93,20 @@ def test_the_card_carries_kappa_intervals_and_alpha_when_the_report_has_them():
     card = json.loads(c.files.files[("public", "releases/r1/dataset_card.json")])
     assert card["agreement"]["fleiss_kappa_ci95"][TAXONOMY.label_ids[0]] == [0.4, 0.6]
     assert card["agreement"]["krippendorff_alpha"][TAXONOMY.label_ids[0]] == 0.51
+
+
+def test_the_copies_known_before_the_agreement_report_are_the_ones_the_release_lays_out():
+    """The consensus service checks and copies these beside the agreement report, then copies
+    whatever compose lays out beyond them: the two must be the same for every plan and seed."""
+    from services.common.protocols.cxr import PROTOCOL
+
+    for seed in range(6):
+        rows = accepted_rows(n=40 + 7 * seed, seed=seed)
+        for extra_object in (False, True):
+            if extra_object:  # a study with two objects: both are copied
+                rows[0] = {**rows[0], "objects": [*rows[0]["objects"], {**rows[0]["objects"][0],
+                           "object_key": "dicom/S000-b", "sop_instance_uid": "1.0.2", "instance_number": 2}]}
+            plan = SelectionPlan(target_size=20, min_per_label=1, seed=seed)
+            composed = PROTOCOL.compose_release("r1", rows, plan, {}, RULE, AGREEMENT)
+            assert composed.files.copies and PROTOCOL.release_copies("r1", rows, plan) == composed.files.copies
+            assert {kind for kind, _, _ in composed.files.copies} == {"public", "holdout"}

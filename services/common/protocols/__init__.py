@@ -228,6 +228,14 @@ class CurationProtocol(ABC):
         corrections on an accepted study), each `"<kind>: <detail>"`. None by default."""
         return []
 
+    def release_copies(self, release_id: str, rows: Sequence[Mapping[str, Any]],
+                       plan: SelectionPlan) -> list[tuple[str, str, str]] | None:
+        """The DICOM copies (bucket kind, source key, destination key) a release of `rows` under
+        `plan` makes, known from the selection alone, so that checking and copying the objects
+        can run beside the agreement report; None when the protocol cannot say before composing.
+        Must be what `compose_release` then lays out in `files.copies`."""
+        return None
+
     @abstractmethod
     def compose_release(self, release_id: str, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan,
                         funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping[str, Any]) -> ComposedRelease:

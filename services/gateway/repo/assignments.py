@@ -62,3 +62,13 @@ async def has_had(conn: Conn, study_id: str, reader_id: str) -> bool:
     """Whether the reader has ever had the study (in any state)."""
     cur = await conn.execute("SELECT 1 FROM assignments WHERE study_id = %s AND reader_id = %s", (study_id, reader_id))
     return await cur.fetchone() is not None
+
+
+async def still_to_read(conn: Conn, study_id: str) -> bool:
+    """Whether a reader may still open the study: one of its reads is open, or none is committed
+    yet (the review-assigned transaction that queued its images may not have committed)."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM assignments WHERE study_id = %s AND status = 'open')"
+        " OR NOT EXISTS (SELECT 1 FROM assignments WHERE study_id = %s) AS still", (study_id, study_id))
+    row = await cur.fetchone()
+    return bool(row and row["still"])

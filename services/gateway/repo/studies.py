@@ -49,19 +49,20 @@ async def instances(conn: Conn, study_id: str) -> set[tuple[str, int]]:
     return {(r["series_instance_uid"], r["instance_number"]) for r in await cur.fetchall()}
 
 
-async def object_digests(conn: Conn, study_id: str) -> list[tuple[str, str]]:
-    """(sha256, object key) of the study's objects, in instance order."""
+async def object_digests(conn: Conn, study_id: str) -> list[tuple[str, str, str]]:
+    """(sha256, object key, study id) of the study's objects, in instance order."""
     cur = await conn.execute("SELECT sha256, object_key FROM study_objects WHERE study_id = %s"
                              " ORDER BY series_instance_uid, instance_number", (study_id,))
-    return [(r["sha256"], r["object_key"]) for r in await cur.fetchall()]
+    return [(r["sha256"], r["object_key"], study_id) for r in await cur.fetchall()]
 
 
-async def open_read_digests(conn: Conn) -> list[tuple[str, str]]:
-    """(sha256, an object key) of every object of a study still open for a reader, once per digest."""
+async def open_read_digests(conn: Conn) -> list[tuple[str, str, str]]:
+    """(sha256, an object key, a study id) of every object of a study still open for a reader,
+    once per digest (the key and study of the same row)."""
     cur = await conn.execute(
-        "SELECT o.sha256, min(o.object_key) AS object_key FROM study_objects o WHERE o.study_id IN"
-        " (SELECT study_id FROM assignments WHERE status = 'open') GROUP BY o.sha256")
-    return [(r["sha256"], r["object_key"]) for r in await cur.fetchall()]
+        "SELECT DISTINCT ON (o.sha256) o.sha256, o.object_key, o.study_id FROM study_objects o WHERE o.study_id IN"
+        " (SELECT study_id FROM assignments WHERE status = 'open') ORDER BY o.sha256, o.object_key")
+    return [(r["sha256"], r["object_key"], r["study_id"]) for r in await cur.fetchall()]
 
 
 # --- ingest -----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from services.common.protocols import (
     register,
 )
 from services.common.protocols.cxr import scoring
-from services.common.protocols.cxr.benchmark import compose_release
+from services.common.protocols.cxr.benchmark import compose_release, release_copies
 from services.common.protocols.cxr.extract import extract_findings
 from services.common.protocols.cxr.judgement import NAME, LabelVerdict
 from services.common.protocols.cxr.lexicon import map_findings
@@ -168,6 +168,10 @@ class CxrLabelVerification(CurationProtocol):
     def label_kappas(self, studies: Sequence[Mapping[str, Any]],
                      votes: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
         return kappa_per_label(reader_label_sets(studies, votes), self.taxonomy().label_ids)
+
+    def release_copies(self, release_id: str, rows: Sequence[Mapping[str, Any]],
+                       plan: SelectionPlan) -> list[tuple[str, str, str]] | None:
+        return release_copies(release_id, self.name, rows, plan, self.taxonomy())
 
     def compose_release(self, release_id: str, rows: Sequence[Mapping[str, Any]], plan: SelectionPlan,
                         funnel: Mapping[str, int], rule: RuleConfig, agreement: Mapping) -> ComposedRelease:

@@ -7,7 +7,7 @@ and writes the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.common import deid
@@ -26,6 +26,7 @@ from services.common.protocols.kit.release import (
 from services.common.protocols.kit.rule_config import RuleConfig
 from services.common.protocols.kit.selection import (
     AcceptedStudy,
+    BenchmarkSplit,
     composition,
     image_keys,
     plan_composition,
@@ -45,15 +46,34 @@ class ComposedRelease:
     holdout: list[ReleaseStudy]
 
 
+def _select(studies: Mapping[str, ReleaseStudy], plan: SelectionPlan, taxonomy: Taxonomy) -> BenchmarkSplit:
+    return select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels, image_keys(s.objects))
+                             for s in studies.values()], plan, taxonomy.label_ids)
+
+
+def _studies(rows: Sequence[Mapping], provenance: Callable[[Mapping], Mapping[str, str]]) -> dict[str, ReleaseStudy]:
+    return {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
+                                        tuple(r["objects"]), provenance(r)) for r in rows}
+
+
+def release_copies(release_id: str, protocol: str, rows: Sequence[Mapping], plan: SelectionPlan,
+                   taxonomy: Taxonomy) -> list[tuple[str, str, str]]:
+    """The DICOM copies `compose_release` lays out for these rows and plan: the same selection and
+    layout, without the agreement report the dataset card needs (which decides neither). Raises
+    ValueError as it does."""
+    studies = _studies(rows, lambda _: {})
+    split = _select(studies, plan, taxonomy)
+    return build_release(release_id, protocol=protocol, released=[studies[sid] for sid in split.released],
+                         holdout=[studies[sid] for sid in split.holdout], label_ids=taxonomy.label_ids,
+                         card={}).copies
+
+
 def compose_release(release_id: str, protocol: str, rows: Sequence[Mapping], plan: SelectionPlan,
                     funnel: Mapping[str, int], taxonomy: Taxonomy, rule: RuleConfig,
                     agreement: Mapping) -> ComposedRelease:
     """Select and split `rows` (accepted studies) and lay out every file of the release."""
-    studies = {r["study_id"]: ReleaseStudy(r["study_id"], r["patient_id"], frozenset(r["labels"]),
-                                           tuple(r["objects"]), cxr_provenance(r, rule)) for r in rows}
-    split = select_and_split([AcceptedStudy(s.study_id, s.patient_id, s.labels, image_keys(s.objects))
-                              for s in studies.values()],
-                             plan, taxonomy.label_ids)
+    studies = _studies(rows, lambda r: cxr_provenance(r, rule))
+    split = _select(studies, plan, taxonomy)
     released = [studies[sid] for sid in split.released]
     holdout = [studies[sid] for sid in split.holdout]
     card = dataset_card(release_id, protocol, plan, funnel, taxonomy, rule, agreement, released, holdout,

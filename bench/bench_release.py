@@ -1,0 +1,182 @@
+"""The chain from the last vote to the downloaded, verified release, traced with timestamps
+(issue 15 §2 "select + release" and the §5 export row).
+
+A fresh local stack ingests a small synthetic archive, samples `--sampled` studies (3 readers each)
+and lets the demo's simulated panel read them all; then, timed from the last vote's answer:
+
+  decided     the funnel counts every sampled study decided (consensus caught up)
+  requested   the release request answered (the gateway recorded the command)
+  released    the gateway reports the release as released
+  downloaded  the public set copied to a folder, every checksum verified
+
+Next to the client's marks, the services' own timestamps of each hop (outbox rows written and
+published, inbox rows applied; same clock) and every process's CPU in the window, from /proc.
+The load average is printed next to every figure: on a shared machine compare runs in pairs.
+
+Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
+Run (main, for a pair): cd /work/main && PYTHONPATH=/work/main .venv/bin/python <this file> --data /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from radcurate.client import Gateway
+from radcurate.cpu_clock import describe, spent, stack_cpu
+from radcurate.demo import download_release, ingest_folder, synth_data, wait_for
+from radcurate.simulate import load_truth, register_panel, run_panel
+from radcurate.stack import local
+from services.common.contracts import Protocol
+
+CXR = Protocol.CXR.value
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def _count(api: Gateway, key: str) -> int:
+    return int((await api.progress(CXR))["funnel"][key])
+
+
+def _hops(state: dict, since: float) -> list[tuple[float, str]]:
+    """The services' own timestamps of the chain's hops after `since` (epoch seconds)."""
+    queries = {
+        "gateway": [
+            ("SELECT max(created_at) FROM outbox WHERE topic = 'vote-cast'", "gateway: last vote-cast written"),
+            ("SELECT max(published_at) FROM outbox WHERE topic = 'vote-cast'", "gateway: last vote-cast published"),
+            ("SELECT max(received_at) FROM inbox WHERE topic = 'consensus-reached'",
+             "gateway: last consensus-reached applied"),
+            ("SELECT max(created_at) FROM outbox WHERE topic = 'selection-requested'",
+             "gateway: selection-requested written"),
+            ("SELECT max(published_at) FROM outbox WHERE topic = 'selection-requested'",
+             "gateway: selection-requested published"),
+            ("SELECT max(received_at) FROM inbox WHERE topic = 'benchmark-released'",
+             "gateway: benchmark-released applied"),
+        ],
+        "consensus": [
+            ("SELECT max(received_at) FROM inbox WHERE topic = 'vote-cast'", "consensus: last vote-cast applied"),
+            ("SELECT max(created_at) FROM outbox WHERE topic = 'consensus-reached'",
+             "consensus: last consensus-reached written"),
+            ("SELECT max(received_at) FROM inbox WHERE topic = 'selection-requested'",
+             "consensus: selection-requested applied (release written)"),
+            ("SELECT max(published_at) FROM outbox WHERE topic = 'benchmark-released'",
+             "consensus: benchmark-released published"),
+        ],
+    }
+    out = []
+    for svc, rows in queries.items():
+        with psycopg.connect(state["dsns"][svc]) as conn:
+            for sql, what in rows:
+                value = conn.execute(sql).fetchone()[0]
+                if isinstance(value, dt.datetime):
+                    out.append((value.timestamp() - since, what))
+    return sorted(out)
+
+
+async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: int, readers: int, seed: int,
+               out: Path) -> None:
+    t = time.perf_counter()
+    summary = await ingest_folder(state, data_dir)
+    if summary.ingested != studies:
+        raise RuntimeError(f"ingested {summary.ingested} of {studies}")
+    api = Gateway(state["gateway_url"], state["admin_token"])
+    try:
+        async def suggested() -> bool:
+            return await _count(api, "suggested") >= studies
+        await wait_for("labels", suggested, timeout=1800)
+        print(f"  ingest + labels: {time.perf_counter() - t:.1f}s (load {load()})", flush=True)
+        panel = await register_panel(api, readers, seed)
+        await api.request_sampling({"n": sampled, "readers_per_study": 3, "seed": seed}, protocol=CXR)
+
+        async def assigned() -> bool:
+            return await _count(api, "assignments") >= 3 * sampled
+        await wait_for("assignments", assigned, timeout=1800)
+        t = time.perf_counter()
+        votes = await run_panel(api, panel, load_truth(data_dir / "truth.jsonl"))
+        print(f"  {votes} votes read in {time.perf_counter() - t:.1f}s (load {load()})", flush=True)
+
+        # --- the timed chain: from the last vote's answer ---------------------------------------
+        cpu0, epoch0, t0 = stack_cpu(state), time.time(), time.perf_counter()
+        marks: list[tuple[float, str]] = []
+        cpu_marks = [("catching up (last vote -> all decided)", cpu0)]
+
+        def lap(step: str) -> None:
+            cpu_marks.append((step, stack_cpu(state)))
+
+        async def decided() -> bool:
+            return await _count(api, "decided") >= sampled
+        await wait_for("consensus", decided, interval=0.1)
+        marks.append((time.perf_counter() - t0, "client: every sampled study decided"))
+        lap("the release (request -> released)")
+        release_id = f"bench-release-{studies}-s{seed}"
+        await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=CXR)
+        marks.append((time.perf_counter() - t0, "client: release request answered"))
+
+        async def released() -> bool:
+            return (await api.release(release_id))["status"] == "released"
+        await wait_for("the release", released, interval=0.1)
+        marks.append((time.perf_counter() - t0, "client: release reported released"))
+        lap("the download (fetch + verify)")
+        release = await api.release(release_id)
+        download_release(state, release, out)
+        total = time.perf_counter() - t0
+        marks.append((total, "client: public set downloaded and verified"))
+        cpu_marks.append(("", stack_cpu(state)))
+        cpu = spent(cpu0, cpu_marks[-1][1])
+        await asyncio.sleep(0.5)  # let the last rows' published_at land before reading them
+        print(f"\n  from the last vote to the verified download: {total:.2f}s (load {load()}), "
+              f"{release['released_count']} released / {release['holdout_count']} holdout")
+        for at, what in sorted(marks + _hops(state, epoch0)):
+            print(f"    {at * 1000:8.0f} ms  {what}")
+        print(f"  CPU in the window: {describe(cpu, least=0.01)}")
+        for (step, before), (_, after) in zip(cpu_marks, cpu_marks[1:], strict=False):
+            print(f"    {step}: {describe(spent(before, after), least=0.01)}")
+    finally:
+        await api.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=1_200, help="studies ingested")
+    parser.add_argument("--sampled", type=int, default=1_000, help="studies sampled (3 readers each; paper 1,000)")
+    parser.add_argument("--target", type=int, default=200, help="benchmark size (paper 200: 100 + 100 holdout)")
+    parser.add_argument("--readers", type=int, default=17)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the stack's state dir (logs) after the run")
+    parser.add_argument("--data", type=Path, default=None, help="synthetic data folder (default data/bench-release-*)")
+    args = parser.parse_args()
+    data_dir = (args.data or Path("data") / f"bench-release-{args.studies}-{args.seed}").resolve()
+    synth_data(args.studies, args.seed, data_dir)
+    work = Path(tempfile.mkdtemp(prefix="bench-release-"))
+    print(f"load average at start: {load()}; code from {Path(local.__file__).parents[2]}", flush=True)
+    t = time.perf_counter()
+    state = local.up(work / "stack")
+    print(f"  stack up in {time.perf_counter() - t:.1f}s", flush=True)
+    try:
+        asyncio.run(_run(state, data_dir, args.studies, args.sampled, args.target, args.readers, args.seed,
+                         work / "release"))
+    finally:
+        local.down(work / "stack")
+        for line in (work / "stack" / "logs" / "consensus.log").read_text().splitlines():
+            if " release " in line:
+                print(f"  consensus log: {line.split(': ', 1)[-1]}")
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
