@@ -100,11 +100,18 @@ async def test_a_clean_batch_is_one_transaction_without_savepoints(infra, fresh_
     assert round_trips <= 4 * len(chunks), "\n".join(lines[-80:])
 
 
+@pytest.mark.parametrize("failure", ["raised", "sql"])
 async def test_a_failing_record_sends_the_batch_record_by_record_and_every_outcome_stays_exact(
-        infra, fresh_schema, fresh_topic):
+        infra, fresh_schema, fresh_topic, failure):
+    # "sql": Postgres refuses BAD's row; in the pipelined batch the error arrives after later
+    # statements were sent, and must still roll the whole attempt back.
+    with psycopg.connect(fresh_schema, autocommit=True) as conn:
+        conn.execute("CREATE TABLE strict (study_id text CHECK (study_id <> 'BAD'))")
+
     async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
-        if event.study_id == "BAD":
+        if event.study_id == "BAD" and failure == "raised":
             raise RuntimeError("the database says no to BAD")
+        await conn.execute("INSERT INTO strict VALUES (%s)", (event.study_id,))
         await record_applied(conn, event, prepared)
         return [report(f"{event.study_id}-next")]  # a fresh event_id every time apply runs
 
@@ -128,6 +135,7 @@ async def test_a_failing_record_sends_the_batch_record_by_record_and_every_outco
         assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'") == 1
         assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'"
                              f" AND payload->>'original_event_id' = '{bad.event_id}'") == 1
+        assert await h.count("SELECT count(*) FROM strict") == 2
 
     after = {o: consumed(service, fresh_topic, o) - before[o] for o in before}
     assert after == {"applied": 2, "duplicate": 2, "dead_lettered": 1}
