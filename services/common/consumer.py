@@ -1,15 +1,19 @@
 """The one consumer base: inbox deduplication, bounded retries, dead letters, manual commits.
 
-A batch of records is applied in ONE Postgres transaction, each record inside its own savepoint:
-the inbox row, the handler's state change and the events it emits (outbox) commit together or
-not at all. Kafka offsets are committed only after that transaction commits, so a crash at any
-point replays the batch and the inbox turns the replay into no-ops: at-least-once delivery,
-exactly-once effects. That transaction commits *synchronously* (`SET LOCAL synchronous_commit =
-on`), whatever the server's default: an asynchronous commit returns before its WAL leaves
-Postgres's memory, so a crash of Postgres after the offset commit would lose effects whose
-records the group has already passed — lost for good. One synchronous commit per batch covers
-every record of it. And the offset moves only if that transaction really committed (see
-`_apply_batch`: psycopg does not raise when a block ends on a connection that already broke).
+A batch of records is applied in ONE Postgres transaction: the inbox rows, the handlers' state
+changes and the events they emit (outbox) commit together or not at all. Optimistically the
+batch runs without savepoints, its inbox rows and its outbox rows one statement each; if anything
+in it fails, the transaction rolls back whole and the batch runs again with each record inside its
+own savepoint, so one failing record gets its own outcome (retried, deferred or dead-lettered)
+and the others commit. Kafka offsets are committed only after that transaction commits, so a
+crash at any point replays the batch and the inbox turns the replay into no-ops: at-least-once
+delivery, exactly-once effects. That transaction commits *synchronously* (`synchronous_commit =
+on` for the connection, set once per connection: `_synchronous`), whatever the server's default:
+an asynchronous commit returns before its WAL leaves Postgres's memory, so a crash of Postgres
+after the offset commit would lose effects whose records the group has already passed — lost for
+good. One synchronous commit per batch covers every record of it. And the offset moves only if
+that transaction really committed (see `_committed`: psycopg does not raise when a block ends on
+a connection that already broke). Metrics and delivery-log outcomes are recorded after the commit.
 
 Every record has one of three outcomes:
 - applied (or recognised as a duplicate);
@@ -33,6 +37,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +45,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import deadletters, metrics, outbox
@@ -79,6 +85,25 @@ class _Outcome:
     @property
     def transient(self) -> bool:
         return self.error is not None and is_transient(self.error)
+
+
+@dataclass
+class _Seen:
+    """One record's outcome, observed (metrics, delivery log) only once its transaction committed."""
+
+    record: ConsumerRecord
+    event_id: str
+    outcome: str  # applied, duplicate, dead_lettered
+    seconds: float | None = None
+    error: str | None = None
+
+
+# The inbox rows of a whole batch in one statement; RETURNING lists the events not seen before.
+# DO NOTHING, not the per-record path's conditional DO UPDATE: that one lets a dead letter's replay
+# overwrite its row, and replays never take this path (`_fits_one_transaction`). A second copy of
+# an event within the statement is skipped like any duplicate.
+_INBOX_MANY = ("INSERT INTO inbox (event_id, topic, outcome) SELECT event_id, %s, 'applied'"
+               " FROM unnest(%s::text[]) AS event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
 
 
 @dataclass
@@ -134,6 +159,7 @@ class EventConsumer:
         self._consumer = self._new_client()
         self._paused: dict[TopicPartition, _Pause] = {}
         self._attempts: dict[TopicPartition, int] = {}  # consecutive backoffs per partition
+        self._durable_connections: weakref.WeakSet[psycopg.AsyncConnection] = weakref.WeakSet()
         self.ready = False
         self.restarts = 0
         self.last_error: str | None = None
@@ -275,7 +301,13 @@ class EventConsumer:
 
     async def _apply_batch(self, topic: str, records: list[ConsumerRecord]) -> tuple[int, BaseException | None]:
         """Apply records in order until one must wait for a dependency. Returns how many records
-        now have an outcome, and the transient error that stopped the batch (None: all done)."""
+        now have an outcome, and the transient error that stopped the batch (None: all done).
+
+        Optimistic first: the whole batch in one transaction without savepoints (`_apply_all`).
+        Should anything in it fail, that transaction rolls back whole and the batch is applied again
+        record by record, each in its own savepoint (`_apply_each`), so a poison record goes to the
+        dead-letter topic alone and the others still commit. Metrics and delivery-log lines are
+        recorded only once the transaction that holds the outcomes has committed."""
         handler = self._handlers[topic]
         decoded = [self._decode(r) for r in records]
         prepared = await self._prepare_all(handler, decoded)
@@ -284,17 +316,96 @@ class EventConsumer:
         deferred: BaseException | None = prepared[cut].error if cut < len(records) else None
         if cut == 0:
             return 0, deferred
-        done = cut
         async with self._pool.connection() as conn:
-            async with conn.transaction() as tx:
-                # Durable before the offset moves past it, whatever the server's default (see above).
-                await conn.execute("SET LOCAL synchronous_commit = on")
-                for i in range(cut):
-                    try:
-                        await self._apply_one(conn, handler, records[i], decoded[i], prepared[i])
-                    except _Deferred as exc:
-                        done, deferred = i, exc.cause  # the transaction commits the records before i
-                        break
+            if self._fits_one_transaction(records[:cut], decoded[:cut], prepared[:cut]):
+                try:
+                    seen = await self._apply_all(conn, handler, records[:cut], decoded[:cut], prepared[:cut])
+                except Exception as exc:
+                    if conn.broken:  # Postgres is gone: nothing applied; the caller pauses and replays
+                        raise
+                    metrics.CONSUMER_BATCH_FALLBACKS.labels(self.service, topic).inc()
+                    log.info("batch on %s[%d]@%d failed as one transaction (%s: %s); applying it record by record",
+                             topic, records[0].partition, records[0].offset, type(exc).__name__, exc)
+                else:
+                    self._observe(seen)
+                    return cut, deferred
+            done, deferred, seen = await self._apply_each(conn, handler, records[:cut], decoded, prepared, deferred)
+        self._observe(seen)
+        return done, deferred
+
+    def _fits_one_transaction(self, records: list[ConsumerRecord], decoded: list[Any],
+                              prepared: list[_Outcome]) -> bool:
+        """Only plain, decodable, prepared events take the one-transaction path. A record already
+        known to be a dead letter, or a dead letter's replay (its inbox row is overwritten, not
+        inserted: rare, and worth no second code path), goes record by record at once."""
+        return all(not isinstance(e, Exception) and p.error is None and deadletters.replay_id(r) is None
+                   for r, e, p in zip(records, decoded, prepared, strict=True))
+
+    async def _apply_all(self, conn: psycopg.AsyncConnection, handler: Handler, records: list[ConsumerRecord],
+                         events: list[Event], prepared: list[_Outcome]) -> list[_Seen]:
+        """The whole batch in one transaction, pipelined: one inbox statement for every record (its
+        RETURNING says which events are new), the handlers, one outbox statement for every emitted
+        event (in record order, as before). Any failure propagates and rolls the transaction back
+        whole."""
+        started = time.perf_counter()
+        own: list[float] = []
+        seen: list[_Seen] = []
+        # In pipeline mode a statement whose result is not read is sent without waiting for it:
+        # the handlers' writes travel together, up to the next read. An error then surfaces at
+        # that read or at the end, not at the statement; here any error means "fall back" anyway.
+        async with conn.pipeline(), conn.transaction() as tx:
+            newly_durable = await self._synchronous(conn)
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(_INBOX_MANY, (records[0].topic, [e.event_id for e in events]))
+                fresh = {row[0] for row in await cur.fetchall()}
+            emitted: list[Event] = []
+            for record, event, prep in zip(records, events, prepared, strict=True):
+                began = time.perf_counter()
+                if event.event_id in fresh:
+                    fresh.discard(event.event_id)  # a second copy later in this batch is a duplicate
+                    emitted.extend(await handler.apply(conn, event, prep.result) or ())
+                    seen.append(_Seen(record, event.event_id, "applied"))
+                else:
+                    seen.append(_Seen(record, event.event_id, "duplicate"))
+                own.append(time.perf_counter() - began)
+            await outbox.record(conn, emitted)
+        self._committed(tx, conn, newly_durable, None)
+        shared = (time.perf_counter() - started - sum(own)) / len(seen)
+        for item, seconds in zip(seen, own, strict=True):
+            item.seconds = seconds + shared
+        return seen
+
+    async def _apply_each(self, conn: psycopg.AsyncConnection, handler: Handler, records: list[ConsumerRecord],
+                          decoded: list[Any], prepared: list[_Outcome], deferred: BaseException | None,
+                          ) -> tuple[int, BaseException | None, list[_Seen]]:
+        """Record by record, each in its own savepoint, in one transaction: the fallback path."""
+        done = len(records)
+        seen: list[_Seen] = []
+        async with conn.transaction() as tx:
+            newly_durable = await self._synchronous(conn)
+            for i, record in enumerate(records):
+                try:
+                    await self._apply_one(conn, handler, record, decoded[i], prepared[i], seen)
+                except _Deferred as exc:
+                    done, deferred = i, exc.cause  # the transaction commits the records before i
+                    break
+        self._committed(tx, conn, newly_durable, deferred)
+        return done, deferred, seen
+
+    async def _synchronous(self, conn: psycopg.AsyncConnection) -> bool:
+        """Make the connection's commits synchronous, once per connection (see the module's
+        docstring). A session-level SET inside the batch's transaction lasts once that transaction
+        commits, so later batches on this connection need no extra round trip; should it roll
+        back, the SET goes with it and the next batch sets it again. (Service pools already set it
+        when they connect, `db._durable`; this keeps the consumer durable on any pool. Nothing
+        sets it back at session level.) True when this transaction sets it."""
+        if conn in self._durable_connections:
+            return False
+        await conn.execute("SET synchronous_commit = on")
+        return True
+
+    def _committed(self, tx: psycopg.AsyncTransaction, conn: psycopg.AsyncConnection, newly_durable: bool,
+                   deferred: BaseException | None) -> None:
         # psycopg leaves a transaction block on a connection it already knows is broken WITHOUT an
         # error and without committing (status FAILED): that is how a batch deferred because
         # Postgres died "committed" its records and the offset moved past them, lost (the fault
@@ -302,7 +413,20 @@ class EventConsumer:
         if tx.status is not tx.Status.COMMITTED:
             raise BatchNotCommitted(f"the batch's transaction ended {tx.status.value}, not committed"
                                     + (f" ({deferred})" if deferred is not None else ""))
-        return done, deferred
+        if newly_durable:
+            self._durable_connections.add(conn)
+
+    def _observe(self, seen: list[_Seen]) -> None:
+        """Metrics and delivery-log lines for outcomes that are now committed."""
+        for item in seen:
+            record = item.record
+            self._trace(record, item.event_id, item.outcome)
+            metrics.EVENTS_CONSUMED.labels(self.service, record.topic, item.outcome).inc()
+            if item.outcome == "dead_lettered":
+                log.error("dead-lettered %s to %s.dlq: %s", item.event_id, record.topic, item.error)
+                metrics.DLQ_EVENTS.labels(self.service, record.topic).inc()
+            elif item.seconds is not None:
+                metrics.EVENT_PROCESSING.labels(self.service, record.topic).observe(item.seconds)
 
     def _decode(self, record: ConsumerRecord) -> Event | PermanentError:
         if record.value is None:
@@ -333,7 +457,7 @@ class EventConsumer:
         return await asyncio.gather(*(one(e) for e in decoded))
 
     async def _apply_one(self, conn: psycopg.AsyncConnection, handler: Handler,
-                         record: ConsumerRecord, event: Any, prep: _Outcome) -> None:
+                         record: ConsumerRecord, event: Any, prep: _Outcome, seen: list[_Seen]) -> None:
         started = time.perf_counter()
         if isinstance(event, Exception) or prep.error is not None:
             # Undecodable, or `prepare` failed for good (a transient failure never gets here: the
@@ -341,7 +465,7 @@ class EventConsumer:
             cause = event if isinstance(event, Exception) else prep.error
             attempts = 0 if isinstance(event, Exception) else (
                 1 if isinstance(cause, PermanentError) else self._max_attempts)
-            await self._dead_letter(conn, record, event, cause, attempts)
+            await self._dead_letter(conn, record, event, cause, attempts, seen)
             return
         failure: BaseException | None = None
         attempt = 0
@@ -349,9 +473,7 @@ class EventConsumer:
             attempt += 1
             try:
                 outcome = await self._try_apply(conn, handler, record, event, prep.result)
-                metrics.EVENTS_CONSUMED.labels(self.service, record.topic, outcome).inc()
-                self._trace(record, event.event_id, outcome)
-                metrics.EVENT_PROCESSING.labels(self.service, record.topic).observe(time.perf_counter() - started)
+                seen.append(_Seen(record, event.event_id, outcome, seconds=time.perf_counter() - started))
                 return
             except Exception as exc:
                 failure = exc
@@ -363,7 +485,7 @@ class EventConsumer:
         if is_transient(failure):
             metrics.EVENTS_CONSUMED.labels(self.service, record.topic, "deferred").inc()
             raise _Deferred(failure)
-        await self._dead_letter(conn, record, event, failure, attempt)
+        await self._dead_letter(conn, record, event, failure, attempt, seen)
 
     async def _try_apply(self, conn: psycopg.AsyncConnection, handler: Handler,
                          record: ConsumerRecord, event: Event, prepared: Any) -> str:
@@ -382,7 +504,7 @@ class EventConsumer:
         return "applied"
 
     async def _dead_letter(self, conn: psycopg.AsyncConnection, record: ConsumerRecord,
-                           event: Any, error: BaseException | None, attempts: int) -> None:
+                           event: Any, error: BaseException | None, attempts: int, seen: list[_Seen]) -> None:
         event_id = deadletters.pg_text(event.event_id if isinstance(event, Event)
                                        else f"{record.topic}:{record.partition}:{record.offset}")
         letter = deadletters.letter(self.service, record, event_id, error, attempts)
@@ -400,14 +522,11 @@ class EventConsumer:
                     return
                 await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
                                         limit=deadletters.MAX_LETTER_BYTES)
-        log.error("dead-lettered %s to %s.dlq: %s", event_id, record.topic, letter["error"])
-        self._trace(record, event_id, "dead_lettered")
-        metrics.DLQ_EVENTS.labels(self.service, record.topic).inc()
-        metrics.EVENTS_CONSUMED.labels(self.service, record.topic, "dead_lettered").inc()
+        seen.append(_Seen(record, event_id, "dead_lettered", error=letter["error"]))
 
     def _trace(self, record: ConsumerRecord, event_id: str, outcome: str) -> None:
         """The delivery log's line for one record: where it came from, which event, what became of it
-        (in the batch's transaction: it counts once the batch's commit line follows)."""
+        (written once the batch's transaction committed; "retried" lines as they happen)."""
         if self._delivery_log:
             delivery.info("%s %s[%d]@%d %s %s", self.service, record.topic, record.partition, record.offset,
                           event_id, outcome)

@@ -39,6 +39,11 @@ CONSUMER_PAUSED = Gauge(
     "radcurate_consumer_paused_partitions", "Partitions paused, waiting for a dependency to answer.",
     ["service", "topic"]
 )
+CONSUMER_BATCH_FALLBACKS = Counter(
+    "radcurate_consumer_batch_fallbacks_total",
+    "Batches whose one-transaction attempt failed and that were applied again record by record.",
+    ["service", "topic"],
+)
 CONSUMER_RESTARTS = Counter(
     "radcurate_consumer_restarts_total", "Times the consume loop failed and restarted its Kafka client.", ["service"]
 )

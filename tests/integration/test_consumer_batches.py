@@ -1,0 +1,161 @@
+"""The consumer's one-transaction batch and its record-by-record fallback, against the real broker
+and Postgres: a clean batch takes no savepoint and a fixed number of extra round trips; a batch with
+a failing record falls back, and then every guarantee is exact (one effect per event, one dead
+letter, no event emitted by the rolled-back attempt, outcome metrics counted once)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
+from psycopg import pq
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.consumer import EventConsumer
+from tests.integration.test_outbox_and_consumer import Harness, produce, record_applied, report
+
+pytestmark = pytest.mark.integration
+
+
+async def fetch(consumer: EventConsumer, n: int) -> list[tuple[TopicPartition, list[ConsumerRecord]]]:
+    """The first `n` records of the topic, as the broker hands them out (one key: one partition)."""
+    await consumer.start()
+    batches: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
+    for _ in range(40):
+        got = await consumer._consumer.getmany(timeout_ms=500)
+        batches += list(got.items())
+        if sum(len(records) for _, records in batches) >= n:
+            return batches
+    raise AssertionError(f"fewer than {n} records arrived: {batches}")
+
+
+async def apply_batches(consumer: EventConsumer, batches: list[tuple[TopicPartition, list[ConsumerRecord]]]) -> None:
+    try:
+        for tp, records in batches:
+            done, deferred = await consumer._apply_batch(tp.topic, records)
+            assert (done, deferred) == (len(records), None)
+    finally:
+        await consumer.stop()
+
+
+async def traced_pool(dsn: str, trace: Path) -> AsyncConnectionPool:
+    """A one-connection pool whose connection writes libpq's protocol trace to `trace`; its commits
+    are asynchronous unless the consumer says otherwise (as on a server whose default is off)."""
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute("SET synchronous_commit = off")
+        await conn.commit()
+        conn.pgconn.trace(os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    pool = AsyncConnectionPool(dsn, min_size=1, max_size=1, kwargs={"row_factory": dict_row}, configure=configure,
+                               open=False)
+    await pool.open(wait=True)
+    return pool
+
+
+def messages(trace: Path, kind: str) -> list[str]:
+    """The trace lines of one message type ('F'rontend or 'B'ackend lines: `<dir> <len> <Type> ...`)."""
+    return [line for line in trace.read_text().splitlines() if line.split("\t")[2:3] == [kind]]
+
+
+def consumed(service: str, topic: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("radcurate_events_consumed_total",
+                                     {"service": service, "topic": topic, "outcome": outcome}) or 0.0
+
+
+async def test_a_clean_batch_is_one_transaction_without_savepoints(infra, fresh_schema, fresh_topic, tmp_path):
+    events = [report(f"B{i:03d}") for i in range(30)]
+    trace = tmp_path / "libpq.trace"
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
+        await produce(h.bootstrap, fresh_topic, [("one-key", e.model_dump_json().encode()) for e in events])
+        consumer = h.consumer()
+        batches = await fetch(consumer, len(events))
+        consumer._pool = await traced_pool(fresh_schema, trace)
+        chunks = [(tp, records[i:i + 10]) for tp, records in batches for i in range(0, len(records), 10)]
+        try:
+            await apply_batches(consumer, chunks)
+            async with consumer._pool.connection() as conn:
+                conn.pgconn.untrace()  # flushes the trace
+                cur = await conn.execute("SHOW synchronous_commit")
+                assert (await cur.fetchone()) == {"synchronous_commit": "on"}
+        finally:
+            await consumer._pool.close()
+        assert await h.count("SELECT count(*) FROM applied") == 30
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'applied'") == 30
+
+    lines = trace.read_text().splitlines()
+    assert [line for line in lines if "SAVEPOINT" in line] == [], "a clean batch needs no savepoint"
+    # Durable commits are asked for once per connection, not once per batch.
+    assert len([line for line in lines if "synchronous_commit" in line and line.startswith("F")]) == 1
+    # Round trips (syncs: one ReadyForQuery each) per batch, not per record: the handler here only
+    # writes, so its statements travel in the pipeline behind the inbox statement's answer. Main's
+    # per-record savepoints, inbox and outbox statements made it 5 per record.
+    round_trips = len(messages(trace, "ReadyForQuery"))
+    assert round_trips <= 4 * len(chunks), "\n".join(lines[-80:])
+
+
+@pytest.mark.parametrize("failure", ["raised", "sql"])
+async def test_a_failing_record_sends_the_batch_record_by_record_and_every_outcome_stays_exact(
+        infra, fresh_schema, fresh_topic, failure):
+    # "sql": Postgres refuses BAD's row; in the pipelined batch the error arrives after later
+    # statements were sent, and must still roll the whole attempt back.
+    with psycopg.connect(fresh_schema, autocommit=True) as conn:
+        conn.execute("CREATE TABLE strict (study_id text CHECK (study_id <> 'BAD'))")
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
+        if event.study_id == "BAD" and failure == "raised":
+            raise RuntimeError("the database says no to BAD")
+        await conn.execute("INSERT INTO strict VALUES (%s)", (event.study_id,))
+        await record_applied(conn, event, prepared)
+        return [report(f"{event.study_id}-next")]  # a fresh event_id every time apply runs
+
+    g1, bad, g2 = report("G1"), report("BAD"), report("G2")
+    sent = [g1, bad, g1, g2, g2]  # G1 and G2 redelivered inside the same batch
+    async with Harness(infra, fresh_schema, fresh_topic, apply) as h:
+        await produce(h.bootstrap, fresh_topic, [("one-key", e.model_dump_json().encode()) for e in sent])
+        consumer = h.consumer()
+        service = consumer.service
+        before = {o: consumed(service, fresh_topic, o) for o in ("applied", "duplicate", "dead_lettered")}
+        fallbacks = REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                              {"service": service, "topic": fresh_topic}) or 0.0
+        await apply_batches(consumer, await fetch(consumer, len(sent)))
+
+        assert await h.count("SELECT count(*) FROM applied") == 2
+        assert await h.count("SELECT count(DISTINCT event_id) FROM applied") == 2
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'applied'") == 2
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'dead_lettered'") == 1
+        # Only the committed attempt's events: one per applied event, and the one dead letter.
+        assert await h.count("SELECT count(*) FROM outbox WHERE right(topic, 4) <> '.dlq'") == 2
+        assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'") == 1
+        assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'"
+                             f" AND payload->>'original_event_id' = '{bad.event_id}'") == 1
+        assert await h.count("SELECT count(*) FROM strict") == 2
+
+    after = {o: consumed(service, fresh_topic, o) - before[o] for o in before}
+    assert after == {"applied": 2, "duplicate": 2, "dead_lettered": 1}
+    assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                     {"service": service, "topic": fresh_topic}) == fallbacks + 1
+
+
+async def test_a_redelivered_clean_batch_is_all_duplicates_and_emits_nothing_twice(infra, fresh_schema, fresh_topic):
+    async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
+        await record_applied(conn, event, prepared)
+        return [report(f"{event.study_id}-next")]
+
+    events = [report(f"R{i:02d}") for i in range(10)]
+    payloads = [("one-key", e.model_dump_json().encode()) for e in events]
+    async with Harness(infra, fresh_schema, fresh_topic, apply) as h:
+        await produce(h.bootstrap, fresh_topic, payloads + payloads)
+        consumer = h.consumer()
+        await apply_batches(consumer, await fetch(consumer, 20))
+        assert await h.count("SELECT count(*) FROM applied") == 10
+        assert await h.count("SELECT count(*) FROM outbox WHERE right(topic, 4) <> '.dlq'") == 10
+        assert consumed(consumer.service, fresh_topic, "duplicate") == 10
+        assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                         {"service": consumer.service, "topic": fresh_topic}) is None
