@@ -19,11 +19,13 @@ import asyncio
 import email.utils
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -357,6 +359,10 @@ class LlmClient:
         # The endpoint as an absolute URL, joined once: a relative path is parsed, joined to the
         # base URL and parsed again on every call (~5% of the client's CPU per call).
         self._completions_url = str(self._openai.base_url.join("chat/completions"))
+        # The openai client makes an idempotency key (a uuid4, ~1.5% of the CPU per call) for
+        # every POST that has none, and the OpenAI API client never sends it: given one, unique
+        # per call all the same, in case a later SDK does send it.
+        self._idempotency_keys = map(f"radcurate-{uuid.uuid4()}-{{}}".format, itertools.count())
         # The labelled series, looked up once: `labels()` takes a lock and walks a dict per call.
         labels = (config.service, BACKEND, config.model)
         self._requests = {outcome: metrics.LLM_REQUESTS.labels(*labels, outcome)
@@ -470,7 +476,7 @@ class LlmClient:
                     # The client's own values, given per request: an option left out is filled with
                     # a deep copy of its default, ~40% of building the request's options.
                     options={"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
-                             "headers": dict(_NO_SDK_TELEMETRY)},
+                             "headers": dict(_NO_SDK_TELEMETRY), "idempotency_key": next(self._idempotency_keys)},
                 )
             except openai.APIError:
                 self._requests["error"].inc()
