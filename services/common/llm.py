@@ -19,11 +19,13 @@ import asyncio
 import email.utils
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -292,6 +294,48 @@ def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 # --- the client ---------------------------------------------------------------------------
 
 
+class DirectHttpClient(openai.DefaultAsyncHttpxClient):
+    """The openai client's httpx2 client, handing a plain request straight to its transport.
+
+    httpx2's `send` runs every request through its auth flow, redirect loop, cookie jar, a
+    stream wrapper timing the body and an INFO log line: ~10% of the LLM client's CPU per
+    call at C = 128 (bench/bench_llm.py), none of which a chat completion uses (openai puts the key in a header and
+    an inference server sets no cookies). What could use them still goes httpx2's whole way: a
+    request for another transport (a proxy from the environment), a client or call with its
+    own auth, and a redirect (sent again through httpx2, which follows it as before).
+    """
+
+    async def send(self, request: httpx2.Request, *, stream: bool = False,
+                   auth: httpx2.Auth | httpx2._client.UseClientDefault | None = httpx2.USE_CLIENT_DEFAULT,
+                   follow_redirects: bool | httpx2._client.UseClientDefault = httpx2.USE_CLIENT_DEFAULT,
+                   ) -> httpx2.Response:
+        transport = self._transport_for_url(request.url)
+        if (self.is_closed or transport is not self._transport or self.auth is not None
+                or auth is not httpx2.USE_CLIENT_DEFAULT):
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        response = await transport.handle_async_request(request)
+        if response.is_redirect:
+            await response.aclose()
+            return await super().send(request, stream=stream, auth=auth, follow_redirects=follow_redirects)
+        response.request = request
+        if not stream:
+            await response.aread()
+        return response
+
+
+class _Flight:
+    """One answer being computed, and how many callers besides the first wait for it."""
+
+    __slots__ = ("answer", "followers")
+
+    def __init__(self, answer: asyncio.Future[dict[str, Any]]) -> None:
+        self.answer = answer
+        self.followers = 0
+        # Nobody may be waiting when it fails (every follower cancelled): mark its exception
+        # retrieved, or asyncio logs "exception was never retrieved" for a handled failure.
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 class LlmClient:
     """An AsyncOpenAI client with the retry, concurrency, cache and metrics policy above."""
 
@@ -308,19 +352,24 @@ class LlmClient:
         self._openai = openai.AsyncOpenAI(
             base_url=config.base_url or OPENAI_BASE_URL, api_key=config.api_key or "EMPTY",
             timeout=config.timeout_s, max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(transport=Http1Transport(connection_limits(config.concurrency)),
-                                                       timeout=config.timeout_s),
+            http_client=DirectHttpClient(transport=Http1Transport(connection_limits(config.concurrency)),
+                                         timeout=config.timeout_s),
         )
         # The endpoint as an absolute URL, joined once: a relative path is parsed, joined to the
         # base URL and parsed again on every call (~5% of the client's CPU per call).
         self._completions_url = str(self._openai.base_url.join("chat/completions"))
+        # The openai client makes an idempotency key (a uuid4, ~1.5% of the CPU per call) for
+        # every POST that has none, and the OpenAI API client never sends it: given one, unique
+        # per call all the same, in case a later SDK does send it.
+        self._idempotency_keys = map(f"radcurate-{uuid.uuid4()}-{{}}".format, itertools.count())
         # The labelled series, looked up once: `labels()` takes a lock and walks a dict per call.
         labels = (config.service, BACKEND, config.model)
         self._requests = {outcome: metrics.LLM_REQUESTS.labels(*labels, outcome)
                           for outcome in ("ok", "error", "cache_hit")}
         self._latency = metrics.LLM_LATENCY.labels(*labels)
         self._tokens = {kind: metrics.LLM_TOKENS.labels(*labels, kind) for kind in ("prompt", "completion")}
-        self._in_flight: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._in_flight: dict[str, _Flight] = {}
+        self._handed_over: set[asyncio.Task[dict[str, Any]]] = set()  # referenced until done
 
     @property
     def model(self) -> str:
@@ -336,16 +385,53 @@ class LlmClient:
         Identical inputs in flight at once share one computation (single flight): a batch with
         the same report twice, or "No acute cardiopulmonary process." a hundred times, makes
         one call, not one per copy.
+
+        The first caller computes in its own task rather than in a new one: a task created here
+        would run only after every caller already scheduled had done its own preparation, so a
+        batch of 2,000 reports sent its first request only after 2,000 preparations (~0.2 s
+        under load, most of a round at C = 128). Whoever else asks meanwhile waits for its
+        answer; if the first caller is cancelled, the computation is handed to a task of its own
+        for them, so one caller cancelled never cancels the others.
         """
         key = cache_key(self.config.model, prompt_version, payload)
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._lookup_or_compute(key, compute))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        else:
+        flight = self._in_flight.get(key)
+        if flight is not None:
             self._requests["cache_hit"].inc()
-        return await asyncio.shield(task)  # one caller cancelled must not cancel the others
+            flight.followers += 1
+            return await asyncio.shield(flight.answer)
+        flight = self._in_flight[key] = _Flight(asyncio.get_running_loop().create_future())
+        try:
+            value = await self._lookup_or_compute(key, compute)
+        except asyncio.CancelledError:
+            if flight.followers:
+                self._hand_over(key, flight, compute)
+            else:
+                del self._in_flight[key]
+            raise
+        except BaseException as exc:
+            del self._in_flight[key]
+            flight.answer.set_exception(exc)
+            raise
+        del self._in_flight[key]
+        flight.answer.set_result(value)
+        return value
+
+    def _hand_over(self, key: str, flight: _Flight, compute: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Finish a computation whose first caller was cancelled, for the callers still waiting."""
+        task = asyncio.create_task(self._lookup_or_compute(key, compute))
+        self._handed_over.add(task)
+
+        def settle(done: asyncio.Task[dict[str, Any]]) -> None:
+            self._handed_over.discard(done)
+            self._in_flight.pop(key, None)
+            if done.cancelled():
+                flight.answer.cancel()
+            elif (exc := done.exception()) is not None:
+                flight.answer.set_exception(exc)
+            else:
+                flight.answer.set_result(done.result())
+
+        task.add_done_callback(settle)
 
     async def _lookup_or_compute(self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         hit = await self.cache.get(key)
@@ -389,7 +475,7 @@ class LlmClient:
                     # The client's own values, given per request: an option left out is filled with
                     # a deep copy of its default, ~40% of building the request's options.
                     options={"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
-                             "headers": dict(_NO_SDK_TELEMETRY)},
+                             "headers": dict(_NO_SDK_TELEMETRY), "idempotency_key": next(self._idempotency_keys)},
                 )
             except openai.APIError:
                 self._requests["error"].inc()

@@ -14,7 +14,14 @@ import openai
 import pytest
 
 from services.common.http1 import Http1Transport
-from services.common.llm import LlmClient, LlmConfig, LlmUnavailable, MemoryLlmCache, connection_limits
+from services.common.llm import (
+    DirectHttpClient,
+    LlmClient,
+    LlmConfig,
+    LlmUnavailable,
+    MemoryLlmCache,
+    connection_limits,
+)
 from services.extractor.llm import LlmExtractor
 from tests.support.fake_openai import FakeOpenAI
 
@@ -147,12 +154,52 @@ async def framed_server(request) -> AsyncIterator[tuple[str, list[int], bool]]:
         yield f"http://127.0.0.1:{port}", per_connection, close_after
 
 
+@pytest.mark.parametrize("client_class", [httpx2.AsyncClient, DirectHttpClient])
 @pytest.mark.parametrize("framed_server", list(FRAMINGS), indirect=True)
-async def test_every_response_framing_is_read_whole(framed_server):
+async def test_every_response_framing_is_read_whole(framed_server, client_class):
     url, per_connection, close_after = framed_server
-    async with httpx2.AsyncClient(transport=Http1Transport(connection_limits(2))) as client:
+    async with client_class(transport=Http1Transport(connection_limits(2))) as client:
         for _ in range(3):
             response = await client.post(f"{url}/v1/chat/completions", json={"model": "m"})
             assert response.status_code == 200 and response.json() == ANSWER
     assert sum(per_connection) == 3
     assert len(per_connection) == (3 if close_after else 1)  # kept alive unless the server closes it
+
+
+async def test_a_redirected_call_is_followed_as_httpx2_follows_it():
+    """The direct send hands a redirect back to httpx2's own path, which follows it."""
+    completion = json.dumps({"choices": [{"message": {"role": "assistant", "content": '{"ok": 1}'}}],
+                             "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+    paths: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                path = head.split(b" ")[1]
+                paths.append(path)
+                if path == b"/v1/chat/completions":
+                    writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /v2/chat/completions\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(completion), completion))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        client = client_for(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        try:
+            reply = await client.complete([{"role": "user", "content": "Cardiomegaly."}], schema_name="s",
+                                          schema={"type": "object"})
+        finally:
+            await client.aclose()
+    assert (reply.content, reply.prompt_tokens) == ('{"ok": 1}', 3)
+    assert paths[-2:] == [b"/v1/chat/completions", b"/v2/chat/completions"]

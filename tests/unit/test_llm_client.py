@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 
 from services.common import phi
 from services.common.contracts import Certainty, Finding, Laterality
+from services.common.failures import PermanentError
 from services.common.http1 import Http1Transport
 from services.common.llm import (
     LlmClient,
@@ -112,6 +114,86 @@ async def test_the_cache_key_changes_with_model_prompt_version_and_input():
     await cache.put(base, {"v": 1})
     await cache.put(base, {"v": 2})
     assert await cache.get(base) == {"v": 1}
+
+
+class Computations:
+    """A scripted `compute` for LlmClient.cached: counts its calls and holds each until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> dict:
+        self.calls += 1
+        await self.release.wait()
+        return {"answer": self.calls}
+
+
+async def test_the_first_caller_computes_before_callers_scheduled_after_it_prepare():
+    """A batch's first request must not wait for every other report's preparation (the ramp-up
+    that cost most of a round at C = 128)."""
+    client, events = LlmClient(CONFIG), []
+
+    async def extract(i: int) -> dict:
+        events.append(f"ask {i}")
+
+        async def compute() -> dict:
+            events.append(f"compute {i}")
+            return {"i": i}
+
+        return await client.cached("v1", {"report": i}, compute)
+
+    assert await asyncio.gather(*(extract(i) for i in range(3))) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert events == ["ask 0", "compute 0", "ask 1", "compute 1", "ask 2", "compute 2"]
+    await client.aclose()
+
+
+async def test_callers_in_flight_together_share_one_computation_and_its_failure():
+    client, compute = LlmClient(CONFIG), Computations()
+    callers = [asyncio.create_task(client.cached("v1", {"report": "x"}, compute)) for _ in range(3)]
+    await asyncio.sleep(0)
+    compute.release.set()
+    assert await asyncio.gather(*callers) == [{"answer": 1}] * 3 and compute.calls == 1
+
+    async def fail() -> dict:
+        await asyncio.sleep(0)
+        raise PermanentError("bad input")
+
+    callers = [asyncio.create_task(client.cached("v1", {"report": "y"}, fail)) for _ in range(3)]
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(o, PermanentError) for o in outcomes)
+    assert client._in_flight == {}
+    await client.aclose()
+
+
+async def test_a_cancelled_first_caller_hands_the_computation_to_those_still_waiting():
+    client, compute = LlmClient(CONFIG), Computations()
+    first = asyncio.create_task(client.cached("v1", {"report": "x"}, compute))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(client.cached("v1", {"report": "x"}, compute)) for _ in range(2)]
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    compute.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.gather(*others) == [{"answer": 2}] * 2  # computed again, once, for both
+    assert compute.calls == 2 and client._in_flight == {}
+    assert await client.cache.get(cache_key("m", "v1", {"report": "x"})) == {"answer": 2}
+    await client.aclose()
+
+
+async def test_a_cancelled_caller_alone_leaves_nothing_in_flight():
+    client, compute = LlmClient(CONFIG), Computations()
+    first = asyncio.create_task(client.cached("v1", {"report": "x"}, compute))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert client._in_flight == {} and compute.calls == 1
+    compute.release.set()
+    assert await client.cached("v1", {"report": "x"}, compute) == {"answer": 2}
+    await client.aclose()
 
 
 def test_the_openai_api_without_a_key_is_refused_at_start():
