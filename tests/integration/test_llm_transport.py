@@ -122,6 +122,15 @@ FRAMINGS = {
 }
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request off the socket (its body skipped by Content-Length); returns its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    await reader.readexactly(length)
+    return head
+
+
 @pytest.fixture
 async def framed_server(request) -> AsyncIterator[tuple[str, list[int], bool]]:
     """A socket server answering every request with one framing; yields its URL, the number of
@@ -133,10 +142,7 @@ async def framed_server(request) -> AsyncIterator[tuple[str, list[int], bool]]:
         per_connection.append(0)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                await read_request(reader)
                 per_connection[-1] += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra_headers + b"\r\n"
                              + payload)
@@ -175,10 +181,7 @@ async def test_a_redirected_call_is_followed_as_httpx2_follows_it():
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                head = await read_request(reader)
                 path = head.split(b" ")[1]
                 paths.append(path)
                 if path == b"/v1/chat/completions":
