@@ -4,7 +4,9 @@
    answer does not lower the offered rate), p50/p99 of `GET /reviews/next` and of the vote;
 2. saturated: the same readers as fast as they can; votes/s and server-side CPU per vote — the
    CPU the gateway, Postgres, the broker and the S3 server processes spent in the window (from
-   /proc), nothing subtracted; the other services and the load client's own CPU are reported apart;
+   /proc), nothing subtracted; the window stays open after the last answer until the stack is back
+   to its idle rate, so downstream work lagging the votes is counted; the other services and the
+   load client's own CPU are reported apart;
 3. reference: pgbench (from the embedded Postgres) running a script equivalent to one vote (lock
    the assignment, insert the vote, mark the assignment voted, insert the outbox row, commit) on
    copies of the gateway's tables; the vote's server CPU is reported as a ratio to pgbench's
@@ -120,6 +122,21 @@ class CpuWindow:
                         for name, procs in after.items()}
         per = {name: sum(procs.values()) for name, procs in self.per_pid.items()}
         return per, time.process_time() - self._client_before, time.perf_counter() - self._t0
+
+    def settle(self, idle_cores: float, *, step_s: float = 0.25, limit_s: float = 30.0) -> float:
+        """Wait, the window still open, until the stack is back to its idle rate (two steps in a
+        row within 0.05 of a core of it): the votes' downstream work (the relay, the broker,
+        consensus and the sampler applying them) lands in the window even when it lags the last
+        answer. Without this a short saturated window leaves that work out and flatters CPU per
+        vote. Returns the seconds waited."""
+        started = time.perf_counter()
+        last, calm = sum(sum(p.values()) for p in _tree_cpu(self.roots).values()), 0
+        while calm < 2 and time.perf_counter() - started < limit_s:
+            time.sleep(step_s)
+            now = sum(sum(p.values()) for p in _tree_cpu(self.roots).values())
+            calm = calm + 1 if (now - last) / step_s <= idle_cores + 0.05 else 0
+            last = now
+        return time.perf_counter() - started
 
 
 def _postgres_by_role(state: dict, window: CpuWindow) -> dict[str, float]:
@@ -408,10 +425,12 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
 
             window.start()
             run = asyncio.run(_phase(state["gateway_url"], tokens, paced_s, paced=True))
+            settled = window.settle(sum(idle.values()))
             per, client_s, seconds = window.stop()
             offered = n_readers / READ_EVERY_S
             print(f"paced: {n_readers} readers, one study each every {READ_EVERY_S:.0f} s (~{offered:.0f} votes/s"
-                  f" offered): {run.votes} votes in {seconds:.1f} s = {run.votes / seconds:.0f} votes/s")
+                  f" offered): {run.votes} votes in {seconds - settled:.1f} s = {run.votes / (seconds - settled):.0f}"
+                  f" votes/s; CPU counted over {seconds:.1f} s, until the stack was idle again")
             _latency_report(run)
             _cpu_report("  paced", per, client_s, run.votes, seconds, idle, run.requests)
             by_role = _postgres_by_role(state, window)
@@ -423,12 +442,15 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
             spy = _pyspy(roots["gateway"], 15, flame)
             window.start()
             run = asyncio.run(_phase(state["gateway_url"], tokens, 3600, paced=False))
+            settled = window.settle(sum(idle.values()))
             per, client_s, seconds = window.stop()
             if spy:
                 spy.wait()
                 print(f"py-spy flame graph of the gateway: {flame}")
-            print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {seconds:.1f} s ="
-                  f" {run.votes / seconds:.0f} votes/s; {_load()}")
+            reading = seconds - settled
+            print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {reading:.1f} s ="
+                  f" {run.votes / reading:.0f} votes/s; CPU counted over {seconds:.1f} s, until the stack"
+                  f" was idle again; {_load()}")
             _latency_report(run)
             vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle, run.requests)
             by_role = _postgres_by_role(state, window)
