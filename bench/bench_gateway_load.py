@@ -178,7 +178,8 @@ def _cpu_report(label: str, per: dict[str, float], client_s: float, votes: int, 
           + f"; gateway alone {per.get('gateway', 0.0) * 1000 / max(requests, 1):.2f} ms/request ({requests} requests)"
           + f"; other services {sum(others.values()) * 1000 / max(votes, 1):.2f} ms/vote ("
           + ", ".join(f"{k} {v * 1000 / max(votes, 1):.2f}" for k, v in others.items())
-          + f"); load client {client_s * 1000 / max(votes, 1):.2f} ms/vote"
+          + f"); every process but the load client {(server + sum(others.values())) * 1000 / max(votes, 1):.2f} ms/vote"
+          + f"; load client {client_s * 1000 / max(votes, 1):.2f} ms/vote"
           f" ({client_s / seconds:.2f} cores); {_load()}")
     return ms
 
