@@ -72,8 +72,9 @@ class FaultPlan:
         for _ in range(rounds):
             for target in rng.sample([*SERVICES, *INFRA], len(SERVICES) + len(INFRA)):
                 faults.append(Fault(target, rng.choice(WHEN[target]), rng.uniform(0.0, 2.0), rng.uniform(0.5, 3.0)))
-        if llm_outage_s > 0:  # first, while the ingested reports wait for extraction
-            faults.insert(0, Fault("llm", "ingest", rng.uniform(0.2, 1.0), llm_outage_s))
+        if llm_outage_s > 0:  # first, down before the ingest's first study: every report waits for it
+            # (A delay drawn into the stage let a fast funnel label all its studies before the outage.)
+            faults.insert(0, Fault("llm", "ingest", 0.0, llm_outage_s))
         return cls(faults)
 
     def at(self, stage: str) -> list[Fault]:
@@ -93,6 +94,7 @@ class Chaos:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, faults included
     labelled_when_llm_returned: int | None = None  # studies with suggested labels as the LLM came back
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _llm_down: asyncio.Event = field(default_factory=asyncio.Event)  # set once an outage has stopped the LLM
 
     def state(self) -> dict[str, Any]:
         return local.load(self.state_dir)
@@ -103,6 +105,8 @@ class Chaos:
         faults = self.plan.at(name) if self.plan else []
         task = asyncio.create_task(self._inject(name, faults))
         t = time.monotonic()
+        if faults and faults[0].target == "llm" and not faults[0].delay_s:
+            await self._llm_down.wait()  # the stage's work starts with the LLM already down
         try:
             yield
         finally:
@@ -149,6 +153,7 @@ class Chaos:
     async def _llm_outage(self, seconds: float) -> None:
         assert self.llm is not None, "an LLM outage needs the LLM backends"
         await asyncio.to_thread(self.llm.stop)
+        self._llm_down.set()
         try:
             await asyncio.sleep(seconds)
             self.labelled_when_llm_returned = await asyncio.to_thread(self._labelled)
