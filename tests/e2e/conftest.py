@@ -8,6 +8,7 @@ import inspect
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -63,6 +64,15 @@ async def eventually(check, what: str, timeout: float = 120) -> None:
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def print_log_tails(state_dir: Path, lines: int = 60) -> None:
+    """Print the end of every log of a stack (pytest shows it under the failed test's captured
+    output): a stack test that times out otherwise says only which wait ran out, and its state
+    dir, logs included, is gone by the time anyone looks."""
+    for log in sorted((state_dir / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- {log.name} (last {len(tail)} lines) -----", *tail, sep="\n")
 
 
 async def at_least(api: Gateway, key: str, value: int, protocol: str | None = None) -> bool:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from radcurate.client import Gateway
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import eventually, print_log_tails
 from tests.e2e.test_bad_input import ingest_http
 from tests.support.factories import dicom_bytes
 
@@ -86,6 +86,9 @@ async def test_down_then_up_keeps_users_studies_votes_and_the_gateway_port(tmp_p
         assert (await admin.progress())["funnel"]["ingested"] == 2
         await admin.aclose()
         await reader.aclose()
+    except BaseException:
+        print_log_tails(state_dir)
+        raise
     finally:
         wiped = radcurate("down", "--wipe", "--state-dir", str(state_dir))
     assert wiped.returncode == 0, wiped.stdout + wiped.stderr
