@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from radcurate.stack import infra, postgres, prometheus, seaweed
 from radcurate.stack.procs import (
     StackError,
     free_port,
-    http_ok,
+    http_json,
+    listening_socket,
     ours,
     process,
-    reuse_port,
     spawn,
     stop,
     stop_all,
@@ -125,7 +126,7 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
     state["state_dir"] = str(state_dir)
     # The service processes start first and import themselves while the infrastructure comes up
     # (radcurate.stack.launch); each gets its environment once everything it connects to is ready.
-    pipes: dict[str, int] = {}
+    pipes: dict[str, _Waiting] = {}
     try:
         for svc in _early_services(state, services_to_run, service_env):
             state.setdefault("services", {})[svc], pipes[svc] = _spawn_waiting(state, state_dir, svc)
@@ -138,9 +139,9 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
         save(state_dir, state)
         _ensure_services(state, state_dir, services_to_run, service_env, settings, pipes)
     finally:
-        for fd in pipes.values():  # not yet released (a failed start): the process ends at EOF
+        for waiting in pipes.values():  # not yet released (a failed start): the process ends at EOF
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(waiting.pipe)
     gw = state["services"].get("gateway")
     state["gateway_url"] = gw["url"] if gw else None
     save(state_dir, state)
@@ -224,8 +225,10 @@ def _ensure_kafka(state: dict, state_dir: Path, settings: StackSettings) -> dict
                              None if previous.get("external") else previous.get("port"))
 
 
-def service_environment(state: dict, svc: str, port: int, settings: StackSettings) -> dict[str, str]:
-    """The RADCURATE_<SERVICE>_* variables a service process is started with."""
+def service_environment(state: dict, svc: str, port: int, settings: StackSettings,
+                        http_fd: int | None = None) -> dict[str, str]:
+    """The RADCURATE_<SERVICE>_* variables a service process is started with; `http_fd`, the
+    listening socket it inherits on `port` (`procs.listening_socket`)."""
     p = f"RADCURATE_{svc.upper()}_"
     env = {
         "SERVICE_NAME": svc,
@@ -235,6 +238,7 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
         "S3_ACCESS_KEY": state["s3"]["access_key"],
         "S3_SECRET_KEY": state["s3"]["secret_key"],
         "HTTP_PORT": str(port),
+        **({"HTTP_FD": str(http_fd)} if http_fd is not None else {}),
         "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
         "OUTBOX_POLL_SECONDS": "0.2",
@@ -257,15 +261,23 @@ def spawn_service(state: dict, state_dir: Path, svc: str, settings: StackSetting
                   extra_env: dict[str, str] | None = None) -> dict:
     """Start one service process (without waiting for it), on its previous port if still free."""
     ports = state.setdefault("ports", {})
-    port = ports[svc] = reuse_port(ports.get(svc))
     log_path = state_dir / "logs" / f"{svc}.log"
-    env = {**service_environment(state, svc, port, settings), **(extra_env or {})}
-    pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env)
+    with listening_socket(ports.get(svc)) as sock:
+        port = ports[svc] = sock.getsockname()[1]
+        env = {**service_environment(state, svc, port, settings, sock.fileno()), **(extra_env or {})}
+        pid = spawn([sys.executable, "-m", f"services.{svc}"], log_path, env=env, pass_fds=[sock.fileno()])
     return {**process(pid), "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}
 
 
 def wait_healthy(svc: str, info: dict, timeout: float = 90) -> None:
-    wait_until(lambda: http_ok(f"{info['url']}/healthz"), f"service {svc}", timeout, info["pid"], Path(info["log"]))
+    wait_until(lambda: healthy(svc, info), f"service {svc}", timeout, info["pid"], Path(info["log"]))
+
+
+def healthy(svc: str, info: dict) -> bool:
+    """/healthz at the service's URL answers 2xx *as `svc`*: any other server on that port (all
+    five services, and SeaweedFS, answer /healthz with 200) does not pass for it."""
+    body = http_json(f"{info['url']}/healthz")
+    return body is not None and body.get("service") == svc
 
 
 def start_service(state: dict, state_dir: Path, svc: str, settings: StackSettings,
@@ -287,38 +299,51 @@ def _early_services(state: dict, wanted: tuple[str, ...], extra_env: dict[str, s
     return [svc for svc in wanted if not ours(running.get(svc))]
 
 
-def _spawn_waiting(state: dict, state_dir: Path, svc: str) -> tuple[dict, int]:
+def _spawn_waiting(state: dict, state_dir: Path, svc: str) -> tuple[dict, _Waiting]:
     """Start `svc` under radcurate.stack.launch (it imports itself, then waits for its environment
     on stdin); returns its stack.json entry and the write end of its stdin."""
     ports = state.setdefault("ports", {})
-    port = ports[svc] = reuse_port(ports.get(svc))
     log_path = state_dir / "logs" / f"{svc}.log"
     read_end, write_end = os.pipe()
     try:
-        pid = spawn([sys.executable, "-m", "radcurate.stack.launch", svc], log_path, stdin=read_end)
+        with listening_socket(ports.get(svc)) as sock:
+            port = ports[svc] = sock.getsockname()[1]
+            pid = spawn([sys.executable, "-m", "radcurate.stack.launch", svc], log_path, stdin=read_end,
+                        pass_fds=[sock.fileno()])
+            waiting = _Waiting(write_end, sock.fileno())  # the number the process inherited it under
     except BaseException:
         os.close(write_end)
         raise
     finally:
         os.close(read_end)
-    return {**process(pid), "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}, write_end
+    return {**process(pid), "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log_path)}, waiting
 
 
-def _release(state: dict, svc: str, settings: StackSettings, extra_env: dict[str, str], pipe: int) -> None:
+@dataclass(frozen=True)
+class _Waiting:
+    """A service process started ahead of its settings: the write end of its stdin, and the
+    descriptor number of the listening socket it inherited."""
+
+    pipe: int
+    http_fd: int
+
+
+def _release(state: dict, svc: str, settings: StackSettings, extra_env: dict[str, str], waiting: _Waiting) -> None:
     """Hand a waiting service its environment; it starts serving from there."""
-    env = {**service_environment(state, svc, state["services"][svc]["port"], settings), **extra_env}
+    port = state["services"][svc]["port"]
+    env = {**service_environment(state, svc, port, settings, waiting.http_fd), **extra_env}
     message = json.dumps({"env": env}).encode()
     try:
         # A few kB, below the pipe's buffer: the write does not wait for the reader. A process
         # that died while importing is reported by wait_healthy, with its log.
         with contextlib.suppress(BrokenPipeError):
-            os.write(pipe, message)
+            os.write(waiting.pipe, message)
     finally:
-        os.close(pipe)
+        os.close(waiting.pipe)
 
 
 def _ensure_services(state: dict, state_dir: Path, wanted: tuple[str, ...], extra_env: dict[str, str],
-                     settings: StackSettings, waiting: dict[str, int] | None = None) -> None:
+                     settings: StackSettings, waiting: dict[str, _Waiting] | None = None) -> None:
     running = state.setdefault("services", {})
     waiting = waiting if waiting is not None else {}
     for svc in wanted:
@@ -326,7 +351,7 @@ def _ensure_services(state: dict, state_dir: Path, wanted: tuple[str, ...], extr
             _release(state, svc, settings, extra_env, waiting.pop(svc))
             continue
         info = running.get(svc)
-        if ours(info) and http_ok(f"{info['url']}/healthz"):
+        if ours(info) and healthy(svc, info):
             continue
         if info:
             stop(info)
@@ -347,7 +372,7 @@ def health(state: dict) -> dict[str, str]:
         if not ours(info):
             report[svc] = "down"
         else:
-            report[svc] = "healthy" if http_ok(f"{info['url']}/healthz") else "unhealthy"
+            report[svc] = "healthy" if healthy(svc, info) else "unhealthy"
     if state.get("prometheus"):
         report["prometheus"] = prometheus.health(state["prometheus"])
     return report

@@ -8,6 +8,7 @@ still match (`ours`) — a stale stack.json must never stop an unrelated process
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -60,17 +61,48 @@ def reuse_port(previous: int | None) -> int:
     return previous if previous and ports_free([previous]) else free_port()
 
 
+def listening_socket(previous: int | None) -> socket.socket:
+    """A listening TCP socket on loopback, for a server process to inherit (`spawn(pass_fds=)`):
+    on `previous` while it is free, else on a fresh port.
+
+    Handing a server its socket, not a port number to bind, leaves no moment in which the port
+    is free: a port picked with `free_port` and bound by the server seconds later (a service binds
+    only after importing itself and starting its consumer) can meanwhile become the local end of
+    any outgoing connection on the machine, or another server's port. The server then cannot bind
+    and exits, and whatever holds the port may answer in its place."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if previous and ports_free([previous]):
+            try:
+                sock.bind(("127.0.0.1", previous))
+            except OSError:  # taken since the check: a fresh one
+                sock.close()
+                return listening_socket(None)
+        else:
+            sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-          user: str | None = None, cwd: Path | None = None, stdin: int | None = None) -> int:
+          user: str | None = None, cwd: Path | None = None, stdin: int | None = None,
+          pass_fds: Sequence[int] = ()) -> int:
     """Start a detached process (own session, so `down` can stop its whole group); returns the pid.
 
-    `stdin` is a file descriptor for the process to read (e.g. a pipe's read end), else /dev/null."""
+    `stdin` is a file descriptor for the process to read (e.g. a pipe's read end), else /dev/null;
+    `pass_fds` are inherited under the same numbers (e.g. a `listening_socket`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL if stdin is None else stdin,
             env={**os.environ, **(env or {})}, start_new_session=True, user=user, cwd=cwd,
+            pass_fds=tuple(pass_fds),
         )
     return proc.pid
 
@@ -155,6 +187,17 @@ def http_ok(url: str) -> bool:
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def http_json(url: str) -> dict | None:
+    """The JSON object a 2xx answer at `url` carries; None for anything else (no answer, an error
+    status, a body that is not a JSON object)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            body = json.loads(resp.read()) if 200 <= resp.status < 300 else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float, pid: int | None = None,

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -333,7 +334,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), access_log=False))
     _server.append(server)
-    server.run()
+    server.run(sockets=None if settings.http_fd is None else [socket.socket(fileno=settings.http_fd)])
     if _fatal:
         log.critical("exiting with status %d: %s stopped", EXIT_TASK_DIED, ", ".join(_fatal))
         sys.exit(EXIT_TASK_DIED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,10 @@ class ServiceSettings(BaseSettings):
     metrics_token: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # A listening socket inherited from the process that started this one (`radcurate up` binds
+    # each service's port itself and passes it on, so the port cannot be lost between its choice
+    # and the bind); when set, http_host/http_port are not bound.
+    http_fd: int | None = Field(None, ge=0)
     log_level: str = "INFO"
     # One log line per published event, consumed record (its outcome) and offset commit, at INFO on
     # the `radcurate.delivery` logger: the trail from a producer's ack to an effect (the fault test).

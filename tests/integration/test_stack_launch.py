@@ -20,6 +20,8 @@ import pytest
 
 from radcurate.stack.launch import SERVICES
 from radcurate.stack.local import SERVICES as STACK_SERVICES
+from radcurate.stack.local import _spawn_waiting
+from radcurate.stack.procs import port_free, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +99,21 @@ def test_a_launcher_whose_up_gave_up_starts_nothing(tmp_path: Path) -> None:
     assert b"Started server process" not in done.stdout + done.stderr
 
 
-def test_the_launcher_refuses_an_unknown_service() -> None:
+def test_a_waiting_service_holds_its_port_from_the_moment_it_is_chosen(tmp_path: Path) -> None:
+    """The port a service will serve on is bound by `up` and inherited by the process, so nothing
+    else on the machine (an outgoing connection's local end, another server) can take it during the
+    seconds before the service serves; a service that could not bind would exit while whatever took
+    its port answered in its place."""
+    state: dict = {"ports": {}}
+    info, waiting = _spawn_waiting(state, tmp_path, "sampler")
+    try:
+        assert state["ports"]["sampler"] == info["port"]
+        assert not port_free(info["port"])
+        assert "socket:[" in os.readlink(f"/proc/{info['pid']}/fd/{waiting.http_fd}")
+    finally:
+        os.close(waiting.pipe)  # no environment: the launcher ends without serving
+        stop(info)
+    assert port_free(info["port"])
     done = subprocess.run([sys.executable, "-m", "radcurate.stack.launch", "radcurate"], cwd=ROOT,
                           env=_env(), input="", capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

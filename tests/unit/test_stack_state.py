@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -74,6 +76,48 @@ def test_a_free_previous_port_is_reused_and_a_taken_one_replaced():
         assert seaweed.choose_ports(all_taken, wait=0) != all_taken
         fresh = seaweed.choose_ports(None)
     assert len(set(fresh.values())) == len(seaweed.PORT_NAMES)
+
+
+def test_a_service_socket_keeps_its_previous_port_while_free_and_is_listening_for_the_child():
+    with procs.listening_socket(None) as first:
+        port = first.getsockname()[1]
+        assert first.get_inheritable()
+        assert not procs.port_free(port)  # held from the moment it is chosen
+        with procs.listening_socket(port) as second:  # taken (by `first`): another port
+            assert second.getsockname()[1] != port
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # listening: a client gets in
+    with procs.listening_socket(port) as again:
+        assert again.getsockname()[1] == port
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    answers_as = "mapper"
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        body = json.dumps({"status": "ok", "service": self.answers_as}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_service_is_healthy_only_if_its_own_healthz_answers():
+    """Every service (and SeaweedFS) answers /healthz with 200: another one on the port, say one
+    that took it while this one could not bind, must not pass for it."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        info = {"url": f"http://127.0.0.1:{server.server_address[1]}"}
+        assert local.healthy("mapper", info)
+        assert not local.healthy("extractor", info)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not local.healthy("mapper", info)  # nothing answers any more
 
 
 def test_the_s3_credentials_and_signing_keys_are_readable_by_their_owner_only(tmp_path):
