@@ -68,6 +68,8 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
             ("SELECT max(received_at) FROM inbox WHERE topic = 'vote-cast'", "consensus: last vote-cast applied"),
             ("SELECT max(created_at) FROM outbox WHERE topic = 'consensus-reached'",
              "consensus: last consensus-reached written"),
+            ("SELECT max(published_at) FROM outbox WHERE topic = 'consensus-reached'",
+             "consensus: last consensus-reached published"),
             ("SELECT max(received_at) FROM inbox WHERE topic = 'selection-requested'",
              "consensus: selection-requested applied (release written)"),
             ("SELECT max(published_at) FROM outbox WHERE topic = 'benchmark-released'",
