@@ -68,6 +68,8 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
             ("SELECT max(received_at) FROM inbox WHERE topic = 'vote-cast'", "consensus: last vote-cast applied"),
             ("SELECT max(created_at) FROM outbox WHERE topic = 'consensus-reached'",
              "consensus: last consensus-reached written"),
+            ("SELECT max(published_at) FROM outbox WHERE topic = 'consensus-reached'",
+             "consensus: last consensus-reached published"),
             ("SELECT max(received_at) FROM inbox WHERE topic = 'selection-requested'",
              "consensus: selection-requested applied (release written)"),
             ("SELECT max(published_at) FROM outbox WHERE topic = 'benchmark-released'",
@@ -85,7 +87,7 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
 
 
 async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: int, readers: int, seed: int,
-               out: Path) -> None:
+               out: Path, poll: float) -> None:
     t = time.perf_counter()
     summary = await ingest_folder(state, data_dir)
     if summary.ingested != studies:
@@ -116,7 +118,7 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
 
         async def decided() -> bool:
             return await _count(api, "decided") >= sampled
-        await wait_for("consensus", decided, interval=0.1)
+        await wait_for("consensus", decided, interval=poll)
         marks.append((time.perf_counter() - t0, "client: every sampled study decided"))
         lap("the release (request -> released)")
         release_id = f"bench-release-{studies}-s{seed}"
@@ -125,7 +127,7 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"
-        await wait_for("the release", released, interval=0.1)
+        await wait_for("the release", released, interval=poll)
         marks.append((time.perf_counter() - t0, "client: release reported released"))
         lap("the download (fetch + verify)")
         release = await api.release(release_id)
@@ -153,6 +155,8 @@ def main() -> int:
     parser.add_argument("--target", type=int, default=200, help="benchmark size (paper 200: 100 + 100 holdout)")
     parser.add_argument("--readers", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--poll", type=float, default=0.02,
+                        help="seconds between the client's polls for 'all decided' and 'released' (session 6: 0.1)")
     parser.add_argument("--keep", action="store_true", help="keep the stack's state dir (logs) after the run")
     parser.add_argument("--data", type=Path, default=None, help="synthetic data folder (default data/bench-release-*)")
     args = parser.parse_args()
@@ -165,7 +169,7 @@ def main() -> int:
     print(f"  stack up in {time.perf_counter() - t:.1f}s", flush=True)
     try:
         asyncio.run(_run(state, data_dir, args.studies, args.sampled, args.target, args.readers, args.seed,
-                         work / "release"))
+                         work / "release", args.poll))
     finally:
         local.down(work / "stack")
         for line in (work / "stack" / "logs" / "consensus.log").read_text().splitlines():

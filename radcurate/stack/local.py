@@ -249,7 +249,8 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
         # Votes come one at a time from many readers, and every relay round is a produce request:
         # S3 writes in the broker, then a fetch, a batch and an offset commit in each consumer.
         # Half a second gathers ~50 votes a round at 100 votes/s (bench_gateway_load.py) for at
-        # most 0.4 s more between a vote and its decision; the page never waits on that.
+        # most 0.4 s more between a vote and its decision while votes keep coming (the relay sends
+        # once no vote came for its quiet gap, 0.05 s); the page never waits on that.
         env["OUTBOX_LINGER_SECONDS"] = "0.5"
     out = {p + k: v for k, v in env.items()}
     if svc == "gateway" and state.get("deid_secret"):

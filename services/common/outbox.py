@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -114,24 +115,29 @@ class OutboxRelay:
 
     def __init__(self, pool: AsyncConnectionPool, producer: AIOKafkaProducer, service: str,
                  poll_seconds: float = 0.5, batch: int = 1000, linger_seconds: float = 0.0,
-                 delivery_log: bool = False) -> None:
+                 delivery_log: bool = False, quiet_seconds: float = 0.05) -> None:
         self._pool = pool
         self._delivery_log = delivery_log
         self._producer = producer
         self._service = service
         self._poll = poll_seconds
         self._linger = linger_seconds
+        self._quiet = quiet_seconds
         self._batch = batch
         self._wake = asyncio.Event()
-        self._last_round = float("-inf")  # loop time when the last round that sent rows began (see _wait)
+        # time.monotonic() of the last round that sent rows, and of the last notify() (see _wait)
+        self._last_round = float("-inf")
+        self._last_commit = float("-inf")
 
     def notify(self) -> None:
+        """Tell the relay that a transaction with outbox rows has committed."""
+        self._last_commit = time.monotonic()
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             try:
-                started = asyncio.get_running_loop().time()
+                started = time.monotonic()
                 sent = await self.publish_once()
                 if sent:
                     self._last_round = started
@@ -150,12 +156,16 @@ class OutboxRelay:
         except TimeoutError:
             pass
         else:
-            # Let concurrent commits join this batch, counted from the previous round that sent
-            # rows (idle polls do not count): while events keep coming, rounds stay at most one per
-            # `linger` (as many votes per produce request as before), but the first event after a
-            # quiet spell (a sampling or release request) goes out at once instead of waiting out
-            # the linger for company that is not coming.
-            await asyncio.sleep(max(0.0, self._last_round + self._linger - asyncio.get_running_loop().time()))
+            # Let concurrent commits join this batch while they keep coming: until `linger` after
+            # the previous round that sent rows (idle polls do not count), so a steady stream of
+            # events still goes at most one round per `linger` (as many votes per produce request
+            # as before), but never longer than `quiet` after the latest commit. The first event
+            # after a quiet spell (a sampling or release request) goes out at once, and the last
+            # of a stream (the campaign's last vote) waits `quiet`, not the rest of the linger,
+            # for company that is not coming. One timer per `quiet`, not one per commit.
+            while (until := min(self._last_round + self._linger, self._last_commit + self._quiet)) \
+                    > (now := time.monotonic()):
+                await asyncio.sleep(until - now)
         self._wake.clear()
 
     async def publish_once(self) -> int:

@@ -142,7 +142,8 @@ async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None
     producer = make_producer(kafka)
     await producer.start()
     relay = OutboxRelay(pool, producer, settings.service_name, settings.outbox_poll_seconds,
-                        linger_seconds=settings.outbox_linger_seconds, delivery_log=settings.delivery_log)
+                        linger_seconds=settings.outbox_linger_seconds, quiet_seconds=settings.outbox_quiet_seconds,
+                        delivery_log=settings.delivery_log)
     res = Resources(settings, pool, producer, relay, ObjectStore.from_settings(settings))
     res.tasks.append(_essential(relay.run(), "outbox-relay"))
     res.tasks.append(asyncio.create_task(_observe_loop(res, observe), name="observe"))

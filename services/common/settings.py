@@ -62,6 +62,9 @@ class ServiceSettings(BaseSettings):
     # After a wake-up the relay waits this long to gather more rows into one produce request:
     # every request costs the broker storage writes per partition, so bigger batches are cheaper.
     outbox_linger_seconds: float = 0.05
+    # ...but a round goes once no commit came for this long: the last event of a stream (the last
+    # vote before a release) waits this, not the rest of the linger.
+    outbox_quiet_seconds: float = 0.05
     # Kafka's usual knobs; keep min bytes at 1 on tansu: it does not gather data across its S3
     # segments for a fetch, it waits out fetch_max_wait_ms instead (measured: 9 events/s at 64 KiB).
     kafka_fetch_min_bytes: int = 1

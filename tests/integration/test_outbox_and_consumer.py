@@ -229,36 +229,49 @@ async def test_the_relay_publishes_only_committed_events_in_order_keyed_by_study
     assert [m["event_id"] for m in ours if m["study_id"] == "R1"] == [e.event_id for e in committed[:2]]
 
 
-async def test_the_relay_lingers_only_behind_a_recent_round(infra, fresh_schema):
-    """The first event after a quiet spell goes out at once; one that follows a round within the
-    linger waits for the rest of it, so busy rounds still gather many events per produce request."""
+async def test_the_relay_lingers_only_while_events_keep_coming(infra, fresh_schema):
+    """The first event after a quiet spell goes out at once; events that follow a round within the
+    linger wait for company while commits keep coming (one produce request for all of them), and
+    go once no commit came for the quiet gap, not after the rest of the linger."""
     pool = await open_pool(fresh_schema)
     producer = make_producer(infra["kafka"]["bootstrap"])
     await producer.start()
-    relay = outbox.OutboxRelay(pool, producer, "test", poll_seconds=60, linger_seconds=30)
+    relay = outbox.OutboxRelay(pool, producer, "test", poll_seconds=60, linger_seconds=30, quiet_seconds=2)
     running = asyncio.create_task(relay.run())
 
-    async def published() -> int:
+    async def published() -> list[tuple[str, Any]]:
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL")
-            return (await cur.fetchone())["n"]
+            cur = await conn.execute("SELECT msg_key, published_at FROM outbox WHERE published_at IS NOT NULL")
+            return [(r["msg_key"], r["published_at"]) for r in await cur.fetchall()]
 
     async def record_one(study_id: str) -> None:
         async with unit_of_work(pool) as conn:
             await outbox.record(conn, [report(study_id)])
         relay.notify()
 
+    async def published_within(n: int, seconds: float) -> list[tuple[str, Any]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while len(rows := await published()) < n and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return rows
+
     try:
         await asyncio.sleep(0.5)  # the relay's first round (nothing to send) is behind it
         await record_one("QUIET")
-        for _ in range(100):  # well within the 30 s linger the old relay waited out first
-            if await published() == 1:
-                break
-            await asyncio.sleep(0.1)
-        assert await published() == 1
-        await record_one("BUSY")
-        await asyncio.sleep(2)
-        assert await published() == 1  # within the linger of the last round: it waits for company
+        assert len(await published_within(1, 10)) == 1  # well within the 30 s linger the old relay waited out
+        loop = asyncio.get_running_loop()
+        for i in range(8):  # a stream: every commit within the 2 s quiet gap of the one before
+            await record_one(f"BUSY{i}")
+            await asyncio.sleep(0.2)
+        assert len(await published()) == 1  # while events keep coming, they wait for company
+        stream_ended = loop.time()
+        rows = await published_within(9, 20)
+        waited = loop.time() - stream_ended
+        busy = [at for key, at in rows if key.startswith("BUSY")]
+        assert len(busy) == 8
+        assert len(set(busy)) == 1  # one round (one UPDATE, one now()) sent the whole stream
+        assert waited < 15  # the quiet gap after the last commit, far from the 30 s linger
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
