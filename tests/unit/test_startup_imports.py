@@ -1,7 +1,7 @@
 """A service imports at start only what the path it takes needs: openai (~0.8 s of CPU) only
 where an LLM backend is configured, pydicom (~0.6 s) only in the gateway, whose ingest reads
-DICOM (consensus imports it on its first release check). Checked in a fresh interpreter, as a
-service process starts."""
+DICOM (consensus imports it on its first release check, the protocols when they write a dataset
+card). Checked in a fresh interpreter, as a service process starts."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ LLM_CLIENT = {"openai", "httpx2", "aiohttp"}
 
 
 def loaded_after(*imports: str) -> list[set[str]]:
-    """Top-level modules loaded after each import in turn, in one fresh interpreter on this checkout."""
+    """Top-level modules loaded after each import in turn, in one fresh interpreter on this checkout.
+    After each, every registered protocol is looked up too, as every service's handlers do at start."""
     code = ("import importlib, json, sys\nseen = []\n"
             f"for name in {list(imports)!r}:\n"
             "    importlib.import_module(name)\n"
+            "    from services.common import protocols\n"
+            "    for protocol in protocols.names():\n"
+            "        protocols.get(protocol).taxonomy()\n"
             "    seen.append(sorted({m.split('.')[0] for m in sys.modules}))\n"
             "print(json.dumps(seen))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
