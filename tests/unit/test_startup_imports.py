@@ -32,11 +32,12 @@ def loaded_after(*imports: str) -> list[set[str]]:
 
 
 def test_services_start_without_the_llm_client_or_pydicom() -> None:
-    """Imported in turn: the four consumers first (neither library), then the gateway (pydicom only)."""
+    """Imported in turn: the four consumers first (none of these libraries), then the gateway (pydicom)."""
     seen = loaded_after("services.extractor.app", "services.mapper.app", "services.sampler.app",
                         "services.consensus.app", "services.gateway.app")
     consumers, with_gateway = seen[3], seen[4]
-    assert not consumers & (LLM_CLIENT | {"pydicom"}), sorted(consumers & (LLM_CLIENT | {"pydicom"}))
+    unused = LLM_CLIENT | {"pydicom", "httpx"}  # httpx: only the gateway's DICOMweb client uses it
+    assert not consumers & unused, sorted(consumers & unused)
     assert not with_gateway & LLM_CLIENT, sorted(with_gateway & LLM_CLIENT)
 
 
