@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-import httpx
 import psycopg
 import urllib3.exceptions
 from minio.error import S3Error, ServerError
@@ -60,13 +59,15 @@ def _is_transient_one(err: BaseException) -> bool:
         return True
     if isinstance(err, S3Error):
         return err.code in _S3_TRANSIENT_CODES
-    if isinstance(err, httpx.TransportError):
+    # httpx's and openai's errors are looked up, not imported: an error of their classes cannot
+    # exist in a process that never imported them. Importing openai here cost every service ~1 s
+    # of CPU at start-up (openai.types), also the three that never call an LLM; httpx ~0.15 s in
+    # the extractor, mapper and sampler, which do not use it.
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(err, httpx.TransportError):
         return True
-    if isinstance(err, httpx.HTTPStatusError):
+    if httpx is not None and isinstance(err, httpx.HTTPStatusError):
         return err.response.status_code >= 500 or err.response.status_code in _HTTP_TRANSIENT_STATUS
-    # openai's errors are looked up, not imported: only the LLM client imports openai, and an
-    # error of its classes cannot exist in a process that never did. Importing it here cost
-    # every service ~1 s of CPU at start-up (openai.types), also the three that never call an LLM.
     openai = sys.modules.get("openai")
     if openai is not None and isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
         return True

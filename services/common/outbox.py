@@ -33,7 +33,6 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnsupportedForMessageFormatError,
 )
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics
@@ -81,18 +80,30 @@ async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_
     """Add an arbitrary message (a dead letter, a replay) to the outbox within the caller's transaction."""
     body = encode(payload)
     check_size(topic, event_id, len(body), limit)
-    await _insert(conn, [(event_id, topic, key, body.decode(), Jsonb(dict(headers)) if headers else None)])
+    await _insert(conn, [(event_id, topic, key, body.decode(), json.dumps(dict(headers)) if headers else None)])
 
 
-async def _insert(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str, str, Any]]) -> None:
+# One statement for all of a unit of work's events, however many: Postgres parses, plans and
+# executes once, where one INSERT per event cost a statement each (a consumer batch of 500 events
+# emitted 500). Rows keep their order: ids are drawn as the ordered rows are inserted, and the
+# relay publishes in id order (per-study order on the partition). A duplicate event_id, even
+# within the statement, is skipped as before. The arrays travel in binary: psycopg quotes every
+# element of a text-format array in Python (JSON is full of quotes), ~3x the CPU of executemany;
+# binary arrays take about half of executemany's client CPU per row.
+_INSERT_MANY = (
+    "INSERT INTO outbox (event_id, topic, msg_key, payload, headers)"
+    " SELECT e, t, k, p::jsonb, h::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " WITH ORDINALITY AS u(e, t, k, p, h, n) ORDER BY n"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+async def _insert(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str, str, str | None]]) -> None:
+    """Insert outbox rows (event_id, topic, key, payload JSON, headers JSON or None) in order."""
     if not rows:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO outbox (event_id, topic, msg_key, payload, headers) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (event_id) DO NOTHING",
-            rows,
-        )
+    event_ids, topics, keys, payloads, headers = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(_INSERT_MANY, (event_ids, topics, keys, payloads, headers))
 
 
 # Errors that are about the row itself, so sending it again can never succeed. Deliberately an

@@ -9,9 +9,7 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from minio.commonconfig import CopySource
-from pydicom.errors import InvalidDicomError
 
-from services.common import deid
 from services.common.consumer import PermanentError
 from services.common.objectstore import ObjectStore
 from services.common.protocols.kit.release import ReleaseFiles
@@ -29,6 +27,12 @@ class NotDeidentified(PermanentError):
 def object_violations(store: ObjectStore, bucket: str, key: str) -> list[str]:
     """deid.violations() of one stored DICOM object, read whole (spooled to a temporary file:
     private or overlay elements can follow the pixel data, and objects can be large)."""
+    # Imported on the first release check, not at start: pydicom is ~0.6 s of CPU at every
+    # consensus start, and only a release reads DICOM.
+    from pydicom.errors import InvalidDicomError
+
+    from services.common import deid
+
     response = store.client.get_object(bucket, key)
     try:
         with tempfile.TemporaryFile() as fp:

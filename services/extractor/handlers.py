@@ -9,11 +9,9 @@ import psycopg
 from services.common import phi, protocols
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import Finding, FindingsExtracted, ReportIngested, Topic
-from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
 from services.common.protocols import CurationProtocol, Extractor
 from services.common.runtime import Resources
 from services.extractor import repo
-from services.extractor.llm import LlmExtractor
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.extractor.app import ExtractorSettings
@@ -34,6 +32,11 @@ def make_extractor(res: Resources[ExtractorSettings], protocol: CurationProtocol
     settings = res.settings
     if settings.backend != "llm" or not protocol.llm_backends:
         return protocol.extractor()
+    # Imported only here: the LLM client brings openai (~1 s of CPU at every start), which the
+    # default rules backend never uses.
+    from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
+    from services.extractor.llm import LlmExtractor
+
     if "llm_client" not in res.extra:
         res.extra["llm_client"] = LlmClient(config_from_settings(settings.service_name, settings),
                                             PostgresLlmCache(res.pool))

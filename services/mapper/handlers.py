@@ -9,11 +9,9 @@ import psycopg
 from services.common import protocols
 from services.common.consumer import Handler, PermanentError
 from services.common.contracts import FindingsExtracted, LabelsSuggested, Topic
-from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
 from services.common.protocols import CurationProtocol, Mapper, MappingResult
 from services.common.runtime import Resources
 from services.mapper import repo
-from services.mapper.llm import LlmMapper
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.mapper.app import MapperSettings
@@ -26,6 +24,11 @@ def make_mapper(res: Resources[MapperSettings], protocol: CurationProtocol) -> M
     settings = res.settings
     if settings.backend != "llm" or not protocol.llm_backends:
         return protocol.mapper()
+    # Imported only here: the LLM client brings openai (~1 s of CPU at every start), which the
+    # default lexicon backend never uses.
+    from services.common.llm import LlmClient, PostgresLlmCache, config_from_settings
+    from services.mapper.llm import LlmMapper
+
     if "llm_client" not in res.extra:
         res.extra["llm_client"] = LlmClient(config_from_settings(settings.service_name, settings),
                                             PostgresLlmCache(res.pool))

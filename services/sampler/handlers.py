@@ -36,9 +36,8 @@ DEFAULT_LEASE_SECONDS = 72 * 3600.0
 async def on_labels_suggested(conn: psycopg.AsyncConnection, event: LabelsSuggested, _: Any,
                               lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Event]:
     """Add a study to the candidate pool; run parked sampling requests the pool now satisfies."""
-    await repo.add_candidate(conn, event)
     emitted: list[Event] = []
-    for cmd in await repo.pending_runs(conn):
+    for cmd in await repo.add_candidate(conn, event):  # the parked requests, oldest first
         if await repo.pool_size(conn, cmd.protocol) >= cmd.min_pool_size:
             await repo.unpark_run(conn, cmd.run_id)
             emitted += await run_sampling(conn, cmd, lease_seconds)

@@ -10,14 +10,19 @@ import psycopg
 from services.common.contracts import LabelsSuggested, SamplingRequested, parse_event
 
 
-async def add_candidate(conn: psycopg.AsyncConnection, s: LabelsSuggested) -> None:
-    """Add or refresh a study in the pool (a newer suggestion replaces the old one)."""
-    await conn.execute(
-        "INSERT INTO candidates (study_id, patient_id, protocol, taxonomy_version, suggestion)"
+async def add_candidate(conn: psycopg.AsyncConnection, s: LabelsSuggested) -> list[SamplingRequested]:
+    """Add or refresh a study in the pool (a newer suggestion replaces the old one); returns the
+    parked sampling requests, oldest first (`pending_runs`), read by the same statement: every
+    suggestion asks, and one statement per study instead of two is Postgres work the funnel pays
+    13,735 times. (A data-modifying WITH runs to completion whether or not its output is read.)"""
+    cur = await conn.execute(
+        "WITH added AS (INSERT INTO candidates (study_id, patient_id, protocol, taxonomy_version, suggestion)"
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (study_id) DO UPDATE SET"
-        " suggestion = EXCLUDED.suggestion, taxonomy_version = EXCLUDED.taxonomy_version",
+        " suggestion = EXCLUDED.suggestion, taxonomy_version = EXCLUDED.taxonomy_version)"
+        " SELECT command FROM pending_runs ORDER BY requested_at",
         (s.study_id, s.patient_id, s.protocol, s.taxonomy_version, s.model_dump_json()),
     )
+    return [SamplingRequested.model_validate(r["command"]) for r in await cur.fetchall()]
 
 
 async def unsampled_pool(conn: psycopg.AsyncConnection, protocol: str) -> list[LabelsSuggested]:

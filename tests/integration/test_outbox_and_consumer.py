@@ -299,3 +299,34 @@ async def _committed_through(h: Harness, n: int) -> bool:
         return sum(o or 0 for o in offsets) >= n
     finally:
         await consumer.stop()
+
+
+async def test_a_unit_of_works_events_are_one_outbox_statement_in_their_order(infra, fresh_schema):
+    """record() writes any number of events with one INSERT (not one per event), ids in the order
+    given, a repeated event_id skipped; record_raw() keeps its headers as a JSON object."""
+    events = [report(f"S{i % 7}") for i in range(120)]
+    events.insert(60, events[3])  # the same event twice in one call: stored once
+    pool = await open_pool(fresh_schema)
+    try:
+        async with unit_of_work(pool) as conn:
+            statements: list[str] = []
+            cur_exec = conn.execute
+
+            async def counting(query: Any, params: Any = None, **kw: Any) -> Any:
+                statements.append(str(query))
+                return await cur_exec(query, params, **kw)
+
+            conn.execute = counting  # type: ignore[method-assign]
+            await outbox.record(conn, events)
+            conn.execute = cur_exec  # type: ignore[method-assign]
+            await outbox.record_raw(conn, "t.dlq", "k", "raw-1", {"a": "é"}, headers={"x-replay": "r1"})
+        async with pool.connection() as conn:
+            rows = await (await conn.execute("SELECT event_id, payload, headers FROM outbox ORDER BY id")).fetchall()
+    finally:
+        await pool.close()
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("INSERT INTO OUTBOX")
+    unique = list(dict.fromkeys(e.event_id for e in events))
+    assert [r["event_id"] for r in rows] == [*unique, "raw-1"]
+    assert rows[0]["payload"] == json.loads(events[0].model_dump_json())
+    assert rows[-1]["payload"] == {"a": "é"} and rows[-1]["headers"] == {"x-replay": "r1"}
+    assert all(r["headers"] is None for r in rows[:-1])
