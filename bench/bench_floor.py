@@ -19,12 +19,19 @@ multiple of the pool, each on a fresh stack, and prints the time and CPU per stu
 images (~130 KB per study) 3× and 10× need 5 / 18 GB of data plus as much again in the S3
 server: more than this machine has free at 10×. The lighter path, RADCURATE_BENCH_IMAGE=64:
 every scale's pool is the same synthetic cohort with its chests averaged down to 64 × 64 px
-(~9.6 KB per study; reports, UIDs and events as at full size), synthesised for the run under
-data/bench-<N>-64px-0 and deleted after it (RADCURATE_BENCH_KEEP_DATA=1 keeps it). The 1× and
-10× figures compared must both come from it. 10× that way (measured at 1× and 3×, see the
-report of session 7): ~1.3 GB of data plus ~2 GB of stack state, ~15 min on an idle machine:
+(~9.6 KB files, 12 KiB on disk; reports, UIDs and events as at full size; ~0.9 ms of CPU per
+study to make), synthesised for the run under data/bench-<N>-64px-0 and deleted after it
+(RADCURATE_BENCH_KEEP_DATA=1 keeps it). The 1× and 10× figures compared must both come from it.
+Measured in session 7 at 1× / 3×: data 0.17 / 0.50 GiB, stack state 0.60 / 1.69 GiB (Postgres
+0.40 / 1.08, S3 0.20 / 0.61), so 10× needs ~1.7 GiB of data plus ~5.7 GiB of state (~7.5 GiB;
+keep 10 GiB free); each scale's pool and stack are gone before the next starts. On an idle
+2-core machine 10× takes ~15 min (synthesis ~2, funnel ~10 at last session's 3.9 ms per study),
+the series ~22 min:
   RADCURATE_BENCH_IMAGE=64 RADCURATE_BENCH_SCALES=1,3,10 RADCURATE_BENCH_FLOOR=0 \
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
+    PYTHONPATH=$PWD timeout 3600 .venv/bin/python bench/bench_floor.py
+The stack's idle CPU rate (RADCURATE_BENCH_IDLE_S, default 10 s, measured before each funnel)
+is printed too, and CPU per study net of it: a longer run pays more of the S3 server's and the
+broker's by-the-second cost per study, which a production MinIO/Kafka would not scale the same way.
 A smaller base with full-size images (RADCURATE_BENCH_STUDIES=1000) takes the first N studies
 of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
@@ -54,8 +61,8 @@ from minio import Minio
 from radcurate import demo
 from radcurate.bulk_ingest import read_reports, study_paths
 from radcurate.client import Gateway
+from radcurate.cpu_clock import CLIENT, stack_cpu
 from radcurate.cpu_clock import process_cpu as cpu_seconds
-from radcurate.cpu_clock import stack_cpu
 from radcurate.stack import local
 from radcurate.synth.cxr import synth_cxr
 from radcurate.synth.image import SIZE
@@ -68,6 +75,7 @@ TARGET_SCALE = 1.1  # time per study at k× / at 1×
 HOPS = 4
 EVENT_BYTES = 1500  # a report-ingested event of the synthetic pool (report ~600 chars + one object)
 INGEST_CONCURRENCY = 8  # the gateway's BATCH_CONCURRENCY: a batch's studies stored 8 at a time
+IDLE_S = float(os.environ.get("RADCURATE_BENCH_IDLE_S", "10"))  # the stack's idle CPU rate, measured before the funnel
 
 
 def load() -> str:
@@ -219,6 +227,17 @@ def pool_of(studies: int, image_size: int = SIZE) -> Path:
     return data_dir
 
 
+def idle_rates(state: dict, seconds: float) -> dict[str, float]:
+    """CPU seconds per second each stack process spends with nothing to do (the client left
+    out: it is this process, asleep), over `seconds` right after the stack is up."""
+    if seconds <= 0:
+        return {}
+    before, started = stack_cpu(state), time.perf_counter()
+    time.sleep(seconds)
+    after, wall = stack_cpu(state), time.perf_counter() - started
+    return {k: max(0.0, v - before.get(k, 0.0)) / wall for k, v in after.items() if k != CLIENT}
+
+
 def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str, float]:
     data_dir = pool_of(studies, image_size)
     linked = data_dir / "dicom"  # a first-N subset links the paper pool's whole DICOM folder
@@ -244,11 +263,17 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
                   f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
                   f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
         state = local.up(home / "stack")
+        idle = idle_rates(state, IDLE_S)
         before = stack_cpu(state)
         figures |= asyncio.run(funnel(state, data_dir, studies))
         after = stack_cpu(state)
         cpu = {k: after[k] - before.get(k, 0.0) for k in after}
         figures["cpu s, all processes"] = sum(cpu.values())
+        # The S3 server and the broker burn CPU by the second even when idle (polls, timers): a run
+        # that takes longer (a larger scale, or a loaded machine) pays more of it per study. Net of
+        # that rate the figure is the work the studies themselves cost.
+        wall = figures["ingest → labels"]
+        figures["cpu s, net of idle"] = sum(max(0.0, v - idle.get(k, 0.0) * wall) for k, v in cpu.items())
         print(f"funnel, {studies:,} studies: ingest {figures['ingest']:.1f}s,"
               f" labels {figures['labels after ingest']:.1f}s after it;"
               f" ingest → labels {figures['ingest → labels']:.1f}s {load()}", flush=True)
@@ -256,6 +281,11 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
             f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) +
             f"; total {figures['cpu s, all processes']:.1f} = {1000 * figures['cpu s, all processes'] / studies:.1f}"
             " ms per study", flush=True)
+        if idle:
+            print(f"  idle before it ({IDLE_S:.0f}s): {1000 * sum(idle.values()):.0f} ms/s in all (" + ", ".join(
+                f"{k} {1000 * v:.0f}" for k, v in sorted(idle.items(), key=lambda kv: -kv[1]) if v >= 0.0005)
+                + f"); net of that rate {1000 * figures['cpu s, net of idle'] / studies:.2f} ms per study {load()}",
+                flush=True)
         # What a larger run needs free: the stack's state (S3 objects and the broker's log in it,
         # Postgres, logs) grows with the studies; the data set is on top of it.
         parts = {p.name: disk_bytes(p) for p in sorted((home / "stack").iterdir()) if p.is_dir()}
@@ -278,7 +308,7 @@ def main() -> int:
     with_floor = os.environ.get("RADCURATE_BENCH_FLOOR", "1") != "0"
     image_size = int(os.environ.get("RADCURATE_BENCH_IMAGE", str(SIZE)))
     keep_data = os.environ.get("RADCURATE_BENCH_KEEP_DATA", "0") == "1"
-    per_study: dict[int, tuple[float, float]] = {}
+    per_study: dict[int, tuple[float, float, float]] = {}
     for k in scales:
         n, started = studies * k, time.perf_counter()
         try:
@@ -288,7 +318,8 @@ def main() -> int:
                 shutil.rmtree(light_pool_dir(n, image_size), ignore_errors=True)
         print(f"scale {k}×: {time.perf_counter() - started:.0f}s in all (synthesis, stack, funnel, stop) {load()}",
               flush=True)
-        per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n)
+        per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n,
+                        1000 * figures["cpu s, net of idle"] / n)
         if "floor: S3 PUTs" in figures:
             floor = figures["floor: S3 PUTs"] + figures["floor: broker"]
             ratio = figures["ingest → labels"] / floor
@@ -299,10 +330,11 @@ def main() -> int:
             print(f"stretch: ingest → labels {figures['ingest → labels']:.1f}s (target ≤ {TARGET_STRETCH_S:.0f}s, "
                   f"ratio {figures['ingest → labels'] / TARGET_STRETCH_S:.2f})")
     base = per_study.get(1) or next(iter(per_study.values()))
-    for k, (ms, cpu_ms) in per_study.items():
+    for k, (ms, cpu_ms, net_ms) in per_study.items():
         print(f"scale {k}× ({studies * k:,} studies{'' if image_size == SIZE else f', {image_size} px images'}): "
               f"{ms:.2f} ms per study wall, {cpu_ms:.2f} ms CPU per study; "
-              f"ratio to 1× {ms / base[0]:.2f} wall, {cpu_ms / base[1]:.2f} CPU (target ≤ {TARGET_SCALE})")
+              f"ratio to 1× {ms / base[0]:.2f} wall, {cpu_ms / base[1]:.2f} CPU (target ≤ {TARGET_SCALE}); "
+              f"net of idle {net_ms:.2f} ms, ratio {net_ms / base[2]:.2f}")
     return 0
 
 
