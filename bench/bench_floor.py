@@ -21,7 +21,10 @@ server: more than this machine has free at 10×. The lighter path, RADCURATE_BEN
 every scale's pool is the same synthetic cohort with its chests averaged down to 64 × 64 px
 (~9.6 KB files, 12 KiB on disk; reports, UIDs and events as at full size; ~0.9 ms of CPU per
 study to make), synthesised for the run under data/bench-<N>-64px-0 and deleted after it
-(RADCURATE_BENCH_KEEP_DATA=1 keeps it). The 1× and 10× figures compared must both come from it.
+(RADCURATE_BENCH_KEEP_DATA=1 keeps it). The 1× and 10× figures compared must both come from it:
+fewer bytes cost the S3 server, the gateway and the client a little less per study (two pairs at
+1×, load 8–11: 5.4 and 6.2 ms of CPU per study at 64 px against 7.7 and 6.4 at 256 px; the S3
+server 1.8 / 2.1 against 3.0 / 2.4), so compare light with light only.
 Measured in session 7 at 1× / 3×: data 0.17 / 0.50 GiB, stack state 0.60 / 1.69 GiB (Postgres
 0.40 / 1.08, S3 0.20 / 0.61), so 10× needs ~1.7 GiB of data plus ~5.7 GiB of state (~7.5 GiB;
 keep 10 GiB free); each scale's pool and stack are gone before the next starts. On an idle
