@@ -12,14 +12,34 @@ On one fresh local stack (SeaweedFS + tansu + Postgres + the five services, as `
 Floor = (1) + (2), taken one after the other: what the bare store and the bare broker cost for
 this volume. Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
 
-Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only, the lighter
-path) at each multiple of the pool, each on a fresh stack, and prints the time and CPU per study
-against the 1× figure (target ≤ 1.1×). Default "1" (the floor and the paper's pool: ~3–4 min on
-an idle 2-core machine). 3× and 10× of the paper's pool synthesise 3× / 10× the data (~130 KB per
-study: 5 / 18 GB) and take ~10 / ~35 min; a smaller base (RADCURATE_BENCH_STUDIES=1000) takes the
-first N studies of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
+Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only) at each
+multiple of the pool, each on a fresh stack, and prints the time and CPU per study against the
+1× figure (target ≤ 1.1×), with the disk the data set and the stack's state took. Default "1"
+(the floor and the paper's pool: ~3–4 min on an idle 2-core machine). With the demo's 256 px
+images (~130 KB per study) 3× and 10× need 5 / 18 GB of data plus as much again in the S3
+server: more than this machine has free at 10×. The lighter path, RADCURATE_BENCH_IMAGE=64:
+every scale's pool is the same synthetic cohort with its chests averaged down to 64 × 64 px
+(~9.6 KB files, 12 KiB on disk; reports, UIDs and events as at full size; ~0.9 ms of CPU per
+study to make), synthesised for the run under data/bench-<N>-64px-0 and deleted after it
+(RADCURATE_BENCH_KEEP_DATA=1 keeps it). The 1× and 10× figures compared must both come from it:
+fewer bytes cost the S3 server, the gateway and the client a little less per study (two pairs at
+1×, load 8–11: 5.4 and 6.2 ms of CPU per study at 64 px against 7.7 and 6.4 at 256 px; the S3
+server 1.8 / 2.1 against 3.0 / 2.4), so compare light with light only.
+Measured in session 7 at 1× / 3×: data 0.17 / 0.50 GiB, stack state 0.60 / 1.69 GiB (Postgres
+0.40 / 1.08, S3 0.20 / 0.61), so 10× needs ~1.7 GiB of data plus ~5.7 GiB of state (~7.5 GiB;
+keep 10 GiB free); each scale's pool and stack are gone before the next starts. On an idle
+2-core machine 10× takes ~15 min (synthesis ~2, funnel ~10 at last session's 3.9 ms per study),
+the series ~22 min:
+  RADCURATE_BENCH_IMAGE=64 RADCURATE_BENCH_SCALES=1,3,10 RADCURATE_BENCH_FLOOR=0 \
+    PYTHONPATH=$PWD timeout 3600 .venv/bin/python bench/bench_floor.py
+The stack's idle CPU rate (RADCURATE_BENCH_IDLE_S, default 10 s, measured before each funnel)
+is printed too, and CPU per study net of it: a longer run pays more of the S3 server's and the
+broker's by-the-second cost per study, which a production MinIO/Kafka would not scale the same way.
+A smaller base with full-size images (RADCURATE_BENCH_STUDIES=1000) takes the first N studies
+of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
 Knobs: RADCURATE_BENCH_STUDIES (default 13735), RADCURATE_BENCH_SCALES (default "1"),
+RADCURATE_BENCH_IMAGE (pixels across, a divisor of 256; default 256), RADCURATE_BENCH_KEEP_DATA,
 RADCURATE_BENCH_FLOOR=0 to skip the floor. Every figure is printed with os.getloadavg().
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
 """
@@ -28,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import shutil
 import signal
@@ -43,9 +64,11 @@ from minio import Minio
 from radcurate import demo
 from radcurate.bulk_ingest import read_reports, study_paths
 from radcurate.client import Gateway
+from radcurate.cpu_clock import CLIENT, stack_cpu
 from radcurate.cpu_clock import process_cpu as cpu_seconds
-from radcurate.cpu_clock import stack_cpu
 from radcurate.stack import local
+from radcurate.synth.cxr import synth_cxr
+from radcurate.synth.image import SIZE
 from services.common.contracts import Protocol
 from services.common.kafka import ensure_topics
 
@@ -55,6 +78,7 @@ TARGET_SCALE = 1.1  # time per study at k× / at 1×
 HOPS = 4
 EVENT_BYTES = 1500  # a report-ingested event of the synthetic pool (report ~600 chars + one object)
 INGEST_CONCURRENCY = 8  # the gateway's BATCH_CONCURRENCY: a batch's studies stored 8 at a time
+IDLE_S = float(os.environ.get("RADCURATE_BENCH_IDLE_S", "10"))  # the stack's idle CPU rate, measured before the funnel
 
 
 def load() -> str:
@@ -146,9 +170,49 @@ async def funnel(state: dict, data_dir: Path, studies: int) -> dict[str, float]:
     return timings
 
 
-def pool_of(studies: int) -> Path:
-    """The synthetic pool: the first `studies` of the paper-scale pool when that is already
-    synthesised (a reports.csv cut short, the same DICOM folder), else a fresh one."""
+def disk_bytes(path: Path) -> int:
+    """Bytes `path` takes on disk (allocated blocks, as du counts them; links not followed)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:  # a log rotated or a temp file gone while we walk
+                pass
+    return total
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def light_pool_dir(studies: int, image_size: int) -> Path:
+    return Path("data") / f"bench-{studies}-{image_size}px-0"
+
+
+def light_pool(studies: int, image_size: int) -> Path:
+    """The lighter path's pool: `studies` of the synthetic cohort with `image_size` px chests,
+    synthesised unless an identical one is already there."""
+    data_dir = light_pool_dir(studies, image_size)
+    marker, wanted = data_dir / "synth.json", {"studies": studies, "seed": 0, "image_size": image_size}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    synth_cxr(studies, 0, data_dir, image_size=image_size)
+    marker.write_text(json.dumps(wanted))
+    print(f"synthesised {studies:,} studies at {image_size} px in {time.perf_counter() - started:.1f}s "
+          f"(this process {time.process_time() - cpu:.1f} s CPU, workers besides): "
+          f"{gib(disk_bytes(data_dir))} on disk {load()}", flush=True)
+    return data_dir
+
+
+def pool_of(studies: int, image_size: int = SIZE) -> Path:
+    """The synthetic pool: at a smaller image size the lighter path's own pool; else the first
+    `studies` of the paper-scale pool when that is already synthesised (a reports.csv cut short,
+    the same DICOM folder), else a fresh one."""
+    if image_size != SIZE:
+        return light_pool(studies, image_size)
     paper = Path("data") / "demo-13735-0"
     if studies < 13_735 and (paper / "synth.json").exists():
         subset = Path("data") / f"bench-first-{studies}-of-13735"
@@ -166,12 +230,25 @@ def pool_of(studies: int) -> Path:
     return data_dir
 
 
-def run_one(studies: int, with_floor: bool) -> dict[str, float]:
-    data_dir = pool_of(studies)
+def idle_rates(state: dict, seconds: float) -> dict[str, float]:
+    """CPU seconds per second each stack process spends with nothing to do (the client left
+    out: it is this process, asleep), over `seconds` right after the stack is up."""
+    if seconds <= 0:
+        return {}
+    before, started = stack_cpu(state), time.perf_counter()
+    time.sleep(seconds)
+    after, wall = stack_cpu(state), time.perf_counter() - started
+    return {k: max(0.0, v - before.get(k, 0.0)) / wall for k, v in after.items() if k != CLIENT}
+
+
+def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str, float]:
+    data_dir = pool_of(studies, image_size)
+    linked = data_dir / "dicom"  # a first-N subset links the paper pool's whole DICOM folder
+    figures: dict[str, float] = {"data set bytes": disk_bytes(data_dir) + (disk_bytes(linked) if linked.is_symlink()
+                                                                              else 0)}
     rows = read_reports(data_dir)
     Path(".radcurate").mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=".radcurate"))  # inside the checkout, ignored
-    figures: dict[str, float] = {}
     try:
         state = local.up(home / "stack", services_to_run=())
         if with_floor:
@@ -189,11 +266,17 @@ def run_one(studies: int, with_floor: bool) -> dict[str, float]:
                   f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
                   f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
         state = local.up(home / "stack")
+        idle = idle_rates(state, IDLE_S)
         before = stack_cpu(state)
         figures |= asyncio.run(funnel(state, data_dir, studies))
         after = stack_cpu(state)
         cpu = {k: after[k] - before.get(k, 0.0) for k in after}
         figures["cpu s, all processes"] = sum(cpu.values())
+        # The S3 server and the broker burn CPU by the second even when idle (polls, timers): a run
+        # that takes longer (a larger scale, or a loaded machine) pays more of it per study. Net of
+        # that rate the figure is the work the studies themselves cost.
+        wall = figures["ingest → labels"]
+        figures["cpu s, net of idle"] = sum(max(0.0, v - idle.get(k, 0.0) * wall) for k, v in cpu.items())
         print(f"funnel, {studies:,} studies: ingest {figures['ingest']:.1f}s,"
               f" labels {figures['labels after ingest']:.1f}s after it;"
               f" ingest → labels {figures['ingest → labels']:.1f}s {load()}", flush=True)
@@ -201,6 +284,19 @@ def run_one(studies: int, with_floor: bool) -> dict[str, float]:
             f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])) +
             f"; total {figures['cpu s, all processes']:.1f} = {1000 * figures['cpu s, all processes'] / studies:.1f}"
             " ms per study", flush=True)
+        if idle:
+            print(f"  idle before it ({IDLE_S:.0f}s): {1000 * sum(idle.values()):.0f} ms/s in all (" + ", ".join(
+                f"{k} {1000 * v:.0f}" for k, v in sorted(idle.items(), key=lambda kv: -kv[1]) if v >= 0.0005)
+                + f"); net of that rate {1000 * figures['cpu s, net of idle'] / studies:.2f} ms per study {load()}",
+                flush=True)
+        # What a larger run needs free: the stack's state (S3 objects and the broker's log in it,
+        # Postgres, logs) grows with the studies; the data set is on top of it.
+        parts = {p.name: disk_bytes(p) for p in sorted((home / "stack").iterdir()) if p.is_dir()}
+        figures["stack state bytes"] = sum(parts.values())
+        print(f"  disk: data set {gib(int(figures['data set bytes']))}, stack state "
+              f"{gib(int(figures['stack state bytes']))} (" + ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
+              + f"); {(figures['data set bytes'] + figures['stack state bytes']) / studies / 1024:.1f} KiB per study"
+              f" {load()}", flush=True)
     finally:
         local.down(home / "stack")
         shutil.rmtree(home, ignore_errors=True)
@@ -213,11 +309,20 @@ def main() -> int:
     studies = int(os.environ.get("RADCURATE_BENCH_STUDIES", "13735"))
     scales = [int(s) for s in os.environ.get("RADCURATE_BENCH_SCALES", "1").split(",") if s.strip()]
     with_floor = os.environ.get("RADCURATE_BENCH_FLOOR", "1") != "0"
-    per_study: dict[int, tuple[float, float]] = {}
+    image_size = int(os.environ.get("RADCURATE_BENCH_IMAGE", str(SIZE)))
+    keep_data = os.environ.get("RADCURATE_BENCH_KEEP_DATA", "0") == "1"
+    per_study: dict[int, tuple[float, float, float]] = {}
     for k in scales:
-        figures = run_one(studies * k, with_floor and k == scales[0])
-        n = studies * k
-        per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n)
+        n, started = studies * k, time.perf_counter()
+        try:
+            figures = run_one(n, with_floor and k == scales[0], image_size)
+        finally:
+            if image_size != SIZE and not keep_data:  # the lighter pool is the run's own: leave no GBs behind
+                shutil.rmtree(light_pool_dir(n, image_size), ignore_errors=True)
+        print(f"scale {k}×: {time.perf_counter() - started:.0f}s in all (synthesis, stack, funnel, stop) {load()}",
+              flush=True)
+        per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n,
+                        1000 * figures["cpu s, net of idle"] / n)
         if "floor: S3 PUTs" in figures:
             floor = figures["floor: S3 PUTs"] + figures["floor: broker"]
             ratio = figures["ingest → labels"] / floor
@@ -228,9 +333,11 @@ def main() -> int:
             print(f"stretch: ingest → labels {figures['ingest → labels']:.1f}s (target ≤ {TARGET_STRETCH_S:.0f}s, "
                   f"ratio {figures['ingest → labels'] / TARGET_STRETCH_S:.2f})")
     base = per_study.get(1) or next(iter(per_study.values()))
-    for k, (ms, cpu_ms) in per_study.items():
-        print(f"scale {k}× ({studies * k:,} studies): {ms:.2f} ms per study wall, {cpu_ms:.2f} ms CPU per study; "
-              f"ratio to 1× {ms / base[0]:.2f} wall, {cpu_ms / base[1]:.2f} CPU (target ≤ {TARGET_SCALE})")
+    for k, (ms, cpu_ms, net_ms) in per_study.items():
+        print(f"scale {k}× ({studies * k:,} studies{'' if image_size == SIZE else f', {image_size} px images'}): "
+              f"{ms:.2f} ms per study wall, {cpu_ms:.2f} ms CPU per study; "
+              f"ratio to 1× {ms / base[0]:.2f} wall, {cpu_ms / base[1]:.2f} CPU (target ≤ {TARGET_SCALE}); "
+              f"net of idle {net_ms:.2f} ms, ratio {net_ms / base[2]:.2f}")
     return 0
 
 

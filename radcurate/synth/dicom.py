@@ -23,7 +23,8 @@ from radcurate.synth.lateral import LATERAL_VIEWS, render_lateral
 from radcurate.synth.paint import render_chest
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-PIXEL_SPACING_MM = "1.68"  # 256 px across a 43 cm detector
+DETECTOR_MM = 430  # a 43 cm detector, however many pixels span it
+PIXEL_SPACING_MM = "1.68"  # 256 px across it (the generator's full size)
 DEIDENTIFICATION_METHOD = "RadCurate synthetic; PS3.15 Annex E Basic Profile; dates shifted"
 # (code value, meaning) from DICOM CID 7050 De-identification Method
 DEIDENTIFICATION_CODES = (("113100", "Basic Application Confidentiality Profile"),
@@ -72,12 +73,19 @@ def _add_identifiers(ds: Dataset, rng: np.random.Generator) -> None:
     del ds.DeidentificationMethod, ds.DeidentificationMethodCodeSequence
 
 
+def pixel_spacing_mm(columns: int) -> str:
+    """PixelSpacing (a DS) for `columns` pixels across the detector: PIXEL_SPACING_MM at 256,
+    coarser for the bench's smaller images (the same chest, fewer pixels)."""
+    return f"{DETECTOR_MM / columns:.2f}"
+
+
 def _image_module(ds: Dataset, pixels: np.ndarray) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelSpacing = ds.ImagerPixelSpacing = [PIXEL_SPACING_MM, PIXEL_SPACING_MM]
+    spacing = pixel_spacing_mm(pixels.shape[1])
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [spacing, spacing]
     ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = "1700", "3200", "LINEAR"
     ds.BurnedInAnnotation, ds.LossyImageCompression = "NO", "00"
     ds.PixelData = pixels.astype("<u2").tobytes()

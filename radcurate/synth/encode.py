@@ -72,11 +72,12 @@ def _parts(ds: Dataset, variable: tuple[str, ...]) -> list[bytes | str]:
 
 
 class CxrEncoder:
-    """Encodes de-identified CR files of the generator's fixed shape, quickly."""
+    """Encodes de-identified CR files of one fixed shape (`size` x `size`, SIZE by default), quickly."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
         template = cxr_dataset(study_id="CXR-000000", patient_id="PT-000000", seed=0,
-                               pixels=np.zeros((SIZE, SIZE), np.uint16),
+                               pixels=np.zeros((size, size), np.uint16),
                                study_date=DEFAULT_STUDY_DATE, study_time="000000",
                                view_position="PA")
         fp = DicomBytesIO()

@@ -90,3 +90,14 @@ def noise_field() -> np.ndarray:
     """One big noise field; studies take random crops of it instead of drawing fresh noise."""
     rng = np.random.default_rng([BASE_SEED, 999])
     return (rng.standard_normal((4 * SIZE, 4 * SIZE)) * NOISE_SIGMA).astype(np.float32)
+
+
+def shrink(pixels: np.ndarray, size: int) -> np.ndarray:
+    """A SIZE x SIZE image averaged down to `size` x `size` (SIZE a multiple of `size`): the same
+    chest in fewer bytes, for the scale bench's lighter pool (issue 15 §6)."""
+    if size == SIZE:
+        return pixels
+    if size < 1 or SIZE % size:
+        raise ValueError(f"image size {size} does not divide {SIZE}")
+    f = SIZE // size
+    return pixels.reshape(size, f, size, f).mean(axis=(1, 3)).round().astype(np.uint16)

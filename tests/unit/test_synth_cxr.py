@@ -214,3 +214,59 @@ def test_a_lateral_view_is_its_own_instance_of_the_same_study_and_leaves_the_fro
         assert lat.SeriesInstanceUID != f.SeriesInstanceUID and lat.SOPInstanceUID != f.SOPInstanceUID
         pixels = lat.pixel_array
         assert pixels.shape == f.pixel_array.shape and pixels.std() > 200  # an image, not a blank
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    """The archive fixture's cohort again with 64 px images (the scale bench's lighter pool)."""
+    return synth_cxr(N, SEED, tmp_path_factory.mktemp("synth64"), image_size=64)
+
+
+def test_smaller_images_are_the_same_studies_with_the_chest_averaged_down(archive, small_archive):
+    summary, truth, _ = archive
+    for name in ("reports.csv", "truth.jsonl"):
+        assert _digest(summary.paths.out_dir / name) == _digest(small_archive.paths.out_dir / name)
+    for sid in ("CXR-000001", f"CXR-{N // 2:06d}", f"CXR-{N:06d}"):
+        full = pydicom.dcmread(summary.paths.dicom_dir / f"{sid}.dcm")
+        small = pydicom.dcmread(small_archive.paths.dicom_dir / f"{sid}.dcm")
+        assert (small.Rows, small.Columns) == (64, 64)
+        assert [str(v) for v in small.PixelSpacing] == ["6.72", "6.72"]  # the same 43 cm detector
+        assert [str(v) for v in full.PixelSpacing] == ["1.68", "1.68"]
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyDate",
+                        "ViewPosition", "PatientIdentityRemoved", "BitsStored"):
+            assert small[keyword].value == full[keyword].value
+        expected = full.pixel_array.reshape(64, 4, 64, 4).mean(axis=(1, 3)).round()
+        assert np.array_equal(small.pixel_array, expected)
+    sizes = [p.stat().st_size for p in small_archive.paths.dicom_dir.glob("*.dcm")]
+    assert len(sizes) == N and max(sizes) < 11_000  # ~9.6 KB against ~130 KB at 256 px
+
+
+def test_the_fast_writer_matches_write_cxr_dicom_at_a_smaller_size_too(small_archive):
+    from radcurate.synth.dicom import cxr_dataset
+
+    path = small_archive.paths.dicom_dir / "CXR-000007.dcm"
+    image = pydicom.dcmread(path)
+    ds = cxr_dataset(study_id=image.StudyID, patient_id=image.PatientID, seed=SEED, pixels=image.pixel_array,
+                     study_date=date(int(image.StudyDate[:4]), int(image.StudyDate[4:6]), int(image.StudyDate[6:])),
+                     study_time=image.StudyTime, view_position=image.ViewPosition)
+    written = path.with_name("pydicom.dcm.tmp")
+    pydicom.dcmwrite(written, ds, enforce_file_format=True)
+    assert _digest(written) == _digest(path)
+    written.unlink()
+
+
+def test_parallel_workers_write_the_same_small_files_as_one_process(tmp_path):
+    n = PARALLEL_MIN_STUDIES
+    one = synth_cxr(n, 3, tmp_path / "one", workers=1, image_size=64)
+    two = synth_cxr(n, 3, tmp_path / "two", workers=2, image_size=64)
+    for study_id in ("CXR-000001", f"CXR-{n // 2:06d}", f"CXR-{n:06d}"):
+        assert pydicom.dcmread(two.paths.dicom_dir / f"{study_id}.dcm").Rows == 64
+        assert (_digest(one.paths.dicom_dir / f"{study_id}.dcm")
+                == _digest(two.paths.dicom_dir / f"{study_id}.dcm"))
+
+
+@pytest.mark.parametrize("size, lateral", [(100, False), (0, False), (512, False), (64, True)])
+def test_an_image_size_the_generator_cannot_make_is_refused_before_anything_is_written(tmp_path, size, lateral):
+    with pytest.raises(ValueError):
+        synth_cxr(3, 1, tmp_path / "out", image_size=size, lateral=lateral)
+    assert not (tmp_path / "out").exists()
