@@ -48,8 +48,9 @@ class Channel:
 
 CATALOGUE: tuple[Channel, ...] = (
     Channel(c.ReportIngested, "event", "gateway", ("extractor",),
-            "A study's DICOM objects and report are stored; carries ids, the report and its instance manifest's"
-            " key (manifests/<study_id>/<sha256>.json), never pixels or the instance list."),
+            "A study's DICOM objects and report are stored; carries ids, the report and its instance manifest:"
+            " a short instance list inline, a longer one by key (manifests/<study_id>/<sha256>.json); never"
+            " pixels."),
     Channel(c.FindingsExtracted, "event", "extractor", ("mapper",),
             "Abnormal findings read from the report, with backend, model and prompt version."),
     Channel(c.LabelsSuggested, "event", "mapper", ("gateway", "sampler"),

@@ -1,12 +1,21 @@
-"""Instance manifests: a study's DICOM instance list in the object store, referenced by events.
+"""Instance manifests: a study's DICOM instance list, carried by events inline or by reference.
 
 Events stay small by design (the broker refuses a message over 1 MiB, `outbox.record` one over
 512 KiB), but an instance list grows with the study: ~450 B per instance, so a lumbar MRI with
-many series (2,400 instances) would not fit. The producer writes the list as a JSON object under a
-content-addressed key *before* it records the event (so the outbox never references a missing
-object) and the event carries `ObjectsManifest(key, sha256, count)`; services that only pass the
-list on (extractor, mapper, sampler) pass the reference, and a service that needs the list
-fetches it and checks it against the event:
+many series (2,400 instances) would not fit. So the producer (`for_event`) decides by size:
+
+- a list whose canonical JSON is at most `INLINE_MAX_BYTES` (~18 instances: every chest
+  radiograph study) travels inside the event, `ObjectsManifest(count, inline)`: no object-store
+  write at ingest and no fetch by a reader. Storing it cost a second PUT per study, as much S3
+  server CPU as the study's DICOM itself (issue 15 §2);
+- a longer one is written as a JSON object under a content-addressed key *before* the event is
+  recorded (so the outbox never references a missing object), and the event carries
+  `ObjectsManifest(key, sha256, count)`.
+
+Both are schema 3 of the events that carry a manifest: readers have read `inline` since schema 3
+(upcast schema-2 events arrive that way), so old and new readers take either. Services that only
+pass the list on (extractor, mapper, sampler) pass the manifest as it came; a service that needs
+the list takes the inline one, or fetches the stored one and checks it against the event:
 
 - bytes whose sha256 differs from the event's, a list of another study or of another length, a
   key that is not this study's manifest key: `ManifestMismatch` (a `PermanentError`: the event is
@@ -30,6 +39,11 @@ from services.common.failures import PermanentError, TransientError
 from services.common.objectstore import ObjectStore, sha256_hex
 
 PREFIX = "manifests"
+# The largest instance list (its canonical JSON, `encode`) an event carries inline. It keeps every
+# event that passes the list on well under the outbox's 512 KiB with any report, and costs the
+# four hops it travels (gateway -> extractor -> mapper -> sampler -> consensus) at most 8 KiB
+# each; a list over it costs one PUT at ingest and one GET where it is read instead.
+INLINE_MAX_BYTES = 8 * 1024
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject", "NotFound"})
 
 
@@ -67,6 +81,31 @@ def put_objects(store: ObjectStore, bucket: str, study_id: str, objects: Sequenc
     return manifest
 
 
+def plan(study_id: str, objects: Sequence[DicomObject]) -> tuple[ObjectsManifest, bytes | None]:
+    """The manifest an event carries for `objects`, and the bytes to store under its key first
+    (None: the list is at most INLINE_MAX_BYTES and travels inline, nothing to store)."""
+    data = encode(study_id, objects)
+    if len(data) <= INLINE_MAX_BYTES:
+        return ObjectsManifest(count=len(objects), inline=list(objects)), None
+    digest = sha256_hex(data)
+    return ObjectsManifest(key=manifest_key(study_id, digest), sha256=digest, count=len(objects)), data
+
+
+def store_planned(store: ObjectStore, bucket: str, manifest: ObjectsManifest, data: bytes | None) -> None:
+    """Write what `plan` said to store (nothing for an inline manifest). Blocking, before the
+    transaction that records the event."""
+    if data is not None:
+        store.put_bytes(bucket, manifest.key, data, content_type="application/json")
+
+
+def for_event(store: ObjectStore, bucket: str, study_id: str, objects: Sequence[DicomObject]) -> ObjectsManifest:
+    """The manifest a new event carries: inline for a small list, else stored (`put_objects`) and
+    referenced. Blocking when it stores; see `plan` to know beforehand whether it will."""
+    manifest, data = plan(study_id, objects)
+    store_planned(store, bucket, manifest, data)
+    return manifest
+
+
 def decode(study_id: str, manifest: ObjectsManifest, data: bytes) -> list[DicomObject]:
     """The instance list in `data`, checked against the event's reference (ManifestMismatch)."""
     where = f"instance manifest {manifest.key} of study {study_id}"
@@ -87,8 +126,8 @@ def decode(study_id: str, manifest: ObjectsManifest, data: bytes) -> list[DicomO
 
 
 def get_objects(store: ObjectStore, bucket: str, study_id: str, manifest: ObjectsManifest) -> list[DicomObject]:
-    """A study's instance list: fetched and verified, or (an upcast schema-2 event) the inline one.
-    Blocking; see `aget_objects`."""
+    """A study's instance list: the inline one, or fetched and verified. Blocking for a stored
+    one; see `aget_objects`."""
     if not manifest.by_reference:
         return list(manifest.inline)
     if manifest.key != manifest_key(study_id, manifest.sha256):

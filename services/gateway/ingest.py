@@ -410,17 +410,19 @@ async def ingest_study(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
             return IngestResult(study_id, "duplicate")
         await _refuse_shared_images(conn, study_id, parsed)
         await _refuse_second_patient_id(conn, study_id, patient_id, parsed)
-    # Objects first, then their manifest (the event carries its key, never the list: a study of
-    # thousands of instances would not fit in an event): a crash after this leaves unreferenced
+    # Objects first, then their manifest if the list is too long to travel in the event (a study
+    # of thousands of instances would not fit): a crash after this leaves unreferenced
     # (content-addressed) objects, never a study row or an event pointing at missing bytes.
-    await asyncio.to_thread(_store_all, store, bucket, parsed)
     objects = [p.obj for p in parsed]
-    async with pool.connection() as conn:  # the collector (manifest_gc) never deletes one being written
-        await studies.lock_manifests(conn, study_id)
-        try:
-            manifest = await asyncio.to_thread(manifests.put_objects, store, bucket, study_id, objects)
-        finally:
-            await studies.unlock_manifests(conn, study_id)
+    manifest, manifest_bytes = manifests.plan(study_id, objects)
+    await asyncio.to_thread(_store_all, store, bucket, parsed)
+    if manifest_bytes is not None:
+        async with pool.connection() as conn:  # the collector (manifest_gc) never deletes one being written
+            await studies.lock_manifests(conn, study_id)
+            try:
+                await asyncio.to_thread(manifests.store_planned, store, bucket, manifest, manifest_bytes)
+            finally:
+                await studies.unlock_manifests(conn, study_id)
     # The study's facts are those of its frontal image (the one a chest reader judges first).
     facts = next((p.facts for p in parsed if p.facts.get("view_position") in ("PA", "AP")), parsed[0].facts)
     event = ReportIngested(study_id=study_id, patient_id=patient_id, protocol=protocol,

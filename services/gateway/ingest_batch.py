@@ -8,7 +8,7 @@ functions, in the same order:
 1. validate and de-identify each study's files (`validate_study`);
 2. refuse what is already in or would contaminate a split, on one connection (`present`, then
    `_refuse_shared_images` / `_refuse_second_patient_id` per study), before anything is stored;
-3. store every object and instance manifest, several at a time;
+3. store every object and each instance manifest too long for its event, several at a time;
 4. one transaction: lock the batch's DICOM patients (sorted), then per study the contamination
    checks again (they see the batch's earlier studies); the rows, objects and outbox rows of
    those that pass, one statement each.
@@ -145,25 +145,27 @@ async def ingest_batch(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
                    key=lambda r: r.at)
 
     ready = await _precheck(pool, ready, outcomes)
-    # Objects first, then their manifests, then the transaction (as ingest_study): a crash between
-    # leaves unreferenced content-addressed objects, never a row or an event pointing at missing bytes.
-    def store_all(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
-        refs = []
-        for r in part:  # each study's objects, then its manifest
-            _store_all(store, bucket, r.parsed)
-            refs.append(manifests.put_objects(store, bucket, r.study.study_id, [p.obj for p in r.parsed]))
-        return refs
+    # Objects first, then the manifests too long to travel in their events, then the transaction
+    # (as ingest_study): a crash between leaves unreferenced content-addressed objects, never a row
+    # or an event pointing at missing bytes.
+    planned = [manifests.plan(r.study.study_id, [p.obj for p in r.parsed]) for r in ready]
 
-    async def put(part: list[_Ready]) -> list[manifests.ObjectsManifest]:
+    def store_all(part: list[int]) -> None:
+        for at in part:  # each study's objects, then its manifest (if stored)
+            _store_all(store, bucket, ready[at].parsed)
+            manifests.store_planned(store, bucket, *planned[at])
+
+    async def put(part: list[int]) -> None:
         async with gate:  # `concurrency` streams of PUTs at once, one trip to a worker thread each
-            return await asyncio.to_thread(store_all, part)
+            await asyncio.to_thread(store_all, part)
 
-    async def put_all() -> list[manifests.ObjectsManifest]:
+    async def put_all() -> None:
         width = min(concurrency, len(ready))
-        stored = await asyncio.gather(*(put(ready[i::width]) for i in range(width)))
-        return [stored[at % width][at // width] for at in range(len(ready))]  # back in the batch's order
+        await asyncio.gather(*(put(list(range(i, len(ready), width))) for i in range(width)))
 
-    refs = await _put_manifests_locked(pool, [r.study.study_id for r in ready], put_all)
+    await _put_manifests_locked(pool, [r.study.study_id for r, (_, data) in zip(ready, planned, strict=True)
+                                       if data is not None], put_all)
+    refs = [manifest for manifest, _ in planned]
     try:
         outcomes |= await _record(pool, ready, refs, protocol)
     except Exception:  # not a refusal: a database error, an event too large...; nothing was recorded
@@ -184,16 +186,17 @@ async def ingest_batch(pool: AsyncConnectionPool, store: ObjectStore, bucket: st
 
 
 async def _put_manifests_locked(pool: AsyncConnectionPool, study_ids: list[str],
-                                store_all: Callable[[], Awaitable[list[manifests.ObjectsManifest]]],
-                                ) -> list[manifests.ObjectsManifest]:
-    """Store the batch's objects and manifests holding its studies' manifest locks (as
-    ingest_study does per study), so the collector (manifest_gc) never deletes one being written."""
+                                store_all: Callable[[], Awaitable[None]]) -> None:
+    """Store the batch's objects and manifests holding the manifest locks of the studies in
+    `study_ids` (those whose manifest is stored; as ingest_study does per study), so the collector
+    (manifest_gc) never deletes one being written. None to lock: no connection is taken."""
     if not study_ids:
-        return []
+        await store_all()
+        return
     async with pool.connection() as conn:
         await studies.lock_manifests_of(conn, study_ids)
         try:
-            return await store_all()
+            await store_all()
         finally:
             await studies.unlock_manifests_of(conn, study_ids)
 

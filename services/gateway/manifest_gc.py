@@ -6,7 +6,9 @@ taken by a concurrent ingest, a conflict found in the transaction, the database 
 manifest stays with nothing pointing at it. Only report-ingested introduces a manifest key (the
 other services pass it on), and the transaction that records it also records the key on the
 study row (`studies.objects_manifest_key`), so a manifest is referenced exactly when a study row
-names it. The collector deletes a manifest only when
+names it. A study whose event carries its short instance list inline records '' (no stored
+manifest is its own: ingest wrote none), so a manifest an earlier failed attempt left under it is
+collected like any other. The collector deletes a manifest only when
 
 - its study has a row naming another key, or has no row at all (the ingest never committed), and
 - it was last written more than `grace` ago (an ingest between its write and its commit is young),

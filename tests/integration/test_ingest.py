@@ -74,10 +74,12 @@ async def test_a_study_is_stored_by_content_and_announced_once(gateway_dsn, stor
     with psycopg.connect(gateway_dsn) as conn:
         topic, payload = conn.execute("SELECT topic, payload FROM outbox").fetchone()
     assert topic == "report-ingested" and "PixelData" not in str(payload)
-    # The instance list is in the object store (issue 11 item 1); the event carries its reference.
-    listed = manifests.get_objects(store, infra["buckets"]["objects"], "ING-1",
-                                   ObjectsManifest.model_validate(payload["objects_manifest"]))
-    assert [o.object_key for o in listed] == [key]
+    # A one-instance list travels in the event (issue 15): no manifest is stored, the study's row says so.
+    manifest = ObjectsManifest.model_validate(payload["objects_manifest"])
+    assert not manifest.by_reference and [o.object_key for o in manifests.inline_objects(manifest)] == [key]
+    assert list(store.listing(infra["buckets"]["objects"], f"{manifests.PREFIX}/ING-1/")) == []
+    with psycopg.connect(gateway_dsn) as conn:
+        assert conn.execute("SELECT objects_manifest_key FROM studies").fetchall() == [("",)]
 
 
 @pytest.mark.parametrize(("name", "make", "message"), [
@@ -227,7 +229,7 @@ async def test_the_same_image_reexported_with_new_uids_is_refused_naming_the_oth
 async def test_two_twins_ingested_at_once_are_not_both_taken(gateway_dsn, store, infra):
     """The check runs again in the transaction, under locks on the images' keys: of two
     re-exports of one image ingested concurrently under two study ids, both past the first check
-    (they meet at their manifest writes), one is refused."""
+    (they meet at their object writes), one is refused."""
     import asyncio
     import threading
 
@@ -236,10 +238,10 @@ async def test_two_twins_ingested_at_once_are_not_both_taken(gateway_dsn, store,
     both_checked = threading.Barrier(2, timeout=60)
 
     class Meeting(ObjectStore):
-        def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> None:
-            if key.startswith(f"{manifests.PREFIX}/"):
-                both_checked.wait()  # neither transaction starts before both passed the first check
-            super().put_bytes(bucket, key, data, content_type)
+        def put_stream(self, bucket: str, key: str, fp, length: int, content_type: str = "",
+                       sha256: str | None = None) -> None:
+            both_checked.wait()  # neither transaction starts before both passed the first check
+            super().put_stream(bucket, key, fp, length, content_type, sha256)
 
     bucket = infra["buckets"]["objects"]
     pool = await open_pool(gateway_dsn, max_size=4)
@@ -360,7 +362,7 @@ async def test_one_patient_under_a_second_patient_id_is_refused_with_the_id_to_u
 async def test_the_split_keeps_one_dicom_patient_under_two_patient_ids_on_one_side(gateway_dsn, store, infra,
                                                                                     tmp_path):
     """Item 2 of the contamination work, from ingest to the split: each object's keyed PatientID
-    digest travels in the instance manifest (S3) to where the split runs, which unions studies of
+    digest travels in the instance manifest (in the events) to where the split runs, which unions studies of
     one DICOM patient whatever patient id their rows carry (a study recorded under a second id
     before ingest checked it: here PC-2's row says 'P-B')."""
     from services.common.contracts import parse_event

@@ -58,10 +58,10 @@ async def test_each_study_of_a_batch_gets_its_own_outcome_and_a_second_batch_add
         again.json()["studies"][2]["detail"]
     assert big.json()["studies"][0]["http_status"] == 413 and "over the limit" in big.json()["studies"][0]["detail"]
     assert counts(gateway_dsn) == (2, 2, 2)
-    # each ingested study names its manifest (so the manifest collector keeps it), as a single ingest does
+    # each ingested study's one-instance list travels in its event: its row records no stored manifest
     with psycopg.connect(gateway_dsn) as conn:
         keys = dict(conn.execute("SELECT study_id, objects_manifest_key FROM studies ORDER BY study_id").fetchall())
-    assert set(keys) == {"BA-1", "BA-2"} and all(k and k.startswith(f"manifests/{s}/") for s, k in keys.items())
+    assert keys == {"BA-1": "", "BA-2": ""}
 
 
 @pytest.mark.parametrize(("studies", "files", "detail"), [
@@ -122,3 +122,51 @@ async def test_studies_of_one_batch_are_checked_against_each_other_as_single_req
     assert "the pixels of SOPInstanceUID" in got[3]["detail"] and "already study BW-3's" in got[3]["detail"]
     assert "was ingested as patient 'P-6' with study BW-6" in got[5]["detail"]
     assert counts(gateway_dsn) == (3, 3, 3)  # one row, one object and one event per study taken
+
+
+async def test_a_batch_stores_the_manifest_of_its_long_study_only_and_each_event_reads_back_its_list(
+        infra, gateway_dsn, tmp_path):
+    """Short lists travel in their events; the long one (a lumbar MRI grown past the inline bound)
+    is stored before the transaction, referenced by its event and named by its study's row."""
+    import csv
+
+    from radcurate.bulk_ingest import study_paths
+    from radcurate.demo import store_for
+    from radcurate.synth.lumbar import synth_lumbar
+    from services.common import manifests
+    from services.common.contracts import parse_event
+    from tests.support.factories import add_series
+
+    synth_lumbar(1, seed=11, out_dir=tmp_path / "lumbar")
+    row = next(csv.DictReader(open(tmp_path / "lumbar" / "reports.csv")))
+    add_series(tmp_path / "lumbar" / "dicom" / row["study_id"], instances=40)
+    long = [(name.replace("/", "_"), path.read_bytes()) for name, path in study_paths(tmp_path / "lumbar",
+                                                                                        row["study_id"])]
+    studies = [{"study_id": "BL-1", "patient_id": "P-1", "report": REPORT, "files": 1},
+               {"study_id": "BL-2", "patient_id": row["patient_id"], "report": row["report"], "files": 40},
+               {"study_id": "BL-3", "patient_id": "P-3", "report": REPORT, "files": 1}]
+    files = [("a.dcm", dicom_bytes(tmp_path, "BL-1", "P-1")), *long, ("c.dcm", dicom_bytes(tmp_path, "BL-3", "P-3"))]
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+    try:
+        resp = await post_batch(client, studies, files)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert resp.status_code == 200, resp.text
+    assert [(o["status"], o["objects"]) for o in resp.json()["studies"]] == [("ingested", 1), ("ingested", 40),
+                                                                          ("ingested", 1)]
+    with psycopg.connect(gateway_dsn) as conn:
+        keys = dict(conn.execute("SELECT study_id, objects_manifest_key FROM studies").fetchall())
+        events = {e.study_id: e for e in (parse_event(r[0]) for r in conn.execute("SELECT payload FROM outbox"))}
+    store, bucket = store_for(infra), infra["buckets"]["objects"]
+    ref = events["BL-2"].objects_manifest
+    assert ref.by_reference and ref.count == 40 and keys == {"BL-1": "", "BL-2": ref.key, "BL-3": ""}
+    assert ref.key in {k for k, _ in store.listing(bucket, f"{manifests.PREFIX}/BL-2/")}
+    for sid in ("BL-1", "BL-3"):
+        assert not events[sid].objects_manifest.by_reference
+        assert list(store.listing(bucket, f"{manifests.PREFIX}/{sid}/")) == []
+    listed = {sid: manifests.get_objects(store, bucket, sid, e.objects_manifest) for sid, e in events.items()}
+    assert {sid: len(objs) for sid, objs in listed.items()} == {"BL-1": 1, "BL-2": 40, "BL-3": 1}
+    with psycopg.connect(gateway_dsn) as conn:
+        stored = dict(conn.execute("SELECT study_id, count(*) FROM study_objects GROUP BY study_id").fetchall())
+    assert stored == {sid: len(objs) for sid, objs in listed.items()}

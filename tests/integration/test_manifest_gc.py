@@ -1,7 +1,8 @@
 """Instance manifests no event references (issue 11 item 1 follow-up), on real Postgres and S3:
-a failed ingest's manifest and a concurrent loser's are collected once past the grace period;
-a study's own manifest never is, nor any manifest of a study that predates recorded keys; an
-ingest writing a manifest holds off the collector."""
+a failed ingest's manifest and a concurrent loser's are collected once past the grace period, and
+so is one left under a study whose event carries its list inline; a study's own manifest never
+is, nor any manifest of a study that predates recorded keys; an ingest writing a manifest holds
+off the collector."""
 
 from __future__ import annotations
 
@@ -46,29 +47,37 @@ def stray(study_id: str) -> list[DicomObject]:
 
 
 async def test_only_unreferenced_manifests_past_the_grace_period_are_collected(gateway_dsn, store_and_bucket,
-                                                                                tmp_path):
+                                                                                tmp_path, monkeypatch):
     store, bucket = store_and_bucket
     pool = await open_pool(gateway_dsn)
     try:
-        for sid in ("GC-A", "GC-B", "GC-OLD"):
-            await ingest_study(pool, store, bucket, study_id=sid, patient_id=f"P-{sid}", report=REPORT,
-                               files=[("a.dcm", dicom_bytes(tmp_path, sid))])
-        # A real failed ingest: its event is too large, so the transaction rolls back after the
-        # manifest was written (nothing else of it is stored).
-        with pytest.raises(outbox.EventTooLarge):
-            await ingest_study(pool, store, bucket, study_id="GC-FAILED", patient_id="P-GC-FAILED",
-                               report="x" * (outbox.MAX_EVENT_BYTES + 1),
-                               files=[("a.dcm", dicom_bytes(tmp_path, "GC-FAILED"))])
+        with monkeypatch.context() as long_lists:  # these studies' lists are stored, as a long study's are
+            long_lists.setattr(manifests, "INLINE_MAX_BYTES", 0)
+            for sid in ("GC-A", "GC-B", "GC-OLD"):
+                await ingest_study(pool, store, bucket, study_id=sid, patient_id=f"P-{sid}", report=REPORT,
+                                   files=[("a.dcm", dicom_bytes(tmp_path, sid))])
+            # A real failed ingest: its event is too large, so the transaction rolls back after the
+            # manifest was written (nothing else of it is stored).
+            with pytest.raises(outbox.EventTooLarge):
+                await ingest_study(pool, store, bucket, study_id="GC-FAILED", patient_id="P-GC-FAILED",
+                                   report="x" * (outbox.MAX_EVENT_BYTES + 1),
+                                   files=[("a.dcm", dicom_bytes(tmp_path, "GC-FAILED"))])
+        # GC-INLINE's event carries its one-instance list: a manifest an earlier failed attempt
+        # left under it is no one's.
+        await ingest_study(pool, store, bucket, study_id="GC-INLINE", patient_id="P-GC-INLINE", report=REPORT,
+                           files=[("a.dcm", dicom_bytes(tmp_path, "GC-INLINE"))])
+        assert listed(store, bucket, "GC-INLINE") == set()
+        left = manifests.put_objects(store, bucket, "GC-INLINE", stray("GC-INLINE")).key
         loser = manifests.put_objects(store, bucket, "GC-A", stray("GC-A")).key  # a concurrent ingest that lost
         legacy = manifests.put_objects(store, bucket, "GC-OLD", stray("GC-OLD")).key
         with psycopg.connect(gateway_dsn) as conn:  # GC-OLD was ingested before keys were recorded
             conn.execute("UPDATE studies SET objects_manifest_key = NULL WHERE study_id = 'GC-OLD'")
             events = [parse_event(r[0]) for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
         [failed] = listed(store, bucket, "GC-FAILED")
-        orphans = sorted([failed, loser])
+        orphans = sorted([failed, left, loser])
 
         young = await collect(pool, store, bucket, grace=timedelta(hours=1))
-        assert (young.deleted, young.recent, young.referenced, young.unrecorded) == ([], 2, 2, 2)
+        assert (young.deleted, young.recent, young.referenced, young.unrecorded) == ([], 3, 2, 2)
         later = datetime.now(UTC) + timedelta(hours=2)
         dry = await collect(pool, store, bucket, grace=timedelta(hours=1), dry_run=True, now=later)
         assert dry.deleted == orphans and failed in listed(store, bucket, "GC-FAILED")
@@ -79,7 +88,9 @@ async def test_only_unreferenced_manifests_past_the_grace_period_are_collected(g
     finally:
         await pool.close()
     assert listed(store, bucket, "GC-FAILED") == set() and loser not in listed(store, bucket, "GC-A")
+    assert listed(store, bucket, "GC-INLINE") == set()
     assert legacy in listed(store, bucket, "GC-OLD") and len(listed(store, bucket, "GC-OLD")) == 2
+    assert [e.objects_manifest.by_reference for e in events] == [True, True, True, False]
     for e in events:  # every event still finds its list
         assert len(manifests.get_objects(store, bucket, e.study_id, e.objects_manifest)) == 1
 

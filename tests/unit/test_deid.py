@@ -191,11 +191,46 @@ def test_the_check_reads_only_candidate_elements_and_finds_what_a_full_walk_find
         else:
             ds = pydicom.dcmread(get_testdata_file(name, download=False), force=True)
         ds = raw_read(ds, implicit)
+        monkeypatch.setattr(deid, "_SEQUENCE_FINDINGS", {})
         found = deid.violations(ds)
+        again = deid.violations(raw_read(ds, implicit))  # its sequences' findings remembered, not decoded
         with monkeypatch.context() as m:
-            m.setattr(deid, "_walk_candidates", deid._walk)
+            m.setattr(deid, "_SEQUENCE_FINDINGS", {})  # nothing remembered: nothing to skip
+            m.setattr(deid, "_walk_candidates", lambda ds, path="", skip=(): deid._walk(ds, path))
             everything = deid.violations(raw_read(ds, implicit))
-    assert found == everything
+    assert found == everything == again
     if name == "seeded":
         assert {"private (0009,1010) at (0009,1010)", "overlay/curve (6000,3000)", "PatientAddress",
                 "RequestAttributesSequence"} <= set(found)
+
+
+def test_a_sequence_seen_before_is_not_decoded_again_and_what_decides_its_findings_is_in_the_key(monkeypatch):
+    """The findings inside a top-level sequence are remembered by its bytes as read (issue 15 §2:
+    decoding the DeidentificationMethodCodeSequence was a fifth of parsing an object), but never
+    those of one holding a PatientName (it is compared with the root's PatientID)."""
+    monkeypatch.setattr(deid, "_SEQUENCE_FINDINGS", {})
+    ds = seeded()
+    item = Dataset()
+    item.PatientName, item.CodeValue = "Doe^Jane", "113100"
+    item.add_new(0x00091010, "LO", "private text")
+    ds.DeidentificationMethodCodeSequence = [item]
+    ds.PatientID = "P-1"
+    first = deid.violations(raw_read(ds, False))
+    nested = ["DeidentificationMethodCodeSequence[0].PatientName",
+              "private (0009,1010) at DeidentificationMethodCodeSequence[0].(0009,1010)"]
+    assert set(nested) <= set(first)
+    # The nested name is the pseudonymous id when the root's PatientID says so: not a finding.
+    ds.PatientID = "Doe^Jane"
+    seen = raw_read(ds, False)
+    assert nested[0] not in deid.violations(seen) and nested[1] in deid.violations(seen)
+    assert not isinstance(seen.get_item(0x00120064), pydicom.dataelem.RawDataElement)  # decoded: it holds a name
+    # Without the name, the sequence is remembered: same findings, never decoded again.
+    del ds.DeidentificationMethodCodeSequence[0].PatientName
+    first = deid.violations(raw_read(ds, False))
+    assert [f for f in first if "DeidentificationMethodCodeSequence" in f] == nested[1:]
+    seen = raw_read(ds, False)
+    assert deid.violations(seen) == first
+    assert isinstance(seen.get_item(0x00120064), pydicom.dataelem.RawDataElement)  # never decoded
+    # Other bytes, other findings: the private element gone.
+    del ds.DeidentificationMethodCodeSequence[0][0x00091010]
+    assert [f for f in deid.violations(raw_read(ds, False)) if "DeidentificationMethodCodeSequence" in f] == []

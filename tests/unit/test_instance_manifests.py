@@ -1,6 +1,7 @@
-"""Issue 11 item 1: instance lists travel by reference (a manifest in the object store, checked by
-sha256 and count), so an event's size does not grow with the study; old events with the list
-inline still read (upcaster)."""
+"""Issue 11 item 1: long instance lists travel by reference (a manifest in the object store,
+checked by sha256 and count), so an event's size does not grow with the study; short ones (issue
+15: a chest radiograph's one or two instances) travel inline, so ingest stores nothing but the
+DICOM; old events with the list inline still read (upcaster)."""
 
 from __future__ import annotations
 
@@ -161,3 +162,35 @@ def test_schema_2_events_with_the_list_inline_still_read_and_pass_it_on():
     passed_on = FindingsExtracted(study_id="S1", patient_id="P1", protocol="lumbar-grading", findings=[],
                                   provenance=PROV, objects_manifest=event.objects_manifest)
     assert manifests.inline_objects(passed_on.objects_manifest) == objects
+
+
+def test_a_short_list_travels_inline_and_a_long_one_is_stored_once_and_referenced():
+    store = Store()
+    short = instances(2)
+    ref = manifests.for_event(store, "b", "S1", short)  # type: ignore[arg-type]
+    assert ref == ObjectsManifest(count=2, inline=short) and not ref.by_reference and store.objects == {}
+    assert manifests.get_objects(Store(error=s3_error("AccessDenied")), "b", "S1", ref) == short  # type: ignore[arg-type]
+    # The bound is on the list's canonical JSON: the longest list under it inline, one more by reference.
+    fits = max(n for n in range(1, 100) if len(manifests.encode("S1", instances(n))) <= manifests.INLINE_MAX_BYTES)
+    assert 10 <= fits < 40  # ~450 B per instance: a CXR study's few instances fit, a lumbar series does not
+    assert manifests.plan("S1", instances(fits)) == (ObjectsManifest(count=fits, inline=instances(fits)), None)
+    long = instances(fits + 1)
+    ref = manifests.for_event(store, "b", "S1", long)  # type: ignore[arg-type]
+    assert ref == manifests.describe("S1", long)[0] and ref.by_reference
+    assert list(store.objects) == [ref.key] and store.objects[ref.key] == manifests.encode("S1", long)
+    assert manifests.get_objects(store, "b", "S1", ref) == long  # type: ignore[arg-type]
+
+
+def test_an_event_with_its_list_inline_stays_small_and_reads_back_whole_after_every_hop():
+    objects = instances(2)
+    event = report(manifests.plan("S1", objects)[0])
+    assert event.objects_manifest.inline == objects and len(event.model_dump_json()) < outbox.MAX_EVENT_BYTES // 32
+    decoded = parse_event(json.loads(event.model_dump_json()))
+    assert isinstance(decoded, ReportIngested) and decoded == event
+    passed_on = FindingsExtracted(study_id="S1", patient_id="P1", protocol="lumbar-grading", findings=[],
+                                  provenance=PROV, objects_manifest=decoded.objects_manifest)
+    assigned = ReviewAssigned(study_id="S1", protocol="lumbar-grading", run_id="r", patient_id="P1", readers=["a"],
+                              reason="", difficulty="easy", suggested=[], taxonomy_version="t", extraction=PROV,
+                              mapping=PROV, objects_manifest=passed_on.objects_manifest)
+    again = parse_event(json.loads(assigned.model_dump_json()))
+    assert isinstance(again, ReviewAssigned) and manifests.inline_objects(again.objects_manifest) == objects

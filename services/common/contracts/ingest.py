@@ -33,20 +33,24 @@ class DicomObject(BaseModel):
 
 
 class ObjectsManifest(BaseModel):
-    """A study's DICOM instance list, as events carry it (schema 3): by reference. The list itself
-    is a JSON object in the objects bucket (`services.common.manifests`), written before the event
-    is recorded, so an event's size does not grow with the study (a lumbar MRI of 2,400 instances
-    would be ~1 MB inline, over the broker's limit); `count` says how many instances it lists.
+    """A study's DICOM instance list, as events carry it (schema 3): inline or by reference;
+    `count` says how many instances it lists.
 
-    Events written before schema 3 carried the list itself: the upcaster moves it into `inline`
-    (no key, no sha256), and readers get it from there without a fetch. New events never do."""
+    A short list (its JSON at most `services.common.manifests.INLINE_MAX_BYTES`: a chest
+    radiograph study's one or two instances) is carried in `inline` (no key, no sha256), so
+    ingest stores nothing but the DICOM and readers fetch nothing. A longer one is a JSON object
+    in the objects bucket (`services.common.manifests`), written before the event is recorded and
+    referenced by `key` and `sha256`, so an event's size does not grow with the study (a lumbar
+    MRI of 2,400 instances would be ~1 MB inline, over the broker's limit).
+
+    Events written before schema 3 carried the list itself: the upcaster moves it into `inline`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     key: str = ""  # manifests/<study_id>/<sha256>.json in the objects bucket
     sha256: str = ""  # of the object's bytes: a reader verifies it before trusting the list
     count: int = Field(0, ge=0)
-    inline: list[DicomObject] = Field(default_factory=list)  # only in upcast schema-2 events
+    inline: list[DicomObject] = Field(default_factory=list)  # a short list, or an upcast schema-2 event's
 
     @property
     def by_reference(self) -> bool:

@@ -133,13 +133,14 @@ async def lock_images(conn: Conn, keys: Sequence[str]) -> None:
 
 
 async def set_manifest(conn: Conn, study_id: str, manifest_key: str) -> None:
-    """Record the key of the instance manifest the study's report-ingested event references."""
+    """Record the key of the instance manifest the study's report-ingested event references: ''
+    when the event carries its instance list inline (then no stored manifest is the study's)."""
     await conn.execute("UPDATE studies SET objects_manifest_key = %s WHERE study_id = %s", (manifest_key, study_id))
 
 
 async def manifest_owner(conn: Conn, study_id: str) -> Row | None:
-    """Whether the study exists (None: no row) and which manifest key it records (`key`, None
-    for a study ingested before keys were recorded)."""
+    """Whether the study exists (None: no row) and which manifest key it records (`key`: '' for
+    an instance list carried inline, None for a study ingested before keys were recorded)."""
     cur = await conn.execute("SELECT objects_manifest_key AS key FROM studies WHERE study_id = %s", (study_id,))
     return await cur.fetchone()
 
