@@ -460,6 +460,14 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                 f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))
                 + f"; {_load()}")
 
+            # Idle again, every study now decided: what the stack costs at rest with data in it
+            # (consensus's gauges used to re-score every decided study every 15 s).
+            window.start()
+            time.sleep(20)
+            per, _, seconds = window.stop()
+            print("idle stack after the votes, CPU ms/s: " + ", ".join(
+                f"{k} {v * 1000 / seconds:.1f}" for k, v in per.items()) + f"; {_load()}")
+
             pg_ms = _pgbench(state, roots["postgres"])
             print(f"server CPU per vote / pgbench Postgres CPU per vote transaction: {vote_ms:.2f} / {pg_ms:.3f}"
                   f" = {vote_ms / pg_ms:.1f}x (at the target: {TARGET_CPU_MS_PER_VOTE / pg_ms:.1f}x); {_load()}")

@@ -121,8 +121,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         One statement records the vote and says what was known before it (`repo.record_vote`);
         only a vote that can complete its study reads the study's votes."""
         seen = await repo.record_vote(conn, vote)
-        readers = seen["readers"]
-        if readers is not None and vote.reader_id not in readers + seen["former_readers"]:
+        if seen["assigned"] and not (seen["reader"] or seen["former_reader"]):
             # not inserted: the statement records only a current or former reader's vote
             raise PermanentError(f"vote {vote.vote_id} by {vote.reader_id}, who is not a reader of this study")
         if seen["decided"] or seen["revote"]:  # recorded, not counted
@@ -132,7 +131,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         # Not assigned yet: review-assigned decides when it comes. Fewer counted votes than readers
         # even with this one: nothing to decide. (An upper bound, as the insert may have met an
         # existing vote_id; decide_if_complete counts exactly.)
-        if readers is None or seen["counted_by_readers"] + (vote.reader_id in readers) < len(readers):
+        if not seen["assigned"] or seen["counted_by_readers"] + seen["reader"] < seen["n_readers"]:
             return []
         return await decide_if_complete(conn, vote.study_id)
 

@@ -52,12 +52,15 @@ async def is_decided(conn: psycopg.AsyncConnection, study_id: str) -> bool:
 
 
 # A vote recorded in one statement, with what was known before it (the CTE `seen`, whose snapshot
-# does not include the insert): the study's readers and former readers (NULL while its assignment
-# has not arrived), whether it is decided, whether this reader already has a counted vote on it,
-# and how many counted votes its current readers have. The vote is counted unless the study is
+# does not include the insert): whether the study is assigned yet, how many readers it has, whether
+# the voter is one of them or a former one, whether it is decided, whether the voter already has a
+# counted vote on it, and how many counted votes its current readers have. (Answers, not the
+# reader lists: nothing to decode per vote.) The vote is counted unless the study is
 # decided or this is a re-vote; a vote by someone who is not (and was not) a reader is not inserted.
 _RECORD_VOTE = (
-    "WITH seen AS (SELECT a.readers, a.former_readers,"
+    "WITH seen AS (SELECT a.study_id IS NOT NULL AS assigned, jsonb_array_length(a.readers) AS n_readers,"
+    " coalesce(a.readers ? %(reader)s, false) AS reader,"
+    " coalesce(a.former_readers ? %(reader)s, false) AS former_reader,"
     " EXISTS (SELECT 1 FROM decisions WHERE study_id = %(study)s) AS decided,"
     " EXISTS (SELECT 1 FROM votes WHERE study_id = %(study)s AND reader_id = %(reader)s AND counted) AS revote,"
     " (SELECT count(*) FROM votes v WHERE v.study_id = %(study)s AND v.counted AND a.readers ? v.reader_id)"
@@ -66,16 +69,16 @@ _RECORD_VOTE = (
     " saved AS (INSERT INTO votes (vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, counted)"
     " SELECT %(vote)s::text, %(study)s::text, %(reader)s::text, %(judgement)s::jsonb, %(seconds)s::float8,"
     " %(cast_at)s::timestamptz, NOT (decided OR revote)"
-    " FROM seen WHERE readers IS NULL OR readers ? %(reader)s OR former_readers ? %(reader)s"
+    " FROM seen WHERE NOT assigned OR reader OR former_reader"
     " ON CONFLICT (vote_id) DO NOTHING)"
     " SELECT * FROM seen")
 
 
 async def record_vote(conn: psycopg.AsyncConnection, v: VoteCast) -> dict:
     """Record the vote (counted unless its study is decided or its reader has a counted vote there;
-    not at all if its reader is not one of the study's) and return what was known before it:
-    readers and former_readers (None: not assigned yet), decided, revote, counted_by_readers. One
-    statement where a vote used to make three reads and an insert."""
+    not at all if the study is assigned and its reader is neither a reader nor a former one) and
+    return what was known before it: assigned, n_readers, reader, former_reader, decided, revote,
+    counted_by_readers. One statement where a vote used to make three reads and an insert."""
     cur = await conn.execute(_RECORD_VOTE, {
         "study": v.study_id, "reader": v.reader_id, "vote": v.vote_id, "judgement": v.judgement.model_dump_json(),
         "seconds": v.seconds_spent, "cast_at": v.occurred_at})
