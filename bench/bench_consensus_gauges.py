@@ -107,7 +107,7 @@ async def _run(dsn: str, pg_pid: int, repeats: int) -> None:
     async with AsyncConnectionPool(dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=1) as pool:
         await _measure("old tick (every tick, changed or not)", lambda: _old_tick(pool), pg_pid, repeats)
         await _measure("new tick after a change", lambda: gauges.refresh(pool, None), pg_pid, repeats)
-        last = await gauges.refresh(pool, None)
+        last, _ = await gauges.refresh(pool, None)
         await _measure("new tick, nothing changed", lambda: gauges.refresh(pool, last), pg_pid, repeats)
 
 
