@@ -18,7 +18,8 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_gateway_load.py [studies] [rea
 The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORKERS=0): the readers
 fetch no images, and decoding them at assignment would be counted as the votes' CPU.
 Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part
-(BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script).
+(BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script; BENCH_PYSPY_SERVICE=consensus
+or sampler records that service instead, whose share of CPU per vote is counted too).
 BENCH_VOTE_NEXT=0 makes each reader ask `GET /reviews/next` before every vote (two requests per study);
 by default a vote asks for the reader's next assignment too (`?next=true`: one request per study, as
 the reviewer page and the simulated panel read).
@@ -440,14 +441,14 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                 + f"; {_load()}")
 
             flame = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
-            spy = _pyspy(roots["gateway"], 15, flame)
+            spy = _pyspy(roots[os.environ.get("BENCH_PYSPY_SERVICE", "gateway")], 15, flame)
             window.start()
             run = asyncio.run(_phase(state["gateway_url"], tokens, 3600, paced=False))
             settled = window.settle(sum(idle.values()))
             per, client_s, seconds = window.stop()
             if spy:
                 spy.wait()
-                print(f"py-spy flame graph of the gateway: {flame}")
+                print(f"py-spy flame graph of the {os.environ.get('BENCH_PYSPY_SERVICE', 'gateway')}: {flame}")
             reading = seconds - settled
             print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {reading:.1f} s ="
                   f" {run.votes / reading:.0f} votes/s; CPU counted over {seconds:.1f} s, until the stack"
@@ -458,6 +459,14 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
             print("  saturated: Postgres CPU by role, ms/vote: " + ", ".join(
                 f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))
                 + f"; {_load()}")
+
+            # Idle again, every study now decided: what the stack costs at rest with data in it
+            # (consensus's gauges used to re-score every decided study every 15 s).
+            window.start()
+            time.sleep(20)
+            per, _, seconds = window.stop()
+            print("idle stack after the votes, CPU ms/s: " + ", ".join(
+                f"{k} {v * 1000 / seconds:.1f}" for k, v in per.items()) + f"; {_load()}")
 
             pg_ms = _pgbench(state, roots["postgres"])
             print(f"server CPU per vote / pgbench Postgres CPU per vote transaction: {vote_ms:.2f} / {pg_ms:.3f}"

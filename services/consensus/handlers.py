@@ -65,13 +65,13 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             raise PermanentError(str(exc)) from None
 
     async def decide_if_complete(conn: psycopg.AsyncConnection, study_id: str) -> list[ConsensusReached]:
-        assignment = await repo.get_assignment(conn, study_id)
-        if assignment is None or await repo.is_decided(conn, study_id):
+        assignment, decided, counted = await repo.decision_inputs(conn, study_id)
+        if assignment is None or decided:
             return []
         protocol, rule = protocol_and_rule(assignment["protocol"])
         # Only the current readers' votes: a vote recorded while its reader was moved away waits
         # until the move is undone (or never counts, if the move stood).
-        votes = [v for v in await repo.counted_votes(conn, study_id) if v["reader_id"] in assignment["readers"]]
+        votes = [v for v in counted if v["reader_id"] in assignment["readers"]]
         if len(votes) < len(assignment["readers"]):
             return []
         decision, cells = protocol.decide(study_id, votes, assignment, rule)
@@ -116,15 +116,22 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         return await decide_if_complete(conn, event.study_id)
 
     async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ConsensusReached]:
-        """Record a vote; decide the study once all its readers have voted."""
-        assignment = await repo.get_assignment(conn, vote.study_id)
-        late = await repo.is_decided(conn, vote.study_id)
-        revote = await repo.reader_has_counted_vote(conn, vote.study_id, vote.reader_id)
-        if assignment is not None and vote.reader_id not in assignment["readers"] + assignment["former_readers"]:
+        """Record a vote; decide the study once all its readers have voted.
+
+        One statement records the vote and says what was known before it (`repo.record_vote`);
+        only a vote that can complete its study reads the study's votes."""
+        seen = await repo.record_vote(conn, vote)
+        if seen["assigned"] and not (seen["reader"] or seen["former_reader"]):
+            # not inserted: the statement records only a current or former reader's vote
             raise PermanentError(f"vote {vote.vote_id} by {vote.reader_id}, who is not a reader of this study")
-        await repo.save_vote(conn, vote, counted=not (late or revote))
-        if late or revote:
-            await repo.flag(conn, vote.study_id, "vote after decision" if late else f"re-vote by {vote.reader_id}")
+        if seen["decided"] or seen["revote"]:  # recorded, not counted
+            await repo.flag(conn, vote.study_id,
+                            "vote after decision" if seen["decided"] else f"re-vote by {vote.reader_id}")
+            return []
+        # Not assigned yet: review-assigned decides when it comes. Fewer counted votes than readers
+        # even with this one: nothing to decide. (An upper bound, as the insert may have met an
+        # existing vote_id; decide_if_complete counts exactly.)
+        if not seen["assigned"] or seen["counted_by_readers"] + seen["reader"] < seen["n_readers"]:
             return []
         return await decide_if_complete(conn, vote.study_id)
 

@@ -22,6 +22,12 @@ def _with_judgement(row: dict) -> dict:
     return {**row, **{k: v for k, v in judgement.items() if k != "protocol"}}
 
 
+# A study's counted votes in casting order (`counted_votes`).
+_COUNTED_VOTES = (f"SELECT v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS}"
+                  " FROM votes v JOIN assignments a USING (study_id)"
+                  " WHERE v.study_id = %s AND v.counted ORDER BY v.cast_at, v.vote_id")
+
+
 async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned, objects: list[DicomObject]) -> None:
     """The study's readers and suggestion, with its instance list (fetched from the event's manifest)."""
     await conn.execute(
@@ -40,30 +46,58 @@ async def get_assignment(conn: psycopg.AsyncConnection, study_id: str) -> dict |
     return await cur.fetchone()
 
 
-async def is_decided(conn: psycopg.AsyncConnection, study_id: str) -> bool:
-    cur = await conn.execute("SELECT 1 FROM decisions WHERE study_id = %s", (study_id,))
-    return await cur.fetchone() is not None
+# A vote recorded in one statement, with what was known before it (the CTE `seen`, whose snapshot
+# does not include the insert): whether the study is assigned yet, how many readers it has, whether
+# the voter is one of them or a former one, whether it is decided, whether the voter already has a
+# counted vote on it, and how many counted votes its current readers have. (Answers, not the
+# reader lists: nothing to decode per vote.) The vote is counted unless the study is
+# decided or this is a re-vote; a vote by someone who is not (and was not) a reader is not inserted.
+_RECORD_VOTE = (
+    "WITH seen AS (SELECT a.study_id IS NOT NULL AS assigned, jsonb_array_length(a.readers) AS n_readers,"
+    " coalesce(a.readers ? %(reader)s, false) AS reader,"
+    " coalesce(a.former_readers ? %(reader)s, false) AS former_reader,"
+    " EXISTS (SELECT 1 FROM decisions WHERE study_id = %(study)s) AS decided,"
+    " EXISTS (SELECT 1 FROM votes WHERE study_id = %(study)s AND reader_id = %(reader)s AND counted) AS revote,"
+    " (SELECT count(*) FROM votes v WHERE v.study_id = %(study)s AND v.counted AND a.readers ? v.reader_id)"
+    " AS counted_by_readers"
+    " FROM (VALUES (1)) AS one LEFT JOIN assignments a ON a.study_id = %(study)s),"
+    " saved AS (INSERT INTO votes (vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, counted)"
+    " SELECT %(vote)s::text, %(study)s::text, %(reader)s::text, %(judgement)s::jsonb, %(seconds)s::float8,"
+    " %(cast_at)s::timestamptz, NOT (decided OR revote)"
+    " FROM seen WHERE NOT assigned OR reader OR former_reader"
+    " ON CONFLICT (vote_id) DO NOTHING)"
+    " SELECT * FROM seen")
 
 
-async def reader_has_counted_vote(conn: psycopg.AsyncConnection, study_id: str, reader_id: str) -> bool:
-    cur = await conn.execute(
-        "SELECT 1 FROM votes WHERE study_id = %s AND reader_id = %s AND counted", (study_id, reader_id))
-    return await cur.fetchone() is not None
+async def record_vote(conn: psycopg.AsyncConnection, v: VoteCast) -> dict:
+    """Record the vote (counted unless its study is decided or its reader has a counted vote there;
+    not at all if the study is assigned and its reader is neither a reader nor a former one) and
+    return what was known before it: assigned, n_readers, reader, former_reader, decided, revote,
+    counted_by_readers. One statement where a vote used to make three reads and an insert."""
+    cur = await conn.execute(_RECORD_VOTE, {
+        "study": v.study_id, "reader": v.reader_id, "vote": v.vote_id, "judgement": v.judgement.model_dump_json(),
+        "seconds": v.seconds_spent, "cast_at": v.occurred_at})
+    row = await cur.fetchone()
+    assert row is not None  # the outer side of the join always gives one row
+    return row
 
 
-async def save_vote(conn: psycopg.AsyncConnection, v: VoteCast, counted: bool) -> None:
-    await conn.execute(
-        "INSERT INTO votes (vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, counted)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (vote_id) DO NOTHING",
-        (v.vote_id, v.study_id, v.reader_id, v.judgement.model_dump_json(), v.seconds_spent, v.occurred_at, counted),
-    )
+async def decision_inputs(conn: psycopg.AsyncConnection, study_id: str) -> tuple[dict | None, bool, list[dict]]:
+    """The study's assignment, whether it is decided and its counted votes (`counted_votes`), in one
+    round trip: both statements are sent before either answer is read (in pipeline mode, as the
+    consumer's batches run, they travel together; outside it they run one after another)."""
+    assignment = await conn.execute(
+        "SELECT a.*, EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id) AS decided"
+        " FROM assignments a WHERE a.study_id = %s", (study_id,))
+    votes = await conn.execute(_COUNTED_VOTES, (study_id,))
+    row = await assignment.fetchone()
+    decided = row.pop("decided") if row is not None else False
+    return row, decided, [_with_judgement(r) for r in await votes.fetchall()]
 
 
 async def counted_votes(conn: psycopg.AsyncConnection, study_id: str) -> list[dict]:
     """A study's counted votes in casting order: vote_id, reader_id and the judgement's fields."""
-    cur = await conn.execute(
-        f"SELECT v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS} FROM votes v JOIN assignments a USING (study_id)"
-        " WHERE v.study_id = %s AND v.counted ORDER BY v.cast_at, v.vote_id", (study_id,))
+    cur = await conn.execute(_COUNTED_VOTES, (study_id,))
     return [_with_judgement(r) for r in await cur.fetchall()]
 
 
@@ -183,6 +217,35 @@ async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[lis
         " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
         " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
     return studies, [_with_judgement(r) for r in await cur.fetchall()]
+
+
+async def kappa_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
+    """`report_rows` without what the live agreement gauge never reads (the LLM provenance and the
+    instance list, the largest columns): decided studies with their suggestion, tier and effective
+    decision, and their counted votes."""
+    cur = await conn.execute(
+        "SELECT a.study_id, a.patient_id, a.suggested, a.difficulty, d.accepted, d.labels"
+        " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
+        " ORDER BY a.study_id", (protocol,))
+    studies = await cur.fetchall()
+    cur = await conn.execute(
+        f"SELECT v.study_id, v.reader_id, v.seconds_spent, {_JUDGEMENT_COLUMNS}"
+        " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
+        " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
+    return studies, [_with_judgement(r) for r in await cur.fetchall()]
+
+
+async def gauge_fingerprint(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """Row counts of what the gauges are computed from. These tables only grow (and a flag is
+    resolved once, never reopened), so any change to the gauges' inputs changes a count; counts,
+    not max(id): a row with a smaller serial id can commit after one with a larger."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM assignments) AS assignments, (SELECT count(*) FROM decisions) AS decisions,"
+        " (SELECT count(*) FROM adjudications) AS adjudications, (SELECT count(*) FROM flags) AS flags,"
+        " (SELECT count(*) FROM flags WHERE resolved_at IS NOT NULL) AS resolved_flags")
+    row = await cur.fetchone()
+    assert row is not None
+    return dict(row)
 
 
 async def study_states(conn: psycopg.AsyncConnection) -> dict[str, int]:

@@ -59,23 +59,19 @@ async def on_vote(conn: psycopg.AsyncConnection, vote: VoteCast) -> ReviewReoffe
     kept the vote and ignored the move: undo the move on this side too, and announce the undoing
     (a review-reoffered back to the voter) so that consensus counts the vote instead of waiting
     for a reader who never got the study (issue 11 §5)."""
-    lease = await repo.lock_lease(conn, vote.study_id, vote.reader_id)
-    if lease is None or lease["status"] == "voted":
+    lease = await repo.close_lease(conn, vote.study_id, vote.reader_id)  # None: no lease, or voted already
+    if lease is None or lease["status"] != "expired" or not lease["replaced_by"]:
         return None
-    undone = None
-    if lease["status"] == "expired" and lease["replaced_by"]:
-        current, _ = await repo.study_readers(conn, vote.study_id)
-        replaced_by = lease["replaced_by"]
-        readers = sorted([r for r in current if r != replaced_by] + [vote.reader_id])
-        await repo.set_lease_status(conn, vote.study_id, replaced_by, "cancelled")
-        await repo.set_readers(conn, vote.study_id, readers)
-        limits = await repo.run_limits(conn, lease["run_id"])
-        undone = ReviewReoffered(
-            study_id=vote.study_id, correlation_id=vote.correlation_id, protocol=limits["protocol"],
-            run_id=lease["run_id"], from_reader=replaced_by, to_reader=vote.reader_id, readers=readers,
-            reason=f"move undone: {vote.reader_id}'s vote beat it")
-    await repo.set_lease_status(conn, vote.study_id, vote.reader_id, "voted")
-    return undone
+    current, _ = await repo.study_readers(conn, vote.study_id)
+    replaced_by = lease["replaced_by"]
+    readers = sorted([r for r in current if r != replaced_by] + [vote.reader_id])
+    await repo.set_lease_status(conn, vote.study_id, replaced_by, "cancelled")
+    await repo.set_readers(conn, vote.study_id, readers)
+    limits = await repo.run_limits(conn, lease["run_id"])
+    return ReviewReoffered(
+        study_id=vote.study_id, correlation_id=vote.correlation_id, protocol=limits["protocol"],
+        run_id=lease["run_id"], from_reader=replaced_by, to_reader=vote.reader_id, readers=readers,
+        reason=f"move undone: {vote.reader_id}'s vote beat it")
 
 
 async def sweep_once(res: Resources) -> int:

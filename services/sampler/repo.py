@@ -111,6 +111,20 @@ async def lock_lease(conn: psycopg.AsyncConnection, study_id: str, reader_id: st
     return await cur.fetchone()
 
 
+async def close_lease(conn: psycopg.AsyncConnection, study_id: str, reader_id: str) -> dict | None:
+    """Mark the reader's lease voted and return it as it was before (run_id, status, replaced_by);
+    None when there is no such lease or it was voted already. One statement where a vote used to
+    lock the row, read it, and update it: the row is locked (FOR UPDATE, so the old values read are
+    the latest committed) and updated in the same statement."""
+    cur = await conn.execute(
+        "WITH old AS (SELECT study_id, reader_id, run_id, status, replaced_by FROM leases"
+        " WHERE study_id = %s AND reader_id = %s FOR UPDATE)"
+        " UPDATE leases l SET status = 'voted' FROM old"
+        " WHERE l.study_id = old.study_id AND l.reader_id = old.reader_id AND old.status <> 'voted'"
+        " RETURNING old.run_id, old.status, old.replaced_by", (study_id, reader_id))
+    return await cur.fetchone()
+
+
 async def due_leases(conn: psycopg.AsyncConnection, limit: int = 200) -> list[dict]:
     """Open leases past their deadline, locked so two sweepers never move the same read."""
     cur = await conn.execute(

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 
 import services
 from services.common import deid
+from services.common.consumer import PermanentError
 from services.common.contracts import (
     AdjudicationRequested,
     EvaluationRequested,
@@ -94,6 +95,35 @@ async def test_a_late_vote_and_a_revote_are_recorded_and_flagged_but_never_chang
     reasons = [r["reason"] for r in await rows(db, "SELECT reason FROM flags ORDER BY id")]
     assert reasons == ["re-vote by r1", "vote after decision"]
     assert (await rows(db, "SELECT accepted FROM decisions"))[0]["accepted"] is True
+
+
+async def test_votes_that_raced_ahead_of_their_assignment_count_and_it_decides_the_study(db, handlers):
+    for reader in READERS:  # no assignment yet: recorded as counted, nothing decided
+        assert await apply(db, handlers, vote("S0", reader, "agree_all")) == []
+    assert [r["counted"] for r in await rows(db, "SELECT counted FROM votes")] == [True, True, True]
+    [reached] = await apply(db, handlers, assigned("S0"))
+    assert reached.accepted and sorted(reached.vote_ids) == ["S0-r1", "S0-r2", "S0-r3"]
+    assert await apply(db, handlers, vote("S0", "r1", "agree_all", vote_id="S0-r1-late")) == []
+    assert len(await rows(db, "SELECT 1 FROM decisions")) == 1
+
+
+async def test_a_vote_by_someone_who_is_not_a_reader_is_refused_and_records_nothing(db, handlers):
+    await apply(db, handlers, assigned("S9"))
+    with pytest.raises(PermanentError, match="not a reader"):
+        await apply(db, handlers, vote("S9", "r9", "agree_all"))
+    assert await rows(db, "SELECT vote_id FROM votes") == []
+    assert await rows(db, "SELECT reason FROM flags") == []
+
+
+async def test_only_the_last_readers_vote_decides_and_a_duplicate_vote_id_decides_nothing_early(db, handlers):
+    await apply(db, handlers, assigned("S8"))
+    assert await apply(db, handlers, vote("S8", "r1", "agree_all")) == []
+    # the same vote delivered again under a new event id: stored once, still two readers to go
+    again = vote("S8", "r1", "agree_all").model_copy(update={"event_id": "redelivered"})
+    assert await apply(db, handlers, again) == []
+    assert await apply(db, handlers, vote("S8", "r2", "agree_all")) == []
+    [reached] = await apply(db, handlers, vote("S8", "r3", "agree_all"))
+    assert sorted(reached.vote_ids) == ["S8-r1", "S8-r2", "S8-r3"]
 
 
 async def test_adjudication_is_appended_beside_the_rule_decision_and_becomes_effective(db, handlers):

@@ -108,3 +108,15 @@ async def test_a_vote_that_beat_a_reassignment_counts_and_the_study_is_decided(
     cur = await consensus_db.execute("SELECT readers, former_readers FROM assignments WHERE study_id = %s", (STUDY,))
     assert await cur.fetchone() == {"readers": ["r1", "r2", "r3"], "former_readers": ["r1", "r4"]}
     assert await apply(consensus_db, consensus, undone) == []  # a redelivered undoing decides nothing twice
+
+
+async def test_a_vote_closes_its_readers_lease_once_and_a_vote_without_a_lease_changes_nothing(sampler_db) -> None:
+    async def statuses() -> dict[str, str]:
+        cur = await sampler_db.execute("SELECT reader_id, status FROM leases WHERE study_id = %s", (STUDY,))
+        return {r["reader_id"]: r["status"] for r in await cur.fetchall()}
+
+    for event in (vote(STUDY, "r2", "agree_all"), vote(STUDY, "r2", "disagree", vote_id="again"),
+                  vote(STUDY, "r9", "agree_all")):  # r2's vote, r2's second vote, a reader with no lease
+        async with sampler_db.transaction():
+            assert await sampler.on_vote_cast(sampler_db, event, None) == []
+    assert await statuses() == {"r1": "open", "r2": "voted", "r3": "open"}
