@@ -93,8 +93,9 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         return await asyncio.to_thread(protocol.agreement_report, studies, votes)
 
     async def fetch_objects(event: ReviewAssigned) -> list[DicomObject]:
-        """Outside the transaction: the study's instance list from its manifest, checked against the
-        event's sha256 and count (a mismatch is a dead letter; the store being down, a pause)."""
+        """Outside the transaction: the study's instance list, carried in the event when short, else
+        fetched from its manifest and checked against the event's sha256 and count (a mismatch is a
+        dead letter; the store being down, a pause)."""
         return await manifests.aget_objects(res.store, res.settings.objects_bucket, event.study_id,
                                             event.objects_manifest)
 

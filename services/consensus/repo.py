@@ -29,7 +29,7 @@ _COUNTED_VOTES = (f"SELECT v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS}"
 
 
 async def save_assignment(conn: psycopg.AsyncConnection, a: ReviewAssigned, objects: list[DicomObject]) -> None:
-    """The study's readers and suggestion, with its instance list (fetched from the event's manifest)."""
+    """The study's readers and suggestion, with its instance list (as the event's manifest gives it)."""
     await conn.execute(
         "INSERT INTO assignments (study_id, patient_id, protocol, run_id, readers, suggested, difficulty,"
         " taxonomy_version, extraction, mapping, objects) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
