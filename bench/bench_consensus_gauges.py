@@ -9,7 +9,7 @@ studies (3 counted votes each, mixed verdicts) and measures, each `repeats` time
 process (the service's share, worker threads included) and of Postgres for:
 
 - the old tick (study states, then `report_rows` and kappa for every protocol: e288641's refresh);
-- a tick after a change (`gauges.refresh(pool, None)`: everything, from `kappa_rows`);
+- a tick after a change (`gauges.refresh(pool, None)`: everything, from `repo.report_rows(provenance=False)`);
 - a tick with nothing changed (`gauges.refresh(pool, last)`: the row counts only).
 
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_consensus_gauges.py [studies] [repeats]

@@ -50,7 +50,7 @@ async def refresh(pool: AsyncConnectionPool, last: dict[str, int] | None = None,
         # only with a decision or an adjudication: a vote is counted only while its study is open.
         changed = last is None or (now["decisions"], now["adjudications"]) != (last["decisions"],
                                                                                last["adjudications"])
-        rows = {name: await repo.kappa_rows(conn, name) for name in protocols.names()
+        rows = {name: await repo.report_rows(conn, name, provenance=False) for name in protocols.names()
                 if changed and kappas and _has_kappas(protocols.get(name))}
         await conn.rollback()
     for state, n in (states or {}).items():

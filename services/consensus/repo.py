@@ -203,28 +203,15 @@ async def resolve_flags(conn: psycopg.AsyncConnection, study_id: str, curator_id
 # --- reports and gauges -------------------------------------------------------------------
 
 
-async def report_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
+async def report_rows(conn: psycopg.AsyncConnection, protocol: str, *,
+                      provenance: bool = True) -> tuple[list[dict], list[dict]]:
     """Decided studies (with their suggestion, tier, provenance, objects and effective decision)
-    and their counted votes (with the judgement's fields): what agreement is computed from."""
+    and their counted votes (with the judgement's fields): what agreement is computed from.
+    `provenance=False` leaves out what the live agreement gauge never reads, the largest columns:
+    the LLM provenance and the instance list."""
+    extra = " a.extraction, a.mapping, a.objects," if provenance else ""
     cur = await conn.execute(
-        "SELECT a.study_id, a.patient_id, a.suggested, a.difficulty, a.extraction, a.mapping, a.objects,"
-        " d.accepted, d.labels"
-        " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
-        " ORDER BY a.study_id", (protocol,))
-    studies = await cur.fetchall()
-    cur = await conn.execute(
-        f"SELECT v.study_id, v.reader_id, v.seconds_spent, {_JUDGEMENT_COLUMNS}"
-        " FROM votes v JOIN assignments a USING (study_id) JOIN decisions d USING (study_id)"
-        " WHERE v.counted AND a.protocol = %s ORDER BY v.study_id, v.cast_at, v.vote_id", (protocol,))
-    return studies, [_with_judgement(r) for r in await cur.fetchall()]
-
-
-async def kappa_rows(conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], list[dict]]:
-    """`report_rows` without what the live agreement gauge never reads (the LLM provenance and the
-    instance list, the largest columns): decided studies with their suggestion, tier and effective
-    decision, and their counted votes."""
-    cur = await conn.execute(
-        "SELECT a.study_id, a.patient_id, a.suggested, a.difficulty, d.accepted, d.labels"
+        f"SELECT a.study_id, a.patient_id, a.suggested, a.difficulty,{extra} d.accepted, d.labels"
         " FROM assignments a JOIN effective_decisions d USING (study_id) WHERE a.protocol = %s"
         " ORDER BY a.study_id", (protocol,))
     studies = await cur.fetchall()
