@@ -42,6 +42,8 @@ def test_services_start_without_the_llm_client_or_pydicom() -> None:
 
 
 def test_the_llm_backends_still_bring_their_client() -> None:
-    """Where the LLM is the backend its modules import openai: the check above can fail."""
+    """Where the LLM is the backend its modules import openai: the check above can fail. (Which of
+    openai's HTTP stacks come with it depends on what is installed: aiohttp only where some other
+    package brought it, so only openai itself is required here.)"""
     (after,) = loaded_after("services.extractor.llm")
-    assert LLM_CLIENT <= after
+    assert "openai" in after
