@@ -1,6 +1,7 @@
 """A curator runs a small campaign from the console in real headless Chromium: creates readers,
-samples, watches votes arrive, adjudicates a study, releases and downloads the public set. Each
-step is checked in what the services stored, not only on screen."""
+samples, watches votes arrive, adjudicates a study, releases and downloads the public set; and
+rules on a lumbar study's held cells, grade by grade. Each step is checked in what the services
+stored, not only on screen."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import httpx
 import pytest
 
 from radcurate.client import Gateway
-from tests.e2e.conftest import eventually, query, scalar
+from radcurate.demo import ingest_folder
+from radcurate.synth.lumbar import synth_lumbar
+from services.common.contracts import Protocol
+from tests.e2e.conftest import at_least, eventually, query, scalar
 from tests.e2e.test_two_view_study import ingest_two_views
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -181,3 +185,76 @@ def _accepted(stack, study_id: str) -> bool:
 def _released(stack, release_id: str) -> bool:
     rows = query(stack, "gateway", "SELECT status FROM releases WHERE release_id = %s", (release_id,))
     return rows == [("released",)]
+
+
+# --- lumbar: the held cells of a graded study (issue 12 §3, in the console) -----------------
+
+DISPUTED = "spinal_canal_stenosis_l4_l5"
+LUMBAR_READERS = ("cl-1", "cl-2", "cl-3")
+
+
+async def test_a_curator_grades_a_lumbar_studys_held_cell_in_the_console(stack, browser, tmp_path):
+    """Three readers a grade apart each at one cell hold the study; the console shows their grades
+    per cell side by side with the rule's, the held cell marked; a grade outside the protocol and
+    a cell that does not exist are refused by the API and shown by the form, nothing stored; the
+    curator's grade then becomes the study's decision."""
+    admin = Gateway(stack["gateway_url"], stack["admin_token"])
+    lumbar = Protocol.LUMBAR.value
+    synth_lumbar(3, seed=11, out_dir=tmp_path / "lumbar")
+    assert (await ingest_folder(stack, tmp_path / "lumbar", protocol=Protocol.LUMBAR)).ingested == 3
+    await eventually(lambda: at_least(admin, "suggested", 3, lumbar), "a grade grid for every lumbar study")
+    readers = [admin.as_user(await admin.create_user(n, "reviewer")) for n in LUMBAR_READERS]
+    await admin.request_sampling({"n": 1, "readers_per_study": 3, "seed": 3}, list(LUMBAR_READERS), lumbar)
+    await eventually(lambda: _all_have(dict(zip(LUMBAR_READERS, readers, strict=True)), 1), "one lumbar read each")
+    held = (await readers[0].worklist())[0]["study_id"]
+    for reader, grade in zip(readers, ("Normal/Mild", "Moderate", "Severe"), strict=True):
+        [a] = await reader.worklist()
+        grid = [{"cell_id": c["cell_id"], "grade": grade if c["cell_id"] == DISPUTED else c["grade"]}
+                for c in a["grading"]]
+        await reader.vote(a["assignment_id"], {"grades": grid, "comment": f"{grade} at L4/L5"})
+    await eventually(lambda: _decided(stack, held), "the rule's decision on the lumbar study")
+
+    page = await _console(browser, stack, await admin.create_user("cl-curator", "curator"), tmp_path)
+    await page.get_by_role("tab", name="Adjudication").click()
+    await page.get_by_role("button", name=f"{held} · 3 reads").click()
+    row = page.locator("#adj-cells tbody tr.held")
+    await row.wait_for()
+    assert await page.locator("#adj-cells tbody tr").count() == 25  # every cell, the held one marked
+    assert await row.count() == 1 and await row.get_attribute("data-cell") == DISPUTED
+    assert await page.locator("#adj-cells thead th").all_inner_texts() == ["Cell", *LUMBAR_READERS, "Rule", "Ruling"]
+    assert (await row.locator("th, td").all_inner_texts())[:5] == [
+        DISPUTED.replace("_", " "), "Normal/Mild", "Moderate", "Severe", "Moderate · held"]
+    assert await page.locator("#adj-labels-box").is_hidden()  # a grid ruling sets grades, not labels
+    await page.screenshot(path=tmp_path / "console-lumbar-adjudication.png", full_page=True)
+
+    # Nothing chosen, then what the page would never offer: each refused, shown, nothing stored.
+    await page.get_by_label("Note (why)").fill("severe on the axial")
+    await page.get_by_role("button", name="Record ruling").click()
+    await page.locator("#adj-error", has_text="Choose a grade for every held cell").wait_for()
+    pick = "document.querySelector('#adj-cells select[name=cell-grade]')"
+    await page.evaluate(f"{pick}.add(new Option('Very severe', 'Very severe')); {pick}.value = 'Very severe'")
+    await page.get_by_role("button", name="Record ruling").click()
+    await page.locator("#adj-error", has_text="unknown grade(s) Very severe").wait_for()
+    await page.evaluate(f"{pick}.dataset.cell = 'tail_l4_l5'; {pick}.value = 'Severe'")
+    await page.get_by_role("button", name="Record ruling").click()
+    await page.locator("#adj-error", has_text="unknown cell(s): tail_l4_l5").wait_for()
+    assert scalar(stack, "gateway", "SELECT count(*) FROM adjudications WHERE study_id = %s", (held,)) == 0
+
+    await page.evaluate(f"{pick}.dataset.cell = '{DISPUTED}'")
+    await page.get_by_label(f"Ruling for {DISPUTED.replace('_', ' ')}").select_option("Severe")
+    await page.get_by_role("button", name="Record ruling").click()
+    await page.locator("#console-status", has_text=f"Ruling on {held} recorded").wait_for()
+    assert await page.locator("#adj-error").inner_text() == ""
+    [(curator, accepted, labels, note)] = query(
+        stack, "gateway", "SELECT curator_id, accepted, labels, note FROM adjudications WHERE study_id = %s", (held,))
+    assert (curator, accepted, note) == ("cl-curator", True, "severe on the axial")
+    assert f"{DISPUTED}:Severe" in labels
+    await eventually(lambda: _accepted(stack, held), "the ruling becoming the study's decision")
+    [(cells,)] = query(stack, "consensus", "SELECT cells FROM adjudications WHERE study_id = %s", (held,))
+    ruled = {c["cell_id"]: c for c in cells}
+    assert len(cells) == 25 and ruled[DISPUTED]["grade"] == "Severe" and ruled[DISPUTED]["method"] == "adjudicated"
+    assert query(stack, "consensus", "SELECT accepted, adjudicator FROM effective_decisions WHERE study_id = %s",
+                 (held,)) == [(True, "cl-curator")]
+    decision = (await admin.request("GET", f"/api/v1/decisions/{held}")).json()
+    assert decision["accepted"] and {c["cell_id"]: c["grade"] for c in decision["cells"]}[DISPUTED] == "Severe"
+    await admin.aclose()

@@ -3,11 +3,12 @@
 // Plain modules, no build step; the same API (and token handling) as the reviewer page.
 import { call, imageUrl, token } from "./api.js";
 import { barChart, el, table } from "./charts.js";
+import { chosenCells, renderCells } from "./console_cells.js";
 
 const $ = (id) => document.getElementById(id);
 const FAST_READ_SECONDS = 5;  // a chest radiograph read faster than this is implausible
 const AGREE_RUN = 20;         // this many "Agree all" in a row without a correction is a flag
-const state = { me: null, timer: null, study: null };
+const state = { me: null, timer: null, study: null, grid: false };
 
 const protocol = () => $("protocol").value;
 const say = (text) => { $("console-status").textContent = text; };
@@ -174,19 +175,31 @@ async function loadQueue() {
 }
 
 async function openStudy(studyId) {
-  const [study, votes] = await Promise.all([call("GET", `/api/v1/studies/${encodeURIComponent(studyId)}`),
-                                            call("GET", "/api/v1/votes")]);
-  const reads = votes.filter((v) => v.study_id === studyId);
+  const id = encodeURIComponent(studyId);
+  const [study, votes, decision] = await Promise.all([call("GET", `/api/v1/studies/${id}`), call("GET", "/api/v1/votes"),
+                                                      call("GET", `/api/v1/decisions/${id}`)]);
+  const reads = votes.filter((v) => v.study_id === studyId).sort((a, b) => a.reader_id.localeCompare(b.reader_id));
   state.study = studyId;
+  state.grid = Boolean(decision.cells || decision.grades);  // a grid protocol: the ruling sets cells
+  $("adj-form").reset();
+  $("adj-error").textContent = "";
   $("adj-title").textContent = `Study ${studyId}`;
   $("adj-report").textContent = study.report_text;
   $("adj-reads").tBodies[0].replaceChildren(...reads.map((v) => table.row(
-    [v.reader_id, (v.verdict ?? "graded").replace("_", " "), v.added_labels.join(", "), v.removed_labels.join(", "), v.comment])));
-  // The ruling chooses among what the AI suggested and what any reader added.
-  const suggested = study.suggested.map((s) => s.label_id);
-  const candidates = [...new Set([...suggested, ...reads.flatMap((v) => v.added_labels)])].sort();
-  $("adj-labels").replaceChildren(...candidates.map((id) => el("label", {}, [
-    el("input", { type: "checkbox", value: id, checked: suggested.includes(id) }), ` ${id.replaceAll("_", " ")}`])));
+    [v.reader_id, (v.verdict ?? "graded").replace("_", " "), (v.added_labels ?? []).join(", "),
+     (v.removed_labels ?? []).join(", "), v.comment])));
+  $("adj-grid-box").hidden = !state.grid;
+  $("adj-labels-box").hidden = state.grid;
+  if (state.grid) {
+    const held = renderCells($("adj-cells"), decision, reads);
+    say(`${held.size} held cell(s) on ${studyId}.`);
+  } else {
+    // The ruling chooses among what the AI suggested and what any reader added.
+    const suggested = study.suggested.map((s) => s.label_id);
+    const candidates = [...new Set([...suggested, ...reads.flatMap((v) => v.added_labels ?? [])])].sort();
+    $("adj-labels").replaceChildren(...candidates.map((l) => el("label", {}, [
+      el("input", { type: "checkbox", value: l, checked: suggested.includes(l) }), ` ${l.replaceAll("_", " ")}`])));
+  }
   // A frontal + lateral study shows both views, hung as the reader saw them (frontal first).
   const [front, side] = study.views?.length === 2
     ? await Promise.all(study.views.map((v) => imageUrl(v.image_url))) : [await imageUrl(study.image_url)];
@@ -199,11 +212,21 @@ async function openStudy(studyId) {
   $("adjudication-detail").hidden = false;
 }
 
+// A grid protocol's ruling sets a grade per held cell (its findings follow from the grades); any
+// other protocol's, the labels that enter the benchmark. What the API refuses shows by the form.
 async function recordRuling(e) {
   e.preventDefault();
   const accepted = document.querySelector("input[name=adj-accept]:checked").value === "yes";
-  const labels = accepted ? [...document.querySelectorAll("#adj-labels input:checked")].map((b) => b.value) : [];
-  await call("POST", "/api/v1/adjudications", { study_id: state.study, accepted, labels, note: $("adj-note").value.trim() });
+  const ruling = { study_id: state.study, accepted, note: $("adj-note").value.trim() };
+  $("adj-error").textContent = "";
+  try {
+    if (state.grid) ruling.cells = accepted ? chosenCells($("adj-cells")) : [];
+    else ruling.labels = accepted ? [...document.querySelectorAll("#adj-labels input:checked")].map((b) => b.value) : [];
+    await call("POST", "/api/v1/adjudications", ruling);
+  } catch (err) {
+    $("adj-error").textContent = err.message;
+    throw err;
+  }
   say(`Ruling on ${state.study} recorded.`);
   $("adj-form").reset();
   $("adjudication-detail").hidden = true;

@@ -1,5 +1,5 @@
 """Curator views computed by consensus: the agreement / AI-vs-expert report, a release preview,
-and adjudication.
+and adjudication (with the decision it rules on).
 
 The figures live in the consensus schema, which the gateway never reads: a request becomes a
 `report-requested` command and the answer arrives as `report-ready`. The endpoint waits a few
@@ -120,6 +120,22 @@ async def _stored_report(res, kind: str, report_id: str, response: Response) -> 
     if row is None or row["kind"] != kind:
         raise Problem(404, f"no {kind} report {report_id!r}")
     return _report_view(row, response)
+
+
+@router.get("/decisions/{study_id}")
+async def decision(study_id: str, _: Curator, res: Res) -> dict:
+    """A decided study's decision as the curator rules on it: accepted, labels, rule, and for a
+    grid protocol its cells (grade, how decided, `adjudicate` for a cell the rule held) and the
+    grades a cell may take; `cells` and `grades` are null for a protocol without cells."""
+    async with res.pool.connection() as conn:
+        row = await decisions.get(conn, study_id)
+    if row is None:
+        raise Problem(404, f"study {study_id!r} has no decision")
+    protocol = row["protocol"] or DEFAULT_PROTOCOL
+    grades = protocols.get(protocol).review_view([], f"/api/v1/studies/{study_id}").get("grades")
+    return {"study_id": study_id, "protocol": protocol, "accepted": row["accepted"], "labels": row["labels"],
+            "rule": row["rule"], "decided_at": row["decided_at"].isoformat(), "cells": row["cells"],
+            "grades": grades}
 
 
 @router.post("/adjudications", status_code=status.HTTP_202_ACCEPTED)
