@@ -387,7 +387,7 @@ def down(state_dir: Path, wipe: bool = False) -> list[str]:
     """
     state_dir = state_dir.resolve()
     state = load(state_dir)
-    stopped = _stop_all(state)
+    stopped = _stop_all(state, state_dir)
     if wipe:
         _wipe(state_dir)
         return stopped
@@ -412,12 +412,10 @@ def _wipe(state_dir: Path) -> None:
     shutil.rmtree(state_dir)
 
 
-# SeaweedFS's filer waits forever for its own metadata subscriptions to end on SIGTERM (a graceful
-# gRPC stop): what is acknowledged is already written to its files, so a short wait suffices.
-_STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0, "s3": 3.0}
+_STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0}
 
 
-def _stop_all(state: dict) -> list[str]:
+def _stop_all(state: dict, state_dir: Path) -> list[str]:
     services_ = {svc: info for svc, info in (state.get("services") or {}).items() if ours(info)}
     if ours(state.get("prometheus")):
         services_["prometheus"] = state["prometheus"]
@@ -426,11 +424,13 @@ def _stop_all(state: dict) -> list[str]:
     for part in ("kafka", "postgres", "s3"):
         info = state.get(part) or {}
         if not info.get("external") and ours(info):
-            # Postgres: SIGINT is its "fast" shutdown (a clean checkpoint without waiting for
-            # clients to disconnect); SIGTERM would wait for every open session.
-            stop(info, timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
-            if part == "s3":
+            if part == "s3":  # SeaweedFS's filer would wait 15 s on itself (see seaweed.stop)
+                seaweed.stop(info, state_dir / "logs" / "s3.log")
                 seaweed.remove_sockets(info.get("ports") or {})
+            else:
+                # Postgres: SIGINT is its "fast" shutdown (a clean checkpoint without waiting for
+                # clients to disconnect); SIGTERM would wait for every open session.
+                stop(info, timeout=_STOP_TIMEOUT[part], sig=signal.SIGINT if part == "postgres" else signal.SIGTERM)
             stopped.append(part)
     return stopped
 

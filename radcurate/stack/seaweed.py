@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +37,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from radcurate.stack.procs import StackError, _tail, alive, port_open, ports_free, process, spawn, wait_until
+from radcurate.stack.procs import (
+    StackError,
+    _tail,
+    alive,
+    ours,
+    port_open,
+    ports_free,
+    process,
+    spawn,
+    stop_all,
+    wait_until,
+)
 
 # Each component's HTTP and gRPC listener: chosen once per state dir and reused on restart (the
 # master keeps its metadata in a folder named after its port, and clients keep their endpoint).
@@ -171,6 +183,41 @@ def start(home: Path, log_path: Path, access_key: str, secret_key: str,
     return {**process(pid), "endpoint": f"127.0.0.1:{ports['s3']}", "access_key": access_key,
             "secret_key": secret_key, "ports": ports, "jwt_keys": jwt_keys, "home": str(home),
             "server": "seaweedfs"}
+
+
+# What `weed server` (4.48) does on SIGTERM: its shutdown hooks run one after another, the filer's
+# first, which stops the filer's gRPC server gracefully: that waits for every open stream, among
+# them two subscriptions to the filer's metadata from inside the same process (its own metadata
+# aggregator's, and the S3 gateway's watch on /etc/ for IAM changes) that end only after the
+# hook. So it waits out a fixed 15 s ("graceful stop timed out after 15s, forcing stop"), and only
+# then do the filer store, the volume server and the master close; nothing is written during the
+# wait. What the S3 API acknowledged is already in the data files (the volume server writes a
+# needle and its index entry, the filer store its journal, before the reply), so killing the
+# process once it is in that wait loses nothing that a 15 s wait would have kept.
+_IN_GRACEFUL_STOP = b"Gracefully stopping gRPC server"
+
+
+def stop(info: dict[str, Any], log_path: Path, timeout: float = 3.0) -> None:
+    """Stop the server (only while `info` is ours): SIGTERM, then SIGKILL as soon as the log shows
+    the filer waiting on its own subscriptions (see above), or after `timeout` if it never does."""
+    if not ours(info):
+        return
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(info["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and ours(info) and not _logged_since(log_path, offset, _IN_GRACEFUL_STOP):
+        time.sleep(0.02)
+    stop_all([info], timeout=2.0, sig=signal.SIGKILL)  # and wait for it to be gone
+
+
+def _logged_since(log_path: Path, offset: int, line: bytes) -> bool:
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            return line in f.read()
+    except OSError:
+        return False
 
 
 def remove_sockets(ports: dict[str, int]) -> None:
