@@ -5,6 +5,7 @@ stored, not only on screen."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -216,9 +217,19 @@ async def test_a_curator_grades_a_lumbar_studys_held_cell_in_the_console(stack, 
 
     page = await _console(browser, stack, await admin.create_user("cl-curator", "curator"), tmp_path)
     await page.get_by_role("tab", name="Adjudication").click()
+    # A decision from before the gateway kept cells (NULL): the page marks the cell whose
+    # readers are two grades apart itself.
+    [(rule_cells,)] = query(stack, "gateway", "SELECT cells FROM decisions WHERE study_id = %s", (held,))
+    query(stack, "gateway", "UPDATE decisions SET cells = NULL WHERE study_id = %s RETURNING study_id", (held,))
     await page.get_by_role("button", name=f"{held} · 3 reads").click()
     row = page.locator("#adj-cells tbody tr.held")
     await row.wait_for()
+    assert await row.count() == 1 and await row.get_attribute("data-cell") == DISPUTED
+    assert (await row.locator("td").all_inner_texts())[3] == "– · held"
+    query(stack, "gateway", "UPDATE decisions SET cells = %s WHERE study_id = %s RETURNING study_id",
+          (json.dumps(rule_cells), held))
+    await page.get_by_role("button", name=f"{held} · 3 reads").click()
+    await page.locator("#adj-cells tbody tr.held", has_text="Moderate · held").wait_for()
     assert await page.locator("#adj-cells tbody tr").count() == 25  # every cell, the held one marked
     assert await row.count() == 1 and await row.get_attribute("data-cell") == DISPUTED
     assert await page.locator("#adj-cells thead th").all_inner_texts() == ["Cell", *LUMBAR_READERS, "Rule", "Ruling"]
