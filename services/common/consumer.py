@@ -1,21 +1,22 @@
 """The one consumer base: inbox deduplication, bounded retries, dead letters, manual commits.
 
 A batch of records is applied in ONE Postgres transaction: the inbox rows, the handlers' state
-changes and the events they emit (outbox) commit together or not at all. Optimistically the
-batch runs without savepoints, its inbox rows and its outbox rows one statement each; if anything
-in it fails, the transaction rolls back whole and the batch runs again with each record inside its
-own savepoint, so one failing record gets its own outcome (retried, deferred or dead-lettered)
-and the others commit. A handler may also take the batch whole (`Handler.apply_many`: the batch's
-new events at once, so that e.g. all its votes go in one statement); the fallback still runs its
-per-record `apply`, so dead letters and idempotency stay per record. Kafka offsets are committed only after that transaction commits, so a
-crash at any point replays the batch and the inbox turns the replay into no-ops: at-least-once
-delivery, exactly-once effects. That transaction commits *synchronously* (`synchronous_commit =
-on` for the connection, set once per connection: `_synchronous`), whatever the server's default:
-an asynchronous commit returns before its WAL leaves Postgres's memory, so a crash of Postgres
-after the offset commit would lose effects whose records the group has already passed — lost for
-good. One synchronous commit per batch covers every record of it. And the offset moves only if
-that transaction really committed (see `_committed`: psycopg does not raise when a block ends on
-a connection that already broke). Metrics and delivery-log outcomes are recorded after the commit.
+changes and the events they emit (outbox) commit together or not at all. Optimistically the batch
+runs without savepoints, its inbox rows and its outbox rows one statement each; if anything in it
+fails, the transaction rolls back whole and the batch runs again with each record inside its own
+savepoint, so one failing record gets its own outcome (retried, deferred or dead-lettered) and the
+others commit. A handler may also take the batch whole (`Handler.apply_many`: the batch's new events
+at once, so that e.g. all its votes go in one statement); the fallback still runs its per-record
+`apply`, so dead letters and idempotency stay per record. Kafka offsets are committed only after
+that transaction commits, so a crash at any point replays the batch and the inbox turns the replay
+into no-ops: at-least-once delivery, exactly-once effects. That transaction commits *synchronously*
+(`synchronous_commit = on` for the connection, set once per connection: `_synchronous`), whatever
+the server's default: an asynchronous commit returns before its WAL leaves Postgres's memory, so a
+crash of Postgres after the offset commit would lose effects whose records the group has already
+passed — lost for good. One synchronous commit per batch covers every record of it. And the offset
+moves only if that transaction really committed (see `_committed`: psycopg does not raise when a
+block ends on a connection that already broke). Metrics and delivery-log outcomes are recorded after
+the commit.
 
 Every record has one of three outcomes:
 - applied (or recognised as a duplicate);

@@ -110,6 +110,20 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                                    if objects is None else objects)
         return await decide_if_complete(conn, event.study_id)
 
+    async def on_reviews_assigned(conn: psycopg.AsyncConnection, events: list[ReviewAssigned],
+                                  objects: list[list[DicomObject] | None]) -> list[ConsensusReached]:
+        """A batch of assignments with the effects of `on_review_assigned` on each in order: their
+        rows written (statements that read nothing, so they travel together), then one round trip
+        reads every study they may complete (`repo.decision_inputs_many`) instead of one each. A
+        study assigned twice in the batch is decided (if at all) at its first assignment, as one
+        by one: the second finds it decided, or still incomplete."""
+        for event, instances in zip(events, objects, strict=True):
+            await repo.save_assignment(conn, event, manifests.inline_objects(event.objects_manifest)
+                                       if instances is None else instances)
+        studies = list(dict.fromkeys(e.study_id for e in events))
+        inputs = await repo.decision_inputs_many(conn, studies)
+        return [reached for study_id in studies for reached in await decide(conn, study_id, *inputs[study_id])]
+
     async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered,
                                   _: Any) -> list[ConsensusReached]:
         """A reassignment changed the study's readers: the new reader's vote must count. When the
@@ -325,7 +339,8 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         )]
 
     return {
-        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned, prepare=fetch_objects),
+        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned, prepare=fetch_objects,
+                                               apply_many=on_reviews_assigned),
         Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast, apply_many=on_votes_cast),
         Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested, prepare=publish_selection),

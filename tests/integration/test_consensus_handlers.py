@@ -416,3 +416,37 @@ async def test_a_batch_holding_a_vote_by_someone_who_is_not_a_reader_is_refused(
             await handlers["vote-cast"].apply_many(db, [vote("S9", "r1", "agree_all"), vote("S9", "r9", "agree_all")],
                                                    [None, None])
     assert await rows(db, "SELECT vote_id FROM votes") == []
+
+
+async def _run_assignments(conn, handlers, events, *, batch: bool) -> tuple[list, dict]:
+    """Review-assigned events applied as the consumer applies a batch, through the batch-level
+    handler or one by one; what they emitted and the decisions after, then rolled back."""
+    handler = handlers["review-assigned"]
+    out: dict = {}
+    try:
+        async with conn.pipeline(), conn.transaction():
+            if batch:
+                emitted = list(await handler.apply_many(conn, events, [None] * len(events)))
+            else:
+                emitted = [e for a in events for e in await handler.apply(conn, a, None) or ()]
+            out["assignments"] = await rows(conn, "SELECT study_id, readers, suggested FROM assignments ORDER BY 1")
+            out["decisions"] = await rows(conn, "SELECT study_id, accepted, labels, vote_ids FROM decisions ORDER BY 1")
+            raise _Undo
+    except _Undo:
+        pass
+    return [e.model_dump(exclude={"event_id", "occurred_at", "correlation_id"}) for e in emitted], out
+
+
+async def test_a_batch_of_assignments_has_exactly_the_effects_of_its_assignments_one_by_one(db, handlers):
+    for reader in READERS:  # S1's votes raced ahead of its assignment; S2 has two of three
+        await apply(db, handlers, vote("S1", reader, "agree_all"))
+    for reader in READERS[:2]:
+        await apply(db, handlers, vote("S2", reader, "disagree"))
+    events = [assigned("S2"), assigned("S1"), assigned("S3"), assigned("S1")]  # S1 delivered twice
+    one_by_one = await _run_assignments(db, handlers, events, batch=False)
+    batched = await _run_assignments(db, handlers, events, batch=True)
+    assert batched == one_by_one
+    emitted, tables = batched
+    assert [e["study_id"] for e in emitted] == ["S1"]  # S1 decided once, S2 still waits for r3
+    assert [d["study_id"] for d in tables["decisions"]] == ["S1"]
+    assert [a["study_id"] for a in tables["assignments"]] == ["S1", "S2", "S3"]
