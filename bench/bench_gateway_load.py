@@ -23,6 +23,11 @@ or sampler records that service instead, whose share of CPU per vote is counted 
 BENCH_VOTE_NEXT=0 makes each reader ask `GET /reviews/next` before every vote (two requests per study);
 by default a vote asks for the reader's next assignment too (`?next=true`: one request per study, as
 the reviewer page and the simulated panel read).
+BENCH_FIRST_PROBE=N (default 0: off) first takes N readers' first requests apart, one at a time, before
+the idle window (their tokens have left the gateway's 5 s token cache again by the paced part): a
+health check on a new connection and again on it (the connection's cost), then `GET /reviews/next`
+with the token not yet seen and again (the token look-up's cost); wall time of each and the server's
+CPU per request of each kind.
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -207,6 +212,10 @@ class Run:
         self.lat: dict[str, list[float]] = {"next": [], "vote": []}
         self.errors: list[str] = []
         self.votes = 0
+        self.began = time.perf_counter()
+        # (seconds since the phase began, latency) per request of each kind: whether the slow ones
+        # are a reader's first request or the phase's first seconds, whichever request they are
+        self.when: dict[str, list[tuple[float, float]]] = {"next": [], "vote": []}
 
     @property
     def requests(self) -> int:
@@ -245,6 +254,7 @@ async def _timed(run: Run, op: str, send: Callable[[], Awaitable[httpx.Response]
             run.errors.append(type(exc).__name__)
             continue
         run.lat[op].append(time.perf_counter() - t0)
+        run.when[op].append((t0 - run.began, run.lat[op][-1]))
         return resp
 
 
@@ -328,6 +338,11 @@ def _latency_report(run: Run) -> None:
         p50, p99 = _pct(run.lat[op], 50), _pct(run.lat[op], 99)
         print(f"  {op:5s}: n={len(run.lat[op])} p50 {p50:.1f} ms  p99 {p99:.1f} ms (target p99 < "
               f"{TARGET_P99_MS:.0f} ms, ratio {p99 / TARGET_P99_MS:.2f}); {_load()}")
+        buckets: dict[int, list[float]] = {}
+        for began, seconds in run.when[op]:
+            buckets.setdefault(min(int(began), 5), []).append(seconds)
+        print("         by second since the phase began (5: the rest), n / p50 / max ms: " + ", ".join(
+            f"{b}: {len(xs)} / {_pct(xs, 50):.1f} / {max(xs) * 1000:.1f}" for b, xs in sorted(buckets.items())))
 
 
 # --- the pgbench reference ----------------------------------------------------------------------
@@ -403,6 +418,38 @@ def _pyspy(gateway_pid: int, seconds: float, out: Path) -> subprocess.Popen | No
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def _first_probe(url: str, tokens: list[str], window: CpuWindow) -> None:
+    """Why a reader's first request is slower than the rest (BENCH_FIRST_PROBE): each step for all
+    probed readers in turn, one request at a time, so no request queues behind another of the bench."""
+    clients = [KeepAliveConnection(url, timeout=60) for _ in tokens]
+    steps: list[tuple[str, Callable[[KeepAliveConnection, str], Awaitable[Answer]]]] = [
+        ("healthz, new connection", lambda c, t: c.request("GET", "/healthz")),
+        ("healthz, kept connection", lambda c, t: c.request("GET", "/healthz")),
+        ("next, token not yet seen", lambda c, t: c.request("GET", "/api/v1/reviews/next",
+                                                             headers={"authorization": f"Bearer {t}"})),
+        ("next, token cached", lambda c, t: c.request("GET", "/api/v1/reviews/next",
+                                                       headers={"authorization": f"Bearer {t}"})),
+    ]
+    try:
+        for label, step in steps:
+            walls: list[float] = []
+            window.start()
+            for client, token in zip(clients, tokens, strict=True):
+                t0 = time.perf_counter()
+                answer = await step(client, token)
+                walls.append(time.perf_counter() - t0)
+                assert answer.status_code in (200, 204), answer.text
+            per, _, _ = window.stop()
+            server = {k: per.get(k, 0.0) * 1000 / len(tokens) for k in ("gateway", "postgres")}
+            walls.sort()
+            print(f"  first-request probe, {label}: wall p50 {walls[len(walls) // 2] * 1000:.2f} ms,"
+                  f" p90 {walls[int(len(walls) * 0.9)] * 1000:.2f} ms; server CPU ms/request: gateway"
+                  f" {server['gateway']:.2f}, postgres {server['postgres']:.2f}; {_load()}")
+    finally:
+        for client in clients:
+            client.close()
+
+
 def main(studies: int, n_readers: int, paced_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
@@ -418,6 +465,9 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                   f" {'the next assignment with the vote' if VOTE_NEXT else 'GET /next before each vote'}; {_load()}")
 
             window = CpuWindow(roots)
+            probed = int(os.environ.get("BENCH_FIRST_PROBE", "0"))
+            if probed:
+                asyncio.run(_first_probe(state["gateway_url"], tokens[:probed], window))
             window.start()
             time.sleep(10)
             per, _, seconds = window.stop()

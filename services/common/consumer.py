@@ -1,19 +1,22 @@
 """The one consumer base: inbox deduplication, bounded retries, dead letters, manual commits.
 
 A batch of records is applied in ONE Postgres transaction: the inbox rows, the handlers' state
-changes and the events they emit (outbox) commit together or not at all. Optimistically the
-batch runs without savepoints, its inbox rows and its outbox rows one statement each; if anything
-in it fails, the transaction rolls back whole and the batch runs again with each record inside its
-own savepoint, so one failing record gets its own outcome (retried, deferred or dead-lettered)
-and the others commit. Kafka offsets are committed only after that transaction commits, so a
-crash at any point replays the batch and the inbox turns the replay into no-ops: at-least-once
-delivery, exactly-once effects. That transaction commits *synchronously* (`synchronous_commit =
-on` for the connection, set once per connection: `_synchronous`), whatever the server's default:
-an asynchronous commit returns before its WAL leaves Postgres's memory, so a crash of Postgres
-after the offset commit would lose effects whose records the group has already passed — lost for
-good. One synchronous commit per batch covers every record of it. And the offset moves only if
-that transaction really committed (see `_committed`: psycopg does not raise when a block ends on
-a connection that already broke). Metrics and delivery-log outcomes are recorded after the commit.
+changes and the events they emit (outbox) commit together or not at all. Optimistically the batch
+runs without savepoints, its inbox rows and its outbox rows one statement each; if anything in it
+fails, the transaction rolls back whole and the batch runs again with each record inside its own
+savepoint, so one failing record gets its own outcome (retried, deferred or dead-lettered) and the
+others commit. A handler may also take the batch whole (`Handler.apply_many`: the batch's new events
+at once, so that e.g. all its votes go in one statement); the fallback still runs its per-record
+`apply`, so dead letters and idempotency stay per record. Kafka offsets are committed only after
+that transaction commits, so a crash at any point replays the batch and the inbox turns the replay
+into no-ops: at-least-once delivery, exactly-once effects. That transaction commits *synchronously*
+(`synchronous_commit = on` for the connection, set once per connection: `_synchronous`), whatever
+the server's default: an asynchronous commit returns before its WAL leaves Postgres's memory, so a
+crash of Postgres after the offset commit would lose effects whose records the group has already
+passed — lost for good. One synchronous commit per batch covers every record of it. And the offset
+moves only if that transaction really committed (see `_committed`: psycopg does not raise when a
+block ends on a connection that already broke). Metrics and delivery-log outcomes are recorded after
+the commit.
 
 Every record has one of three outcomes:
 - applied (or recognised as a duplicate);
@@ -53,7 +56,7 @@ from services.common.contracts import Event, parse_event
 from services.common.failures import PermanentError, TransientError, is_transient
 from services.common.kafka import KafkaConnection, client_options, stop_consumer
 
-__all__ = ["EventConsumer", "Handler", "PermanentError", "TransientError"]
+__all__ = ["EventConsumer", "Handler", "OneByOne", "PermanentError", "TransientError"]
 
 log = logging.getLogger(__name__)
 # One line per record's outcome and per offset commit, when `delivery_log` is on (the fault test
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 delivery = logging.getLogger("radcurate.delivery")
 
 Apply = Callable[[psycopg.AsyncConnection, Any, Any], Awaitable[Iterable[Event] | None]]
+ApplyMany = Callable[[psycopg.AsyncConnection, list[Any], list[Any]], Awaitable[Iterable[Event]]]
 Prepare = Callable[[Any], Awaitable[Any]]
 
 
@@ -71,10 +75,24 @@ class Handler:
     `prepare` (optional) runs for every event of a batch concurrently and outside the database
     transaction — the place for slow I/O such as LLM calls. `apply` then runs inside the
     transaction with the prepared value and returns the events to publish.
+
+    `apply_many` (optional) is the batch-level form of `apply`: on the one-transaction path it
+    gets every new event of the batch (in record order, duplicates already removed by the inbox)
+    with their prepared values, and returns the events to publish in record order — so a batch's
+    records can share round trips (one statement for all votes instead of one per vote). It must
+    have exactly the effects of calling `apply` on each event in order. Should it fail, or raise
+    `OneByOne` for a case it does not batch, the batch rolls back whole and runs record by record
+    through `apply`, so dead letters and retries stay per record.
     """
 
     apply: Apply
     prepare: Prepare | None = None
+    apply_many: ApplyMany | None = None
+
+
+class OneByOne(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by an `apply_many` for a batch it leaves to `apply` (a rare case it does not batch):
+    the batch's transaction rolls back and the batch runs record by record."""
 
 
 @dataclass
@@ -320,6 +338,8 @@ class EventConsumer:
             if self._fits_one_transaction(records[:cut], decoded[:cut], prepared[:cut]):
                 try:
                     seen = await self._apply_all(conn, handler, records[:cut], decoded[:cut], prepared[:cut])
+                except OneByOne:
+                    pass  # a case the batch-level handler leaves to `apply`: not a failure
                 except Exception as exc:
                     if conn.broken:  # Postgres is gone: nothing applied; the caller pauses and replays
                         raise
@@ -359,15 +379,30 @@ class EventConsumer:
                 await cur.execute(_INBOX_MANY, (records[0].topic, [e.event_id for e in events]))
                 fresh = {row[0] for row in await cur.fetchall()}
             emitted: list[Event] = []
-            for record, event, prep in zip(records, events, prepared, strict=True):
-                began = time.perf_counter()
-                if event.event_id in fresh:
-                    fresh.discard(event.event_id)  # a second copy later in this batch is a duplicate
-                    emitted.extend(await handler.apply(conn, event, prep.result) or ())
-                    seen.append(_Seen(record, event.event_id, "applied"))
-                else:
-                    seen.append(_Seen(record, event.event_id, "duplicate"))
-                own.append(time.perf_counter() - began)
+            if handler.apply_many is not None:
+                new: list[Event] = []
+                new_prepared: list[Any] = []
+                for record, event, prep in zip(records, events, prepared, strict=True):
+                    if event.event_id in fresh:
+                        fresh.discard(event.event_id)  # a second copy later in this batch is a duplicate
+                        new.append(event)
+                        new_prepared.append(prep.result)
+                        seen.append(_Seen(record, event.event_id, "applied"))
+                    else:
+                        seen.append(_Seen(record, event.event_id, "duplicate"))
+                    own.append(0.0)  # the batch's time is shared out evenly below
+                if new:
+                    emitted.extend(await handler.apply_many(conn, new, new_prepared))
+            else:
+                for record, event, prep in zip(records, events, prepared, strict=True):
+                    began = time.perf_counter()
+                    if event.event_id in fresh:
+                        fresh.discard(event.event_id)  # a second copy later in this batch is a duplicate
+                        emitted.extend(await handler.apply(conn, event, prep.result) or ())
+                        seen.append(_Seen(record, event.event_id, "applied"))
+                    else:
+                        seen.append(_Seen(record, event.event_id, "duplicate"))
+                    own.append(time.perf_counter() - began)
             await outbox.record(conn, emitted)
         self._committed(tx, conn, newly_durable, None)
         shared = (time.perf_counter() - started - sum(own)) / len(seen)

@@ -65,7 +65,11 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             raise PermanentError(str(exc)) from None
 
     async def decide_if_complete(conn: psycopg.AsyncConnection, study_id: str) -> list[ConsensusReached]:
-        assignment, decided, counted = await repo.decision_inputs(conn, study_id)
+        return await decide(conn, study_id, *await repo.decision_inputs(conn, study_id))
+
+    async def decide(conn: psycopg.AsyncConnection, study_id: str, assignment: dict | None, decided: bool,
+                     counted: list[dict]) -> list[ConsensusReached]:
+        """Decide the study if all its current readers have voted (from `repo.decision_inputs`)."""
         if assignment is None or decided:
             return []
         protocol, rule = protocol_and_rule(assignment["protocol"])
@@ -106,6 +110,20 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                                    if objects is None else objects)
         return await decide_if_complete(conn, event.study_id)
 
+    async def on_reviews_assigned(conn: psycopg.AsyncConnection, events: list[ReviewAssigned],
+                                  objects: list[list[DicomObject] | None]) -> list[ConsensusReached]:
+        """A batch of assignments with the effects of `on_review_assigned` on each in order: their
+        rows written (statements that read nothing, so they travel together), then one round trip
+        reads every study they may complete (`repo.decision_inputs_many`) instead of one each. A
+        study assigned twice in the batch is decided (if at all) at its first assignment, as one
+        by one: the second finds it decided, or still incomplete."""
+        for event, instances in zip(events, objects, strict=True):
+            await repo.save_assignment(conn, event, manifests.inline_objects(event.objects_manifest)
+                                       if instances is None else instances)
+        studies = list(dict.fromkeys(e.study_id for e in events))
+        inputs = await repo.decision_inputs_many(conn, studies)
+        return [reached for study_id in studies for reached in await decide(conn, study_id, *inputs[study_id])]
+
     async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered,
                                   _: Any) -> list[ConsensusReached]:
         """A reassignment changed the study's readers: the new reader's vote must count. When the
@@ -116,25 +134,55 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         await repo.set_readers(conn, event.study_id, event.readers, event.from_reader)
         return await decide_if_complete(conn, event.study_id)
 
-    async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ConsensusReached]:
-        """Record a vote; decide the study once all its readers have voted.
-
-        One statement records the vote and says what was known before it (`repo.record_vote`);
-        only a vote that can complete its study reads the study's votes."""
-        seen = await repo.record_vote(conn, vote)
+    async def recorded(conn: psycopg.AsyncConnection, vote: VoteCast, seen: dict) -> bool:
+        """What a recorded vote (`seen`: what was known before it) leads to: True when it may
+        complete its study; a vote by a non-reader is a dead letter, a late vote or re-vote a flag."""
         if seen["assigned"] and not (seen["reader"] or seen["former_reader"]):
             # not inserted: the statement records only a current or former reader's vote
             raise PermanentError(f"vote {vote.vote_id} by {vote.reader_id}, who is not a reader of this study")
         if seen["decided"] or seen["revote"]:  # recorded, not counted
             await repo.flag(conn, vote.study_id,
                             "vote after decision" if seen["decided"] else f"re-vote by {vote.reader_id}")
-            return []
+            return False
         # Not assigned yet: review-assigned decides when it comes. Fewer counted votes than readers
         # even with this one: nothing to decide. (An upper bound, as the insert may have met an
-        # existing vote_id; decide_if_complete counts exactly.)
-        if not seen["assigned"] or seen["counted_by_readers"] + seen["reader"] < seen["n_readers"]:
+        # existing vote_id; `decide` counts exactly.)
+        return bool(seen["assigned"]) and seen["counted_by_readers"] + seen["reader"] >= seen["n_readers"]
+
+    async def on_vote_cast(conn: psycopg.AsyncConnection, vote: VoteCast, _: Any) -> list[ConsensusReached]:
+        """Record a vote; decide the study once all its readers have voted.
+
+        One statement records the vote and says what was known before it (`repo.record_vote`);
+        only a vote that can complete its study reads the study's votes."""
+        if not await recorded(conn, vote, await repo.record_vote(conn, vote)):
             return []
         return await decide_if_complete(conn, vote.study_id)
+
+    async def on_votes_cast(conn: psycopg.AsyncConnection, votes: list[VoteCast],
+                            _: list[Any]) -> list[ConsensusReached]:
+        """A batch of votes with the effects of `on_vote_cast` on each in order, in a few round
+        trips instead of one or two per vote: the batch goes in rounds, each holding at most one
+        vote per study (a study's votes keep their order across rounds). A study's state depends
+        only on its own votes, so the votes of one round are independent: one statement records
+        them all (`repo.record_votes`) and one round trip reads every study they may complete
+        (`repo.decision_inputs_many`). The decisions are written before the next round reads."""
+        rounds: list[list[int]] = []
+        depth: dict[str, int] = {}
+        for i, vote in enumerate(votes):
+            n = depth[vote.study_id] = depth.get(vote.study_id, -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(i)
+        emitted: list[list[ConsensusReached]] = [[] for _ in votes]
+        for members in rounds:
+            batch = [votes[i] for i in members]
+            complete = [i for i, seen in zip(members, await repo.record_votes(conn, batch), strict=True)
+                        if await recorded(conn, votes[i], seen)]
+            if complete:
+                inputs = await repo.decision_inputs_many(conn, [votes[i].study_id for i in complete])
+                for i in complete:
+                    emitted[i] = await decide(conn, votes[i].study_id, *inputs[votes[i].study_id])
+        return [e for per_vote in emitted for e in per_vote]
 
     async def on_adjudication_requested(conn: psycopg.AsyncConnection, cmd: AdjudicationRequested,
                                         _: Any) -> list[StudyAdjudicated]:
@@ -291,9 +339,10 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         )]
 
     return {
-        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned, prepare=fetch_objects),
+        Topic.REVIEW_ASSIGNED.value: Handler(apply=on_review_assigned, prepare=fetch_objects,
+                                               apply_many=on_reviews_assigned),
         Topic.REVIEW_REOFFERED.value: Handler(apply=on_review_reoffered),
-        Topic.VOTE_CAST.value: Handler(apply=on_vote_cast),
+        Topic.VOTE_CAST.value: Handler(apply=on_vote_cast, apply_many=on_votes_cast),
         Topic.SELECTION_REQUESTED.value: Handler(apply=on_selection_requested, prepare=publish_selection),
         Topic.ADJUDICATION_REQUESTED.value: Handler(apply=on_adjudication_requested),
         Topic.REPORT_REQUESTED.value: Handler(apply=on_report_requested),

@@ -82,6 +82,63 @@ async def record_vote(conn: psycopg.AsyncConnection, v: VoteCast) -> dict:
     return row
 
 
+# `_RECORD_VOTE` for several votes in one statement. Each vote's `seen` row is what was known
+# before the statement, so the votes of one statement must be on different studies (then no vote
+# of it can see another's insert, exactly as if they had come one after another): `record_votes`'
+# caller splits a batch into such rounds.
+_RECORD_VOTES = (
+    "WITH batch AS (SELECT * FROM unnest(%(vote)s::text[], %(study)s::text[], %(reader)s::text[],"
+    " %(judgement)s::text[], %(seconds)s::float8[], %(cast_at)s::timestamptz[]) WITH ORDINALITY"
+    " AS b(vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, n)),"
+    " seen AS (SELECT b.*, a.study_id IS NOT NULL AS assigned, jsonb_array_length(a.readers) AS n_readers,"
+    " coalesce(a.readers ? b.reader_id, false) AS reader,"
+    " coalesce(a.former_readers ? b.reader_id, false) AS former_reader,"
+    " EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = b.study_id) AS decided,"
+    " EXISTS (SELECT 1 FROM votes v WHERE v.study_id = b.study_id AND v.reader_id = b.reader_id AND v.counted)"
+    " AS revote,"
+    " (SELECT count(*) FROM votes v WHERE v.study_id = b.study_id AND v.counted AND a.readers ? v.reader_id)"
+    " AS counted_by_readers"
+    " FROM batch b LEFT JOIN assignments a ON a.study_id = b.study_id),"
+    " saved AS (INSERT INTO votes (vote_id, study_id, reader_id, judgement, seconds_spent, cast_at, counted)"
+    " SELECT vote_id, study_id, reader_id, judgement::jsonb, seconds_spent, cast_at, NOT (decided OR revote)"
+    " FROM seen WHERE NOT assigned OR reader OR former_reader ORDER BY n"
+    " ON CONFLICT (vote_id) DO NOTHING)"
+    " SELECT assigned, n_readers, reader, former_reader, decided, revote, counted_by_readers FROM seen ORDER BY n")
+
+
+async def record_votes(conn: psycopg.AsyncConnection, votes: list[VoteCast]) -> list[dict]:
+    """`record_vote` for several votes, each on a different study, in one statement: what was
+    known before each, in the order given."""
+    if len({v.study_id for v in votes}) != len(votes):
+        raise ValueError("record_votes: the votes of one statement must be on different studies")
+    cur = await conn.execute(_RECORD_VOTES, {
+        "vote": [v.vote_id for v in votes], "study": [v.study_id for v in votes],
+        "reader": [v.reader_id for v in votes], "judgement": [v.judgement.model_dump_json() for v in votes],
+        "seconds": [v.seconds_spent for v in votes], "cast_at": [v.occurred_at for v in votes]})
+    return await cur.fetchall()
+
+
+async def decision_inputs_many(conn: psycopg.AsyncConnection, study_ids: list[str],
+                               ) -> dict[str, tuple[dict | None, bool, list[dict]]]:
+    """`decision_inputs` for several studies in one round trip: study id -> (assignment or None,
+    decided, counted votes in casting order)."""
+    assignments = await conn.execute(
+        "SELECT a.*, EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id) AS decided"
+        " FROM assignments a WHERE a.study_id = ANY(%s)", (study_ids,))
+    votes = await conn.execute(
+        f"SELECT v.study_id, v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS}"
+        " FROM votes v JOIN assignments a USING (study_id)"
+        " WHERE v.study_id = ANY(%s) AND v.counted ORDER BY v.study_id, v.cast_at, v.vote_id", (study_ids,))
+    found: dict[str, tuple[dict | None, bool, list[dict]]] = {s: (None, False, []) for s in study_ids}
+    for row in await assignments.fetchall():
+        decided = row.pop("decided")
+        found[row["study_id"]] = (row, decided, [])
+    for row in await votes.fetchall():
+        study_id = row.pop("study_id")
+        found[study_id][2].append(_with_judgement(row))
+    return found
+
+
 async def decision_inputs(conn: psycopg.AsyncConnection, study_id: str) -> tuple[dict | None, bool, list[dict]]:
     """The study's assignment, whether it is decided and its counted votes (`counted_votes`), in one
     round trip: both statements are sent before either answer is read (in pipeline mode, as the

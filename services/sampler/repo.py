@@ -125,6 +125,22 @@ async def close_lease(conn: psycopg.AsyncConnection, study_id: str, reader_id: s
     return await cur.fetchone()
 
 
+async def close_leases(conn: psycopg.AsyncConnection, reads: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """`close_lease` for several distinct (study_id, reader_id) reads in one statement: the leases
+    closed by it, as they were before, keyed by read (a read missing from the answer has no lease
+    or was voted already). Rows are locked in key order, as every multi-row lock should be, so two
+    transactions locking overlapping sets wait for each other instead of deadlocking."""
+    cur = await conn.execute(
+        "WITH old AS (SELECT l.study_id, l.reader_id, l.run_id, l.status, l.replaced_by FROM leases l"
+        " JOIN unnest(%s::text[], %s::text[]) AS r(study_id, reader_id) USING (study_id, reader_id)"
+        " ORDER BY l.study_id, l.reader_id FOR UPDATE OF l)"
+        " UPDATE leases l SET status = 'voted' FROM old"
+        " WHERE l.study_id = old.study_id AND l.reader_id = old.reader_id AND old.status <> 'voted'"
+        " RETURNING old.study_id, old.reader_id, old.run_id, old.status, old.replaced_by",
+        ([s for s, _ in reads], [r for _, r in reads]))
+    return {(row["study_id"], row["reader_id"]): row for row in await cur.fetchall()}
+
+
 async def due_leases(conn: psycopg.AsyncConnection, limit: int = 200) -> list[dict]:
     """Open leases past their deadline, locked so two sweepers never move the same read."""
     cur = await conn.execute(

@@ -350,3 +350,103 @@ async def test_a_lumbar_adjudication_grades_the_disputed_cell_beside_the_rules_d
 async def repo_accepted(conn):
     from services.consensus import repo
     return await repo.accepted_studies(conn, Protocol.LUMBAR.value)
+
+
+class _Undo(Exception):
+    """Rolls a scenario back so the same events can run again on the same state."""
+
+
+async def _run_votes(conn, handlers, votes, *, batch: bool) -> tuple[list, dict]:
+    """The votes applied as the consumer applies a batch (pipelined, one transaction): through the
+    batch-level handler, or one by one; the events emitted and the tables after, then rolled back."""
+    handler = handlers["vote-cast"]
+    out: dict = {}
+    try:
+        async with conn.pipeline(), conn.transaction():
+            if batch:
+                emitted = list(await handler.apply_many(conn, votes, [None] * len(votes)))
+            else:
+                emitted = [e for v in votes for e in await handler.apply(conn, v, None) or ()]
+            out["votes"] = await rows(conn, "SELECT vote_id, study_id, reader_id, counted, judgement, seconds_spent,"
+                                      " cast_at FROM votes ORDER BY vote_id")
+            out["decisions"] = await rows(conn, "SELECT study_id, accepted, labels, rule, rule_version,"
+                                          " needs_adjudication, reason, vote_ids, cells FROM decisions ORDER BY 1")
+            out["flags"] = await rows(conn, "SELECT study_id, reason FROM flags ORDER BY study_id, id")
+            raise _Undo
+    except _Undo:
+        pass
+    return [e.model_dump(exclude={"event_id", "occurred_at", "correlation_id"}) for e in emitted], out
+
+
+async def test_a_batch_of_votes_has_exactly_the_effects_of_its_votes_one_by_one(db, handlers):
+    for study in ("S1", "S2", "S4", "S5"):
+        await apply(db, handlers, assigned(study))
+    await apply(db, handlers, vote("S4", "r1", "agree_all"))  # S4: one vote before the batch
+    async with db.transaction():  # S5: r3 moved away to r4, so r3's vote is a former reader's
+        await db.execute("UPDATE assignments SET readers = '[\"r1\", \"r2\", \"r4\"]', former_readers = '[\"r3\"]'"
+                         " WHERE study_id = 'S5'")
+    votes = [
+        vote("S1", "r1", "agree_all"), vote("S2", "r1", "disagree"), vote("S3", "r1", "agree_all"),
+        vote("S1", "r1", "disagree", vote_id="S1-r1-again"),  # a re-vote in the same batch
+        vote("S4", "r2", "agree_all"), vote("S1", "r2", "agree_all"), vote("S5", "r3", "agree_all"),
+        vote("S2", "r1", "disagree").model_copy(update={"event_id": "again"}),  # same vote_id, new event
+        vote("S3", "r2", "agree_all"), vote("S1", "r3", "disagree"),  # completes S1
+        vote("S2", "r2", "agree_mostly"), vote("S4", "r3", "disagree"),  # completes S4
+        vote("S1", "r3", "agree_all", vote_id="S1-r3-late"),  # after S1's decision, in the same batch
+        vote("S5", "r1", "agree_all"), vote("S5", "r2", "agree_all"), vote("S5", "r4", "agree_all"),
+        vote("S2", "r3", "agree_all"),  # completes S2
+    ]
+    one_by_one = await _run_votes(db, handlers, votes, batch=False)
+    batched = await _run_votes(db, handlers, votes, batch=True)
+    assert batched == one_by_one
+    emitted, tables = batched
+    assert sorted(e["study_id"] for e in emitted) == ["S1", "S2", "S4", "S5"]
+    # S5 is decided by its current readers; the moved-away reader's vote is stored beside them
+    assert [e["vote_ids"] for e in emitted if e["study_id"] == "S5"] == [["S5-r1", "S5-r2", "S5-r4"]]
+    assert [f["reason"] for f in tables["flags"] if f["study_id"] == "S1"] == [
+        "re-vote by r1", "vote after decision"]
+    # the redelivered vote_id is stored once, beside S4's vote from before the batch
+    assert len(tables["votes"]) == len({v.vote_id for v in votes}) + 1 == len(votes)
+
+
+async def test_a_batch_holding_a_vote_by_someone_who_is_not_a_reader_is_refused(db, handlers):
+    await apply(db, handlers, assigned("S9"))
+    with pytest.raises(PermanentError, match="not a reader"):
+        async with db.transaction():
+            await handlers["vote-cast"].apply_many(db, [vote("S9", "r1", "agree_all"), vote("S9", "r9", "agree_all")],
+                                                   [None, None])
+    assert await rows(db, "SELECT vote_id FROM votes") == []
+
+
+async def _run_assignments(conn, handlers, events, *, batch: bool) -> tuple[list, dict]:
+    """Review-assigned events applied as the consumer applies a batch, through the batch-level
+    handler or one by one; what they emitted and the decisions after, then rolled back."""
+    handler = handlers["review-assigned"]
+    out: dict = {}
+    try:
+        async with conn.pipeline(), conn.transaction():
+            if batch:
+                emitted = list(await handler.apply_many(conn, events, [None] * len(events)))
+            else:
+                emitted = [e for a in events for e in await handler.apply(conn, a, None) or ()]
+            out["assignments"] = await rows(conn, "SELECT study_id, readers, suggested FROM assignments ORDER BY 1")
+            out["decisions"] = await rows(conn, "SELECT study_id, accepted, labels, vote_ids FROM decisions ORDER BY 1")
+            raise _Undo
+    except _Undo:
+        pass
+    return [e.model_dump(exclude={"event_id", "occurred_at", "correlation_id"}) for e in emitted], out
+
+
+async def test_a_batch_of_assignments_has_exactly_the_effects_of_its_assignments_one_by_one(db, handlers):
+    for reader in READERS:  # S1's votes raced ahead of its assignment; S2 has two of three
+        await apply(db, handlers, vote("S1", reader, "agree_all"))
+    for reader in READERS[:2]:
+        await apply(db, handlers, vote("S2", reader, "disagree"))
+    events = [assigned("S2"), assigned("S1"), assigned("S3"), assigned("S1")]  # S1 delivered twice
+    one_by_one = await _run_assignments(db, handlers, events, batch=False)
+    batched = await _run_assignments(db, handlers, events, batch=True)
+    assert batched == one_by_one
+    emitted, tables = batched
+    assert [e["study_id"] for e in emitted] == ["S1"]  # S1 decided once, S2 still waits for r3
+    assert [d["study_id"] for d in tables["decisions"]] == ["S1"]
+    assert [a["study_id"] for a in tables["assignments"]] == ["S1", "S2", "S3"]

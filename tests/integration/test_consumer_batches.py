@@ -17,7 +17,7 @@ from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.consumer import EventConsumer
+from services.common.consumer import EventConsumer, Handler, OneByOne, PermanentError
 from tests.integration.test_outbox_and_consumer import Harness, produce, record_applied, report
 
 pytestmark = pytest.mark.integration
@@ -159,3 +159,60 @@ async def test_a_redelivered_clean_batch_is_all_duplicates_and_emits_nothing_twi
         assert consumed(consumer.service, fresh_topic, "duplicate") == 10
         assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
                                          {"service": consumer.service, "topic": fresh_topic}) is None
+
+
+@pytest.mark.parametrize("batch_outcome", ["applied", "fails on BAD", "one by one"])
+async def test_a_batch_level_handler_gets_the_batchs_new_events_at_once_and_falls_back_record_by_record(
+        infra, fresh_schema, fresh_topic, batch_outcome):
+    """`Handler.apply_many` gets every new event of a clean batch in one call (the inbox has removed
+    the copies); when it fails, or leaves the batch to `apply` (`OneByOne`), the batch rolls back
+    whole and runs record by record, where a poison record is dead-lettered alone."""
+    calls: list[list[str]] = []
+    one_by_one: list[str] = []
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
+        one_by_one.append(event.study_id)
+        if event.study_id == "BAD":
+            raise PermanentError("BAD is refused")
+        await record_applied(conn, event, prepared)
+        return [report(f"{event.study_id}-next")]
+
+    async def apply_many(conn: psycopg.AsyncConnection, events: list[Any], prepared: list[Any]) -> list:
+        calls.append([e.study_id for e in events])
+        await conn.execute("INSERT INTO applied SELECT * FROM unnest(%s::text[], %s::text[])",
+                           ([e.event_id for e in events], [e.study_id for e in events]))
+        if batch_outcome == "fails on BAD" and any(e.study_id == "BAD" for e in events):
+            raise RuntimeError("the batch says no to BAD")
+        if batch_outcome == "one by one":
+            raise OneByOne
+        return [report(f"{e.study_id}-next") for e in events]
+
+    g1, g2, g3 = report("G1"), report("G2"), report("G3")
+    sent = [g1, g2, g1, g3, g2] + ([report("BAD")] if batch_outcome == "fails on BAD" else [])
+    async with Harness(infra, fresh_schema, fresh_topic, apply) as h:
+        await produce(h.bootstrap, fresh_topic, [("one-key", e.model_dump_json().encode()) for e in sent])
+        consumer = h.consumer()
+        consumer._handlers[fresh_topic] = Handler(apply=apply, apply_many=apply_many)
+        service = consumer.service
+        fallbacks = REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                              {"service": service, "topic": fresh_topic}) or 0.0
+        batches = await fetch(consumer, len(sent))
+        await apply_batches(consumer, [(tp, records) for tp, records in batches])
+
+        assert calls and all(len(c) == len(set(c)) for c in calls), calls  # copies never reach it
+        assert sorted(s for c in calls for s in c) == sorted({e.study_id for e in sent})
+        assert await h.count("SELECT count(*) FROM applied") == 3  # each good event once
+        assert await h.count("SELECT count(DISTINCT study_id) FROM applied") == 3
+        assert await h.count("SELECT count(*) FROM outbox WHERE right(topic, 4) <> '.dlq'") == 3
+        assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'") == (
+            1 if batch_outcome == "fails on BAD" else 0)
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'applied'") == 3
+
+    assert consumed(service, fresh_topic, "duplicate") == 2
+    if batch_outcome == "applied":
+        assert one_by_one == []
+    else:
+        assert sorted(one_by_one) == sorted({e.study_id for e in sent})
+    assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                     {"service": service, "topic": fresh_topic}) == (
+        fallbacks + 1 if batch_outcome == "fails on BAD" else (fallbacks or None))
