@@ -86,7 +86,7 @@ def snapshot(state: dict, metrics_port: int) -> dict[str, Any]:
             "".join(r["s"] + "\n" for r in sample))
     snap["s3"] = s3_metrics(metrics_port)
     snap["memory"] = {svc: memory_mib(info["pid"]) for svc, info in (state.get("services") or {}).items()
-                      if info.get("pid")}
+                      if info.get("pid") and Path(f"/proc/{info['pid']}").exists()}
     return snap
 
 
@@ -110,8 +110,11 @@ def run(scale: int, out: Path) -> None:
 
     def down_after_snapshot(state_dir: Path, *args: Any, **kwargs: Any) -> Any:
         state = local.load(state_dir)
-        if state.get("postgres") and not taken:
-            taken.update(snapshot(state, metrics_port))
+        try:
+            if state.get("postgres") and not taken:
+                taken.update(snapshot(state, metrics_port))
+        except Exception as exc:  # noqa: BLE001 - an interrupted run has no counters to save; stop it anyway
+            print(f"no snapshot: {exc!r}", file=sys.stderr)
         return real_down(state_dir, *args, **kwargs)
 
     local.down = down_after_snapshot  # type: ignore[assignment]

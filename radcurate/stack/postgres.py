@@ -68,16 +68,13 @@ host all all ::1/128 scram-sha-256
 # lose or corrupt the local stack's last writes. Production runs Postgres with its defaults. The
 # services also ask for synchronous commits on each connection (services/common/db.py).
 #
-# Statistics that keep up with a table growing from empty (`autovacuum_naptime`, default 1 min):
-# a service's connection prepares a frequent statement (psycopg, after 5 runs) while its tables
-# are near empty; the plan Postgres then caches (a sequential scan, cheapest over a few pages) is
-# only replanned when the table is analyzed, and autovacuum looks at each database once a naptime.
-# A funnel run at 1x took ~60 s, so the gateway's four duplicate checks per ingest batch
-# (`studies.holders_of`) seq-scanned `studies` and `study_objects` for the whole run — ~0.5 ms of
-# Postgres per study at 1x, growing with the tables (bench/scale_stats.py). A 5 s naptime
-# analyzes a growing table every 10 % of growth within seconds; each worker's visit to an idle
-# database costs well under a millisecond.
-SETTINGS = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB", "autovacuum_naptime": "5s"}
+# `autovacuum_naptime` stays at its 1 min default. A service prepares its statements while its
+# tables are near empty and keeps the sequential-scan plans until the next analyze (up to a
+# minute): pg_stat_statements shows the gateway's four duplicate checks per ingest batch as ~0.5 ms
+# per study at 1x, but that is time waited on a loaded machine; they read ~40 rows per study, a few
+# µs of CPU. A 5 s naptime removed them and cost more: 242 instead of 39 autoanalyzes at 1x
+# (Postgres 15.4 vs 12.1 s of CPU in a back-to-back pair at load 16-22, bench/scale_stats.py).
+SETTINGS = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB"}
 
 
 def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
