@@ -37,7 +37,7 @@ is printed too, and CPU per study net of it: a longer run pays more of the S3 se
 broker's by-the-second cost per study, which a production MinIO/Kafka would not scale the same way.
 Where the growth goes (Postgres statements, tables, the S3 server's requests by action): the
 same funnel at one scale with those counters saved, and a per-study comparison of two scales:
-bench/scale_stats.py (session 8 found the metrics loop's outbox scans and stale cached plans).
+bench/scale_stats.py (session 8: the metrics loop's outbox scans, now indexed).
 A smaller base with full-size images (RADCURATE_BENCH_STUDIES=1000) takes the first N studies
 of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
