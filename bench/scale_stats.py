@@ -19,12 +19,14 @@ actions' counts and seconds per study.
 Session 8 (main b8b7fc3, load 7-17): statement counts per study are flat from 1x to 3x; what grew
 was every service's 5 s metrics loop, whose backlog gauge and day-old prune each read the whole
 outbox (39 -> 428 µs of execution per study, 1x at load 7 vs 3x at load 13; both time-driven,
-so a loaded or longer run pays more of them): migration 002's index makes them ~1 and ~200
-blocks instead of ~1,000-3,200. Left growing: full-page images after the 5-min checkpoint
-(0.14 -> 0.31 per study), autovacuum over larger tables, and the S3 server's per-request
-latency as tansu's record objects pile up in one directory per partition (at equal load: LIST
-23 -> 58 ms, GET 10 -> 19, PUT 19 -> 31; requests per study flat). pg_stat_statements' times
-include waiting: on this shared machine compare processes' CPU (bench_floor's lines), not them.
+so a loaded or longer run pays more of them): with migration 002's index the prune reads ~2
+blocks and the gauge 120-350 (the backlog's dead index entries) at 1x and 3x alike, instead of
+1,100 at 1x and 3,200 at 3x (0.01 / 0.2-0.5 ms per call instead of 4-29). Left growing:
+full-page images after the 5-min checkpoint (0.14 -> 0.31 per study), autovacuum over larger
+tables, and the S3 server's per-request latency as tansu's record objects pile up in one
+directory per partition (at equal load: LIST 23 -> 58 ms, GET 10 -> 19, PUT 19 -> 31;
+requests per study flat). pg_stat_statements' times include waiting: on this shared machine
+compare processes' CPU (bench_floor's lines), not them.
 """
 
 from __future__ import annotations
