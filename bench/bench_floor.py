@@ -35,6 +35,9 @@ the series ~22 min:
 The stack's idle CPU rate (RADCURATE_BENCH_IDLE_S, default 10 s, measured before each funnel)
 is printed too, and CPU per study net of it: a longer run pays more of the S3 server's and the
 broker's by-the-second cost per study, which a production MinIO/Kafka would not scale the same way.
+Where the growth goes (Postgres statements, tables, the S3 server's requests by action): the
+same funnel at one scale with those counters saved, and a per-study comparison of two scales:
+bench/scale_stats.py (session 8: the metrics loop's outbox scans, now indexed).
 A smaller base with full-size images (RADCURATE_BENCH_STUDIES=1000) takes the first N studies
 of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 

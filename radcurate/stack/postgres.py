@@ -67,6 +67,13 @@ host all all ::1/128 scram-sha-256
 # noise). The OS is not asked to put anything on disk (`fsync=off`): an OS crash or power loss may
 # lose or corrupt the local stack's last writes. Production runs Postgres with its defaults. The
 # services also ask for synchronous commits on each connection (services/common/db.py).
+#
+# `autovacuum_naptime` stays at its 1 min default. A service prepares its statements while its
+# tables are near empty and keeps the sequential-scan plans until the next analyze (up to a
+# minute): pg_stat_statements shows the gateway's four duplicate checks per ingest batch as ~0.5 ms
+# per study at 1x, but that is time waited on a loaded machine; they read ~40 rows per study, a few
+# µs of CPU. A 5 s naptime removed them and cost more: 242 instead of 39 autoanalyzes at 1x
+# (Postgres 15.4 vs 12.1 s of CPU in a back-to-back pair at load 16-22, bench/scale_stats.py).
 SETTINGS = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB"}
 
 

@@ -63,8 +63,10 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
     `SamplingCompleted` instead of only a dead letter, so the curator who asked learns why.
     """
     started = time.perf_counter()
-    suggestions = {s.study_id: s for s in await repo.unsampled_pool(conn, cmd.protocol)}
-    result = draw(cmd, list(suggestions.values()))
+    pool = await repo.unsampled_pool(conn, cmd.protocol)  # without instance lists: the draw needs none
+    pool_size = len(pool)
+    result = draw(cmd, pool)
+    del pool  # the selected studies' whole suggestions are read below; the rest of the pool can go
     if not result.selected:
         return [_failed(cmd, "the pool has no unsampled studies")]
     try:
@@ -77,7 +79,8 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
         return [_failed(cmd, str(exc))]
     seconds = time.perf_counter() - started
     tiers = {str(k): v for k, v in result.tier_counts.items()}
-    await repo.save_run(conn, cmd, len(suggestions), len(result.selected), result.unmet_quotas, tiers, seconds)
+    suggestions = await repo.suggestions_of(conn, [sel.study_id for sel in result.selected])
+    await repo.save_run(conn, cmd, pool_size, len(result.selected), result.unmet_quotas, tiers, seconds)
     rows = [(sel.study_id, sel.stratum, sel.quota, sel.difficulty.value, sel.reason, json.dumps(readers[sel.study_id]))
             for sel in result.selected]
     await repo.save_sampled(conn, cmd.run_id, rows)
@@ -86,7 +89,7 @@ async def run_sampling(conn: psycopg.AsyncConnection, cmd: SamplingRequested,
     metrics.SAMPLING_RUN.observe(seconds)
     done = SamplingCompleted(
         study_id=cmd.run_id, correlation_id=cmd.correlation_id, run_id=cmd.run_id, protocol=cmd.protocol,
-        pool_size=len(suggestions), n_selected=len(result.selected), unmet_quotas=result.unmet_quotas,
+        pool_size=pool_size, n_selected=len(result.selected), unmet_quotas=result.unmet_quotas,
         tiers=tiers, label_counts=result.label_counts, seconds=seconds)
     return [*(_assigned(cmd, suggestions[sel.study_id], sel, readers[sel.study_id]) for sel in result.selected), done]
 

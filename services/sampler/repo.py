@@ -25,15 +25,41 @@ async def add_candidate(conn: psycopg.AsyncConnection, s: LabelsSuggested) -> li
     return [SamplingRequested.model_validate(r["command"]) for r in await cur.fetchall()]
 
 
+POOL_CHUNK = 1000  # candidate rows the draw's pool read holds as decoded JSON at once
+
+
 async def unsampled_pool(conn: psycopg.AsyncConnection, protocol: str) -> list[LabelsSuggested]:
-    cur = await conn.execute(
-        "SELECT c.suggestion FROM candidates c LEFT JOIN sampled s USING (study_id)"
-        " WHERE s.study_id IS NULL AND c.protocol = %s",
-        (protocol,),
-    )
-    # Through the upcasters: a row stored from an older event (an inline instance list) still reads.
-    pool = [parse_event(r["suggestion"]) for r in await cur.fetchall()]
-    return [s for s in pool if isinstance(s, LabelsSuggested)]
+    """Every unsampled candidate's suggestion, as the draw needs it: without its instance list
+    (`objects_manifest` left empty; `suggestions_of` reads the whole event of a selected study).
+
+    Memory, not speed: a draw holds the whole pool. Read at once, 13,735 suggestions were all in
+    memory twice (libpq's result and the decoded JSON) next to their models, and the instance
+    lists that travel inline since session 7 doubled each row: the sampler's peak RSS reached
+    273 MB (bench/scale_sampler_memory.py). A server-side cursor hands over POOL_CHUNK rows at a
+    time, so only the models stay, and they hold no instance lists. Must run in a transaction
+    (a server-side cursor lives in one); every handler does.
+    """
+    pool: list[LabelsSuggested] = []
+    async with conn.cursor(name="unsampled_pool") as cur:
+        cur.itersize = POOL_CHUNK
+        await cur.execute(
+            "SELECT c.suggestion - 'objects_manifest' AS suggestion FROM candidates c"
+            " LEFT JOIN sampled s USING (study_id) WHERE s.study_id IS NULL AND c.protocol = %s",
+            (protocol,),
+        )
+        async for r in cur:
+            # Through the upcasters: a row stored from an older event (an inline instance list) still reads.
+            s = parse_event(r["suggestion"])
+            if isinstance(s, LabelsSuggested):
+                pool.append(s)
+    return pool
+
+
+async def suggestions_of(conn: psycopg.AsyncConnection, study_ids: list[str]) -> dict[str, LabelsSuggested]:
+    """The whole stored suggestion (instance list included) of each of these candidates."""
+    cur = await conn.execute("SELECT suggestion FROM candidates WHERE study_id = ANY(%s)", (study_ids,))
+    found = (parse_event(r["suggestion"]) for r in await cur.fetchall())
+    return {s.study_id: s for s in found if isinstance(s, LabelsSuggested)}
 
 
 async def reader_load(conn: psycopg.AsyncConnection) -> Counter[str]:

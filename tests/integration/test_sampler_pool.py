@@ -1,6 +1,7 @@
 """The sampler's labels-suggested path against real Postgres: each suggestion enters the pool and
 reads the parked sampling requests in one statement; a request stays parked until the pool is as
-large as it asks, and is then drawn."""
+large as it asks, and is then drawn. The draw reads the pool in chunks without instance lists, and
+each assignment still carries its study's whole stored suggestion."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import services
 from services.common.contracts import (
     LabelsSuggested,
     ModelProvenance,
+    ObjectsManifest,
     Protocol,
+    ReviewAssigned,
     SamplingCompleted,
     SamplingPlan,
     SamplingRequested,
@@ -76,3 +79,32 @@ async def test_a_parked_request_is_drawn_once_the_pool_is_large_enough(sampler_d
         await pool.close()
     done = [e for e in emitted if isinstance(e, SamplingCompleted)]
     assert len(done) == 1 and done[0].run_id == "run-1" and done[0].status == "completed"
+
+
+def manifest(i: int) -> ObjectsManifest:
+    return ObjectsManifest(key=f"manifests/S{i}/{i:064x}.json", sha256=f"{i:064x}", count=i)
+
+
+async def test_the_draw_reads_the_pool_in_chunks_and_each_assignment_carries_its_stored_instance_list(
+        sampler_dsn, monkeypatch):
+    monkeypatch.setattr(repo, "POOL_CHUNK", 2)  # five candidates arrive in three fetches
+    pool = await open_pool(sampler_dsn)
+    try:
+        async with unit_of_work(pool) as conn:
+            for i in range(1, 6):
+                await repo.add_candidate(conn, suggestion(i).model_copy(update={"objects_manifest": manifest(i)}))
+        async with unit_of_work(pool) as conn:
+            drawn = await repo.unsampled_pool(conn, Protocol.CXR)
+            cmd = request("run-1", 1).model_copy(
+                update={"plan": SamplingPlan(n=5, readers_per_study=1, seed=1)})
+            emitted = await on_sampling_requested(conn, cmd, None)
+    finally:
+        await pool.close()
+    assert sorted(s.study_id for s in drawn) == ["S1", "S2", "S3", "S4", "S5"]
+    assert all(s.objects_manifest == ObjectsManifest() for s in drawn)  # the draw's copy leaves the list out
+    assigned = [e for e in emitted if isinstance(e, ReviewAssigned)]
+    assert assigned
+    assert {e.study_id: e.objects_manifest for e in assigned} == {e.study_id: manifest(int(e.study_id[1:]))
+                                                                 for e in assigned}
+    done = [e for e in emitted if isinstance(e, SamplingCompleted)]
+    assert done[0].status == "completed" and done[0].pool_size == 5 and done[0].n_selected == len(assigned)
