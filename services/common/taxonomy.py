@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from services.common.alternation import grouped as alternation_grouped
+
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
 _GAP = r"(?:[ \t\n]+[\w/'-]+){0,3}[ \t\n]+"  # "...": up to three intervening words
 _NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -41,13 +43,17 @@ def _words_pattern(words: str) -> str:
     return r"[ \t\n-]+".join(tokens)
 
 
-def compile_phrases(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One alternation for a phrase list, longest phrase first so it wins at a shared start."""
+def compile_phrases(phrases: tuple[str, ...], grouped_by_first_char: bool = True) -> re.Pattern[str] | None:
+    """One alternation for a phrase list, longest phrase first so it wins at a shared start.
+
+    Grouped by first character (services.common.alternation): the same matches, but at each word
+    start only the phrases that can start with its letter are tried. `grouped_by_first_char=False`
+    gives the plain alternation, for the test that checks both agree."""
     if not phrases:
         return None
-    ordered = sorted(phrases, key=len, reverse=True)
+    ordered = [phrase_pattern(p) for p in sorted(phrases, key=len, reverse=True)]
+    alternation = (alternation_grouped(ordered, re.IGNORECASE) if grouped_by_first_char else None) or "|".join(ordered)
     # the look-behind is tested once per position, so the alternatives only run at word starts
-    alternation = "|".join(phrase_pattern(p) for p in ordered)
     return re.compile(rf"(?<!\w)(?:{alternation})", re.IGNORECASE)
 
 

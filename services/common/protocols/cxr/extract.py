@@ -30,6 +30,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from enum import Enum
 
+from services.common import alternation
 from services.common.contracts import Certainty, Finding, Laterality
 from services.common.taxonomy import LabelDef, Taxonomy
 
@@ -149,11 +150,34 @@ def _compile_triggers() -> tuple[re.Pattern[str], list[tuple[Polarity, Direction
     Group `t<i>` names the trigger, so one `finditer` finds every trigger in a report.
     """
     ordered = sorted(TRIGGERS, key=lambda t: len(t[0]), reverse=True)
-    words = [f"(?P<t{i}>{src})\\b" for i, (src, _, _) in enumerate(ordered) if _is_word(src)]
-    marks = [f"(?P<t{i}>{src})" for i, (src, _, _) in enumerate(ordered) if not _is_word(src)]
-    # the look-behind is tested once per position, so word alternatives only run at word starts
-    pattern = r"(?<![\w/])(?:" + "|".join(words) + ")|" + "|".join(marks)
+    pattern = _trigger_pattern(ordered, grouped_by_first_char=True)
     return re.compile(pattern, re.IGNORECASE), [(pol, d) for _, pol, d in ordered]
+
+
+def _trigger_pattern(ordered: list[tuple[str, Polarity, Direction]], grouped_by_first_char: bool) -> str:
+    """The triggers' alternation; grouped by first character (services.common.alternation: the
+    same matches, ~55 branches tried per word start become the few that can start with its
+    letter), or plain (kept for the test that checks both agree on real and synthetic reports).
+
+    Group `t<i>` names the trigger (`t<i>_<n>` when trigger i occurs in several groups)."""
+    word_indices = [i for i, (src, _, _) in enumerate(ordered) if _is_word(src)]
+    marks = [f"(?P<t{i}>{src})" for i, (src, _, _) in enumerate(ordered) if not _is_word(src)]
+    words = [f"(?P<t{i}>{ordered[i][0]})\\b" for i in word_indices]
+    if grouped_by_first_char:
+        # branches are parsed one by one, so a branch's group name may repeat across groups only
+        # after this renaming: t<i>_<n> for its n-th copy
+        copies: dict[int, int] = {}
+
+        def numbered(match: re.Match[str]) -> str:
+            index = int(match.group(1))
+            copies[index] = copies.get(index, 0) + 1
+            return f"(?P<t{index}_{copies[index]}>"
+
+        plain = alternation.grouped(words, re.IGNORECASE)
+        if plain is not None:
+            words = [re.sub(r"\(\?P<t(\d+)>", numbered, plain)]
+    # the look-behind is tested once per position, so word alternatives only run at word starts
+    return r"(?<![\w/])(?:" + "|".join(words) + ")|" + "|".join(marks)
 
 
 def _is_word(src: str) -> bool:
@@ -437,7 +461,7 @@ def find_triggers(report: str) -> list[Trigger]:
     """All trigger phrases in the report; overlapping ones resolved longest-first by the regex."""
     found = []
     for m in _TRIGGER_RE.finditer(report):
-        polarity, direction = _TRIGGER_KINDS[int(m.lastgroup[1:])]  # type: ignore[index]
+        polarity, direction = _TRIGGER_KINDS[int(m.lastgroup[1:].partition("_")[0])]  # type: ignore[index]
         found.append(Trigger(m.start(), m.end(), polarity, direction))
     return found
 
