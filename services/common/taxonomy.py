@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from services.common.alternation import FILTER_KEY_LENGTH, LoweredText, keys
 from services.common.alternation import grouped as alternation_grouped
 
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
@@ -57,6 +58,17 @@ def compile_phrases(phrases: tuple[str, ...], grouped_by_first_char: bool = True
     return re.compile(rf"(?<!\w)(?:{alternation})", re.IGNORECASE)
 
 
+def _filter_keys(phrases: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The phrases' keys for `LoweredText.lacks`, None when a phrase's start cannot be told."""
+    found: set[str] = set()
+    for phrase in phrases:
+        phrase_keys = keys(phrase_pattern(phrase), re.IGNORECASE, FILTER_KEY_LENGTH)
+        if phrase_keys is None:
+            return None
+        found |= phrase_keys
+    return LoweredText.filter_keys(frozenset(found))
+
+
 @dataclass(frozen=True)
 class LabelDef:
     """One benchmark label: what it means and which report phrases name it."""
@@ -86,18 +98,30 @@ class LabelDef:
     def exclusion_pattern(self) -> re.Pattern[str] | None:
         return compile_phrases(self.exclusions)
 
-    def mentions(self, text: str) -> list[tuple[int, int]]:
-        """Character spans in `text` that name this label, minus spans inside an exclusion."""
-        if self.mention_pattern is None:
+    @cached_property
+    def mention_keys(self) -> tuple[str, ...] | None:
+        """What every mention holds at its start (services.common.alternation), None when unknown."""
+        return _filter_keys(self.synonyms + self.nonspecific)
+
+    @cached_property
+    def exclusion_keys(self) -> tuple[str, ...] | None:
+        return _filter_keys(self.exclusions)
+
+    def mentions(self, text: str, lowered: LoweredText | None = None) -> list[tuple[int, int]]:
+        """Character spans in `text` that name this label, minus spans inside an exclusion.
+
+        `lowered` (the text's, made once for all labels) skips the scan of a text that holds none
+        of the phrases' first characters: most labels are not named in most reports."""
+        if self.mention_pattern is None or (lowered is not None and lowered.lacks(self.mention_keys)):
             return []
         spans = [m.span() for m in self.mention_pattern.finditer(text)]
         if not spans:
             return spans
-        excluded = self._excluded_spans(text)
+        excluded = self._excluded_spans(text, lowered)
         return [(s, e) for s, e in spans if not any(xs < e and s < xe for xs, xe in excluded)]
 
-    def _excluded_spans(self, text: str) -> list[tuple[int, int]]:
-        if self.exclusion_pattern is None:
+    def _excluded_spans(self, text: str, lowered: LoweredText | None) -> list[tuple[int, int]]:
+        if self.exclusion_pattern is None or (lowered is not None and lowered.lacks(self.exclusion_keys)):
             return []
         return [m.span() for m in self.exclusion_pattern.finditer(text)]
 

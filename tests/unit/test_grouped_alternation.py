@@ -13,15 +13,17 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 
 from radcurate.eval_labels import load_openi, openi_dir
 from radcurate.synth.cohort import build_cohort
 from radcurate.synth.cxr import COHORT_STREAM, _report_rng
 from radcurate.synth.report import write_report
 from services.common import phi
-from services.common.alternation import first_chars, grouped
+from services.common.alternation import LoweredText, first_chars, grouped
+from services.common.contracts import Finding
 from services.common.protocols.cxr import extract
-from services.common.taxonomy import compile_phrases, load_taxonomy
+from services.common.taxonomy import TAXONOMY_DIR, Taxonomy, compile_phrases, load_taxonomy, parse_taxonomy
 
 DEMO_STUDIES = 13_735  # `make demo`'s pool, seed 0
 
@@ -67,20 +69,65 @@ def assert_same_matches(reports: list[str]) -> None:
     assert extract._TRIGGER_RE.pattern != PLAIN_TRIGGERS.pattern  # the grouping is in use
     patterns = phrase_patterns()
     assert sum(new.pattern != old.pattern for _, new, old in patterns) >= 12
+    reports = list(dict.fromkeys(reports))
     # One text, the reports apart by a line holding a NUL, which no phrase or trigger matches nor
-    # reads as a word character: per report, the same matches as alone, in one regex call.
-    text = "\n\x00\n".join(dict.fromkeys(reports))
-    assert trigger_matches(extract._TRIGGER_RE, text) == trigger_matches(PLAIN_TRIGGERS, text)
+    # reads as a word character: per report, the same matches as alone, in one regex call each.
+    text = "\n\x00\n".join(reports)
+    assert [(t.start, t.end, t.polarity, t.direction) for t in extract.find_triggers(text)] == [
+        (start, end, *extract._TRIGGER_KINDS[index]) for start, end, index in trigger_matches(PLAIN_TRIGGERS, text)
+    ]
     for what, new, old in patterns:
         assert [m.span() for m in new.finditer(text)] == [m.span() for m in old.finditer(text)], what
+    # the key filter: a label it skips in a report has no mention (nor exclusion) there
+    checks = [
+        (label.id, keys, plain)
+        for label in load_taxonomy("cxr").labels
+        for keys, phrases in (
+            (label.mention_keys, label.synonyms + label.nonspecific), (label.exclusion_keys, label.exclusions)
+        )
+        if (plain := compile_phrases(phrases, grouped_by_first_char=False)) is not None
+    ]
+    skipped = 0
+    for report in reports:
+        lowered = LoweredText(report)
+        for label_id, keys, plain in checks:
+            if lowered.lacks(keys):
+                skipped += 1
+                assert plain.search(report) is None, (label_id, report)
+    assert skipped > len(reports)  # the filter does skip
 
 
-def test_grouped_matchers_agree_with_the_plain_ones_on_the_demo_reports():
-    assert_same_matches(demo_reports())
+def plain_extraction(reports: list[str], taxonomy: Taxonomy, monkeypatch: pytest.MonkeyPatch) -> list[list[Finding]]:
+    """What the extractor found before the grouping and the key filter: plain patterns, no keys."""
+    plain = parse_taxonomy(taxonomy.name, yaml.safe_load((TAXONOMY_DIR / f"{taxonomy.name}.yaml").read_text()))
+    for label in plain.labels:
+        for attribute, phrases in (("mention_pattern", label.synonyms + label.nonspecific),
+                                   ("nonspecific_pattern", label.nonspecific), ("exclusion_pattern", label.exclusions)):
+            label.__dict__[attribute] = compile_phrases(phrases, grouped_by_first_char=False)
+        label.__dict__["mention_keys"] = label.__dict__["exclusion_keys"] = None  # never skip
+    with monkeypatch.context() as patched:
+        patched.setattr(extract, "_TRIGGER_RE", PLAIN_TRIGGERS)
+        patched.setattr(extract, "_TRIGGER_SCAN_RE", PLAIN_TRIGGERS)
+        return [extract.extract_findings(report, plain) for report in reports]
 
 
-def test_grouped_matchers_agree_with_the_plain_ones_on_the_open_i_reports():
-    assert_same_matches(openi_reports())
+def assert_same_findings(reports: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    taxonomy = load_taxonomy("cxr")
+    found = [extract.extract_findings(report, taxonomy) for report in reports]
+    assert found == plain_extraction(reports, taxonomy, monkeypatch)
+    assert sum(map(len, found)) > len(reports) / 2  # reports with findings are among them
+
+
+def test_grouped_matchers_agree_with_the_plain_ones_on_the_demo_reports(monkeypatch):
+    reports = demo_reports()
+    assert_same_matches(reports)
+    assert_same_findings(reports[:500], monkeypatch)
+
+
+def test_grouped_matchers_agree_with_the_plain_ones_on_the_open_i_reports(monkeypatch):
+    reports = openi_reports()
+    assert_same_matches(reports)
+    assert_same_findings(reports, monkeypatch)
 
 
 @pytest.mark.parametrize("text", [
@@ -107,5 +154,9 @@ def test_first_chars_of_branches_optional_prefixes_and_classes():
 
 def test_grouped_tries_only_the_branches_that_can_start_there_and_keeps_their_order():
     source = grouped(["no evidence of", "(?:is )?not", "no", "evaluate"], re.IGNORECASE)
-    assert source == "(?=e)(?:evaluate)|(?=i)(?:(?:is )?not)|(?=n)(?:no evidence of|(?:is )?not|no)"
+    # by first character, then by first characters, longer first; "no" is in every "no..." group
+    assert source == (
+        r"(?=e)(?:(?=eva)(?:evaluate))|(?=i)(?:(?=is\ )(?:(?:is )?not))|"
+        r"(?=n)(?:(?=no\ )(?:no evidence of|no)|(?=not)(?:(?:is )?not|no)|(?=no)(?:no))"
+    )
     assert grouped([r"\w+", "no"]) is None
