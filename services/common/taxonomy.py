@@ -47,9 +47,9 @@ def _words_pattern(words: str) -> str:
 def compile_phrases(phrases: tuple[str, ...], grouped_by_first_char: bool = True) -> re.Pattern[str] | None:
     """One alternation for a phrase list, longest phrase first so it wins at a shared start.
 
-    Grouped by first character (services.common.alternation): the same matches, but at each word
-    start only the phrases that can start with its letter are tried. `grouped_by_first_char=False`
-    gives the plain alternation, for the test that checks both agree."""
+    Grouped by first characters (services.common.alternation): the same matches, but at each word
+    start only the phrases that can start with its first letters are tried.
+    `grouped_by_first_char=False` gives the plain alternation, for the test that checks both agree."""
     if not phrases:
         return None
     ordered = [phrase_pattern(p) for p in sorted(phrases, key=len, reverse=True)]
@@ -111,7 +111,8 @@ class LabelDef:
         """Character spans in `text` that name this label, minus spans inside an exclusion.
 
         `lowered` (the text's, made once for all labels) skips the scan of a text that holds none
-        of the phrases' first characters: most labels are not named in most reports."""
+        of the phrases' first words (up to 8 letters; `LoweredText`): most labels are not named in
+        most reports, and the result is the same."""
         if self.mention_pattern is None or (lowered is not None and lowered.lacks(self.mention_keys)):
             return []
         spans = [m.span() for m in self.mention_pattern.finditer(text)]

@@ -156,9 +156,10 @@ def _compile_triggers() -> tuple[re.Pattern[str], list[tuple[Polarity, Direction
 
 
 def _trigger_pattern(ordered: list[tuple[str, Polarity, Direction]], grouped_by_first_char: bool) -> str:
-    """The triggers' alternation; grouped by first character (services.common.alternation: the
-    same matches, ~55 branches tried per word start become the few that can start with its
-    letter), or plain (kept for the test that checks both agree on real and synthetic reports).
+    """The triggers' alternation, grouped by first characters (services.common.alternation: the
+    same matches, but of the ~55 branches only those that can start with a word's first letters
+    are tried there), or plain (kept for the test that checks both agree on real and synthetic
+    reports).
 
     Group `t<i>` names the trigger (`t<i>_<n>` when trigger i occurs in several groups)."""
     word_indices = [i for i, (src, _, _) in enumerate(ordered) if _is_word(src)]
