@@ -83,6 +83,7 @@ async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_
     await _insert(conn, [(event_id, topic, key, body.decode(), json.dumps(dict(headers)) if headers else None)])
 
 
+# The payload column is json, not jsonb (migration 002): stored as recorded, sent as stored.
 # One statement for all of a unit of work's events, however many: Postgres parses, plans and
 # executes once, where one INSERT per event cost a statement each (a consumer batch of 500 events
 # emitted 500). Rows keep their order: ids are drawn as the ordered rows are inserted, and the
@@ -92,7 +93,7 @@ async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_
 # binary arrays take about half of executemany's client CPU per row.
 _INSERT_MANY = (
     "INSERT INTO outbox (event_id, topic, msg_key, payload, headers)"
-    " SELECT e, t, k, p::jsonb, h::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " SELECT e, t, k, p::json, h::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
     " WITH ORDINALITY AS u(e, t, k, p, h, n) ORDER BY n"
     " ON CONFLICT (event_id) DO NOTHING"
 )
@@ -188,8 +189,9 @@ class OutboxRelay:
         """
         async with self._pool.connection() as conn:
             async with conn.transaction():
+                # the payload as text: the message body exactly as recorded (a json column keeps it)
                 cur = await conn.execute(
-                    "SELECT id, event_id, topic, msg_key, payload, headers FROM outbox"
+                    "SELECT id, event_id, topic, msg_key, payload::text AS payload, headers FROM outbox"
                     " WHERE published_at IS NULL AND parked_at IS NULL"
                     " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                     (self._batch,),
@@ -235,7 +237,7 @@ class OutboxRelay:
             headers = [(k, str(v).encode()) for k, v in (row["headers"] or {}).items()]
             try:
                 pending.append(await self._producer.send(
-                    row["topic"], key=row["msg_key"].encode(), value=encode(row["payload"]), headers=headers or None))
+                    row["topic"], key=row["msg_key"].encode(), value=row["payload"].encode(), headers=headers or None))
             except Exception as exc:  # noqa: BLE001 - judged by the caller, row by row
                 pending.append(exc)
                 if not is_refused_for_good(exc):

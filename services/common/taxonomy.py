@@ -24,6 +24,9 @@ from typing import Any
 
 import yaml
 
+from services.common.alternation import FILTER_KEY_LENGTH, LoweredText, keys
+from services.common.alternation import grouped as alternation_grouped
+
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
 _GAP = r"(?:[ \t\n]+[\w/'-]+){0,3}[ \t\n]+"  # "...": up to three intervening words
 _NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -41,14 +44,29 @@ def _words_pattern(words: str) -> str:
     return r"[ \t\n-]+".join(tokens)
 
 
-def compile_phrases(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One alternation for a phrase list, longest phrase first so it wins at a shared start."""
+def compile_phrases(phrases: tuple[str, ...], grouped_by_first_char: bool = True) -> re.Pattern[str] | None:
+    """One alternation for a phrase list, longest phrase first so it wins at a shared start.
+
+    Grouped by first characters (services.common.alternation): the same matches, but at each word
+    start only the phrases that can start with its first letters are tried.
+    `grouped_by_first_char=False` gives the plain alternation, for the test that checks both agree."""
     if not phrases:
         return None
-    ordered = sorted(phrases, key=len, reverse=True)
+    ordered = [phrase_pattern(p) for p in sorted(phrases, key=len, reverse=True)]
+    alternation = (alternation_grouped(ordered, re.IGNORECASE) if grouped_by_first_char else None) or "|".join(ordered)
     # the look-behind is tested once per position, so the alternatives only run at word starts
-    alternation = "|".join(phrase_pattern(p) for p in ordered)
     return re.compile(rf"(?<!\w)(?:{alternation})", re.IGNORECASE)
+
+
+def _filter_keys(phrases: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The phrases' keys for `LoweredText.lacks`, None when a phrase's start cannot be told."""
+    found: set[str] = set()
+    for phrase in phrases:
+        phrase_keys = keys(phrase_pattern(phrase), re.IGNORECASE, FILTER_KEY_LENGTH)
+        if phrase_keys is None:
+            return None
+        found |= phrase_keys
+    return LoweredText.filter_keys(frozenset(found))
 
 
 @dataclass(frozen=True)
@@ -80,18 +98,31 @@ class LabelDef:
     def exclusion_pattern(self) -> re.Pattern[str] | None:
         return compile_phrases(self.exclusions)
 
-    def mentions(self, text: str) -> list[tuple[int, int]]:
-        """Character spans in `text` that name this label, minus spans inside an exclusion."""
-        if self.mention_pattern is None:
+    @cached_property
+    def mention_keys(self) -> tuple[str, ...] | None:
+        """What every mention holds at its start (services.common.alternation), None when unknown."""
+        return _filter_keys(self.synonyms + self.nonspecific)
+
+    @cached_property
+    def exclusion_keys(self) -> tuple[str, ...] | None:
+        return _filter_keys(self.exclusions)
+
+    def mentions(self, text: str, lowered: LoweredText | None = None) -> list[tuple[int, int]]:
+        """Character spans in `text` that name this label, minus spans inside an exclusion.
+
+        `lowered` (the text's, made once for all labels) skips the scan of a text that holds none
+        of the phrases' first words (up to 8 letters; `LoweredText`): most labels are not named in
+        most reports, and the result is the same."""
+        if self.mention_pattern is None or (lowered is not None and lowered.lacks(self.mention_keys)):
             return []
         spans = [m.span() for m in self.mention_pattern.finditer(text)]
         if not spans:
             return spans
-        excluded = self._excluded_spans(text)
+        excluded = self._excluded_spans(text, lowered)
         return [(s, e) for s, e in spans if not any(xs < e and s < xe for xs, xe in excluded)]
 
-    def _excluded_spans(self, text: str) -> list[tuple[int, int]]:
-        if self.exclusion_pattern is None:
+    def _excluded_spans(self, text: str, lowered: LoweredText | None) -> list[tuple[int, int]]:
+        if self.exclusion_pattern is None or (lowered is not None and lowered.lacks(self.exclusion_keys)):
             return []
         return [m.span() for m in self.exclusion_pattern.finditer(text)]
 

@@ -45,7 +45,7 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
         while len(out) < expected and asyncio.get_running_loop().time() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
-                out += [json.loads(r.value) | {"_key": r.key.decode()} for r in records]
+                out += [json.loads(r.value) | {"_key": r.key.decode(), "_raw": r.value} for r in records]
     finally:
         await consumer.stop()
     return out
@@ -225,6 +225,8 @@ async def test_the_relay_publishes_only_committed_events_in_order_keyed_by_study
     ours = [m for m in seen if m["event_id"] in {e.event_id for e in committed} or m["study_id"] == "ROLLED-BACK"]
     assert sorted(m["event_id"] for m in ours) == sorted(e.event_id for e in committed)
     assert all(m["_key"] == m["study_id"] for m in ours)
+    # The body is the event's JSON exactly as recorded (the outbox keeps it as json text)
+    assert {m["event_id"]: m["_raw"] for m in ours} == {e.event_id: e.model_dump_json().encode() for e in committed}
     # Order is promised per study (one key, one partition), not across studies.
     assert [m["event_id"] for m in ours if m["study_id"] == "R1"] == [e.event_id for e in committed[:2]]
 
