@@ -83,7 +83,7 @@ async def record_raw(conn: psycopg.AsyncConnection, topic: str, key: str, event_
     await _insert(conn, [(event_id, topic, key, body.decode(), json.dumps(dict(headers)) if headers else None)])
 
 
-# The payload column is json, not jsonb (migration 002): stored as recorded, sent as stored.
+# The payload column is json, not jsonb (migration 003): stored as recorded, sent as stored.
 # One statement for all of a unit of work's events, however many: Postgres parses, plans and
 # executes once, where one INSERT per event cost a statement each (a consumer batch of 500 events
 # emitted 500). Rows keep their order: ids are drawn as the ordered rows are inserted, and the
