@@ -1,0 +1,121 @@
+"""What a release needs, prepared before it is requested: taking the de-identification checks and
+the agreement report off the chain from the last vote to a verified release (issue 15).
+
+- Each study decided accepted (by its votes, or by a curator's ruling) has its DICOM objects read
+  and checked against the profile shortly after the decision commits; the results go to
+  `object_checks` (object_checks.py says when a release may reuse one).
+- Once the last assigned study of a protocol is decided, its agreement report is computed and kept
+  with the row counts it was computed from (`repo.agreement_fingerprint`). A release reuses it only
+  while those counts are unchanged: any later vote, re-vote, decision or adjudication changes them
+  and the release computes the report again, as before.
+
+Everything here is an optimisation: a failure is logged and the release does the work itself.
+The handlers only note what was decided (`note`); the work runs in one background task, after a
+short pause that lets a burst of decisions share one round of checks and the decision commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.objectstore import ObjectStore
+from services.consensus import repo
+from services.consensus.object_checks import PROFILE_VERSION, check_objects
+
+log = logging.getLogger(__name__)
+# Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
+# transaction must commit before its study reads as decided.
+SETTLE_SECONDS = 0.1
+CHECK_BATCH = 400  # objects per round of checks
+
+AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict]]
+
+
+class ReleaseAhead:
+    """Checks ahead and the cached agreement report of one consensus process."""
+
+    def __init__(self, store: ObjectStore | None, bucket: str, agreement: AgreementFn) -> None:
+        self._store, self._bucket, self._agreement = store, bucket, agreement
+        self._accepted: set[str] = set()  # studies decided accepted, objects not yet checked
+        self._protocols: set[str] = set()  # protocols with a decision since their report was cached
+        self._wake = asyncio.Event()
+        self._reports: dict[str, tuple[tuple[int, ...], dict]] = {}  # protocol -> (fingerprint, report)
+        self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
+
+    def note(self, study_id: str, protocol: str, accepted: bool) -> None:
+        """A decision or ruling is being written for `study_id` (called inside its transaction: if
+        that rolls back, the round finds nothing new to do)."""
+        if accepted:
+            self._accepted.add(study_id)
+        self._protocols.add(protocol)
+        self._wake.set()
+
+    async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict, bool]:
+        """The protocol's agreement report, and whether it was the cached one (kept while its
+        inputs are unchanged; else computed now, and cached). The fingerprint is read before the
+        rows: the tables only grow, so a report is never kept under counts its rows do not match
+        unless the counts have already moved on (and the next call computes it again)."""
+        fingerprint = await repo.agreement_fingerprint(conn)
+        cached = self._reports.get(protocol)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1], True
+        report = await self._agreement(conn, protocol)
+        self._reports[protocol] = (fingerprint, report)
+        return report, False
+
+    async def run_forever(self, pool: AsyncConnectionPool) -> None:
+        """Do each round's work after its settle pause, until cancelled."""
+        while True:
+            if not self.catch_up:
+                await self._wake.wait()
+            await asyncio.sleep(SETTLE_SECONDS)
+            self._wake.clear()
+            try:
+                await self.run_once(pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # an optimisation only: the release does the work itself
+                log.exception("checking ahead of a release failed; the release will check for itself")
+                await asyncio.sleep(5)
+
+    async def run_once(self, pool: AsyncConnectionPool) -> dict[str, Any]:
+        """One round: check the noted (or, first, every) accepted study's unchecked objects, then
+        cache the agreement report of each noted protocol with no study left undecided."""
+        studies, self._accepted = self._accepted, set()
+        protocols, self._protocols = self._protocols, set()
+        catch_up, self.catch_up = self.catch_up, False
+        started, checked = time.perf_counter(), 0
+        try:
+            if self._store is not None and (studies or catch_up):
+                async with pool.connection() as conn:
+                    todo = await repo.objects_to_check(conn, None if catch_up else sorted(studies), PROFILE_VERSION)
+                    await conn.rollback()
+                for i in range(0, len(todo), CHECK_BATCH):
+                    keys = [o["object_key"] for o in todo[i:i + CHECK_BATCH]]
+                    checks = await asyncio.to_thread(check_objects, self._store, self._bucket, keys)
+                    async with pool.connection() as conn:
+                        await repo.save_object_checks(conn, PROFILE_VERSION, checks)
+                    checked += len(checks)
+            cached = []
+            for protocol in sorted(protocols):
+                async with pool.connection() as conn:
+                    if await repo.undecided_count(conn, protocol) == 0:
+                        await self.agreement(conn, protocol)
+                        cached.append(protocol)
+                    await conn.rollback()
+        except BaseException:
+            self._accepted |= studies  # tried again next round
+            self._protocols |= protocols
+            self.catch_up |= catch_up
+            raise
+        if checked or cached:
+            log.info("ahead of a release: %d objects checked, agreement cached for %s, in %.3fs",
+                     checked, cached or "none", time.perf_counter() - started)
+        return {"checked": checked, "agreement_cached": cached}
