@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.1
 CHECK_BATCH = 400  # objects per round of checks
 
-AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict]]
+AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
 
 
 class ReleaseAhead:
@@ -46,7 +46,8 @@ class ReleaseAhead:
         self._accepted: set[str] = set()  # studies decided accepted, objects not yet checked
         self._protocols: set[str] = set()  # protocols with a decision since their report was cached
         self._wake = asyncio.Event()
-        self._reports: dict[str, tuple[tuple[int, ...], dict]] = {}  # protocol -> (fingerprint, report)
+        self._reports: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}  # protocol -> (fingerprint, report)
+        self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
 
     def note(self, study_id: str, protocol: str, accepted: bool) -> None:
@@ -57,16 +58,31 @@ class ReleaseAhead:
         self._protocols.add(protocol)
         self._wake.set()
 
-    async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict, bool]:
-        """The protocol's agreement report, and whether it was the cached one (kept while its
-        inputs are unchanged; else computed now, and cached). The fingerprint is read before the
-        rows: the tables only grow, so a report is never kept under counts its rows do not match
-        unless the counts have already moved on (and the next call computes it again)."""
+    async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict[str, Any], bool]:
+        """The protocol's agreement report, and whether it was prepared ahead (kept while its inputs
+        are unchanged, or being computed for the same inputs right now: then this waits for that
+        computation instead of running a second one beside it). Otherwise computed now, and kept.
+
+        The fingerprint is read before the rows: the tables only grow, so a report is never kept
+        under counts its rows do not match unless the counts have already moved on (and the next
+        call computes it again)."""
         fingerprint = await repo.agreement_fingerprint(conn)
         cached = self._reports.get(protocol)
         if cached is not None and cached[0] == fingerprint:
             return cached[1], True
-        report = await self._agreement(conn, protocol)
+        running = self._running.get(protocol)
+        if running is not None and running[0] == fingerprint:
+            try:
+                return await asyncio.shield(running[1]), True
+            except Exception:  # noqa: BLE001 - its owner's failure: compute it here instead
+                log.warning("the agreement report computed ahead failed; computing it for the release")
+        task = asyncio.ensure_future(self._agreement(conn, protocol))
+        self._running[protocol] = (fingerprint, task)
+        try:
+            report = await task
+        finally:
+            if self._running.get(protocol, (None, None))[1] is task:
+                del self._running[protocol]
         self._reports[protocol] = (fingerprint, report)
         return report, False
 

@@ -6,6 +6,7 @@ report. Real Postgres schema and S3 server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -217,3 +218,26 @@ async def test_the_agreement_report_kept_once_all_are_decided_is_reused_until_a_
         await decide(db, handlers, "AG10", ["agree_all"] * 3)
         ruled, reused = await report(conn)
         assert not reused and ruled["studies"]["decided"] == 5
+
+
+async def test_a_release_waits_for_the_report_being_computed_ahead_instead_of_computing_it_again(db, pool):
+    handlers, ahead = consensus(None, pool)
+    for i in range(3):
+        await decide(db, handlers, f"AW{i}", ["agree_all"] * 3)
+    computed: list[str] = []
+    compute = ahead._agreement
+
+    async def slowly(conn, protocol):
+        computed.append(protocol)
+        await asyncio.sleep(0.3)  # as under load: the release comes while the round still computes
+        return await compute(conn, protocol)
+    ahead._agreement = slowly
+
+    async def release_side():
+        await asyncio.sleep(0.1)
+        async with pool.connection() as conn:
+            return await ahead.agreement(conn, Protocol.CXR.value)
+
+    round_done, (report, reused) = await asyncio.gather(ahead.run_once(pool), release_side())
+    assert round_done["agreement_cached"] == ["cxr-label-verification"]
+    assert computed == ["cxr-label-verification"] and reused and report["studies"]["decided"] == 3
