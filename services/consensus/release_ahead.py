@@ -32,7 +32,8 @@ from services.consensus.object_checks import PROFILE_VERSION, check_objects
 log = logging.getLogger(__name__)
 # Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
 # transaction must commit before its study reads as decided.
-SETTLE_SECONDS = 0.1
+SETTLE_SECONDS = 0.05
+RECHECKS, RECHECK_SECONDS = 3, 0.25  # looking again for the last decision's commit
 CHECK_BATCH = 400  # objects per round of checks
 
 AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
@@ -47,6 +48,7 @@ class ReleaseAhead:
         self._protocols: set[str] = set()  # protocols with a decision since their report was cached
         self._wake = asyncio.Event()
         self._reports: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}  # protocol -> (fingerprint, report)
+        self._tries: dict[str, int] = {}  # protocol -> rechecks after its last decision, while some are open
         self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
 
@@ -56,6 +58,7 @@ class ReleaseAhead:
         if accepted:
             self._accepted.add(study_id)
         self._protocols.add(protocol)
+        self._tries.pop(protocol, None)
         self._wake.set()
 
     async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict[str, Any], bool]:
@@ -102,36 +105,61 @@ class ReleaseAhead:
                 await asyncio.sleep(5)
 
     async def run_once(self, pool: AsyncConnectionPool) -> dict[str, Any]:
-        """One round: check the noted (or, first, every) accepted study's unchecked objects, then
-        cache the agreement report of each noted protocol with no study left undecided."""
+        """One round: check the noted (or, first, every) accepted study's unchecked objects and,
+        beside that, keep the agreement report of each noted protocol with no study left undecided
+        (the release after the last decision waits for both: neither waits for the other)."""
         studies, self._accepted = self._accepted, set()
         protocols, self._protocols = self._protocols, set()
         catch_up, self.catch_up = self.catch_up, False
-        started, checked = time.perf_counter(), 0
+        started = time.perf_counter()
         try:
-            if self._store is not None and (studies or catch_up):
-                async with pool.connection() as conn:
-                    todo = await repo.objects_to_check(conn, None if catch_up else sorted(studies), PROFILE_VERSION)
-                    await conn.rollback()
-                for i in range(0, len(todo), CHECK_BATCH):
-                    keys = [o["object_key"] for o in todo[i:i + CHECK_BATCH]]
-                    checks = await asyncio.to_thread(check_objects, self._store, self._bucket, keys)
-                    async with pool.connection() as conn:
-                        await repo.save_object_checks(conn, PROFILE_VERSION, checks)
-                    checked += len(checks)
-            cached = []
-            for protocol in sorted(protocols):
-                async with pool.connection() as conn:
-                    if await repo.undecided_count(conn, protocol) == 0:
-                        await self.agreement(conn, protocol)
-                        cached.append(protocol)
-                    await conn.rollback()
+            checked, cached = await asyncio.gather(self._check(pool, None if catch_up else studies),
+                                                   self._keep_reports(pool, protocols))
         except BaseException:
             self._accepted |= studies  # tried again next round
             self._protocols |= protocols
             self.catch_up |= catch_up
             raise
         if checked or cached:
-            log.info("ahead of a release: %d objects checked, agreement cached for %s, in %.3fs",
+            log.info("ahead of a release: %d objects checked, agreement kept for %s, in %.3fs",
                      checked, cached or "none", time.perf_counter() - started)
         return {"checked": checked, "agreement_cached": cached}
+
+    async def _check(self, pool: AsyncConnectionPool, studies: set[str] | None) -> int:
+        """Check and record the unchecked objects of `studies` (None: of every accepted study)."""
+        if self._store is None or studies == set():
+            return 0
+        async with pool.connection() as conn:
+            todo = await repo.objects_to_check(conn, None if studies is None else sorted(studies), PROFILE_VERSION)
+            await conn.rollback()
+        checked = 0
+        for i in range(0, len(todo), CHECK_BATCH):
+            keys = [o["object_key"] for o in todo[i:i + CHECK_BATCH]]
+            checks = await asyncio.to_thread(check_objects, self._store, self._bucket, keys)
+            async with pool.connection() as conn:
+                await repo.save_object_checks(conn, PROFILE_VERSION, checks)
+            checked += len(checks)
+        return checked
+
+    async def _keep_reports(self, pool: AsyncConnectionPool, protocols: set[str]) -> list[str]:
+        """Compute and keep the agreement report of each protocol with no study left undecided."""
+        kept = []
+        for protocol in sorted(protocols):
+            async with pool.connection() as conn:
+                undecided = await repo.undecided_count(conn, protocol)
+                if undecided == 0:
+                    await self.agreement(conn, protocol)
+                    kept.append(protocol)
+                await conn.rollback()
+            # The noted decision may not have committed yet (a consumer commits a whole batch):
+            # look again a few times, then wait for the next decision.
+            tries = self._tries.pop(protocol, 0)
+            if undecided and tries < RECHECKS:
+                self._tries[protocol] = tries + 1
+                asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._recheck, protocol)
+        return kept
+
+    def _recheck(self, protocol: str) -> None:
+        if protocol in self._tries:
+            self._protocols.add(protocol)
+            self._wake.set()
