@@ -82,23 +82,3 @@ def check_objects(store: ObjectStore, bucket: str, keys: Sequence[str]) -> list[
         return []
     with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(unique))) as pool:
         return list(pool.map(lambda key: check_object(store, bucket, key), unique))
-
-
-def current_etags(store: ObjectStore, bucket: str, keys: Sequence[str]) -> dict[str, str]:
-    """The stored objects' ETags now (HEAD each; a missing object is left out)."""
-    from minio.error import S3Error
-
-    def etag(key: str) -> str | None:
-        try:
-            return str(store.client.stat_object(bucket, key).etag or "").strip('"')
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-                return None
-            raise
-
-    unique = sorted(set(keys))
-    if not unique:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(unique))) as pool:
-        found = dict(zip(unique, pool.map(etag, unique), strict=True))
-    return {k: v for k, v in found.items() if v}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,8 @@ from services.common.failures import TransientError
 from services.common.objectstore import ObjectStore
 from services.common.protocols.kit.release import ReleaseFiles
 from services.common.settings import ServiceSettings
-from services.consensus.object_checks import check_objects, current_etags
+from services.consensus import object_checks
+from services.consensus.object_checks import ObjectCheck, check_objects
 
 COPY_WORKERS = 8
 
@@ -22,6 +24,12 @@ COPY_WORKERS = 8
 class NotDeidentified(PermanentError):
     """A release would carry an object the PS3.15 Basic Profile does not let through: nothing of
     the release is written (the message names the objects and what they carry)."""
+
+
+def _refusal(bad: Mapping[str, Sequence[str]], of: int) -> NotDeidentified:
+    listed = "; ".join(f"{key}: {', '.join(why[:5])}" for key, why in list(bad.items())[:5])
+    return NotDeidentified(f"release refused: {len(bad)} of {of} DICOM objects are not de-identified "
+                           f"(PS3.15 Basic Profile): {listed}")
 
 
 def check_release_objects(store: ObjectStore, bucket: str, keys: Sequence[str],
@@ -32,44 +40,63 @@ def check_release_objects(store: ObjectStore, bucket: str, keys: Sequence[str],
 
     `known` maps an object key to the ETag of a passing check made earlier (when its study was
     decided) on the bytes with the release's recorded sha256, under today's profile version. Such
-    an object is not read again while its stored ETag is still that one (a HEAD); any other object,
-    or one whose ETag moved, is read whole and checked now. Returns each key's ETag as checked,
+    an object is not read here: its copy is made on that ETag (If-Match, copy_release_objects),
+    which the store refuses if the object was rewritten since, and then it is read and checked
+    again. Every other object is read whole and checked now. Returns each key's ETag as checked,
     for the copies' If-Match."""
     unique = sorted(set(keys))
     known = known or {}
-    now = current_etags(store, bucket, [k for k in unique if k in known])
-    reused = {key: etag for key, etag in now.items() if known.get(key) == etag}
-    checks = check_objects(store, bucket, [k for k in unique if k not in reused])
+    checks = check_objects(store, bucket, [k for k in unique if k not in known])
     bad = {c.object_key: c.violations for c in checks if c.violations}
     if bad:
-        listed = "; ".join(f"{key}: {', '.join(why[:5])}" for key, why in list(bad.items())[:5])
-        raise NotDeidentified(f"release refused: {len(bad)} of {len(unique)} DICOM objects are not de-identified "
-                              f"(PS3.15 Basic Profile): {listed}")
-    return {**reused, **{c.object_key: c.etag for c in checks}}
+        raise _refusal(bad, len(unique))
+    return {**{k: known[k] for k in unique if k in known}, **{c.object_key: c.etag for c in checks}}
 
 
 def copy_release_objects(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]],
-                         etags: Mapping[str, str] | None = None) -> None:
+                         etags: Mapping[str, str] | None = None, ahead: Collection[str] = ()) -> None:
     """Server-side copies (bucket kind, source key, destination key) from the objects bucket, several
     at once: a multi-series release copies ~40 instances per study. Only after their check, and on
-    the ETag that was checked (`etags`, If-Match): an object rewritten since is not copied, and the
-    release is retried (TransientError), which reads and checks it again."""
+    the ETag that was checked (`etags`, If-Match): the store copies nothing of an object rewritten
+    since. Such an object, if its check was made ahead of the release (`ahead`), is read and
+    checked now and copied on its new ETag, and refused (NotDeidentified, every copy made here
+    removed again) if it no longer passes; if its check was made by this release, or it changes
+    again, the release is retried (TransientError) and checks it anew."""
     buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
     etags = etags or {}
+    lock, again = threading.Lock(), dict[str, ObjectCheck]()
+
+    def checked_again(src: str) -> str:
+        with lock:  # once per object, however many copies it has
+            if src not in again:
+                again[src] = object_checks.check_object(store, settings.objects_bucket, src)
+        found = again[src]
+        if found.violations:
+            raise _refusal({src: found.violations}, len({s for _, s, _ in copies}))
+        return found.etag
 
     def copy(item: tuple[str, str, str]) -> None:
         kind, src, dst = item
-        try:
-            store.client.copy_object(buckets[kind], dst,
-                                     CopySource(settings.objects_bucket, src, match_etag=etags.get(src) or None))
-        except S3Error as exc:
-            if exc.code == "PreconditionFailed":
-                raise TransientError(f"{src} changed after its de-identification check: the release is retried,"
-                                     " checking it again") from exc
-            raise
+        etag = etags.get(src) or None
+        for attempt in range(2):
+            try:
+                store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src, match_etag=etag))
+                return
+            except S3Error as exc:
+                if exc.code != "PreconditionFailed":
+                    raise
+                if attempt or src not in ahead:
+                    raise TransientError(f"{src} changed after its de-identification check: the release is"
+                                         " retried, checking it again") from exc
+            etag = checked_again(src) or None
 
-    with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
-        list(pool.map(copy, copies))
+    try:
+        with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+            list(pool.map(copy, copies))
+    except NotDeidentified:  # waited for every copy: none is left running
+        for kind, _, dst in copies:
+            store.delete(buckets[kind], dst)
+        raise
 
 
 def check_and_copy(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]],
@@ -77,7 +104,7 @@ def check_and_copy(store: ObjectStore, settings: ServiceSettings, copies: Sequen
     """Check every object of `copies` against the profile (reusing `known` checks, as
     check_release_objects says), then (all passed) copy them. Raises NotDeidentified, copying nothing."""
     etags = check_release_objects(store, settings.objects_bucket, [src for _, src, _ in copies], known)
-    copy_release_objects(store, settings, copies, etags)
+    copy_release_objects(store, settings, copies, etags, ahead=known or {})
 
 
 def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles,
@@ -94,7 +121,7 @@ def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFi
     left = [c for c in rf.copies if c not in done]
     etags = check_release_objects(store, settings.objects_bucket, [src for _, src, _ in left], known)
     phases[f"{len(left)} more objects checked"] = time.perf_counter() - started
-    copy_release_objects(store, settings, left, etags)
+    copy_release_objects(store, settings, left, etags, ahead=known or {})
     phases["copied"] = time.perf_counter() - started - sum(phases.values())
     for (kind, key), data in sorted(rf.files.items(), key=lambda kv: kv[0][1] == rf.manifest_key):
         content_type = "application/json" if key.endswith(".json") else "text/csv"
