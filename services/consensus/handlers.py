@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:  # app.py imports this module
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
