@@ -2,10 +2,10 @@
 reuse (blocking: run it in a thread).
 
 A check reads the object whole, hashes the bytes it read and keeps the store's ETag of them beside
-the profile's verdict. A release reuses a passing check only while the object's recorded sha256,
-the profile version and the stored object's current ETag all match it, and then copies with
-`If-Match` on that ETag (publish.py): bytes that changed after their check are never released
-unchecked, they are read and checked again.
+the profile's verdict. A release reuses a passing check only for the object's recorded sha256 under
+the same profile version, and copies the object on the checked ETag (`If-Match`, publish.py): the
+store refuses to copy bytes rewritten after their check, which are then read and checked again, so
+nothing is released unchecked.
 """
 
 from __future__ import annotations
