@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
 # transaction must commit before its study reads as decided.
 SETTLE_SECONDS = 0.05
-RECHECKS, RECHECK_SECONDS = 3, 0.25  # looking again for the last decision's commit
+RECHECKS, RECHECK_SECONDS = 5, 0.1  # looking again for the last decision's commit (it is on the release's path)
 CHECK_BATCH = 400  # objects per round of checks
 
 AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
