@@ -12,6 +12,8 @@ and lets the demo's simulated panel read them all; then, timed from the last vot
 Next to the client's marks, the services' own timestamps of each hop (outbox rows written and
 published, inbox rows applied; same clock) and every process's CPU in the window, from /proc.
 The load average is printed next to every figure: on a shared machine compare runs in pairs.
+The consensus log lines at the end say what the release reused: the de-identification checks made
+when the studies were decided, and the agreement report kept once the last one was (release_ahead.py).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
 Run (main, for a pair): cd /work/main && PYTHONPATH=/work/main .venv/bin/python <this file> --data /tmp/x
@@ -172,9 +174,10 @@ def main() -> int:
                          work / "release", args.poll))
     finally:
         local.down(work / "stack")
-        for line in (work / "stack" / "logs" / "consensus.log").read_text().splitlines():
-            if " release " in line:
-                print(f"  consensus log: {line.split(': ', 1)[-1]}")
+        lines = (work / "stack" / "logs" / "consensus.log").read_text().splitlines()
+        ahead = [line for line in lines if "ahead of a release" in line]  # release_ahead.py's rounds
+        for line in ahead[-3:] + [line for line in lines if " release " in line]:
+            print(f"  consensus log: {line.split(': ', 1)[-1]}")
         if args.keep:
             print(f"kept {work}")
         else:

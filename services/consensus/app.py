@@ -12,6 +12,7 @@ from services.common.runtime import Resources, create_app
 from services.common.settings import ServiceSettings
 from services.consensus.gauges import refresh_forever
 from services.consensus.handlers import build_handlers
+from services.consensus.release_ahead import ReleaseAhead
 
 
 class ConsensusSettings(ServiceSettings):
@@ -21,13 +22,19 @@ class ConsensusSettings(ServiceSettings):
     rules_file: str | None = None  # consensus rules per protocol; default: services/consensus/rules.yaml
     evaluation_bootstrap: int = 1000  # bootstrap replicates behind each evaluation's 95% intervals
     gauge_refresh_seconds: float = 15.0
+    # Check each accepted study's objects when it is decided, so that a release reuses the checks
+    # (release_ahead.py); off, every release reads and checks all its objects itself.
+    check_ahead: bool = True
 
 
-def _start_gauges(res: Resources[ConsensusSettings]) -> None:
+def _start_tasks(res: Resources[ConsensusSettings]) -> None:
     seconds = res.settings.gauge_refresh_seconds
     res.tasks.append(asyncio.create_task(refresh_forever(res.pool, seconds), name="gauges"))
+    ahead = res.extra.get("release_ahead")
+    if isinstance(ahead, ReleaseAhead):
+        res.tasks.append(asyncio.create_task(ahead.run_forever(res.pool), name="release-ahead"))
 
 
 def build_app(settings: ConsensusSettings | None = None) -> FastAPI:
     settings = settings or ConsensusSettings()
-    return create_app(settings, build_handlers, on_start=_start_gauges, title="RadCurate consensus")
+    return create_app(settings, build_handlers, on_start=_start_tasks, title="RadCurate consensus")

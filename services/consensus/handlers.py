@@ -8,8 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -37,25 +36,30 @@ from services.common.protocols.kit.rule_config import RuleConfig, RuleConfigErro
 from services.common.runtime import Resources
 from services.consensus import repo
 from services.consensus.evaluation import evaluate
+from services.consensus.object_checks import PROFILE_VERSION
 from services.consensus.publish import check_and_copy, publish_release
+from services.consensus.release_ahead import ReleaseAhead
 
 if TYPE_CHECKING:  # app.py imports this module
     from services.consensus.app import ConsensusSettings
 
 ADJUDICATION_RULE, ADJUDICATION_RULE_VERSION = "curator-adjudication", "1"
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def _with_cpu(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-    """`fn(*args)` and the CPU seconds this thread spent in it (run in a worker thread)."""
-    started = time.thread_time()
-    return fn(*args), time.thread_time() - started
 
 
 def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
     rules_file = res.settings.rules_file
     n_bootstrap = res.settings.evaluation_bootstrap
+
+    async def agreement_of(conn: psycopg.AsyncConnection, name: str) -> dict:
+        return await protocol_agreement(conn, protocols.get(name))
+
+    # Checks and the agreement report prepared ahead of a release (release_ahead.py); the task that
+    # runs them is started by app.py. Without a store (unit tests) only the report is cached.
+    ahead = ReleaseAhead(res.store if getattr(res.settings, "check_ahead", True) else None,
+                         getattr(res.settings, "objects_bucket", ""), agreement_of)
+    if isinstance(getattr(res, "extra", None), dict):
+        res.extra["release_ahead"] = ahead
 
     def protocol_and_rule(name: str) -> tuple[CurationProtocol, RuleConfig]:
         """The protocol's plug-in and its configured rule; either missing is a dead letter."""
@@ -82,6 +86,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         vote_ids = [v["vote_id"] for v in votes]
         await repo.save_decision(conn, study_id, decision, vote_ids,
                                  [c.model_dump(mode="json") for c in cells] if cells else None)
+        ahead.note(study_id, assignment["protocol"], decision.accepted)
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
         for reason in protocol.review_flags(decision.accepted, votes):
@@ -201,6 +206,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         if not await repo.save_adjudication(conn, cmd, labels, current, cells):
             return []
         await repo.resolve_flags(conn, cmd.study_id, cmd.curator_id)
+        ahead.note(cmd.study_id, assignment["protocol"], cmd.accepted)
         return [StudyAdjudicated(
             study_id=cmd.study_id, correlation_id=cmd.correlation_id, protocol=assignment["protocol"],
             adjudication_id=cmd.adjudication_id, curator_id=cmd.curator_id, accepted=cmd.accepted, labels=labels,
@@ -228,7 +234,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         rows = await repo.accepted_studies(conn, cmd.protocol)
         if len(rows) < 2:
             return {"error": f"{len(rows)} accepted studies, need at least 2 to release"}
-        agreement = await protocol_agreement(conn, protocol)
+        agreement = (await ahead.agreement(conn, protocol.name))[0]
         funnel = await repo.funnel_counts(conn, cmd.protocol)
         try:
             composed = await asyncio.to_thread(protocol.compose_release, cmd.report_id, rows,
@@ -264,12 +270,14 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                                     **{k: v for k, v in row.items() if k != "submission_sha256"})]
 
     async def choose_release(conn: psycopg.AsyncConnection,
-                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset] | None:
+                             cmd: SelectionRequested) -> tuple[Any, dict, float, frozenset, dict] | None:
         """Choose the benchmark from accepted studies and split it; None if it is released already.
         The chosen DICOM objects are checked against the de-identification profile and then copied
         while the agreement report is computed: the report only fills the dataset card and decides
         nothing about which studies go where. The manifest is still written last (publish_release).
-        Raises NotDeidentified, having copied nothing."""
+        Checks made when the studies were decided are reused where the stored bytes are still the
+        checked ones, and the report computed when the last study was decided while its inputs are
+        unchanged (release_ahead.py). Raises NotDeidentified, having copied nothing."""
         if await repo.release_exists(conn, cmd.release_id):
             return None
         started = time.perf_counter()
@@ -277,17 +285,17 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
         protocol, rule = protocol_and_rule(cmd.protocol)
+        sha256 = {o["object_key"]: o["sha256"] for r in rows for o in r["objects"] or []}
+        known = await repo.passed_checks(conn, sorted(sha256.items()), PROFILE_VERSION)
         read = time.perf_counter()
         try:
-            ahead = protocol.release_copies(cmd.release_id, rows, cmd.plan)
+            copies = protocol.release_copies(cmd.release_id, rows, cmd.plan)
         except ValueError:  # a plan the studies cannot satisfy: compose_release below says so, as before
-            ahead = None
-        copying = asyncio.create_task(asyncio.to_thread(check_and_copy, res.store, res.settings, ahead)) \
-            if ahead else None
+            copies = None
+        copying = asyncio.create_task(asyncio.to_thread(check_and_copy, res.store, res.settings, copies, known)) \
+            if copies else None
         try:
-            studies, votes = await repo.report_rows(conn, protocol.name)
-            fetched = time.perf_counter()
-            agreement, agreement_cpu = await asyncio.to_thread(_with_cpu, protocol.agreement_report, studies, votes)
+            agreement, reused = await ahead.agreement(conn, protocol.name)
             agreed = time.perf_counter()
             funnel = {**cmd.funnel, **await repo.funnel_counts(conn, cmd.protocol)}
             composed = protocol.compose_release(cmd.release_id, rows, cmd.plan, funnel, rule, agreement)
@@ -298,12 +306,13 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                 refused = copying.exception()
         if copying is not None and refused is not None:
             raise refused
-        log.info("release %s: %d accepted studies read in %.3fs; agreement report: rows %.3fs, computed %.3fs"
-                 " (%.3fs CPU); composed %.3fs; %s objects checked and copied beside them, done %.3fs after",
-                 cmd.release_id, len(rows), read - started, fetched - read, agreed - fetched, agreement_cpu,
-                 composed_at - agreed, len(ahead) if ahead else "no", time.perf_counter() - composed_at)
+        log.info("release %s: %d accepted studies read in %.3fs; agreement report %.3fs (%s); composed %.3fs;"
+                 " %s objects (%d checked ahead) checked and copied beside them, done %.3fs after",
+                 cmd.release_id, len(rows), read - started, agreed - read, "cached" if reused else "computed",
+                 composed_at - agreed, len(copies) if copies else "no", len(known),
+                 time.perf_counter() - composed_at)
         truth = composed.truth  # what evaluation scores against; it never leaves this service
-        return composed, truth, started, frozenset(ahead or ())
+        return composed, truth, started, frozenset(copies or ()), known
 
     async def publish_selection(cmd: SelectionRequested) -> tuple[Any, dict, float] | None:
         """Choose the release and write its files before the transaction opens: the object store
@@ -314,9 +323,9 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             chosen = await choose_release(conn, cmd)
         if chosen is None:
             return None
-        composed, truth, run_started, done = chosen
+        composed, truth, run_started, done, known = chosen
         chosen_s = time.perf_counter() - started
-        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, done)
+        phases = await asyncio.to_thread(publish_release, res.store, res.settings, composed.files, done, known)
         log.info("release %s chosen in %.3fs, then %s", cmd.release_id, chosen_s,
                  ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
         return composed, truth, run_started

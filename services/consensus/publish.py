@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from minio.commonconfig import CopySource
+from minio.error import S3Error
 
 from services.common.consumer import PermanentError
+from services.common.failures import TransientError
 from services.common.objectstore import ObjectStore
 from services.common.protocols.kit.release import ReleaseFiles
 from services.common.settings import ServiceSettings
+from services.consensus import object_checks
+from services.consensus.object_checks import ObjectCheck, check_objects
 
 COPY_WORKERS = 8
-_CHUNK = 1 << 20
 
 
 class NotDeidentified(PermanentError):
@@ -24,77 +26,102 @@ class NotDeidentified(PermanentError):
     the release is written (the message names the objects and what they carry)."""
 
 
-def object_violations(store: ObjectStore, bucket: str, key: str) -> list[str]:
-    """deid.violations() of one stored DICOM object, read whole (spooled to a temporary file:
-    private or overlay elements can follow the pixel data, and objects can be large)."""
-    # Imported on the first release check, not at start: pydicom is ~0.6 s of CPU at every
-    # consensus start, and only a release reads DICOM.
-    from pydicom.errors import InvalidDicomError
-
-    from services.common import deid
-
-    response = store.client.get_object(bucket, key)
-    try:
-        with tempfile.TemporaryFile() as fp:
-            shutil.copyfileobj(response, fp, _CHUNK)
-            fp.seek(0)
-            try:
-                # BurnedInAnnotation YES reached the store only by a curator's override at ingest.
-                return deid.check_bytes(fp, allow_burned_in=True)
-            except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError) as exc:
-                return [f"not readable as DICOM ({exc.__class__.__name__})"]
-    finally:
-        response.close()
-        response.release_conn()
+def _refusal(bad: Mapping[str, Sequence[str]], of: int) -> NotDeidentified:
+    listed = "; ".join(f"{key}: {', '.join(why[:5])}" for key, why in list(bad.items())[:5])
+    return NotDeidentified(f"release refused: {len(bad)} of {of} DICOM objects are not de-identified "
+                           f"(PS3.15 Basic Profile): {listed}")
 
 
-def check_release_objects(store: ObjectStore, bucket: str, keys: list[str]) -> None:
+def check_release_objects(store: ObjectStore, bucket: str, keys: Sequence[str],
+                          known: Mapping[str, str] | None = None) -> dict[str, str]:
     """Refuse (NotDeidentified) a release whose DICOM objects are not de-identified: each object is
-    read and checked against the profile before any copy, whatever ingest did (objects stored by an
-    older RadCurate, or before the profile was tightened, are caught here)."""
+    checked against the profile before any copy, whatever ingest did (objects stored by an older
+    RadCurate, or before the profile was tightened, are caught here).
+
+    `known` maps an object key to the ETag of a passing check made earlier (when its study was
+    decided) on the bytes with the release's recorded sha256, under today's profile version. Such
+    an object is not read here: its copy is made on that ETag (If-Match, copy_release_objects),
+    which the store refuses if the object was rewritten since, and then it is read and checked
+    again. Every other object is read whole and checked now. Returns each key's ETag as checked,
+    for the copies' If-Match."""
     unique = sorted(set(keys))
-    with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
-        found = dict(zip(unique, pool.map(lambda key: object_violations(store, bucket, key), unique), strict=True))
-    bad = {key: why for key, why in found.items() if why}
+    known = known or {}
+    checks = check_objects(store, bucket, [k for k in unique if k not in known])
+    bad = {c.object_key: c.violations for c in checks if c.violations}
     if bad:
-        listed = "; ".join(f"{key}: {', '.join(why[:5])}" for key, why in list(bad.items())[:5])
-        raise NotDeidentified(f"release refused: {len(bad)} of {len(unique)} DICOM objects are not de-identified "
-                              f"(PS3.15 Basic Profile): {listed}")
+        raise _refusal(bad, len(unique))
+    return {**{k: known[k] for k in unique if k in known}, **{c.object_key: c.etag for c in checks}}
 
 
-def copy_release_objects(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]]) -> None:
+def copy_release_objects(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]],
+                         etags: Mapping[str, str] | None = None, ahead: Collection[str] = ()) -> None:
     """Server-side copies (bucket kind, source key, destination key) from the objects bucket, several
-    at once: a multi-series release copies ~40 instances per study. Only after their check."""
+    at once: a multi-series release copies ~40 instances per study. Only after their check, and on
+    the ETag that was checked (`etags`, If-Match): the store copies nothing of an object rewritten
+    since. Such an object, if its check was made ahead of the release (`ahead`), is read and
+    checked now and copied on its new ETag, and refused (NotDeidentified, every copy made here
+    removed again) if it no longer passes; if its check was made by this release, or it changes
+    again, the release is retried (TransientError) and checks it anew."""
     buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
+    etags = etags or {}
+    lock, again = threading.Lock(), dict[str, ObjectCheck]()
+
+    def checked_again(src: str) -> str:
+        with lock:  # once per object, however many copies it has
+            if src not in again:
+                again[src] = object_checks.check_object(store, settings.objects_bucket, src)
+        found = again[src]
+        if found.violations:
+            raise _refusal({src: found.violations}, len({s for _, s, _ in copies}))
+        return found.etag
 
     def copy(item: tuple[str, str, str]) -> None:
         kind, src, dst = item
-        store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src))
+        etag = etags.get(src) or None
+        for attempt in range(2):
+            try:
+                store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src, match_etag=etag))
+                return
+            except S3Error as exc:
+                if exc.code != "PreconditionFailed":
+                    raise
+                if attempt or src not in ahead:
+                    raise TransientError(f"{src} changed after its de-identification check: the release is"
+                                         " retried, checking it again") from exc
+            etag = checked_again(src) or None
 
-    with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
-        list(pool.map(copy, copies))
+    try:
+        with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+            list(pool.map(copy, copies))
+    except NotDeidentified:  # waited for every copy: none is left running
+        for kind, _, dst in copies:
+            store.delete(buckets[kind], dst)
+        raise
 
 
-def check_and_copy(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]]) -> None:
-    """Check every object of `copies` against the profile, then (all passed) copy them. Raises
-    NotDeidentified, copying nothing."""
-    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in copies])
-    copy_release_objects(store, settings, copies)
+def check_and_copy(store: ObjectStore, settings: ServiceSettings, copies: Sequence[tuple[str, str, str]],
+                   known: Mapping[str, str] | None = None) -> None:
+    """Check every object of `copies` against the profile (reusing `known` checks, as
+    check_release_objects says), then (all passed) copy them. Raises NotDeidentified, copying nothing."""
+    etags = check_release_objects(store, settings.objects_bucket, [src for _, src, _ in copies], known)
+    copy_release_objects(store, settings, copies, etags, ahead=known or {})
 
 
 def publish_release(store: ObjectStore, settings: ServiceSettings, rf: ReleaseFiles,
-                    done: Collection[tuple[str, str, str]] = ()) -> dict[str, float]:
+                    done: Collection[tuple[str, str, str]] = (),
+                    known: Mapping[str, str] | None = None) -> dict[str, float]:
     """Check every DICOM object against the de-identification profile, then copy them, then write
     the files; the manifest goes last so that a manifest in the bucket means a complete release.
     Copies in `done` were checked and made by the caller (`check_and_copy`, beside the agreement
-    report). Rewriting after a crash produces the same bytes. Raises NotDeidentified, writing
-    nothing more. Returns the wall seconds of each phase (for the log)."""
+    report); `known`, earlier passing checks (check_release_objects). Rewriting after a crash
+    produces the same bytes. Raises NotDeidentified, writing nothing more. Returns the wall
+    seconds of each phase (for the log)."""
     buckets = {"public": settings.public_bucket, "holdout": settings.holdout_bucket}
     phases, started = {}, time.perf_counter()
     left = [c for c in rf.copies if c not in done]
-    check_release_objects(store, settings.objects_bucket, [src for _, src, _ in left])
+    etags = check_release_objects(store, settings.objects_bucket, [src for _, src, _ in left], known)
     phases[f"{len(left)} more objects checked"] = time.perf_counter() - started
-    copy_release_objects(store, settings, left)
+    copy_release_objects(store, settings, left, etags, ahead=known or {})
     phases["copied"] = time.perf_counter() - started - sum(phases.values())
     for (kind, key), data in sorted(rf.files.items(), key=lambda kv: kv[0][1] == rf.manifest_key):
         content_type = "application/json" if key.endswith(".json") else "text/csv"

@@ -343,3 +343,64 @@ async def save_evaluation(conn: psycopg.AsyncConnection, row: dict) -> None:
         " %(submission_sha256)s, %(status)s, %(receipt)s, %(metric_version)s, %(result)s, %(error)s)"
         " ON CONFLICT (evaluation_id) DO NOTHING",
         {**row, "result": json.dumps(row["result"]) if row["result"] is not None else None})
+
+
+async def objects_to_check(conn: psycopg.AsyncConnection, study_ids: list[str] | None,
+                           profile_version: str) -> list[dict]:
+    """The distinct objects (object_key, sha256) of the given studies (None: of every accepted
+    study) that have no check under `profile_version` for their recorded sha256 yet."""
+    scope = "a.study_id = ANY(%s)" if study_ids is not None else \
+        "a.study_id IN (SELECT study_id FROM effective_decisions WHERE accepted)"
+    cur = await conn.execute(
+        "SELECT DISTINCT o->>'object_key' AS object_key, o->>'sha256' AS sha256"
+        " FROM assignments a CROSS JOIN LATERAL jsonb_array_elements(a.objects) o"
+        f" WHERE {scope} AND NOT EXISTS (SELECT 1 FROM object_checks c WHERE c.object_key = o->>'object_key'"
+        " AND c.profile_version = %s AND c.sha256 = o->>'sha256')",
+        (*([study_ids] if study_ids is not None else []), profile_version))
+    return list(await cur.fetchall())
+
+
+async def save_object_checks(conn: psycopg.AsyncConnection, profile_version: str, checks: list) -> None:
+    """Record object checks (object_checks.ObjectCheck), replacing an older one of the same key."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO object_checks (object_key, profile_version, sha256, etag, violations)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (object_key, profile_version) DO UPDATE SET"
+            " sha256 = EXCLUDED.sha256, etag = EXCLUDED.etag, violations = EXCLUDED.violations, checked_at = now()",
+            [(c.object_key, profile_version, c.sha256, c.etag, json.dumps(list(c.violations))) for c in checks])
+
+
+async def passed_checks(conn: psycopg.AsyncConnection, objects: list[tuple[str, str]],
+                        profile_version: str) -> dict[str, str]:
+    """Of `(object_key, sha256)` pairs, those with a passing check of exactly those bytes under
+    `profile_version`: object_key -> the ETag that was checked."""
+    if not objects:
+        return {}
+    cur = await conn.execute(
+        "SELECT c.object_key, c.etag FROM object_checks c JOIN unnest(%s::text[], %s::text[]) AS o(key, sha256)"
+        " ON c.object_key = o.key AND c.sha256 = o.sha256"
+        " WHERE c.profile_version = %s AND c.violations = '[]'::jsonb AND c.etag <> ''",
+        ([k for k, _ in objects], [s for _, s in objects], profile_version))
+    return {r["object_key"]: r["etag"] for r in await cur.fetchall()}
+
+
+async def agreement_fingerprint(conn: psycopg.AsyncConnection) -> tuple[int, ...]:
+    """Row counts of everything an agreement report is computed from (report_rows: assignments,
+    decisions, adjudications, votes). These tables only grow and report_rows reads no column that
+    is ever updated, so any later vote, re-vote, decision or adjudication changes the fingerprint."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM assignments) AS assignments, (SELECT count(*) FROM decisions) AS decisions,"
+        " (SELECT count(*) FROM adjudications) AS adjudications, (SELECT count(*) FROM votes) AS votes")
+    row = await cur.fetchone()
+    assert row is not None
+    return tuple(int(row[k]) for k in ("assignments", "decisions", "adjudications", "votes"))
+
+
+async def undecided_count(conn: psycopg.AsyncConnection, protocol: str) -> int:
+    """How many of the protocol's assigned studies have no decision yet."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM assignments a WHERE a.protocol = %s"
+        " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)", (protocol,))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])

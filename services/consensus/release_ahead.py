@@ -1,0 +1,165 @@
+"""What a release needs, prepared before it is requested: taking the de-identification checks and
+the agreement report off the chain from the last vote to a verified release (issue 15).
+
+- Each study decided accepted (by its votes, or by a curator's ruling) has its DICOM objects read
+  and checked against the profile shortly after the decision commits; the results go to
+  `object_checks` (object_checks.py says when a release may reuse one).
+- Once the last assigned study of a protocol is decided, its agreement report is computed and kept
+  with the row counts it was computed from (`repo.agreement_fingerprint`). A release reuses it only
+  while those counts are unchanged: any later vote, re-vote, decision or adjudication changes them
+  and the release computes the report again, as before.
+
+Everything here is an optimisation: a failure is logged and the release does the work itself.
+The handlers only note what was decided (`note`); the work runs in one background task, after a
+short pause that lets a burst of decisions share one round of checks and the decision commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.objectstore import ObjectStore
+from services.consensus import repo
+from services.consensus.object_checks import PROFILE_VERSION, check_objects
+
+log = logging.getLogger(__name__)
+# Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
+# transaction must commit before its study reads as decided.
+SETTLE_SECONDS = 0.05
+RECHECKS, RECHECK_SECONDS = 5, 0.1  # looking again for the last decision's commit (it is on the release's path)
+CHECK_BATCH = 400  # objects per round of checks
+
+AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
+
+
+class ReleaseAhead:
+    """Checks ahead and the cached agreement report of one consensus process."""
+
+    def __init__(self, store: ObjectStore | None, bucket: str, agreement: AgreementFn) -> None:
+        self._store, self._bucket, self._agreement = store, bucket, agreement
+        self._accepted: set[str] = set()  # studies decided accepted, objects not yet checked
+        self._protocols: set[str] = set()  # protocols with a decision since their report was cached
+        self._wake = asyncio.Event()
+        self._reports: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}  # protocol -> (fingerprint, report)
+        self._tries: dict[str, int] = {}  # protocol -> rechecks after its last decision, while some are open
+        self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
+        self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
+
+    def note(self, study_id: str, protocol: str, accepted: bool) -> None:
+        """A decision or ruling is being written for `study_id` (called inside its transaction: if
+        that rolls back, the round finds nothing new to do)."""
+        if accepted:
+            self._accepted.add(study_id)
+        self._protocols.add(protocol)
+        self._tries.pop(protocol, None)
+        self._wake.set()
+
+    async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict[str, Any], bool]:
+        """The protocol's agreement report, and whether it was prepared ahead (kept while its inputs
+        are unchanged, or being computed for the same inputs right now: then this waits for that
+        computation instead of running a second one beside it). Otherwise computed now, and kept.
+
+        The fingerprint is read before the rows: the tables only grow, so a report is never kept
+        under counts its rows do not match unless the counts have already moved on (and the next
+        call computes it again)."""
+        fingerprint = await repo.agreement_fingerprint(conn)
+        cached = self._reports.get(protocol)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1], True
+        running = self._running.get(protocol)
+        if running is not None and running[0] == fingerprint:
+            try:
+                return await asyncio.shield(running[1]), True
+            except Exception:  # noqa: BLE001 - its owner's failure: compute it here instead
+                log.warning("the agreement report computed ahead failed; computing it for the release")
+        task = asyncio.ensure_future(self._agreement(conn, protocol))
+        self._running[protocol] = (fingerprint, task)
+        try:
+            report = await task
+        finally:
+            if self._running.get(protocol, (None, None))[1] is task:
+                del self._running[protocol]
+        self._reports[protocol] = (fingerprint, report)
+        return report, False
+
+    async def run_forever(self, pool: AsyncConnectionPool) -> None:
+        """Do each round's work after its settle pause, until cancelled."""
+        while True:
+            if not self.catch_up:
+                await self._wake.wait()
+            await asyncio.sleep(SETTLE_SECONDS)
+            self._wake.clear()
+            try:
+                await self.run_once(pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # an optimisation only: the release does the work itself
+                log.exception("checking ahead of a release failed; the release will check for itself")
+                await asyncio.sleep(5)
+
+    async def run_once(self, pool: AsyncConnectionPool) -> dict[str, Any]:
+        """One round: check the noted (or, first, every) accepted study's unchecked objects and,
+        beside that, keep the agreement report of each noted protocol with no study left undecided
+        (the release after the last decision waits for both: neither waits for the other)."""
+        studies, self._accepted = self._accepted, set()
+        protocols, self._protocols = self._protocols, set()
+        catch_up, self.catch_up = self.catch_up, False
+        started = time.perf_counter()
+        try:
+            checked, cached = await asyncio.gather(self._check(pool, None if catch_up else studies),
+                                                   self._keep_reports(pool, protocols))
+        except BaseException:
+            self._accepted |= studies  # tried again next round
+            self._protocols |= protocols
+            self.catch_up |= catch_up
+            raise
+        if checked or cached:
+            log.info("ahead of a release: %d objects checked, agreement kept for %s, in %.3fs",
+                     checked, cached or "none", time.perf_counter() - started)
+        return {"checked": checked, "agreement_cached": cached}
+
+    async def _check(self, pool: AsyncConnectionPool, studies: set[str] | None) -> int:
+        """Check and record the unchecked objects of `studies` (None: of every accepted study)."""
+        if self._store is None or studies == set():
+            return 0
+        async with pool.connection() as conn:
+            todo = await repo.objects_to_check(conn, None if studies is None else sorted(studies), PROFILE_VERSION)
+            await conn.rollback()
+        checked = 0
+        for i in range(0, len(todo), CHECK_BATCH):
+            keys = [o["object_key"] for o in todo[i:i + CHECK_BATCH]]
+            checks = await asyncio.to_thread(check_objects, self._store, self._bucket, keys)
+            async with pool.connection() as conn:
+                await repo.save_object_checks(conn, PROFILE_VERSION, checks)
+            checked += len(checks)
+        return checked
+
+    async def _keep_reports(self, pool: AsyncConnectionPool, protocols: set[str]) -> list[str]:
+        """Compute and keep the agreement report of each protocol with no study left undecided."""
+        kept = []
+        for protocol in sorted(protocols):
+            async with pool.connection() as conn:
+                undecided = await repo.undecided_count(conn, protocol)
+                if undecided == 0:
+                    await self.agreement(conn, protocol)
+                    kept.append(protocol)
+                await conn.rollback()
+            # The noted decision may not have committed yet (a consumer commits a whole batch):
+            # look again a few times, then wait for the next decision.
+            tries = self._tries.pop(protocol, 0)
+            if undecided and tries < RECHECKS:
+                self._tries[protocol] = tries + 1
+                asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._recheck, protocol)
+        return kept
+
+    def _recheck(self, protocol: str) -> None:
+        if protocol in self._tries:
+            self._protocols.add(protocol)
+            self._wake.set()
