@@ -2,10 +2,11 @@
 
 Each DICOM is validated with pydicom (that it can be shown: a transfer syntax, photometric
 interpretation and bit depth the renderer decodes, and sizes within the limits, all read from the
-header before anything is decoded), its pixels digested (pixel_digest: decoded frame by frame,
-within those limits), checked for identifying data, stored in the object store under its sha256,
-and the study with its report is recorded together with the report-ingested event (outbox) in one
-transaction. Ingesting the same study again changes nothing.
+header before anything is decoded; the plain header values straight off the undecoded elements,
+dicom_header, with pydicom's own decoding for everything else), its pixels digested
+(pixel_digest: decoded frame by frame, within those limits), checked for identifying data,
+stored in the object store under its sha256, and the study with its report is recorded together
+with the report-ingested event (outbox) in one transaction. Ingesting the same study again changes nothing.
 
 Files stream: a source is bytes, a path or an open binary file, read one at a time, so a study of
 many large files is never held in memory whole (only the file being checked, once, and one
