@@ -43,7 +43,8 @@ of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
 Knobs: RADCURATE_BENCH_STUDIES (default 13735), RADCURATE_BENCH_SCALES (default "1"),
 RADCURATE_BENCH_IMAGE (pixels across, a divisor of 256; default 256), RADCURATE_BENCH_KEEP_DATA,
-RADCURATE_BENCH_FLOOR=0 to skip the floor. Every figure is printed with os.getloadavg().
+RADCURATE_BENCH_FLOOR=0 to skip the floor, RADCURATE_BENCH_S3_REQUESTS=1 to count the S3 requests
+per study by bucket (the broker's log against the services' objects). Every figure is printed with os.getloadavg().
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
 """
 
@@ -58,6 +59,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,7 +71,8 @@ from radcurate.bulk_ingest import read_reports, study_paths
 from radcurate.client import Gateway
 from radcurate.cpu_clock import CLIENT, stack_cpu
 from radcurate.cpu_clock import process_cpu as cpu_seconds
-from radcurate.stack import local
+from radcurate.stack import local, seaweed
+from radcurate.stack.procs import free_port
 from radcurate.synth.cxr import synth_cxr
 from radcurate.synth.image import SIZE
 from services.common.contracts import Protocol
@@ -82,6 +85,13 @@ HOPS = 4
 EVENT_BYTES = 1500  # a report-ingested event of the synthetic pool (report ~600 chars + one object)
 INGEST_CONCURRENCY = 8  # the gateway's BATCH_CONCURRENCY: a batch's studies stored 8 at a time
 IDLE_S = float(os.environ.get("RADCURATE_BENCH_IDLE_S", "10"))  # the stack's idle CPU rate, measured before the funnel
+# RADCURATE_BENCH_S3_REQUESTS=1: start SeaweedFS with its metrics port and print the S3 requests
+# per study over the funnel by bucket and action (the broker's own log is the bucket "tansu").
+# Off by default so that a pair against main's code measures the same server settings.
+# Session 8, 2,000 studies, load 6-16: objects 1.00 PUT per study; the broker's log 0.38-0.65
+# requests per study (PUT 0.23-0.37, GET 0.09-0.15, LIST 0.06-0.12: a relay round per ingest
+# batch, then a fetch, batch and offset commit per consumer), 0.43 with 64-study ingest batches.
+S3_REQUESTS = os.environ.get("RADCURATE_BENCH_S3_REQUESTS", "0") == "1"
 
 
 def load() -> str:
@@ -173,6 +183,33 @@ async def funnel(state: dict, data_dir: Path, studies: int) -> dict[str, float]:
     return timings
 
 
+def s3_requests(state: dict) -> dict[tuple[str, str], float]:
+    """SeaweedFS's S3 request counters (`SeaweedFS_s3_request_total`), summed by (bucket, action);
+    empty when the stack runs without its metrics port."""
+    port = os.environ.get(seaweed.METRICS_PORT)
+    if not port or not state.get("s3"):
+        return {}
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("SeaweedFS_s3_request_total{"):
+            labels = dict(pair.split("=", 1) for pair in line[line.index("{") + 1:line.index("}")].split(","))
+            key = (labels.get("bucket", '"?"').strip('"'), labels.get("type", '"?"').strip('"'))
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def print_s3_requests(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], studies: int) -> None:
+    """The S3 requests each bucket took per study between two counts (bench's caller attribution:
+    the bucket "tansu" is the broker's log, the others the services' objects)."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}
+    buckets = sorted({b for b, _ in delta}, key=lambda b: -sum(v for (bb, _), v in delta.items() if bb == b))
+    for bucket in buckets:
+        parts = sorted(((t, v) for (b, t), v in delta.items() if b == bucket), key=lambda tv: -tv[1])
+        print(f"  S3 requests per study, bucket {bucket or '(none)'}: {sum(v for _, v in parts) / studies:.2f} ("
+              + ", ".join(f"{t} {v / studies:.2f}" for t, v in parts) + f") {load()}", flush=True)
+
+
 def disk_bytes(path: Path) -> int:
     """Bytes `path` takes on disk (allocated blocks, as du counts them; links not followed)."""
     total = 0
@@ -252,6 +289,8 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
     rows = read_reports(data_dir)
     Path(".radcurate").mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=".radcurate"))  # inside the checkout, ignored
+    if S3_REQUESTS:
+        os.environ.setdefault(seaweed.METRICS_PORT, str(free_port()))
     try:
         state = local.up(home / "stack", services_to_run=())
         if with_floor:
@@ -270,9 +309,9 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
                   f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
         state = local.up(home / "stack")
         idle = idle_rates(state, IDLE_S)
-        before = stack_cpu(state)
+        before, requests_before = stack_cpu(state), s3_requests(state)
         figures |= asyncio.run(funnel(state, data_dir, studies))
-        after = stack_cpu(state)
+        after, requests_after = stack_cpu(state), s3_requests(state)
         cpu = {k: after[k] - before.get(k, 0.0) for k in after}
         figures["cpu s, all processes"] = sum(cpu.values())
         # The S3 server and the broker burn CPU by the second even when idle (polls, timers): a run
@@ -292,6 +331,7 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
                 f"{k} {1000 * v:.0f}" for k, v in sorted(idle.items(), key=lambda kv: -kv[1]) if v >= 0.0005)
                 + f"); net of that rate {1000 * figures['cpu s, net of idle'] / studies:.2f} ms per study {load()}",
                 flush=True)
+        print_s3_requests(requests_before, requests_after, studies)
         # What a larger run needs free: the stack's state (S3 objects and the broker's log in it,
         # Postgres, logs) grows with the studies; the data set is on top of it.
         parts = {p.name: disk_bytes(p) for p in sorted((home / "stack").iterdir()) if p.is_dir()}

@@ -103,7 +103,8 @@ _REFUSED_WHEN_SET = EMPTY - {"StudyID"}
 # users need "PA", "LATERAL", "T2 SAG").
 CLEANED = frozenset({"SeriesDescription", "StudyDescription", "ProtocolName"})
 PSEUDONYMISED = ("PatientID", "PatientName")
-_CHECKED = REMOVE | EMPTY | CLEANED | {"PatientName"}  # the keywords violations() looks at
+# The keywords violations() can object to (StudyID, emptied or not, never is: it is not decoded).
+_CHECKED = REMOVE | _REFUSED_WHEN_SET | CLEANED | {"PatientName"}
 # ... as tags: a set lookup per element instead of a dictionary keyword lookup (the walk runs on
 # every header element of every ingested object).
 _CHECKED_TAGS = frozenset(tag for kw in _CHECKED if (tag := tag_for_keyword(kw)) is not None)

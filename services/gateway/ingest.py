@@ -2,10 +2,11 @@
 
 Each DICOM is validated with pydicom (that it can be shown: a transfer syntax, photometric
 interpretation and bit depth the renderer decodes, and sizes within the limits, all read from the
-header before anything is decoded), its pixels digested (pixel_digest: decoded frame by frame,
-within those limits), checked for identifying data, stored in the object store under its sha256,
-and the study with its report is recorded together with the report-ingested event (outbox) in one
-transaction. Ingesting the same study again changes nothing.
+header before anything is decoded; the plain header values straight off the undecoded elements,
+dicom_header, with pydicom's own decoding for everything else), its pixels digested
+(pixel_digest: decoded frame by frame, within those limits), checked for identifying data,
+stored in the object store under its sha256, and the study with its report is recorded together
+with the report-ingested event (outbox) in one transaction. Ingesting the same study again changes nothing.
 
 Files stream: a source is bytes, a path or an open binary file, read one at a time, so a study of
 many large files is never held in memory whole (only the file being checked, once, and one
@@ -43,6 +44,7 @@ from services.common.identifiers import is_dicom_uid, is_study_id, normalise_pat
 from services.common.objectstore import ObjectStore, digest_key
 from services.common.pacs_pairing import pseudonym
 from services.common.protocols import DEFAULT_PROTOCOL
+from services.gateway import dicom_header as header
 from services.gateway.pixel_digest import PixelDecodeError, pixel_digest
 from services.gateway.render import COLOUR, PHOTOMETRIC, RenderError, decode, decoding_plugin, shown_frame
 from services.gateway.repo import studies
@@ -175,7 +177,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         pixels = _check_pixels(name, ds, limits)
         dicom_patient = _patient_id_of(ds)  # before de-identification replaces it
         key = patient_key(dicom_patient, deid_secret())
-        burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+        burned_in = header.text(ds, "BurnedInAnnotation").upper() == "YES"
         if burned_in and not allow_burned_in:
             raise IngestError(f"{name}: BurnedInAnnotation is YES (identifying text may be in the pixels); "
                               "refused unless a curator overrides (allow_burned_in_annotation)")
@@ -189,7 +191,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         # With scrub, the whole profile (UIDs and dates too) runs on every object not already
         # de-identified: one an upstream pipeline de-identified (it says so, and passes the check)
         # is stored byte for byte, its UIDs and dates not replaced or shifted a second time.
-        rewrite = scrub and (str(ds.get("PatientIdentityRemoved", "")).upper() != "YES"
+        rewrite = scrub and (header.text(ds, "PatientIdentityRemoved").upper() != "YES"
                              or bool(deid.violations(ds, allow_burned_in=True)))
         # An object stored as it is keeps its PatientID: it must name the form's patient. One
         # rewritten gets the form's id written in; the study-wide check (_refuse_second_patient_id)
@@ -213,12 +215,13 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         else:
             digest = _sha256(fp)
     obj = DicomObject(
-        object_key=digest_key(digest), sha256=digest, sop_instance_uid=str(ds.SOPInstanceUID),
-        series_instance_uid=str(ds.SeriesInstanceUID), series_description=str(ds.get("SeriesDescription", "")),
-        instance_number=int(ds.get("InstanceNumber", 1) or 1), modality=str(ds.Modality),
+        object_key=digest_key(digest), sha256=digest, sop_instance_uid=header.text(ds, "SOPInstanceUID"),
+        series_instance_uid=header.text(ds, "SeriesInstanceUID"),
+        series_description=header.text(ds, "SeriesDescription"),
+        instance_number=header.integer(ds, "InstanceNumber", 1), modality=header.text(ds, "Modality"),
         pixel_spacing=_pixel_spacing(ds), pixel_sha256=pixels, patient_key=key,
     )
-    return ParsedInstance(data, size, obj, str(ds.StudyInstanceUID), study_facts(ds), key), removed
+    return ParsedInstance(data, size, obj, header.text(ds, "StudyInstanceUID"), study_facts(ds), key), removed
 
 
 def deid_secret() -> str:
@@ -286,7 +289,7 @@ def study_facts(ds: pydicom.Dataset) -> dict:
     places its window presets relative to it, mirrored for MONOCHROME1). A value that is absent or
     malformed is None."""
     def text(kw: str) -> str | None:
-        value = str(ds.get(kw, "") or "").strip().upper()
+        value = str(header.value(ds, kw, "") or "").strip().upper()
         return value or None
 
     day = text("StudyDate")
@@ -298,14 +301,14 @@ def study_facts(ds: pydicom.Dataset) -> dict:
     try:
         if "WindowCenter" in ds and "WindowWidth" in ds:
             center, width = (float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
-                             for v in (ds.WindowCenter, ds.WindowWidth))
+                             for v in (header.value(ds, "WindowCenter"), header.value(ds, "WindowWidth")))
     except (TypeError, ValueError, IndexError):
         center = width = None
     if width is not None and width <= 0:
         center = width = None
     sex = text("PatientSex")
     return {"view_position": text("ViewPosition"), "patient_sex": sex if sex in ("F", "M", "O") else None,
-            "age_band": _age_band(str(ds.get("PatientAge", "") or "")), "study_date": study_date,
+            "age_band": _age_band(str(header.value(ds, "PatientAge", "") or "")), "study_date": study_date,
             "window_center": center, "window_width": width,
             "photometric_interpretation": text("PhotometricInterpretation")}
 
@@ -316,7 +319,7 @@ def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> N
     def refuse(why: str) -> IngestError:
         return IngestError(f"{name}: {why}")
 
-    if str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE:
+    if header.text(ds, "SOPClassUID") == SEGMENTATION_STORAGE:
         raise refuse("a Segmentation object is an annotation, not an image to read (SOP Class SEG)")
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
@@ -328,35 +331,50 @@ def check_displayable(name: str, ds: pydicom.Dataset, limits: IngestLimits) -> N
         available = False
     if not available:
         raise refuse(f"transfer syntax {syntax.name} ({syntax}) cannot be decoded")
-    photometric = str(ds.get("PhotometricInterpretation", ""))
+    photometric = header.text(ds, "PhotometricInterpretation")
     if photometric not in PHOTOMETRIC:
         raise refuse(f"photometric interpretation {photometric or '(none)'} is not supported")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = header.integer(ds, "SamplesPerPixel", 1)
     if samples != (3 if photometric in COLOUR and photometric != "PALETTE COLOR" else 1):
         raise refuse(f"{samples} samples per pixel do not fit photometric interpretation {photometric}")
     if photometric == "PALETTE COLOR" and "RedPaletteColorLookupTableDescriptor" not in ds:
         raise refuse("PALETTE COLOR without its palette colour lookup tables")
-    bits_allocated, bits_stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
+    bits_allocated, bits_stored = header.integer(ds, "BitsAllocated", 0), header.integer(ds, "BitsStored", 0)
     if bits_allocated not in (1, 8, 16, 32) or not 0 < bits_stored <= bits_allocated:
         raise refuse(f"BitsAllocated {bits_allocated} / BitsStored {bits_stored} is not a supported bit depth")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, columns = header.integer(ds, "Rows", 0), header.integer(ds, "Columns", 0)
+    frames = header.integer(ds, "NumberOfFrames", 1)
     if rows < 1 or columns < 1 or frames < 1:
         raise refuse(f"image of {rows} × {columns} pixels, {frames} frame(s)")
     if rows * columns * frames > limits.max_pixels:
         raise TooLarge(f"{name}: {rows} × {columns} pixels × {frames} frame(s) is over the limit of "
                        f"{limits.max_pixels} pixels per object")
     if not syntax.is_compressed:
-        expected, present = get_expected_length(ds), len(ds.PixelData)
+        expected, present = _expected_length(ds, rows, columns, frames, bits_allocated), len(header.pixel_data(ds))
         if present < expected:
             raise refuse(f"pixel data is truncated ({present} of {expected} bytes)")
+
+
+def _expected_length(ds: pydicom.Dataset, rows: int, columns: int, frames: int, bits_allocated: int) -> int:
+    """pydicom's get_expected_length (bytes of native pixel data, less an odd length's padding)
+    from the header values check_displayable has read; pydicom's own where SamplesPerPixel or
+    the geometry is not plainly there (it raises for what it cannot compute)."""
+    samples = header.value(ds, "SamplesPerPixel")
+    if not isinstance(samples, int) or "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+        return get_expected_length(ds)
+    length = rows * columns * samples * frames
+    length = length // 8 + (length % 8 > 0) if bits_allocated == 1 else length * (bits_allocated // 8)
+    if header.text(ds, "PhotometricInterpretation") == "YBR_FULL_422":  # PS3.4 C.7.6.3.1.2
+        length = length // 3 * 2
+    return length
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     """(row, column) spacing in mm, or None when absent or malformed (CXR files often lack it;
     grading consensus needs it to average reader points in millimetres)."""
+    plain = header.numbers(ds, "PixelSpacing")
     try:
-        row, col = (float(v) for v in ds.get("PixelSpacing") or ())
+        row, col = (float(v) for v in (plain if plain is not None else ds.get("PixelSpacing") or ()))
     except (TypeError, ValueError):
         return None
     return (row, col) if row > 0 and col > 0 else None

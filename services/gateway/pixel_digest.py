@@ -23,6 +23,7 @@ import pydicom
 from pydicom.pixels import iter_pixels
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from services.gateway import dicom_header as header
 from services.gateway.render import decoding_plugin
 
 VERSION = "radcurate-pixels/1"
@@ -36,7 +37,7 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
     """sha256 (hex) of the decoded pixels in canonical form, or None for a uniform image;
     `on_frame(index, array)` sees each decoded frame (so a caller need not decode it again).
     Raises PixelDecodeError when a frame cannot be decoded."""
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = header.integer(ds, "NumberOfFrames", 1)
     digest = hashlib.sha256()
     low = high = None
     try:
@@ -72,14 +73,14 @@ def _native_frames(ds: pydicom.Dataset, frames: int) -> list[np.ndarray] | None:
     anything else (compressed, big endian, deflated, colour, 1-bit, truncated): pydicom decodes it."""
     if ds.file_meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
         return None
-    samples, allocated = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
-    stored, representation = int(ds.get("BitsStored", 0) or 0), ds.get("PixelRepresentation")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples, allocated = header.integer(ds, "SamplesPerPixel", 1), header.integer(ds, "BitsAllocated", 0)
+    stored, representation = header.integer(ds, "BitsStored", 0), header.value(ds, "PixelRepresentation")
+    rows, columns = header.integer(ds, "Rows", 0), header.integer(ds, "Columns", 0)
     if (samples != 1 or allocated not in (8, 16, 32) or not 0 < stored <= allocated or representation not in (0, 1)
-            or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME1", "MONOCHROME2")
+            or header.text(ds, "PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2")
             or rows < 1 or columns < 1 or frames < 1):
         return None
-    data = ds.PixelData
+    data = header.pixel_data(ds)
     count = rows * columns * frames
     dtype = np.dtype(f"<{'i' if representation else 'u'}{allocated // 8}")
     if not isinstance(data, bytes) or len(data) < count * dtype.itemsize:
