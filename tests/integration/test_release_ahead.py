@@ -9,17 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-import services
 from services.common import protocols
 from services.common.contracts import AdjudicationRequested, Protocol, SelectionPlan, SelectionRequested
-from services.common.db import apply_migrations, open_pool
+from services.common.db import open_pool
 from services.common.failures import TransientError
 from services.common.objectstore import sha256_hex
 from services.consensus import object_checks, repo
@@ -28,18 +24,13 @@ from services.consensus.object_checks import PROFILE_VERSION
 from services.consensus.publish import NotDeidentified, copy_release_objects
 from services.consensus.release_ahead import ReleaseAhead
 from services.gateway.ingest import parse_instance
+from tests.integration import test_consensus_handlers
 from tests.integration.test_consensus_handlers import apply, assigned, decide, rows, vote
 from tests.integration.test_release_deid import BUCKETS, put, seeded_bytes
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def db(fresh_schema):
-    own = sorted((Path(services.__file__).parent / "consensus" / "migrations").glob("*.sql"))
-    apply_migrations(fresh_schema, own)
-    async with await psycopg.AsyncConnection.connect(fresh_schema, row_factory=dict_row) as conn:
-        yield conn
+db = test_consensus_handlers.db  # the consensus schema, migrated, one connection
 
 
 @pytest.fixture
