@@ -31,15 +31,35 @@ def start_s3(home: Path, log_path: Path, access_key: str, secret_key: str, bucke
     """Start the S3 server on the data under `home` and create `buckets`; returns its state entry.
 
     `previous` (the entry of an earlier run on the same data) keeps its ports and keys stable.
+
+    SeaweedFS binds its eight ports itself, a moment after they are chosen (it cannot inherit
+    sockets as the services do): if one of them became the local end of some outgoing connection
+    meanwhile, it exits with "address already in use" (seen in CI). Then it starts again on
+    fresh ports, up to `PORT_RACE_TRIES` times.
     """
-    info = seaweed.start(home, log_path, access_key, secret_key, previous)
-    try:
-        seaweed.wait_ready(info, lambda: _ready(info, buckets), 60, log_path)
-    except BaseException:
-        stop(info, timeout=3)
-        seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
-        raise
-    return info
+    for attempt in range(1, PORT_RACE_TRIES + 1):
+        logged = log_path.stat().st_size if log_path.exists() else 0
+        info = seaweed.start(home, log_path, access_key, secret_key, previous)
+        try:
+            seaweed.wait_ready(info, lambda started=info: _ready(started, buckets), 60, log_path)
+            return info
+        except BaseException as exc:
+            stop(info, timeout=3)
+            seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
+            if attempt == PORT_RACE_TRIES or not isinstance(exc, StackError) or not _port_taken(log_path, logged):
+                raise
+            previous = {**(previous or {}), "jwt_keys": info["jwt_keys"], "ports": None}
+    raise AssertionError("unreachable")
+
+
+PORT_RACE_TRIES = 3
+
+
+def _port_taken(log_path: Path, offset: int) -> bool:
+    """Whether the server's log since `offset` says one of its ports was taken."""
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        return b"bind: address already in use" in f.read()
 
 
 def _ready(s3: dict, buckets: list[str]) -> None:

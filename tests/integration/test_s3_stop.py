@@ -1,13 +1,15 @@
 """`radcurate down` stops the S3 server (SeaweedFS) without waiting out its filer's 15 s graceful
 gRPC stop (the filer waits on metadata subscriptions of its own process: see
 `radcurate.stack.seaweed.stop`), and every object the S3 API acknowledged before the stop is
-there, byte for byte, when the server comes back on the same data."""
+there, byte for byte, when the server comes back on the same data. And a port taken between its
+choice and SeaweedFS's own bind (CI saw it) starts the server again on fresh ports."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -45,3 +47,31 @@ def test_a_stopped_s3_server_comes_back_with_every_acknowledged_object(tmp_path:
     finally:
         seaweed.stop(info, log)
         seaweed.remove_sockets(info["ports"])
+
+
+def test_a_port_taken_after_it_was_chosen_starts_the_server_again_on_fresh_ports(tmp_path: Path, monkeypatch) -> None:
+    home, log = tmp_path / "s3", tmp_path / "s3.log"
+    choose, chosen = seaweed.choose_ports, []
+    with socket.socket() as taken:  # what an outgoing connection's local end would hold
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+
+        def master_grpc_taken_the_first_time(previous, wait=5.0):
+            ports = choose(previous, wait)
+            if not chosen:
+                ports = {**ports, "master_grpc": taken.getsockname()[1]}
+            chosen.append(ports)
+            return ports
+
+        monkeypatch.setattr(seaweed, "choose_ports", master_grpc_taken_the_first_time)
+        info = infra.start_s3(home, log, "race-key", "race-secret-0123456789", [BUCKET])
+        try:
+            assert len(chosen) == 2 and info["ports"] == chosen[1]
+            assert taken.getsockname()[1] not in info["ports"].values()
+            assert b"bind: address already in use" in log.read_bytes()
+            client = infra._client(info["endpoint"], "race-key", "race-secret-0123456789")
+            client.put_object(BUCKET, "after-the-race", io.BytesIO(b"ok"), 2)
+            assert client.get_object(BUCKET, "after-the-race").read() == b"ok"
+        finally:
+            seaweed.stop(info, log)
+            seaweed.remove_sockets(info["ports"])
