@@ -141,7 +141,8 @@ async def main() -> int:
     given = os.environ.get("RADCURATE_BENCH_STATE")
     tmp = None if given else tempfile.mkdtemp(prefix="bench-consumer-")
     state_dir = Path(given or tmp or "")
-    state = local.load(state_dir) if given else local.up(state_dir, services_to_run=())
+    # `up` runs its own event loop (topic creation), so it goes to a thread from inside this one.
+    state = local.load(state_dir) if given else await asyncio.to_thread(local.up, state_dir, services_to_run=())
     print(f"consumer code: {consumer_module.__file__}; {n} events per round, pid {os.getpid()}", flush=True)
     try:
         for mode in modes:
