@@ -11,7 +11,16 @@ from typing import Any
 from minio import Minio
 
 from radcurate.stack import seaweed
-from radcurate.stack.procs import StackError, port_open, process, reuse_port, spawn, stop, wait_until
+from radcurate.stack.procs import (
+    StackError,
+    listening,
+    process,
+    retrying_port_races,
+    reuse_port,
+    spawn,
+    stop,
+    wait_until,
+)
 from services.common.kafka import ensure_topics
 from services.common.objectstore import ObjectStore
 
@@ -31,35 +40,24 @@ def start_s3(home: Path, log_path: Path, access_key: str, secret_key: str, bucke
     """Start the S3 server on the data under `home` and create `buckets`; returns its state entry.
 
     `previous` (the entry of an earlier run on the same data) keeps its ports and keys stable.
-
     SeaweedFS binds its eight ports itself, a moment after they are chosen (it cannot inherit
-    sockets as the services do): if one of them became the local end of some outgoing connection
-    meanwhile, it exits with "address already in use" (seen in CI). Then it starts again on
-    fresh ports, up to `PORT_RACE_TRIES` times.
+    sockets as the services do): if one of them was taken meanwhile (seen in CI), it starts again
+    on fresh ports (`retrying_port_races`).
     """
-    for attempt in range(1, PORT_RACE_TRIES + 1):
-        logged = log_path.stat().st_size if log_path.exists() else 0
-        info = seaweed.start(home, log_path, access_key, secret_key, previous)
+    entry = dict(previous or {})
+
+    def attempt(fresh: bool) -> dict[str, Any]:
+        info = seaweed.start(home, log_path, access_key, secret_key, {**entry, "ports": None} if fresh else entry)
+        entry["jwt_keys"] = info["jwt_keys"]  # the same keys on every attempt
         try:
-            seaweed.wait_ready(info, lambda started=info: _ready(started, buckets), 60, log_path)
-            return info
-        except BaseException as exc:
+            seaweed.wait_ready(info, lambda: _ready(info, buckets), 60, log_path)
+        except BaseException:
             stop(info, timeout=3)
             seaweed.remove_sockets(info["ports"])  # not yet in stack.json: nobody else would stop it
-            if attempt == PORT_RACE_TRIES or not isinstance(exc, StackError) or not _port_taken(log_path, logged):
-                raise
-            previous = {**(previous or {}), "jwt_keys": info["jwt_keys"], "ports": None}
-    raise AssertionError("unreachable")
+            raise
+        return info
 
-
-PORT_RACE_TRIES = 3
-
-
-def _port_taken(log_path: Path, offset: int) -> bool:
-    """Whether the server's log since `offset` says one of its ports was taken."""
-    with log_path.open("rb") as f:
-        f.seek(offset)
-        return b"bind: address already in use" in f.read()
+    return retrying_port_races(attempt, log_path)
 
 
 def _ready(s3: dict, buckets: list[str]) -> None:
@@ -101,16 +99,29 @@ def start_kafka_on(storage_engine: str, log_path: Path, previous_port: int | Non
                    env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> dict:
     """Start tansu on `storage_engine` (its URL: s3://, memory://, postgres:// where the build has
     it); returns its state entry. A build without the engine exits at once with FeatureNotEnabled,
-    which the StackError carries (the log's last lines)."""
-    port = reuse_port(previous_port)
-    url = f"tcp://127.0.0.1:{port}"
-    pid = spawn(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", storage_engine, *args],
-        log_path, env=env,
-    )
-    wait_until(lambda: port_open(port), "kafka broker", 30, pid, log_path)
-    return {**process(pid), "port": port, "bootstrap": f"127.0.0.1:{port}"}
+    which the StackError carries (the log's last lines).
+
+    tansu binds the port a moment after it was seen free: if it was taken meanwhile, tansu
+    exits (while whatever took the port answers connections), and it starts again on a fresh
+    port (`retrying_port_races`)."""
+
+    def attempt(fresh: bool) -> dict:
+        port = reuse_port(None if fresh else previous_port)
+        url = f"tcp://127.0.0.1:{port}"
+        pid = spawn(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", storage_engine, *args],
+            log_path, env=env,
+        )
+        started = process(pid)
+        try:
+            wait_until(lambda: listening(pid, port), "kafka broker", 30, pid, log_path)
+        except BaseException:
+            stop(started, timeout=3)
+            raise
+        return {**started, "port": port, "bootstrap": f"127.0.0.1:{port}"}
+
+    return retrying_port_races(attempt, log_path)
 
 
 def create_topics(bootstrap: str, partitions: int) -> None:

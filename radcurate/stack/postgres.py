@@ -15,7 +15,16 @@ from pathlib import Path
 import psycopg
 import psycopg.sql
 
-from radcurate.stack.procs import StackError, port_open, process, reuse_port, spawn, wait_until
+from radcurate.stack.procs import (
+    StackError,
+    listening,
+    process,
+    retrying_port_races,
+    reuse_port,
+    spawn,
+    stop,
+    wait_until,
+)
 
 DATABASE = "radcurate"
 
@@ -113,19 +122,27 @@ def start(data_dir: Path, log_path: Path, previous_port: int | None = None,
     if user:
         shutil.chown(hba, user)
     hba.chmod(0o600)
-    port = reuse_port(previous_port)
-    pid = spawn(
-        [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
-         "-c", "password_encryption=scram-sha-256",
-         *(arg for name, value in {**SETTINGS, **(settings or {})}.items() for arg in ("-c", f"{name}={value}"))],
-        log_path, user=user,
-    )
-    wait_until(lambda: port_open(port), "postgres", 30, pid, log_path)
-    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=port, user="postgres",
-                                         password=admin_password, dbname="postgres")
-    wait_until(lambda: _accepts(dsn), "postgres connections", 30, pid, log_path)
-    return {**process(pid), "port": port, "admin_password": admin_password, "admin_dsn": dsn}
+    argv = [str(pg_bin_dir() / "postgres"), "-D", str(data_dir), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={data_dir}", "-c", "password_encryption=scram-sha-256",
+            *(arg for name, value in {**SETTINGS, **(settings or {})}.items() for arg in ("-c", f"{name}={value}"))]
+
+    # Postgres binds its port a moment after it was seen free: if it was taken meanwhile, it
+    # exits ("could not bind ... Address already in use"), and starts again on a fresh port.
+    def attempt(fresh: bool) -> dict:
+        port = reuse_port(None if fresh else previous_port)
+        pid = spawn([*argv, "-p", str(port)], log_path, user=user)
+        started = process(pid)
+        dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=port, user="postgres",
+                                             password=admin_password, dbname="postgres")
+        try:
+            wait_until(lambda: listening(pid, port), "postgres", 30, pid, log_path)
+            wait_until(lambda: _accepts(dsn), "postgres connections", 30, pid, log_path)
+        except BaseException:
+            stop(started, timeout=10)
+            raise
+        return {**started, "port": port, "admin_password": admin_password, "admin_dsn": dsn}
+
+    return retrying_port_races(attempt, log_path)
 
 
 @contextlib.contextmanager

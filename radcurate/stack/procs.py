@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +19,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -173,6 +176,85 @@ def stop_all(infos: Sequence[Mapping[str, Any] | None], timeout: float = 10.0, s
         if ours(info):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(info["pid"], signal.SIGKILL)
+
+
+# How many times a server is started on fresh ports after one of its ports was taken between
+# their choice and its own bind (`retrying_port_races`).
+PORT_RACE_TRIES = 3
+# What each server logs when its bind fails: SeaweedFS (Go) "bind: address already in use",
+# Postgres "could not bind IPv4 address ...: Address already in use", tansu (Rust) "AddrInUse,
+# message: \"Address in use\"".
+_PORT_TAKEN = re.compile(rb"address (already )?in use|AddrInUse", re.IGNORECASE)
+
+
+def retrying_port_races(attempt: Callable[[bool], T], log_path: Path, tries: int = PORT_RACE_TRIES) -> T:
+    """Start a server that binds its own ports with `attempt(fresh)`, again on fresh ports while
+    it fails because a port was taken; returns what the successful attempt returns.
+
+    A server given a port number (not a socket to inherit, as the services get with
+    `listening_socket`) binds it a moment after the port was seen free: meanwhile it may become
+    the local end of any outgoing connection on the machine, or another server's port (CI saw
+    it). The server then exits. `attempt(fresh)` starts the server, waits until it is ready and,
+    if it is not, stops what it started and raises StackError; `fresh` is False the first time
+    (the previous ports may be reused: clients keep their endpoints) and True after a port was
+    taken. The server's log (`log_path`, appended to by every attempt) since the attempt says
+    whether a port was taken; any other failure, or the last of `tries`, is raised as it is.
+    """
+    for number in range(1, tries + 1):
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        try:
+            return attempt(number > 1)
+        except StackError:
+            if number == tries or not port_taken_since(log_path, offset):
+                raise
+    raise AssertionError("unreachable")
+
+
+def port_taken_since(log_path: Path, offset: int) -> bool:
+    """Whether the server's log since `offset` says one of its ports was already in use."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            return _PORT_TAKEN.search(f.read()) is not None
+    except OSError:
+        return False
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on TCP `port`: whoever else holds the port (the cause
+    of a failed bind) answers a connection just as well, so `port_open` alone would take it for
+    the server. Read from /proc (the listening socket's inode among the process's descriptors);
+    where /proc cannot say (another system, a process of another user), `port_open`."""
+    if not Path("/proc/net/tcp").exists():
+        return port_open(port)
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return port_open(port)
+    except FileNotFoundError:  # the process is gone
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on TCP `port` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            next(f, None)  # the header
+            for line in f:
+                fields = line.split()
+                # local_address is HEXIP:HEXPORT; state 0A is LISTEN
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
