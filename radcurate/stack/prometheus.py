@@ -16,7 +16,18 @@ from typing import Any
 
 import yaml
 
-from radcurate.stack.procs import StackError, free_port, http_ok, ours, process, spawn, stop, wait_until
+from radcurate.stack.procs import (
+    StackError,
+    free_port,
+    http_ok,
+    listening,
+    ours,
+    process,
+    retrying_port_races,
+    spawn,
+    stop,
+    wait_until,
+)
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 SCRAPE_INTERVAL = "1s"  # loopback and a handful of targets: cheap, and tests need not wait long
@@ -64,19 +75,25 @@ def ensure(state: dict[str, Any], state_dir: Path) -> dict[str, Any]:
 
 
 def _start(home: Path, config_file: Path) -> dict[str, Any]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    """Start Prometheus on a fresh port; again on another if that one was taken before its own
+    bind (`retrying_port_races`)."""
     log_path = home.parent / "logs" / "prometheus.log"
-    pid = spawn([binary(), f"--config.file={config_file}", f"--storage.tsdb.path={home / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
-                 "--web.enable-lifecycle"], log_path)
-    info = {**process(pid), "port": port, "url": url, "config": str(config_file), "log": str(log_path)}
-    try:
-        wait_until(lambda: http_ok(f"{url}/-/ready"), "prometheus", 60, pid, log_path)
-    except BaseException:
-        stop(info)  # not yet in stack.json: nobody else would stop it
-        raise
-    return info
+
+    def attempt(fresh: bool) -> dict[str, Any]:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        pid = spawn([binary(), f"--config.file={config_file}", f"--storage.tsdb.path={home / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2d",
+                     "--web.enable-lifecycle"], log_path)
+        info = {**process(pid), "port": port, "url": url, "config": str(config_file), "log": str(log_path)}
+        try:
+            wait_until(lambda: listening(pid, port) and http_ok(f"{url}/-/ready"), "prometheus", 60, pid, log_path)
+        except BaseException:
+            stop(info)  # not yet in stack.json: nobody else would stop it
+            raise
+        return info
+
+    return retrying_port_races(attempt, log_path)
 
 
 def health(info: dict[str, Any]) -> str:
