@@ -162,7 +162,7 @@ def command(home: Path, ports: dict[str, int]) -> list[str]:
         # One master, and it says so: it then makes itself leader at once. Without `peers=none` a
         # lone master first waits 1.5-1.875 s (a random "bootstrap check" stagger meant for
         # several masters), while the volume server retries its master every 1.79 s: whenever the
-        # election came after that retry (10 of 39 starts in this machine's logs), the volume
+        # election came after that retry (13 of 90 starts in this machine's logs on one day), the volume
         # server's heartbeat was refused ("Not current leader") and it waited out its 5 s pulse,
         # so its first write could go through only ~7 s after start instead of ~3. With it, on
         # every start (fresh or on existing data, older state dirs included) the volume server
