@@ -28,6 +28,10 @@ Every record has one of three outcomes:
   undecodable message (a tombstone included), a `PermanentError`, or any other error that
   persists for `max_attempts` tries. The letter keeps the exact original bytes for a replay.
 
+How long each fetch may wait at the broker follows the traffic (`fetch_pacing.py`): short for a
+while after records arrived or the service published, the configured `fetch_max_wait_ms` when idle
+(the local broker only looks for new data at fixed points of a fetch's wait).
+
 The loop survives rebalances (a failed offset commit is harmless: the new owner replays, the
 inbox deduplicates) and restarts its Kafka client after an unexpected failure; if that keeps
 failing, `run()` raises and the runtime ends the process non-zero so a supervisor restarts it.
