@@ -157,7 +157,7 @@ class EventConsumer:
                  session_timeout_ms: int, heartbeat_interval_ms: int,
                  max_batch: int = 500, max_attempts: int = 3, fetch_min_bytes: int = 1,
                  fetch_max_wait_ms: int = 500, fetch_active_wait_ms: int | None = None,
-                 fetch_active_seconds: float = 10.0, backoff_base_s: float = 0.5, backoff_max_s: float = 60.0,
+                 fetch_active_seconds: float = 30.0, backoff_base_s: float = 0.5, backoff_max_s: float = 60.0,
                  max_restarts: int = 5, delivery_log: bool = False) -> None:
         self.service = service
         self._delivery_log = delivery_log
