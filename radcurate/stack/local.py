@@ -243,6 +243,9 @@ def service_environment(state: dict, svc: str, port: int, settings: StackSetting
         "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
         "OUTBOX_POLL_SECONDS": "0.2",
         "OUTBOX_LINGER_SECONDS": "0.1",
+        # tansu looks for a waiting fetch's data only at fixed points of the wait: a short wait
+        # while events flow, the long one when idle (services/common/fetch_pacing.py).
+        "KAFKA_FETCH_ACTIVE_WAIT_MS": "100",
     }
     if svc == "gateway":
         env["ADMIN_TOKEN"] = state["admin_token"]

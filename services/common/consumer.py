@@ -28,6 +28,10 @@ Every record has one of three outcomes:
   undecodable message (a tombstone included), a `PermanentError`, or any other error that
   persists for `max_attempts` tries. The letter keeps the exact original bytes for a replay.
 
+How long each fetch may wait at the broker follows the traffic (`fetch_pacing.py`): short for a
+while after records arrived or the service published, the configured `fetch_max_wait_ms` when idle
+(the local broker only looks for new data at fixed points of a fetch's wait).
+
 The loop survives rebalances (a failed offset commit is harmless: the new owner replays, the
 inbox deduplicates) and restarts its Kafka client after an unexpected failure; if that keeps
 failing, `run()` raises and the runtime ends the process non-zero so a supervisor restarts it.
@@ -54,7 +58,8 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import deadletters, metrics, outbox
 from services.common.contracts import Event, parse_event
 from services.common.failures import PermanentError, TransientError, is_transient
-from services.common.kafka import KafkaConnection, client_options, stop_consumer
+from services.common.fetch_pacing import FetchPacing
+from services.common.kafka import KafkaConnection, client_options, set_fetch_wait, stop_consumer
 
 __all__ = ["EventConsumer", "Handler", "OneByOne", "PermanentError", "TransientError"]
 
@@ -151,7 +156,8 @@ class EventConsumer:
                  handlers: Mapping[str, Handler], relay: outbox.OutboxRelay,
                  session_timeout_ms: int, heartbeat_interval_ms: int,
                  max_batch: int = 500, max_attempts: int = 3, fetch_min_bytes: int = 1,
-                 fetch_max_wait_ms: int = 500, backoff_base_s: float = 0.5, backoff_max_s: float = 60.0,
+                 fetch_max_wait_ms: int = 500, fetch_active_wait_ms: int | None = None,
+                 fetch_active_seconds: float = 30.0, backoff_base_s: float = 0.5, backoff_max_s: float = 60.0,
                  max_restarts: int = 5, delivery_log: bool = False) -> None:
         self.service = service
         self._delivery_log = delivery_log
@@ -174,6 +180,12 @@ class EventConsumer:
             fetch_min_bytes=fetch_min_bytes,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
+        # fetch_active_wait_ms (None: the same as fetch_max_wait_ms, a fixed wait): see fetch_pacing.py
+        self._pacing = FetchPacing(fetch_max_wait_ms, fetch_max_wait_ms if fetch_active_wait_ms is None
+                                   else fetch_active_wait_ms, fetch_active_seconds)
+        self._fetch_wait_ms = fetch_max_wait_ms  # what the client's next fetch requests ask for
+        if self._pacing.active_wait_ms != self._pacing.idle_wait_ms:
+            relay.on_publish(self._note_activity)  # an answer to what the service sent is likely
         self._consumer = self._new_client()
         self._paused: dict[TopicPartition, _Pause] = {}
         self._attempts: dict[TopicPartition, int] = {}  # consecutive backoffs per partition
@@ -235,12 +247,17 @@ class EventConsumer:
         self._set_paused_gauges(clear=True)
         self._paused.clear()
         self._consumer = self._new_client()
+        self._fetch_wait_ms = self._pacing.idle_wait_ms  # a new client starts with the configured wait
         await self._consumer.start()
 
     async def _poll_once(self) -> None:
         self._resume_due()
+        self._pace()
         batches = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
         self.ready = True
+        if batches:
+            # Before anything awaits: the fetcher builds its next request on its next turn.
+            self._note_activity()
         for tp, records in batches.items():
             if tp in self._paused:  # fetched before the pause took hold: fetch again after it
                 self._consumer.seek(tp, records[0].offset)
@@ -267,6 +284,20 @@ class EventConsumer:
         else:
             self._paused.pop(tp, None)  # a success ends the backoff series of this partition
             self._attempts.pop(tp, None)
+
+    def _note_activity(self) -> None:
+        """Events were consumed or published just now: fetch with the short wait for a while."""
+        if self._pacing.active_wait_ms == self._pacing.idle_wait_ms:
+            return
+        self._pacing.note_activity(time.monotonic())
+        self._pace()
+
+    def _pace(self) -> None:
+        """Give the client's next fetch requests the wait that fits now (fetch_pacing.py)."""
+        wait = self._pacing.wait_ms(time.monotonic())
+        if wait != self._fetch_wait_ms and self.ready:  # ready: the client is started
+            set_fetch_wait(self._consumer, wait)
+            self._fetch_wait_ms = wait
 
     def _pause(self, tp: TopicPartition, offset: int, error: BaseException) -> None:
         """Seek back to `offset` and stop fetching `tp` until the backoff has passed."""

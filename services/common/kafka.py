@@ -89,13 +89,29 @@ def client_options(connection: KafkaConnection | str) -> dict[str, Any]:
 
 
 def make_producer(connection: KafkaConnection | str) -> AIOKafkaProducer:
+    """The outbox relay's producer. No linger: the relay enqueues a whole round of rows without
+    yielding to the event loop (aiokafka's send() does not suspend while the topic's metadata is
+    known and the buffer has room), so the round is already one batch per partition when the
+    sender first looks; a linger only held every round, each broker hop, that much longer."""
     return AIOKafkaProducer(
         **client_options(connection),
         acks="all",
         enable_idempotence=False,
-        linger_ms=5,
+        linger_ms=0,
         max_batch_size=256 * 1024,
     )
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
+    """Make the started `consumer`'s next fetch requests ask the broker to wait up to `wait_ms`
+    (fetch_max_wait_ms, which aiokafka otherwise fixes at construction; see fetch_pacing.py).
+    aiokafka 0.14 reads it from its fetcher each time it builds a fetch request; a fetch already in
+    flight keeps the wait it was sent with."""
+    fetcher = consumer._fetcher
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        raise RuntimeError("set_fetch_wait needs a started aiokafka consumer whose fetcher has _fetch_max_wait_ms"
+                           " (aiokafka 0.14)")
+    fetcher._fetch_max_wait_ms = wait_ms
 
 
 async def ensure_topics(connection: KafkaConnection | str, topics: tuple[str, ...] = ALL_TOPICS,

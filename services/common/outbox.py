@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -137,13 +137,23 @@ class OutboxRelay:
         self._quiet = quiet_seconds
         self._batch = batch
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # a commit whose rows should not wait for company (notify)
         # time.monotonic() of the last round that sent rows, and of the last notify() (see _wait)
         self._last_round = float("-inf")
         self._last_commit = float("-inf")
+        self._on_publish: list[Callable[[], None]] = []
 
-    def notify(self) -> None:
-        """Tell the relay that a transaction with outbox rows has committed."""
+    def on_publish(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every round that sent rows (the consumer then expects answers)."""
+        self._on_publish.append(callback)
+
+    def notify(self, at_once: bool = False) -> None:
+        """Tell the relay that a transaction with outbox rows has committed. `at_once`: a lone
+        command (a sampling or release request) that no commit is coming to keep company: send
+        it without the linger or the quiet gap, with whatever else is waiting."""
         self._last_commit = time.monotonic()
+        if at_once:
+            self._hurry.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -153,6 +163,8 @@ class OutboxRelay:
                 sent = await self.publish_once()
                 if sent:
                     self._last_round = started
+                    for callback in self._on_publish:
+                        callback()
             except asyncio.CancelledError:
                 raise
             except Exception:  # broker or DB blip: keep the rows, try again shortly
@@ -175,10 +187,17 @@ class OutboxRelay:
             # after a quiet spell (a sampling or release request) goes out at once, and the last
             # of a stream (the campaign's last vote) waits `quiet`, not the rest of the linger,
             # for company that is not coming. One timer per `quiet`, not one per commit.
-            while (until := min(self._last_round + self._linger, self._last_commit + self._quiet)) \
+            # A lone command (`notify(at_once=True)`) ends the wait: the release request that
+            # follows a campaign's last votes by less than the linger would otherwise wait `quiet`.
+            while not self._hurry.is_set() and \
+                    (until := min(self._last_round + self._linger, self._last_commit + self._quiet)) \
                     > (now := time.monotonic()):
-                await asyncio.sleep(until - now)
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), timeout=until - now)
+                except TimeoutError:
+                    pass
         self._wake.clear()
+        self._hurry.clear()
 
     async def publish_once(self) -> int:
         """Publish one batch; returns how many rows were sent or parked (rows that now have an outcome).

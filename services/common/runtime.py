@@ -156,6 +156,8 @@ async def _open(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_batch=settings.kafka_max_batch, max_attempts=settings.max_attempts,
             fetch_min_bytes=settings.kafka_fetch_min_bytes, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_active_wait_ms=settings.kafka_fetch_active_wait_ms,
+            fetch_active_seconds=settings.kafka_fetch_active_seconds,
             delivery_log=settings.delivery_log,
         )
         await res.consumer.start()

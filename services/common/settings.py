@@ -69,6 +69,15 @@ class ServiceSettings(BaseSettings):
     # segments for a fetch, it waits out fetch_max_wait_ms instead (measured: 9 events/s at 64 KiB).
     kafka_fetch_min_bytes: int = 1
     kafka_fetch_max_wait_ms: int = 500
+    # The fetch wait for `kafka_fetch_active_seconds` after the consumer saw records or the service
+    # published (services/common/fetch_pacing.py). None: always kafka_fetch_max_wait_ms, right for
+    # a real Kafka, which answers a waiting fetch as soon as data arrives; the local stack's tansu
+    # only looks again after half the wait left, so the local stack sets 100 ms (one hop's median
+    # 61 -> 18 ms) and keeps 500 ms when idle. 30 s: a release's build took up to 12 s on a loaded
+    # machine, and its answer (benchmark-released) should still find the gateway fetching briskly;
+    # each consumer pays ~3 ms of CPU per second of the spell (broker and client).
+    kafka_fetch_active_wait_ms: int | None = Field(None, ge=0)
+    kafka_fetch_active_seconds: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> ServiceSettings:

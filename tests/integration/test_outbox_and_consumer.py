@@ -281,6 +281,49 @@ async def test_the_relay_lingers_only_while_events_keep_coming(infra, fresh_sche
         await pool.close()
 
 
+async def test_a_lone_command_goes_at_once_even_within_the_linger_and_the_quiet_gap(infra, fresh_schema):
+    """A release or sampling request right after a stream of votes (within the linger of the
+    votes' last round) is sent at once with `notify(at_once=True)`, along with what is waiting,
+    instead of waiting out the quiet gap for company that is not coming."""
+    pool = await open_pool(fresh_schema)
+    producer = make_producer(infra["kafka"]["bootstrap"])
+    await producer.start()
+    relay = outbox.OutboxRelay(pool, producer, "test", poll_seconds=60, linger_seconds=60, quiet_seconds=20)
+    running = asyncio.create_task(relay.run())
+
+    async def unpublished() -> set[str]:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT msg_key FROM outbox WHERE published_at IS NULL")
+            return {r["msg_key"] for r in await cur.fetchall()}
+
+    async def record_one(study_id: str, at_once: bool = False) -> None:
+        async with unit_of_work(pool) as conn:
+            await outbox.record(conn, [report(study_id)])
+        relay.notify(at_once=at_once)
+
+    async def all_sent_within(seconds: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while await unpublished() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return not await unpublished()
+
+    try:
+        await asyncio.sleep(0.5)  # the relay's first round (nothing to send) is behind it
+        await record_one("FIRST")  # after a quiet spell: at once, and it starts the linger
+        assert await all_sent_within(10)
+        await record_one("VOTE")  # within the linger: waits the 20 s quiet gap for company
+        await asyncio.sleep(1)
+        assert await unpublished() == {"VOTE"}
+        await record_one("RELEASE", at_once=True)
+        assert await all_sent_within(10)  # both, far sooner than the 20 s quiet gap
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await producer.stop()
+        await pool.close()
+
+
 def unique(letters: list[dict]) -> list[dict]:
     return list({letter["event_id"]: letter for letter in letters}.values())
 

@@ -86,7 +86,7 @@ async def request_sampling(body: SamplingRequest, _: Curator, res: Res) -> Sampl
                                 exclusions=body.exclusions)
         await sampling_runs.insert(conn, run_id, body.plan.model_dump_json(), json.dumps(panel))
         await outbox.record(conn, [cmd])
-    res.relay.notify()
+    res.relay.notify(at_once=True)  # a lone command: no vote is coming to keep it company
     return SamplingAccepted(run_id=run_id, panel=panel, min_pool_size=min_pool)
 
 
@@ -104,7 +104,7 @@ async def request_release(body: ReleaseRequest, _: Curator, res: Res) -> dict:
                                  funnel={"ingested": funnel["ingested"], "suggested": funnel["suggested"]})
         await releases.insert_requested(conn, release_id, body.protocol)
         await outbox.record(conn, [cmd])
-    res.relay.notify()
+    res.relay.notify(at_once=True)  # a lone command: not held for the votes' quiet gap
     return {"release_id": release_id, "status": "requested"}
 
 
