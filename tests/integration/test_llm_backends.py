@@ -302,7 +302,7 @@ async def test_the_handlers_use_the_llm_backends_and_record_provenance(server):
     [suggested] = await handler.apply(conn, event, await handler.prepare(event))
     assert suggested.mapping.prompt_version == "map-v1" and suggested.extraction == extracted.provenance
     assert [s.label_id for s in suggested.labels] == ["consolidation", "pleural_effusion"]
-    assert conn.calls[0][1][-1] == "thinking"  # the reasoning column
+    assert conn.calls[0][1][-1] == ["thinking"]  # the reasoning column (of the one suggestion stored)
 
 
 def test_label_file_uses_both_llm_backends_as_their_settings_say(server, tmp_path, monkeypatch):

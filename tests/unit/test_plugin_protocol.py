@@ -85,7 +85,7 @@ async def test_a_report_is_extracted_and_mapped_by_the_protocols_own_backends(pt
     [extracted] = await extract["report-ingested"].apply(conn, event, findings)
     assert [f.label_hint for f in extracted.findings] == ["pneumothorax"]
     assert extracted.protocol == NAME and extracted.provenance.model == "ptx-keyword"
-    assert "INSERT INTO findings" in conn.calls[0][0] and NAME in conn.calls[0][1]
+    assert "INSERT INTO findings" in conn.calls[0][0] and [NAME] in conn.calls[0][1]  # the protocol column
 
     mapping = mapper_handlers(SimpleNamespace(settings=MapperSettings(database_url="postgresql://x"), extra={}))
     extracted = FindingsExtracted.model_validate_json(extracted.model_dump_json())

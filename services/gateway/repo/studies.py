@@ -247,11 +247,20 @@ def dump(items: Sequence[BaseModel]) -> str:
     return json.dumps([i.model_dump(mode="json") for i in items])
 
 
-async def save_suggestion(conn: Conn, e: LabelsSuggested) -> None:
-    """Keep (or replace) the suggestion a reader will see."""
+async def save_suggestions(conn: Conn, batch: Sequence[LabelsSuggested]) -> None:
+    """Keep (or replace) the suggestions readers will see, each study once: one statement for a
+    consumer batch of them (binary text arrays, cast to jsonb by Postgres), not one per study."""
+    if not batch:
+        return
+    columns: tuple[list[str], ...] = ([], [], [], [], [], [])
+    for e in batch:
+        for column, value in zip(columns, (e.study_id, e.taxonomy_version, dump(e.labels), dump(e.unmapped_findings),
+                                           e.extraction.model_dump_json(), e.mapping.model_dump_json()), strict=True):
+            column.append(value)
     await conn.execute(
         "INSERT INTO suggestions (study_id, taxonomy_version, labels, unmapped, extraction, mapping)"
-        " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (study_id) DO UPDATE SET labels = EXCLUDED.labels,"
+        " SELECT s, t, l::jsonb, u::jsonb, x::jsonb, m::jsonb"
+        " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) AS r(s, t, l, u, x, m)"
+        " ON CONFLICT (study_id) DO UPDATE SET labels = EXCLUDED.labels,"
         " unmapped = EXCLUDED.unmapped, taxonomy_version = EXCLUDED.taxonomy_version",
-        (e.study_id, e.taxonomy_version, dump(e.labels), dump(e.unmapped_findings),
-         e.extraction.model_dump_json(), e.mapping.model_dump_json()))
+        columns)

@@ -200,6 +200,7 @@ _SKIPPED_SECTIONS = frozenset({
 })
 _HEADER_RE = re.compile(r"(?:^|(?<=[.\n]))[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)", re.M)
 _ABBREVIATIONS = frozenset("approx dr vs e.g i.e etc mr mrs ms st no fig cf incl resp pt".split())
+_SENTENCE_MARK_RE = re.compile(r"[.!?\n]")  # what `_split_region` looks at
 _RUN_ON_RE = re.compile(r"[a-z]{3}\.[A-Z]")  # "apex.There": a word of 3+ lowercase letters
 _LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
@@ -410,7 +411,10 @@ def _kept_regions(report: str) -> list[tuple[int, int]]:
 
 def _split_region(report: str, start: int, end: int) -> list[tuple[int, int]]:
     cuts = [start]
-    for i in range(start, end):
+    # only the characters that may end a sentence or a line, found by the regex engine: a Python
+    # loop over every character of the report cost ~0.05 ms per report (the same cuts)
+    for mark in _SENTENCE_MARK_RE.finditer(report, start, end):
+        i = mark.start()
         char = report[i]
         if char in ".!?" and _ends_sentence(report, start, i, end):
             cuts.append(i + 1)
