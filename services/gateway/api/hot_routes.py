@@ -17,6 +17,12 @@ take as it is — a query parameter out of bounds or spelt unusually, a body tha
 or has no Content-Length, a second Authorization header, a root path — it hands, body and all, to
 the full chain and the FastAPI route, so every refusal is exactly FastAPI's (its 422s included);
 the OpenAPI document still comes from the FastAPI declarations.
+
+A `GET /next` whose token is not in the token cache (each reader's first request, and again
+whenever the cache has let the token go) does not look the token up first: the lookup travels in
+the statement that opens the next read (`next_for_token`), one round trip and one pool checkout
+instead of two, and only a valid reviewer's read is opened; an invalid token is still answered
+exactly as AuthenticateFirst answers it, another role's as the route's role check does.
 """
 
 from __future__ import annotations
