@@ -100,18 +100,19 @@ class HotPath:
             header = authorization[0].decode("latin-1")
             digest = bearer_digest(header)
             user = token_cache.get(digest)
-            if user is None and route.uncached is not None:
-                # A reader's first `next` (or its first once the cache let the token go): the
-                # lookup travels in the route's own statement, one round trip and pool checkout less.
-                scope["path_params"] = params
-                uncached = route.uncached
-                await self._serve(route, scope, receive, send, lambda: uncached(scope, digest), b"")
-                return
-            if user is None:
+            if user is None and route.uncached is None:
                 user = await authenticate(header, scope["app"].state)
         except Problem as exc:
             await problem(send, exc.status, exc.detail, scope["path"])
             return
+        uncached = route.uncached
+        if user is None and uncached is not None:
+            # A reader's first `next` (or its first once the cache let the token go): the lookup
+            # travels in the route's own statement, one round trip and one pool checkout less.
+            scope["path_params"] = params
+            await self._serve(route, scope, receive, send, lambda: uncached(scope, digest), b"")
+            return
+        assert user is not None  # looked up above unless the route looks it up itself
         body = b""
         if route.reads_body:
             length = _content_length(scope)
