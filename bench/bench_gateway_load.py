@@ -26,9 +26,10 @@ by default a vote asks for the reader's next assignment too (`?next=true`: one r
 the reviewer page and the simulated panel read).
 BENCH_FIRST_PROBE=N (default 0: off) first takes N readers' first requests apart, one at a time, before
 the idle window (their tokens have left the gateway's 5 s token cache again by the paced part): a
-health check on a new connection and again on it (the connection's cost), then `GET /reviews/next`
-with the token not yet seen and again (the token look-up's cost); wall time of each and the server's
-CPU per request of each kind.
+health check on a new connection and again on it (the connection's cost), then `GET /reviews/next`:
+the gateway process's first read of all (one reader: a one-time cost of the process), the other
+readers' with the token not yet seen (the token look-up's cost), and again with it cached; wall time
+of each and the server's CPU per request of each kind.
 The paced part's schedule: BENCH_START=spread (the default) starts each reader at a random offset within
 its first 2 s period, drawn from a generator seeded with BENCH_SEED (default 0), so runs and pairs offer
 the same schedule; BENCH_START=together starts all readers at once (the worst first second).
