@@ -1,7 +1,8 @@
 """Gateway under load (issue 15 §3), against the gateway of the local stack, in three parts:
 
 1. paced: 200 readers, each reading a study every ~2 s (~100 votes/s offered, open loop: a slow
-   answer does not lower the offered rate), p50/p99 of `GET /reviews/next` and of the vote;
+   answer does not lower the offered rate; the schedule: BENCH_START, BENCH_FIRST_VOTE below),
+   p50/p99 of `GET /reviews/next` and of the vote;
 2. saturated: the same readers as fast as they can; votes/s and server-side CPU per vote — the
    CPU the gateway, Postgres, the broker and the S3 server processes spent in the window (from
    /proc), nothing subtracted; the window stays open after the last answer until the stack is back
@@ -25,9 +26,17 @@ by default a vote asks for the reader's next assignment too (`?next=true`: one r
 the reviewer page and the simulated panel read).
 BENCH_FIRST_PROBE=N (default 0: off) first takes N readers' first requests apart, one at a time, before
 the idle window (their tokens have left the gateway's 5 s token cache again by the paced part): a
-health check on a new connection and again on it (the connection's cost), then `GET /reviews/next`
-with the token not yet seen and again (the token look-up's cost); wall time of each and the server's
-CPU per request of each kind.
+health check on a new connection and again on it (the connection's cost), then `GET /reviews/next`:
+the gateway process's first read of all (one reader: a one-time cost of the process), the other
+readers' with the token not yet seen (the token look-up's cost), and again with it cached; wall time
+of each and the server's CPU per request of each kind.
+The paced part's schedule: BENCH_START=spread (the default) starts each reader at a random offset within
+its first 2 s period, drawn from a generator seeded with BENCH_SEED (default 0), so runs and pairs offer
+the same schedule; BENCH_START=together starts all readers at once (the worst first second).
+BENCH_FIRST_VOTE=read (the default) has a reader vote one period after its assignment arrived (it reads
+the study meanwhile), so the paced part offers ~100 requests/s from its first second; at-once has the
+first vote follow the first `next` at once, as sessions 4-8 measured: the first 2 s then offer each
+reader's two requests, ~200 requests/s, twice the rate after (its `next` p99 is that burst's).
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -65,6 +74,13 @@ TICK = os.sysconf("SC_CLK_TCK")
 CLIENT = os.environ.get("BENCH_CLIENT", "httpx")
 # Whether a vote's answer carries the reader's next assignment (`?next=true`), saving `GET /next`.
 VOTE_NEXT = os.environ.get("BENCH_VOTE_NEXT", "1") != "0"
+# The paced part's schedule (see _starts and _paced_reader): when each reader starts, the generator's
+# seed, and whether the first vote waits one period (read) or follows the first `next` at once.
+START = os.environ.get("BENCH_START", "spread")
+SEED = int(os.environ.get("BENCH_SEED", "0"))
+FIRST_VOTE = os.environ.get("BENCH_FIRST_VOTE", "read")
+if START not in ("spread", "together") or FIRST_VOTE not in ("read", "at-once"):
+    raise SystemExit("BENCH_START is spread or together; BENCH_FIRST_VOTE is read or at-once")
 
 
 def _load() -> str:
@@ -267,6 +283,7 @@ class Reader:
     def __init__(self, token: str) -> None:
         self.auth = {"Authorization": f"Bearer {token}"}
         self.following: Any = Reader.ASK
+        self.start = 0.0  # the paced reader's first request, seconds after the phase began (_starts)
 
 
 async def _read_one(client: httpx.AsyncClient | RawClient, reader: Reader, run: Run) -> bool:
@@ -291,8 +308,18 @@ async def _read_one(client: httpx.AsyncClient | RawClient, reader: Reader, run: 
 
 
 async def _paced_reader(client: httpx.AsyncClient | RawClient, reader: Reader, run: Run, until: float) -> None:
-    """Reads on a fixed schedule (one study every READ_EVERY_S, random phase): open loop."""
-    due = time.perf_counter() + random.uniform(0, READ_EVERY_S)
+    """Reads on a fixed schedule, one study every READ_EVERY_S from the reader's own start
+    (`reader.start`, seconds after the phase began): open loop, a slow answer does not move the
+    next one. FIRST_VOTE=read: the first `GET /next` at the start, each vote one period after the
+    assignment it votes on arrived (the reader reads it meanwhile), so every second offers one
+    request per reader per period; at-once: the first vote follows the first `next` at once, as
+    sessions 4-8 measured, and the first period offers each reader's two requests."""
+    due = run.began + reader.start
+    if FIRST_VOTE == "read":
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        resp = await _timed(run, "next", lambda: client.get("/api/v1/reviews/next", headers=reader.auth))
+        reader.following = None if resp.status_code == 204 else resp.json()
+        due += READ_EVERY_S
     while due < until:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         if not await _read_one(client, reader, run):
@@ -305,13 +332,29 @@ async def _eager_reader(client: httpx.AsyncClient | RawClient, reader: Reader, r
         pass
 
 
+def _starts(n_readers: int) -> list[float]:
+    """Each reader's first request, in seconds after the phase began (BENCH_START): spread, a
+    random offset within its first period from a seeded generator (BENCH_SEED), so two runs offer
+    the same schedule; together, every reader at 0 (the worst first second)."""
+    if START == "together":
+        return [0.0] * n_readers
+    rng = random.Random(SEED)
+    return [rng.uniform(0, READ_EVERY_S) for _ in range(n_readers)]
+
+
 async def _phase(url: str, tokens: list[str], seconds: float, paced: bool) -> Run:
     run = Run()
     reader = _paced_reader if paced else _eager_reader
     readers = [Reader(t) for t in tokens]
+    for r, start in zip(readers, _starts(len(readers)), strict=True):
+        r.start = start
+    # FIRST_VOTE=read: the votes begin one period later, so the phase runs one period longer and
+    # each reader casts as many votes as at-once in `seconds`.
+    seconds += READ_EVERY_S if paced and FIRST_VOTE == "read" else 0.0
     if CLIENT == "raw":
         clients = [RawClient(url) for _ in tokens]
-        until = time.perf_counter() + seconds
+        run.began = time.perf_counter()
+        until = run.began + seconds
         try:
             await asyncio.gather(*(reader(c, r, run, until) for c, r in zip(clients, readers, strict=True)))
         finally:
@@ -320,7 +363,8 @@ async def _phase(url: str, tokens: list[str], seconds: float, paced: bool) -> Ru
     else:
         limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-            until = time.perf_counter() + seconds
+            run.began = time.perf_counter()
+            until = run.began + seconds
             await asyncio.gather(*(reader(client, r, run, until) for r in readers))
     if run.errors:
         print(f"{len(run.errors)} dropped connections retried ({sorted(set(run.errors))})")
@@ -422,25 +466,32 @@ async def _first_probe(url: str, tokens: list[str], window: CpuWindow) -> None:
     """Why a reader's first request is slower than the rest (BENCH_FIRST_PROBE): each step for all
     probed readers in turn, one request at a time, so no request queues behind another of the bench."""
     clients = [KeepAliveConnection(url, timeout=60) for _ in tokens]
-    steps: list[tuple[str, Callable[[KeepAliveConnection, str], Awaitable[Answer]]]] = [
-        ("healthz, new connection", lambda c, t: c.request("GET", "/healthz")),
-        ("healthz, kept connection", lambda c, t: c.request("GET", "/healthz")),
-        ("next, token not yet seen", lambda c, t: c.request("GET", "/api/v1/reviews/next",
-                                                             headers={"authorization": f"Bearer {t}"})),
-        ("next, token cached", lambda c, t: c.request("GET", "/api/v1/reviews/next",
-                                                       headers={"authorization": f"Bearer {t}"})),
+
+    def next_read(c: KeepAliveConnection, t: str) -> Awaitable[Answer]:
+        return c.request("GET", "/api/v1/reviews/next", headers={"authorization": f"Bearer {t}"})
+
+    # (label, request, which readers): the first `next` is the gateway process's first read of all,
+    # taken apart from the other readers' first, so a one-time cost of the process (lazy set-up,
+    # cold statements) is told from a cost every reader's first request pays.
+    every, first, rest = slice(None), slice(0, 1), slice(1, None)
+    steps: list[tuple[str, Callable[[KeepAliveConnection, str], Awaitable[Answer]], slice]] = [
+        ("healthz, new connection", lambda c, t: c.request("GET", "/healthz"), every),
+        ("healthz, kept connection", lambda c, t: c.request("GET", "/healthz"), every),
+        ("next, the process's first read (one reader)", next_read, first),
+        ("next, token not yet seen (the other readers)", next_read, rest),
+        ("next, token cached", next_read, every),
     ]
     try:
-        for label, step in steps:
+        for label, step, which in steps:
             walls: list[float] = []
             window.start()
-            for client, token in zip(clients, tokens, strict=True):
+            for client, token in zip(clients[which], tokens[which], strict=True):
                 t0 = time.perf_counter()
                 answer = await step(client, token)
                 walls.append(time.perf_counter() - t0)
                 assert answer.status_code in (200, 204), answer.text
             per, _, _ = window.stop()
-            server = {k: per.get(k, 0.0) * 1000 / len(tokens) for k in ("gateway", "postgres")}
+            server = {k: per.get(k, 0.0) * 1000 / len(walls) for k in ("gateway", "postgres")}
             walls.sort()
             print(f"  first-request probe, {label}: wall p50 {walls[len(walls) // 2] * 1000:.2f} ms,"
                   f" p90 {walls[int(len(walls) * 0.9)] * 1000:.2f} ms; server CPU ms/request: gateway"
@@ -480,9 +531,12 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
             settled = window.settle(sum(idle.values()))
             per, client_s, seconds = window.stop()
             offered = n_readers / READ_EVERY_S
+            # FIRST_VOTE=read: the first period is only the readers' first `next`; the votes come after it
+            voting = seconds - settled - (READ_EVERY_S if FIRST_VOTE == "read" else 0.0)
             print(f"paced: {n_readers} readers, one study each every {READ_EVERY_S:.0f} s (~{offered:.0f} votes/s"
-                  f" offered): {run.votes} votes in {seconds - settled:.1f} s = {run.votes / (seconds - settled):.0f}"
-                  f" votes/s; CPU counted over {seconds:.1f} s, until the stack was idle again")
+                  f" offered; start {START}, seed {SEED}, first vote {FIRST_VOTE}): {run.votes} votes in"
+                  f" {voting:.1f} s = {run.votes / voting:.0f} votes/s; CPU counted over {seconds:.1f} s, until"
+                  " the stack was idle again")
             _latency_report(run)
             _cpu_report("  paced", per, client_s, run.votes, seconds, idle, run.requests)
             by_role = _postgres_by_role(state, window)

@@ -108,21 +108,36 @@ async def user_of(scope: dict) -> User:
 async def authenticate(header: str, app_state: Any) -> User:
     """The user an `Authorization: Bearer <token>` header names; Problem(401) otherwise. A request
     without a well-formed header is answered before the database is touched."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Problem(401, "a bearer token is required (Authorization: Bearer <token>)")
-    digest = token_hash(token)
+    digest = bearer_digest(header)
     user = token_cache.get(digest)
     if user is not None:
         return user
     async with app_state.resources.pool.connection() as conn:
         row = await users.by_token(conn, digest)
+    return remember(digest, row)
+
+
+def bearer_digest(header: str) -> str:
+    """sha256 of the token an `Authorization: Bearer <token>` header carries; Problem(401) for a
+    header that carries none."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Problem(401, "a bearer token is required (Authorization: Bearer <token>)")
+    return token_hash(token)
+
+
+def remember(digest: str, row: dict[str, Any] | None) -> User:
+    """The user of a token looked up by its digest (`row`: users.by_token's columns, or None when no
+    active user has that unexpired token: Problem(401)), remembered in the token cache."""
     if row is None:
-        raise Problem(401, "the token is not valid (unknown, revoked or expired)")
+        raise Problem(401, UNKNOWN_TOKEN)
     seconds_left = row.pop("seconds_left")
     user = User(**row)
     token_cache.put(digest, user, seconds_left)
     return user
+
+
+UNKNOWN_TOKEN = "the token is not valid (unknown, revoked or expired)"
 
 
 class AuthenticateFirst:

@@ -42,6 +42,39 @@ async def open_next(conn: Conn, reader_id: str, skip: Sequence[str], columns: st
         return await cur.fetchone()
 
 
+# A reader's `GET /next` whose token is not in the gateway's token cache (its first request, and
+# again once the cache has let it go, auth.TOKEN_TTL_SECONDS): the token looked up (as users.by_token
+# looks it up) and the reader's next assignment opened (as `open_next` opens it) in one statement.
+# Only a reviewer's assignment is opened: an unknown, expired or inactive token gives no row, another
+# role a row whose assignment columns are null, and neither opens anything. The user's columns are
+# prefixed `token_` so they cannot clash with `columns`.
+_LOOK_UP_AND_OPEN_NEXT = (
+    "WITH u AS (SELECT user_id, display_name, role,"
+    " extract(epoch FROM token_expires_at - now())::float8 AS seconds_left"
+    " FROM users WHERE token_sha256 = %(token_sha256)s AND active"
+    " AND (token_expires_at IS NULL OR token_expires_at > now())),"
+    " a AS (UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) FROM studies s"
+    " WHERE s.study_id = a.study_id AND a.assignment_id = ("
+    " SELECT assignment_id FROM assignments WHERE reader_id = (SELECT user_id FROM u WHERE role = %(role)s)"
+    " AND status = 'open' AND NOT assignment_id = ANY(%(skip)s) ORDER BY assigned_at, study_id LIMIT 1)"
+    " RETURNING {columns})"
+    " SELECT u.user_id AS token_user_id, u.display_name AS token_display_name, u.role AS token_role,"
+    " u.seconds_left AS token_seconds_left, a.* FROM u LEFT JOIN a ON true")
+
+
+async def look_up_and_open_next(conn: Conn, token_sha256: str, role: str, skip: Sequence[str],
+                                columns: str) -> Row | None:
+    """The token's user and, if the user has `role`, its next assignment opened, committed, in one
+    statement and one round trip (where the token lookup and `open_next` take two). None: no active
+    user has this unexpired token, and nothing was opened. Otherwise the row has the user as
+    `token_user_id`, `token_display_name`, `token_role` and `token_seconds_left` (users.by_token's
+    columns), then `columns`: all null when nothing was opened (no open assignment, or another role)."""
+    async with autocommit(conn):  # the one statement is its own transaction
+        cur = await conn.execute(_LOOK_UP_AND_OPEN_NEXT.format(columns=columns),
+                                 {"token_sha256": token_sha256, "role": role, "skip": list(skip)})
+        return await cur.fetchone()
+
+
 @asynccontextmanager
 async def vote_transaction(conn: Conn) -> AsyncIterator[None]:
     """One transaction in one pipeline: BEGIN is sent with the block's first read, and COMMIT

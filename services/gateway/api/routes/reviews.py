@@ -15,7 +15,7 @@ from services.common.protocols import CurationProtocol, JudgementRejected, Needs
 from services.common.runtime import Resources
 from services.gateway import judgements
 from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, StudyFacts, facts_of, views_of
-from services.gateway.auth import Reviewer
+from services.gateway.auth import Reviewer, Role
 from services.gateway.deps import Res
 from services.gateway.hanging import HungView
 from services.gateway.problems import Problem
@@ -137,6 +137,20 @@ async def next_for(res: Resources[Any], reader_id: str, after: list[str]) -> Ass
     async with res.pool.connection() as conn:
         row = await repo.open_next(conn, reader_id, after, _COLUMNS)
     return None if row is None else _view(row)
+
+
+async def next_for_token(res: Resources[Any], token_sha256: str,
+                         after: list[str]) -> tuple[dict[str, Any] | None, Assignment | None]:
+    """`GET /next` for a token not in the token cache, in one statement (repo `look_up_and_open_next`):
+    the token's user (users.by_token's columns, or None when the token is not valid), and, if the
+    user is a reviewer, the next assignment opened now (None when there is none or the user is not
+    a reviewer: nothing is opened)."""
+    async with res.pool.connection() as conn:
+        row = await repo.look_up_and_open_next(conn, token_sha256, Role.REVIEWER.value, after, _COLUMNS)
+    if row is None:
+        return None, None
+    user = {k: row.pop(f"token_{k}") for k in ("user_id", "display_name", "role", "seconds_left")}
+    return user, (None if row["assignment_id"] is None else _view(row))
 
 
 _After = Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Query(max_length=8)]
