@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +89,20 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+def _pyspy(state: dict) -> subprocess.Popen | None:
+    """BENCH_PYSPY=/path/to/py-spy: record the consensus service (BENCH_PYSPY_SERVICE: another) over
+    the chain's first BENCH_PYSPY_SECONDS (default 6) as collapsed stacks, BENCH_PYSPY_OUT (default
+    /tmp/bench-release.pyspy.txt), to count by function with a script."""
+    tool = os.environ.get("BENCH_PYSPY")
+    if not tool:
+        return None
+    pid = state["services"][os.environ.get("BENCH_PYSPY_SERVICE", "consensus")]["pid"]
+    return subprocess.Popen([tool, "record", "-p", str(pid), "-d", os.environ.get("BENCH_PYSPY_SECONDS", "6"),
+                             "-r", "200", "--format", "raw", "-o",
+                             os.environ.get("BENCH_PYSPY_OUT", "/tmp/bench-release.pyspy.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: int, readers: int, seed: int,
                out: Path, poll: float) -> None:
     t = time.perf_counter()
@@ -111,6 +126,7 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         print(f"  {votes} votes read in {time.perf_counter() - t:.1f}s (load {load()})", flush=True)
 
         # --- the timed chain: from the last vote's answer ---------------------------------------
+        spy = _pyspy(state)
         cpu0, epoch0, t0 = stack_cpu(state), time.time(), time.perf_counter()
         marks: list[tuple[float, str]] = []
         cpu_marks = [("catching up (last vote -> all decided)", cpu0)]
@@ -139,6 +155,8 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         cpu_marks.append(("", stack_cpu(state)))
         cpu = spent(cpu0, cpu_marks[-1][1])
         await asyncio.sleep(0.5)  # let the last rows' published_at land before reading them
+        if spy is not None:
+            spy.wait()
         print(f"\n  from the last vote to the verified download: {total:.2f}s (load {load()}), "
               f"{release['released_count']} released / {release['holdout_count']} holdout")
         for at, what in sorted(marks + _hops(state, epoch0)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.common.objectstore import ObjectStore
 from services.consensus import repo
-from services.consensus.object_checks import PROFILE_VERSION, check_objects
+from services.consensus.object_checks import PROFILE_VERSION, check_objects, import_checker
 
 log = logging.getLogger(__name__)
 # Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
@@ -51,10 +52,14 @@ class ReleaseAhead:
         self._tries: dict[str, int] = {}  # protocol -> rechecks after its last decision, while some are open
         self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
+        self._importing: threading.Thread | None = None
 
     def note(self, study_id: str, protocol: str, accepted: bool) -> None:
         """A decision or ruling is being written for `study_id` (called inside its transaction: if
         that rolls back, the round finds nothing new to do)."""
+        if self._importing is None:  # a release can follow now: its checks and card read DICOM
+            self._importing = threading.Thread(target=import_checker, name="import-checker", daemon=True)
+            self._importing.start()
         if accepted:
             self._accepted.add(study_id)
         self._protocols.add(protocol)
