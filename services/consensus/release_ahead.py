@@ -4,10 +4,14 @@ the agreement report off the chain from the last vote to a verified release (iss
 - Each study decided accepted (by its votes, or by a curator's ruling) has its DICOM objects read
   and checked against the profile shortly after the decision commits; the results go to
   `object_checks` (object_checks.py says when a release may reuse one).
-- Once the last assigned study of a protocol is decided, its agreement report is computed and kept
-  with the row counts it was computed from (`repo.agreement_fingerprint`). A release reuses it only
-  while those counts are unchanged: any later vote, re-vote, decision or adjudication changes them
-  and the release computes the report again, as before.
+- Once the last assigned study of a protocol is decided, its accepted studies are read and its
+  agreement report is computed, and both are kept with the row counts they were read from
+  (`repo.agreement_fingerprint`). A release reuses them only while those counts are unchanged: any
+  later vote, re-vote, decision or adjudication changes them and the release reads and computes
+  them again, as before.
+- What a release imports on first use (pydicom for the checks and the dataset card, ~0.6 s of CPU;
+  numpy.ma, which the report's first percentile interval loads) is imported in the background at
+  the first decision.
 
 Everything here is an optimisation: a failure is logged and the release does the work itself.
 The handlers only note what was decided (`note`); the work runs in one background task, after a
@@ -40,6 +44,12 @@ CHECK_BATCH = 400  # objects per round of checks
 AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
 
 
+def _import_release_modules() -> None:
+    """Import what a release first uses (off the chain: see the module's docstring)."""
+    import_checker()
+    import numpy.ma  # noqa: F401 - numpy loads it lazily, at the first np.percentile (numpy.unique)
+
+
 class ReleaseAhead:
     """Checks ahead and the cached agreement report of one consensus process."""
 
@@ -48,9 +58,10 @@ class ReleaseAhead:
         self._accepted: set[str] = set()  # studies decided accepted, objects not yet checked
         self._protocols: set[str] = set()  # protocols with a decision since their report was cached
         self._wake = asyncio.Event()
-        self._reports: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}  # protocol -> (fingerprint, report)
+        # (what, protocol) -> (fingerprint, the agreement report or the accepted studies)
+        self._kept_results: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
         self._tries: dict[str, int] = {}  # protocol -> rechecks after its last decision, while some are open
-        self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
+        self._running: dict[tuple[str, str], tuple[tuple[int, ...], asyncio.Future[Any]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
         self._importing: threading.Thread | None = None
 
@@ -58,7 +69,7 @@ class ReleaseAhead:
         """A decision or ruling is being written for `study_id` (called inside its transaction: if
         that rolls back, the round finds nothing new to do)."""
         if self._importing is None:  # a release can follow now: its checks and card read DICOM
-            self._importing = threading.Thread(target=import_checker, name="import-checker", daemon=True)
+            self._importing = threading.Thread(target=_import_release_modules, name="release-imports", daemon=True)
             self._importing.start()
         if accepted:
             self._accepted.add(study_id)
@@ -67,32 +78,47 @@ class ReleaseAhead:
         self._wake.set()
 
     async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict[str, Any], bool]:
-        """The protocol's agreement report, and whether it was prepared ahead (kept while its inputs
-        are unchanged, or being computed for the same inputs right now: then this waits for that
-        computation instead of running a second one beside it). Otherwise computed now, and kept.
+        """The protocol's agreement report, and whether it was prepared ahead (`_kept`)."""
+        report, reused = await self._kept("agreement", protocol, conn, self._agreement)
+        return dict(report), reused
 
-        The fingerprint is read before the rows: the tables only grow, so a report is never kept
+    async def accepted(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], bool]:
+        """The protocol's accepted studies (`repo.accepted_studies`: what a release selects from), and
+        whether they were read ahead (`_kept`: they are read from the same tables as the report, and
+        from no column that is ever updated, so the report's fingerprint covers them too). The rows
+        are shared: callers read them, never change them."""
+        studies, reused = await self._kept("accepted", protocol, conn, repo.accepted_studies)
+        return list(studies), reused
+
+    async def _kept(self, kind: str, protocol: str, conn: psycopg.AsyncConnection,
+                    compute: Callable[[psycopg.AsyncConnection, str], Awaitable[Any]]) -> tuple[Any, bool]:
+        """What `compute` gives for the protocol, and whether it was prepared ahead: kept while its
+        inputs are unchanged, or being computed for the same inputs right now (then this waits for
+        that computation instead of running a second one beside it). Otherwise computed now, and kept.
+
+        The fingerprint is read before the rows: the tables only grow, so a result is never kept
         under counts its rows do not match unless the counts have already moved on (and the next
         call computes it again)."""
         fingerprint = await repo.agreement_fingerprint(conn)
-        cached = self._reports.get(protocol)
+        key = (kind, protocol)
+        cached = self._kept_results.get(key)
         if cached is not None and cached[0] == fingerprint:
             return cached[1], True
-        running = self._running.get(protocol)
+        running = self._running.get(key)
         if running is not None and running[0] == fingerprint:
             try:
                 return await asyncio.shield(running[1]), True
             except Exception:  # noqa: BLE001 - its owner's failure: compute it here instead
-                log.warning("the agreement report computed ahead failed; computing it for the release")
-        task = asyncio.ensure_future(self._agreement(conn, protocol))
-        self._running[protocol] = (fingerprint, task)
+                log.warning("the %s computed ahead failed; computing it for the release", kind)
+        task = asyncio.ensure_future(compute(conn, protocol))
+        self._running[key] = (fingerprint, task)
         try:
-            report = await task
+            result = await task
         finally:
-            if self._running.get(protocol, (None, None))[1] is task:
-                del self._running[protocol]
-        self._reports[protocol] = (fingerprint, report)
-        return report, False
+            if self._running.get(key, (None, None))[1] is task:
+                del self._running[key]
+        self._kept_results[key] = (fingerprint, result)
+        return result, False
 
     async def run_forever(self, pool: AsyncConnectionPool) -> None:
         """Do each round's work after its settle pause, until cancelled."""
@@ -147,12 +173,15 @@ class ReleaseAhead:
         return checked
 
     async def _keep_reports(self, pool: AsyncConnectionPool, protocols: set[str]) -> list[str]:
-        """Compute and keep the agreement report of each protocol with no study left undecided."""
+        """Read and keep the accepted studies, and compute and keep the agreement report, of each
+        protocol with no study left undecided (the studies first: the release's checks and copies
+        start from them, the report is only needed for the card)."""
         kept = []
         for protocol in sorted(protocols):
             async with pool.connection() as conn:
                 undecided = await repo.undecided_count(conn, protocol)
                 if undecided == 0:
+                    await self.accepted(conn, protocol)
                     await self.agreement(conn, protocol)
                     kept.append(protocol)
                 await conn.rollback()
