@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,5 +90,19 @@ def check_objects(store: ObjectStore, bucket: str, keys: Sequence[str]) -> list[
     unique = sorted(set(keys))
     if not unique:
         return []
-    with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(unique))) as pool:
-        return list(pool.map(lambda key: check_object(store, bucket, key), unique))
+    return list(_checkers().map(lambda key: check_object(store, bucket, key), unique))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _checkers() -> ThreadPoolExecutor:
+    """The threads checks run on: started at the first check and kept (checking ahead runs a small
+    round every fraction of a second while a panel votes; a pool per round started and joined
+    eight threads each time). Idle threads cost nothing; the release and a round share them."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="object-check")
+        return _pool

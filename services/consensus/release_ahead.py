@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.05
 RECHECKS, RECHECK_SECONDS = 5, 0.1  # looking again for the last decision's commit (it is on the release's path)
 CHECK_BATCH = 400  # objects per round of checks
+CHECK_EVERY_SECONDS = 0.5  # while decisions stream in, checks gather for up to this long
 
 AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
 
@@ -64,10 +65,12 @@ class ReleaseAhead:
         self._running: dict[tuple[str, str], tuple[tuple[int, ...], asyncio.Future[Any]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
         self._importing: threading.Thread | None = None
+        self._last_note = 0.0  # time.monotonic() of the last decision noted
 
     def note(self, study_id: str, protocol: str, accepted: bool) -> None:
         """A decision or ruling is being written for `study_id` (called inside its transaction: if
         that rolls back, the round finds nothing new to do)."""
+        self._last_note = time.monotonic()
         if self._importing is None:  # a release can follow now: its checks and card read DICOM
             self._importing = threading.Thread(target=_import_release_modules, name="release-imports", daemon=True)
             self._importing.start()
@@ -121,25 +124,38 @@ class ReleaseAhead:
         return result, False
 
     async def run_forever(self, pool: AsyncConnectionPool) -> None:
-        """Do each round's work after its settle pause, until cancelled."""
+        """Do each round's work after its settle pause, until cancelled. While decisions keep
+        coming (one noted during the pause), checks wait and gather for up to CHECK_EVERY_SECONDS
+        (fewer, larger rounds: each costs a few statements); the first quiet pause checks them all."""
+        last_checks = 0.0
         while True:
             if not self.catch_up:
                 await self._wake.wait()
             await asyncio.sleep(SETTLE_SECONDS)
             self._wake.clear()
+            now = time.monotonic()
+            streaming = now - self._last_note < SETTLE_SECONDS and now - last_checks < CHECK_EVERY_SECONDS
+            if not streaming:
+                last_checks = now
+            elif self._accepted:  # look again after the next pause: checked once quiet, or after CHECK_EVERY_SECONDS
+                self._wake.set()
             try:
-                await self.run_once(pool)
+                await self.run_once(pool, checks=not streaming)
             except asyncio.CancelledError:
                 raise
             except Exception:  # an optimisation only: the release does the work itself
                 log.exception("checking ahead of a release failed; the release will check for itself")
                 await asyncio.sleep(5)
 
-    async def run_once(self, pool: AsyncConnectionPool) -> dict[str, Any]:
-        """One round: check the noted (or, first, every) accepted study's unchecked objects and,
-        beside that, keep the agreement report of each noted protocol with no study left undecided
-        (the release after the last decision waits for both: neither waits for the other)."""
-        studies, self._accepted = self._accepted, set()
+    async def run_once(self, pool: AsyncConnectionPool, checks: bool = True) -> dict[str, Any]:
+        """One round: check the noted (or, first, every) accepted study's unchecked objects (unless
+        `checks` is false: they wait for a later round) and, beside that, keep the accepted studies
+        and agreement report of each noted protocol with no study left undecided (the release after
+        the last decision waits for both: neither waits for the other)."""
+        if not checks and not self.catch_up:
+            studies: set[str] = set()
+        else:
+            studies, self._accepted = self._accepted, set()
         protocols, self._protocols = self._protocols, set()
         catch_up, self.catch_up = self.catch_up, False
         started = time.perf_counter()
