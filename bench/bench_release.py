@@ -13,7 +13,9 @@ Next to the client's marks, the services' own timestamps of each hop (outbox row
 published, inbox rows applied; same clock) and every process's CPU in the window, from /proc.
 The load average is printed next to every figure: on a shared machine compare runs in pairs.
 The consensus log lines at the end say what the release reused: the de-identification checks made
-when the studies were decided, and the agreement report kept once the last one was (release_ahead.py).
+when the studies were decided (RADCURATE_CONSENSUS_CHECK_AHEAD=true), and the accepted studies and
+agreement report kept once the last one was (release_ahead.py).
+BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
 Run (main, for a pair): cd /work/main && PYTHONPATH=/work/main .venv/bin/python <this file> --data /tmp/x

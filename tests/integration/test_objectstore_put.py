@@ -107,8 +107,12 @@ def test_an_object_is_read_into_a_sink_in_one_request_with_its_etag(infra: dict)
     sent, pieces = count_requests(s), list[bytes]()
     assert s.read_into(bucket(infra), "test-objectstore/read", pieces.append) == etag
     assert b"".join(pieces) == data and sent == ["GET"]
+    assert s.get_bytes(bucket(infra), "test-objectstore/read") == data and sent == ["GET", "GET"]
     with pytest.raises(S3Error) as missing:
         s.read_into(bucket(infra), "test-objectstore/no-such-object", pieces.append)
+    assert missing.value.code == "NoSuchKey"
+    with pytest.raises(S3Error) as missing:
+        s.get_bytes(bucket(infra), "test-objectstore/no-such-object")
     assert missing.value.code == "NoSuchKey"
 
 
