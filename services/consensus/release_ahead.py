@@ -87,9 +87,9 @@ class ReleaseAhead:
 
     async def accepted(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], bool]:
         """The protocol's accepted studies (`repo.accepted_studies`: what a release selects from), and
-        whether they were read ahead (`_kept`: they are read from the same tables as the report, and
-        from no column that is ever updated, so the report's fingerprint covers them too). The rows
-        are shared: callers read them, never change them."""
+        whether they were read ahead (`_kept`: they are read from the same tables as the report, so
+        the report's fingerprint covers them too). The rows are shared: callers read them, never
+        change them; they stay in memory while they are current (a lumbar study's ~40 instances each)."""
         studies, reused = await self._kept("accepted", protocol, conn, repo.accepted_studies)
         return list(studies), reused
 
