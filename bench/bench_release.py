@@ -13,7 +13,9 @@ Next to the client's marks, the services' own timestamps of each hop (outbox row
 published, inbox rows applied; same clock) and every process's CPU in the window, from /proc.
 The load average is printed next to every figure: on a shared machine compare runs in pairs.
 The consensus log lines at the end say what the release reused: the de-identification checks made
-when the studies were decided, and the agreement report kept once the last one was (release_ahead.py).
+when the studies were decided (RADCURATE_CONSENSUS_CHECK_AHEAD=true), and the accepted studies and
+agreement report kept once the last one was (release_ahead.py).
+BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
 Run (main, for a pair): cd /work/main && PYTHONPATH=/work/main .venv/bin/python <this file> --data /tmp/x
@@ -26,6 +28,7 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +91,22 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+def _pyspy(state: dict) -> subprocess.Popen | None:
+    """BENCH_PYSPY=/path/to/py-spy: record the consensus service (BENCH_PYSPY_SERVICE: another) over
+    the chain's first BENCH_PYSPY_SECONDS (default 6) as collapsed stacks, BENCH_PYSPY_OUT (default
+    /tmp/bench-release.pyspy.txt), to count by function with a script; BENCH_PYSPY_GIL=1 samples
+    only the thread holding the GIL (where the service's Python CPU goes, not who waits for it)."""
+    tool = os.environ.get("BENCH_PYSPY")
+    if not tool:
+        return None
+    pid = state["services"][os.environ.get("BENCH_PYSPY_SERVICE", "consensus")]["pid"]
+    return subprocess.Popen([tool, "record", "-p", str(pid), "-d", os.environ.get("BENCH_PYSPY_SECONDS", "6"),
+                             "-r", "200", "--format", "raw", *["--gil"] * (os.environ.get("BENCH_PYSPY_GIL") == "1"),
+                             "-o",
+                             os.environ.get("BENCH_PYSPY_OUT", "/tmp/bench-release.pyspy.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: int, readers: int, seed: int,
                out: Path, poll: float) -> None:
     t = time.perf_counter()
@@ -111,6 +130,7 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         print(f"  {votes} votes read in {time.perf_counter() - t:.1f}s (load {load()})", flush=True)
 
         # --- the timed chain: from the last vote's answer ---------------------------------------
+        spy = _pyspy(state)
         cpu0, epoch0, t0 = stack_cpu(state), time.time(), time.perf_counter()
         marks: list[tuple[float, str]] = []
         cpu_marks = [("catching up (last vote -> all decided)", cpu0)]
@@ -139,6 +159,8 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         cpu_marks.append(("", stack_cpu(state)))
         cpu = spent(cpu0, cpu_marks[-1][1])
         await asyncio.sleep(0.5)  # let the last rows' published_at land before reading them
+        if spy is not None:
+            spy.wait()
         print(f"\n  from the last vote to the verified download: {total:.2f}s (load {load()}), "
               f"{release['released_count']} released / {release['holdout_count']} holdout")
         for at, what in sorted(marks + _hops(state, epoch0)):

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import ipaddress
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -18,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import S3Error, ServerError
 from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
@@ -54,6 +56,8 @@ def http_client(connect_s: float, read_s: float, pool_size: int = 16) -> urllib3
 
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the signed payload of a request without a body
+_CHUNK = 1 << 20
 
 
 def is_loopback(host: str) -> bool:
@@ -141,18 +145,63 @@ class ObjectStore:
             payload = sha256_hex(body)
         else:
             raise ValueError("a streamed PUT off loopback and TLS needs the body's sha256")
+        resp = self._signed("PUT", bucket, key, {"Content-Type": content_type, "Content-Length": str(length)},
+                            payload, body=body)
+        if resp.status != 200:
+            raise _error(resp, bucket, key)
+
+    def _signed(self, method: str, bucket: str, key: str, headers: dict[str, str], payload: str, *,
+                body: bytes | BinaryIO | None = None,
+                sink: Callable[[bytes], object] | None = None) -> urllib3.BaseHTTPResponse | Answer:
+        """One request signed (SigV4, path-style) as minio signs it, sent on the direct transport."""
         url = urlsplit(f"{self._base}/{bucket}/{quote(key, safe='/~')}")
         now = datetime.now(UTC)
-        headers = {"Host": url.netloc, "Content-Type": content_type, "Content-Length": str(length),
-                   "x-amz-content-sha256": payload, "x-amz-date": to_amz_date(now)}
+        headers = {"Host": url.netloc, **headers, "x-amz-content-sha256": payload, "x-amz-date": to_amz_date(now)}
         credentials = self._credentials.retrieve()
         if credentials.session_token:
             headers["X-Amz-Security-Token"] = credentials.session_token
-        headers = sign_v4_s3(method="PUT", url=url, region=self._region, headers=headers, credentials=credentials,
+        headers = sign_v4_s3(method=method, url=url, region=self._region, headers=headers, credentials=credentials,
                              content_sha256=payload, date=now)
-        resp = self._http.urlopen("PUT", url.geturl(), body=body, headers=headers, preload_content=True)
-        if resp.status != 200:
-            raise _error(resp, bucket, key)
+        if sink is not None and isinstance(self._http, PutTransport):
+            return self._http.urlopen(method, url.geturl(), body=body, headers=headers, sink=sink)
+        return self._http.urlopen(method, url.geturl(), body=body, headers=headers, preload_content=True)
+
+    def read_into(self, bucket: str, key: str, sink: Callable[[bytes], object]) -> str:
+        """Hand the object's bytes to `sink` in order, as they arrive (an object can be large), and
+        return its ETag (unquoted). On plain HTTP through the lean transport (put_transport: a
+        fraction of minio's and urllib3's client CPU per GET); elsewhere through minio. A failure
+        part-way is raised (OSError / S3Error): read again into a fresh sink."""
+        if not isinstance(self._http, PutTransport):
+            resp = self.client.get_object(bucket, key)
+            try:
+                for chunk in resp.stream(_CHUNK):
+                    sink(chunk)
+                return str(resp.headers.get("ETag", "")).strip('"')
+            finally:
+                resp.close()
+                resp.release_conn()
+        answer = self._signed("GET", bucket, key, {}, EMPTY_SHA256, sink=sink)
+        if answer.status != 200:
+            raise _error(answer, bucket, key)
+        return str(answer.headers.get("etag", "")).strip('"')
+
+    def copy(self, bucket: str, key: str, source_bucket: str, source_key: str, *,
+             match_etag: str | None = None) -> None:
+        """Server-side copy of `source_bucket/source_key` to `bucket/key`, only while the source's
+        ETag is `match_etag` when one is given (the store answers PreconditionFailed otherwise,
+        raised as S3Error). One request on the lean transport where PUTs go through it (minio's
+        copy_object first asks the source's size, to copy over 5 GiB in parts: DICOM objects are
+        far below S3's 5 GiB single-copy limit); elsewhere through minio."""
+        if not isinstance(self._http, PutTransport):
+            self.client.copy_object(bucket, key, CopySource(source_bucket, source_key, match_etag=match_etag))
+            return
+        headers = {"x-amz-copy-source": quote(f"/{source_bucket}/{source_key}")}
+        if match_etag:
+            headers["x-amz-copy-source-if-match"] = match_etag
+        answer = self._signed("PUT", bucket, key, headers, EMPTY_SHA256)
+        # S3 may answer a copy 200 and still fail it: the error then is the body.
+        if answer.status != 200 or b"<Error>" in answer.data[:512]:
+            raise _error(answer, bucket, key)
 
     def put_content_addressed(self, bucket: str, data: bytes, prefix: str = "dicom",
                               content_type: str = "application/dicom") -> str:
@@ -190,6 +239,12 @@ class ObjectStore:
         self.client.remove_object(bucket, key)
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
+        """The object's bytes (S3Error when there is none): through the lean GET where PUTs go
+        through it (`read_into`), else through minio."""
+        if isinstance(self._http, PutTransport):
+            pieces: list[bytes] = []
+            self.read_into(bucket, key, pieces.append)
+            return b"".join(pieces)
         resp = self.client.get_object(bucket, key)
         try:
             return resp.read()

@@ -1,4 +1,5 @@
-"""A lean blocking HTTP/1.1 keep-alive transport for the object store's own PUTs.
+"""A lean blocking HTTP/1.1 keep-alive transport for the object store's own PUTs (and the
+consensus service's reads and copies of the objects it checks and releases).
 
 Why: through urllib3 (its pool manager, http.client's request building and its email-parser
 header reading) a PUT cost the gateway ~0.28 ms of Python per request, twice per ingested study
@@ -14,6 +15,10 @@ connection failure or a 500/502/503/504; the body rewound for each). A kept-aliv
 server had closed while idle is reconnected and the request resent at once (a PUT is idempotent).
 Failures are raised as OSError (ConnectionError, TimeoutError), which `failures.is_transient`
 counts as the store not answering.
+
+A GET's body can be handed to a `sink` as it arrives instead of being kept (objects can be large):
+then a failure after some of it was handed on is raised at once, never retried, since the sink
+cannot take the bytes back (the caller reads the object again, from its start).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -44,9 +50,11 @@ class Answer:
 class _Response:
     """httptools' callbacks for one response."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: Callable[[bytes], object] | None = None) -> None:
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
+        self.sink = sink  # a 200's body goes here, not to `body` (an error document is kept)
+        self.sunk = False
         self.complete = False
         self.head_complete = False
         self.keep_alive = False
@@ -59,7 +67,11 @@ class _Response:
         self.head_complete = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if self.sink is not None and self.parser.get_status_code() == 200:
+            self.sunk = True
+            self.sink(body)
+        else:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -79,9 +91,11 @@ class PutTransport:
         self._lock = threading.Lock()
 
     def urlopen(self, method: str, url: str, *, body: bytes | BinaryIO | None = None,
-                headers: dict[str, str], preload_content: bool = True) -> Answer:
+                headers: dict[str, str], preload_content: bool = True,
+                sink: Callable[[bytes], object] | None = None) -> Answer:
         """Send the request and read its response whole (`preload_content` is urllib3's spelling;
-        the response is always read whole here)."""
+        the response is always read whole here). With `sink`, a 200's body is handed to it as it
+        arrives (the Answer's `data` is then empty), and not retried once any of it was."""
         del preload_content
         path = url.split("://", 1)[-1]
         path = path[path.find("/"):] if "/" in path else "/"
@@ -92,9 +106,11 @@ class PutTransport:
         while True:
             sock, reused = self._checkout()
             try:
-                answer, keep = self._exchange(sock, head, body, start)
+                answer, keep = self._exchange(sock, head, body, start, sink)
             except (OSError, httptools.HttpParserError) as exc:
                 sock.close()
+                if isinstance(exc, _Sunk):
+                    raise ConnectionError(f"the object store's answer broke off: {exc.__cause__}") from exc
                 if reused and isinstance(exc, _NotAnswered):
                     continue  # an idle connection the server had closed: resent at once, not a retry
                 if attempt >= self._retries:
@@ -115,12 +131,20 @@ class PutTransport:
             return answer
 
     def _exchange(self, sock: socket.socket, head: bytes, body: bytes | BinaryIO | None,
-                  start: int) -> tuple[Answer, bool]:
+                  start: int, sink: Callable[[bytes], object] | None = None) -> tuple[Answer, bool]:
         try:
             _send(sock, head, body, start)
         except ConnectionError as exc:  # reset or a broken pipe: nothing of an answer has come
             raise _NotAnswered(f"the object store's connection failed while sending: {exc}") from exc
-        response = _Response()
+        response = _Response(sink)
+        try:
+            return self._receive(sock, response)
+        except (OSError, httptools.HttpParserError) as exc:
+            if response.sunk:
+                raise _Sunk() from exc
+            raise
+
+    def _receive(self, sock: socket.socket, response: _Response) -> tuple[Answer, bool]:
         parser = response.parser
         received = False
         while not response.complete:
@@ -187,3 +211,7 @@ def _send(sock: socket.socket, head: bytes, body: bytes | BinaryIO | None, start
 
 class _NotAnswered(ConnectionError):
     """The connection closed before any byte of the response arrived."""
+
+
+class _Sunk(ConnectionError):
+    """The exchange failed after part of the body was handed to the caller's sink."""

@@ -24,11 +24,13 @@ class ConsensusSettings(ServiceSettings):
     gauge_refresh_seconds: float = 15.0
     # Check each accepted study's objects when it is decided, so that a release reuses the checks
     # (release_ahead.py); off, every release reads and checks all its objects itself. Off by
-    # default: it checks every accepted study (a release selects ~a third of them), ~2.5 ms of CPU
-    # each, which at a saturated panel is ~0.9 ms more per vote (bench_gateway_load: 2.6-2.7
-    # against 1.77 ms, every process but the client) and lifts the paced p99; on, the chain from
-    # the last vote to a verified release is ~1 s shorter (bench_release: 1.47-1.86 against 2.72 s).
-    # The agreement report is kept ahead either way.
+    # default: it checks every accepted study (a release selects ~a third of them). Session 8
+    # measured ~2.5 ms of CPU per check, ~0.9 ms more per vote at a saturated panel (2.6-2.7
+    # against 1.77 ms, every process but the client). With the lean GET, rounds gathered every
+    # 0.5 s and kept threads (session 9, two pairs at load 10-18) it is ~0.5 ms more per vote
+    # (consensus +0.24-0.27, the S3 server +0.23-0.24: about half of it the server's GET), which
+    # still puts the quiet 1.77 ms over the 2 ms target. The accepted studies and the agreement
+    # report are kept ahead either way.
     check_ahead: bool = False
 
 

@@ -231,7 +231,7 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         """The dataset card a release with `cmd.plan` would carry if requested now: the same
         selection and split as a release (same code, same seed), nothing written. Counts and
         per-split prevalence only, as in the published card; never which study is where."""
-        rows = await repo.accepted_studies(conn, cmd.protocol)
+        rows = (await ahead.accepted(conn, cmd.protocol))[0]
         if len(rows) < 2:
             return {"error": f"{len(rows)} accepted studies, need at least 2 to release"}
         agreement = (await ahead.agreement(conn, protocol.name))[0]
@@ -277,11 +277,12 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         nothing about which studies go where. The manifest is still written last (publish_release).
         Checks made when the studies were decided are reused where the stored bytes are still the
         checked ones, and the report computed when the last study was decided while its inputs are
-        unchanged (release_ahead.py). Raises NotDeidentified, having copied nothing."""
+        unchanged, and likewise the accepted studies read then (release_ahead.py). Raises
+        NotDeidentified, having copied nothing."""
         if await repo.release_exists(conn, cmd.release_id):
             return None
         started = time.perf_counter()
-        rows = await repo.accepted_studies(conn, cmd.protocol)
+        rows, rows_ahead = await ahead.accepted(conn, cmd.protocol)
         if len(rows) < 2:
             raise PermanentError(f"release {cmd.release_id}: {len(rows)} accepted studies, need at least 2")
         protocol, rule = protocol_and_rule(cmd.protocol)
@@ -306,9 +307,10 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                 refused = copying.exception()
         if copying is not None and refused is not None:
             raise refused
-        log.info("release %s: %d accepted studies read in %.3fs; agreement report %.3fs (%s); composed %.3fs;"
+        log.info("release %s: %d accepted studies read in %.3fs (%s); agreement report %.3fs (%s); composed %.3fs;"
                  " %s objects (%d checked ahead) checked and copied beside them, done %.3fs after",
-                 cmd.release_id, len(rows), read - started, agreed - read, "cached" if reused else "computed",
+                 cmd.release_id, len(rows), read - started, "ahead" if rows_ahead else "now", agreed - read,
+                 "cached" if reused else "computed",
                  composed_at - agreed, len(copies) if copies else "no", len(known),
                  time.perf_counter() - composed_at)
         truth = composed.truth  # what evaluation scores against; it never leaves this service

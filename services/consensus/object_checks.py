@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ PROFILE_REVISION = "1"
 PROFILE_TABLES_SHA256 = "6b80f86201432b3fc476adb046631692cdab1e1f3c20a0eff2407f59df47ab8b"
 PROFILE_VERSION = f"ps3.15-basic+clean-descriptors+modified-dates/{PROFILE_REVISION}"
 CHECK_WORKERS = 8
-_CHUNK = 1 << 20
+SPOOL_IN_MEMORY = 4 << 20  # bytes of an object kept in memory while it is checked (x CHECK_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -46,32 +47,41 @@ def profile_tables_sha256() -> str:
     return hashlib.sha256(repr(tables).encode()).hexdigest()
 
 
+def import_checker() -> None:
+    """Import what a check (and a release's dataset card) needs: pydicom, ~0.6 s of CPU. Called in
+    the background once a study is decided, so that neither a check ahead nor the release pays it
+    on the chain from the last vote (at start it would cost every consensus start, also those that
+    never release)."""
+    import pydicom.errors  # noqa: F401
+
+    from services.common import deid  # noqa: F401
+
+
 def check_object(store: ObjectStore, bucket: str, key: str) -> ObjectCheck:
-    """Read one stored DICOM object whole (spooled to a temporary file: private or overlay elements
-    can follow the pixel data, and objects can be large) and check it against the profile."""
+    """Read one stored DICOM object whole (spooled: private or overlay elements can follow the
+    pixel data, and objects can be large; through the store's lean GET, `ObjectStore.read_into`)
+    and check it against the profile."""
     # Imported on the first check, not at start: pydicom is ~0.6 s of CPU at every consensus
     # start, and only a release (or its check ahead) reads DICOM.
     from pydicom.errors import InvalidDicomError
 
     from services.common import deid
 
-    response = store.client.get_object(bucket, key)
-    try:
-        etag = str(response.headers.get("ETag", "")).strip('"')
-        digest = hashlib.sha256()
-        with tempfile.TemporaryFile() as fp:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                fp.write(chunk)
-            fp.seek(0)
-            try:
-                # BurnedInAnnotation YES reached the store only by a curator's override at ingest.
-                found = deid.check_bytes(fp, allow_burned_in=True)
-            except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError) as exc:
-                found = [f"not readable as DICOM ({exc.__class__.__name__})"]
-    finally:
-        response.close()
-        response.release_conn()
+    digest = hashlib.sha256()
+    # Small objects (most DICOM) stay in memory; a large one goes on to disk.
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as fp:
+
+        def sink(chunk: bytes) -> None:
+            digest.update(chunk)
+            fp.write(chunk)
+
+        etag = store.read_into(bucket, key, sink)
+        fp.seek(0)
+        try:
+            # BurnedInAnnotation YES reached the store only by a curator's override at ingest.
+            found = deid.check_bytes(fp, allow_burned_in=True)
+        except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError) as exc:
+            found = [f"not readable as DICOM ({exc.__class__.__name__})"]
     return ObjectCheck(key, digest.hexdigest(), etag, tuple(found))
 
 
@@ -80,5 +90,19 @@ def check_objects(store: ObjectStore, bucket: str, keys: Sequence[str]) -> list[
     unique = sorted(set(keys))
     if not unique:
         return []
-    with ThreadPoolExecutor(max_workers=min(CHECK_WORKERS, len(unique))) as pool:
-        return list(pool.map(lambda key: check_object(store, bucket, key), unique))
+    return list(_checkers().map(lambda key: check_object(store, bucket, key), unique))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _checkers() -> ThreadPoolExecutor:
+    """The threads checks run on: started at the first check and kept (checking ahead runs a small
+    round every fraction of a second while a panel votes; a pool per round started and joined
+    eight threads each time). Idle threads cost nothing; the release and a round share them."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="object-check")
+        return _pool

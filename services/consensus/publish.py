@@ -7,7 +7,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from minio.commonconfig import CopySource
 from minio.error import S3Error
 
 from services.common.consumer import PermanentError
@@ -80,7 +79,7 @@ def copy_release_objects(store: ObjectStore, settings: ServiceSettings, copies: 
         etag = etags.get(src) or None
         for attempt in range(2):
             try:
-                store.client.copy_object(buckets[kind], dst, CopySource(settings.objects_bucket, src, match_etag=etag))
+                store.copy(buckets[kind], dst, settings.objects_bucket, src, match_etag=etag)
                 return
             except S3Error as exc:
                 if exc.code != "PreconditionFailed":

@@ -4,10 +4,14 @@ the agreement report off the chain from the last vote to a verified release (iss
 - Each study decided accepted (by its votes, or by a curator's ruling) has its DICOM objects read
   and checked against the profile shortly after the decision commits; the results go to
   `object_checks` (object_checks.py says when a release may reuse one).
-- Once the last assigned study of a protocol is decided, its agreement report is computed and kept
-  with the row counts it was computed from (`repo.agreement_fingerprint`). A release reuses it only
-  while those counts are unchanged: any later vote, re-vote, decision or adjudication changes them
-  and the release computes the report again, as before.
+- Once the last assigned study of a protocol is decided, its accepted studies are read and its
+  agreement report is computed, and both are kept with the row counts they were read from
+  (`repo.agreement_fingerprint`). A release reuses them only while those counts are unchanged: any
+  later vote, re-vote, decision or adjudication changes them and the release reads and computes
+  them again, as before.
+- What a release imports on first use (pydicom for the checks and the dataset card, ~0.6 s of CPU;
+  numpy.ma, which the report's first percentile interval loads) is imported in the background at
+  the first decision.
 
 Everything here is an optimisation: a failure is logged and the release does the work itself.
 The handlers only note what was decided (`note`); the work runs in one background task, after a
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.common.objectstore import ObjectStore
 from services.consensus import repo
-from services.consensus.object_checks import PROFILE_VERSION, check_objects
+from services.consensus.object_checks import PROFILE_VERSION, check_objects, import_checker
 
 log = logging.getLogger(__name__)
 # Seconds to wait after a decision before checking: decisions come in bursts, and the decision's
@@ -35,8 +40,15 @@ log = logging.getLogger(__name__)
 SETTLE_SECONDS = 0.05
 RECHECKS, RECHECK_SECONDS = 5, 0.1  # looking again for the last decision's commit (it is on the release's path)
 CHECK_BATCH = 400  # objects per round of checks
+CHECK_EVERY_SECONDS = 0.5  # while decisions stream in, checks gather for up to this long
 
 AgreementFn = Callable[[psycopg.AsyncConnection, str], Awaitable[dict[str, Any]]]
+
+
+def _import_release_modules() -> None:
+    """Import what a release first uses (off the chain: see the module's docstring)."""
+    import_checker()
+    import numpy.ma  # noqa: F401 - numpy loads it lazily, at the first np.percentile (numpy.unique)
 
 
 class ReleaseAhead:
@@ -47,14 +59,21 @@ class ReleaseAhead:
         self._accepted: set[str] = set()  # studies decided accepted, objects not yet checked
         self._protocols: set[str] = set()  # protocols with a decision since their report was cached
         self._wake = asyncio.Event()
-        self._reports: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}  # protocol -> (fingerprint, report)
+        # (what, protocol) -> (fingerprint, the agreement report or the accepted studies)
+        self._kept_results: dict[tuple[str, str], tuple[tuple[int, ...], Any]] = {}
         self._tries: dict[str, int] = {}  # protocol -> rechecks after its last decision, while some are open
-        self._running: dict[str, tuple[tuple[int, ...], asyncio.Future[dict[str, Any]]]] = {}  # being computed
+        self._running: dict[tuple[str, str], tuple[tuple[int, ...], asyncio.Future[Any]]] = {}  # being computed
         self.catch_up = True  # the first round looks at every accepted study (a restart may have left some)
+        self._importing: threading.Thread | None = None
+        self._last_note = 0.0  # time.monotonic() of the last decision noted
 
     def note(self, study_id: str, protocol: str, accepted: bool) -> None:
         """A decision or ruling is being written for `study_id` (called inside its transaction: if
         that rolls back, the round finds nothing new to do)."""
+        self._last_note = time.monotonic()
+        if self._importing is None:  # a release can follow now: its checks and card read DICOM
+            self._importing = threading.Thread(target=_import_release_modules, name="release-imports", daemon=True)
+            self._importing.start()
         if accepted:
             self._accepted.add(study_id)
         self._protocols.add(protocol)
@@ -62,53 +81,81 @@ class ReleaseAhead:
         self._wake.set()
 
     async def agreement(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[dict[str, Any], bool]:
-        """The protocol's agreement report, and whether it was prepared ahead (kept while its inputs
-        are unchanged, or being computed for the same inputs right now: then this waits for that
-        computation instead of running a second one beside it). Otherwise computed now, and kept.
+        """The protocol's agreement report, and whether it was prepared ahead (`_kept`)."""
+        report, reused = await self._kept("agreement", protocol, conn, self._agreement)
+        return dict(report), reused
 
-        The fingerprint is read before the rows: the tables only grow, so a report is never kept
+    async def accepted(self, conn: psycopg.AsyncConnection, protocol: str) -> tuple[list[dict], bool]:
+        """The protocol's accepted studies (`repo.accepted_studies`: what a release selects from), and
+        whether they were read ahead (`_kept`: they are read from the same tables as the report, so
+        the report's fingerprint covers them too). The rows are shared: callers read them, never
+        change them; they stay in memory while they are current (a lumbar study's ~40 instances each)."""
+        studies, reused = await self._kept("accepted", protocol, conn, repo.accepted_studies)
+        return list(studies), reused
+
+    async def _kept(self, kind: str, protocol: str, conn: psycopg.AsyncConnection,
+                    compute: Callable[[psycopg.AsyncConnection, str], Awaitable[Any]]) -> tuple[Any, bool]:
+        """What `compute` gives for the protocol, and whether it was prepared ahead: kept while its
+        inputs are unchanged, or being computed for the same inputs right now (then this waits for
+        that computation instead of running a second one beside it). Otherwise computed now, and kept.
+
+        The fingerprint is read before the rows: the tables only grow, so a result is never kept
         under counts its rows do not match unless the counts have already moved on (and the next
         call computes it again)."""
         fingerprint = await repo.agreement_fingerprint(conn)
-        cached = self._reports.get(protocol)
+        key = (kind, protocol)
+        cached = self._kept_results.get(key)
         if cached is not None and cached[0] == fingerprint:
             return cached[1], True
-        running = self._running.get(protocol)
+        running = self._running.get(key)
         if running is not None and running[0] == fingerprint:
             try:
                 return await asyncio.shield(running[1]), True
             except Exception:  # noqa: BLE001 - its owner's failure: compute it here instead
-                log.warning("the agreement report computed ahead failed; computing it for the release")
-        task = asyncio.ensure_future(self._agreement(conn, protocol))
-        self._running[protocol] = (fingerprint, task)
+                log.warning("the %s computed ahead failed; computing it for the release", kind)
+        task = asyncio.ensure_future(compute(conn, protocol))
+        self._running[key] = (fingerprint, task)
         try:
-            report = await task
+            result = await task
         finally:
-            if self._running.get(protocol, (None, None))[1] is task:
-                del self._running[protocol]
-        self._reports[protocol] = (fingerprint, report)
-        return report, False
+            if self._running.get(key, (None, None))[1] is task:
+                del self._running[key]
+        self._kept_results[key] = (fingerprint, result)
+        return result, False
 
     async def run_forever(self, pool: AsyncConnectionPool) -> None:
-        """Do each round's work after its settle pause, until cancelled."""
+        """Do each round's work after its settle pause, until cancelled. While decisions keep
+        coming (one noted during the pause), checks wait and gather for up to CHECK_EVERY_SECONDS
+        (fewer, larger rounds: each costs a few statements); the first quiet pause checks them all."""
+        last_checks = 0.0
         while True:
             if not self.catch_up:
                 await self._wake.wait()
             await asyncio.sleep(SETTLE_SECONDS)
             self._wake.clear()
+            now = time.monotonic()
+            streaming = now - self._last_note < SETTLE_SECONDS and now - last_checks < CHECK_EVERY_SECONDS
+            if not streaming:
+                last_checks = now
+            elif self._accepted:  # look again after the next pause: checked once quiet, or after CHECK_EVERY_SECONDS
+                self._wake.set()
             try:
-                await self.run_once(pool)
+                await self.run_once(pool, checks=not streaming)
             except asyncio.CancelledError:
                 raise
             except Exception:  # an optimisation only: the release does the work itself
                 log.exception("checking ahead of a release failed; the release will check for itself")
                 await asyncio.sleep(5)
 
-    async def run_once(self, pool: AsyncConnectionPool) -> dict[str, Any]:
-        """One round: check the noted (or, first, every) accepted study's unchecked objects and,
-        beside that, keep the agreement report of each noted protocol with no study left undecided
-        (the release after the last decision waits for both: neither waits for the other)."""
-        studies, self._accepted = self._accepted, set()
+    async def run_once(self, pool: AsyncConnectionPool, checks: bool = True) -> dict[str, Any]:
+        """One round: check the noted (or, first, every) accepted study's unchecked objects (unless
+        `checks` is false: they wait for a later round) and, beside that, keep the accepted studies
+        and agreement report of each noted protocol with no study left undecided (the release after
+        the last decision waits for both: neither waits for the other)."""
+        if not checks and not self.catch_up:
+            studies: set[str] = set()
+        else:
+            studies, self._accepted = self._accepted, set()
         protocols, self._protocols = self._protocols, set()
         catch_up, self.catch_up = self.catch_up, False
         started = time.perf_counter()
@@ -142,12 +189,15 @@ class ReleaseAhead:
         return checked
 
     async def _keep_reports(self, pool: AsyncConnectionPool, protocols: set[str]) -> list[str]:
-        """Compute and keep the agreement report of each protocol with no study left undecided."""
+        """Read and keep the accepted studies, and compute and keep the agreement report, of each
+        protocol with no study left undecided (the studies first: the release's checks and copies
+        start from them, the report is only needed for the card)."""
         kept = []
         for protocol in sorted(protocols):
             async with pool.connection() as conn:
                 undecided = await repo.undecided_count(conn, protocol)
                 if undecided == 0:
+                    await self.accepted(conn, protocol)
                     await self.agreement(conn, protocol)
                     kept.append(protocol)
                 await conn.rollback()

@@ -385,15 +385,19 @@ async def passed_checks(conn: psycopg.AsyncConnection, objects: list[tuple[str, 
 
 
 async def agreement_fingerprint(conn: psycopg.AsyncConnection) -> tuple[int, ...]:
-    """Row counts of everything an agreement report is computed from (report_rows: assignments,
-    decisions, adjudications, votes). These tables only grow and report_rows reads no column that
-    is ever updated, so any later vote, re-vote, decision or adjudication changes the fingerprint."""
+    """Row counts of everything an agreement report and a release's accepted studies are read from
+    (report_rows, accepted_studies: assignments, decisions, adjudications, votes). These tables only
+    grow, so any later vote, re-vote, decision or adjudication changes the fingerprint. Of their
+    columns only an assignment's are ever updated (its readers, at a re-offer): the sum of the
+    assignments' xmin (the writing transaction's id, new at every update) covers those, and any
+    other update made to them by hand."""
     cur = await conn.execute(
         "SELECT (SELECT count(*) FROM assignments) AS assignments, (SELECT count(*) FROM decisions) AS decisions,"
-        " (SELECT count(*) FROM adjudications) AS adjudications, (SELECT count(*) FROM votes) AS votes")
+        " (SELECT count(*) FROM adjudications) AS adjudications, (SELECT count(*) FROM votes) AS votes,"
+        " (SELECT coalesce(sum(xmin::text::bigint), 0) FROM assignments) AS written")
     row = await cur.fetchone()
     assert row is not None
-    return tuple(int(row[k]) for k in ("assignments", "decisions", "adjudications", "votes"))
+    return tuple(int(row[k]) for k in ("assignments", "decisions", "adjudications", "votes", "written"))
 
 
 async def undecided_count(conn: psycopg.AsyncConnection, protocol: str) -> int:

@@ -1,4 +1,4 @@
-"""The object store's own PUT (issue 15 §2) against the stack's real S3 server: one signed request
+"""The object store's own PUT, GET and copy (issue 15) against the stack's real S3 server: one signed request
 per object, the body streamed as it is; still refused without valid credentials; and off loopback
 and TLS the payload's sha256 is still sent (MinIO checks it; the local SeaweedFS 4.x does not)."""
 
@@ -84,3 +84,50 @@ def test_the_payload_is_unsigned_on_loopback_and_hashed_elsewhere(infra: dict) -
     assert elsewhere.get_bytes(bucket(infra), "test-objectstore/checked-stream") == data
     with pytest.raises(ValueError, match="needs the body's sha256"):  # never streamed unhashed off loopback
         elsewhere._put(bucket(infra), "test-objectstore/unhashed", io.BytesIO(data), len(data), "text/plain", None)
+
+
+def count_requests(s: ObjectStore) -> list[str]:
+    """The method of each request `s` sends, on its own transport or through minio's pool."""
+    sent: list[str] = []
+    for holder in (s._http, s.client._http):
+        real = holder.urlopen
+
+        def urlopen(method, url, real=real, **kw):  # type: ignore[no-untyped-def]
+            sent.append(method)
+            return real(method, url, **kw)
+        holder.urlopen = urlopen  # type: ignore[method-assign]
+    return sent
+
+
+def test_an_object_is_read_into_a_sink_in_one_request_with_its_etag(infra: dict) -> None:
+    s = store(infra)
+    data = os.urandom(3 * 2**20 + 5)
+    s.put_bytes(bucket(infra), "test-objectstore/read", data)
+    etag = s.client.stat_object(bucket(infra), "test-objectstore/read").etag
+    sent, pieces = count_requests(s), list[bytes]()
+    assert s.read_into(bucket(infra), "test-objectstore/read", pieces.append) == etag
+    assert b"".join(pieces) == data and sent == ["GET"]
+    assert s.get_bytes(bucket(infra), "test-objectstore/read") == data and sent == ["GET", "GET"]
+    with pytest.raises(S3Error) as missing:
+        s.read_into(bucket(infra), "test-objectstore/no-such-object", pieces.append)
+    assert missing.value.code == "NoSuchKey"
+    with pytest.raises(S3Error) as missing:
+        s.get_bytes(bucket(infra), "test-objectstore/no-such-object")
+    assert missing.value.code == "NoSuchKey"
+
+
+def test_a_copy_is_one_request_and_made_only_on_the_etag_given(infra: dict) -> None:
+    s, src = store(infra), "test-objectstore/copy-source"
+    s.put_bytes(bucket(infra), src, b"checked bytes")
+    etag = s.client.stat_object(bucket(infra), src).etag
+    sent = count_requests(s)
+    s.copy(bucket(infra), "test-objectstore/copy-1", bucket(infra), src, match_etag=etag)
+    assert sent == ["PUT"]  # minio's copy_object asks the source's size first (HEAD)
+    assert s.get_bytes(bucket(infra), "test-objectstore/copy-1") == b"checked bytes"
+    s.put_bytes(bucket(infra), src, b"rewritten bytes")
+    with pytest.raises(S3Error) as refused:
+        s.copy(bucket(infra), "test-objectstore/copy-2", bucket(infra), src, match_etag=etag)
+    assert refused.value.code == "PreconditionFailed"
+    assert not s.exists(bucket(infra), "test-objectstore/copy-2")
+    s.copy(bucket(infra), "test-objectstore/copy-3", bucket(infra), src)  # no ETag given: whatever is there
+    assert s.get_bytes(bucket(infra), "test-objectstore/copy-3") == b"rewritten bytes"

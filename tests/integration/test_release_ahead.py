@@ -232,3 +232,56 @@ async def test_a_release_waits_for_the_report_being_computed_ahead_instead_of_co
     round_done, (report, reused) = await asyncio.gather(ahead.run_once(pool), release_side())
     assert round_done["agreement_cached"] == ["cxr-label-verification"]
     assert computed == ["cxr-label-verification"] and reused and report["studies"]["decided"] == 3
+
+
+async def test_the_accepted_studies_read_once_all_are_decided_serve_the_release_until_anything_changes(
+        db, store, pool, monkeypatch):
+    clean = parse_instance("ok.dcm", seeded_bytes(), scrub=True, patient_id="PSEUDO-1")[0].data
+    key = put(store, clean)
+    handlers, ahead = consensus(store, pool)
+    studies = [f"AS{i}" for i in range(6)]
+    for study_id in studies[:5]:
+        await decide(db, handlers, study_id, ["agree_all"] * 3)
+    await apply(db, handlers, assigned("AS5"))  # one study still open: nothing is read ahead
+    await point_studies_at(db, studies, key, clean)
+    reads: list[str] = []
+    read = repo.accepted_studies
+
+    async def counted(conn, protocol):
+        reads.append(protocol)
+        return await read(conn, protocol)
+    monkeypatch.setattr(repo, "accepted_studies", counted)
+    await ahead.run_once(pool)
+    assert reads == []
+    for reader in ("r1", "r2", "r3"):
+        await apply(db, handlers, vote("AS5", reader, "agree_all"))
+    assert (await ahead.run_once(pool))["agreement_cached"] == ["cxr-label-verification"]
+    assert reads == ["cxr-label-verification"]
+
+    # the release reads no rows: it selects from the ones read ahead
+    cmd = selection()
+    assert await handlers[cmd.topic.value].prepare(cmd) is not None
+    assert reads == ["cxr-label-verification"] and len(released_objects(store, cmd.release_id)) == 4
+
+    async def accepted(conn):
+        """The rows a release would select from, whether they were the kept ones, and the rows read
+        afresh now: the kept ones must always be the fresh ones."""
+        rows_now, reused = await ahead.accepted(conn, Protocol.CXR.value)
+        assert rows_now == await read(conn, Protocol.CXR.value)
+        await conn.commit()
+        return rows_now, reused
+
+    async with pool.connection() as conn:
+        assert (await accepted(conn))[1] is True
+        await apply(db, handlers, vote("AS1", "r1", "agree_mostly", vote_id="AS1-r1-again"))  # a re-vote
+        assert (await accepted(conn))[1] is False
+        assert (await accepted(conn))[1] is True
+        await apply(db, handlers, AdjudicationRequested(study_id="AS2", adjudication_id="adj-as2", curator_id="cur",
+                                                        accepted=False, labels=[], note="not convinced"))
+        ruled, reused = await accepted(conn)
+        assert not reused and "AS2" not in {r["study_id"] for r in ruled}
+        # an assignment updated in place (a re-offer's readers; here its objects, by hand)
+        other = put(store, clean + b"\0")
+        await point_studies_at(db, studies[:1], other, clean + b"\0")
+        updated, reused = await accepted(conn)
+        assert not reused and updated[0]["objects"][0]["object_key"] == other

@@ -1,4 +1,4 @@
-"""The object store's PUT transport (services/common/put_transport) against a scripted loopback
+"""The object store's PUT (and GET) transport (services/common/put_transport) against a scripted loopback
 server: connections kept alive, bodies sent whole, urllib3's retry policy (connection failures and
 500/502/503/504), a dropped idle connection resent at once, and the read timeout."""
 
@@ -138,3 +138,77 @@ def test_no_server_is_a_connection_error() -> None:
     free.close()
     with pytest.raises(ConnectionError):
         put(transport(port), port, b"body", 4)
+
+
+class GetServer:
+    """Answers every GET with `status` and `body`, sent in 64 KiB pieces; with `cut`, closes the
+    connection after that many bytes of the body. Counts the requests."""
+
+    def __init__(self, body: bytes, status: int = 200, cut: int | None = None) -> None:
+        self.body, self.status, self.cut = body, status, cut
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf.split(b"\r\n\r\n", 1)[1]
+                self.requests += 1
+                body = self.body if self.cut is None else self.body[:self.cut]
+                conn.sendall(f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\nETag: \"e1\"\r\n\r\n"
+                             .encode())
+                for i in range(0, len(body), 65536):
+                    conn.sendall(body[i:i + 65536])
+                if self.cut is not None:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def get(t: PutTransport, port: int, sink) -> object:
+    return t.urlopen("GET", f"http://127.0.0.1:{port}/bucket/key", headers={"Host": f"127.0.0.1:{port}"}, sink=sink)
+
+
+def test_a_get_hands_its_body_to_the_sink_as_it_arrives_and_keeps_none_of_it() -> None:
+    body = bytes(range(256)) * 4096 * 3  # 3 MiB: many pieces
+    s = GetServer(body)
+    pieces: list[bytes] = []
+    answer = get(transport(s.port), s.port, pieces.append)
+    assert answer.status == 200 and answer.headers["etag"] == '"e1"' and answer.data == b""
+    assert len(pieces) > 1 and b"".join(pieces) == body
+    s.close()
+
+
+def test_an_error_document_is_kept_for_the_caller_not_handed_to_the_sink() -> None:
+    s = GetServer(b"<Error><Code>NoSuchKey</Code></Error>", status=404)
+    pieces: list[bytes] = []
+    answer = get(transport(s.port), s.port, pieces.append)
+    assert answer.status == 404 and answer.data == b"<Error><Code>NoSuchKey</Code></Error>" and pieces == []
+    s.close()
+
+
+def test_a_body_broken_off_after_some_was_handed_on_is_an_error_and_not_sent_again() -> None:
+    s = GetServer(b"x" * 300_000, cut=100_000)
+    pieces: list[bytes] = []
+    with pytest.raises(ConnectionError, match="broke off"):
+        get(transport(s.port), s.port, pieces.append)
+    assert s.requests == 1  # a retry would hand the sink the object's start a second time
+    assert 0 < len(b"".join(pieces)) <= 100_000
+    s.close()
