@@ -17,7 +17,9 @@ with the machine (15.7 s and 18.0 s in two sessions' quiet runs: the ratio 1.88 
 it is taken a minute before the funnel it is compared with; two readings around the funnel show
 how far it moves within one run, and their mean sits nearer the funnel's own conditions. Never the
 best of several: a floor read low flatters nothing but the ratio's target.
-(RADCURATE_BENCH_FLOOR_AFTER=0: before only, as up to session 8.)
+(RADCURATE_BENCH_FLOOR_AFTER=0: before only, as up to session 8.) Beside it the same ratio in
+CPU seconds (the funnel's processes against the S3 server's, the broker's and the bench clients'
+in the floor), which a loaded machine moves far less than wall time.
 Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
 
 Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only) at each
@@ -294,10 +296,12 @@ def idle_rates(state: dict, seconds: float) -> dict[str, float]:
     return {k: max(0.0, v - before.get(k, 0.0)) / wall for k, v in after.items() if k != CLIENT}
 
 
-def measure_floor(state: dict, data_dir: Path, rows: list[dict], when: str) -> tuple[float, float]:
-    """The floor's two parts on the running stack, printed: (S3 PUT seconds, broker seconds).
-    `when` names the measurement ("before" or "after" the funnel) and keeps its objects and
-    topics apart from the other's."""
+def measure_floor(state: dict, data_dir: Path, rows: list[dict], when: str) -> tuple[float, float, float]:
+    """The floor's two parts on the running stack, printed: (S3 PUT seconds, broker seconds, CPU
+    seconds the S3 server, the broker and this process spent on both). `when` names the
+    measurement ("before" or "after" the funnel) and keeps its objects and topics apart."""
+    floor_parts = ("s3", "kafka", CLIENT)  # what the floor exercises (Postgres and the services idle)
+    cpu_before = stack_cpu(state)
     s3_pid, n = state["s3"]["pid"], len(rows)
     s3_cpu = cpu_seconds(s3_pid)
     puts = floor_s3(state, data_dir, rows, prefix=f"floor-{when}")
@@ -309,7 +313,8 @@ def measure_floor(state: dict, data_dir: Path, rows: list[dict], when: str) -> t
     print(f"floor {when} the funnel, broker: {n:,} events through {HOPS} hops in {broker:.1f}s (broker "
           f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
           f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
-    return puts, broker
+    cpu_after = stack_cpu(state)
+    return puts, broker, sum(cpu_after[k] - cpu_before.get(k, 0.0) for k in floor_parts if k in cpu_after)
 
 
 def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str, float]:
@@ -325,7 +330,8 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
     try:
         state = local.up(home / "stack", services_to_run=())
         if with_floor:
-            figures["floor: S3 PUTs"], figures["floor: broker"] = measure_floor(state, data_dir, rows, "before")
+            figures["floor: S3 PUTs"], figures["floor: broker"], figures["floor: cpu s"] = measure_floor(
+                state, data_dir, rows, "before")
         state = local.up(home / "stack")
         idle = idle_rates(state, IDLE_S)
         before, requests_before = stack_cpu(state), s3_requests(state)
@@ -352,8 +358,8 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
                 flush=True)
         print_s3_requests(requests_before, requests_after, studies)
         if with_floor and FLOOR_AFTER:
-            figures["floor after: S3 PUTs"], figures["floor after: broker"] = measure_floor(
-                state, data_dir, rows, "after")
+            figures["floor after: S3 PUTs"], figures["floor after: broker"], figures["floor after: cpu s"] = \
+                measure_floor(state, data_dir, rows, "after")
         # What a larger run needs free: the stack's state (S3 objects and the broker's log in it,
         # Postgres, logs) grows with the studies; the data set is on top of it.
         parts = {p.name: disk_bytes(p) for p in sorted((home / "stack").iterdir()) if p.is_dir()}
@@ -378,7 +384,9 @@ def print_ratio(figures: dict[str, float]) -> None:
           f"{figures['floor: broker']:.1f}): ratio {funnel_s / before:.2f} {load()}")
     if "floor after: S3 PUTs" not in figures:
         print(f"ingest → labels {funnel_s:.1f}s vs floor {before:.1f}s: ratio {funnel_s / before:.2f} "
-              f"(target ≤ {TARGET_RATIO:.1f}) {load()}")
+              f"(target ≤ {TARGET_RATIO:.1f}); in CPU {figures['cpu s, all processes']:.1f}s vs "
+              f"{figures['floor: cpu s']:.1f}s: {figures['cpu s, all processes'] / figures['floor: cpu s']:.2f} "
+              f"{load()}")
         return
     after = figures["floor after: S3 PUTs"] + figures["floor after: broker"]
     mean = (before + after) / 2
@@ -387,6 +395,13 @@ def print_ratio(figures: dict[str, float]) -> None:
           f"{after / before:.2f} {load()}")
     print(f"ingest → labels {funnel_s:.1f}s vs floor {mean:.1f}s (the mean of before and after): ratio "
           f"{funnel_s / mean:.2f} (target ≤ {TARGET_RATIO:.1f}) {load()}")
+    # The same comparison in CPU, which a loaded machine moves far less than wall time: all the
+    # funnel's processes against the S3 server, the broker and the bench's own clients in the floor.
+    cpu = figures["cpu s, all processes"]
+    print(f"  in CPU: funnel {cpu:.1f}s vs floor {figures['floor: cpu s']:.1f}s before / "
+          f"{figures['floor after: cpu s']:.1f}s after: ratio {cpu / figures['floor: cpu s']:.2f} / "
+          f"{cpu / figures['floor after: cpu s']:.2f}, to their mean "
+          f"{2 * cpu / (figures['floor: cpu s'] + figures['floor after: cpu s']):.2f} {load()}")
 
 
 def main() -> int:
