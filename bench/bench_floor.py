@@ -20,12 +20,12 @@ best of several: a floor read low flatters nothing but the ratio's target.
 (RADCURATE_BENCH_FLOOR_AFTER=0: before only, as up to session 8.) Beside it the same ratio in
 CPU seconds (the funnel's processes against the S3 server's, the broker's and the bench clients'
 in the floor), which a loaded machine moves far less than wall time.
-Session 9, 13,735 studies, four runs (two of this code, two of 7f57870), floor before / after:
-16.3 / 35.1 s (load 2 then 6), 32.8 / 21.5 s (load 5 then 3), 95.2 / 144.5 and 116.4 / 71.7 s
-(load 10-20): the S3 part follows the load (13.5 s at load 2, 27.3 s at load 5 for the same PUTs),
-so after / before ran 0.62-2.16 within one run; the floor's CPU moved far less (30.7 / 39.3,
-35.7 / 35.7, 40.6 / 53.6, 46.6 / 41.7 s; the S3 server 1.3-2.3 ms per PUT). A wall ratio is only
-as quiet as the machine it was taken on.
+Session 9, 13,735 studies, six runs (three of this code, three of 7f57870), floor before / after:
+16.3 / 35.1 s (load 2 then 6), 21.5 / 20.1 (load 3), 32.8 / 21.5 and 35.5 / 18.9 (load 3-5),
+95.2 / 144.5 and 116.4 / 71.7 s (load 10-20): the S3 part follows the load (13.5 s at load 2,
+32.1 s at load 4.5 for the same PUTs), so after / before ran 0.53-2.16 within one run; the
+floor's CPU moved far less (30.7 / 39.3, 32.7 / 33.6, 35.7 / 35.7, 40.7 / 35.5 s at load 2-6;
+the S3 server 1.3-2.3 ms per PUT). A wall ratio is only as quiet as the machine it was taken on.
 Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
 
 Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only) at each
