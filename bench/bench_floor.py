@@ -10,7 +10,23 @@ On one fresh local stack (SeaweedFS + tansu + Postgres + the five services, as `
    labels-suggested, with the CPU seconds each process spent.
 
 Floor = (1) + (2), taken one after the other: what the bare store and the bare broker cost for
-this volume. Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
+this volume. Both are taken twice: before the funnel on the bare stack, and after it on the same
+stack (the store and the broker holding the funnel's data, the services up and idle); the ratio is
+the funnel's time to the mean of the two, each alone printed beside it. One floor taken once moved
+with the machine (15.7 s and 18.0 s in two sessions' quiet runs: the ratio 1.88 against 2.31), and
+it is taken a minute before the funnel it is compared with; two readings around the funnel show
+how far it moves within one run, and their mean sits nearer the funnel's own conditions. Never the
+best of several: a floor read low flatters nothing but the ratio's target.
+(RADCURATE_BENCH_FLOOR_AFTER=0: before only, as up to session 8.) Beside it the same ratio in
+CPU seconds (the funnel's processes against the S3 server's, the broker's and the bench clients'
+in the floor), which a loaded machine moves far less than wall time.
+Session 9, 13,735 studies, six runs (three of this code, three of 7f57870), floor before / after:
+16.3 / 35.1 s (load 2 then 6), 21.5 / 20.1 (load 3), 32.8 / 21.5 and 35.5 / 18.9 (load 3-5),
+95.2 / 144.5 and 116.4 / 71.7 s (load 10-20): the S3 part follows the load (13.5 s at load 2,
+32.1 s at load 4.5 for the same PUTs), so after / before ran 0.53-2.16 within one run; the
+floor's CPU moved far less (30.7 / 39.3, 32.7 / 33.6, 35.7 / 35.7, 40.7 / 35.5 s at load 2-6;
+the S3 server 1.3-2.3 ms per PUT). A wall ratio is only as quiet as the machine it was taken on.
+Goal: funnel ≤ 2 × floor (issue 15 §2); stretch: ingest → labels ≤ 30 s at 13,735.
 
 Scale (issue 15 §6): RADCURATE_BENCH_SCALES="1,3,10" runs the funnel (step 3 only) at each
 multiple of the pool, each on a fresh stack, and prints the time and CPU per study against the
@@ -43,7 +59,8 @@ of an already synthesised paper-scale pool, so 1k / 3k / 10k need no new data.
 
 Knobs: RADCURATE_BENCH_STUDIES (default 13735), RADCURATE_BENCH_SCALES (default "1"),
 RADCURATE_BENCH_IMAGE (pixels across, a divisor of 256; default 256), RADCURATE_BENCH_KEEP_DATA,
-RADCURATE_BENCH_FLOOR=0 to skip the floor, RADCURATE_BENCH_S3_REQUESTS=1 to count the S3 requests
+RADCURATE_BENCH_FLOOR=0 to skip the floor, RADCURATE_BENCH_FLOOR_AFTER=0 to take it before the funnel
+only, RADCURATE_BENCH_S3_REQUESTS=1 to count the S3 requests
 per study by bucket (the broker's log against the services' objects). Every figure is printed with os.getloadavg().
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_floor.py
 """
@@ -92,6 +109,9 @@ IDLE_S = float(os.environ.get("RADCURATE_BENCH_IDLE_S", "10"))  # the stack's id
 # requests per study (PUT 0.23-0.37, GET 0.09-0.15, LIST 0.06-0.12: a relay round per ingest
 # batch, then a fetch, batch and offset commit per consumer), 0.43 with 64-study ingest batches.
 S3_REQUESTS = os.environ.get("RADCURATE_BENCH_S3_REQUESTS", "0") == "1"
+# The floor is measured again after the funnel (RADCURATE_BENCH_FLOOR_AFTER=0: before only, as up
+# to session 8), and the ratio taken to the mean of the two (print_ratio).
+FLOOR_AFTER = os.environ.get("RADCURATE_BENCH_FLOOR_AFTER", "1") != "0"
 
 
 def load() -> str:
@@ -99,8 +119,9 @@ def load() -> str:
     return f"[load {one:.2f}/{five:.2f}]"
 
 
-def floor_s3(state: dict, data_dir: Path, rows: list[dict]) -> float:
-    """PUT every study file to a fresh bucket of the stack's S3 server; seconds."""
+def floor_s3(state: dict, data_dir: Path, rows: list[dict], prefix: str = "floor") -> float:
+    """PUT every study file to the stack's S3 server (bucket bench-floor, new keys under
+    `prefix`); seconds."""
     s3 = state["s3"]
     client = Minio(s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"], secure=False,
                    region="us-east-1")
@@ -111,7 +132,7 @@ def floor_s3(state: dict, data_dir: Path, rows: list[dict]) -> float:
 
     def put(path: Path) -> None:
         with open(path, "rb") as fp:
-            client.put_object(bucket, f"floor/{path.name}", fp, path.stat().st_size,
+            client.put_object(bucket, f"{prefix}/{path.name}", fp, path.stat().st_size,
                               content_type="application/dicom")
 
     started = time.perf_counter()
@@ -281,6 +302,27 @@ def idle_rates(state: dict, seconds: float) -> dict[str, float]:
     return {k: max(0.0, v - before.get(k, 0.0)) / wall for k, v in after.items() if k != CLIENT}
 
 
+def measure_floor(state: dict, data_dir: Path, rows: list[dict], when: str) -> tuple[float, float, float]:
+    """The floor's two parts on the running stack, printed: (S3 PUT seconds, broker seconds, CPU
+    seconds the S3 server, the broker and this process spent on both). `when` names the
+    measurement ("before" or "after" the funnel) and keeps its objects and topics apart."""
+    floor_parts = ("s3", "kafka", CLIENT)  # what the floor exercises (Postgres and the services idle)
+    cpu_before = stack_cpu(state)
+    s3_pid, n = state["s3"]["pid"], len(rows)
+    s3_cpu = cpu_seconds(s3_pid)
+    puts = floor_s3(state, data_dir, rows, prefix=f"floor-{when}")
+    put_ms, s3_cpu = 1000 * (cpu_seconds(s3_pid) - s3_cpu) / n, cpu_seconds(s3_pid)
+    print(f"floor {when} the funnel, S3: {n:,} PUTs in {puts:.1f}s ({n / puts:.0f}/s at concurrency "
+          f"{INGEST_CONCURRENCY}; S3 server {put_ms:.2f} ms CPU per PUT) {load()}", flush=True)
+    broker_cpu = cpu_seconds(state["kafka"]["pid"])
+    broker = asyncio.run(floor_broker(state["kafka"]["bootstrap"], n, local.StackSettings().topic_partitions))
+    print(f"floor {when} the funnel, broker: {n:,} events through {HOPS} hops in {broker:.1f}s (broker "
+          f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
+          f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
+    cpu_after = stack_cpu(state)
+    return puts, broker, sum(cpu_after[k] - cpu_before.get(k, 0.0) for k in floor_parts if k in cpu_after)
+
+
 def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str, float]:
     data_dir = pool_of(studies, image_size)
     linked = data_dir / "dicom"  # a first-N subset links the paper pool's whole DICOM folder
@@ -294,19 +336,8 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
     try:
         state = local.up(home / "stack", services_to_run=())
         if with_floor:
-            s3_pid, n = state["s3"]["pid"], len(rows)
-            s3_cpu = cpu_seconds(s3_pid)
-            figures["floor: S3 PUTs"] = floor_s3(state, data_dir, rows)
-            put_ms, s3_cpu = 1000 * (cpu_seconds(s3_pid) - s3_cpu) / n, cpu_seconds(s3_pid)
-            print(f"floor, S3: {n:,} PUTs in {figures['floor: S3 PUTs']:.1f}s "
-                  f"({n / figures['floor: S3 PUTs']:.0f}/s at concurrency {INGEST_CONCURRENCY}; "
-                  f"S3 server {put_ms:.2f} ms CPU per PUT) {load()}", flush=True)
-            broker_cpu = cpu_seconds(state["kafka"]["pid"])
-            figures["floor: broker"] = asyncio.run(
-                floor_broker(state["kafka"]["bootstrap"], n, local.StackSettings().topic_partitions))
-            print(f"floor, broker: {n:,} events through {HOPS} hops in {figures['floor: broker']:.1f}s (broker "
-                  f"{1000 * (cpu_seconds(state['kafka']['pid']) - broker_cpu) / n:.2f} + its S3 log "
-                  f"{1000 * (cpu_seconds(s3_pid) - s3_cpu) / n:.2f} ms CPU per event) {load()}", flush=True)
+            figures["floor: S3 PUTs"], figures["floor: broker"], figures["floor: cpu s"] = measure_floor(
+                state, data_dir, rows, "before")
         state = local.up(home / "stack")
         idle = idle_rates(state, IDLE_S)
         before, requests_before = stack_cpu(state), s3_requests(state)
@@ -332,6 +363,9 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
                 + f"); net of that rate {1000 * figures['cpu s, net of idle'] / studies:.2f} ms per study {load()}",
                 flush=True)
         print_s3_requests(requests_before, requests_after, studies)
+        if with_floor and FLOOR_AFTER:
+            figures["floor after: S3 PUTs"], figures["floor after: broker"], figures["floor after: cpu s"] = \
+                measure_floor(state, data_dir, rows, "after")
         # What a larger run needs free: the stack's state (S3 objects and the broker's log in it,
         # Postgres, logs) grows with the studies; the data set is on top of it.
         parts = {p.name: disk_bytes(p) for p in sorted((home / "stack").iterdir()) if p.is_dir()}
@@ -344,6 +378,36 @@ def run_one(studies: int, with_floor: bool, image_size: int = SIZE) -> dict[str,
         local.down(home / "stack")
         shutil.rmtree(home, ignore_errors=True)
     return figures
+
+
+def print_ratio(figures: dict[str, float]) -> None:
+    """The funnel against its floor: measured before the funnel (a bare stack) and, unless
+    RADCURATE_BENCH_FLOOR_AFTER=0, after it (the same stack holding the funnel's data, its
+    services idle); the ratio is to their mean, with each alone beside it."""
+    funnel_s = figures["ingest → labels"]
+    before = figures["floor: S3 PUTs"] + figures["floor: broker"]
+    print(f"floor before the funnel {before:.1f}s (S3 {figures['floor: S3 PUTs']:.1f} + broker "
+          f"{figures['floor: broker']:.1f}): ratio {funnel_s / before:.2f} {load()}")
+    if "floor after: S3 PUTs" not in figures:
+        print(f"ingest → labels {funnel_s:.1f}s vs floor {before:.1f}s: ratio {funnel_s / before:.2f} "
+              f"(target ≤ {TARGET_RATIO:.1f}); in CPU {figures['cpu s, all processes']:.1f}s vs "
+              f"{figures['floor: cpu s']:.1f}s: {figures['cpu s, all processes'] / figures['floor: cpu s']:.2f} "
+              f"{load()}")
+        return
+    after = figures["floor after: S3 PUTs"] + figures["floor after: broker"]
+    mean = (before + after) / 2
+    print(f"floor after the funnel {after:.1f}s (S3 {figures['floor after: S3 PUTs']:.1f} + broker "
+          f"{figures['floor after: broker']:.1f}): ratio {funnel_s / after:.2f}; after / before "
+          f"{after / before:.2f} {load()}")
+    print(f"ingest → labels {funnel_s:.1f}s vs floor {mean:.1f}s (the mean of before and after): ratio "
+          f"{funnel_s / mean:.2f} (target ≤ {TARGET_RATIO:.1f}) {load()}")
+    # The same comparison in CPU, which a loaded machine moves far less than wall time: all the
+    # funnel's processes against the S3 server, the broker and the bench's own clients in the floor.
+    cpu = figures["cpu s, all processes"]
+    print(f"  in CPU: funnel {cpu:.1f}s vs floor {figures['floor: cpu s']:.1f}s before / "
+          f"{figures['floor after: cpu s']:.1f}s after: ratio {cpu / figures['floor: cpu s']:.2f} / "
+          f"{cpu / figures['floor after: cpu s']:.2f}, to their mean "
+          f"{2 * cpu / (figures['floor: cpu s'] + figures['floor after: cpu s']):.2f} {load()}")
 
 
 def main() -> int:
@@ -367,11 +431,7 @@ def main() -> int:
         per_study[k] = (1000 * figures["ingest → labels"] / n, 1000 * figures["cpu s, all processes"] / n,
                         1000 * figures["cpu s, net of idle"] / n)
         if "floor: S3 PUTs" in figures:
-            floor = figures["floor: S3 PUTs"] + figures["floor: broker"]
-            ratio = figures["ingest → labels"] / floor
-            print(f"ingest → labels {figures['ingest → labels']:.1f}s vs floor {floor:.1f}s "
-                  f"(S3 {figures['floor: S3 PUTs']:.1f} + broker {figures['floor: broker']:.1f}): "
-                  f"ratio {ratio:.2f} (target ≤ {TARGET_RATIO:.1f}) {load()}")
+            print_ratio(figures)
         if n == 13_735:
             print(f"stretch: ingest → labels {figures['ingest → labels']:.1f}s (target ≤ {TARGET_STRETCH_S:.0f}s, "
                   f"ratio {figures['ingest → labels'] / TARGET_STRETCH_S:.2f})")

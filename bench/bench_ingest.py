@@ -10,12 +10,20 @@ Target (from the foundation issue): the full demo in < 5 minutes on 2 cores, whi
 ingest of 13,735 studies about 90 s, i.e. >= 150 studies/s.
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_ingest.py [studies]  (default 2,000: the first
 studies of the paper-scale pool when it is synthesised, see bench_floor.pool_of)
+The gateway's CPU is also split by thread, user and system (/proc): the event loop (HTTP, the
+form, Postgres, the outbox relay) and the worker threads (validation and the S3 PUTs).
+BENCH_PYSPY=/path/to/py-spy records the gateway over the ingest, each thread apart (BENCH_PYSPY_OUT,
+default gateway-ingest.txt; BENCH_PYSPY_FORMAT, default raw: collapsed stacks to count by
+function). py-spy counts a thread blocked in a socket's recv or sendall as busy: read the stacks
+with the thread CPU split beside them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +35,39 @@ from radcurate.demo import ingest_folder
 from radcurate.stack import local
 
 TARGET_PER_SECOND = 150.0
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of a process, summed by kind: the event loop (the main thread)
+    and the worker threads (asyncio.to_thread's pool and any other), from /proc."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kind = "event loop" if task.name == str(pid) else "worker threads"
+        for mode, seconds in zip(("user", "system"), _task_cpu(pid, task.name), strict=True):
+            out[f"{kind} ({mode})"] = out.get(f"{kind} ({mode})", 0.0) + seconds
+    return out
+
+
+def _task_cpu(pid: int, tid: str) -> tuple[float, float]:
+    """A thread's user and system CPU seconds (0 when it has ended meanwhile)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def _pyspy(gateway_pid: int) -> subprocess.Popen | None:
+    """py-spy recording the gateway (and its children) until interrupted, if BENCH_PYSPY names it."""
+    exe = os.environ.get("BENCH_PYSPY")
+    if not exe:
+        return None
+    out = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-ingest.txt")).resolve()
+    print(f"py-spy recording the gateway into {out}")
+    return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-r", "100", "-s", "--threads", "-o", str(out),
+                             "-f", os.environ.get("BENCH_PYSPY_FORMAT", "raw")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(studies: int) -> None:
@@ -35,11 +76,18 @@ def main(studies: int) -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=".radcurate"))  # inside the checkout, ignored
     try:
         state = local.up(home / "stack", services_to_run=("gateway",))
+        gateway_pid = state["services"]["gateway"]["pid"]
+        spy = _pyspy(gateway_pid)
+        threads_before = thread_cpu(gateway_pid)
         before = stack_cpu(state)
         started = time.perf_counter()
         summary = asyncio.run(ingest_folder(state, data))
         seconds = time.perf_counter() - started
         after = stack_cpu(state)
+        threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(gateway_pid).items()}
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes what it has recorded on SIGINT
+            spy.wait()
     finally:
         local.down(home / "stack")
         shutil.rmtree(home, ignore_errors=True)
@@ -51,6 +99,8 @@ def main(studies: int) -> None:
           f"(target {TARGET_PER_SECOND:.0f}/s, ratio {rate / TARGET_PER_SECOND:.2f}) {load()}")
     print("  ms CPU per study: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
           + f"; total {sum(cpu.values()):.2f}")
+    print("  the gateway's ms CPU per study by thread: " + ", ".join(
+        f"{k} {1000 * v / studies:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from services.gateway.repo import studies
 FileSource = bytes | Path | BinaryIO
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 _CHUNK = 1 << 20
+_IN_MEMORY_MAX = 2 << 20  # bytes of an object read whole before parsing (larger ones stream)
 
 
 class IngestLimits(BaseSettings):
@@ -164,8 +165,12 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
     if size > limits.max_object_bytes:
         raise TooLarge(f"{name}: {size} bytes is over the limit of {limits.max_object_bytes} bytes per object")
     with open_source(data) as fp:
+        # A small object is read once into memory: pydicom then parses a BytesIO (not a hundred
+        # small reads through the spooled upload's Python wrapper) and the file digest is taken
+        # over the same bytes without reading the file again. A large one streams, as before.
+        whole = fp.read() if size <= _IN_MEMORY_MAX else None
         try:
-            ds = pydicom.dcmread(fp)
+            ds = pydicom.dcmread(io.BytesIO(whole) if whole is not None else fp)
         except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, OSError, KeyError) as exc:
             raise IngestError(f"{name}: not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
         missing = [kw for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality") if kw not in ds]
@@ -213,7 +218,7 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
             data, size = rewritten, rewritten.tell()
             digest = _sha256(rewritten)
         else:
-            digest = _sha256(fp)
+            digest = hashlib.sha256(whole).hexdigest() if whole is not None else _sha256(fp)
     obj = DicomObject(
         object_key=digest_key(digest), sha256=digest, sop_instance_uid=header.text(ds, "SOPInstanceUID"),
         series_instance_uid=header.text(ds, "SeriesInstanceUID"),
@@ -263,7 +268,7 @@ def same_patient(dicom_patient_id: str, form_patient_id: str) -> bool:
 
 def _patient_id_of(ds: pydicom.Dataset) -> str:
     """PatientID as text ('' when absent); a multi-valued one (a malformed LO) joined as stored."""
-    value = ds.get("PatientID", "")
+    value = header.value(ds, "PatientID", "")  # a plain one read off its bytes, as Dataset.get gives it
     if isinstance(value, pydicom.multival.MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value or "")

@@ -42,7 +42,8 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
     low = high = None
     try:
         native = _native_frames(ds, frames)
-        decoded = native if native is not None else iter_pixels(
+        bounds = native[1] if native is not None else None  # the whole image's min and max, already taken
+        decoded = native[0] if native is not None else iter_pixels(
             ds, decoding_plugin=decoding_plugin(ds.file_meta.TransferSyntaxUID))
         for n, frame in enumerate(decoded):
             if on_frame is not None:
@@ -52,9 +53,12 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
                 digest.update(f"{VERSION} frames={frames} shape={canonical.shape} dtype={canonical.dtype.str}\n"
                               .encode())
             digest.update(memoryview(canonical).cast("B"))
-            f_low, f_high = canonical.min(), canonical.max()
-            low = f_low if low is None else min(low, f_low)
-            high = f_high if high is None else max(high, f_high)
+            if bounds is None:
+                f_low, f_high = canonical.min(), canonical.max()
+                low = f_low if low is None else min(low, f_low)
+                high = f_high if high is None else max(high, f_high)
+        if bounds is not None:  # a native image has at least one frame
+            low, high = bounds
     except Exception as exc:  # a decoder's failure, whatever its type, is this object's problem
         raise PixelDecodeError(f"cannot decode the pixel data ({exc.__class__.__name__}: {exc})") from exc
     if low is None:
@@ -65,12 +69,13 @@ def pixel_digest(ds: pydicom.Dataset, on_frame: Callable[[int, np.ndarray], None
 _NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 
 
-def _native_frames(ds: pydicom.Dataset, frames: int) -> list[np.ndarray] | None:
+def _native_frames(ds: pydicom.Dataset, frames: int) -> tuple[list[np.ndarray], tuple[int, int]] | None:
     """The frames pydicom's decoder yields for the commonest object, read straight off the
-    buffer: native little-endian grayscale, 8, 16 or 32 bits allocated, its unused high bits
-    corrected as pydicom does (shifted out and back: masked when unsigned, sign-extended when
-    signed). pydicom's decoder spent ~0.15 ms per object setting itself up for this. None for
-    anything else (compressed, big endian, deflated, colour, 1-bit, truncated): pydicom decodes it."""
+    buffer, with their min and max: native little-endian grayscale, 8, 16 or 32 bits allocated,
+    its unused high bits corrected as pydicom does (shifted out and back: masked when unsigned,
+    sign-extended when signed). pydicom's decoder spent ~0.15 ms per object setting itself up for
+    this. None for anything else (compressed, big endian, deflated, colour, 1-bit, truncated):
+    pydicom decodes it."""
     if ds.file_meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
         return None
     samples, allocated = header.integer(ds, "SamplesPerPixel", 1), header.integer(ds, "BitsAllocated", 0)
@@ -86,8 +91,13 @@ def _native_frames(ds: pydicom.Dataset, frames: int) -> list[np.ndarray] | None:
     if not isinstance(data, bytes) or len(data) < count * dtype.itemsize:
         return None
     pixels = np.frombuffer(data, dtype=dtype, count=count).reshape(frames, rows, columns)
-    if stored < allocated:
+    low, high = int(pixels.min()), int(pixels.max())
+    # The shifts change only values outside the stored bits' range; most files have none (every
+    # pixel within BitsStored), and then the pixels are the buffer as it is: no copy, no shifts.
+    fits = (-(1 << (stored - 1)) <= low and high < 1 << (stored - 1)) if representation else high < 1 << stored
+    if stored < allocated and not fits:
         pixels = pixels.copy()
         np.left_shift(pixels, allocated - stored, out=pixels)
         np.right_shift(pixels, allocated - stored, out=pixels)
-    return list(pixels)
+        low, high = int(pixels.min()), int(pixels.max())
+    return list(pixels), (low, high)

@@ -170,3 +170,54 @@ async def test_a_batch_stores_the_manifest_of_its_long_study_only_and_each_event
     with psycopg.connect(gateway_dsn) as conn:
         stored = dict(conn.execute("SELECT study_id, count(*) FROM study_objects GROUP BY study_id").fetchall())
     assert stored == {sid: len(objs) for sid, objs in listed.items()}
+
+
+async def test_a_batch_sends_as_many_statements_for_six_studies_as_for_two_and_stores_each_value_exactly(
+        infra, gateway_dsn, tmp_path, monkeypatch):
+    """The batch's rows go in one INSERT per table and its stored holders are read in one statement
+    per look-up, whatever its size (executemany sent a statement per row: 2 x 6 for six studies);
+    each value reads back as the single path's parse gave it (a date, floats, an integer, JSON)."""
+    from services.gateway.ingest import FACTS, parse_instance
+
+    sent: list[str] = []
+    for method in ("execute", "executemany"):
+        original = getattr(psycopg.AsyncCursor, method)
+
+        def spy(self, query, params=None, *args, _original=original, _many=method == "executemany", **kwargs):
+            text = query if isinstance(query, str) else str(query)
+            if (" studies" in text or "study_objects" in text) and "assignments" not in text:  # not derivatives'
+
+                sent.extend([text] * (len(params) if _many and params is not None else 1))
+            return _original(self, query, params, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.AsyncCursor, method, spy)
+    files = {f"BS-{i}": dicom_bytes(tmp_path, f"BS-{i}", f"P-{i}", seed=i) for i in range(1, 11)}
+    studies = [{"study_id": sid, "patient_id": f"P-{sid[3:]}", "report": REPORT, "files": 1} for sid in files]
+
+    async def batch(first: int, last: int) -> list[str]:
+        sent.clear()
+        resp = await post_batch(client, studies[first:last], [(f"{s}.dcm", files[s]) for s in list(files)[first:last]])
+        assert [o["status"] for o in resp.json()["studies"]] == ["ingested"] * (last - first), resp.text
+        return list(sent)
+
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+    try:
+        await batch(0, 2)  # the first batch also warms the app (its start-up statements are not the batch's)
+        two, six = await batch(2, 4), await batch(4, 10)
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    for_two, first, for_six = len(two), two, len(six)
+    assert for_six == for_two, f"{for_two} statements for two studies, {for_six} for six: {first} then {six}"
+    with psycopg.connect(gateway_dsn) as conn:
+        rows = {r[0]: r[1:] for r in conn.execute(f"SELECT study_id, {', '.join(FACTS)} FROM studies").fetchall()}
+        objects = {r[0]: r[1:] for r in conn.execute(
+            "SELECT study_id, instance_number, pixel_spacing, sha256, pixel_sha256, sop_instance_uid"
+            " FROM study_objects").fetchall()}
+    for sid, data in files.items():
+        parsed, _ = parse_instance(f"{sid}.dcm", data, scrub=False)
+        assert rows[sid] == tuple(parsed.facts[k] for k in FACTS)
+        assert rows[sid][3] is not None and rows[sid][4] is not None  # a date and a window were there to store
+        o = parsed.obj
+        assert objects[sid] == (o.instance_number, list(o.pixel_spacing) if o.pixel_spacing else None, o.sha256,
+                                o.pixel_sha256, o.sop_instance_uid)

@@ -3,6 +3,8 @@ over the size or pixel bounds are refused before anything is decoded."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -89,3 +91,30 @@ def test_an_unsupported_transfer_syntax_is_named(tmp_path):
     with pytest.raises(IngestError, match=r"mpeg.dcm: transfer syntax MPEG2 Main Profile / Main Level "
                                           r"\(1.2.840.10008.1.2.4.100\) cannot be decoded"):
         parse_instance("mpeg.dcm", tmp_path / "mpeg.dcm", scrub=False)
+
+
+class CountingUpload(io.BytesIO):
+    """An upload's spooled file that counts the reads made on it."""
+
+    reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_a_small_object_is_read_from_its_upload_once_and_hashed_from_memory(big_study):
+    """A small object is read whole once, parsed and digested from memory (pydicom read a spooled
+    upload in ~100 small reads, and the file digest read it all again); a large one streams."""
+    ds = real("CT_small.dcm")
+    deid.scrub(ds, secret="tests", patient_id="P")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    upload = CountingUpload(buffer.getvalue())
+    parsed, _ = parse_instance("small.dcm", upload, scrub=False, patient_id="P")
+    assert upload.reads == 1
+    assert parsed.obj.sha256 == hashlib.sha256(buffer.getvalue()).hexdigest()
+    with open(big_study[0][1], "rb") as fp:  # 7.2 MB: over the in-memory bound, so it streams in parts
+        large = CountingUpload(fp.read())
+    parsed, _ = parse_instance("large.dcm", large, scrub=False, patient_id="P")
+    assert large.reads > 1 and parsed.obj.sha256 == hashlib.sha256(large.getvalue()).hexdigest()

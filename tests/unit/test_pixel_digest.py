@@ -107,3 +107,47 @@ def test_the_fast_path_takes_only_native_little_endian_grayscale():
     assert pixel_digest_module._native_frames(truncated, 1) is None  # left to pydicom, which refuses it
     with pytest.raises(PixelDecodeError):
         pixel_digest(truncated)
+
+
+def within_stored_bits(allocated: int, stored: int, signed: int, frames: int = 1) -> pydicom.Dataset:
+    """A native object whose pixels all lie within BitsStored (the commonest file), its extremes included."""
+    ds = native(allocated, stored, signed, frames, False, "MONOCHROME2")
+    low, high = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    values = np.random.default_rng(stored).integers(low, high + 1, size=16 * 24 * frames, dtype=np.int64)
+    values[:2] = low, high
+    ds.PixelData = values.astype(f"<{'i' if signed else 'u'}{allocated // 8}").tobytes()
+    return ds
+
+
+@pytest.mark.parametrize(("allocated", "stored"), [(8, 6), (16, 12), (16, 10), (32, 20)])
+@pytest.mark.parametrize("signed", [0, 1])
+def test_pixels_within_the_stored_bits_are_read_as_they_are_and_digest_as_pydicoms_decoder(allocated, stored, signed,
+                                                                                          monkeypatch):
+    """Pixels that already fit BitsStored are the buffer itself (no copy, no shifts: the masking
+    would change nothing), with pydicom's digest and values."""
+    ds = within_stored_bits(allocated, stored, signed, frames=2)
+    frames, bounds = pixel_digest_module._native_frames(ds, 2)
+    assert all(np.shares_memory(f, np.frombuffer(ds.PixelData, dtype=np.uint8)) for f in frames)
+    assert bounds == (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else bounds == (0, (1 << stored) - 1)
+    seen_fast: list[np.ndarray] = []
+    fast = pixel_digest(ds, on_frame=lambda n, f: seen_fast.append(f))
+    with monkeypatch.context() as m:
+        m.setattr(pixel_digest_module, "_native_frames", lambda ds, frames: None)
+        seen_slow: list[np.ndarray] = []
+        slow = pixel_digest(within_stored_bits(allocated, stored, signed, frames=2),
+                            on_frame=lambda n, f: seen_slow.append(f))
+    assert fast is not None and fast == slow
+    for a, b in zip(seen_fast, seen_slow, strict=True):
+        assert (a == b).all()
+
+
+def test_pixels_that_differ_only_in_unused_high_bits_are_a_uniform_image():
+    """Masked as pydicom masks them, 0x1005 and 0x2005 in a 12-bit image are both 5: no digest (the
+    bounds the fast path reports are the masked pixels', not the buffer's)."""
+    ds = native(16, 12, 0, 1, False, "MONOCHROME2")
+    ds.PixelData = np.array([0x1005, 0x2005] * (16 * 12), dtype="<u2").tobytes()
+    frames, bounds = pixel_digest_module._native_frames(ds, 1)
+    assert bounds == (5, 5) and (frames[0] == 5).all()
+    assert pixel_digest(ds) is None
+    ds.PixelData = np.array([0x1005, 0x2006] * (16 * 12), dtype="<u2").tobytes()
+    assert pixel_digest(ds) is not None

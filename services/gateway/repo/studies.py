@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import date
 
 from pydantic import BaseModel
 
@@ -186,50 +187,87 @@ async def holders_of(conn: Conn, study_uids: Sequence[str], sop_uids: Sequence[s
     shared), SOP Instance UIDs (`sop`: study_id, shared), pixel digests (`pixels`: study_id,
     shared, pixel_sha256) or DICOM patient keys (`patient`: study_id, patient_id,
     dicom_patient_key): what other_with_study_uid, other_with_sop_uids, other_with_pixel_digests
-    and other_with_dicom_patient ask per study, in four statements for the whole batch."""
-    queries = {
-        "study_uid": ("SELECT study_id, study_instance_uid AS shared FROM studies WHERE study_instance_uid = ANY(%s)",
-                      study_uids),
-        "sop": ("SELECT study_id, sop_instance_uid AS shared FROM study_objects WHERE sop_instance_uid = ANY(%s)",
-                sop_uids),
-        "pixels": ("SELECT study_id, sop_instance_uid AS shared, pixel_sha256 FROM study_objects"
-                   " WHERE pixel_sha256 = ANY(%s)", pixel_sha256s),
-        "patient": ("SELECT study_id, patient_id, dicom_patient_key FROM studies WHERE dicom_patient_key = ANY(%s)",
-                    dicom_patient_keys),
-    }
-    out: dict[str, list[Row]] = {}
-    for what, (sql, values) in queries.items():
-        out[what] = (await (await conn.execute(sql, (list(values),))).fetchall()) if values else []
+    and other_with_dicom_patient ask per study, in one statement for the whole batch (a batch
+    asks twice: four statements each cost the gateway and Postgres a round trip apiece)."""
+    cur = await conn.execute(_HOLDERS, (list(study_uids), list(sop_uids), list(pixel_sha256s),
+                                        list(dicom_patient_keys)))
+    out: dict[str, list[Row]] = {"study_uid": [], "sop": [], "pixels": [], "patient": []}
+    for row in await cur.fetchall():
+        what, study_id, a, b = row["what"], row["study_id"], row["a"], row["b"]
+        if what == "study_uid" or what == "sop":
+            out[what].append({"study_id": study_id, "shared": a})
+        elif what == "pixels":
+            out[what].append({"study_id": study_id, "shared": a, "pixel_sha256": b})
+        else:
+            out[what].append({"study_id": study_id, "patient_id": a, "dicom_patient_key": b})
     return out
+
+
+# holders_of's four look-ups as one statement: each branch uses its column's index as before.
+_HOLDERS = (
+    "SELECT 'study_uid' AS what, study_id, study_instance_uid AS a, NULL::text AS b FROM studies"
+    " WHERE study_instance_uid = ANY(%b::text[])"
+    " UNION ALL SELECT 'sop', study_id, sop_instance_uid, NULL FROM study_objects"
+    " WHERE sop_instance_uid = ANY(%b::text[])"
+    " UNION ALL SELECT 'pixels', study_id, sop_instance_uid, pixel_sha256 FROM study_objects"
+    " WHERE pixel_sha256 = ANY(%b::text[])"
+    " UNION ALL SELECT 'patient', study_id, patient_id, dicom_patient_key FROM studies"
+    " WHERE dicom_patient_key = ANY(%b::text[])"
+)
 
 
 async def insert_many(conn: Conn, rows: Sequence[tuple[object, ...]]) -> set[str]:
     """Insert a batch's studies (`insert`'s columns in its order, then the instance manifest's key);
     returns the ids inserted (one already in is left as it is)."""
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
-            " view_position, patient_sex, age_band, study_date, window_center, window_width,"
-            " photometric_interpretation, dicom_patient_key, objects_manifest_key)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (study_id) DO NOTHING RETURNING study_id", rows, returning=True)
-        inserted = set()
-        while True:
-            inserted |= {r["study_id"] for r in await cur.fetchall()}
-            if not cur.nextset():
-                return inserted
+    if not rows:
+        return set()
+    cur = await conn.execute(_INSERT_STUDIES, [[_text(v) for v in column] for column in zip(*rows, strict=True)])
+    return {r["study_id"] for r in await cur.fetchall()}
 
 
 async def insert_objects_of(conn: Conn, objects: Sequence[tuple[str, DicomObject]]) -> None:
     """`insert_objects` for a batch: (study id, object) pairs in one statement."""
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
-            " instance_number, modality, object_key, sha256, pixel_spacing, pixel_sha256)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-            [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, o.instance_number,
-              o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
-              o.pixel_sha256) for study_id, o in objects])
+    if not objects:
+        return
+    rows = [(study_id, o.sop_instance_uid, o.series_instance_uid, o.series_description, str(o.instance_number),
+             o.modality, o.object_key, o.sha256, json.dumps(o.pixel_spacing) if o.pixel_spacing else None,
+             o.pixel_sha256) for study_id, o in objects]
+    await conn.execute(_INSERT_OBJECTS, [list(column) for column in zip(*rows, strict=True)])
+
+
+# A batch's rows in one INSERT each from arrays (unnest), not executemany's statement per row:
+# Postgres parses, plans and executes once, and psycopg dumps each column once (binary text
+# arrays, as outbox._INSERT_MANY). Every value travels as text and takes its column's type in
+# the statement (a date as ISO text, a float as its shortest repr, both read back exactly).
+_INSERT_STUDIES = (
+    "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id,"
+    " view_position, patient_sex, age_band, study_date, window_center, window_width,"
+    " photometric_interpretation, dicom_patient_key, objects_manifest_key)"
+    " SELECT s, p, pr, u, r, c, vp, sx, ab, sd::date, wc::double precision, ww::double precision, pi, dk, mk"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " AS v(s, p, pr, u, r, c, vp, sx, ab, sd, wc, ww, pi, dk, mk)"
+    " ON CONFLICT (study_id) DO NOTHING RETURNING study_id"
+)
+_INSERT_OBJECTS = (
+    "INSERT INTO study_objects (study_id, sop_instance_uid, series_instance_uid, series_description,"
+    " instance_number, modality, object_key, sha256, pixel_spacing, pixel_sha256)"
+    " SELECT s, sop, ser, sd, n::integer, m, k, h, ps::jsonb, px"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[], %b::text[]) AS v(s, sop, ser, sd, n, m, k, h, ps, px)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+def _text(value: object) -> str | None:
+    """A study column's value as the text its SQL type reads back exactly (None stays NULL)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 async def lock_patients(conn: Conn, dicom_patient_keys: Sequence[str]) -> None:
