@@ -14,13 +14,11 @@ import pytest
 from services.common.put_transport import PutTransport
 
 
-class Server:
-    """Answers each request with the next (status, close-after) of `script` (then 200s), and
-    records the requests' bodies and how many connections it accepted."""
+class LoopbackServer:
+    """A loopback listener serving each accepted connection on its own thread (`_serve`), counting
+    the connections."""
 
-    def __init__(self, script: list[tuple[int | None, str]] | None = None) -> None:
-        self.script = list(script or [])
-        self.bodies: list[bytes] = []
+    def __init__(self) -> None:
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -34,6 +32,22 @@ class Server:
                 return
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class Server(LoopbackServer):
+    """Answers each request with the next (status, close-after) of `script` (then 200s), and
+    records the requests' bodies and how many connections it accepted."""
+
+    def __init__(self, script: list[tuple[int | None, str]] | None = None) -> None:
+        self.script = list(script or [])
+        self.bodies: list[bytes] = []
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
@@ -60,9 +74,6 @@ class Server:
                              f"{'Connection: close' + chr(13) + chr(10) if close == 'close' else ''}\r\nok".encode())
                 if close:
                     return
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture
@@ -140,24 +151,14 @@ def test_no_server_is_a_connection_error() -> None:
         put(transport(port), port, b"body", 4)
 
 
-class GetServer:
+class GetServer(LoopbackServer):
     """Answers every GET with `status` and `body`, sent in 64 KiB pieces; with `cut`, closes the
     connection after that many bytes of the body. Counts the requests."""
 
     def __init__(self, body: bytes, status: int = 200, cut: int | None = None) -> None:
         self.body, self.status, self.cut = body, status, cut
         self.requests = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
@@ -177,9 +178,6 @@ class GetServer:
                     conn.sendall(body[i:i + 65536])
                 if self.cut is not None:
                     return
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def get(t: PutTransport, port: int, sink) -> object:
