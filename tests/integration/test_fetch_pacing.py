@@ -16,7 +16,10 @@ from tests.integration.test_outbox_and_consumer import Harness, produce, record_
 
 pytestmark = pytest.mark.integration
 
-IDLE_MS, ACTIVE_MS, ACTIVE_S = 2_000, 50, 1.5
+# The spell must outlast an idle fetch: after the service publishes, the long fetch then in flight
+# returns up to IDLE_MS later, and the next one is built short only if the spell still holds (the
+# local stack: 30 s against 500 ms). With 1.5 s against 2 s, CI saw three long fetches after it.
+IDLE_MS, ACTIVE_MS, ACTIVE_S = 2_000, 50, 3.0
 
 
 @pytest.fixture
