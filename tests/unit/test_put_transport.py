@@ -15,8 +15,8 @@ from services.common.put_transport import PutTransport
 
 
 class LoopbackServer:
-    """A loopback listener serving each accepted connection on its own thread (`_serve`), counting
-    the connections."""
+    """A loopback HTTP/1.1 listener: each accepted connection on its own thread, each request's head
+    read and handed to `answer`; counts the connections."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -34,6 +34,23 @@ class LoopbackServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                rest = self.answer(conn, head, buf)
+                if rest is None:
+                    return
+                buf = rest
+
+    def answer(self, conn: socket.socket, head: bytes, rest: bytes) -> bytes | None:
+        """Answer the request whose head is `head` (`rest`: what followed it); returns what is
+        left of the input for the next request, or None to close the connection."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -49,31 +66,20 @@ class Server(LoopbackServer):
         self.bodies: list[bytes] = []
         super().__init__()
 
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                self.bodies.append(buf[:length])
-                buf = buf[length:]
-                status, close = self.script.pop(0) if self.script else (200, '')
-                if status is None:  # never answers
-                    threading.Event().wait(5)
-                    return
-                # close: says so ("Connection: close"); drop: closes without saying (an idle timeout)
-                conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nx-amz-request-id: r1\r\n"
-                             f"{'Connection: close' + chr(13) + chr(10) if close == 'close' else ''}\r\nok".encode())
-                if close:
-                    return
+    def answer(self, conn: socket.socket, head: bytes, rest: bytes) -> bytes | None:
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        self.bodies.append(rest[:length])
+        status, close = self.script.pop(0) if self.script else (200, '')
+        if status is None:  # never answers
+            threading.Event().wait(5)
+            return None
+        # close: says so ("Connection: close"); drop: closes without saying (an idle timeout)
+        conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nx-amz-request-id: r1\r\n"
+                     f"{'Connection: close' + chr(13) + chr(10) if close == 'close' else ''}\r\nok".encode())
+        return None if close else rest[length:]
 
 
 @pytest.fixture
@@ -160,24 +166,14 @@ class GetServer(LoopbackServer):
         self.requests = 0
         super().__init__()
 
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                buf = buf.split(b"\r\n\r\n", 1)[1]
-                self.requests += 1
-                body = self.body if self.cut is None else self.body[:self.cut]
-                conn.sendall(f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\nETag: \"e1\"\r\n\r\n"
-                             .encode())
-                for i in range(0, len(body), 65536):
-                    conn.sendall(body[i:i + 65536])
-                if self.cut is not None:
-                    return
+    def answer(self, conn: socket.socket, head: bytes, rest: bytes) -> bytes | None:
+        self.requests += 1
+        body = self.body if self.cut is None else self.body[:self.cut]
+        conn.sendall(f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\nETag: \"e1\"\r\n\r\n"
+                     .encode())
+        for i in range(0, len(body), 65536):
+            conn.sendall(body[i:i + 65536])
+        return None if self.cut is not None else rest
 
 
 def get(t: PutTransport, port: int, sink) -> object:
