@@ -40,17 +40,26 @@ def schema_dsn(admin_dsn: str, schema: str) -> str:
     return psycopg.conninfo.make_conninfo(**info)
 
 
-@pytest.fixture
-def fresh_schema(infra: dict) -> str:
-    """A new schema with the common outbox/inbox tables; returns a DSN whose search_path is it."""
-    from services.common.db import COMMON_MIGRATIONS, apply_migrations
+def new_schema(admin_dsn: str, service: str | None = None) -> str:
+    """A new schema with the common outbox/inbox tables, and `service`'s own tables if named;
+    returns a DSN whose search_path is it."""
+    import services
+    from services.common.db import COMMON_MIGRATIONS, apply_migrations, migration_files
 
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    dsn = schema_dsn(infra["postgres"]["admin_dsn"], schema)
+    dsn = schema_dsn(admin_dsn, schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     apply_migrations(dsn, sorted(Path(COMMON_MIGRATIONS).glob("*.sql")))
+    if service is not None:
+        apply_migrations(dsn, migration_files(Path(services.__file__).parent / service))
     return dsn
+
+
+@pytest.fixture
+def fresh_schema(infra: dict) -> str:
+    """A new schema with the common outbox/inbox tables; returns a DSN whose search_path is it."""
+    return new_schema(infra["postgres"]["admin_dsn"])
 
 
 @pytest.fixture

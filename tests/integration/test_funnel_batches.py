@@ -6,9 +6,7 @@ study twice, a parked sampling request) to the one-by-one path (`OneByOne`)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +15,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import services
 from services.common.consumer import Handler, OneByOne
 from services.common.contracts import (
     Event,
@@ -29,13 +26,12 @@ from services.common.contracts import (
     SamplingPlan,
     SamplingRequested,
 )
-from services.common.db import COMMON_MIGRATIONS, apply_migrations, migration_files
 from services.extractor.handlers import build_handlers as extractor_handlers
 from services.gateway.handlers import on_labels_suggested, on_labels_suggested_many
 from services.mapper.handlers import build_handlers as mapper_handlers
 from services.sampler import repo as sampler_repo
 from services.sampler.handlers import build_handlers as sampler_handlers
-from tests.conftest import schema_dsn
+from tests.conftest import new_schema
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +59,7 @@ def reports() -> list[ReportIngested]:
 def schema_of(infra: dict) -> Callable[[str], str]:
     """A fresh schema (common outbox/inbox tables) with `service`'s own tables: its DSN."""
     def make(service: str) -> str:
-        schema = f"t_{uuid.uuid4().hex[:10]}"
-        dsn = schema_dsn(infra["postgres"]["admin_dsn"], schema)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        apply_migrations(dsn, sorted(Path(COMMON_MIGRATIONS).glob("*.sql")))
-        apply_migrations(dsn, migration_files(Path(services.__file__).parent / service))
-        return dsn
+        return new_schema(infra["postgres"]["admin_dsn"], service)
     return make
 
 
