@@ -30,7 +30,9 @@ Every record has one of three outcomes:
 
 How long each fetch may wait at the broker follows the traffic (`fetch_pacing.py`): short for a
 while after records arrived or the service published, the configured `fetch_max_wait_ms` when idle
-(the local broker only looks for new data at fixed points of a fetch's wait).
+(the local broker only looks for new data at fixed points of a fetch's wait). The events a batch
+emits go out at once when that batch held the last records the broker had (the relay's linger
+gathers commits that keep coming; a drained consumer's next commit is a produce and a fetch away).
 
 The loop survives rebalances (a failed offset commit is harmless: the new owner replays, the
 inbox deduplicates) and restarts its Kafka client after an unexpected failure; if that keeps
@@ -190,6 +192,7 @@ class EventConsumer:
         self._paused: dict[TopicPartition, _Pause] = {}
         self._attempts: dict[TopicPartition, int] = {}  # consecutive backoffs per partition
         self._durable_connections: weakref.WeakSet[psycopg.AsyncConnection] = weakref.WeakSet()
+        self._recorded = 0  # outbox rows this consumer has written (events, dead letters): see _poll_once
         self.ready = False
         self.restarts = 0
         self.last_error: str | None = None
@@ -258,14 +261,28 @@ class EventConsumer:
         if batches:
             # Before anything awaits: the fetcher builds its next request on its next turn.
             self._note_activity()
-        for tp, records in batches.items():
+        # Read before anything awaits, while the fetch that brought these records is the latest.
+        drained = self._drained(batches)
+        recorded = self._recorded
+        for i, (tp, records) in enumerate(batches.items()):
             if tp in self._paused:  # fetched before the pause took hold: fetch again after it
                 self._consumer.seek(tp, records[0].offset)
                 continue
-            await self._process_partition_batch(tp, records)
+            await self._process_partition_batch(tp, records, last_input=drained and i == len(batches) - 1,
+                                                recorded_before=recorded)
         await self._observe_lag()
 
-    async def _process_partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    def _drained(self, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> bool:
+        """Whether `batches` hold everything the broker had on their partitions when it answered
+        (each ends at its partition's high watermark): more input needs a new produce upstream."""
+        for tp, records in batches.items():
+            high = self._consumer.highwater(tp)
+            if high is None or records[-1].offset + 1 < high:
+                return False
+        return bool(batches)
+
+    async def _process_partition_batch(self, tp: TopicPartition, records: list[ConsumerRecord],
+                                       last_input: bool = False, recorded_before: int = 0) -> None:
         try:
             done, deferred = await self._apply_batch(tp.topic, records)
         except Exception as exc:
@@ -274,7 +291,13 @@ class EventConsumer:
             self._pause(tp, records[0].offset, exc)
             return
         if done:
-            self._relay.notify()
+            # The relay lingers to gather the rounds of several commits into one produce request.
+            # After the last records the broker had (`_drained`), the next commit of this consumer
+            # is at least a produce and a fetch away, so what this poll emitted goes at once, not
+            # after the quiet gap: the decision that follows the campaign's last vote, the answer to
+            # a release request. A poll that emitted nothing (the gateway's read model) leaves the
+            # relay's linger alone: votes waiting for company keep waiting.
+            self._relay.notify(at_once=last_input and self._recorded > recorded_before)
             await self._commit(tp, records[done - 1].offset + 1)
         if deferred is not None and self._delivery_log:
             delivery.info("%s %s[%d]@%d deferred: %s", self.service, tp.topic, tp.partition,
@@ -435,6 +458,7 @@ class EventConsumer:
                         seen.append(_Seen(record, event.event_id, "duplicate"))
                     own.append(time.perf_counter() - began)
             await outbox.record(conn, emitted)
+            self._recorded += len(emitted)
         self._committed(tx, conn, newly_durable, None)
         shared = (time.perf_counter() - started - sum(own)) / len(seen)
         for item, seconds in zip(seen, own, strict=True):
@@ -565,8 +589,9 @@ class EventConsumer:
             )
             if await cur.fetchone() is None:
                 return "duplicate"
-            emitted = await handler.apply(conn, event, prepared)
-            await outbox.record(conn, emitted or ())
+            emitted = list(await handler.apply(conn, event, prepared) or ())
+            await outbox.record(conn, emitted)
+            self._recorded += len(emitted)
         return "applied"
 
     async def _dead_letter(self, conn: psycopg.AsyncConnection, record: ConsumerRecord,
@@ -588,6 +613,7 @@ class EventConsumer:
                     return
                 await outbox.record_raw(conn, f"{record.topic}.dlq", letter["msg_key"], letter["event_id"], letter,
                                         limit=deadletters.MAX_LETTER_BYTES)
+        self._recorded += 1
         seen.append(_Seen(record, event_id, "dead_lettered", error=letter["error"]))
 
     def _trace(self, record: ConsumerRecord, event_id: str, outcome: str) -> None:

@@ -149,8 +149,9 @@ class OutboxRelay:
 
     def notify(self, at_once: bool = False) -> None:
         """Tell the relay that a transaction with outbox rows has committed. `at_once`: a lone
-        command (a sampling or release request) that no commit is coming to keep company: send
-        it without the linger or the quiet gap, with whatever else is waiting."""
+        command (a sampling or release request), or a consumer's batch that drained its input,
+        that no commit is coming to keep company: send it without the linger or the quiet gap,
+        with whatever else is waiting."""
         self._last_commit = time.monotonic()
         if at_once:
             self._hurry.set()

@@ -324,6 +324,70 @@ async def test_a_lone_command_goes_at_once_even_within_the_linger_and_the_quiet_
         await pool.close()
 
 
+async def test_what_a_drained_batch_emits_goes_at_once_and_a_silent_batch_leaves_the_linger_alone(
+        infra, fresh_schema, fresh_topic):
+    """A consumer batch that held the last records the broker had, and emitted events, sends them
+    at once (the decision after a campaign's last vote), with what waits in the outbox; a batch that
+    emitted nothing (the gateway's read model) does not cut the votes' linger short."""
+
+    async def answer_asks(conn: psycopg.AsyncConnection, event: ReportIngested, _: Any) -> list[ReportIngested]:
+        await record_applied(conn, event, None)
+        return [report(f"ANSWER-{event.study_id}")] if event.study_id.startswith("ASK") else []
+
+    async with Harness(infra, fresh_schema, fresh_topic, answer_asks) as h:
+        # A 60 s linger and a 20 s quiet gap: anything that waits for them fails the bounds below.
+        h.relay = outbox.OutboxRelay(h.pool, h.producer, "test", poll_seconds=60, linger_seconds=60,
+                                     quiet_seconds=20)
+        consumer = h.consumer()
+        await consumer.start()
+        tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(h.relay.run())]
+        loop = asyncio.get_running_loop()
+
+        async def unpublished() -> set[str]:
+            async with h.pool.connection() as conn:
+                cur = await conn.execute("SELECT msg_key FROM outbox WHERE published_at IS NULL")
+                return {r["msg_key"] for r in await cur.fetchall()}
+
+        async def until(check, seconds: float) -> bool:
+            deadline = loop.time() + seconds
+            while not await check() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            return await check()
+
+        async def vote(study_id: str) -> None:
+            async with unit_of_work(h.pool) as conn:
+                await outbox.record(conn, [report(study_id)])
+            h.relay.notify()
+
+        async def applied(n: int) -> bool:
+            return await h.count("SELECT count(*) FROM applied") >= n
+
+        try:
+            await asyncio.sleep(0.5)  # the relay's first round (nothing to send) is behind it
+            await vote("FIRST")  # after a quiet spell: at once, and it starts the linger
+            assert await until(lambda: _none(unpublished), 10)
+            await vote("VOTE")  # within the linger: waits the 20 s quiet gap for company
+            await produce(h.bootstrap, fresh_topic, [("READ", report("READ").model_dump_json().encode())])
+            assert await until(lambda: applied(1), 15)
+            await asyncio.sleep(1)
+            assert await unpublished() == {"VOTE"}  # a batch that emitted nothing: the vote still waits
+            await produce(h.bootstrap, fresh_topic, [("ASK", report("ASK").model_dump_json().encode())])
+            started = loop.time()
+            assert await until(lambda: applied(2), 15)
+            # the answer and the waiting vote, far sooner than the 20 s quiet gap the relay held
+            assert await until(lambda: _none(unpublished), 10), await unpublished()
+            assert loop.time() - started < 12
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await consumer.stop()
+
+
+async def _none(rows) -> bool:
+    return not await rows()
+
+
 def unique(letters: list[dict]) -> list[dict]:
     return list({letter["event_id"]: letter for letter in letters}.values())
 
