@@ -63,7 +63,8 @@ class ServiceSettings(BaseSettings):
     # every request costs the broker storage writes per partition, so bigger batches are cheaper.
     outbox_linger_seconds: float = 0.05
     # ...but a round goes once no commit came for this long: the last event of a stream (the last
-    # vote before a release) waits this, not the rest of the linger.
+    # vote before a release) waits this, not the rest of the linger. Neither holds a lone command
+    # (`notify(at_once=True)`) or what a consumer batch emits once it drained its input (consumer.py).
     outbox_quiet_seconds: float = 0.05
     # Kafka's usual knobs; keep min bytes at 1 on tansu: it does not gather data across its S3
     # segments for a fetch, it waits out fetch_max_wait_ms instead (measured: 9 events/s at 64 KiB).
