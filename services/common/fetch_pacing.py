@@ -6,6 +6,11 @@ at the start of the wait, then again after half of what is left (the last 250 ms
 event waits for the next look. Measured with `bench/bench_hop_latency.py` (one event at a time,
 tansu on SeaweedFS): at a 500 ms wait, ack -> consumed took a median 61 ms and a p90 229 ms; at
 100 ms, 18 and 44 ms, for ~5 ms of CPU per second more (broker and client) while nothing comes.
+Shorter still buys little for its cost (session 10, load ~7): 100 / 50 / 30 ms gave 12 / 10 / 7 ms
+median and 41 / 25 / 17 ms p90, for 20 / 29 / 39 ms of CPU per second per waiting consumer (an
+empty fetch is ~0.9 ms of broker and client CPU); while votes stream, the consumers between the
+gateway's rounds wait that way: 50 ms would cost an estimated ~0.02 ms per vote (three consumers,
++9 ms/s each, at ~1,200 votes/s) to save ~25 ms over the release chain's four hops; not taken.
 
 So a consumer that has just seen records — or whose service has just published, and so likely
 awaits an answer — waits `active_wait_ms` for `active_seconds`, then goes back to `idle_wait_ms`:
