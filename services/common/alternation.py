@@ -197,5 +197,10 @@ class LoweredText:
         `lacks`); 0 when it cannot be told (text not ASCII, keys unknown)."""
         if self.lowered is None or found_keys is None:
             return 0
-        found = [i for i in map(self.lowered.find, found_keys) if i >= 0]
-        return min(found) if found else -1
+        lowered, first = self.lowered, -1
+        for key in found_keys:
+            # after a hit, a key can only be earlier if it ends before that hit's end: look no further
+            at = lowered.find(key) if first < 0 else lowered.find(key, 0, first + len(key) - 1)
+            if at >= 0:
+                first = at
+        return first
