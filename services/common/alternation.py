@@ -189,3 +189,18 @@ class LoweredText:
             return False
         # map over the bound method, not a generator: no Python frame per key (~0.1 ms per report)
         return not any(map(self.lowered.__contains__, found_keys))
+
+    def first(self, found_keys: tuple[str, ...] | None) -> int:
+        """Where the earliest of `found_keys` (from `filter_keys`) occurs in the text: no match of
+        their pattern starts before it, so a scan may start there (`pattern.finditer(text, pos)`
+        still sees the characters before `pos` for look-behinds and `\\b`). -1 when none occurs (as
+        `lacks`); 0 when it cannot be told (text not ASCII, keys unknown)."""
+        if self.lowered is None or found_keys is None:
+            return 0
+        lowered, first = self.lowered, -1
+        for key in found_keys:
+            # after a hit, a key can only be earlier if it ends before that hit's end: look no further
+            at = lowered.find(key) if first < 0 else lowered.find(key, 0, first + len(key) - 1)
+            if at >= 0:
+                first = at
+        return first

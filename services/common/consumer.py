@@ -42,7 +42,6 @@ failing, `run()` raises and the runtime ends the process non-zero so a superviso
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -58,7 +57,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import deadletters, metrics, outbox
-from services.common.contracts import Event, parse_event
+from services.common.contracts import Event, decode_event
 from services.common.failures import PermanentError, TransientError, is_transient
 from services.common.fetch_pacing import FetchPacing
 from services.common.kafka import KafkaConnection, client_options, set_fetch_wait, stop_consumer
@@ -522,7 +521,7 @@ class EventConsumer:
         if record.value is None:
             return PermanentError("cannot decode message: a tombstone (null value) is not an event")
         try:
-            return parse_event(json.loads(record.value))
+            return decode_event(record.value, record.topic)
         except Exception as exc:  # undecodable: straight to the dead-letter topic
             return PermanentError(f"cannot decode message: {exc}")
 

@@ -103,12 +103,14 @@ class Masked:
 def find(text: str) -> list[MaskSpan]:
     """Identifier spans in `text`, in order, not overlapping (earlier rules win)."""
     spans: list[MaskSpan] = []
-    taken = [False] * len(text)
+    taken: list[bool] = []  # made at the first match: most reports have none
     for rule, pattern in RULES:
         if not _NEEDS[rule](text):
             continue
         for match in pattern.finditer(text):
             start, end = match.span("id") if "id" in pattern.groupindex else match.span()
+            if not taken:
+                taken = [False] * len(text)
             if start == end or any(taken[start:end]):
                 continue
             taken[start:end] = [True] * (end - start)
@@ -119,6 +121,8 @@ def find(text: str) -> list[MaskSpan]:
 def mask(text: str) -> Masked:
     """The text with every identifier found replaced by as many underscores (offsets kept)."""
     spans = find(text)
+    if not spans:  # nothing to hide: the text as it is, without a copy character by character
+        return Masked(text, ())
     chars = list(text)
     for span in spans:
         chars[span.start:span.end] = MASK_CHAR * (span.end - span.start)

@@ -112,19 +112,26 @@ class LabelDef:
 
         `lowered` (the text's, made once for all labels) skips the scan of a text that holds none
         of the phrases' first words (up to 8 letters; `LoweredText`): most labels are not named in
-        most reports, and the result is the same."""
-        if self.mention_pattern is None or (lowered is not None and lowered.lacks(self.mention_keys)):
+        most reports, and the result is the same. Where one of them occurs, the scan starts at the
+        first of them (`LoweredText.first`): no match starts before it, so the spans are the same."""
+        if self.mention_pattern is None:
             return []
-        spans = [m.span() for m in self.mention_pattern.finditer(text)]
+        start = 0 if lowered is None else lowered.first(self.mention_keys)
+        if start < 0:
+            return []
+        spans = [m.span() for m in self.mention_pattern.finditer(text, start)]
         if not spans:
             return spans
         excluded = self._excluded_spans(text, lowered)
         return [(s, e) for s, e in spans if not any(xs < e and s < xe for xs, xe in excluded)]
 
     def _excluded_spans(self, text: str, lowered: LoweredText | None) -> list[tuple[int, int]]:
-        if self.exclusion_pattern is None or (lowered is not None and lowered.lacks(self.exclusion_keys)):
+        if self.exclusion_pattern is None:
             return []
-        return [m.span() for m in self.exclusion_pattern.finditer(text)]
+        start = 0 if lowered is None else lowered.first(self.exclusion_keys)
+        if start < 0:
+            return []
+        return [m.span() for m in self.exclusion_pattern.finditer(text, start)]
 
 
 @dataclass(frozen=True)

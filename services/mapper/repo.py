@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import psycopg
+from pydantic import TypeAdapter
 
-from services.common.contracts import LabelsSuggested
+from services.common.contracts import Finding, LabelsSuggested, SuggestedLabel
+
+# The labels and the unmapped findings as JSON arrays, each serialised by pydantic in one call:
+# the same jsonb values as json.dumps of each item's model_dump, at about a third of the CPU.
+_LABELS_JSON = TypeAdapter(list[SuggestedLabel])
+_FINDINGS_JSON = TypeAdapter(list[Finding])
 
 # One statement for a whole batch of suggestions (see services/extractor/repo.py: one parse, plan
 # and execution instead of one per study; binary text arrays, cast by Postgres). A (study,
@@ -33,8 +38,7 @@ async def save_suggestions(conn: psycopg.AsyncConnection,
     for s, reasoning in suggestions:
         for column, value in zip(columns, (
                 s.study_id, s.taxonomy_version, s.protocol,
-                json.dumps([x.model_dump(mode="json") for x in s.labels]),
-                json.dumps([x.model_dump(mode="json") for x in s.unmapped_findings]),
+                _LABELS_JSON.dump_json(s.labels).decode(), _FINDINGS_JSON.dump_json(s.unmapped_findings).decode(),
                 s.extraction.model_dump_json(), s.mapping.model_dump_json(), reasoning), strict=True):
             column.append(value)
     await conn.execute(_UPSERT, columns)

@@ -314,3 +314,44 @@ def test_a_pattern_that_reads_a_cut_at_a_full_stop_as_it_reads_the_report_is_acc
     text, where = pieces_of(["No change.  Stable.\nNo change.", "Stable. Vs. no", "No change."])
     assert text == "No change.\n\x00\nStable.\n\x00\nVs.\n\x00\nno"
     assert where == [[(0, 10), (13, 20), (0, 10)], [(13, 20), (23, 26), (29, 31)], [(0, 10)]]
+
+
+def assert_no_match_before_the_first_key(reports: list[str]) -> None:
+    """A label's scan starts at the first of its keys in the report (`LoweredText.first`): no match
+    of its plain pattern starts before it, and none at all where no key occurs."""
+    checks = [
+        (label.id, keys, plain)
+        for label in load_taxonomy("cxr").labels
+        for keys, phrases in (
+            (label.mention_keys, label.synonyms + label.nonspecific), (label.exclusion_keys, label.exclusions)
+        )
+        if (plain := compile_phrases(phrases, grouped_by_first_char=False)) is not None
+    ]
+    started_late = 0
+    for report in dict.fromkeys(reports):
+        lowered = LoweredText(report)
+        for label_id, keys, plain in checks:
+            first = lowered.first(keys)
+            starts = [m.start() for m in plain.finditer(report)]
+            if first < 0:
+                assert not starts and lowered.lacks(keys), (label_id, report)
+            else:
+                assert all(start >= first for start in starts), (label_id, report)
+                started_late += first > 0
+    assert started_late > len(reports)  # scans do start after the beginning
+
+
+def test_a_label_scan_starting_at_its_first_key_misses_no_match_in_the_demo_and_open_i_reports():
+    reports = demo_reports()[:3000]
+    try:
+        reports += openi_reports()
+    except pytest.skip.Exception:
+        pass  # the demo's reports alone, where Open-i is not beside the repository
+    assert_no_match_before_the_first_key(reports)
+
+
+def test_the_first_key_is_where_a_scan_may_start():
+    lowered = LoweredText("Heart size normal. Small left pleural effusion.")
+    assert lowered.first(("effusion", "pleural")) == lowered.lowered.index("pleural")
+    assert lowered.first(("kerley",)) == -1 and lowered.first(None) == 0
+    assert LoweredText("Effusion ſmall").first(("effusion",)) == 0  # not ASCII: the whole text

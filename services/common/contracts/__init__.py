@@ -17,7 +17,14 @@ from services.common.contracts.consensus import (
     ConsensusReached,
     StudyAdjudicated,
 )
-from services.common.contracts.decoding import EVENT_TYPES, UPCASTERS, UnknownEvent, parse_event
+from services.common.contracts.decoding import (
+    EVENT_BY_TOPIC,
+    EVENT_TYPES,
+    UPCASTERS,
+    UnknownEvent,
+    decode_event,
+    parse_event,
+)
 from services.common.contracts.envelope import Event, Protocol, ProtocolName, Topic
 from services.common.contracts.evaluation import (
     EvaluationCompleted,
@@ -52,12 +59,12 @@ from services.common.contracts.review import (
 from services.common.contracts.sampling import SamplingCompleted, SamplingPlan, SamplingRequested
 
 __all__ = [
-    "EVENT_TYPES", "UPCASTERS", "AdjudicationRequested", "AnyJudgement", "BenchmarkReleased", "CellConsensus",
-    "CellGrade", "CellPoint", "Certainty", "ConsensusReached", "DicomObject", "EvaluationCompleted",
+    "EVENT_BY_TOPIC", "EVENT_TYPES", "UPCASTERS", "AdjudicationRequested", "AnyJudgement", "BenchmarkReleased",
+    "CellConsensus", "CellGrade", "CellPoint", "Certainty", "ConsensusReached", "DicomObject", "EvaluationCompleted",
     "EvaluationRequested", "Event", "Finding", "FindingsExtracted", "Judgement", "LabelBounds", "LabelsSuggested",
     "Laterality", "ModelProvenance", "ObjectsManifest", "Protocol", "ProtocolName", "ReassignmentRequested",
     "ReportIngested", "ReportKind", "ReportReady", "ReportRequested", "ReviewAssigned", "ReviewReoffered",
     "SamplingCompleted", "SamplingPlan",
     "SamplingRequested", "SelectionPlan", "SelectionRequested", "StudyAdjudicated", "SuggestedLabel", "Topic",
-    "UnknownEvent", "Verdict", "VoteCast", "legacy_judgement", "parse_event",
+    "UnknownEvent", "Verdict", "VoteCast", "decode_event", "legacy_judgement", "parse_event",
 ]

