@@ -18,8 +18,10 @@ from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, Stud
 from services.gateway.auth import Reviewer, Role
 from services.gateway.deps import Res
 from services.gateway.hanging import HungView
+from services.gateway.opened_reads import OpenedRead, opened_reads
 from services.gateway.problems import Problem
 from services.gateway.repo import reviews as repo
+from services.gateway.repo.conn import autocommit
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
@@ -108,6 +110,14 @@ def _view(row: dict) -> Assignment:
     )
 
 
+def _opened_view(res: Resources[Any], reader_id: str, row: dict) -> Assignment:
+    """`_view` of a read just opened for the reader, remembered for the reader's vote on it
+    (opened_reads.py) once the gateway can show it."""
+    view = _view(row)
+    opened_reads(res.extra).remember(reader_id, row)
+    return view
+
+
 @router.get("")
 async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "open",
                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[Assignment]:
@@ -136,7 +146,7 @@ async def next_for(res: Resources[Any], reader_id: str, after: list[str]) -> Ass
     (here and in services/gateway/api/hot_routes.py, which serves the same call)."""
     async with res.pool.connection() as conn:
         row = await repo.open_next(conn, reader_id, after, _COLUMNS)
-    return None if row is None else _view(row)
+    return None if row is None else _opened_view(res, reader_id, row)
 
 
 async def next_for_token(res: Resources[Any], token_sha256: str,
@@ -150,7 +160,7 @@ async def next_for_token(res: Resources[Any], token_sha256: str,
     if row is None:
         return None, None
     user = {k: row.pop(f"token_{k}") for k in ("user_id", "display_name", "role", "seconds_left")}
-    return user, (None if row["assignment_id"] is None else _view(row))
+    return user, (None if row["assignment_id"] is None else _opened_view(res, user["user_id"], row))
 
 
 _After = Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Query(max_length=8)]
@@ -184,7 +194,17 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                     idempotency_key: str | None, next_after: list[str] | None = None) -> tuple[VoteOut, bool]:
     """Record the reader's vote once its input is checked (here and in hot_routes.py): the vote as
     recorded, and whether it is the original returned again for a retry with the same key. With
-    `next_after` (the assignments to skip) the answer also carries the reader's next assignment."""
+    `next_after` (the assignments to skip) the answer also carries the reader's next assignment.
+
+    A vote on a read this process opened for the reader (`GET /next` or the previous vote's next
+    assignment: services/gateway/opened_reads.py) is judged from what was opened and written in one
+    statement, one round trip; should that statement find the read no longer open to the reader, or
+    the judgement refuse the vote, it is cast the locking way below, which answers as it always has."""
+    opened = opened_reads(res.extra).take(assignment_id, reader_id)
+    if opened is not None and body.seconds_spent is not None:  # the time read from the read's opening: locking
+        cast = await _cast_on_opened_read(res, opened, body, idempotency_key, next_after)
+        if cast is not None:
+            return _recorded(res, reader_id, *cast, next_after), False
     # BEGIN travels with the locking read, and the vote's one statement with COMMIT
     # (services/gateway/repo/reviews.py), so a vote costs two round trips; asked for, the next
     # assignment is opened by the vote's own statement.
@@ -211,27 +231,55 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                                                                          next_after, _COLUMNS)
             if replay is not None:  # a retry: the original vote, and (if asked) the next read as GET /next opens it
                 extra = {} if next_after is None else _next_field(
-                    await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
+                    res, reader_id, await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
                 return _vote_out(replay, **extra), True
             next_row = await following.fetchone() if following is not None else None
     except UniqueViolation as exc:  # a concurrent duplicate lost the race (raised at COMMIT's sync)
         raise Problem(409, "you have already voted on this assignment") from exc
+    return _recorded(res, reader_id, protocol, event, confirmed, next_row, next_after), False
+
+
+async def _cast_on_opened_read(res: Resources[Any], opened: OpenedRead, body: VoteIn, idempotency_key: str | None,
+                               next_after: list[str] | None,
+                               ) -> tuple[CurationProtocol, VoteCast, list[dict], dict | None] | None:
+    """The vote on a read this process opened, judged from the opened read and recorded in one
+    statement (`repo.record_vote_on_open_read`): the protocol, the event, the confirmed omissions
+    and the next read's row (None: none opened). None when nothing was written: the judgement
+    refused the vote, or the read is no longer open to its reader; the locking way says why."""
+    try:
+        protocol = _protocol(opened.protocol)
+        read = {"study_id": opened.study_id, "suggested": opened.suggested, "unmapped": opened.unmapped}
+        async with res.pool.connection() as conn:
+            async with autocommit(conn):  # a grid's instances, if its judgement reads them: their own statement
+                event, confirmed = await _judgement(conn, protocol, body, read, opened.assignment_id,
+                                                    opened.reader_id)
+            row = await repo.record_vote_on_open_read(conn, event, idempotency_key, confirmed,
+                                                      None if next_after is None else next_after, _COLUMNS)
+    except (Problem, UniqueViolation):
+        return None
+    if not row.pop("vote_recorded"):
+        return None
+    return protocol, event, confirmed, (row if row.get("assignment_id") is not None else None)
+
+
+def _recorded(res: Resources[Any], reader_id: str, protocol: CurationProtocol, event: VoteCast,
+              confirmed: list[dict], next_row: dict | None, next_after: list[str] | None) -> VoteOut:
+    """The answer to a vote just committed (its event in the outbox: the relay is told)."""
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
-    out = VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                  confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
-                  **({} if next_after is None else _next_field(next_row)))
-    return out, False
+    return VoteOut(vote_id=event.vote_id, assignment_id=event.assignment_id, study_id=event.study_id,
+                   confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
+                   **({} if next_after is None else _next_field(res, reader_id, next_row)))
 
 
-def _next_field(row: dict | None) -> dict[str, Any]:
+def _next_field(res: Resources[Any], reader_id: str, row: dict | None) -> dict[str, Any]:
     """The vote answer's `next_assignment`: null when none is left; left off when it cannot be
     shown (e.g. its protocol is not loaded here): the vote is recorded all the same, and
     `GET /next` answers the reason."""
     try:
         # The model itself, not a dict of it: it is serialised once, with its own serialiser, in the vote's JSON.
-        return {"next_assignment": None if row is None else _view(row)}
+        return {"next_assignment": None if row is None else _opened_view(res, reader_id, row)}
     except Problem:
         return {}
 
