@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -249,12 +250,12 @@ async def _cast_on_opened_read(res: Resources[Any], opened: OpenedRead, body: Vo
     try:
         protocol = _protocol(opened.protocol)
         read = {"study_id": opened.study_id, "suggested": opened.suggested, "unmapped": opened.unmapped}
+        # Judged before a connection is taken: a grid's instances, should its judgement read them,
+        # come through a connection of their own (`_pooled_instances`).
+        event, confirmed = await _judgement(None, protocol, body, read, opened.assignment_id, opened.reader_id,
+                                            instances=lambda: _pooled_instances(res, opened.study_id))
         async with res.pool.connection() as conn:
-            async with autocommit(conn):  # a grid's instances, if its judgement reads them: their own statement
-                event, confirmed = await _judgement(conn, protocol, body, read, opened.assignment_id,
-                                                    opened.reader_id)
-            row = await repo.record_vote_on_open_read(conn, event, idempotency_key, confirmed,
-                                                      None if next_after is None else next_after, _COLUMNS)
+            row = await repo.record_vote_on_open_read(conn, event, idempotency_key, confirmed, next_after, _COLUMNS)
     except (Problem, UniqueViolation):
         return None
     if not row.pop("vote_recorded"):
@@ -294,8 +295,9 @@ def unknown_fields(body: VoteIn, protocol: CurationProtocol) -> list[str]:
     return sorted(given - _VOTE_FIELDS - (set(protocol.judgement.model_fields) - {"protocol"}))
 
 
-async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, assignment_id: str,
-                     reader_id: str) -> tuple[VoteCast, list[dict]]:
+async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, assignment_id: str, reader_id: str,
+                     instances: Callable[[], Awaitable[set[tuple[str, int]]]] | None = None,
+                     ) -> tuple[VoteCast, list[dict]]:
     """The vote event, its judgement read and checked the protocol's way (e.g. a verdict with label
     corrections, or a full grade grid with points on this study's own instances)."""
     unknown = unknown_fields(body, protocol)
@@ -304,7 +306,8 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
                       errors=[{"loc": ["body", f], "msg": "Extra inputs are not permitted"} for f in unknown])
     fields = {**body.model_dump(exclude={"comment", "seconds_spent", "confirm"}), **(body.model_extra or {})}
     context = ReviewContext(study_id=a["study_id"], suggested=a["suggested"], unmapped=a["unmapped"],
-                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]),
+                            confirm=body.confirm,
+                            instances=instances or (lambda: _instances(conn, a["study_id"])),
                             comment=body.comment)
     try:
         judgement, confirmed = await protocol.read_judgement(fields, context)
@@ -320,6 +323,12 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
 
 async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
     return await repo.instances(conn, study_id)
+
+
+async def _pooled_instances(res: Resources[Any], study_id: str) -> set[tuple[str, int]]:
+    """The study's instances through a connection of their own (they never change once ingested)."""
+    async with res.pool.connection() as conn, autocommit(conn):
+        return await repo.instances(conn, study_id)
 
 
 async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
