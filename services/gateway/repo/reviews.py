@@ -13,7 +13,10 @@ connection in autocommit mode with their own BEGIN/COMMIT:
   whatever the server's default (the pool sets `synchronous_commit = on` on each connection once);
 - a vote that asks for the reader's next assignment as well opens it in that same statement
   (`record_vote_and_open_next`), inside the vote's transaction: no statement or round trip more,
-  and no second request.
+  and no second request;
+- a vote on a read this gateway process opened for the reader (services/gateway/opened_reads.py),
+  judged from what was opened, is ONE statement and one round trip (`record_vote_on_open_read`),
+  written only while the read is still the reader's and open; otherwise it takes the two above.
 """
 
 from __future__ import annotations
