@@ -72,8 +72,11 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         return await decide(conn, study_id, *await repo.decision_inputs(conn, study_id))
 
     async def decide(conn: psycopg.AsyncConnection, study_id: str, assignment: dict | None, decided: bool,
-                     counted: list[dict]) -> list[ConsensusReached]:
-        """Decide the study if all its current readers have voted (from `repo.decision_inputs`)."""
+                     counted: list[dict], pending: list[repo.DecisionRow] | None = None) -> list[ConsensusReached]:
+        """Decide the study if all its current readers have voted (from `repo.decision_inputs`).
+        With `pending`, the decision row is added to it for the caller to write with the others
+        of its batch (`repo.save_decisions`, before anything reads decisions again) instead of
+        being written now."""
         if assignment is None or decided:
             return []
         protocol, rule = protocol_and_rule(assignment["protocol"])
@@ -84,8 +87,11 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
             return []
         decision, cells = protocol.decide(study_id, votes, assignment, rule)
         vote_ids = [v["vote_id"] for v in votes]
-        await repo.save_decision(conn, study_id, decision, vote_ids,
-                                 [c.model_dump(mode="json") for c in cells] if cells else None)
+        cell_rows = [c.model_dump(mode="json") for c in cells] if cells else None
+        if pending is None:
+            await repo.save_decision(conn, study_id, decision, vote_ids, cell_rows)
+        else:
+            pending.append((study_id, decision, vote_ids, cell_rows))
         ahead.note(study_id, assignment["protocol"], decision.accepted)
         if decision.needs_adjudication:
             await repo.flag(conn, study_id, f"adjudication: {decision.reason}")
@@ -127,7 +133,10 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                                        if instances is None else instances)
         studies = list(dict.fromkeys(e.study_id for e in events))
         inputs = await repo.decision_inputs_many(conn, studies)
-        return [reached for study_id in studies for reached in await decide(conn, study_id, *inputs[study_id])]
+        pending: list[repo.DecisionRow] = []
+        reached = [r for study_id in studies for r in await decide(conn, study_id, *inputs[study_id], pending)]
+        await repo.save_decisions(conn, pending)
+        return reached
 
     async def on_review_reoffered(conn: psycopg.AsyncConnection, event: ReviewReoffered,
                                   _: Any) -> list[ConsensusReached]:
@@ -169,8 +178,9 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
         trips instead of one or two per vote: the batch goes in rounds, each holding at most one
         vote per study (a study's votes keep their order across rounds). A study's state depends
         only on its own votes, so the votes of one round are independent: one statement records
-        them all (`repo.record_votes`) and one round trip reads every study they may complete
-        (`repo.decision_inputs_many`). The decisions are written before the next round reads."""
+        them all (`repo.record_votes`), one round trip reads every study they may complete
+        (`repo.decision_inputs_many`) and one statement writes the round's decisions
+        (`repo.save_decisions`), before the next round reads."""
         rounds: list[list[int]] = []
         depth: dict[str, int] = {}
         for i, vote in enumerate(votes):
@@ -185,8 +195,10 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                         if await recorded(conn, votes[i], seen)]
             if complete:
                 inputs = await repo.decision_inputs_many(conn, [votes[i].study_id for i in complete])
+                pending: list[repo.DecisionRow] = []
                 for i in complete:
-                    emitted[i] = await decide(conn, votes[i].study_id, *inputs[votes[i].study_id])
+                    emitted[i] = await decide(conn, votes[i].study_id, *inputs[votes[i].study_id], pending)
+                await repo.save_decisions(conn, pending)  # one statement, before the next round reads
         return [e for per_vote in emitted for e in per_vote]
 
     async def on_adjudication_requested(conn: psycopg.AsyncConnection, cmd: AdjudicationRequested,

@@ -173,6 +173,29 @@ async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decisio
     )
 
 
+# A decision to write: study_id, the rule's decision, the vote ids it decided on, a grid's cells (or None).
+DecisionRow = tuple[str, Decision, list[str], list[dict] | None]
+
+
+async def save_decisions(conn: psycopg.AsyncConnection, decisions: list[DecisionRow]) -> None:
+    """`save_decision` for several studies (study_id, decision, vote_ids, cells) in one statement:
+    a batch of votes that decides many studies writes their decisions together, not one by one."""
+    if not decisions:
+        return
+    await conn.execute(
+        "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids,"
+        " cells) SELECT study_id, accepted, labels::jsonb, rule, rule_version, needs_adjudication, reason,"
+        " vote_ids::jsonb, cells::jsonb FROM unnest(%s::text[], %s::bool[], %s::text[], %s::text[], %s::text[],"
+        " %s::bool[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS d(study_id, accepted, labels, rule,"
+        " rule_version, needs_adjudication, reason, vote_ids, cells, n) ORDER BY n",
+        ([s for s, _, _, _ in decisions], [d.accepted for _, d, _, _ in decisions],
+         [json.dumps(list(d.labels)) for _, d, _, _ in decisions], [d.rule for _, d, _, _ in decisions],
+         [d.rule_version for _, d, _, _ in decisions], [d.needs_adjudication for _, d, _, _ in decisions],
+         [d.reason for _, d, _, _ in decisions], [json.dumps(v) for _, _, v, _ in decisions],
+         [json.dumps(c) if c is not None else None for _, _, _, c in decisions]),
+    )
+
+
 async def accepted_studies(conn: psycopg.AsyncConnection, protocol: str) -> list[dict]:
     """Accepted studies with their effective labels and cells, and their provenance: the rule's
     name and version, whether (and by whom) a curator adjudicated, and the counted votes (rows

@@ -95,6 +95,16 @@ async def on_consensus_reached(conn: psycopg.AsyncConnection, e: ConsensusReache
     await decisions.save(conn, e)
 
 
+async def on_consensus_reached_many(conn: psycopg.AsyncConnection, batch: list[ConsensusReached],
+                                    _: list[Any]) -> list[Event]:
+    """A batch of decisions in one statement (a batch of votes decides many studies at once); a
+    study twice in it goes one by one (`OneByOne`), so the first decision is kept as it always was."""
+    if len({e.study_id for e in batch}) < len(batch):
+        raise OneByOne
+    await decisions.save_many(conn, batch)
+    return []
+
+
 def record_release(res: Resources):
     """benchmark-released: the release, the evaluation policy it comes out under (recorded once,
     so a later settings change does not alter a release's answers), and its holdout study ids
@@ -120,7 +130,7 @@ def build_handlers(res: Resources) -> dict[str, Handler]:
     return {
         Topic.LABELS_SUGGESTED.value: Handler(apply=on_labels_suggested, apply_many=on_labels_suggested_many),
         Topic.REVIEW_ASSIGNED.value: Handler(apply=prepare_images(derivatives_for(res))),
-        Topic.CONSENSUS_REACHED.value: Handler(apply=on_consensus_reached),
+        Topic.CONSENSUS_REACHED.value: Handler(apply=on_consensus_reached, apply_many=on_consensus_reached_many),
         Topic.BENCHMARK_RELEASED.value: record_release(res),
         Topic.STUDY_ADJUDICATED.value: Handler(apply=on_study_adjudicated),
         Topic.REPORT_READY.value: Handler(apply=on_report_ready),

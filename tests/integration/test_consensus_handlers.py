@@ -450,3 +450,31 @@ async def test_a_batch_of_assignments_has_exactly_the_effects_of_its_assignments
     assert [e["study_id"] for e in emitted] == ["S1"]  # S1 decided once, S2 still waits for r3
     assert [d["study_id"] for d in tables["decisions"]] == ["S1"]
     assert [a["study_id"] for a in tables["assignments"]] == ["S1", "S2", "S3"]
+
+
+class _Statements:
+    """The connection, with the statements a handler sends through it counted by their first words."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self.sent: list[str] = []
+
+    async def execute(self, query, params=None, **kw):
+        self.sent.append(" ".join(str(query).split()[:3]))
+        return await self._conn.execute(query, params, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+async def test_a_batch_of_votes_deciding_many_studies_writes_their_decisions_in_one_statement(db, handlers):
+    studies = [f"S{i}" for i in range(5)]
+    for study in studies:
+        await apply(db, handlers, assigned(study))
+    counted = _Statements(db)
+    async with db.pipeline(), db.transaction():
+        emitted = list(await handlers["vote-cast"].apply_many(
+            counted, [vote(s, r, "agree_all") for r in READERS for s in studies], [None] * 15))
+    assert sorted(e.study_id for e in emitted) == studies
+    assert counted.sent.count("INSERT INTO decisions") == 1
+    assert [r["study_id"] for r in await rows(db, "SELECT study_id FROM decisions ORDER BY 1")] == studies

@@ -203,3 +203,28 @@ async def test_a_batch_of_suggestions_reaches_the_gateways_read_model_exactly_as
         (e.study_id, [x.model_dump(mode="json") for x in e.labels], e.extraction.model_dump(mode="json"))
         for e in sorted(events, key=lambda e: e.study_id)]
     await refuses_whole(dsn, handler, [*events[:3], events[0]])
+
+
+async def test_a_batch_of_decisions_reaches_the_gateways_read_model_exactly_as_one_by_one(schema_of):
+    """consensus-reached: a batch of votes decides many studies at once; the gateway stores them in one statement."""
+    from services.common.contracts import CellConsensus, ConsensusReached
+    from services.gateway.handlers import on_consensus_reached, on_consensus_reached_many
+
+    dsn = schema_of("gateway")
+    events = [ConsensusReached(study_id=f"S{i}", protocol=Protocol.CXR, accepted=i % 3 != 0, rule="majority",
+                               rule_version="1", labels=["cardiomegaly"][: i % 2], vote_ids=[f"v{i}a", f"v{i}b"],
+                               cells=[CellConsensus(cell_id="L4-L5", grade="Mild", method="majority")] if i == 4
+                               else [])
+              for i in range(6)]
+    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as conn:  # S0 decided before
+        await conn.execute("INSERT INTO decisions (study_id, accepted, labels, rule, vote_ids)"
+                           " VALUES ('S0', true, '[]', 'earlier', '[]')")
+        await conn.commit()
+    handler = Handler(apply=on_consensus_reached, apply_many=on_consensus_reached_many)
+    emitted, tables = await assert_batched_as_one_by_one(dsn, handler, events, {
+        "decisions": "SELECT study_id, accepted, labels, rule, vote_ids, cells FROM decisions ORDER BY study_id"})
+    assert emitted == []
+    assert [(r["study_id"], r["rule"], r["vote_ids"]) for r in tables["decisions"]] == [
+        ("S0", "earlier", []), *((e.study_id, "majority", e.vote_ids) for e in events[1:])]
+    assert tables["decisions"][4]["cells"][0]["grade"] == "Mild" and tables["decisions"][3]["cells"] is None
+    await refuses_whole(dsn, handler, [*events[:3], events[0]])

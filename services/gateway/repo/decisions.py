@@ -22,6 +22,17 @@ async def save(conn: Conn, e: ConsensusReached) -> None:
         (e.study_id, e.accepted, json.dumps(e.labels), e.rule, json.dumps(e.vote_ids), _cells_json(e.cells)))
 
 
+async def save_many(conn: Conn, events: Sequence[ConsensusReached]) -> None:
+    """`save` for a batch of decisions of different studies, in one statement."""
+    await conn.execute(
+        "INSERT INTO decisions (study_id, accepted, labels, rule, vote_ids, cells)"
+        " SELECT study_id, accepted, labels::jsonb, rule, vote_ids::jsonb, cells::jsonb"
+        " FROM unnest(%s::text[], %s::bool[], %s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+        " AS d(study_id, accepted, labels, rule, vote_ids, cells, n) ORDER BY n ON CONFLICT (study_id) DO NOTHING",
+        ([e.study_id for e in events], [e.accepted for e in events], [json.dumps(e.labels) for e in events],
+         [e.rule for e in events], [json.dumps(e.vote_ids) for e in events], [_cells_json(e.cells) for e in events]))
+
+
 async def decided(conn: Conn, study_id: str) -> Row | None:
     """A decided study's study_id and protocol (None when it has no assignment); None when undecided."""
     cur = await conn.execute("SELECT d.study_id, (SELECT protocol FROM assignments a WHERE a.study_id = d.study_id"

@@ -13,7 +13,10 @@ connection in autocommit mode with their own BEGIN/COMMIT:
   whatever the server's default (the pool sets `synchronous_commit = on` on each connection once);
 - a vote that asks for the reader's next assignment as well opens it in that same statement
   (`record_vote_and_open_next`), inside the vote's transaction: no statement or round trip more,
-  and no second request.
+  and no second request;
+- a vote on a read this gateway process opened for the reader (services/gateway/opened_reads.py),
+  judged from what was opened, is ONE statement and one round trip (`record_vote_on_open_read`),
+  written only while the read is still the reader's and open; otherwise it takes the two above.
 """
 
 from __future__ import annotations
@@ -163,6 +166,56 @@ async def record_vote_and_open_next(conn: Conn, e: VoteCast, idempotency_key: st
     a round trip more."""
     return await conn.execute(_RECORD_VOTE_OPEN_NEXT.format(columns=columns), {
         **_vote_params(e, idempotency_key, confirmed), "skip": [e.assignment_id, *skip]})
+
+
+# A vote on a read the gateway opened for its reader (services/gateway/opened_reads.py), judged from
+# what was opened: one statement, its own transaction, one round trip. The assignment is marked voted
+# only while it is still the reader's and still open (an open read has no vote: a vote marks it voted
+# in the same statement), and the vote, its event and the next read are written only if it was (each
+# reads `done`). The UPDATE's row lock serialises it with a locking vote or a re-offer of the same read,
+# which see it voted, or make it see the read no longer open. `vote_recorded` is false when nothing was
+# written; the next read's `columns` follow (all null when none was opened or none was asked for).
+_RECORD_VOTE_ON_OPEN_READ = (
+    "WITH done AS (UPDATE assignments SET status = 'voted' WHERE assignment_id = %(assignment_id)s"
+    " AND reader_id = %(reader_id)s AND study_id = %(study_id)s AND status = 'open' RETURNING assignment_id),"
+    " event AS (INSERT INTO outbox (event_id, topic, msg_key, payload)"
+    " SELECT %(event_id)s, %(topic)s, %(study_id)s, %(payload)s::jsonb FROM done ON CONFLICT (event_id) DO NOTHING),"
+    " vote AS (INSERT INTO votes (vote_id, assignment_id, study_id, reader_id, judgement,"
+    " comment, seconds_spent, idempotency_key, confirmed_omissions)"
+    " SELECT %(vote_id)s, %(assignment_id)s, %(study_id)s, %(reader_id)s, %(judgement)s::jsonb,"
+    " %(comment)s, %(seconds_spent)s::float8, %(idempotency_key)s, %(confirmed)s::jsonb FROM done)"
+    "{open_next}"
+    " SELECT EXISTS (SELECT 1 FROM done) AS vote_recorded{following}")
+# The next read, opened as `_RECORD_VOTE_OPEN_NEXT` opens it, and only if the vote was written.
+_OPEN_NEXT_AFTER_VOTE = (
+    ", a AS (UPDATE assignments a SET opened_at = coalesce(a.opened_at, now()) WHERE a.assignment_id = ("
+    " SELECT assignment_id FROM assignments WHERE reader_id = %(reader_id)s AND status = 'open'"
+    " AND NOT assignment_id = ANY(%(skip)s) AND EXISTS (SELECT 1 FROM done)"
+    " ORDER BY assigned_at, study_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING a.*)")
+
+
+async def record_vote_on_open_read(conn: Conn, e: VoteCast, idempotency_key: str | None,
+                                   confirmed: list[dict[str, Any]], skip: Sequence[str] | None,
+                                   columns: str) -> Row:
+    """Record the vote in one statement and one round trip, as its own transaction (call outside
+    any transaction), if its assignment is still its reader's and still open; with `skip` (not
+    None) the reader's next read opened in the same statement, as `record_vote_and_open_next` opens
+    it. The row: `vote_recorded` (False: nothing was written or opened; cast the vote the locking
+    way, which says why), then `columns` of the next read (null when none was opened)."""
+    if skip is None:
+        sql = _RECORD_VOTE_ON_OPEN_READ.format(open_next="", following="")
+        params = _vote_params(e, idempotency_key, confirmed)
+    else:
+        sql = _RECORD_VOTE_ON_OPEN_READ.format(
+            open_next=_OPEN_NEXT_AFTER_VOTE,
+            following=f", n.* FROM (SELECT {columns} FROM a JOIN studies s ON s.study_id = a.study_id) n"
+                      " RIGHT JOIN (VALUES (1)) one ON true")
+        params = {**_vote_params(e, idempotency_key, confirmed), "skip": [e.assignment_id, *skip]}
+    async with autocommit(conn):  # the one statement is its own transaction
+        cur = await conn.execute(sql, params)
+        row = await cur.fetchone()
+    assert row is not None  # the final SELECT always gives one row
+    return row
 
 
 def _vote_params(e: VoteCast, idempotency_key: str | None, confirmed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -18,8 +19,10 @@ from services.gateway.api.routes.studies import FACT_COLUMNS, OBJECT_VIEWS, Stud
 from services.gateway.auth import Reviewer, Role
 from services.gateway.deps import Res
 from services.gateway.hanging import HungView
+from services.gateway.opened_reads import OpenedRead, opened_reads
 from services.gateway.problems import Problem
 from services.gateway.repo import reviews as repo
+from services.gateway.repo.conn import autocommit
 
 router = APIRouter(prefix="/api/v1/reviews", tags=["reviews"])
 
@@ -108,6 +111,14 @@ def _view(row: dict) -> Assignment:
     )
 
 
+def _opened_view(res: Resources[Any], reader_id: str, row: dict) -> Assignment:
+    """`_view` of a read just opened for the reader, remembered for the reader's vote on it
+    (opened_reads.py) once the gateway can show it."""
+    view = _view(row)
+    opened_reads(res.extra).remember(reader_id, row)
+    return view
+
+
 @router.get("")
 async def worklist(user: Reviewer, res: Res, state: Literal["open", "voted"] = "open",
                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[Assignment]:
@@ -136,7 +147,7 @@ async def next_for(res: Resources[Any], reader_id: str, after: list[str]) -> Ass
     (here and in services/gateway/api/hot_routes.py, which serves the same call)."""
     async with res.pool.connection() as conn:
         row = await repo.open_next(conn, reader_id, after, _COLUMNS)
-    return None if row is None else _view(row)
+    return None if row is None else _opened_view(res, reader_id, row)
 
 
 async def next_for_token(res: Resources[Any], token_sha256: str,
@@ -150,7 +161,7 @@ async def next_for_token(res: Resources[Any], token_sha256: str,
     if row is None:
         return None, None
     user = {k: row.pop(f"token_{k}") for k in ("user_id", "display_name", "role", "seconds_left")}
-    return user, (None if row["assignment_id"] is None else _view(row))
+    return user, (None if row["assignment_id"] is None else _opened_view(res, user["user_id"], row))
 
 
 _After = Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Query(max_length=8)]
@@ -184,7 +195,17 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                     idempotency_key: str | None, next_after: list[str] | None = None) -> tuple[VoteOut, bool]:
     """Record the reader's vote once its input is checked (here and in hot_routes.py): the vote as
     recorded, and whether it is the original returned again for a retry with the same key. With
-    `next_after` (the assignments to skip) the answer also carries the reader's next assignment."""
+    `next_after` (the assignments to skip) the answer also carries the reader's next assignment.
+
+    A vote on a read this process opened for the reader (`GET /next` or the previous vote's next
+    assignment: services/gateway/opened_reads.py) is judged from what was opened and written in one
+    statement, one round trip; should that statement find the read no longer open to the reader, or
+    the judgement refuse the vote, it is cast the locking way below, which answers as it always has."""
+    opened = opened_reads(res.extra).take(assignment_id, reader_id)
+    if opened is not None and body.seconds_spent is not None:  # the time read from the read's opening: locking
+        cast = await _cast_on_opened_read(res, opened, body, idempotency_key, next_after)
+        if cast is not None:
+            return _recorded(res, reader_id, *cast, next_after), False
     # BEGIN travels with the locking read, and the vote's one statement with COMMIT
     # (services/gateway/repo/reviews.py), so a vote costs two round trips; asked for, the next
     # assignment is opened by the vote's own statement.
@@ -211,27 +232,55 @@ async def cast_vote(res: Resources[Any], reader_id: str, assignment_id: str, bod
                                                                          next_after, _COLUMNS)
             if replay is not None:  # a retry: the original vote, and (if asked) the next read as GET /next opens it
                 extra = {} if next_after is None else _next_field(
-                    await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
+                    res, reader_id, await repo.open_next(conn, reader_id, [assignment_id, *next_after], _COLUMNS))
                 return _vote_out(replay, **extra), True
             next_row = await following.fetchone() if following is not None else None
     except UniqueViolation as exc:  # a concurrent duplicate lost the race (raised at COMMIT's sync)
         raise Problem(409, "you have already voted on this assignment") from exc
+    return _recorded(res, reader_id, protocol, event, confirmed, next_row, next_after), False
+
+
+async def _cast_on_opened_read(res: Resources[Any], opened: OpenedRead, body: VoteIn, idempotency_key: str | None,
+                               next_after: list[str] | None,
+                               ) -> tuple[CurationProtocol, VoteCast, list[dict], dict | None] | None:
+    """The vote on a read this process opened, judged from the opened read and recorded in one
+    statement (`repo.record_vote_on_open_read`): the protocol, the event, the confirmed omissions
+    and the next read's row (None: none opened). None when nothing was written: the judgement
+    refused the vote, or the read is no longer open to its reader; the locking way says why."""
+    try:
+        protocol = _protocol(opened.protocol)
+        read = {"study_id": opened.study_id, "suggested": opened.suggested, "unmapped": opened.unmapped}
+        # Judged before a connection is taken: a grid's instances, should its judgement read them,
+        # come through a connection of their own (`_pooled_instances`).
+        event, confirmed = await _judgement(None, protocol, body, read, opened.assignment_id, opened.reader_id,
+                                            instances=lambda: _pooled_instances(res, opened.study_id))
+        async with res.pool.connection() as conn:
+            row = await repo.record_vote_on_open_read(conn, event, idempotency_key, confirmed, next_after, _COLUMNS)
+    except (Problem, UniqueViolation):
+        return None
+    if not row.pop("vote_recorded"):
+        return None
+    return protocol, event, confirmed, (row if row.get("assignment_id") is not None else None)
+
+
+def _recorded(res: Resources[Any], reader_id: str, protocol: CurationProtocol, event: VoteCast,
+              confirmed: list[dict], next_row: dict | None, next_after: list[str] | None) -> VoteOut:
+    """The answer to a vote just committed (its event in the outbox: the relay is told)."""
     res.relay.notify()
     metrics.VOTES.labels(protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
-    out = VoteOut(vote_id=event.vote_id, assignment_id=assignment_id, study_id=event.study_id,
-                  confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
-                  **({} if next_after is None else _next_field(next_row)))
-    return out, False
+    return VoteOut(vote_id=event.vote_id, assignment_id=event.assignment_id, study_id=event.study_id,
+                   confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
+                   **({} if next_after is None else _next_field(res, reader_id, next_row)))
 
 
-def _next_field(row: dict | None) -> dict[str, Any]:
+def _next_field(res: Resources[Any], reader_id: str, row: dict | None) -> dict[str, Any]:
     """The vote answer's `next_assignment`: null when none is left; left off when it cannot be
     shown (e.g. its protocol is not loaded here): the vote is recorded all the same, and
     `GET /next` answers the reason."""
     try:
         # The model itself, not a dict of it: it is serialised once, with its own serialiser, in the vote's JSON.
-        return {"next_assignment": None if row is None else _view(row)}
+        return {"next_assignment": None if row is None else _opened_view(res, reader_id, row)}
     except Problem:
         return {}
 
@@ -246,8 +295,9 @@ def unknown_fields(body: VoteIn, protocol: CurationProtocol) -> list[str]:
     return sorted(given - _VOTE_FIELDS - (set(protocol.judgement.model_fields) - {"protocol"}))
 
 
-async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, assignment_id: str,
-                     reader_id: str) -> tuple[VoteCast, list[dict]]:
+async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, assignment_id: str, reader_id: str,
+                     instances: Callable[[], Awaitable[set[tuple[str, int]]]] | None = None,
+                     ) -> tuple[VoteCast, list[dict]]:
     """The vote event, its judgement read and checked the protocol's way (e.g. a verdict with label
     corrections, or a full grade grid with points on this study's own instances)."""
     unknown = unknown_fields(body, protocol)
@@ -256,7 +306,8 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
                       errors=[{"loc": ["body", f], "msg": "Extra inputs are not permitted"} for f in unknown])
     fields = {**body.model_dump(exclude={"comment", "seconds_spent", "confirm"}), **(body.model_extra or {})}
     context = ReviewContext(study_id=a["study_id"], suggested=a["suggested"], unmapped=a["unmapped"],
-                            confirm=body.confirm, instances=lambda: _instances(conn, a["study_id"]),
+                            confirm=body.confirm,
+                            instances=instances or (lambda: _instances(conn, a["study_id"])),
                             comment=body.comment)
     try:
         judgement, confirmed = await protocol.read_judgement(fields, context)
@@ -272,6 +323,12 @@ async def _judgement(conn, protocol: CurationProtocol, body: VoteIn, a: dict, as
 
 async def _instances(conn, study_id: str) -> set[tuple[str, int]]:
     return await repo.instances(conn, study_id)
+
+
+async def _pooled_instances(res: Resources[Any], study_id: str) -> set[tuple[str, int]]:
+    """The study's instances through a connection of their own (they never change once ingested)."""
+    async with res.pool.connection() as conn, autocommit(conn):
+        return await repo.instances(conn, study_id)
 
 
 async def _lock_assignment(conn, assignment_id: str, user_id: str) -> dict:
