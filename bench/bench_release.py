@@ -95,13 +95,15 @@ def _pyspy(state: dict) -> subprocess.Popen | None:
     """BENCH_PYSPY=/path/to/py-spy: record the consensus service (BENCH_PYSPY_SERVICE: another) over
     the chain's first BENCH_PYSPY_SECONDS (default 6) as collapsed stacks, BENCH_PYSPY_OUT (default
     /tmp/bench-release.pyspy.txt), to count by function with a script; BENCH_PYSPY_GIL=1 samples
-    only the thread holding the GIL (where the service's Python CPU goes, not who waits for it)."""
+    only the thread holding the GIL (where the service's Python CPU goes, not who waits for it);
+    BENCH_PYSPY_IDLE=1 keeps idle samples too (where the chain's wall time goes: waits, sleeps, I/O)."""
     tool = os.environ.get("BENCH_PYSPY")
     if not tool:
         return None
     pid = state["services"][os.environ.get("BENCH_PYSPY_SERVICE", "consensus")]["pid"]
     return subprocess.Popen([tool, "record", "-p", str(pid), "-d", os.environ.get("BENCH_PYSPY_SECONDS", "6"),
                              "-r", "200", "--format", "raw", *["--gil"] * (os.environ.get("BENCH_PYSPY_GIL") == "1"),
+                             *["--idle"] * (os.environ.get("BENCH_PYSPY_IDLE") == "1"),
                              "-o",
                              os.environ.get("BENCH_PYSPY_OUT", "/tmp/bench-release.pyspy.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

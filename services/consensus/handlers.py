@@ -52,7 +52,11 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
     n_bootstrap = res.settings.evaluation_bootstrap
 
     async def agreement_of(conn: psycopg.AsyncConnection, name: str) -> dict:
-        return await protocol_agreement(conn, protocols.get(name))
+        """The agreement figures a release's card carries (`card_agreement`): what the release
+        waits for after the last decision, so only they are read and computed there."""
+        protocol = protocols.get(name)
+        studies, votes = await repo.report_rows(conn, name, provenance=protocol.card_agreement_reads_provenance)
+        return await asyncio.to_thread(protocol.card_agreement, studies, votes)
 
     # Checks and the agreement report prepared ahead of a release (release_ahead.py); the task that
     # runs them is started by app.py. Without a store (unit tests) only the report is cached.

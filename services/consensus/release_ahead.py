@@ -4,8 +4,10 @@ the agreement report off the chain from the last vote to a verified release (iss
 - Each study decided accepted (by its votes, or by a curator's ruling) has its DICOM objects read
   and checked against the profile shortly after the decision commits; the results go to
   `object_checks` (object_checks.py says when a release may reuse one).
-- Once the last assigned study of a protocol is decided, its accepted studies are read and its
-  agreement report is computed, and both are kept with the row counts they were read from
+- Once the last assigned study of a protocol is decided, its accepted studies are read and the
+  agreement figures its dataset card carries are computed (`CurationProtocol.card_agreement`:
+  for chest X-rays the report without its AI-versus-expert tables, read without provenance
+  columns, ~0.09 s of CPU at 1,000 studies against ~0.16 s for the whole report), and both are kept with the row counts they were read from
   (`repo.agreement_fingerprint`). A release reuses them only while those counts are unchanged: any
   later vote, re-vote, decision or adjudication changes them and the release reads and computes
   them again, as before.

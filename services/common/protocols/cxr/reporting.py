@@ -117,10 +117,23 @@ def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_i
 
 def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
                      n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
-    """Everything `GET /api/v1/reports/agreement` and `radcurate report` show."""
+    """Everything `GET /api/v1/reports/agreement` and `radcurate report` show: the card's part
+    (`card_agreement`), then per reader and AI versus expert."""
+    return {
+        **card_agreement(studies, votes, label_ids, n_bootstrap),
+        "readers": {r: asdict(st) for r, st in sorted(reader_stats(_VoteRow(v) for v in votes).items())},
+        "ai_vs_expert": _ai_vs_expert(studies, _votes_by_study(votes), label_ids, n_bootstrap),
+    }
+
+
+def card_agreement(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
+                   n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
+    """The part of `agreement_report` a release's dataset card carries (benchmark.dataset_card),
+    key for key the same values: what the release waits for once the last study is decided. It
+    reads no provenance (`repo.report_rows(provenance=False)` is enough) and leaves out the AI
+    versus expert tables, whose five patient bootstraps were most of the report's CPU."""
     units = kappa_units(studies, votes)
     sets = [x for x, _ in units]
-    by_study = _votes_by_study(votes)
     return {
         "report_version": REPORT_VERSION,
         "studies": {"decided": len(studies), "accepted": sum(bool(s["accepted"]) for s in studies),
@@ -128,8 +141,6 @@ def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label
         "fleiss_kappa": kappa_per_label(sets, label_ids),
         **label_reliability(units, label_ids, n_bootstrap),
         "verdict_shares": _shares(studies, votes, label_ids),
-        "readers": {r: asdict(st) for r, st in sorted(reader_stats(_VoteRow(v) for v in votes).items())},
-        "ai_vs_expert": _ai_vs_expert(studies, by_study, label_ids, n_bootstrap),
     }
 
 
