@@ -200,7 +200,7 @@ def main() -> int:
         local.down(work / "stack")
         lines = (work / "stack" / "logs" / "consensus.log").read_text().splitlines()
         ahead = [line for line in lines if "ahead of a release" in line]  # release_ahead.py's rounds
-        for line in ahead[-3:] + [line for line in lines if " release " in line]:
+        for line in ahead[-3:] + [line for line in lines if " release " in line or "card agreement" in line]:
             print(f"  consensus log: {line.split(': ', 1)[-1]}")
         if args.keep:
             print(f"kept {work}")
