@@ -14,7 +14,9 @@ published, inbox rows applied; same clock) and every process's CPU in the window
 The load average is printed next to every figure: on a shared machine compare runs in pairs.
 The consensus log lines at the end say what the release reused: the de-identification checks made
 when the studies were decided (RADCURATE_CONSENSUS_CHECK_AHEAD=true), and the accepted studies and
-agreement report kept once the last one was (release_ahead.py).
+agreement report kept once the last one was (release_ahead.py), and where the release's wall time
+went: the ahead round's accepted-studies read and card agreement (rows read, computed), and the
+release's wait for that report beside its checks and its copies (each phase's wall seconds).
 BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
