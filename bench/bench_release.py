@@ -14,7 +14,9 @@ published, inbox rows applied; same clock) and every process's CPU in the window
 The load average is printed next to every figure: on a shared machine compare runs in pairs.
 The consensus log lines at the end say what the release reused: the de-identification checks made
 when the studies were decided (RADCURATE_CONSENSUS_CHECK_AHEAD=true), and the accepted studies and
-agreement report kept once the last one was (release_ahead.py).
+agreement report kept once the last one was (release_ahead.py), and where the release's wall time
+went: the ahead round's accepted-studies read and card agreement (rows read, computed), and the
+release's wait for that report beside its checks and its copies (each phase's wall seconds).
 BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
@@ -95,13 +97,15 @@ def _pyspy(state: dict) -> subprocess.Popen | None:
     """BENCH_PYSPY=/path/to/py-spy: record the consensus service (BENCH_PYSPY_SERVICE: another) over
     the chain's first BENCH_PYSPY_SECONDS (default 6) as collapsed stacks, BENCH_PYSPY_OUT (default
     /tmp/bench-release.pyspy.txt), to count by function with a script; BENCH_PYSPY_GIL=1 samples
-    only the thread holding the GIL (where the service's Python CPU goes, not who waits for it)."""
+    only the thread holding the GIL (where the service's Python CPU goes, not who waits for it);
+    BENCH_PYSPY_IDLE=1 keeps idle samples too (where the chain's wall time goes: waits, sleeps, I/O)."""
     tool = os.environ.get("BENCH_PYSPY")
     if not tool:
         return None
     pid = state["services"][os.environ.get("BENCH_PYSPY_SERVICE", "consensus")]["pid"]
     return subprocess.Popen([tool, "record", "-p", str(pid), "-d", os.environ.get("BENCH_PYSPY_SECONDS", "6"),
                              "-r", "200", "--format", "raw", *["--gil"] * (os.environ.get("BENCH_PYSPY_GIL") == "1"),
+                             *["--idle"] * (os.environ.get("BENCH_PYSPY_IDLE") == "1"),
                              "-o",
                              os.environ.get("BENCH_PYSPY_OUT", "/tmp/bench-release.pyspy.txt")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,7 +202,7 @@ def main() -> int:
         local.down(work / "stack")
         lines = (work / "stack" / "logs" / "consensus.log").read_text().splitlines()
         ahead = [line for line in lines if "ahead of a release" in line]  # release_ahead.py's rounds
-        for line in ahead[-3:] + [line for line in lines if " release " in line]:
+        for line in ahead[-3:] + [line for line in lines if " release " in line or "card agreement" in line]:
             print(f"  consensus log: {line.split(': ', 1)[-1]}")
         if args.keep:
             print(f"kept {work}")

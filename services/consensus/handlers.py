@@ -52,7 +52,16 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
     n_bootstrap = res.settings.evaluation_bootstrap
 
     async def agreement_of(conn: psycopg.AsyncConnection, name: str) -> dict:
-        return await protocol_agreement(conn, protocols.get(name))
+        """The agreement figures a release's card carries (`card_agreement`): what the release
+        waits for after the last decision, so only they are read and computed there."""
+        protocol = protocols.get(name)
+        started = time.perf_counter()
+        studies, votes = await repo.report_rows(conn, name, provenance=protocol.card_agreement_reads_provenance)
+        read = time.perf_counter()
+        agreement = await asyncio.to_thread(protocol.card_agreement, studies, votes)
+        log.info("card agreement of %s: rows read in %.3fs, computed in %.3fs", name, read - started,
+                  time.perf_counter() - read)
+        return agreement
 
     # Checks and the agreement report prepared ahead of a release (release_ahead.py); the task that
     # runs them is started by app.py. Without a store (unit tests) only the report is cached.
@@ -319,12 +328,13 @@ def build_handlers(res: Resources[ConsensusSettings]) -> dict[str, Handler]:
                 refused = copying.exception()
         if copying is not None and refused is not None:
             raise refused
+        phases = copying.result() if copying is not None else {}
         log.info("release %s: %d accepted studies read in %.3fs (%s); agreement report %.3fs (%s); composed %.3fs;"
-                 " %s objects (%d checked ahead) checked and copied beside them, done %.3fs after",
+                 " %s objects (%d checked ahead) checked and copied beside them, done %.3fs after (%s)",
                  cmd.release_id, len(rows), read - started, "ahead" if rows_ahead else "now", agreed - read,
                  "cached" if reused else "computed",
                  composed_at - agreed, len(copies) if copies else "no", len(known),
-                 time.perf_counter() - composed_at)
+                 time.perf_counter() - composed_at, ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
         truth = composed.truth  # what evaluation scores against; it never leaves this service
         return composed, truth, started, frozenset(copies or ()), known
 

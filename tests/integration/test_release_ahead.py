@@ -187,11 +187,13 @@ async def test_the_agreement_report_kept_once_all_are_decided_is_reused_until_a_
 
     async def report(conn):
         """The report the release would use, whether it was the kept one, and the report computed
-        afresh from the tables now: the kept one must always be the fresh one."""
+        afresh from the tables now: the kept one must always be the fresh one (the figures its card
+        carries: all of the whole report but per reader and AI versus expert)."""
         report, reused = await ahead.agreement(conn, Protocol.CXR.value)
         studies, votes = await repo.report_rows(conn, Protocol.CXR.value)
         await conn.commit()
-        assert report == protocols.get(Protocol.CXR.value).agreement_report(studies, votes)
+        fresh = protocols.get(Protocol.CXR.value).agreement_report(studies, votes)
+        assert report == {k: v for k, v in fresh.items() if k not in ("readers", "ai_vs_expert")}
         return report, reused
 
     async with pool.connection() as conn:

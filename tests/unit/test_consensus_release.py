@@ -110,3 +110,27 @@ def test_the_copies_known_before_the_agreement_report_are_the_ones_the_release_l
             composed = PROTOCOL.compose_release("r1", rows, plan, {}, RULE, AGREEMENT)
             assert composed.files.copies and PROTOCOL.release_copies("r1", rows, plan) == composed.files.copies
             assert {kind for kind, _, _ in composed.files.copies} == {"public", "holdout"}
+
+
+def test_the_card_agreement_a_release_waits_for_gives_the_card_the_whole_report_gives():
+    """After the last decision a release waits only for `card_agreement` (no AI versus expert, no
+    provenance read): the same figures as the whole report's, so the same release byte for byte."""
+    from services.common.protocols.cxr import PROTOCOL
+    from tests.unit.test_consensus_reporting import synthetic
+
+    labels = list(TAXONOMY.label_ids[:4])
+    for seed in range(3):
+        studies, votes = synthetic(seed, n=80)
+        studies = [{**s, "patient_id": f"P{i // 2}", "suggested": [labels[j % 4] for j in range(i % 3)]}
+                   for i, s in enumerate(studies)]
+        lean = [{k: v for k, v in s.items() if k not in ("extraction", "mapping", "objects")} for s in studies]
+        full, card = PROTOCOL.agreement_report(studies, votes), PROTOCOL.card_agreement(lean, votes)
+        assert PROTOCOL.card_agreement_reads_provenance is False
+        assert card == {k: v for k, v in full.items() if k not in ("readers", "ai_vs_expert")}
+        assert "ai_vs_expert" not in card and card["krippendorff_alpha_ci95"]
+        plan = SelectionPlan(target_size=30, min_per_label=0, seed=seed)
+        rows = accepted_rows(seed=seed)
+        from_card = PROTOCOL.compose_release("r1", rows, plan, {"ingested": 300}, RULE, card)
+        from_full = PROTOCOL.compose_release("r1", rows, plan, {"ingested": 300}, RULE, full)
+        assert from_card.files.files == from_full.files.files
+        assert from_card.files.manifest_sha256 == from_full.files.manifest_sha256

@@ -99,3 +99,17 @@ def test_a_label_nobody_ever_marked_has_no_kappa_rather_than_a_made_up_one():
     studies, votes = synthetic(2)
     report = agreement_report(studies, votes, [*LABELS, "fracture"])
     assert report["fleiss_kappa"]["fracture"] is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_presence_tables_counted_in_one_pass_equal_each_labels_own_table(seed):
+    from services.common.protocols.cxr.reporting import presence_tables, reader_label_sets
+    from services.common.protocols.kit.agreement import label_presence_table
+
+    studies, votes = synthetic(seed)
+    sets = reader_label_sets(studies, votes)
+    tables = presence_tables(sets, [*LABELS, "fracture", LABELS[0]])  # a label no one marked; one twice
+    assert set(tables) == {*LABELS, "fracture"}
+    for label, table in tables.items():
+        assert table.dtype == label_presence_table(sets, label).dtype
+        assert np.array_equal(table, label_presence_table(sets, label))

@@ -195,6 +195,18 @@ class CurationProtocol(ABC):
                          votes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Inter-reader agreement over decided studies: aggregates only, never a study's labels."""
 
+    # Whether `card_agreement` reads the studies' provenance and instance lists (repo.report_rows's
+    # largest columns); a protocol whose card figures need neither sets it False.
+    card_agreement_reads_provenance: bool = True
+
+    def card_agreement(self, studies: Sequence[Mapping[str, Any]],
+                       votes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The agreement figures a release's dataset card carries (`compose_release`'s `agreement`):
+        a release waits for them once the last study is decided. By default the whole
+        `agreement_report`; a protocol whose card carries less computes only that, with the same
+        values as the report's."""
+        return self.agreement_report(studies, votes)
+
     def label_kappas(self, studies: Sequence[Mapping[str, Any]],
                      votes: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
         """Per-label agreement for the live gauge (none by default)."""

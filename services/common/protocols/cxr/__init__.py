@@ -38,7 +38,12 @@ from services.common.protocols.cxr.extract import extract_findings
 from services.common.protocols.cxr.judgement import NAME, LabelVerdict
 from services.common.protocols.cxr.lexicon import map_findings
 from services.common.protocols.cxr.omissions import CONFIRMATION_TYPE, describe, omissions
-from services.common.protocols.cxr.reporting import agreement_report, kappa_per_label, reader_label_sets
+from services.common.protocols.cxr.reporting import (
+    agreement_report,
+    card_agreement,
+    kappa_per_label,
+    reader_label_sets,
+)
 from services.common.protocols.cxr.verdicts import VerdictRules, check_verdict
 from services.common.protocols.kit.decision import CXR_RULE, Decision, VoteView
 from services.common.protocols.kit.rule_config import RuleConfig, decide
@@ -164,6 +169,11 @@ class CxrLabelVerification(CurationProtocol):
 
     def agreement_report(self, studies: Sequence[Mapping[str, Any]], votes: Sequence[Mapping[str, Any]]) -> dict:
         return agreement_report(studies, votes, self.taxonomy().label_ids)
+
+    card_agreement_reads_provenance = False  # kappa, reliability and verdict shares: no AI versus expert
+
+    def card_agreement(self, studies: Sequence[Mapping[str, Any]], votes: Sequence[Mapping[str, Any]]) -> dict:
+        return card_agreement(studies, votes, self.taxonomy().label_ids)
 
     def label_kappas(self, studies: Sequence[Mapping[str, Any]],
                      votes: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:

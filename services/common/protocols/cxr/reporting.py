@@ -22,7 +22,6 @@ from services.common.protocols.kit.agreement import (
     fleiss_kappa_weighted,
     group_by,
     krippendorff_alpha_weighted,
-    label_presence_table,
     provenance_key,
     reader_stats,
     verdict_shares,
@@ -69,6 +68,13 @@ def kappa_per_label(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) 
     instead of ~200 ms, for consensus's live gauge and every agreement report)."""
     if not sets:
         return {label: None for label in label_ids}
+    tables = presence_tables(sets, label_ids)
+    return {label: _finite(fleiss_kappa(tables[label])) for label in label_ids}
+
+
+def presence_tables(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per label, `agreement.label_presence_table(sets, label)` (studies x [absent, present]
+    readers), all counted in one pass over the readers' sets instead of one pass per label."""
     column = {label: j for j, label in enumerate(dict.fromkeys(label_ids))}
     rows, cols = [], []
     for i, study in enumerate(sets):
@@ -80,9 +86,7 @@ def kappa_per_label(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) 
     present = np.zeros((len(sets), len(column)), dtype=np.int64)
     np.add.at(present, (rows, cols), 1)
     raters = np.array([len(study) for study in sets], dtype=np.int64)
-    return {label: _finite(fleiss_kappa(np.column_stack((raters - present[:, column[label]],
-                                                          present[:, column[label]]))))
-            for label in label_ids}
+    return {label: np.column_stack((raters - present[:, j], present[:, j])) for label, j in column.items()}
 
 
 def reader_consensus(views: Sequence[VoteView], suggested: Sequence[str]) -> frozenset[str]:
@@ -101,12 +105,13 @@ def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_i
     """
     sets = [x for x, _ in units]
     weights = patient_resample_weights([p for _, p in units], n_bootstrap, seed)
+    tables = presence_tables(sets, label_ids)
     kappa_ci, alpha, alpha_ci = {}, {}, {}
     for label in label_ids:
         if not sets:
             kappa_ci[label] = alpha[label] = alpha_ci[label] = None
             continue
-        table = label_presence_table(sets, label)
+        table = tables[label]
         kappa_ci[label] = percentile_interval(fleiss_kappa_weighted(table, weights))
         alpha[label] = _finite(float(krippendorff_alpha_weighted(table, np.ones((1, len(sets))))[0]))
         alpha_ci[label] = percentile_interval(krippendorff_alpha_weighted(table, weights))
@@ -117,10 +122,23 @@ def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_i
 
 def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
                      n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
-    """Everything `GET /api/v1/reports/agreement` and `radcurate report` show."""
+    """Everything `GET /api/v1/reports/agreement` and `radcurate report` show: the card's part
+    (`card_agreement`), then per reader and AI versus expert."""
+    return {
+        **card_agreement(studies, votes, label_ids, n_bootstrap),
+        "readers": {r: asdict(st) for r, st in sorted(reader_stats(_VoteRow(v) for v in votes).items())},
+        "ai_vs_expert": _ai_vs_expert(studies, _votes_by_study(votes), label_ids, n_bootstrap),
+    }
+
+
+def card_agreement(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str],
+                   n_bootstrap: int = DEFAULT_REPLICATES) -> dict:
+    """The part of `agreement_report` a release's dataset card carries (benchmark.dataset_card),
+    key for key the same values: what the release waits for once the last study is decided. It
+    reads no provenance (`repo.report_rows(provenance=False)` is enough) and leaves out the AI
+    versus expert tables, whose five patient bootstraps were most of the report's CPU."""
     units = kappa_units(studies, votes)
     sets = [x for x, _ in units]
-    by_study = _votes_by_study(votes)
     return {
         "report_version": REPORT_VERSION,
         "studies": {"decided": len(studies), "accepted": sum(bool(s["accepted"]) for s in studies),
@@ -128,17 +146,19 @@ def agreement_report(studies: Sequence[Mapping], votes: Sequence[Mapping], label
         "fleiss_kappa": kappa_per_label(sets, label_ids),
         **label_reliability(units, label_ids, n_bootstrap),
         "verdict_shares": _shares(studies, votes, label_ids),
-        "readers": {r: asdict(st) for r, st in sorted(reader_stats(_VoteRow(v) for v in votes).items())},
-        "ai_vs_expert": _ai_vs_expert(studies, by_study, label_ids, n_bootstrap),
     }
 
 
 def _shares(studies: Sequence[Mapping], votes: Sequence[Mapping], label_ids: Sequence[str]) -> dict:
     """Overall, and per label over the votes on studies where that label was suggested."""
-    suggested = {s["study_id"]: set(s["suggested"]) for s in studies}
-    per_label = {label: _share_dict(v["verdict"] for v in votes if label in suggested.get(v["study_id"], ()))
-                 for label in label_ids}
-    return {"overall": _share_dict(v["verdict"] for v in votes), "per_label": per_label}
+    wanted = set(label_ids)
+    suggested = {s["study_id"]: [label for label in set(s["suggested"]) if label in wanted] for s in studies}
+    verdicts: dict[str, list[str]] = {label: [] for label in label_ids}
+    for v in votes:  # one pass over the votes, not one per label
+        for label in suggested.get(v["study_id"], ()):
+            verdicts[label].append(v["verdict"])
+    return {"overall": _share_dict(v["verdict"] for v in votes),
+            "per_label": {label: _share_dict(verdicts[label]) for label in label_ids}}
 
 
 def _share_dict(verdicts) -> dict[str, float]:
