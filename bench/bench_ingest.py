@@ -14,8 +14,9 @@ The gateway's CPU is also split by thread, user and system (/proc): the event lo
 form, Postgres, the outbox relay) and the worker threads (validation and the S3 PUTs).
 BENCH_PYSPY=/path/to/py-spy records the gateway over the ingest, each thread apart (BENCH_PYSPY_OUT,
 default gateway-ingest.txt; BENCH_PYSPY_FORMAT, default raw: collapsed stacks to count by
-function). py-spy counts a thread blocked in a socket's recv or sendall as busy: read the stacks
-with the thread CPU split beside them.
+function). py-spy counts a thread blocked in a socket's recv or sendall, or waiting for the GIL, as
+busy: read the stacks with the thread CPU split beside them, or pass BENCH_PYSPY_ARGS="--gil" (extra
+py-spy arguments, split on blanks) to keep only the samples that hold the GIL, i.e. the Python CPU.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _pyspy(gateway_pid: int) -> subprocess.Popen | None:
     out = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-ingest.txt")).resolve()
     print(f"py-spy recording the gateway into {out}")
     return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-r", "100", "-s", "--threads", "-o", str(out),
-                             "-f", os.environ.get("BENCH_PYSPY_FORMAT", "raw")],
+                             "-f", os.environ.get("BENCH_PYSPY_FORMAT", "raw"),
+                             *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
