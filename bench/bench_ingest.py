@@ -14,8 +14,12 @@ The gateway's CPU is also split by thread, user and system (/proc): the event lo
 form, Postgres, the outbox relay) and the worker threads (validation and the S3 PUTs).
 BENCH_PYSPY=/path/to/py-spy records the gateway over the ingest, each thread apart (BENCH_PYSPY_OUT,
 default gateway-ingest.txt; BENCH_PYSPY_FORMAT, default raw: collapsed stacks to count by
-function). py-spy counts a thread blocked in a socket's recv or sendall as busy: read the stacks
-with the thread CPU split beside them.
+function). py-spy counts a thread blocked in a socket's recv or sendall, or waiting for the GIL, as
+busy: read the stacks with the thread CPU split beside them, or pass BENCH_PYSPY_ARGS="--gil" (extra
+py-spy arguments, split on blanks) to keep only the samples that hold the GIL, i.e. the Python CPU.
+BENCH_PG_STATEMENTS=1 preloads pg_stat_statements and prints, per batch request, each statement
+Postgres ran over the ingest: calls, rows and shared buffers touched (the work; its times include
+waiting on a loaded machine).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from pathlib import Path
 
 from bench_floor import load, pool_of, stack_cpu  # this folder (run as a script)
 
+from radcurate.bulk_ingest import BATCH_STUDIES
 from radcurate.demo import ingest_folder
-from radcurate.stack import local
+from radcurate.stack import local, postgres
 
 TARGET_PER_SECOND = 150.0
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -66,11 +71,50 @@ def _pyspy(gateway_pid: int) -> subprocess.Popen | None:
     out = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-ingest.txt")).resolve()
     print(f"py-spy recording the gateway into {out}")
     return subprocess.Popen([exe, "record", "-p", str(gateway_pid), "-r", "100", "-s", "--threads", "-o", str(out),
-                             "-f", os.environ.get("BENCH_PYSPY_FORMAT", "raw")],
+                             "-f", os.environ.get("BENCH_PYSPY_FORMAT", "raw"),
+                             *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+_STATEMENTS = """
+SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query, calls, rows, total_exec_time AS ms,
+       shared_blks_hit + shared_blks_read AS blocks
+  FROM pg_stat_statements WHERE calls > 0 AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def _statements(state: dict) -> list[dict] | None:
+    """pg_stat_statements' rows for the stack's database, if BENCH_PG_STATEMENTS preloaded it."""
+    if os.environ.get("BENCH_PG_STATEMENTS") != "1":
+        return None
+    import psycopg
+    from psycopg.rows import dict_row
+
+    dsn = postgres.with_database(state["postgres"]["admin_dsn"], postgres.DATABASE)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        return conn.execute(_STATEMENTS).fetchall()
+
+
+def _print_statements(before: list[dict], after: list[dict], studies: int) -> None:
+    """What Postgres ran over the ingest, per batch request (BATCH_STUDIES studies), busiest first."""
+    was = {r["query"]: r for r in before}
+    batches = studies / BATCH_STUDIES
+    rows = []
+    for r in after:
+        b = was.get(r["query"], {"calls": 0, "rows": 0, "ms": 0.0, "blocks": 0})
+        calls = r["calls"] - b["calls"]
+        if calls > 0:
+            rows.append((r["ms"] - b["ms"], calls, r["rows"] - b["rows"], r["blocks"] - b["blocks"], r["query"]))
+    print(f"  Postgres statements per batch request ({BATCH_STUDIES} studies; times include waiting):")
+    for ms, calls, n, blocks, query in sorted(rows, reverse=True)[:15]:
+        print(f"    {ms / batches:7.2f} ms {calls / batches:5.2f} calls {n / batches:7.1f} rows "
+              f"{blocks / batches:8.1f} blocks  {query}")
+
+
 def main(studies: int) -> None:
+    if os.environ.get("BENCH_PG_STATEMENTS") == "1":
+        postgres.SETTINGS.update({"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.max": "5000"})
     data = pool_of(studies)
     Path(".radcurate").mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=".radcurate"))  # inside the checkout, ignored
@@ -79,11 +123,13 @@ def main(studies: int) -> None:
         gateway_pid = state["services"]["gateway"]["pid"]
         spy = _pyspy(gateway_pid)
         threads_before = thread_cpu(gateway_pid)
+        statements_before = _statements(state)
         before = stack_cpu(state)
         started = time.perf_counter()
         summary = asyncio.run(ingest_folder(state, data))
         seconds = time.perf_counter() - started
         after = stack_cpu(state)
+        statements_after = _statements(state)
         threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(gateway_pid).items()}
         if spy is not None:
             spy.send_signal(2)  # py-spy writes what it has recorded on SIGINT
@@ -101,6 +147,8 @@ def main(studies: int) -> None:
           + f"; total {sum(cpu.values()):.2f}")
     print("  the gateway's ms CPU per study by thread: " + ", ".join(
         f"{k} {1000 * v / studies:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0))
+    if statements_before is not None and statements_after is not None:
+        _print_statements(statements_before, statements_after, studies)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
@@ -69,6 +70,13 @@ HandlersFactory = Callable[[Resources[SettingsT]], Mapping[str, Handler]]
 Hook = Callable[[Resources[SettingsT]], Any]
 
 
+# FastAPI's native OpenTelemetry bridge, off: the services export Prometheus metrics
+# (HttpMetrics, /metrics) and configure no OpenTelemetry provider. Left on, FastAPI asks
+# OpenTelemetry for its global tracer, meter and logger providers on every request to learn that
+# none is configured, and each of those asks reads os.environ (~2% of the gateway's event loop).
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None = None, *,
                routers: Sequence[APIRouter] = (), on_start: Hook[SettingsT] | None = None,
                on_stop: Hook[SettingsT] | None = None, observe: Hook[SettingsT] | None = None,
@@ -98,8 +106,9 @@ def create_app(settings: SettingsT, handlers: HandlersFactory[SettingsT] | None 
             await _close(res)
 
     # No Swagger UI or ReDoc: FastAPI serves them with scripts from a CDN, which would run on the
-    # API's origin. The OpenAPI document stays at /openapi.json for tools.
-    fastapi_kwargs = {"docs_url": None, "redoc_url": None, **fastapi_kwargs}
+    # API's origin. The OpenAPI document stays at /openapi.json for tools. FastAPI's native
+    # OpenTelemetry is off (TELEMETRY_OFF).
+    fastapi_kwargs = {"docs_url": None, "redoc_url": None, "telemetry": TELEMETRY_OFF, **fastapi_kwargs}
     app = FastAPI(lifespan=lifespan, **fastapi_kwargs)
     app.add_exception_handler(EventTooLarge, _event_too_large)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)

@@ -221,3 +221,34 @@ async def test_a_batch_sends_as_many_statements_for_six_studies_as_for_two_and_s
         o = parsed.obj
         assert objects[sid] == (o.instance_number, list(o.pixel_spacing) if o.pixel_spacing else None, o.sha256,
                                 o.pixel_sha256, o.sop_instance_uid)
+
+
+async def test_the_look_up_tables_are_analyzed_once_the_process_has_ingested_enough_studies(
+        infra, gateway_dsn, tmp_path, monkeypatch):
+    """A bulk load into fresh tables outruns autovacuum (a minute): without statistics the planner
+    reads every row of both tables for the duplicate checks, twice per batch. The batch path has
+    them analyzed at its marks (ingest_batch.Statistics), after the batch is in."""
+    from services.gateway import ingest_batch
+
+    monkeypatch.setattr(ingest_batch, "_statistics", ingest_batch.Statistics(first=2))
+
+    def analyzed() -> dict[str, bool]:
+        with psycopg.connect(gateway_dsn) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            return {r[0]: r[1] is not None for r in conn.execute(
+                "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                " AND relname IN ('studies', 'study_objects')")}
+
+    files = {f"BZ-{i}": dicom_bytes(tmp_path, f"BZ-{i}", f"P-{i}", seed=i) for i in (1, 2)}
+    app, ctx, client = await gateway(settings_for(infra, gateway_dsn))
+    try:
+        for sid, data in files.items():
+            resp = await post_batch(client, [{"study_id": sid, "patient_id": f"P-{sid[3:]}", "report": REPORT,
+                                              "files": 1}], [(f"{sid}.dcm", data)])
+            assert resp.json()["studies"][0]["status"] == "ingested", resp.text
+            if sid == "BZ-1":  # one study in: below the mark
+                assert analyzed() == {"studies": False, "study_objects": False}
+    finally:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+    assert analyzed() == {"studies": True, "study_objects": True}
