@@ -91,3 +91,20 @@ def test_a_port_taken_after_it_was_chosen_starts_the_server_again_on_fresh_ports
         finally:
             seaweed.stop(info, log)
             seaweed.remove_sockets(info["ports"])
+
+
+def test_every_bucket_has_its_volumes_once_the_server_is_ready(tmp_path: Path) -> None:
+    """Each bucket is a SeaweedFS collection whose volumes are made at its first write, and writes
+    arriving meanwhile wait ~1 s to retry (the first release's copies into the public bucket took
+    1.0 s instead of 0.15 s): the start writes into every bucket, so none is left to grow later."""
+    home, log = tmp_path / "s3", tmp_path / "s3.log"
+    buckets = ["first-bucket", "second-bucket", "third-bucket"]
+    info = infra.start_s3(home, log, "grow-key", "grow-secret-0123456789", buckets)
+    try:
+        volumes = {p.name.rsplit("_", 1)[0] for p in (home / "data").glob("*.dat")}
+        assert set(buckets) <= volumes, volumes
+        client = infra._client(info["endpoint"], "grow-key", "grow-secret-0123456789")
+        assert all(not list(client.list_objects(b, recursive=True)) for b in buckets)  # the probes are gone
+    finally:
+        seaweed.stop(info, log)
+        seaweed.remove_sockets(info["ports"])
