@@ -79,10 +79,12 @@ host all all ::1/128 scram-sha-256
 #
 # `autovacuum_naptime` stays at its 1 min default. A service prepares its statements while its
 # tables are near empty and keeps the sequential-scan plans until the next analyze (up to a
-# minute): pg_stat_statements shows the gateway's four duplicate checks per ingest batch as ~0.5 ms
-# per study at 1x, but that is time waited on a loaded machine; they read ~40 rows per study, a few
-# µs of CPU. A 5 s naptime removed them and cost more: 242 instead of 39 autoanalyzes at 1x
-# (Postgres 15.4 vs 12.1 s of CPU in a back-to-back pair at load 16-22, bench/scale_stats.py).
+# minute). Those plans were not cheap: EXPLAIN showed the ingest batch's duplicate checks reading
+# every row of `studies` and `study_objects` by sequential scan (2.8-7.6 ms per statement at 4,000
+# studies, against 0.14-0.28 ms by index once analyzed), so the gateway itself has the tables it
+# looks up analyzed as a bulk load grows them (services/gateway/ingest_batch.py, `Statistics`). A
+# 5 s naptime for every table cost more: 242 instead of 39 autoanalyzes at 1x (Postgres 15.4 vs
+# 12.1 s of CPU in a back-to-back pair at load 16-22, bench/scale_stats.py).
 SETTINGS = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB"}
 
 
