@@ -165,12 +165,7 @@ async def flag(conn: psycopg.AsyncConnection, study_id: str, reason: str) -> Non
 async def save_decision(conn: psycopg.AsyncConnection, study_id: str, d: Decision, vote_ids: list[str],
                         cells: list[dict] | None = None) -> None:
     """`cells`: per-cell decisions (CellConsensus dicts) of a grid protocol; None for the others."""
-    await conn.execute(
-        "INSERT INTO decisions (study_id, accepted, labels, rule, rule_version, needs_adjudication, reason, vote_ids,"
-        " cells) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-        (study_id, d.accepted, json.dumps(list(d.labels)), d.rule, d.rule_version, d.needs_adjudication,
-         d.reason, json.dumps(vote_ids), json.dumps(cells) if cells is not None else None),
-    )
+    await save_decisions(conn, [(study_id, d, vote_ids, cells)])
 
 
 # A decision to write: study_id, the rule's decision, the vote ids it decided on, a grid's cells (or None).

@@ -16,10 +16,7 @@ def _cells_json(cells: Sequence[CellConsensus]) -> str | None:
 
 async def save(conn: Conn, e: ConsensusReached) -> None:
     """The rule's decision; the first one kept."""
-    await conn.execute(
-        "INSERT INTO decisions (study_id, accepted, labels, rule, vote_ids, cells) VALUES (%s,%s,%s,%s,%s,%s)"
-        " ON CONFLICT (study_id) DO NOTHING",
-        (e.study_id, e.accepted, json.dumps(e.labels), e.rule, json.dumps(e.vote_ids), _cells_json(e.cells)))
+    await save_many(conn, [e])
 
 
 async def save_many(conn: Conn, events: Sequence[ConsensusReached]) -> None:
