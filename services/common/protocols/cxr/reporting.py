@@ -19,8 +19,8 @@ from services.common.protocols.kit.agreement import (
     ai_vs_expert,
     ai_vs_expert_counts_weighted,
     fleiss_kappa,
-    fleiss_kappa_weighted,
     group_by,
+    kappa_and_alpha_weighted,
     krippendorff_alpha_weighted,
     provenance_key,
     reader_stats,
@@ -50,14 +50,21 @@ def reader_label_sets(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> l
 
 def kappa_units(studies: Sequence[Mapping], votes: Sequence[Mapping]) -> list[tuple[list[frozenset[str]], str]]:
     """(reader label sets, patient id) of the studies `reader_label_sets` keeps, in study order."""
-    by_study = _votes_by_study(votes)
-    units = [([effective_labels(v, s["suggested"]) for v in by_study.get(s["study_id"], [])],
+    by_study = group_by(votes, lambda v: v["study_id"])
+    units = [(_effective_label_sets(s["suggested"], by_study.get(s["study_id"], ())),
               str(s.get("patient_id", s["study_id"]))) for s in studies]
     sizes = Counter(len(x) for x, _ in units if len(x) >= 2)
     if not sizes:
         return []
     modal = sizes.most_common(1)[0][0]
     return [(x, p) for x, p in units if len(x) == modal]
+
+
+def _effective_label_sets(suggested: Sequence[str], votes: Sequence[Mapping]) -> list[frozenset[str]]:
+    """`decision.effective_labels` of each vote row, read from the rows themselves: a `VoteView` per
+    vote (its Verdict and two frozensets) was most of `kappa_units`'s CPU, and the sets need none."""
+    base = frozenset(suggested)
+    return [base.difference(v["removed_labels"]).union(v["added_labels"]) for v in votes]
 
 
 def kappa_per_label(sets: list[list[frozenset[str]]], label_ids: Sequence[str]) -> dict[str, float | None]:
@@ -107,14 +114,18 @@ def label_reliability(units: Sequence[tuple[list[frozenset[str]], str]], label_i
     weights = patient_resample_weights([p for _, p in units], n_bootstrap, seed)
     tables = presence_tables(sets, label_ids)
     kappa_ci, alpha, alpha_ci = {}, {}, {}
+    # every label's replicates from one pass over the weights (see kappa_and_alpha_weighted)
+    replicates = dict(zip(tables, kappa_and_alpha_weighted(list(tables.values()), weights), strict=True)) \
+        if sets else {}
     for label in label_ids:
         if not sets:
             kappa_ci[label] = alpha[label] = alpha_ci[label] = None
             continue
         table = tables[label]
-        kappa_ci[label] = percentile_interval(fleiss_kappa_weighted(table, weights))
+        kappas, alphas = replicates[label]
+        kappa_ci[label] = percentile_interval(kappas)
         alpha[label] = _finite(float(krippendorff_alpha_weighted(table, np.ones((1, len(sets))))[0]))
-        alpha_ci[label] = percentile_interval(krippendorff_alpha_weighted(table, weights))
+        alpha_ci[label] = percentile_interval(alphas)
     return {"fleiss_kappa_ci95": kappa_ci, "krippendorff_alpha": alpha, "krippendorff_alpha_ci95": alpha_ci,
             "bootstrap": {"unit": "patient", "replicates": n_bootstrap, "seed": seed,
                           "patients": len({p for _, p in units}), "interval": "percentile 2.5-97.5"}}
