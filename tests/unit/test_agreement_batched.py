@@ -164,3 +164,16 @@ def test_patient_weights_keep_their_values_and_column_major_layout():
     per_patient = np.stack([np.bincount(row, minlength=len(ids)) for row in draws])
     assert np.array_equal(weights, per_patient[:, index]) and weights.dtype == np.float64
     assert weights.flags.f_contiguous
+
+
+def test_an_agreement_report_before_any_decision_has_no_figures_and_no_error():
+    """No decided study yet (a curator asks early): every figure is absent, not a crash in the
+    AI-versus-expert intervals (reshaping no rows to rows x -1 raised ValueError)."""
+    from services.common.protocols.cxr.reporting import agreement_report
+
+    report = agreement_report([], [], LABELS, n_bootstrap=20)
+    assert report["studies"] == {"decided": 0, "accepted": 0, "in_kappa": 0, "votes": 0}
+    overall = report["ai_vs_expert"]["overall"]
+    assert overall["studies"] == 0 and overall["ci95"]["cardiomegaly"] == {"precision": None, "recall": None}
+    assert report["fleiss_kappa_ci95"]["cardiomegaly"] is None and report["krippendorff_alpha"]["fracture"] is None
+    assert report["ai_vs_expert"]["by_model"] == [] and report["readers"] == {}

@@ -425,8 +425,11 @@ def ai_vs_expert_counts_weighted(rows: Sequence[LabelRow], label_ids: Sequence[s
     # Every label's tp/fp/fn indicators as the columns of one rows x (3 x labels) matrix: one
     # matrix product instead of three per label (a release computes this for ~10 groups of up to
     # 1,000 studies x 1,000 replicates). The sums are of whole numbers, so exact either way.
-    suggested = np.array([[label in s for label in label_ids] for s, _ in rows], dtype=bool).reshape(len(rows), -1)
-    confirmed = np.array([[label in c for label in label_ids] for _, c in rows], dtype=bool).reshape(len(rows), -1)
+    # reshaped to rows x labels, which no rows (a report before any decision) can also take
+    suggested = np.array([[label in s for label in label_ids] for s, _ in rows], dtype=bool).reshape(len(rows),
+                                                                                                     len(label_ids))
+    confirmed = np.array([[label in c for label in label_ids] for _, c in rows], dtype=bool).reshape(len(rows),
+                                                                                                     len(label_ids))
     indicators = np.concatenate([suggested & confirmed, suggested & ~confirmed, ~suggested & confirmed], axis=1)
     sums = w @ indicators.astype(float)
     n = len(label_ids)
