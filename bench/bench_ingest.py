@@ -20,6 +20,9 @@ py-spy arguments, split on blanks) to keep only the samples that hold the GIL, i
 BENCH_PG_STATEMENTS=1 preloads pg_stat_statements and prints, per batch request, each statement
 Postgres ran over the ingest: calls, rows and shared buffers touched (the work; its times include
 waiting on a loaded machine).
+BENCH_S3_REQUESTS=1 starts SeaweedFS with its metrics port and prints the S3 requests per study by
+bucket and action (bench_floor's count: the bucket "tansu" is the broker's log, "objects" ingest's
+own PUTs).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_floor import load, pool_of, stack_cpu  # this folder (run as a script)
+from bench_floor import load, pool_of, print_s3_requests, s3_requests, stack_cpu  # this folder (run as a script)
 
 from radcurate.bulk_ingest import BATCH_STUDIES
 from radcurate.demo import ingest_folder
-from radcurate.stack import local, postgres
+from radcurate.stack import local, postgres, seaweed
+from radcurate.stack.procs import free_port
 
 TARGET_PER_SECOND = 150.0
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -115,6 +119,8 @@ def _print_statements(before: list[dict], after: list[dict], studies: int) -> No
 def main(studies: int) -> None:
     if os.environ.get("BENCH_PG_STATEMENTS") == "1":
         postgres.SETTINGS.update({"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.max": "5000"})
+    if os.environ.get("BENCH_S3_REQUESTS") == "1":
+        os.environ.setdefault(seaweed.METRICS_PORT, str(free_port()))
     data = pool_of(studies)
     Path(".radcurate").mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=".radcurate"))  # inside the checkout, ignored
@@ -124,11 +130,11 @@ def main(studies: int) -> None:
         spy = _pyspy(gateway_pid)
         threads_before = thread_cpu(gateway_pid)
         statements_before = _statements(state)
-        before = stack_cpu(state)
+        before, requests_before = stack_cpu(state), s3_requests(state)
         started = time.perf_counter()
         summary = asyncio.run(ingest_folder(state, data))
         seconds = time.perf_counter() - started
-        after = stack_cpu(state)
+        after, requests_after = stack_cpu(state), s3_requests(state)
         statements_after = _statements(state)
         threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(gateway_pid).items()}
         if spy is not None:
@@ -147,6 +153,7 @@ def main(studies: int) -> None:
           + f"; total {sum(cpu.values()):.2f}")
     print("  the gateway's ms CPU per study by thread: " + ", ".join(
         f"{k} {1000 * v / studies:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v > 0))
+    print_s3_requests(requests_before, requests_after, studies)
     if statements_before is not None and statements_after is not None:
         _print_statements(statements_before, statements_after, studies)
 
