@@ -23,8 +23,9 @@ broker per repeat (`--held-batched E`: the four-hop batched chain of E events in
 partition holding N). Session 11, load 8-13: one by one, an empty partition cost 11.3-13.4 ms of
 S3 CPU and 3.1-3.9 ms of broker CPU per event (LIST 1.0 per event), 1,500 batches held 40-62 and
 15-25 ms (LIST 2.6-4.1: two pages a listing, and slower fetches catch fewer events each), and the
-same partition trimmed 10.7-10.9 and 2.8 ms; batched (2,000 events, 1,500 held per hop) 1.02 + 0.49
-ms per hop-event untrimmed against 0.093 + 0.047 trimmed (LIST 0.08 against 0.01 per hop-event).
+same partition trimmed 10.7-10.9 and 2.8 ms. Batched (2,000 events, 1,500 held per hop), two pairs:
+untrimmed 1.02 + 0.49 ms per hop-event at load 10 (slow listings, so many small fetches: LIST 0.08
+per hop-event) and 0.144 + 0.080 at load 4-8 (LIST 0.01), trimmed 0.093 + 0.047 and 0.095 + 0.055.
 The trim itself: 0.28-0.31 ms of S3 CPU per deleted batch (multi-object DELETE).
 
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_broker_storage.py [--events 2000] [--repeat 2]
