@@ -67,7 +67,7 @@ def test_doomed_keeps_every_batch_not_wholly_below_the_commit_and_always_the_new
     assert doomed([], 100) == []
 
 
-def test_the_stack_runs_a_trimmer_beside_its_own_broker_and_down_stops_it(infra):
+def test_the_stack_runs_a_trimmer_beside_its_own_broker(infra):
     assert ours(infra.get("logtrim"))
 
 
