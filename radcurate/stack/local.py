@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import services
-from radcurate.stack import infra, postgres, prometheus, seaweed
+from radcurate.stack import infra, logtrim, postgres, prometheus, seaweed
 from radcurate.stack.procs import (
     StackError,
     free_port,
@@ -66,6 +66,11 @@ class StackSettings(BaseSettings):
     # tansu's group join takes about half the session timeout: keep it short on loopback.
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1500  # each heartbeat is a group-state write to S3
+    # Beside the embedded tansu, delete the log's batches every consumer group has read
+    # (logtrim.py): tansu's fetch lists a partition's whole log, so without it the S3 server's and
+    # the broker's CPU per event grows with all the events the stack ever carried. 0 keeps them.
+    log_trim: bool = True
+    log_trim_interval_s: float = logtrim.INTERVAL_S
 
 
 def stack_file(state_dir: Path) -> Path:
@@ -112,7 +117,7 @@ def up(state_dir: Path, services_to_run: tuple[str, ...] = SERVICES,
 
 def _processes(state: dict) -> list[dict]:
     """The entries of every process stack.json names."""
-    parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka", "prometheus")]
+    parts = [state.get(p) or {} for p in ("s3", "postgres", "kafka", "prometheus", "logtrim")]
     parts += list((state.get("services") or {}).values())
     return [info for info in parts if info.get("pid")]
 
@@ -132,6 +137,7 @@ def _up(state: dict, state_dir: Path, services_to_run: tuple[str, ...], service_
             state.setdefault("services", {})[svc], pipes[svc] = _spawn_waiting(state, state_dir, svc)
         save(state_dir, state)
         _ensure_infrastructure(state, state_dir, settings)
+        _ensure_logtrim(state, state_dir, settings)
         state.setdefault("admin_token", "rc_admin_" + secrets.token_urlsafe(24))
         # The project's de-identification secret (services.common.deid): made once, kept for the
         # stack's lifetime so that the same UID is always replaced by the same UID.
@@ -174,6 +180,25 @@ def _ensure_infrastructure(state: dict, state_dir: Path, settings: StackSettings
             wait([database])  # what it started is in `state` before the caller's clean-up reads it
             save(state_dir, state)
         database.result()
+
+
+def _ensure_logtrim(state: dict, state_dir: Path, settings: StackSettings) -> None:
+    """The log trimmer (logtrim.py) beside the embedded broker on the embedded S3 server; none
+    with an external Kafka or S3 (a real Kafka keeps an indexed log and its own retention)."""
+    s3, kafka, running = state["s3"], state["kafka"], state.pop("logtrim", None)
+    if ours(running):
+        if running.get("s3") == s3["endpoint"] and settings.log_trim:
+            state["logtrim"] = running
+            return
+        stop(running, timeout=5)  # the S3 server came back on another port, or trimming was turned off
+    if not settings.log_trim or s3.get("external") or kafka.get("external"):
+        return
+    env = {"RADCURATE_LOGTRIM_S3_ENDPOINT": s3["endpoint"], "RADCURATE_LOGTRIM_S3_ACCESS_KEY": s3["access_key"],
+           "RADCURATE_LOGTRIM_S3_SECRET_KEY": s3["secret_key"], "RADCURATE_LOGTRIM_BUCKET": infra.TANSU_BUCKET,
+           "RADCURATE_LOGTRIM_INTERVAL_S": str(settings.log_trim_interval_s)}
+    pid = spawn([sys.executable, "-m", "radcurate.stack.logtrim"], state_dir / "logs" / "logtrim.log", env=env)
+    state["logtrim"] = {**process(pid), "s3": s3["endpoint"]}
+    save(state_dir, state)
 
 
 def _ensure_database(state: dict, state_dir: Path, settings: StackSettings) -> None:
@@ -379,6 +404,8 @@ def health(state: dict) -> dict[str, str]:
             report[svc] = "healthy" if healthy(svc, info) else "unhealthy"
     if state.get("prometheus"):
         report["prometheus"] = prometheus.health(state["prometheus"])
+    if state.get("logtrim"):
+        report["logtrim"] = "up" if ours(state["logtrim"]) else "down"
     return report
 
 
@@ -397,6 +424,7 @@ def down(state_dir: Path, wipe: bool = False) -> list[str]:
     if state:
         state["services"] = {}
         state.pop("prometheus", None)
+        state.pop("logtrim", None)
         for part in ("s3", "postgres", "kafka"):
             if state.get(part) and not state[part].get("external"):
                 state[part].update(pid=None, started=None)
@@ -420,8 +448,9 @@ _STOP_TIMEOUT = {"kafka": 20.0, "postgres": 30.0}
 
 def _stop_all(state: dict, state_dir: Path) -> list[str]:
     services_ = {svc: info for svc, info in (state.get("services") or {}).items() if ours(info)}
-    if ours(state.get("prometheus")):
-        services_["prometheus"] = state["prometheus"]
+    for extra in ("prometheus", "logtrim"):
+        if ours(state.get(extra)):
+            services_[extra] = state[extra]
     stop_all(list(services_.values()))
     stopped = list(services_)
     for part in ("kafka", "postgres", "s3"):
