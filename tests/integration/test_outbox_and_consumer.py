@@ -439,3 +439,41 @@ async def test_a_unit_of_works_events_are_one_outbox_statement_in_their_order(in
     assert rows[0]["payload"] == json.loads(events[0].model_dump_json())
     assert rows[-1]["payload"] == {"a": "é"} and rows[-1]["headers"] == {"x-replay": "r1"}
     assert all(r["headers"] is None for r in rows[:-1])
+
+
+async def test_the_next_batch_does_not_wait_for_the_offset_commit_before_it(infra, fresh_schema, fresh_topic):
+    """An offset commit is a broker round trip (tansu writes it to its store). The consume loop goes
+    on to the next batch while one is unanswered, and the offsets still reach the broker, in order,
+    once it answers; stopping the consumer sends what is left."""
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
+        consumer = h.consumer()
+        client = consumer._consumer
+        real_commit = client.commit
+        answer = asyncio.Event()
+        asked: list[dict] = []
+
+        async def commit(offsets: dict) -> None:
+            asked.append(dict(offsets))
+            await answer.wait()  # the broker has not answered yet
+            await real_commit(offsets)
+
+        client.commit = commit
+        await produce(h.bootstrap, fresh_topic, [("k0", report("R0").model_dump_json().encode())])
+        more = False
+
+        async def all_applied() -> bool:
+            nonlocal more
+            n = await h.count("SELECT count(*) FROM applied")
+            if n == 1 and not more:  # the first batch applied; its offset commit waits for `answer`
+                more = True
+                await produce(h.bootstrap, fresh_topic, [(f"k{i}", report(f"R{i}").model_dump_json().encode())
+                                                         for i in range(1, 5)])
+            if n < 5:
+                return False
+            answer.set()
+            return True
+
+        await h.run_until(all_applied, timeout=20, consumer=consumer)
+        assert await h.count("SELECT count(*) FROM applied") == 5
+        assert asked and answer.is_set()
+        assert await _committed_through(h, 5)  # every offset committed, the last ones at stop

@@ -27,9 +27,11 @@ READS = 10  # r1's open reads R0 (oldest) .. R9
 class _Relay:
     def __init__(self) -> None:
         self.notified = 0
+        self.at_once: list[bool] = []  # per notify: whether the commit was to go without the quiet gap
 
-    def notify(self) -> None:
+    def notify(self, at_once: bool = False) -> None:
         self.notified += 1
+        self.at_once.append(at_once)
 
 
 async def _pool(dsn: str, max_size: int):
@@ -179,3 +181,35 @@ async def test_two_copies_of_one_vote_at_once_record_it_once(pool):
     assert sorted([a_replayed, b_replayed]) == [False, True] and a.vote_id == b.vote_id
     assert await _scalar(pool, "SELECT count(*) FROM votes") == 1
     assert await _scalar(pool, "SELECT count(*) FROM outbox") == 1
+
+
+async def test_a_vote_that_leaves_its_reader_nothing_next_is_sent_without_the_quiet_gap(pool):
+    """The relay holds a vote for its quiet gap in case more follow; the vote whose answer has no
+    next read (the campaign's last vote is one) is sent at once, on the one-statement path and the
+    locking one alike. A vote with a next read, or one that did not ask for it, waits as before."""
+    res = _res(pool)
+    assert (await next_for(res, "r1", [])).assignment_id == "R0"
+    for i in range(READS - 2):  # R0 .. R7, each answered with the next read
+        vote, _ = await cast_vote(res, "r1", f"R{i}", _body(), f"k{i}", [])
+        assert vote.next_assignment is not None
+    plain, _ = await cast_vote(res, "r1", "R8", _body(), "k8", None)  # not asked: nothing known
+    assert "next_assignment" not in plain.model_dump()
+    assert res.relay.at_once == [False] * (READS - 1)
+    # R9 was never opened here: the locking way, and nothing is left for r1 after it.
+    last, _ = await cast_vote(res, "r1", "R9", _body(), "k9", [])
+    assert last.next_assignment is None
+    assert res.relay.at_once == [False] * (READS - 1) + [True]
+    # The same on the one-statement path: a read opened here, voted with nothing after it.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO studies (study_id, patient_id, protocol, study_instance_uid, report_text, correlation_id)"
+            " VALUES ('S10', 'P', 'cxr-label-verification', '1.2.10', 'report', 'c')")
+        await conn.execute(
+            "INSERT INTO assignments (assignment_id, study_id, reader_id, run_id, difficulty, suggested,"
+            " unmapped, assigned_at) VALUES ('R10', 'S10', 'r1', 'run', 'easy', '[]', '[]', now())")
+        await conn.commit()
+    assert (await next_for(res, "r1", [])).assignment_id == "R10"
+    assert len(opened_reads(res.extra)) == 1  # R10, remembered: its vote takes the one-statement path
+    last, _ = await cast_vote(res, "r1", "R10", _body(), "k10", [])
+    assert len(opened_reads(res.extra)) == 0
+    assert last.next_assignment is None and res.relay.at_once[-1] is True
