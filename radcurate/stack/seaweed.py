@@ -156,7 +156,9 @@ def _write_private(path: Path, text: str) -> None:
 
 def command(home: Path, ports: dict[str, int]) -> list[str]:
     return [
-        str(binary()), "server",
+        # glog writes to stderr (the stack's log) only: by default it also wrote five files of its
+        # own per start into the temp folder, never cleaned.
+        str(binary()), "-logtostderr", "server",
         f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-disableHttp", "-master.telemetry=false",
         # One master, and it says so: it then makes itself leader at once. Without `peers=none` a

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def test_a_stopped_s3_server_comes_back_with_every_acknowledged_object(tmp_path:
         # by the filer giving up on itself.
         assert took < FILER_GRACEFUL_WAIT_S, took
         assert b"graceful stop timed out" not in log.read_bytes()
+        # Its glog lines went to the stack's log only, not to files of its own in the temp folder
+        # (five per start: a test suite's hundreds of starts filled /tmp with them).
+        assert not list(Path(tempfile.gettempdir()).glob(f"weed.*.{info['pid']}")), "glog files in the temp folder"
         seaweed.remove_sockets(info["ports"])
 
         restarted_at = log.stat().st_size
