@@ -17,6 +17,10 @@ when the studies were decided (RADCURATE_CONSENSUS_CHECK_AHEAD=true), and the ac
 agreement report kept once the last one was (release_ahead.py), and where the release's wall time
 went: the ahead round's accepted-studies read and card agreement (rows read, computed), and the
 release's wait for that report beside its checks and its copies (each phase's wall seconds).
+After the hops, "the critical path after all decided" places the consensus service's own marks on
+the same clock (from its log: the ahead round's start and end, the release's start, its checks and
+copies, its files written), and "the client's polls" says how many polls each wait made and their
+mean answer time: the bench's own polling is work the stack does inside the window it measures.
 BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
@@ -29,11 +33,13 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
@@ -93,6 +99,75 @@ def _hops(state: dict, since: float) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+_AHEAD = re.compile(r"ahead of a release: .* in ([\d.]+)s \(started ([\d.]+)s after the last decision noted")
+_CHOSEN = re.compile(r"release \S+: \d+ accepted studies read in ([\d.]+)s \(\w+\); agreement report ([\d.]+)s"
+                     r" \(\w+\); composed ([\d.]+)s; .* done ([\d.]+)s after \(checked ([\d.]+)s, copied ([\d.]+)s\)")
+_BUILT = re.compile(r"release \S+ chosen in ([\d.]+)s, then (.*)$")
+
+
+def _log_marks(lines: list[str], since: float) -> list[tuple[float, str]]:
+    """The consensus service's own marks of the release, on the hops' clock (seconds after
+    `since`, epoch), from its log lines (handlers.choose_release, publish_selection and the ahead
+    round, release_ahead.py): each line's time is when its step ended, and the wall seconds it
+    reports place the steps before it. The log's clock is the local wall clock to the millisecond."""
+    out: list[tuple[float, str]] = []
+    for line in lines:
+        try:
+            at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000 - since
+        except ValueError:
+            continue
+        if at < -1:  # an earlier round or release
+            continue
+        if m := _AHEAD.search(line):
+            took = float(m[1])
+            out += [(at - took - float(m[2]), "consensus: last decision noted"),
+                    (at - took, "consensus: ahead round started (accepted studies, card agreement)"),
+                    (at, "consensus: ahead round done (agreement kept)")]
+        elif m := _CHOSEN.search(line):
+            agreement, composed, after, checked, copied = (float(m[i]) for i in range(2, 7))
+            # Its "agreement report" seconds run from the accepted studies read (and the
+            # passing checks looked up) through the selection to the report in hand; the checks
+            # and copies run beside that in a thread, and the line is written once they are done.
+            waits = at - after - composed - agreement
+            copies_done = at if after > 0.005 else at - after
+            out += [(waits - float(m[1]), "consensus: release's accepted studies read (kept ahead)"),
+                    (waits, "consensus: release selects, then waits for the agreement report"),
+                    (waits + agreement, "consensus: release's agreement report in hand"),
+                    (copies_done - copied - checked, "consensus: release's checks started"),
+                    (copies_done - copied, "consensus: release's checks done, copies started"),
+                    (copies_done, "consensus: release's copies done" if after > 0.005 else
+                     "consensus: release's copies done (at the latest)"),
+                    (at, "consensus: release chosen and composed")]
+        elif m := _BUILT.search(line):
+            phases = [float(x) for x in re.findall(r" ([\d.]+)s(?:,|$)", m[2])]
+            out += [(at - sum(phases) - float(m[1]), "consensus: release started (its event prepared)"),
+                    (at, "consensus: release's files written (manifest last)")]
+    return out
+
+
+class Polls:
+    """A wait's polls: how many, and their mean answer time (what the bench itself asks of the
+    gateway and Postgres inside the window it measures)."""
+
+    def __init__(self) -> None:
+        self.by_wait: dict[str, list[float]] = {}
+
+    def counted(self, what: str, check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        times = self.by_wait.setdefault(what, [])
+
+        async def timed() -> bool:
+            t = time.perf_counter()
+            try:
+                return await check()
+            finally:
+                times.append(time.perf_counter() - t)
+        return timed
+
+    def lines(self) -> list[str]:
+        return [f"    {what}: {len(t)} polls, {1000 * sum(t) / len(t):.1f} ms mean answer, {1000 * sum(t):.0f} ms"
+                " in all" for what, t in self.by_wait.items() if t]
+
+
 def _pyspy(state: dict) -> subprocess.Popen | None:
     """BENCH_PYSPY=/path/to/py-spy: record the consensus service (BENCH_PYSPY_SERVICE: another) over
     the chain's first BENCH_PYSPY_SECONDS (default 6) as collapsed stacks, BENCH_PYSPY_OUT (default
@@ -112,7 +187,8 @@ def _pyspy(state: dict) -> subprocess.Popen | None:
 
 
 async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: int, readers: int, seed: int,
-               out: Path, poll: float) -> None:
+               out: Path, poll: float) -> float:
+    """The chain, printed; returns its start (epoch seconds: the last vote's answer)."""
     t = time.perf_counter()
     summary = await ingest_folder(state, data_dir)
     if summary.ingested != studies:
@@ -142,9 +218,11 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         def lap(step: str) -> None:
             cpu_marks.append((step, stack_cpu(state)))
 
+        polls = Polls()
+
         async def decided() -> bool:
             return await _count(api, "decided") >= sampled
-        await wait_for("consensus", decided, interval=poll)
+        await wait_for("consensus", polls.counted("all decided (/progress)", decided), interval=poll)
         marks.append((time.perf_counter() - t0, "client: every sampled study decided"))
         lap("the release (request -> released)")
         release_id = f"bench-release-{studies}-s{seed}"
@@ -153,7 +231,7 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
 
         async def released() -> bool:
             return (await api.release(release_id))["status"] == "released"
-        await wait_for("the release", released, interval=poll)
+        await wait_for("the release", polls.counted("released (/releases/{id})", released), interval=poll)
         marks.append((time.perf_counter() - t0, "client: release reported released"))
         lap("the download (fetch + verify)")
         release = await api.release(release_id)
@@ -172,6 +250,9 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         print(f"  CPU in the window: {describe(cpu, least=0.01)}")
         for (step, before), (_, after) in zip(cpu_marks, cpu_marks[1:], strict=False):
             print(f"    {step}: {describe(spent(before, after), least=0.01)}")
+        print(f"  the client's polls (every {poll * 1000:.0f} ms):")
+        print("\n".join(polls.lines()))
+        return epoch0
     finally:
         await api.aclose()
 
@@ -195,12 +276,17 @@ def main() -> int:
     t = time.perf_counter()
     state = local.up(work / "stack")
     print(f"  stack up in {time.perf_counter() - t:.1f}s", flush=True)
+    epoch0 = None
     try:
-        asyncio.run(_run(state, data_dir, args.studies, args.sampled, args.target, args.readers, args.seed,
-                         work / "release", args.poll))
+        epoch0 = asyncio.run(_run(state, data_dir, args.studies, args.sampled, args.target, args.readers, args.seed,
+                                  work / "release", args.poll))
     finally:
         local.down(work / "stack")
         lines = (work / "stack" / "logs" / "consensus.log").read_text().splitlines()
+        if epoch0 is not None:
+            print("  the critical path after all decided, from the consensus log (ms after the last vote's answer):")
+            for at, what in sorted(_log_marks(lines, epoch0)):
+                print(f"    {at * 1000:8.0f} ms  {what}")
         ahead = [line for line in lines if "ahead of a release" in line]  # release_ahead.py's rounds
         for line in ahead[-3:] + [line for line in lines if " release " in line or "card agreement" in line]:
             print(f"  consensus log: {line.split(': ', 1)[-1]}")
