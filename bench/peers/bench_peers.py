@@ -273,9 +273,18 @@ def run_label_studio(executable: Path, archive_tasks: list[Task], votes: int, cl
     print(f"  {done} annotations, read+submit p50 {_pct(latencies, 50):.0f} ms p99 {_pct(latencies, 99):.0f} ms; "
           f"{failed} submissions failed (500 or no answer in 300 s; sent again unless the task then showed an "
           f"annotation); "
-          f"the export holds {exported} annotations for {votes} submitted"
-          f"{' (duplicates left by failed submissions)' if exported > votes else ''}", flush=True)
+          f"the export holds {exported} annotations for {votes} submitted{_duplicates(exported, votes, failed)}",
+          flush=True)
     return clock
+
+
+def _duplicates(exported: int, votes: int, failed: int) -> str:
+    """Where an export's extra annotations come from: with no submission failed, they are Label
+    Studio's own retries of writes sqlite refused as locked (each answered 201 once)."""
+    if exported <= votes:
+        return ""
+    return (" (duplicates: Label Studio's own retries of locked sqlite writes, or submissions sent again)"
+            if failed else " (duplicates: Label Studio's own retries of locked sqlite writes; no submission failed)")
 
 
 def _pct(xs: list[float], p: int) -> float:
