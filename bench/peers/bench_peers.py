@@ -14,7 +14,11 @@ labels RadCurate's rules extractor + lexicon mapper suggest for them). Rows:
   catching up, selection, release build, download); Label Studio's JSON export of the annotated tasks.
 
 The two run one after the other (RadCurate's stack is stopped before Label Studio starts), and the
-load average of the shared machine is printed next to every figure.
+load average of the shared machine is printed next to every figure. Each row is also given in CPU
+seconds (every process of each side, read from /proc, with and without the bench's own client), a
+ratio the load does not move as it moves the wall. `--ls-db postgres` runs Label Studio on
+PostgreSQL (the stack's embedded server, its CPU counted on Label Studio's side) instead of its
+default sqlite, which serialises the 50 annotators' writes.
 Run: PYTHONPATH=$PWD .venv/bin/python bench/peers/bench_peers.py [--tasks N] [--votes N]
 """
 
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import csv
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -32,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import psycopg
+from psycopg import sql as psql
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -39,8 +46,9 @@ from label_studio import LabelStudio, Task  # noqa: E402
 
 from radcurate.campaign import synth_pool  # noqa: E402
 from radcurate.client import Gateway  # noqa: E402
+from radcurate.cpu_clock import CLIENT, describe, process_cpu, spent, stack_cpu  # noqa: E402
 from radcurate.demo import download_release, ingest_folder, scaled_plan, synth_data, wait_for  # noqa: E402
-from radcurate.stack import local  # noqa: E402
+from radcurate.stack import local, procs  # noqa: E402
 from services.common.contracts import Protocol  # noqa: E402
 from services.common.taxonomy import load_taxonomy  # noqa: E402
 
@@ -54,16 +62,31 @@ def load() -> str:
 
 
 class Clock:
-    """Times named steps and keeps the load average at each step's end."""
+    """Times named steps: wall seconds, the load average at the step's end and the CPU seconds each
+    process of the side spent in it (from /proc: on the shared machine the wall follows the load,
+    a process's CPU clock does not). `sample` reads the side's CPU per process, this one included."""
 
-    def __init__(self) -> None:
+    def __init__(self, sample: Callable[[], dict[str, float]]) -> None:
+        self.sample = sample
         self.seconds: dict[str, float] = {}
         self.load: dict[str, str] = {}
+        self.cpu: dict[str, dict[str, float]] = {}
+        self._cpu_at: dict[str, float] = {}
+
+    def start(self) -> float:
+        """The step starts now: its CPU is counted from here; returns the wall clock for `record`."""
+        self._cpu_at = self.sample()
+        return time.perf_counter()
 
     def record(self, step: str, started: float) -> None:
         self.seconds[step] = time.perf_counter() - started
+        self.cpu[step] = spent(self._cpu_at, self.sample())
         self.load[step] = load()
-        print(f"  {step}: {self.seconds[step]:.1f}s (load {self.load[step]})", flush=True)
+        print(f"  {step}: {self.seconds[step]:.1f}s (load {self.load[step]}), {describe(self.cpu[step])}",
+              flush=True)
+
+    def cpu_total(self, step: str) -> float:
+        return sum(self.cpu[step].values())
 
 
 def archive(tasks: int, seed: int, data_dir: Path) -> list[Task]:
@@ -117,7 +140,7 @@ async def _reviewer(http: httpx.AsyncClient, token: str, latencies: list[float])
 
 async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clients: int, seed: int,
                      out: Path, clock: Clock) -> dict:
-    started = time.perf_counter()
+    started = clock.start()
     summary = await ingest_folder(state, data_dir)
     if summary.ingested != studies:
         raise RuntimeError(f"ingested {summary.ingested} of {studies} ({len(summary.rejected)} rejected)")
@@ -140,14 +163,14 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
         latencies: list[float] = []
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        started = time.perf_counter()
+        started = clock.start()
         async with httpx.AsyncClient(base_url=state["gateway_url"], limits=limits, timeout=120) as http:
             cast = sum(await asyncio.gather(*(_reviewer(http, t, latencies) for t in tokens)))
         clock.record("annotate", started)
         if cast != 3 * n:
             raise RuntimeError(f"{cast} votes cast, {3 * n} expected")
 
-        started = time.perf_counter()
+        started = clock.start()
 
         async def all_decided() -> bool:
             return await _funnel_count(api, "decided") >= n
@@ -169,10 +192,10 @@ async def _radcurate(state: dict, data_dir: Path, studies: int, votes: int, clie
 
 def run_radcurate(tasks: int, votes: int, clients: int, seed: int, data_dir: Path, work: Path) -> Clock:
     print(f"RadCurate: {tasks} studies, {votes} votes from {clients} clients", flush=True)
-    clock = Clock()
     state_dir = work / "radcurate-stack"
     t = time.perf_counter()
     state = local.up(state_dir)
+    clock = Clock(lambda: stack_cpu(state))  # every process of the stack and this one (the client)
     print(f"  stack up in {time.perf_counter() - t:.1f}s (not timed)", flush=True)
     try:
         result = asyncio.run(_radcurate(state, data_dir, tasks, votes, clients, seed, work / "release", clock))
@@ -185,35 +208,83 @@ def run_radcurate(tasks: int, votes: int, clients: int, seed: int, data_dir: Pat
 
 # --- Label Studio ------------------------------------------------------------------------------
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every live descendant (each figure already holds its reaped children)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += process_cpu(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                pass
+    return total
+
+
+def _postgres_for_label_studio(work: Path) -> tuple[dict, dict[str, str]]:
+    """A fresh Postgres (the stack's embedded server and settings) with a database for Label Studio:
+    the process entry to stop it and Label Studio's POSTGRE_* settings."""
+    from radcurate.stack import postgres
+
+    pg = postgres.start(work / "label-studio-pg" / "data", work / "label-studio-pg" / "postgres.log")
+    password = secrets.token_hex(16)
+    with psycopg.connect(pg["admin_dsn"], autocommit=True) as conn:
+        conn.execute(psql.SQL("CREATE ROLE labelstudio LOGIN PASSWORD {}").format(psql.Literal(password)))
+        conn.execute("CREATE DATABASE labelstudio OWNER labelstudio")
+    return pg, {"POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": str(pg["port"]), "POSTGRE_NAME": "labelstudio",
+                "POSTGRE_USER": "labelstudio", "POSTGRE_PASSWORD": password}
+
+
 def run_label_studio(executable: Path, archive_tasks: list[Task], votes: int, clients: int, data: Path,
-                     work: Path) -> Clock:
-    print(f"Label Studio: {len(archive_tasks)} tasks, {votes} annotations from {clients} clients", flush=True)
-    clock = Clock()
-    ls = LabelStudio(executable, data)
-    print(f"  started (migrations on an empty sqlite) in {ls.start():.1f}s (not timed)", flush=True)
+                     work: Path, db: str = "sqlite") -> Clock:
+    print(f"Label Studio: {len(archive_tasks)} tasks, {votes} annotations from {clients} clients, on {db}",
+          flush=True)
+    pg, settings = _postgres_for_label_studio(work) if db == "postgres" else (None, None)
+    ls = LabelStudio(executable, data, settings)
+    try:
+        print(f"  started (migrations on an empty {db}) in {ls.start():.1f}s (not timed)", flush=True)
+    except BaseException:
+        procs.stop(pg)
+        raise
+
+    def cpu() -> dict[str, float]:  # its server, the database server it uses (if not in-process), this client
+        return {"label-studio": tree_cpu(ls.pid), **({"postgres": tree_cpu(pg["pid"])} if pg else {}),
+                CLIENT: process_cpu(os.getpid())}
+    clock = Clock(cpu)
     try:
         project = ls.create_project(load_taxonomy("cxr").label_ids)
-        started = time.perf_counter()
+        started = clock.start()
         ids = ls.import_tasks(project, archive_tasks)
         clock.record("import", started)
-        started = time.perf_counter()
+        started = clock.start()
         done, latencies, failed = asyncio.run(ls.annotate(list(zip(ids, archive_tasks, strict=True))[:votes], clients))
         clock.record("annotate", started)
         if done != votes:
             raise RuntimeError(f"{done} annotations submitted, {votes} expected")
-        started = time.perf_counter()
+        started = clock.start()
         exported = ls.export(project, work / "label-studio-export.json")
         clock.record("export", started)
         if exported < votes:
             raise RuntimeError(f"the export holds {exported} annotations, {votes} expected")
     finally:
         ls.stop()
+        procs.stop(pg)
     print(f"  {done} annotations, read+submit p50 {_pct(latencies, 50):.0f} ms p99 {_pct(latencies, 99):.0f} ms; "
           f"{failed} submissions failed (500 or no answer in 300 s; sent again unless the task then showed an "
           f"annotation); "
-          f"the export holds {exported} annotations for {votes} submitted"
-          f"{' (duplicates left by failed submissions)' if exported > votes else ''}", flush=True)
+          f"the export holds {exported} annotations for {votes} submitted{_duplicates(exported, votes, failed)}",
+          flush=True)
     return clock
+
+
+def _duplicates(exported: int, votes: int, failed: int) -> str:
+    """Where an export's extra annotations come from: with no submission failed, they are Label
+    Studio's own retries of writes sqlite refused as locked (each answered 201 once)."""
+    if exported <= votes:
+        return ""
+    return (" (duplicates: Label Studio's own retries of locked sqlite writes, or submissions sent again)"
+            if failed else " (duplicates: Label Studio's own retries of locked sqlite writes; no submission failed)")
 
 
 def _pct(xs: list[float], p: int) -> float:
@@ -232,6 +303,21 @@ def print_table(rc: Clock, ls: Clock, tasks: int, votes: int) -> None:
         print(f"{what[row]:<34} {rc.seconds[row]:>9.1f}s {rc.load[row]:>14} {ls.seconds[row]:>12.1f}s "
               f"{ls.load[row]:>14} {ratio:>7.2f}x  >= {GOAL:.0f}x {'met' if ratio >= GOAL else 'NOT met'}")
     print(f"(load = 1/5/15-min load average of the shared {os.cpu_count()}-core machine at the step's end)")
+    # CPU seconds do not follow the load as the wall does: the same rows as CPU, every process of each
+    # side (RadCurate's stack, Label Studio's server) with and without this process, the client
+    print()
+    print(f"{'row, CPU seconds':<34} {'RadCurate':>10} {'no client':>10} {'Label Studio':>13} {'no client':>10} "
+          f"{'LS / RC':>8} {'no client':>10}")
+    print("-" * 102)
+    for row in ROWS:
+        rc_all, ls_all = rc.cpu_total(row), ls.cpu_total(row)
+        rc_srv, ls_srv = rc_all - rc.cpu[row].get(CLIENT, 0.0), ls_all - ls.cpu[row].get(CLIENT, 0.0)
+        print(f"{what[row]:<34} {rc_all:>9.1f}s {rc_srv:>9.1f}s {ls_all:>12.1f}s {ls_srv:>9.1f}s "
+              f"{_ratio(ls_all, rc_all):>8} {_ratio(ls_srv, rc_srv):>10}")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "-"
 
 
 def main() -> int:
@@ -245,6 +331,10 @@ def main() -> int:
     parser.add_argument("--ls-data", type=Path, default=Path(".bench-peers/label-studio-data"),
                         help="Label Studio's data dir (wiped at start)")
     parser.add_argument("--only", choices=("radcurate", "label-studio"), help="run one side only (tries)")
+    parser.add_argument("--ls-db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="Label Studio's database: its default sqlite (as `label-studio start` runs), or "
+                             "PostgreSQL (its docs' advice past a trial; the stack's embedded server, counted "
+                             "in its CPU)")
     args = parser.parse_args()
     votes = args.votes - args.votes % 3
     if not 3 <= votes <= 3 * args.tasks or votes > args.tasks:
@@ -261,7 +351,8 @@ def main() -> int:
     try:
         rc = run_radcurate(args.tasks, votes, args.clients, args.seed, data_dir, work) \
             if args.only != "label-studio" else None
-        ls = run_label_studio(args.label_studio, tasks, votes, args.clients, args.ls_data, work) \
+        ls = run_label_studio(args.label_studio, tasks, votes, args.clients, args.ls_data, work,
+                              args.ls_db) \
             if args.only != "radcurate" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)

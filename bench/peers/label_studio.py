@@ -64,8 +64,10 @@ def _free_port() -> int:
 class LabelStudio:
     """A fresh Label Studio server on loopback with a pre-created user and legacy API token."""
 
-    def __init__(self, executable: Path, data_dir: Path) -> None:
-        self.executable, self.data_dir = executable, data_dir
+    def __init__(self, executable: Path, data_dir: Path, database: dict[str, str] | None = None) -> None:
+        """`database`: Label Studio's PostgreSQL settings (POSTGRE_HOST, _PORT, _NAME, _USER,
+        _PASSWORD), the backend its docs advise for more than a trial; None: its default sqlite."""
+        self.executable, self.data_dir, self.database = executable, data_dir, database
         self.token = secrets.token_hex(20)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,7 +77,8 @@ class LabelStudio:
         """Start from an empty data dir (migrations included); returns the seconds until it answered."""
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True)
-        env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir), "DJANGO_DB": "sqlite",
+        db = {"DJANGO_DB": "default", **self.database} if self.database else {"DJANGO_DB": "sqlite"}
+        env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir), **db,
                # local and offline: no version check, analytics or Sentry
                "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "",
                "FRONTEND_SENTRY_DSN": "", "LOG_LEVEL": "WARNING"}
@@ -98,6 +101,12 @@ class LabelStudio:
                 pass
             time.sleep(1)
         raise RuntimeError(f"label-studio did not answer within {timeout:.0f}s")
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("label-studio is not started")
+        return self.proc.pid
 
     @property
     def headers(self) -> dict[str, str]:
