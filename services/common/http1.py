@@ -9,10 +9,11 @@ only what that needs: one request at a time per connection, connections kept ali
 pool, the response parsed by httptools (uvicorn's parser) and handed to httpx2 whole (~0.75
 instead of ~1.05 ms of client CPU per call on the LLM path, bench/bench_llm.py).
 
-Everything above the transport stays the openai client's: URL, auth and headers, timeouts,
-status errors, response decoding and JSON. Failures are raised as httpx2's exceptions, so the
-openai client maps them as it maps its other transports' (timeouts to APITimeoutError, the
-rest to APIConnectionError), and the LLM client's retry policy sees the same errors.
+What goes on the wire stays the openai client's: URL, auth and headers, timeouts. Failures are
+raised as httpx2's exceptions, so the openai client maps them as it maps its other transports'
+(timeouts to APITimeoutError, the rest to APIConnectionError), and the LLM client's retry policy
+sees the same errors. The LLM client's calls skip httpx2's request and response objects: they
+send the request head the openai client built once through `send` (services.common.llm._DirectRoute).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import cast
 
 import httptools
@@ -29,6 +31,11 @@ import httpx2
 Origin = tuple[bytes, str, int]  # scheme, host, port
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
 _BODY_IN_HEAD_MAX = 64 * 1024  # a body up to this size goes out in the same write as the head
+
+
+def origin_of(url: httpx2.URL) -> Origin:
+    """The (scheme, host, port) a URL's connections are pooled by."""
+    return url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80)
 
 
 class Connection(asyncio.Protocol):
@@ -137,21 +144,29 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         self._open: set[Connection] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        timeouts = request.extensions.get("timeout", {})
         url = request.url
-        origin: Origin = (url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80))
         try:
             body = request.content
         except httpx2.RequestNotRead:  # a streamed body: the openai client sends none on this path
             body = await request.aread()
         head = b"".join([request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n",
                          *[b"%s: %s\r\n" % pair for pair in request.headers.raw], b"\r\n"])
+        status, headers, content = await self.send(origin_of(url), head, body,
+                                                   request.extensions.get("timeout", {}), request)
+        return httpx2.Response(status, headers=headers, content=content, request=request,
+                               extensions={"http_version": b"HTTP/1.1"})
+
+    async def send(self, origin: Origin, head: bytes, body: bytes, timeouts: Mapping[str, float | None],
+                   request: httpx2.Request | None = None) -> Answer:
+        """One request already written out (`head` ends with the blank line) on a pooled
+        connection, and its whole answer. Failures are httpx2's exceptions (carrying `request`
+        when given). The LLM client sends its calls through here directly (services.common.llm)."""
         await self._acquire(timeouts.get("pool"), request)
         try:
             connection = self._idle_connection(origin) or await self._connect(origin, timeouts.get("connect"), request)
             try:
                 async with asyncio.timeout(timeouts.get("read")):
-                    status, headers, content = await connection.exchange(head, body)
+                    return await connection.exchange(head, body)
             except TimeoutError:
                 connection.close()
                 raise httpx2.ReadTimeout("the server did not answer in time", request=request) from None
@@ -162,10 +177,8 @@ class Http1Transport(httpx2.AsyncBaseTransport):
                 self._release(origin, connection)
         finally:
             self._slots.release()
-        return httpx2.Response(status, headers=headers, content=content, request=request,
-                               extensions={"http_version": b"HTTP/1.1"})
 
-    async def _acquire(self, timeout: float | None, request: httpx2.Request) -> None:
+    async def _acquire(self, timeout: float | None, request: httpx2.Request | None) -> None:
         if not self._slots.locked():
             await self._slots.acquire()  # returns at once: no timer to arm
             return
@@ -186,7 +199,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
             self._open.discard(connection)
         return None
 
-    async def _connect(self, origin: Origin, timeout: float | None, request: httpx2.Request) -> Connection:
+    async def _connect(self, origin: Origin, timeout: float | None, request: httpx2.Request | None) -> Connection:
         scheme, host, port = origin
         context = self._tls() if scheme == b"https" else None
         try:
