@@ -262,9 +262,9 @@ def parse_json_object(content: str) -> dict[str, Any]:
     return value
 
 
-def _json(value: Any) -> str:
-    """JSON as the openai client encodes a body (UTF-8, compact, no NaN)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# JSON as the openai client encodes a body (UTF-8, compact, no NaN). One encoder for every call:
+# `json.dumps` with options builds a new one each time (~0.8 us of the ~2 it takes for a message).
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 @functools.lru_cache(maxsize=16)
