@@ -409,7 +409,8 @@ class _DirectRoute:
     def _request(self, body: bytes) -> httpx2.Request:
         """The request as the openai client would have built it, for an error to carry."""
         template = self._template
-        return httpx2.Request(template.method, template.url, headers=template.headers.raw, content=body,
+        headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
+        return httpx2.Request(template.method, template.url, headers=headers, content=body,
                               extensions=template.extensions)
 
     def _response(self, body: bytes, answer: Answer) -> httpx2.Response:

@@ -315,7 +315,7 @@ async def test_a_status_error_on_the_direct_route_is_the_openai_clients_own(scri
     assert type(direct) is type(whole_way) and str(direct) == str(whole_way)
     assert (direct.status_code, direct.body) == (whole_way.status_code, whole_way.body)
     assert direct.response.headers.get("retry-after") == whole_way.response.headers.get("retry-after")
-    assert direct.request.url == whole_way.request.url
+    assert (direct.request.url, direct.request.headers) == (whole_way.request.url, whole_way.request.headers)
 
 
 UTF8_ANSWER = {"text": "\u2264 5 mm, \u00e9panchement"}
