@@ -290,6 +290,30 @@ async def test_a_header_that_changes_per_call_keeps_the_calls_on_the_openai_clie
     assert len(keys) == 2 and keys[0] != keys[1]
 
 
+async def test_an_sdk_whose_request_cannot_be_built_ahead_still_gets_every_call_through(scripted_server,
+                                                                                        monkeypatch):
+    url, seen, answers = scripted_server
+    answers.append(http_answer("200 OK", COMPLETION, JSON_TYPE))
+    client = client_for(url)
+    built = []
+
+    def build_on_the_calls_way_only(options, **kwargs):  # as if the SDK's steps had changed
+        if options.idempotency_key.startswith("radcurate-probe-"):
+            raise TypeError("an SDK whose steps differ")
+        built.append(options)
+        return type(client._openai)._build_request(client._openai, options, **kwargs)
+
+    monkeypatch.setattr(client._openai, "_build_request", build_on_the_calls_way_only)
+    try:
+        for _ in range(2):
+            reply = await client.complete([{"role": "user", "content": "x"}], schema_name="s",
+                                          schema={"type": "object"})
+            assert reply.content == '{"ok": 1}'
+    finally:
+        await client.aclose()
+    assert client._route is None and len(built) == len(seen) == 2
+
+
 ERRORS = {
     "400 with the API's message": http_answer("400 Bad Request", b'{"error": {"message": "bad schema"}}', JSON_TYPE),
     "401": http_answer("401 Unauthorized", b'{"error": {"message": "no key"}}', JSON_TYPE),
