@@ -33,12 +33,13 @@ from typing import Any, Protocol, TypeVar
 
 import httpx2
 import openai
+from openai._models import FinalRequestOptions
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import metrics, phi
 from services.common.failures import PermanentError, TransientError
-from services.common.http1 import Http1Transport
+from services.common.http1 import Answer, Http1Transport, Origin, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +262,9 @@ def parse_json_object(content: str) -> dict[str, Any]:
     return value
 
 
-def _json(value: Any) -> str:
-    """JSON as the openai client encodes a body (UTF-8, compact, no NaN)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# JSON as the openai client encodes a body (UTF-8, compact, no NaN). One encoder for every call:
+# `json.dumps` with options builds a new one each time (~0.8 us of the ~2 it takes for a message).
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 @functools.lru_cache(maxsize=16)
@@ -323,6 +324,110 @@ class DirectHttpClient(openai.DefaultAsyncHttpxClient):
         return response
 
 
+class _DirectRoute:
+    """A chat completion POSTed straight to the Http1Transport, with the openai client's own
+    request head.
+
+    Why: the openai client's way from `post()` to the transport (its options model copied twice,
+    headers merged and normalised through httpx2.Headers several times, the URL parsed, an
+    httpx2.Request and Response built, the response wrapped, parsed and unwrapped) was half of the
+    LLM client's CPU per call at C = 128 (bench/bench_llm.py), and everything it computes is the
+    same on every call but the body: this client is built here with a fixed key, no proxy and no
+    auth flow. So the openai client builds one request, through its own steps, and its request
+    line and headers are sent on every call with the body's Content-Length; the answer is read as
+    the openai client reads it (JSON when the Content-Type says so, else the text), and failures
+    are raised as its own errors, built by its own code: a timeout as APITimeoutError, a broken
+    connection as APIConnectionError, a 4xx/5xx as the status's APIStatusError with the server's
+    message and headers (Retry-After). A redirect goes the openai client's whole way, which follows it.
+    """
+
+    __slots__ = ("_openai", "_transport", "_origin", "_head", "_timeouts", "_template")
+
+    def __init__(self, client: openai.AsyncOpenAI, transport: Http1Transport, template: httpx2.Request) -> None:
+        self._openai, self._transport, self._template = client, transport, template
+        self._origin: Origin = origin_of(template.url)
+        self._timeouts: dict[str, float | None] = template.extensions.get("timeout", {})
+        self._head = b"".join([template.method.encode(), b" ", template.url.raw_path, b" HTTP/1.1\r\n",
+                               *[b"%s: %s\r\n" % (name, value) for name, value in template.headers.raw
+                                 if name.lower() != b"content-length"]])
+
+    @classmethod
+    async def find(cls, client: openai.AsyncOpenAI, url: str, options: Mapping[str, Any]) -> _DirectRoute | None:
+        """The route, if every call's request would be the same but for its body; else None, and
+        the calls go the openai client's whole way: a proxy or another transport for the URL, an
+        auth flow, or any header that differs between two requests (an idempotency key, a token)."""
+        http = client._client
+        if (not isinstance(http, DirectHttpClient) or http.auth is not None or client.custom_auth is not None
+                or getattr(client, "_workload_identity_auth", None) is not None
+                or getattr(client, "_provider_runtime", None) is not None):
+            return None
+        built = []
+        try:  # the openai client's own steps (AsyncAPIClient.request), as far as the transport
+            for attempt in range(2):
+                probe = {**options, "idempotency_key": f"radcurate-probe-{attempt}"}
+                prepared = await client._prepare_options(
+                    FinalRequestOptions.construct(method="post", url=url, content=b"", **probe))
+                request = client._build_request(prepared)
+                await client._prepare_request(request)
+                built.append(request)
+        except Exception:  # an SDK whose steps differ (the tests pin that this one's are taken)
+            log.warning("LLM calls go the openai client's whole way: its request could not be built ahead",
+                        exc_info=True)
+            return None
+        first, second = built
+        transport = http._transport_for_url(first.url)
+        if (not isinstance(transport, Http1Transport) or first.headers.raw != second.headers.raw
+                or first.url != second.url):
+            return None
+        return cls(client, transport, first)
+
+    async def post(self, body: bytes) -> Any:
+        """The answer's JSON (or text), or `_FOLLOW` for a redirect, which the caller sends the
+        openai client's way."""
+        if self._openai._client.is_closed:
+            return _FOLLOW  # the openai client raises its own error for a closed client
+        try:
+            answer = await self._transport.send(self._origin, b"%sContent-Length: %d\r\n\r\n" % (self._head, len(body)),
+                                                body, self._timeouts)
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=self._request(body)) from exc
+        except httpx2.RequestError as exc:
+            raise openai.APIConnectionError(request=self._request(body)) from exc
+        status, headers, content = answer
+        if 300 <= status < 400:
+            return _FOLLOW
+        content_type = encoding = b""
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-encoding":
+                encoding = value
+        if encoding or not 200 <= status < 300:
+            response = self._response(body, answer)
+            if not 200 <= status < 300:
+                raise self._openai._make_status_error_from_response(response)
+            content = response.content  # decoded as httpx2 decodes it (gzip, deflate, ...)
+        if content_type.split(b";", 1)[0].strip().endswith(b"json"):
+            return json.loads(content)
+        return self._response(body, (status, headers, content)).text
+
+    def _request(self, body: bytes) -> httpx2.Request:
+        """The request as the openai client would have built it, for an error to carry."""
+        template = self._template
+        headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
+        return httpx2.Request(template.method, template.url, headers=headers, content=body,
+                              extensions=template.extensions)
+
+    def _response(self, body: bytes, answer: Answer) -> httpx2.Response:
+        status, headers, content = answer
+        return httpx2.Response(status, headers=headers, content=content, request=self._request(body),
+                               extensions={"http_version": b"HTTP/1.1"})
+
+
+_FOLLOW = object()  # a redirect: send the call the openai client's whole way
+
+
 class _Flight:
     """One answer being computed, and how many callers besides the first wait for it."""
 
@@ -358,9 +463,9 @@ class LlmClient:
         # The endpoint as an absolute URL, joined once: a relative path is parsed, joined to the
         # base URL and parsed again on every call (~5% of the client's CPU per call).
         self._completions_url = str(self._openai.base_url.join("chat/completions"))
-        # The openai client makes an idempotency key (a uuid4, ~1.5% of the CPU per call) for
-        # every POST that has none, and the OpenAI API client never sends it: given one, unique
-        # per call all the same, in case a later SDK does send it.
+        # The openai client makes an idempotency key (a uuid4) for every POST that has none, and
+        # this SDK never sends it: a call that goes its whole way is given one, unique per call all
+        # the same, in case a later SDK does send it (then no call takes the direct route).
         self._idempotency_keys = map(f"radcurate-{uuid.uuid4()}-{{}}".format, itertools.count())
         # The labelled series, looked up once: `labels()` takes a lock and walks a dict per call.
         labels = (config.service, BACKEND, config.model)
@@ -368,6 +473,10 @@ class LlmClient:
                           for outcome in ("ok", "error", "cache_hit")}
         self._latency = metrics.LLM_LATENCY.labels(*labels)
         self._tokens = {kind: metrics.LLM_TOKENS.labels(*labels, kind) for kind in ("prompt", "completion")}
+        # What every call sends but its body, found on the first call (services.common.llm._DirectRoute).
+        self._route: _DirectRoute | None = None
+        self._route_found = False
+        self._route_lock = asyncio.Lock()
         self._in_flight: dict[str, _Flight] = {}
         self._handed_over: set[asyncio.Task[dict[str, Any]]] = set()  # referenced until done
 
@@ -469,14 +578,7 @@ class LlmClient:
         async with self._slots:
             started = time.perf_counter()
             try:
-                completion = await self._openai.post(
-                    self._completions_url, cast_to=object,
-                    content=request_body(self.config.model, messages, response_format),
-                    # The client's own values, given per request: an option left out is filled with
-                    # a deep copy of its default, ~40% of building the request's options.
-                    options={"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
-                             "headers": dict(_NO_SDK_TELEMETRY), "idempotency_key": next(self._idempotency_keys)},
-                )
+                completion = await self._post(request_body(self.config.model, messages, response_format))
             except openai.APIError:
                 self._requests["error"].inc()
                 raise
@@ -484,6 +586,27 @@ class LlmClient:
                 self._latency.observe(time.perf_counter() - started)
         self._requests["ok"].inc()
         return self._reply(completion)
+
+    def _options(self) -> dict[str, Any]:
+        # The client's own values, given per request: an option left out is filled with a deep
+        # copy of its default, ~40% of building the request's options.
+        return {"security": _BEARER_AUTH, "max_retries": 0, "timeout": self.config.timeout_s,
+                "headers": dict(_NO_SDK_TELEMETRY)}
+
+    async def _post(self, body: bytes) -> Any:
+        """The completion's JSON: straight to the transport when every call's request is the same
+        but for its body (_DirectRoute), else (and for a redirect) the openai client's whole way."""
+        if not self._route_found:
+            async with self._route_lock:
+                if not self._route_found:
+                    self._route = await _DirectRoute.find(self._openai, self._completions_url, self._options())
+                    self._route_found = True
+        if self._route is not None:
+            answer = await self._route.post(body)
+            if answer is not _FOLLOW:
+                return answer
+        return await self._openai.post(self._completions_url, cast_to=object, content=body,
+                                       options={**self._options(), "idempotency_key": next(self._idempotency_keys)})
 
     def _reply(self, completion: Any) -> LlmReply:
         """The reply read from the completion's JSON as sent: building the openai client's typed

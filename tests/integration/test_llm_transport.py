@@ -206,3 +206,162 @@ async def test_a_redirected_call_is_followed_as_httpx2_follows_it():
             await client.aclose()
     assert (reply.content, reply.prompt_tokens) == ('{"ok": 1}', 3)
     assert paths[-2:] == [b"/v1/chat/completions", b"/v2/chat/completions"]
+
+
+# --- the direct route: the openai client's own request, sent straight to the transport ------
+
+
+@pytest.fixture
+async def scripted_server() -> AsyncIterator[tuple[str, list[bytes], list[bytes]]]:
+    """A socket server answering with the raw responses appended to its `answers` list, in turn
+    (the last one again when they run out); yields its /v1 URL, the requests it read (head and
+    body, as sent) and the answers."""
+    seen: list[bytes] = []
+    answers: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                seen.append(head + await reader.readexactly(length))
+                writer.write(answers[min(len(seen), len(answers)) - 1])
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", seen, answers
+
+
+def http_answer(status: str, body: bytes, *headers: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        status.encode(), b"".join(header + b"\r\n" for header in headers), len(body), body)
+
+
+COMPLETION = json.dumps({"choices": [{"message": {"role": "assistant", "content": '{"ok": 1}'}}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+JSON_TYPE = b"Content-Type: application/json"
+
+
+def openai_way_only(client: LlmClient) -> LlmClient:
+    """The client with its direct route turned off: every call goes the openai client's whole way."""
+    client._route, client._route_found = None, True
+    return client
+
+
+async def test_the_direct_route_sends_the_openai_clients_own_request_byte_for_byte(scripted_server, monkeypatch):
+    url, seen, answers = scripted_server
+    answers.append(http_answer("200 OK", COMPLETION, JSON_TYPE))
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test")  # headers the openai client adds are sent as it adds them
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
+    direct, whole_way = client_for(url), openai_way_only(client_for(url))
+    conversation = [{"role": "user", "content": "Small left effusion."}]
+    try:
+        for client in (direct, whole_way, direct):
+            reply = await client.complete(conversation, schema_name="s", schema={"type": "object"})
+            assert (reply.content, reply.prompt_tokens, reply.completion_tokens) == ('{"ok": 1}', 3, 2)
+        assert direct._route is not None  # the direct route was taken
+    finally:
+        await direct.aclose()
+        await whole_way.aclose()
+    assert seen[0] == seen[1] == seen[2]
+    assert b"\r\nopenai-organization: org-test\r\n" in seen[0] and b"\r\nopenai-project: proj-test\r\n" in seen[0]
+
+
+async def test_a_header_that_changes_per_call_keeps_the_calls_on_the_openai_clients_way(scripted_server):
+    """A request the openai client would build differently each time (here: an idempotency key,
+    which this SDK does not send) is never replayed: every call goes its whole way."""
+    url, seen, answers = scripted_server
+    answers.append(http_answer("200 OK", COMPLETION, JSON_TYPE))
+    client = client_for(url)
+    client._openai._idempotency_header = "Idempotency-Key"
+    try:
+        for _ in range(2):
+            await client.complete([{"role": "user", "content": "x"}], schema_name="s", schema={"type": "object"})
+    finally:
+        await client.aclose()
+    assert client._route is None
+    keys = [line for request in seen for line in request.split(b"\r\n") if line.lower().startswith(b"idempotency-key:")]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+async def test_an_sdk_whose_request_cannot_be_built_ahead_still_gets_every_call_through(scripted_server,
+                                                                                        monkeypatch):
+    url, seen, answers = scripted_server
+    answers.append(http_answer("200 OK", COMPLETION, JSON_TYPE))
+    client = client_for(url)
+    built = []
+
+    def build_on_the_calls_way_only(options, **kwargs):  # as if the SDK's steps had changed
+        if options.idempotency_key.startswith("radcurate-probe-"):
+            raise TypeError("an SDK whose steps differ")
+        built.append(options)
+        return type(client._openai)._build_request(client._openai, options, **kwargs)
+
+    monkeypatch.setattr(client._openai, "_build_request", build_on_the_calls_way_only)
+    try:
+        for _ in range(2):
+            reply = await client.complete([{"role": "user", "content": "x"}], schema_name="s",
+                                          schema={"type": "object"})
+            assert reply.content == '{"ok": 1}'
+    finally:
+        await client.aclose()
+    assert client._route is None and len(built) == len(seen) == 2
+
+
+ERRORS = {
+    "400 with the API's message": http_answer("400 Bad Request", b'{"error": {"message": "bad schema"}}', JSON_TYPE),
+    "401": http_answer("401 Unauthorized", b'{"error": {"message": "no key"}}', JSON_TYPE),
+    "429 with Retry-After": http_answer("429 Too Many Requests", b'{"error": {"message": "slow down"}}',
+                                        JSON_TYPE, b"Retry-After: 7"),
+    "503 as text": http_answer("503 Service Unavailable", b"overloaded", b"Content-Type: text/plain"),
+}
+
+
+@pytest.mark.parametrize("answer", list(ERRORS))
+async def test_a_status_error_on_the_direct_route_is_the_openai_clients_own(scripted_server, answer):
+    url, _, answers = scripted_server
+    answers.append(ERRORS[answer])
+    raised = []
+    for client in (client_for(url), openai_way_only(client_for(url))):
+        try:
+            with pytest.raises(openai.APIStatusError) as error:
+                await client._post(b'{"model": "m"}')
+        finally:
+            await client.aclose()
+        raised.append(error.value)
+    direct, whole_way = raised
+    assert type(direct) is type(whole_way) and str(direct) == str(whole_way)
+    assert (direct.status_code, direct.body) == (whole_way.status_code, whole_way.body)
+    assert direct.response.headers.get("retry-after") == whole_way.response.headers.get("retry-after")
+    assert (direct.request.url, direct.request.headers) == (whole_way.request.url, whole_way.request.headers)
+
+
+UTF8_ANSWER = {"text": "\u2264 5 mm, \u00e9panchement"}
+ANSWERS = {  # name: (the raw answer, what the openai client reads from it)
+    **{name: (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra + b"\r\n" + payload, ANSWER)
+       for name, (extra, payload, close_after) in FRAMINGS.items() if not close_after},
+    "utf-8 json with a charset": (http_answer("200 OK", json.dumps(UTF8_ANSWER, ensure_ascii=False).encode(),
+                                              b"Content-Type: application/json; charset=utf-8"), UTF8_ANSWER),
+    "not json": (http_answer("200 OK", b"<html>maintenance</html>", b"Content-Type: text/html"),
+                 "<html>maintenance</html>"),
+}
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_an_answer_on_the_direct_route_is_read_as_the_openai_client_reads_it(scripted_server, answer):
+    url, _, answers = scripted_server
+    raw, expected = ANSWERS[answer]
+    answers.append(raw)
+    read = []
+    for client in (client_for(url), openai_way_only(client_for(url))):
+        try:
+            read.append(await client._post(b'{"model": "m"}'))
+        finally:
+            await client.aclose()
+    assert read[0] == read[1] == expected
