@@ -229,14 +229,15 @@ def s3_requests(state: dict) -> dict[tuple[str, str], float]:
     return counts
 
 
-def print_s3_requests(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], studies: int) -> None:
-    """The S3 requests each bucket took per study between two counts (bench's caller attribution:
-    the bucket "tansu" is the broker's log, the others the services' objects)."""
+def print_s3_requests(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], studies: int,
+                      unit: str = "study") -> None:
+    """The S3 requests each bucket took per study (or per `unit`) between two counts (bench's caller
+    attribution: the bucket "tansu" is the broker's log, the others the services' objects)."""
     delta = {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}
     buckets = sorted({b for b, _ in delta}, key=lambda b: -sum(v for (bb, _), v in delta.items() if bb == b))
     for bucket in buckets:
         parts = sorted(((t, v) for (b, t), v in delta.items() if b == bucket), key=lambda tv: -tv[1])
-        print(f"  S3 requests per study, bucket {bucket or '(none)'}: {sum(v for _, v in parts) / studies:.2f} ("
+        print(f"  S3 requests per {unit}, bucket {bucket or '(none)'}: {sum(v for _, v in parts) / studies:.2f} ("
               + ", ".join(f"{t} {v / studies:.2f}" for t, v in parts) + f") {load()}", flush=True)
 
 

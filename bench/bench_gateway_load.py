@@ -20,7 +20,9 @@ The gateway makes no display derivatives here (RADCURATE_GATEWAY_DERIVATIVE_WORK
 fetch no images, and decoding them at assignment would be counted as the votes' CPU.
 Set BENCH_PYSPY=/path/to/py-spy to record a flame graph of the gateway during the saturated part
 (BENCH_PYSPY_FORMAT=raw: collapsed stacks, to count by function with a script; BENCH_PYSPY_SERVICE=consensus
-or sampler records that service instead, whose share of CPU per vote is counted too).
+or sampler records that service instead, whose share of CPU per vote is counted too; a comma-separated list,
+e.g. gateway,consensus,sampler, records each at once, one file each: BENCH_PYSPY_OUT with the service's name
+before its suffix).
 BENCH_VOTE_NEXT=0 makes each reader ask `GET /reviews/next` before every vote (two requests per study);
 by default a vote asks for the reader's next assignment too (`?next=true`: one request per study, as
 the reviewer page and the simulated panel read).
@@ -37,6 +39,8 @@ BENCH_FIRST_VOTE=read (the default) has a reader vote one period after its assig
 the study meanwhile), so the paced part offers ~100 requests/s from its first second; at-once has the
 first vote follow the first `next` at once, as sessions 4-8 measured: the first 2 s then offer each
 reader's two requests, ~200 requests/s, twice the rate after (its `next` p99 is that burst's).
+BENCH_S3_REQUESTS=1 starts SeaweedFS with its metrics port and prints the saturated part's S3 requests per vote
+by bucket and action (the bucket "tansu" is the broker's log: produce, fetch, offset commits).
 BENCH_CLIENT=raw drives the readers with a hand-written HTTP/1.1 client (RawClient) instead of httpx:
 httpx's own CPU per vote is larger than the server's, and on two cores it then sets the latencies.
 """
@@ -58,12 +62,14 @@ from typing import Any
 
 import httpx
 import psycopg
+from bench_floor import print_s3_requests, s3_requests  # this folder (run as a script)
 
 from radcurate.client import Gateway
 from radcurate.demo import ingest_folder
 from radcurate.keepalive import Answer, KeepAliveConnection
-from radcurate.stack import local, postgres
+from radcurate.stack import local, postgres, seaweed
 from radcurate.stack.postgres import pg_bin_dir
+from radcurate.stack.procs import free_port
 from radcurate.synth import synth_cxr
 
 TARGET_P99_MS, TARGET_CPU_MS_PER_VOTE = 50.0, 2.0
@@ -502,6 +508,8 @@ async def _first_probe(url: str, tokens: list[str], window: CpuWindow) -> None:
 
 
 def main(studies: int, n_readers: int, paced_s: float) -> None:
+    if os.environ.get("BENCH_S3_REQUESTS") == "1":
+        os.environ.setdefault(seaweed.METRICS_PORT, str(free_port()))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
         synth_cxr(studies, 0, data)
@@ -544,21 +552,27 @@ def main(studies: int, n_readers: int, paced_s: float) -> None:
                 f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))
                 + f"; {_load()}")
 
-            flame = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
-            spy = _pyspy(roots[os.environ.get("BENCH_PYSPY_SERVICE", "gateway")], 15, flame)
+            services = os.environ.get("BENCH_PYSPY_SERVICE", "gateway").split(",")
+            out = Path(os.environ.get("BENCH_PYSPY_OUT", "gateway-flame.svg")).resolve()
+            flames = {svc: out if len(services) == 1 else out.with_name(f"{out.stem}-{svc}{out.suffix}")
+                      for svc in services}
+            spies = {svc: _pyspy(roots[svc], 15, flame) for svc, flame in flames.items()}
+            requests_before = s3_requests(state)
             window.start()
             run = asyncio.run(_phase(state["gateway_url"], tokens, 3600, paced=False))
             settled = window.settle(sum(idle.values()))
             per, client_s, seconds = window.stop()
-            if spy:
-                spy.wait()
-                print(f"py-spy flame graph of the {os.environ.get('BENCH_PYSPY_SERVICE', 'gateway')}: {flame}")
+            for svc, spy in spies.items():
+                if spy:
+                    spy.wait()
+                    print(f"py-spy flame graph of the {svc}: {flames[svc]}")
             reading = seconds - settled
             print(f"saturated: {n_readers} readers as fast as they can: {run.votes} votes in {reading:.1f} s ="
                   f" {run.votes / reading:.0f} votes/s; CPU counted over {seconds:.1f} s, until the stack"
                   f" was idle again; {_load()}")
             _latency_report(run)
             vote_ms = _cpu_report("  saturated", per, client_s, run.votes, seconds, idle, run.requests)
+            print_s3_requests(requests_before, s3_requests(state), run.votes, "vote")
             by_role = _postgres_by_role(state, window)
             print("  saturated: Postgres CPU by role, ms/vote: " + ", ".join(
                 f"{k} {v * 1000 / max(run.votes, 1):.3f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))

@@ -282,12 +282,19 @@ class EventConsumer:
         # Read before anything awaits, while the fetch that brought these records is the latest.
         drained = self._drained(batches)
         recorded = self._recorded
-        for i, (tp, records) in enumerate(batches.items()):
+        by_topic: dict[str, list[tuple[TopicPartition, list[ConsumerRecord]]]] = {}
+        for tp, records in batches.items():
             if tp in self._paused:  # fetched before the pause took hold: fetch again after it
                 self._consumer.seek(tp, records[0].offset)
                 continue
-            await self._process_partition_batch(tp, records, last_input=drained and i == len(batches) - 1,
-                                                recorded_before=recorded)
+            by_topic.setdefault(tp.topic, []).append((tp, records))
+        for t, parts in enumerate(by_topic.values()):
+            last_topic = drained and t == len(by_topic) - 1
+            if len(parts) > 1 and await self._apply_together(parts, last_input=last_topic, recorded_before=recorded):
+                continue
+            for i, (tp, records) in enumerate(parts):
+                await self._process_partition_batch(tp, records, last_input=last_topic and i == len(parts) - 1,
+                                                    recorded_before=recorded)
         await self._observe_lag()
 
     def _drained(self, batches: Mapping[TopicPartition, list[ConsumerRecord]]) -> bool:
@@ -314,8 +321,12 @@ class EventConsumer:
             # is at least a produce and a fetch away, so what this poll emitted goes at once, not
             # after the quiet gap: the decision that follows the campaign's last vote, the answer to
             # a release request. A poll that emitted nothing (the gateway's read model) leaves the
-            # relay's linger alone: votes waiting for company keep waiting.
-            self._relay.notify(at_once=last_input and self._recorded > recorded_before)
+            # relay's linger alone: votes waiting for company keep waiting. A poll that has emitted
+            # nothing so far does not wake the relay at all: it would run a round (a transaction of
+            # three round trips) to find no row, after each batch of votes the sampler closes leases
+            # for and each batch of decisions the gateway records.
+            if self._recorded > recorded_before:
+                self._relay.notify(at_once=last_input)
             self._commit_soon(tp, records[done - 1].offset + 1)
         if deferred is not None and self._delivery_log:
             delivery.info("%s %s[%d]@%d deferred: %s", self.service, tp.topic, tp.partition,
@@ -325,6 +336,62 @@ class EventConsumer:
         else:
             self._paused.pop(tp, None)  # a success ends the backoff series of this partition
             self._attempts.pop(tp, None)
+
+    async def _apply_together(self, parts: list[tuple[TopicPartition, list[ConsumerRecord]]], last_input: bool,
+                              recorded_before: int) -> bool:
+        """One topic's batches from several partitions of one poll in ONE transaction (the
+        one-transaction path of `_apply_batch`, their records partition after partition); False,
+        having applied nothing, when they must go partition by partition instead.
+
+        A producer's round (the gateway's votes, every relay linger) lands on every partition of
+        its topic at once, so a consumer's poll brings a batch per partition: applied one by one,
+        each paid a transaction (its round trips, its synchronous commit) and a handler's fixed
+        statements (consensus's three reads and writes per batch of votes) for a few records.
+        Events are keyed by study, so no study's events are in two partitions: the order that
+        matters, within a partition, is kept. Only handlers without `prepare` take this path
+        (a prepared batch is run per partition, as `_apply_batch` prepares it). Any failure or
+        `OneByOne` rolls it back and returns False: each partition then takes `_apply_batch`'s
+        path, with its own outcomes (deferrals, dead letters, pauses) as before. The connection
+        or the database failing pauses every partition at its batch's start, as
+        `_process_partition_batch` pauses one."""
+        topic = parts[0][0].topic
+        handler = self._handlers[topic]
+        if handler.prepare is not None:
+            return False
+        records = [r for _, batch in parts for r in batch]
+        decoded = [self._decode(r) for r in records]
+        prepared = [_Outcome() for _ in records]
+        if not self._fits_one_transaction(records, decoded, prepared):
+            return False
+        events = [e for e in decoded if isinstance(e, Event)]  # all of them (checked just above)
+        seen: list[_Seen] | None = None
+        try:
+            async with self._pool.connection() as conn:
+                try:
+                    seen = await self._apply_all(conn, handler, records, events, prepared)
+                except OneByOne:
+                    pass  # a case the batch-level handler leaves to `apply`: not a failure
+                except Exception as exc:
+                    if conn.broken:  # Postgres is gone: nothing applied; pause and replay below
+                        raise
+                    metrics.CONSUMER_BATCH_FALLBACKS.labels(self.service, topic).inc()
+                    log.info("batches on %s (%d partitions) failed as one transaction (%s: %s); applying them"
+                             " partition by partition", topic, len(parts), type(exc).__name__, exc)
+        except Exception as exc:
+            for tp, batch in parts:
+                log.warning("batch on %s failed; will replay from offset %d: %s", tp, batch[0].offset, exc)
+                self._pause(tp, batch[0].offset, exc)
+            return True
+        if seen is None:
+            return False
+        self._observe(seen)
+        if self._recorded > recorded_before:  # see _process_partition_batch
+            self._relay.notify(at_once=last_input)
+        for tp, batch in parts:
+            self._commit_soon(tp, batch[-1].offset + 1)
+            self._paused.pop(tp, None)
+            self._attempts.pop(tp, None)
+        return True
 
     def _note_activity(self) -> None:
         """Events were consumed or published just now: fetch with the short wait for a while."""

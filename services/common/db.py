@@ -11,8 +11,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -65,6 +67,22 @@ async def unit_of_work(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.Async
 
 class TransactionNotCommitted(psycopg.OperationalError):
     """A transaction block ended without committing because its connection had broken."""
+
+
+@asynccontextmanager
+async def autocommit(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """The pool's connection in autocommit mode for the block (a client-side switch: no round
+    trip), handed back as the pool gave it: not in a transaction, autocommit off.
+
+    With autocommit off, psycopg sends BEGIN and waits for it before a block's first statement,
+    and the pool's block ends with a COMMIT: a lone read costs three round trips instead of one."""
+    await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.execute("ROLLBACK")  # a statement failed inside the block's own BEGIN (e.g. a duplicate vote)
+        await conn.set_autocommit(False)
 
 
 def migration_files(service_dir: Path) -> list[Path]:

@@ -216,3 +216,142 @@ async def test_a_batch_level_handler_gets_the_batchs_new_events_at_once_and_fall
     assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
                                      {"service": service, "topic": fresh_topic}) == (
         fallbacks + 1 if batch_outcome == "fails on BAD" else (fallbacks or None))
+
+
+async def two_partitions(consumer: EventConsumer, sent: list[Any]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """The records of `sent` (one key each) as one poll would bring them: a batch per partition,
+    and the harness's topic has two, each holding some of them."""
+    batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for tp, records in await fetch(consumer, len(sent)):
+        batches.setdefault(tp, []).extend(records)
+    assert len(batches) == 2, "the keys should fall on both partitions"
+    return batches
+
+
+async def poll_once_with(consumer: EventConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """One `_poll_once` whose fetch brings `batches` at once, as a producer's round lands on every
+    partition of its topic together."""
+    async def getmany(*_: Any, **__: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
+        return batches
+
+    real, consumer._consumer.getmany = consumer._consumer.getmany, getmany  # type: ignore[method-assign]
+    try:
+        await consumer._poll_once()
+    finally:
+        consumer._consumer.getmany = real  # type: ignore[method-assign]
+
+
+async def test_one_polls_batches_of_one_topic_from_several_partitions_are_one_transaction(
+        infra, fresh_schema, fresh_topic, tmp_path):
+    """A producer's round lands on every partition at once; applying each partition's batch in its
+    own transaction paid its round trips, its synchronous commit and the handler's fixed
+    statements once per partition. One transaction now, every partition's offset committed after it."""
+    calls: list[list[str]] = []
+
+    async def apply_many(conn: psycopg.AsyncConnection, events: list[Any], prepared: list[Any]) -> list:
+        calls.append([e.study_id for e in events])
+        await conn.execute("INSERT INTO applied SELECT * FROM unnest(%s::text[], %s::text[])",
+                           ([e.event_id for e in events], [e.study_id for e in events]))
+        return [report(f"{e.study_id}-next") for e in events]
+
+    sent = [report(f"P{i:02d}") for i in range(20)]
+    trace = tmp_path / "libpq.trace"
+    async with Harness(infra, fresh_schema, fresh_topic, record_applied) as h:
+        await produce(h.bootstrap, fresh_topic, [(e.study_id, e.model_dump_json().encode()) for e in sent])
+        consumer = h.consumer()
+        consumer._handlers[fresh_topic] = Handler(apply=record_applied, apply_many=apply_many)
+        batches = await two_partitions(consumer, sent)
+        pool, consumer._pool = consumer._pool, await traced_pool(fresh_schema, trace)
+        try:
+            await poll_once_with(consumer, batches)
+            async with consumer._pool.connection() as conn:
+                conn.pgconn.untrace()  # flushes the trace
+            if consumer._committing is not None:
+                await consumer._committing
+            committed = {tp: await consumer._consumer.committed(tp) for tp in batches}
+        finally:
+            await consumer._pool.close()
+            consumer._pool = pool
+            await consumer.stop()
+        assert await h.count("SELECT count(*) FROM applied") == 20
+        assert await h.count("SELECT count(*) FROM outbox") == 20
+
+    # One call with both partitions' events, each partition's in its order.
+    assert len(calls) == 1, calls
+    for records in batches.values():
+        mine = [r.key.decode() for r in records]
+        assert [s for s in calls[0] if s in mine] == mine
+    assert len([line for line in trace.read_text().splitlines()
+                if line.startswith("F") and "COMMIT" in line]) == 1
+    assert committed == {tp: records[-1].offset + 1 for tp, records in batches.items()}
+
+
+async def test_a_failing_record_in_one_partition_sends_each_partition_its_own_way(infra, fresh_schema, fresh_topic):
+    """When the one transaction of several partitions' batches fails, nothing of it stays; each
+    partition's batch then runs as before: the clean one in one transaction, the other record by
+    record, the poison record dead-lettered alone."""
+    calls: list[list[str]] = []
+
+    async def apply(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
+        if event.study_id == "BAD":
+            raise PermanentError("BAD is refused")
+        await record_applied(conn, event, prepared)
+        return [report(f"{event.study_id}-next")]
+
+    async def apply_many(conn: psycopg.AsyncConnection, events: list[Any], prepared: list[Any]) -> list:
+        calls.append([e.study_id for e in events])
+        if any(e.study_id == "BAD" for e in events):
+            raise RuntimeError("the batch says no to BAD")
+        for event in events:
+            await record_applied(conn, event, None)
+        return [report(f"{e.study_id}-next") for e in events]
+
+    sent = [report(f"F{i:02d}") for i in range(12)] + [report("BAD")]
+    async with Harness(infra, fresh_schema, fresh_topic, apply) as h:
+        await produce(h.bootstrap, fresh_topic, [(e.study_id, e.model_dump_json().encode()) for e in sent])
+        consumer = h.consumer()
+        consumer._handlers[fresh_topic] = Handler(apply=apply, apply_many=apply_many)
+        service = consumer.service
+        fallbacks = REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                              {"service": service, "topic": fresh_topic}) or 0.0
+        batches = await two_partitions(consumer, sent)
+        try:
+            await poll_once_with(consumer, batches)
+            if consumer._committing is not None:
+                await consumer._committing
+            committed = {tp: await consumer._consumer.committed(tp) for tp in batches}
+        finally:
+            await consumer.stop()
+        assert await h.count("SELECT count(*) FROM applied") == 12
+        assert await h.count("SELECT count(DISTINCT study_id) FROM applied") == 12
+        assert await h.count("SELECT count(*) FROM outbox WHERE right(topic, 4) <> '.dlq'") == 12
+        assert await h.count(f"SELECT count(*) FROM outbox WHERE topic = '{fresh_topic}.dlq'") == 1
+        assert await h.count("SELECT count(*) FROM inbox WHERE outcome = 'applied'") == 12
+
+    assert committed == {tp: records[-1].offset + 1 for tp, records in batches.items()}
+    assert len(calls[0]) == len(sent)  # tried together first
+    # then BAD's partition failed alone (counted with the first try), the clean one went through
+    assert REGISTRY.get_sample_value("radcurate_consumer_batch_fallbacks_total",
+                                     {"service": service, "topic": fresh_topic}) == fallbacks + 2
+
+
+async def test_a_batch_that_emits_nothing_does_not_wake_the_relay(infra, fresh_schema, fresh_topic):
+    """The sampler's batches of votes and the gateway's of decisions emit nothing: waking the relay
+    after each ran a round (a transaction) that found no row. A batch that emits still wakes it."""
+    async def emit_for_asks(conn: psycopg.AsyncConnection, event: Any, prepared: Any) -> list:
+        await record_applied(conn, event, prepared)
+        return [report(f"ANSWER-{event.study_id}")] if event.study_id.startswith("ASK") else []
+
+    async with Harness(infra, fresh_schema, fresh_topic, emit_for_asks) as h:
+        await produce(h.bootstrap, fresh_topic, [(s, report(s).model_dump_json().encode()) for s in ("READ", "ASK")])
+        consumer = h.consumer()
+        batches = await fetch(consumer, 2)
+        try:
+            for tp, records in batches:
+                for record in records:
+                    h.relay._wake.clear()
+                    await consumer._process_partition_batch(tp, [record], recorded_before=consumer._recorded)
+                    assert h.relay._wake.is_set() == record.key.startswith(b"ASK"), record.key
+        finally:
+            await consumer.stop()
+        assert await h.count("SELECT count(*) FROM applied") == 2

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from services.common import outbox
 from services.common.consumer import EventConsumer, Handler, PermanentError
@@ -477,3 +480,41 @@ async def test_the_next_batch_does_not_wait_for_the_offset_commit_before_it(infr
         assert await h.count("SELECT count(*) FROM applied") == 5
         assert asked and answer.is_set()
         assert await _committed_through(h, 5)  # every offset committed, the last ones at stop
+
+
+async def test_the_relays_poll_finds_an_empty_outbox_in_one_round_trip_and_a_waiting_row_still_goes(
+        infra, fresh_schema, tmp_path):
+    """The relay polls every `poll_seconds` in every service, idle or between rounds, and nearly
+    always finds nothing: that look is one autocommit statement (one round trip), where the locking
+    read's transaction took three (BEGIN, the read, COMMIT). A row it finds still goes out."""
+    from psycopg import pq
+
+    trace = tmp_path / "libpq.trace"
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        conn.pgconn.trace(os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    pool = AsyncConnectionPool(fresh_schema, min_size=1, max_size=1, kwargs={"row_factory": dict_row},
+                               configure=configure, open=False)
+    await pool.open(wait=True)
+    producer = make_producer(infra["kafka"]["bootstrap"])
+    await producer.start()
+    try:
+        relay = outbox.OutboxRelay(pool, producer, "test")
+        assert await relay.publish_once(probe=True) == 0
+        async with pool.connection() as conn:
+            conn.pgconn.untrace()  # flushes the trace
+        syncs = [line for line in trace.read_text().splitlines() if line.split("\t")[2:3] == ["ReadyForQuery"]]
+        assert len(syncs) == 1, trace.read_text()
+        async with unit_of_work(pool) as conn:
+            await outbox.record(conn, [report("PROBED")])
+        assert await relay.publish_once(probe=True) == 1
+        assert await relay.publish_once(probe=True) == 0
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            assert (await cur.fetchone())["n"] == 0
+            assert conn.info.transaction_status == pq.TransactionStatus.INTRANS  # the pool's mode is kept
+    finally:
+        await producer.stop()
+        await pool.close()
