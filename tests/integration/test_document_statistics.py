@@ -7,6 +7,8 @@ The key columns keep their statistics: the planner still sees them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -61,10 +63,12 @@ SMALL_SAMPLE = {"sampler", "extractor", "mapper"}  # and the outbox and inbox of
 
 
 @pytest.mark.parametrize("service", ["sampler", "extractor", "mapper", "gateway"])
-def test_analyze_skips_the_documents_and_keeps_the_keys(infra, service):
+def test_analyze_skips_the_documents_and_keeps_the_keys(infra: dict[str, Any], service: str) -> None:
     dsn = new_schema(infra["postgres"]["admin_dsn"], service)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        row = conn.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        schema = row[0]
         for sql in COMMON + FILL[service]:
             conn.execute(sql)
         for table, (documents, keys) in (TABLES[service] | COMMON_TABLES).items():
