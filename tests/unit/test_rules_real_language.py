@@ -280,3 +280,65 @@ def test_a_sentence_typed_without_a_space_after_its_full_stop_still_ends():
     report = "No pneumothorax.Small left pleural effusion."
     assert labels(report) == {"pleural_effusion"}
     assert labels("Normal chest x-XXXX. No acute disease, e.g. no effusion.") == set()
+
+
+# --- exclusion stated after the finding ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Pneumothorax has been excluded.",
+        "Pneumonia is ruled out.",
+        "A pleural effusion was excluded on the decubitus view.",
+        "Pneumothorax excluded.",
+        "Pneumonia is not suspected.",
+        "Pneumothorax is negative.",
+    ],
+)
+def test_an_exclusion_after_the_finding_negates_it(report):
+    assert labels(report) == set()
+
+
+@pytest.mark.parametrize(
+    ("report", "label_id"),
+    [
+        ("Pneumothorax has not been excluded.", "pneumothorax"),
+        ("A right upper lobe mass must be excluded.", "lung_nodule_mass"),
+        ("Pneumonia needs to be ruled out clinically.", "consolidation"),
+    ],
+)
+def test_an_exclusion_not_made_or_still_to_make_is_a_weak_hedge(report, label_id):
+    assert graded(report) == {label_id: (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}
+
+
+def test_a_region_excluded_from_the_image_does_not_negate_the_finding():
+    assert labels("Small left pleural effusion, partly excluded from the field of view.") == {"pleural_effusion"}
+
+
+# --- template fields named by a finding ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ("FINDINGS:\nPneumothorax: None.\nPleural effusion: Small left.\nConsolidation: not seen.",
+         {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("IMPRESSION: Effusion: none. Pneumothorax: small right apical.",
+         {"pneumothorax": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("Pneumothorax: possible tiny left apical.\nAtelectasis: likely bibasilar.\nCardiomegaly: absent.",
+         {"pneumothorax": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE),
+          "atelectasis": (Certainty.UNCERTAIN, PROBABLE_CONFIDENCE)}),
+        ("Pleural effusion: small left, no loculation.\nPneumothorax: No.",
+         {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("IMPRESSION: Pleural effusion: no change.", {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+    ],
+)
+def test_a_template_field_named_by_a_finding_is_read_from_its_value(report, expected):
+    assert graded(report) == expected
+
+
+def test_a_field_s_evidence_is_its_name_and_value():
+    report = "FINDINGS:\nLungs: Clear.\nPleural effusion: Small left."
+    (finding,) = extract_findings(report, TAXONOMY)
+    assert finding.evidence == "Pleural effusion: Small left."

@@ -93,7 +93,13 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
     (r"(?:is |are )?(?:unlikely|less likely|not likely)", _N, _BOTH),
     # negation after the mention
     (r"(?:is |are |was |were )?(?:not|no longer) (?:clearly |definitely |well )?"
-     r"(?:seen|visualized|visible|identified|appreciated|present|demonstrated|evident|noted|detected)", _N, _POST),
+     r"(?:seen|visualized|visible|identified|appreciated|present|demonstrated|evident|noted|detected|suspected)",
+     _N, _POST),
+    # "pneumothorax has been excluded", "pneumonia is ruled out", telegraphic "effusion excluded";
+    # not "excluded from the field of view" (an anatomical region, not a finding, left out)
+    (r"(?:(?:is|are|was|were|has been|have been|had been) (?:now |also )?)?(?:excluded|ruled out)(?! from)",
+     _N, _POST),
+    (r"(?:is|are|was|were) negative(?! for)", _N, _POST),
     (r"(?:is |are )?absent", _N, _POST),
     (r"(?:has|have) (?:also )?(?:been )?(?:resolved|cleared|removed|discontinued)", _N, _POST),
     (r"(?:been |is |are )?(?:cleared|removed|discontinued)", _N, _POST),
@@ -109,7 +115,9 @@ TRIGGERS: tuple[tuple[str, Polarity, Direction], ...] = (
      r"(?:represent|reflect|be|indicate|relate to|be due to|be related to)", _U, _PRE),
     (r"(?:can ?not|cannot|can't|could not|difficult to) (?:be )?"
      r"(?:entirely |completely |definitely )?(?:exclude[d]?|rule[d]? out)", _U, _BOTH),
-    (r"(?:not|never) (?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
+    (r"(?:not|never) (?:been |be )?(?:entirely |completely |definitely )?(?:excluded|ruled out)", _U, _POST),
+    # still to be done, not done: "malignancy must be excluded" raises it
+    (r"(?:must|should|needs? to|has to|have to|to) be (?:excluded|ruled out)", _U, _POST),
     (r"(?:questionable|question(?: of)?|suspicious (?:for|of)|"
      r"(?:raises )?concern(?:ing)? for|worrisome for)", _U, _PRE),
     (r"suspect(?:ed)?", _U, _BOTH),
@@ -218,6 +226,15 @@ _CLAUSE_VERB_RE = re.compile(
     r"\b(?:is|are|was|were|has|have|had|there|which|with|shows?|demonstrates?|seen|noted|present)\b",
     re.IGNORECASE,
 )
+# "Name: value" where Name names a finding; the value reads as absent when it opens with these
+_FIELD_NAME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)")
+_FIELD_ABSENT_RE = re.compile(
+    # "no" alone: "Pneumothorax: No."; "no change" is a stable finding, "No pneumothorax" a trigger
+    r"\s*(?:none|no(?=\s*(?:[.;,]|$))|nil|absent|negative|normal|unremarkable|resolved"
+    r"|not (?:seen|present|identified|visuali[sz]ed|demonstrated|detected|evident|appreciated))\b",
+    re.IGNORECASE,
+)
+FIELD_VALUE_WINDOW = 2  # words before a hedge that still opens a field's value ("small, possibly" does not)
 ATTRIBUTION_WINDOW = 6  # words between a descriptor and the finding it is attributed to
 # "opacity compatible with / consistent with / likely / representing ... atelectasis"; `XXXX` is a
 # de-identification gap, which in real reports most often stands where "likely" was
@@ -285,15 +302,69 @@ def _label_mentions(
     found = []
     for start, end in label.mentions(report, lowered):
         index = bisect_right(sentence_starts, start) - 1
-        if index < 0 or end > sentences[index][1]:
+        inside = index >= 0 and end <= sentences[index][1]
+        field = _field(report, start, end, sentences, index, inside)
+        if field is not None:  # "Pneumothorax: none.": the value says whether the named finding is there
+            sentence, value = field
+            certainty, confidence = _assess_field_value(report, value, triggers)
+        elif not inside:
             continue  # inside a skipped section, or straddling two sentences
-        sentence = sentences[index]
-        certainty, confidence = assess_mention(report, start, end, sentence, triggers)
+        else:
+            sentence = sentences[index]
+            certainty, confidence = assess_mention(report, start, end, sentence, triggers)
         nonspecific = label.is_nonspecific(report, start, end)
         if nonspecific and certainty is not None:
             confidence = min(confidence, NONSPECIFIC_CONFIDENCE)
         found.append(Mention(label, start, end, sentence, certainty, confidence, nonspecific))
     return found
+
+
+def _field(
+    report: str, start: int, end: int, sentences: list[tuple[int, int]], index: int, inside: bool
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(evidence, value) spans when the mention names a template field ("Pleural effusion: small
+    left.", "Pneumothorax: None."), else None. A colon ends every trigger's scope, and a field at
+    the start of a line is cut as a section header, so without this the value was never read:
+    the field's finding was dropped (or, inline, suggested whatever its value said)."""
+    if inside:  # "IMPRESSION: Effusion: none. ...": the field opens the sentence
+        s, e = sentences[index]
+        name = _FIELD_NAME_RE.match(report, s, e)
+        if name is None or end > name.end(1) or _NEGATED_MENTION_RE.search(report, s, name.end(1)):
+            return None
+        return ((s, e), (name.end(), e)) if name.end() < e else None
+    # a field at the start of a line (or after a full stop) is cut like a section header: its
+    # value is the sentence right after it
+    line = max(report.rfind("\n", 0, start), report.rfind(".", 0, start)) + 1
+    name = _HEADER_RE.match(report, line)
+    if (name is None or not name.start(1) <= start < end <= name.end(1) or len(name.group(1).split()) > 4
+            or name.group(1).strip().lower() in _SKIPPED_SECTIONS
+            or _NEGATED_MENTION_RE.search(report, name.start(1), name.end(1))):
+        return None
+    following = index + 1
+    if following >= len(sentences) or report[name.end() : sentences[following][0]].strip():
+        return None  # no value: the next text is skipped or is not right after the colon
+    return (name.start(1), sentences[following][1]), sentences[following]
+
+
+def _assess_field_value(report: str, value: tuple[int, int], triggers: list[Trigger]) -> tuple[Certainty | None, float]:
+    """The certainty of a field's finding from its value: absent ("none", "negative", "not seen"),
+    hedged by a trigger that opens it ("possible small left"), else present ("small left")."""
+    start, end = value
+    if _FIELD_ABSENT_RE.match(report, start, end):
+        return None, 0.0
+    for t in triggers:
+        if t.start < start or t.polarity is Polarity.PSEUDO:
+            continue
+        if (t.start >= end or t.polarity is Polarity.TERMINATION or t.direction is Direction.POST
+                or len(report[start : t.start].split()) > FIELD_VALUE_WINDOW
+                or _CLAUSE_BREAK_RE.search(report, start, t.start)):
+            break
+        if t.polarity in (Polarity.NEGATED, Polarity.HISTORICAL):
+            return None, 0.0
+        if t.polarity is Polarity.UNCERTAIN:
+            return Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE
+        return Certainty.UNCERTAIN, PROBABLE_CONFIDENCE
+    return Certainty.PRESENT, PRESENT_CONFIDENCE
 
 
 def _drop_attributed_descriptors(report: str, mentions: list[Mention]) -> list[Mention]:
