@@ -66,15 +66,28 @@ def study_files(data_dir: Path, study_id: str) -> list[tuple[str, bytes]]:
 
 
 def read_reports(data_dir: Path) -> list[dict[str, str]]:
+    """reports.csv's rows, as a spreadsheet writes it: UTF-8 with or without the byte-order mark
+    that Excel's "CSV UTF-8" puts first (it would otherwise be part of the first column's name),
+    rows that are only separators (",,", left by cleared cells) skipped, a short row's missing
+    fields empty (the study is then refused for what is missing), ids without surrounding blanks."""
     path = data_dir / "reports.csv"
     if not path.exists():
         raise FolderError(f"{path} not found: a study folder needs reports.csv (study_id, patient_id, report)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"study_id", "patient_id", "report"} - set(reader.fieldnames or [])
-        if missing:
-            raise FolderError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        return list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, restval="")
+            missing = {"study_id", "patient_id", "report"} - set(reader.fieldnames or [])
+            if missing:
+                raise FolderError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            rows = [row for row in reader if any((v or "").strip() for k, v in row.items() if k is not None)]
+    except UnicodeDecodeError as exc:
+        raise FolderError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} is not UTF-8);"
+                          " save it as CSV UTF-8") from exc
+    except csv.Error as exc:
+        raise FolderError(f"{path}: {exc}") from exc
+    for row in rows:
+        row["study_id"], row["patient_id"] = row["study_id"].strip(), row["patient_id"].strip()
+    return rows
 
 
 async def ingest_dir(data_dir: Path, api: Gateway, *, scrub: bool = False, concurrency: int = BATCH_REQUESTS,
@@ -126,6 +139,8 @@ async def ingest_dir(data_dir: Path, api: Gateway, *, scrub: bool = False, concu
 
 def _unsendable(sid: str, row: dict[str, str], paths: list[tuple[str, Path]]) -> str | None:
     """Why a row cannot be sent, in the gateway's words (it would refuse the study for it)."""
+    if not sid:  # dicom/<empty>/ is the whole dicom folder: never send it as one study
+        return "a row has an empty study_id"
     if not paths:
         return f"{sid}: no DICOM files (dicom/{sid}.dcm or dicom/{sid}/)"
     if not row["patient_id"].strip():

@@ -15,7 +15,7 @@ csv.field_size_limit(sys.maxsize)
 def read_report_book(path: Path) -> ReportBook:
     """Read and check reports.csv; raises ReportsError naming the file and the problem."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(f)
             columns = set(reader.fieldnames or [])
             if "report" not in columns or not columns & set(KEYS):
