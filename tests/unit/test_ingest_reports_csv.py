@@ -59,3 +59,14 @@ async def test_a_row_without_a_study_id_is_refused_and_never_sends_the_whole_dic
     summary = await ingest_dir(data, api=None)  # type: ignore[arg-type]
     assert sent == [("S-1", ["S-1.dcm"])]
     assert (summary.ingested, summary.rejected) == (1, [("", "a row has an empty study_id")])
+
+
+async def test_a_short_row_is_refused_for_what_it_lacks(tmp_path, monkeypatch):
+    data = folder(tmp_path, b"study_id,patient_id,report\nS-1,P-1\n")
+
+    async def post_batch(api, batch, **_):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing is sent")
+
+    monkeypatch.setattr(bulk_ingest, "_post_batch", post_batch)
+    summary = await ingest_dir(data, api=None)  # type: ignore[arg-type]
+    assert summary.rejected == [("S-1", "S-1: the report text is empty")]
