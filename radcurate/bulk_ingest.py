@@ -49,15 +49,27 @@ class IngestSummary:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
+# What a study's folder holds besides its images when it is a DICOM media export or was copied by a
+# desktop: the media's index (PS3.10 names it DICOMDIR) and the file managers' own files. Each
+# would fail the whole study at the gateway ("DICOM lacks ..."), so they are not sent.
+_NOT_IMAGES = frozenset({"dicomdir", "thumbs.db", "desktop.ini", "__macosx"})
+
+
 def study_paths(data_dir: Path, study_id: str) -> list[tuple[str, Path]]:
-    """The study's DICOM files as (name, path): ingest reads them one at a time."""
+    """The study's DICOM files as (name, path): ingest reads them one at a time. In a study's
+    folder, hidden files and folders (".DS_Store", "._IM0001"), DICOMDIR and desktop files are left out."""
     single = data_dir / "dicom" / f"{study_id}.dcm"
     if single.exists():
         return [(single.name, single)]
     folder = data_dir / "dicom" / study_id
     if folder.is_dir():
-        return [(str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*")) if p.is_file()]
+        return [(str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*"))
+                if p.is_file() and not _not_an_image(p.relative_to(folder))]
     return []
+
+
+def _not_an_image(relative: Path) -> bool:
+    return any(part.startswith(".") or part.lower() in _NOT_IMAGES for part in relative.parts)
 
 
 def study_files(data_dir: Path, study_id: str) -> list[tuple[str, bytes]]:

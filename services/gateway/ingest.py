@@ -51,6 +51,9 @@ from services.gateway.repo import studies
 
 FileSource = bytes | Path | BinaryIO
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
+NOT_PART10 = ("no 'DICM' file meta header after a 128-byte preamble: not DICOM, or a bare data set"
+              " that must be re-exported as a DICOM file")
 _CHUNK = 1 << 20
 _IN_MEMORY_MAX = 2 << 20  # bytes of an object read whole before parsing (larger ones stream)
 
@@ -172,7 +175,12 @@ def parse_instance(name: str, data: FileSource, *, scrub: bool, limits: IngestLi
         try:
             ds = pydicom.dcmread(io.BytesIO(whole) if whole is not None else fp)
         except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, OSError, KeyError) as exc:
-            raise IngestError(f"{name}: not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+            # pydicom's own wording for a file without its header tells a programmer to pass force=True
+            why = NOT_PART10 if isinstance(exc, InvalidDicomError) and "DICM" in str(exc) \
+                else f"{exc.__class__.__name__}: {exc}"
+            raise IngestError(f"{name}: not a readable DICOM file ({why})") from exc
+        if ds.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+            raise IngestError(f"{name}: a DICOMDIR (the index of a DICOM media export), not an image: leave it out")
         missing = [kw for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality") if kw not in ds]
         if missing or "PixelData" not in ds:
             what = "float pixel data (not supported)" if {"FloatPixelData", "DoubleFloatPixelData"} & set(ds.dir()) \
