@@ -332,6 +332,8 @@ def test_a_region_excluded_from_the_image_does_not_negate_the_finding():
         ("Pleural effusion: small left, no loculation.\nPneumothorax: No.",
          {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
         ("IMPRESSION: Pleural effusion: no change.", {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("FINDINGS:\nPneumothorax - none.\nPleural effusion - small left.",
+         {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
     ],
 )
 def test_a_template_field_named_by_a_finding_is_read_from_its_value(report, expected):

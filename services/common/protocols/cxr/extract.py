@@ -227,7 +227,8 @@ _CLAUSE_VERB_RE = re.compile(
     re.IGNORECASE,
 )
 # "Name: value" where Name names a finding; the value reads as absent when it opens with these
-_FIELD_NAME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)")
+# (a dash between blanks separates them too in typed templates: "Pneumothorax - none.")
+_FIELD_NAME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z /]{0,38}?)(?:[ \t]*:(?!\d)|[ \t]+[-\u2013\u2014][ \t]+)")
 _FIELD_ABSENT_RE = re.compile(
     # "no" alone: "Pneumothorax: No."; "no change" is a stable finding, "No pneumothorax" a trigger
     r"\s*(?:none|no(?=\s*(?:[.;,]|$))|nil|absent|negative|normal|unremarkable|resolved"
