@@ -344,3 +344,8 @@ def test_a_field_s_evidence_is_its_name_and_value():
     report = "FINDINGS:\nLungs: Clear.\nPleural effusion: Small left."
     (finding,) = extract_findings(report, TAXONOMY)
     assert finding.evidence == "Pleural effusion: Small left."
+
+
+def test_a_field_name_with_a_hedge_of_its_own_keeps_the_hedge():
+    assert graded("IMPRESSION: Possible pneumonia: right lower lobe.") == {
+        "consolidation": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}

@@ -304,7 +304,7 @@ def _label_mentions(
     for start, end in label.mentions(report, lowered):
         index = bisect_right(sentence_starts, start) - 1
         inside = index >= 0 and end <= sentences[index][1]
-        field = _field(report, start, end, sentences, index, inside)
+        field = _field(report, start, end, sentences, index, inside, triggers)
         if field is not None:  # "Pneumothorax: none.": the value says whether the named finding is there
             sentence, value = field
             certainty, confidence = _assess_field_value(report, value, triggers)
@@ -321,16 +321,18 @@ def _label_mentions(
 
 
 def _field(
-    report: str, start: int, end: int, sentences: list[tuple[int, int]], index: int, inside: bool
+    report: str, start: int, end: int, sentences: list[tuple[int, int]], index: int, inside: bool,
+    triggers: list[Trigger],
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """(evidence, value) spans when the mention names a template field ("Pleural effusion: small
     left.", "Pneumothorax: None."), else None. A colon ends every trigger's scope, and a field at
     the start of a line is cut as a section header, so without this the value was never read:
-    the field's finding was dropped (or, inline, suggested whatever its value said)."""
+    the field's finding was dropped (or, inline, suggested whatever its value said). A name with
+    a trigger of its own ("Possible pneumonia: right lower lobe") is read as a sentence."""
     if inside:  # "IMPRESSION: Effusion: none. ...": the field opens the sentence
         s, e = sentences[index]
         name = _FIELD_NAME_RE.match(report, s, e)
-        if name is None or end > name.end(1) or _NEGATED_MENTION_RE.search(report, s, name.end(1)):
+        if name is None or end > name.end(1) or _has_trigger(triggers, s, name.end(1)):
             return None
         return ((s, e), (name.end(), e)) if name.end() < e else None
     # a field at the start of a line (or after a full stop) is cut like a section header: its
@@ -339,12 +341,16 @@ def _field(
     name = _HEADER_RE.match(report, line)
     if (name is None or not name.start(1) <= start < end <= name.end(1) or len(name.group(1).split()) > 4
             or name.group(1).strip().lower() in _SKIPPED_SECTIONS
-            or _NEGATED_MENTION_RE.search(report, name.start(1), name.end(1))):
+            or _has_trigger(triggers, name.start(1), name.end(1))):
         return None
     following = index + 1
     if following >= len(sentences) or report[name.end() : sentences[following][0]].strip():
         return None  # no value: the next text is skipped or is not right after the colon
     return (name.start(1), sentences[following][1]), sentences[following]
+
+
+def _has_trigger(triggers: list[Trigger], start: int, end: int) -> bool:
+    return any(start <= t.start < end and t.polarity is not Polarity.PSEUDO for t in triggers)
 
 
 def _assess_field_value(report: str, value: tuple[int, int], triggers: list[Trigger]) -> tuple[Certainty | None, float]:
