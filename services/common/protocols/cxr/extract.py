@@ -229,6 +229,7 @@ _CLAUSE_VERB_RE = re.compile(
 # "Name: value" where Name names a finding; the value reads as absent when it opens with these
 # (a dash between blanks separates them too in typed templates: "Pneumothorax - none.")
 _FIELD_NAME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z /]{0,38}?)(?:[ \t]*:(?!\d)|[ \t]+[-\u2013\u2014][ \t]+)")
+_FIELD_SEPARATOR_RE = re.compile(r":|[ \t][-\u2013\u2014][ \t]")
 _FIELD_ABSENT_RE = re.compile(
     # "no" alone: "Pneumothorax: No."; "no change" is a stable finding, "No pneumothorax" a trigger
     r"\s*(?:none|no(?=\s*(?:[.;,]|$))|nil|absent|negative|normal|unremarkable|resolved"
@@ -331,6 +332,8 @@ def _field(
     a trigger of its own ("Possible pneumonia: right lower lobe") is read as a sentence."""
     if inside:  # "IMPRESSION: Effusion: none. ...": the field opens the sentence
         s, e = sentences[index]
+        if _FIELD_SEPARATOR_RE.search(report, s, min(e, end + 42)) is None:
+            return None  # most sentences: no field separator where a field's name could end
         name = _FIELD_NAME_RE.match(report, s, e)
         if name is None or end > name.end(1) or _has_trigger(triggers, s, name.end(1)):
             return None
