@@ -28,6 +28,7 @@ request's headers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import socket
@@ -241,7 +242,7 @@ class FakeOpenAI:
             message["content"] = f"<think>{self.reasoning}</think>\n\n{content}"
         elif self.reasoning is not None:
             message[self.reasoning_style] = self.reasoning
-        prompt_tokens = sum(len(m["content"].split()) for m in request["messages"])
+        prompt_tokens = sum(_words(m["content"]) for m in request["messages"])
         completion_tokens = len(message["content"].split())
         return {
             "id": f"chatcmpl-{self.request_count}", "object": "chat.completion", "created": int(time.time()),
@@ -250,6 +251,13 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _words(text: str) -> int:
+    """A message's "tokens": its words. The system prompt is the same ~2 KB on every request, and
+    splitting it again each time was ~4 % of this server's CPU in the LLM benchmark."""
+    return len(text.split())
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
