@@ -5,8 +5,9 @@ client layer (semaphore, retries, cache, validation) should get within 5% of it,
 overhead must stay small next to a real model's latency. The fake server runs in a child
 process so its CPU work does not compete with the client for one interpreter; its own CPU per
 request is printed too, so a slow server is not mistaken for a slow client, and so is the latency
-it observed (from each request's arrival to its answer sent: never under L; the server does its
-own work inside L, as an inference server's GPU does, so its queue is not added to L).
+it observed (from each request's arrival, when it read it, to its answer sent: never under L; the
+server does its own work inside L, as an inference server's CPU work overlaps its GPU's, so its
+queue is not added to L).
 
 The server answers every report with the same two findings (`--responder fixed`, quoted from the
 reports, so the extractor's validation and evidence lookup run as usual): a real model's
