@@ -4,7 +4,10 @@ With C calls in flight and L seconds per call, the ceiling is C / L reports per 
 client layer (semaphore, retries, cache, validation) should get within 5% of it, i.e. its own
 overhead must stay small next to a real model's latency. The fake server runs in a child
 process so its CPU work does not compete with the client for one interpreter; its own CPU per
-request is printed too, so a slow server is not mistaken for a slow client.
+request is printed too, so a slow server is not mistaken for a slow client, and so is the latency
+it observed (from each request's arrival, when it read it, to its answer sent: never under L; the
+server does its own work inside L, as an inference server's CPU work overlaps its GPU's, so its
+queue is not added to L).
 
 The server answers every report with the same two findings (`--responder fixed`, quoted from the
 reports, so the extractor's validation and evidence lookup run as usual): a real model's
@@ -56,7 +59,8 @@ def serve(latency: float, responder: str, ports: multiprocessing.Queue, stop: mu
         ports.put(server.port)
         cpu_started = time.process_time()
         stop.wait()
-        ports.put((time.process_time() - cpu_started, server.request_count, len(server.connections)))
+        observed = list(server.observed_latencies)
+        ports.put((time.process_time() - cpu_started, server.request_count, len(server.connections), observed))
 
 
 def reports(n: int, kind: str = "Study") -> list[str]:
@@ -95,7 +99,7 @@ def measure(n: int, concurrency: int, latency: float, responder: str = "fixed") 
             elapsed, cpu = runner.run(run(base_url, n, concurrency))
     finally:
         stop.set()
-        server_cpu, served, connections = ports.get(timeout=30)
+        server_cpu, served, connections, observed = ports.get(timeout=30)
         child.join(timeout=10)
     throughput = n / elapsed
     ceiling = concurrency / latency
@@ -116,6 +120,14 @@ def measure(n: int, concurrency: int, latency: float, responder: str = "fixed") 
           f" {connections} connections);"
           f" load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs",
           flush=True)
+    # The server times L from each request's arrival and does its own work inside it; what it
+    # observed (arrival to answer sent) shows it honoured L and added little. The first C answers
+    # are the warm-up's, all sent before the clock started.
+    observed = sorted(observed[concurrency:])
+    if observed:
+        print(f"  server observed latency ms: min {observed[0] * 1000:.1f}"
+              f" mean {sum(observed) / len(observed) * 1000:.1f} p99 {observed[int(len(observed) * 0.99)] * 1000:.1f}"
+              f" max {observed[-1] * 1000:.1f} (L = {latency * 1000:.0f})", flush=True)
     return ratio
 
 

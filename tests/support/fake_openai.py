@@ -7,7 +7,9 @@ the LLM benchmark runs it on the same two cores as the client at 640 requests/s,
 Starlette's routing and middleware layers cost ~0.25 ms of CPU per request, as much as the rest
 of the server together. A test scripts it per case:
 
-- `latency`: seconds each request takes (the server's "inference time");
+- `latency`: seconds each request takes (the server's "inference time"), timed from its arrival
+  and never shorter; the server's own work (reading, answering, encoding) is done inside it, as an
+  inference server's CPU work overlaps its GPU's, so its queue is not added to the latency;
 - `failures`: a queue of `Failure(status, retry_after)` served before any answer;
 - `contents`: a queue of raw content strings (e.g. malformed JSON) served before the responder;
 - `responder(request) -> dict`: computes the answer from the request, e.g. by running the
@@ -15,7 +17,8 @@ of the server together. A test scripts it per case:
   answers the same to every request (`fixed_responder`);
 - `reasoning` + `reasoning_style`: vLLM reasoning in a separate field or in `<think>` tags.
 
-It counts requests and the peak number handled at once, keeps the first `keep_requests` request
+It counts requests and the peak number handled at once, records each chat request's observed
+latency (`observed_latencies`: arrival to answer sent), keeps the first `keep_requests` request
 bodies and arrival times (a test inspects a few; keeping all of them grew the server's heap by
 every request of a long run, and with it the garbage collector's walks), and records the client
 address of each request (`connections`: how many connections the client opened) and the latest
@@ -25,11 +28,13 @@ request's headers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import socket
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +123,9 @@ class FakeOpenAI:
         self.request_count = 0  # every chat request, kept or not
         self.in_flight = 0
         self.peak_concurrency = 0
+        # Seconds from each chat request's arrival to its answer sent, every one (8 bytes each,
+        # outside the garbage collector's walks): at least `latency`, and the rest is this server's.
+        self.observed_latencies = array("d")
         self.connections: set[tuple[str, int]] = set()  # client (host, port) of every request
         self.last_headers: dict[str, str] = {}  # the latest request's headers, names in lower case
         self._server: uvicorn.Server | None = None
@@ -161,9 +169,19 @@ class FakeOpenAI:
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI entry point: one route, JSON in and out, OpenAI-shaped errors."""
+        # The request's arrival, from which `latency` is timed: an inference server's latency runs
+        # from when the request reaches it, and its own work (reading, answering, encoding) happens
+        # inside that time, as its GPU's does. Yielding once before any work lets every request read
+        # with this one be stamped first; otherwise a burst of C requests would each be stamped after
+        # the work of the ones ahead of it (the last ~C x 0.1 ms late in the benchmark), adding the
+        # server's own queue to L. A request read while others are worked on still waits for that
+        # work: a pass's worth, ~0.1 ms per request here.
+        arrived = time.monotonic()
+        await asyncio.sleep(0)
         if scope.get("client"):
             self.connections.add(tuple(scope["client"]))
         self.last_headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+        chat = False
         if scope["path"] != _PATH:
             status, payload, headers = _error(404, "invalid_request_error", f"no route {scope['path']}")
         elif scope["method"] != "POST":
@@ -180,28 +198,35 @@ class FakeOpenAI:
             except ValueError as exc:
                 status, payload, headers = _error(400, "invalid_request_error", f"body is not JSON: {exc}")
             else:
-                status, payload, headers = await self._chat(body)
-        encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                chat = True
+                status, encoded, headers = await self._chat(body, arrived)
+        if not chat:
+            encoded = _encode(payload)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode()),
             *((name.encode(), value.encode()) for name, value in headers.items()),
         ]})
         await send({"type": "http.response.body", "body": encoded})
+        if chat:
+            self.observed_latencies.append(time.monotonic() - arrived)
 
-    async def _chat(self, body: dict[str, Any]) -> Reply:
+    async def _chat(self, body: dict[str, Any], arrived: float) -> tuple[int, bytes, dict[str, str]]:
+        """The answer, computed at once and held back until `latency` has passed since `arrived`."""
         self.request_count += 1
         if len(self.requests) < self.keep_requests:
             self.requests.append(body)
-            self.request_times.append(time.monotonic())
+            self.request_times.append(arrived)
         self.in_flight += 1
         self.peak_concurrency = max(self.peak_concurrency, self.in_flight)
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
             if self.failures:
-                return self._failure(self.failures.popleft())
-            content = self.contents.popleft() if self.contents else json.dumps(self.responder(body))
-            return 200, self._completion(body, content), {}
+                status, payload, headers = self._failure(self.failures.popleft())
+            else:
+                content = self.contents.popleft() if self.contents else json.dumps(self.responder(body))
+                status, payload, headers = 200, self._completion(body, content), {}
+            encoded = _encode(payload)
+            await _until(arrived + self.latency)
+            return status, encoded, headers
         finally:
             self.in_flight -= 1
 
@@ -217,7 +242,7 @@ class FakeOpenAI:
             message["content"] = f"<think>{self.reasoning}</think>\n\n{content}"
         elif self.reasoning is not None:
             message[self.reasoning_style] = self.reasoning
-        prompt_tokens = sum(len(m["content"].split()) for m in request["messages"])
+        prompt_tokens = sum(_words(m["content"]) for m in request["messages"])
         completion_tokens = len(message["content"].split())
         return {
             "id": f"chatcmpl-{self.request_count}", "object": "chat.completion", "created": int(time.time()),
@@ -226,6 +251,26 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _words(text: str) -> int:
+    """A message's "tokens": its words. The system prompt is the same ~2 KB on every request, and
+    splitting it again each time was ~4 % of this server's CPU in the LLM benchmark."""
+    return len(text.split())
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _until(deadline: float) -> None:
+    """Sleep until `time.monotonic()` reaches `deadline`, never less, with one timer. uvloop's
+    timers count whole milliseconds (the delay rounded) from its clock read in whole milliseconds,
+    so a timer set for the exact delay can fire up to ~1.5 ms early: set 1.5 ms late, it fires
+    on time or up to ~1.5 ms late (~1 ms on average). The loop is only a guard."""
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(left + 0.0015)
 
 
 def _error(status: int, kind: str, message: str) -> Reply:
