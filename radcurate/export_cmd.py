@@ -24,6 +24,7 @@ from radcurate.stack.procs import StackError
 from services.common.objectstore import ObjectStore, sha256_hex
 
 FETCH_WORKERS = 8
+WRITE_BUFFER = 1 << 20  # bytes of a file kept before a write to disk
 
 
 class ChecksumError(RuntimeError):
@@ -60,10 +61,12 @@ def export_release(store: ObjectStore, bucket: str, release: dict, target: Path)
 
     def fetch(entry: tuple[tuple[str, str], Path]) -> None:
         (key, digest), path = entry
-        # Streamed to its file as it arrives, hashed on the way: an image is held in memory a
-        # chunk at a time, not whole (real radiographs are 5-20 MB, FETCH_WORKERS at once).
+        # Streamed to its file as it arrives, hashed on the way: an image is held in memory up
+        # to WRITE_BUFFER at a time, not whole (real radiographs are 5-20 MB, FETCH_WORKERS at
+        # once); the buffer keeps a typical object to one write (each write lets go of the GIL
+        # and waits to get it back, behind the other fetching threads).
         hasher = hashlib.sha256()
-        with path.open("wb") as fp:
+        with path.open("wb", buffering=WRITE_BUFFER) as fp:
             def sink(chunk: bytes) -> None:
                 hasher.update(chunk)
                 fp.write(chunk)
