@@ -24,7 +24,7 @@ from radcurate.stack.procs import StackError
 from services.common.objectstore import ObjectStore, sha256_hex
 
 FETCH_WORKERS = 8
-WRITE_BUFFER = 1 << 20  # bytes of a file kept before a write to disk
+WRITE_BUFFER = 1 << 20  # bytes of a file held before they are hashed and written
 
 
 class ChecksumError(RuntimeError):
@@ -61,16 +61,30 @@ def export_release(store: ObjectStore, bucket: str, release: dict, target: Path)
 
     def fetch(entry: tuple[tuple[str, str], Path]) -> None:
         (key, digest), path = entry
-        # Streamed to its file as it arrives, hashed on the way: an image is held in memory up
-        # to WRITE_BUFFER at a time, not whole (real radiographs are 5-20 MB, FETCH_WORKERS at
-        # once); the buffer keeps a typical object to one write (each write lets go of the GIL
-        # and waits to get it back, behind the other fetching threads).
+        # Streamed to its file as it arrives, hashed on the way, in pieces of up to WRITE_BUFFER:
+        # an image is never held whole (real radiographs are 5-20 MB, FETCH_WORKERS at once),
+        # and a typical one is still hashed and written in one go each (every hash update and
+        # write of a piece lets go of the GIL and queues to get it back behind the other fetches).
         hasher = hashlib.sha256()
-        with path.open("wb", buffering=WRITE_BUFFER) as fp:
+        pending: list[bytes] = []
+        held = 0
+        with path.open("wb") as fp:
+            def flush() -> None:
+                nonlocal held
+                piece = b"".join(pending)
+                hasher.update(piece)
+                fp.write(piece)
+                pending.clear()
+                held = 0
+
             def sink(chunk: bytes) -> None:
-                hasher.update(chunk)
-                fp.write(chunk)
+                nonlocal held
+                pending.append(chunk)
+                held += len(chunk)
+                if held >= WRITE_BUFFER:
+                    flush()
             store.read_into(bucket, key, sink)
+            flush()
         if hasher.hexdigest() != digest:
             raise ChecksumError(f"{key}: sha256 {hasher.hexdigest()} differs from the manifest's {digest}")
 
