@@ -21,6 +21,8 @@ After the hops, "the critical path after all decided" places the consensus servi
 the same clock (from its log: the ahead round's start and end, the release's start, its checks and
 copies, its files written), and "the client's polls" says how many polls each wait made and their
 mean answer time: the bench's own polling is work the stack does inside the window it measures.
+The wait for "released" is one request that the gateway answers when the release commits
+(`GET /releases/{id}?wait=`, as `radcurate release --wait` asks), not a poll.
 BENCH_PYSPY=/path/to/py-spy records the consensus service over the chain (see `_pyspy`).
 
 Run (this tree):  PYTHONPATH=$PWD .venv/bin/python bench/bench_release.py [--studies N] [--sampled N]
@@ -229,8 +231,8 @@ async def _run(state: dict, data_dir: Path, studies: int, sampled: int, target: 
         await api.request_release({"target_size": target, "seed": seed}, release_id, protocol=CXR)
         marks.append((time.perf_counter() - t0, "client: release request answered"))
 
-        async def released() -> bool:
-            return (await api.release(release_id))["status"] == "released"
+        async def released() -> bool:  # as `radcurate release --wait` asks: answered when it commits
+            return (await api.release(release_id, wait=30))["status"] == "released"
         await wait_for("the release", polls.counted("released (/releases/{id})", released), interval=poll)
         marks.append((time.perf_counter() - t0, "client: release reported released"))
         lap("the download (fetch + verify)")
@@ -265,7 +267,8 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--poll", type=float, default=0.02,
-                        help="seconds between the client's polls for 'all decided' and 'released' (session 6: 0.1)")
+                        help="seconds between the client's polls for 'all decided' (session 6: 0.1; 'released' is"
+                             " waited for, not polled, since session 13)")
     parser.add_argument("--keep", action="store_true", help="keep the stack's state dir (logs) after the run")
     parser.add_argument("--data", type=Path, default=None, help="synthetic data folder (default data/bench-release-*)")
     args = parser.parse_args()

@@ -33,6 +33,7 @@ Token = Annotated[str | None, typer.Option(
     "--token", envvar="RADCURATE_TOKEN", help="Bearer token; default: the local stack's admin token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", help="The local stack's state (when no --gateway).")]
 DEFAULT_STATE = Path(".radcurate")
+RELEASE_WAIT = 20.0  # seconds one `release --wait` request waits on the gateway (it allows 60)
 ProtocolOpt = Annotated[str, typer.Option(help="cxr or lumbar")]
 
 
@@ -205,7 +206,11 @@ def release(release_id: Annotated[str | None, typer.Option("--id", help="Release
         requested = (await api.request("POST", "/api/v1/releases", json=body)).json()
         if not wait:
             return requested
-        return await _poll(lambda: api.release(requested["release_id"]),
+        # Each request waits on the gateway (answered the moment the release commits), so the
+        # loop's 0.5 s pause only follows a request that came back unreleased after RELEASE_WAIT.
+        deadline = time.monotonic() + timeout
+        return await _poll(lambda: api.release(requested["release_id"],
+                                               wait=min(RELEASE_WAIT, max(deadline - time.monotonic(), 0.1))),
                            lambda r: r["status"] == "released", timeout, f"release {requested['release_id']}")
 
     out = call(gateway, token, state_dir, work)

@@ -83,8 +83,13 @@ class Gateway:
         body = {"plan": plan, "release_id": release_id, **({"protocol": protocol} if protocol else {})}
         return (await self.request("POST", "/api/v1/releases", json=body)).json()
 
-    async def release(self, release_id: str) -> dict:
-        return (await self.request("GET", f"/api/v1/releases/{release_id}")).json()
+    async def release(self, release_id: str, wait: float = 0) -> dict:
+        """The release; with `wait` (seconds, at most 60), answered as soon as it is released
+        (the gateway is told when it commits), else after `wait` as it is then."""
+        if not wait:
+            return (await self.request("GET", f"/api/v1/releases/{release_id}")).json()
+        return (await self.request("GET", f"/api/v1/releases/{release_id}", params={"wait": wait},
+                                   timeout=wait + 30)).json()
 
     # --- review workflow (issue 4) --------------------------------------------------------
 

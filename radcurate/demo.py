@@ -237,7 +237,8 @@ async def wait_for_funnel(api: Gateway, protocol: Protocol, key: str, value: int
 
 
 async def _released(api: Gateway, release_id: str) -> bool:
-    return (await api.release(release_id))["status"] == "released"
+    # Answered by the gateway the moment the release commits (or unreleased after 10 s).
+    return (await api.release(release_id, wait=10))["status"] == "released"
 
 
 def print_funnel(f: dict, timings: dict) -> None:

@@ -8,6 +8,7 @@ half-written bucket is detected rather than copied.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from radcurate.stack.procs import StackError
 from services.common.objectstore import ObjectStore, sha256_hex
 
 FETCH_WORKERS = 8
+WRITE_BUFFER = 1 << 20  # bytes of a file held before they are hashed and written
 
 
 class ChecksumError(RuntimeError):
@@ -45,7 +47,9 @@ def inside(root: Path, relative: str) -> Path:
 
 
 def export_release(store: ObjectStore, bucket: str, release: dict, target: Path) -> dict[str, int]:
-    """Write the released files under `target`, laid out as in the bucket below the release prefix."""
+    """Write the released files under `target`, laid out as in the bucket below the release prefix.
+    `target` appears only once every file is written and verified; on any failure (a checksum that
+    differs, a key outside the folder, the store not answering) nothing is left behind."""
     manifest_bytes = store.get_bytes(bucket, release["manifest_key"])
     if sha256_hex(manifest_bytes) != release["manifest_sha256"]:
         raise ChecksumError(f"{release['manifest_key']}: sha256 differs from the released manifest's")
@@ -55,21 +59,50 @@ def export_release(store: ObjectStore, bucket: str, release: dict, target: Path)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
 
-    def fetch(entry: tuple[str, str]) -> None:
-        key, digest = entry
-        data = store.get_bytes(bucket, key)
-        if sha256_hex(data) != digest:
-            raise ChecksumError(f"{key}: sha256 {sha256_hex(data)} differs from the manifest's {digest}")
-        path = inside(staging, key.removeprefix(prefix))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    def fetch(entry: tuple[tuple[str, str], Path]) -> None:
+        (key, digest), path = entry
+        # Streamed to its file as it arrives, hashed on the way, in pieces of up to WRITE_BUFFER:
+        # an image is never held whole (real radiographs are 5-20 MB, FETCH_WORKERS at once),
+        # and a typical one is still hashed and written in one go each (every hash update and
+        # write of a piece lets go of the GIL and queues to get it back behind the other fetches).
+        hasher = hashlib.sha256()
+        pending: list[bytes] = []
+        held = 0
+        with path.open("wb") as fp:
+            def flush() -> None:
+                nonlocal held
+                piece = b"".join(pending)
+                hasher.update(piece)
+                fp.write(piece)
+                pending.clear()
+                held = 0
 
-    # One GET per file, each a round trip to the store: several at once (a release is ~100-1,000 files).
-    with progress.current().task("export", total=len(entries), unit="files") as task, \
-            ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-        for _ in pool.map(fetch, entries):
-            task.advance()
-    (staging / "manifest.json").write_bytes(manifest_bytes)
+            def sink(chunk: bytes) -> None:
+                nonlocal held
+                pending.append(chunk)
+                held += len(chunk)
+                if held >= WRITE_BUFFER:
+                    flush()
+            store.read_into(bucket, key, sink)
+            flush()
+        if hasher.hexdigest() != digest:
+            raise ChecksumError(f"{key}: sha256 {hasher.hexdigest()} differs from the manifest's {digest}")
+
+    try:
+        # Every path checked before any GET, and each folder made once (not once per file, in
+        # the fetching threads: a release's images share a few folders).
+        paths = [inside(staging, key.removeprefix(prefix)) for key, _ in entries]
+        for folder in sorted({path.parent for path in paths}):
+            folder.mkdir(parents=True, exist_ok=True)
+        # One GET per file, each a round trip to the store: several at once (a release is ~100-1,000 files).
+        with progress.current().task("export", total=len(entries), unit="files") as task, \
+                ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+            for _ in pool.map(fetch, zip(entries, paths, strict=True)):
+                task.advance()
+        (staging / "manifest.json").write_bytes(manifest_bytes)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # no half-written folder left for a researcher to trust
+        raise
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # the folder appears only once every file is verified
     return {"files": len(manifest["files"]) + 1, "objects": len(manifest["released"]["objects"])}

@@ -4,6 +4,7 @@ writes outside its folder, whatever a manifest says."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,24 @@ def test_inside_refuses_absolute_and_climbing_paths(tmp_path: Path):
 
 
 class DictStore:
-    """Bytes by key: the part of ObjectStore export_release uses (a unit test of pure logic)."""
+    """Bytes by key: the part of ObjectStore export_release uses (a unit test of pure logic). As
+    the real store, a GET hands the body on in chunks (read_into), and get_bytes joins them."""
+
+    CHUNK = 64 * 1024
 
     def __init__(self, objects: dict[str, bytes]) -> None:
         self.objects = objects
 
+    def read_into(self, bucket: str, key: str, sink: Callable[[bytes], object]) -> str:
+        data = self.objects[key]
+        for at in range(0, len(data), self.CHUNK):
+            sink(data[at:at + self.CHUNK])
+        return "etag"
+
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        return self.objects[key]
+        pieces: list[bytes] = []
+        self.read_into(bucket, key, pieces.append)
+        return b"".join(pieces)
 
 
 def test_an_export_whose_manifest_points_outside_the_folder_writes_nothing_there(tmp_path: Path):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from services.common.objectstore import sha256_hex
 from services.gateway.api.models import iso_row
@@ -25,12 +26,17 @@ async def list_releases(_: Curator, res: Res) -> list[dict]:
 
 
 @router.get("/releases/{release_id}")
-async def get_release(release_id: str, _: Curator, res: Res) -> dict:
+async def get_release(release_id: str, _: Curator, res: Res,
+                      wait: Annotated[float, Query(ge=0, le=60, description=(
+                          "Seconds to wait for the release to be released before answering (answered"
+                          " the moment it is; 0: at once)."))] = 0) -> dict:
     """One release: its status, counts and manifest digest."""
     async with res.pool.connection() as conn:
         row = await releases.get(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
+    if wait > 0 and row["status"] != "released":
+        row = await releases.wait_released(res.settings.database_url.get_secret_value(), release_id, wait) or row
     return iso_row(row)
 
 
