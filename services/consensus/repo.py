@@ -10,8 +10,13 @@ from services.common.contracts import AdjudicationRequested, DicomObject, Review
 from services.common.protocols.kit.decision import Decision
 
 # A vote row's judgement: the stored one, or (rows from before judgements) the flat columns read
-# the way schema-1 vote events are upcast. `protocol` comes from the study's assignment.
-_JUDGEMENT_COLUMNS = "v.judgement, v.verdict, v.added_labels, v.removed_labels, v.grades, a.protocol"
+# the way schema-1 vote events are upcast. `protocol` comes from the study's assignment. The flat
+# columns are sent only where there is no judgement: a vote with one has them too ('[]' by
+# default), and decoding those two jsonb values per vote was two thirds of the JSON a report's or
+# a release's read decodes, for values `_with_judgement` drops.
+_JUDGEMENT_COLUMNS = ", ".join(
+    ["v.judgement"] + [f"CASE WHEN v.judgement IS NULL THEN v.{c} END AS {c}"
+                       for c in ("verdict", "added_labels", "removed_labels", "grades")] + ["a.protocol"])
 
 
 def _with_judgement(row: dict) -> dict:
