@@ -423,11 +423,22 @@ async def agreement_fingerprint(conn: psycopg.AsyncConnection) -> tuple[int, ...
     return tuple(int(row[k]) for k in ("assignments", "decisions", "adjudications", "votes", "written"))
 
 
-async def undecided_count(conn: psycopg.AsyncConnection, protocol: str) -> int:
-    """How many of the protocol's assigned studies have no decision yet."""
+async def undecided_studies(conn: psycopg.AsyncConnection, protocol: str, limit: int) -> list[str]:
+    """Up to `limit` of the protocol's assigned studies with no decision yet, those with the fewest
+    counted votes first (as far as one can tell, the last to be decided); none when every
+    assigned study is decided. Reads every assigned study of the protocol: `still_undecided`
+    is the cheap look that follows."""
     cur = await conn.execute(
-        "SELECT count(*) AS n FROM assignments a WHERE a.protocol = %s"
-        " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)", (protocol,))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
+        "SELECT a.study_id FROM assignments a WHERE a.protocol = %s"
+        " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)"
+        " ORDER BY (SELECT count(*) FROM votes v WHERE v.study_id = a.study_id AND v.counted), a.study_id"
+        " LIMIT %s", (protocol, limit))
+    return [r["study_id"] for r in await cur.fetchall()]
+
+
+async def still_undecided(conn: psycopg.AsyncConnection, study_ids: list[str]) -> list[str]:
+    """Those of `study_ids` with no decision yet, in the order given (one index look-up each)."""
+    cur = await conn.execute(
+        "SELECT s.study_id FROM unnest(%s::text[]) WITH ORDINALITY AS s(study_id, n)"
+        " WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = s.study_id) ORDER BY s.n", (study_ids,))
+    return [r["study_id"] for r in await cur.fetchall()]
