@@ -424,14 +424,15 @@ async def agreement_fingerprint(conn: psycopg.AsyncConnection) -> tuple[int, ...
 
 
 async def undecided_studies(conn: psycopg.AsyncConnection, protocol: str, limit: int) -> list[str]:
-    """Up to `limit` of the protocol's assigned studies with no decision yet, those with the fewest
-    counted votes first (as far as one can tell, the last to be decided); none when every
-    assigned study is decided. Reads every assigned study of the protocol: `still_undecided`
-    is the cheap look that follows."""
+    """Up to `limit` of the protocol's assigned studies with no decision yet, the likeliest to stay
+    undecided first: the fewest counted votes, then the largest study id (the gateway offers a
+    reader's oldest assignment, smallest study id first); none when every assigned study is
+    decided. Reads every assigned study of the protocol: `still_undecided` is the cheap look
+    that follows."""
     cur = await conn.execute(
         "SELECT a.study_id FROM assignments a WHERE a.protocol = %s"
         " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)"
-        " ORDER BY (SELECT count(*) FROM votes v WHERE v.study_id = a.study_id AND v.counted), a.study_id"
+        " ORDER BY (SELECT count(*) FROM votes v WHERE v.study_id = a.study_id AND v.counted), a.study_id DESC"
         " LIMIT %s", (protocol, limit))
     return [r["study_id"] for r in await cur.fetchall()]
 

@@ -331,6 +331,9 @@ async def test_rounds_while_a_remembered_study_stays_open_do_not_read_every_stud
     for study in ("W7", "W8", "W9"):  # open; W9 has a vote already, so W7 and W8 are the likelier to stay open
         await apply(db, handlers, assigned(study))
     await apply(db, handlers, vote("W9", "r1", "agree_all"))
+    # the likeliest to stay open first: no vote yet, then the last the gateway offers (largest id)
+    assert await repo.undecided_studies(db, Protocol.CXR.value, 2) == ["W8", "W7"]
+    await db.commit()
 
     def scans() -> int:
         return sum("FROM assignments" in q for q in recording.sent)
