@@ -13,11 +13,11 @@ the agreement report off the chain from the last vote to a verified release (iss
   changes them and the release reads and computes them again, as before.
 - Whether a protocol's last study is decided is asked after every round of decisions (up to ~20
   times a second while votes stream in). Counting its undecided studies read every assigned
-  study, each time: ~0.75 ms of CPU (Postgres and this process) at 1,000 studies, ~4.4 ms at
-  13,735, growing with the archive. Instead a round looks at a few studies remembered open
-  (`OPEN_WITNESSES`, one index look-up each); only once all of them are decided does it read
-  every study again, to find more (those with the fewest votes, the likeliest to stay open) or
-  that none is left. A decision is never removed, so a remembered study still open proves the
+  study, each time: ~0.9 ms of CPU (Postgres and this process) at 1,000 studies, ~5 ms at
+  13,735, growing with the archive (bench/bench_release_ahead.py). Instead a round looks at a
+  few studies remembered open (`OPEN_WITNESSES`, one index look-up each); only once all of them
+  are decided does it read every study again, to find more (those with the fewest votes, the
+  likeliest to stay open) or that none is left. A decision is never removed, so a remembered study still open proves the
   protocol is not done; "all decided" still comes only from reading every study.
 - What a release imports on first use (pydicom for the checks and the dataset card, ~0.6 s of CPU;
   numpy.ma, which the report's first percentile interval loads) is imported in the background at
