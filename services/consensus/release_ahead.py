@@ -17,8 +17,9 @@ the agreement report off the chain from the last vote to a verified release (iss
   13,735, growing with the archive (bench/bench_release_ahead.py). Instead a round looks at a
   few studies remembered open (`OPEN_WITNESSES`, one index look-up each); only once all of them
   are decided does it read every study again, to find more (those with the fewest votes, the
-  likeliest to stay open) or that none is left. A decision is never removed, so a remembered study still open proves the
-  protocol is not done; "all decided" still comes only from reading every study.
+  likeliest to stay open) or that none is left. A decision is never removed, so a remembered
+  study still open proves the protocol is not done; "all decided" still comes only from reading
+  every study.
 - What a release imports on first use (pydicom for the checks and the dataset card, ~0.6 s of CPU;
   numpy.ma, which the report's first percentile interval loads) is imported in the background at
   the first decision.
