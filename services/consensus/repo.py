@@ -10,8 +10,13 @@ from services.common.contracts import AdjudicationRequested, DicomObject, Review
 from services.common.protocols.kit.decision import Decision
 
 # A vote row's judgement: the stored one, or (rows from before judgements) the flat columns read
-# the way schema-1 vote events are upcast. `protocol` comes from the study's assignment.
-_JUDGEMENT_COLUMNS = "v.judgement, v.verdict, v.added_labels, v.removed_labels, v.grades, a.protocol"
+# the way schema-1 vote events are upcast. `protocol` comes from the study's assignment. The flat
+# columns are sent only where there is no judgement: a vote with one has them too ('[]' by
+# default), and decoding those two jsonb values per vote was two thirds of the JSON a report's or
+# a release's read decodes, for values `_with_judgement` drops.
+_JUDGEMENT_COLUMNS = ", ".join(
+    ["v.judgement"] + [f"CASE WHEN v.judgement IS NULL THEN v.{c} END AS {c}"
+                       for c in ("verdict", "added_labels", "removed_labels", "grades")] + ["a.protocol"])
 
 
 def _with_judgement(row: dict) -> dict:
@@ -418,11 +423,23 @@ async def agreement_fingerprint(conn: psycopg.AsyncConnection) -> tuple[int, ...
     return tuple(int(row[k]) for k in ("assignments", "decisions", "adjudications", "votes", "written"))
 
 
-async def undecided_count(conn: psycopg.AsyncConnection, protocol: str) -> int:
-    """How many of the protocol's assigned studies have no decision yet."""
+async def undecided_studies(conn: psycopg.AsyncConnection, protocol: str, limit: int) -> list[str]:
+    """Up to `limit` of the protocol's assigned studies with no decision yet, the likeliest to stay
+    undecided first: the fewest counted votes, then the largest study id (the gateway offers a
+    reader's oldest assignment, smallest study id first); none when every assigned study is
+    decided. Reads every assigned study of the protocol: `still_undecided` is the cheap look
+    that follows."""
     cur = await conn.execute(
-        "SELECT count(*) AS n FROM assignments a WHERE a.protocol = %s"
-        " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)", (protocol,))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
+        "SELECT a.study_id FROM assignments a WHERE a.protocol = %s"
+        " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id)"
+        " ORDER BY (SELECT count(*) FROM votes v WHERE v.study_id = a.study_id AND v.counted), a.study_id DESC"
+        " LIMIT %s", (protocol, limit))
+    return [r["study_id"] for r in await cur.fetchall()]
+
+
+async def still_undecided(conn: psycopg.AsyncConnection, study_ids: list[str]) -> list[str]:
+    """Those of `study_ids` with no decision yet, in the order given (one index look-up each)."""
+    cur = await conn.execute(
+        "SELECT s.study_id FROM unnest(%s::text[]) WITH ORDINALITY AS s(study_id, n)"
+        " WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = s.study_id) ORDER BY s.n", (study_ids,))
+    return [r["study_id"] for r in await cur.fetchall()]

@@ -478,3 +478,71 @@ async def test_a_batch_of_votes_deciding_many_studies_writes_their_decisions_in_
     assert sorted(e.study_id for e in emitted) == studies
     assert counted.sent.count("INSERT INTO decisions") == 1
     assert [r["study_id"] for r in await rows(db, "SELECT study_id FROM decisions ORDER BY 1")] == studies
+
+
+async def _legacy_and_judged_votes(db, handlers) -> None:
+    """Study L1: r1's and r2's votes stored before judgements (flat columns, no judgement), r3's
+    cast now, which decides it (accepted); then r3's flat columns overwritten by hand, so a read
+    that took them for the judgement would show it."""
+    await apply(db, handlers, assigned("L1", suggested=("cardiomegaly", "edema")))
+    async with db.transaction():
+        await db.execute(
+            "INSERT INTO votes (vote_id, study_id, reader_id, verdict, added_labels, removed_labels, seconds_spent,"
+            " cast_at, counted) VALUES ('L1-r1', 'L1', 'r1', 'agree_all', '[]', '[]', 10, now() - interval '2 min',"
+            " true), ('L1-r2', 'L1', 'r2', 'agree_mostly', '[\"pleural_effusion\"]', '[\"edema\"]', 10,"
+            " now() - interval '1 min', true)")
+    [reached] = await apply(db, handlers, vote("L1", "r3", "agree_all"))
+    assert reached.accepted
+    async with db.transaction():
+        await db.execute("UPDATE votes SET verdict = 'disagree', added_labels = '[\"edema\"]',"
+                         " removed_labels = '[\"cardiomegaly\"]' WHERE vote_id = 'L1-r3'")
+
+
+LEGACY_AND_JUDGED = [
+    {"reader_id": "r1", "verdict": "agree_all", "added_labels": [], "removed_labels": []},
+    {"reader_id": "r2", "verdict": "agree_mostly", "added_labels": ["pleural_effusion"], "removed_labels": ["edema"]},
+    {"reader_id": "r3", "verdict": "agree_all", "added_labels": [], "removed_labels": []},
+]
+
+
+async def test_votes_from_before_judgements_read_from_their_flat_columns_and_the_others_from_their_judgement(
+        db, handlers):
+    from services.consensus import repo
+    await _legacy_and_judged_votes(db, handlers)
+
+    def fields(votes):
+        return [{k: v[k] for k in ("reader_id", "verdict", "added_labels", "removed_labels")} for v in votes]
+
+    assert fields(await repo.counted_votes(db, "L1")) == LEGACY_AND_JUDGED
+    assert fields((await repo.decision_inputs(db, "L1"))[2]) == LEGACY_AND_JUDGED
+    assert fields((await repo.decision_inputs_many(db, ["L1"]))["L1"][2]) == LEGACY_AND_JUDGED
+    assert fields((await repo.report_rows(db, Protocol.CXR.value, provenance=False))[1]) == LEGACY_AND_JUDGED
+    [accepted] = await repo.accepted_studies(db, Protocol.CXR.value)
+    assert fields(accepted["votes"]) == LEGACY_AND_JUDGED
+    assert all("grades" not in v and "protocol" not in v for v in accepted["votes"])
+
+
+async def test_a_report_read_decodes_one_json_value_per_vote(db, handlers):
+    """A vote with a judgement also has flat columns ('[]' by default); reading them too cost two
+    more JSON decodes per vote, for values that are dropped (a third of the card agreement's CPU
+    once the last study is decided)."""
+    import psycopg.types.json
+
+    from services.consensus import repo
+    for i in range(4):
+        await decide(db, handlers, f"J{i}", ["agree_all", "agree_mostly", "disagree"])
+    _DECODED.clear()
+    psycopg.types.json.set_json_loads(_counting_loads, db)
+    studies, votes = await repo.report_rows(db, Protocol.CXR.value, provenance=False)
+    assert (len(studies), len(votes)) == (4, 12)
+    # each study's suggestion and effective labels, and each vote's judgement: nothing more
+    assert len(_DECODED) == 2 * len(studies) + len(votes)
+
+
+_DECODED: list[bytes] = []
+
+
+def _counting_loads(data: bytes):
+    """json.loads, counting its calls (a module-level function: psycopg keeps loaders it is given)."""
+    _DECODED.append(data)
+    return json.loads(data)
