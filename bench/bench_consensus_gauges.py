@@ -19,11 +19,12 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_consensus_gauges.py [studies] 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,21 +112,28 @@ async def _run(dsn: str, pg_pid: int, repeats: int) -> None:
         await _measure("new tick, nothing changed", lambda: gauges.refresh(pool, last), pg_pid, repeats)
 
 
-def main(studies: int, repeats: int) -> None:
+@contextlib.contextmanager
+def consensus_postgres() -> Iterator[tuple[str, int]]:
+    """A throwaway Postgres with consensus's schema: (its DSN, the server's pid), stopped after."""
     with tempfile.TemporaryDirectory() as tmp:
         info = postgres.start(Path(tmp) / "pg" / "data", Path(tmp) / "pg.log")
         try:
             dsn = postgres.with_database(info["admin_dsn"], "postgres")
             apply_migrations(dsn, sorted(Path(COMMON_MIGRATIONS).glob("*.sql")))
             apply_migrations(dsn, sorted((Path(services.__file__).parent / "consensus" / "migrations").glob("*.sql")))
-            started = time.perf_counter()
-            _fill(dsn, studies)
-            filled = time.perf_counter() - started
-            print(f"{studies} decided studies, {3 * studies} counted votes (filled in {filled:.1f} s); {_load()}")
-            asyncio.run(_run(dsn, info["pid"], repeats))
+            yield dsn, info["pid"]
         finally:
             os.kill(info["pid"], 15)
             time.sleep(1)
+
+
+def main(studies: int, repeats: int) -> None:
+    with consensus_postgres() as (dsn, pg_pid):
+        started = time.perf_counter()
+        _fill(dsn, studies)
+        filled = time.perf_counter() - started
+        print(f"{studies} decided studies, {3 * studies} counted votes (filled in {filled:.1f} s); {_load()}")
+        asyncio.run(_run(dsn, pg_pid, repeats))
 
 
 if __name__ == "__main__":

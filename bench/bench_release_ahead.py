@@ -20,25 +20,19 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_release_ahead.py [studies] [ro
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from bench_consensus_gauges import _fill, _load  # this folder (run as a script)
+from bench_consensus_gauges import _fill, _load, consensus_postgres  # this folder (run as a script)
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-import services
 from radcurate.cpu_clock import stack_cpu
-from radcurate.stack import postgres
 from services.common import protocols
-from services.common.db import COMMON_MIGRATIONS, apply_migrations
 from services.consensus import repo
 from services.consensus.release_ahead import ReleaseAhead
 
@@ -97,18 +91,10 @@ async def _run(dsn: str, pg_pid: int, rounds: int, repeats: int) -> None:
 
 
 def main(studies: int, rounds: int, repeats: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        info = postgres.start(Path(tmp) / "pg" / "data", Path(tmp) / "pg.log")
-        try:
-            dsn = postgres.with_database(info["admin_dsn"], "postgres")
-            apply_migrations(dsn, sorted(Path(COMMON_MIGRATIONS).glob("*.sql")))
-            apply_migrations(dsn, sorted((Path(services.__file__).parent / "consensus" / "migrations").glob("*.sql")))
-            _fill(dsn, studies)
-            print(f"{studies} CXR studies, 3 counted votes each; {_load()}")
-            asyncio.run(_run(dsn, info["pid"], rounds, repeats))
-        finally:
-            os.kill(info["pid"], 15)
-            time.sleep(1)
+    with consensus_postgres() as (dsn, pg_pid):
+        _fill(dsn, studies)
+        print(f"{studies} CXR studies, 3 counted votes each; {_load()}")
+        asyncio.run(_run(dsn, pg_pid, rounds, repeats))
 
 
 if __name__ == "__main__":
