@@ -67,6 +67,12 @@ async def _start(res: Resources[GatewaySettings]) -> None:
     await prepare_open_reads(res)
 
 
+async def _stop(res: Resources[GatewaySettings]) -> None:
+    listener = res.extra.get(releases.RELEASE_LISTENER)  # made on the first `?wait=`
+    if listener is not None:
+        await listener.close()
+
+
 def load_protocols() -> list[str]:
     """Import every curation protocol and build what its review view reads (e.g. the CXR
     taxonomy's labels), before the gateway serves; returns their names.
@@ -104,6 +110,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
                  reports.router, evaluations.router, series.router, releases.router, pacs_imports.router,
                  dead_letters.router, manifests.router],
         on_start=_start,
+        on_stop=_stop,
         # Bodies are bounded before they are read: uploads where they are expected, 1 MiB elsewhere.
         body_limits={"/api/v1/studies": studies.MAX_UPLOAD_BYTES + 1024 * 1024,
                      "/api/v1/studies/batch": studies.MAX_UPLOAD_BYTES + 1024 * 1024,

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from services.common.contracts import BenchmarkReleased
 from services.common.db import open_pool
 from services.common.runtime import Resources
+from services.gateway.api.routes.releases import RELEASE_LISTENER
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.auth import token_hash
 from services.gateway.repo import releases
@@ -43,13 +44,15 @@ async def gateway(gateway_dsn):
     app = build_app(settings)
     pool = await open_pool(gateway_dsn)
     # No lifespan (no broker or S3 here): the route needs only the pool and the settings.
-    app.state.resources = Resources(settings, pool, None, None, None)  # type: ignore[arg-type]
+    app.state.resources = res = Resources(settings, pool, None, None, None)  # type: ignore[arg-type]
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
                                headers={"Authorization": f"Bearer {token}"}, timeout=60)
     try:
         yield client, pool
     finally:
         await client.aclose()
+        if (listener := res.extra.get(RELEASE_LISTENER)) is not None:  # what the app's _stop does
+            await listener.close()
         await pool.close()
 
 
@@ -104,3 +107,81 @@ async def test_a_wait_for_a_release_not_recorded_ends_after_its_seconds_as_it_is
     assert missing.status_code == 404
     assert time.monotonic() - at_once < 5
     assert (await client.get("/api/v1/releases/R1", params={"wait": 61})).status_code == 422
+
+
+# Many researchers waiting on one gateway: one LISTEN connection for all of them, not one each.
+# (Each waiter held its own Postgres connection: ~100 waiters exhausted Postgres's connections.)
+WAITERS = 120
+LISTEN_APP = "radcurate-gateway-release-wait"
+
+
+def _backends(dsn: str) -> list[dict]:
+    """This Postgres's client backends, each with its application_name (the test stack's Postgres
+    serves this test session only)."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute("SELECT pid, application_name FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                            " AND pid <> pg_backend_pid()").fetchall()
+
+
+async def _until(condition, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_many_waiters_share_one_listening_connection(gateway, gateway_dsn):
+    client, pool = gateway
+    before = len(_backends(gateway_dsn))
+    r1 = [asyncio.create_task(client.get("/api/v1/releases/R1", params={"wait": 30})) for _ in range(WAITERS)]
+    r2 = [asyncio.create_task(client.get("/api/v1/releases/R2", params={"wait": 30})) for _ in range(5)]
+    await asyncio.sleep(2.0)  # every waiter's request in and waiting (on main: each on its own connection)
+    during = _backends(gateway_dsn)
+    assert not any(t.done() for t in r1 + r2)
+    # The pool's connections (at most its max_size, 8, for the waiters' reads) and one listener.
+    assert len(during) - before <= pool.max_size + 1, f"{len(during) - before} more backends while waiting"
+    assert [b["application_name"] for b in during].count(LISTEN_APP) == 1
+
+    committed = await _record(pool, "R1", hold_open=0.0)
+    answers = await asyncio.gather(*r1)
+    assert all(a.status_code == 200 and a.json()["status"] == "released" for a in answers)
+    assert time.monotonic() - committed < 10  # at the commit, not after the 30 s wait
+    await asyncio.sleep(0.2)
+    assert not any(t.done() for t in r2)  # R1's record is not R2's
+    await _record(pool, "R2", hold_open=0.0)
+    assert all(a.json()["status"] == "released" for a in await asyncio.gather(*r2))
+
+
+async def test_a_release_recorded_while_the_listening_connection_is_lost_is_not_missed(gateway, gateway_dsn):
+    client, pool = gateway
+    waiters = [asyncio.create_task(client.get("/api/v1/releases/R1", params={"wait": 30})) for _ in range(3)]
+    await _until(lambda: [b["application_name"] for b in _backends(gateway_dsn)].count(LISTEN_APP) == 1)
+    await asyncio.sleep(0.3)  # the waiters have read R1 as requested and wait
+    assert not any(t.done() for t in waiters)
+    (lost,) = [b["pid"] for b in _backends(gateway_dsn) if b["application_name"] == LISTEN_APP]
+    # Blocking calls on purpose: the event loop (the gateway's listener with it) is held until the
+    # release has committed, so it is recorded while no LISTEN stands and its notification is lost.
+    with psycopg.connect(gateway_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (lost,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (lost,)).fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with admin.transaction():
+            admin.execute("UPDATE releases SET status = 'released', released_count = 3 WHERE release_id = 'R1'")
+            admin.execute("SELECT pg_notify(%s, 'R1')", (releases.RELEASE_RECORDED,))
+        gone_at = time.monotonic()
+    answers = await asyncio.gather(*waiters)
+    assert all(a.json()["status"] == "released" for a in answers)
+    assert time.monotonic() - gone_at < 10  # read again after the reconnect, not at the end of the 30 s
+    listening = [b["pid"] for b in _backends(gateway_dsn) if b["application_name"] == LISTEN_APP]
+    assert len(listening) == 1 and listening != [lost]  # listening again, on a new connection
+
+    # And the new connection hears the next release as before.
+    with psycopg.connect(gateway_dsn) as conn:
+        conn.execute("INSERT INTO releases (release_id, protocol, status) VALUES ('R3', %s, 'requested')", (PROTOCOL,))
+    waiting = asyncio.create_task(client.get("/api/v1/releases/R3", params={"wait": 30}))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    committed = await _record(pool, "R3", hold_open=0.0)
+    assert (await waiting).json()["status"] == "released" and time.monotonic() - committed < 5

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from services.common.contracts import BenchmarkReleased
-from services.gateway.repo.conn import Conn, Row
+from services.common.listener import Listener
+from services.gateway.repo.conn import Conn, Row, autocommit
 
 # The channel record_released notifies on (its payload: the release id). Postgres delivers a
 # notification only when the transaction that sent it commits, so a listener that hears it reads
@@ -77,27 +75,25 @@ async def record_released(conn: Conn, e: BenchmarkReleased, policy: dict[str, An
     await conn.execute("SELECT pg_notify(%s, %s)", (RELEASE_RECORDED, e.release_id))
 
 
-async def wait_released(dsn: str, release_id: str, seconds: float) -> Row | None:
+def release_listener(dsn: str) -> Listener:
+    """The process's one listener for record_released's notifications (services/common/listener.py):
+    one Postgres connection however many wait (a connection per waiter exhausted Postgres's
+    connections at ~100 researchers waiting)."""
+    return Listener(dsn, RELEASE_RECORDED, application_name="radcurate-gateway-release-wait")
+
+
+async def wait_released(listener: Listener, pool: AsyncConnectionPool[Conn], release_id: str,
+                        seconds: float) -> Row | None:
     """The release's row as soon as it is released, else as it is after `seconds` (None: no such
-    release). On its own connection, listening for record_released's notification: woken when
-    the release commits, with no polling in between (a poll every 0.5 s saw it ~0.25 s late on
-    average, and each poll was a request to answer). A connection per waiter: the waiters are a
-    few curators' clients, each holding one for at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        await conn.execute(f"LISTEN {RELEASE_RECORDED}")
-        row = await get(conn, release_id)  # read after LISTEN: a release recorded before it is seen here
-        while row is not None and row["status"] != "released" and (left := deadline - time.monotonic()) > 0:
-            heard = False
-            # aclosing: the generator holds the connection's lock until it is closed.
-            async with contextlib.aclosing(conn.notifies(timeout=left)) as notes:
-                async for note in notes:
-                    if note.payload == release_id:
-                        heard = True
-                        break
-            if heard or time.monotonic() >= deadline:
-                row = await get(conn, release_id)
-        return row
+    release). Woken by record_released's notification as the release commits, with no polling
+    in between (a poll every 0.5 s saw it ~0.25 s late on average, and each poll was a request
+    to answer); each read borrows a pool connection for one statement."""
+
+    async def read() -> Row | None:
+        async with pool.connection() as conn, autocommit(conn):
+            return await get(conn, release_id)
+
+    return await listener.wait(release_id, read, lambda row: row is None or row["status"] == "released", seconds)
 
 
 async def hold_out(conn: Conn, release_id: str, study_ids: list[str]) -> None:

@@ -8,12 +8,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from services.common.listener import Listener
 from services.common.objectstore import sha256_hex
 from services.gateway.api.models import iso_row
 from services.gateway.auth import Curator
 from services.gateway.deps import Res
 from services.gateway.problems import Problem
 from services.gateway.repo import releases
+
+# Where the process's release listener is kept in its Resources' `extra`.
+RELEASE_LISTENER = "release_listener"
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 
@@ -36,8 +40,18 @@ async def get_release(release_id: str, _: Curator, res: Res,
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
     if wait > 0 and row["status"] != "released":
-        row = await releases.wait_released(res.settings.database_url.get_secret_value(), release_id, wait) or row
+        row = await releases.wait_released(release_listener(res), res.pool, release_id, wait) or row
     return iso_row(row)
+
+
+def release_listener(res: Res) -> Listener:
+    """The process's release listener, made on the first wait (a gateway nobody waits on holds no
+    LISTEN connection); closed with the app (app.py `_stop`)."""
+    listener = res.extra.get(RELEASE_LISTENER)
+    if listener is None:
+        listener = res.extra[RELEASE_LISTENER] = releases.release_listener(
+            res.settings.database_url.get_secret_value())
+    return listener  # type: ignore[no-any-return]
 
 
 @router.get("/releases/{release_id}/files")
