@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -44,15 +45,22 @@ class Listener:
         self._up = asyncio.Event()  # set while the LISTEN is in place
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # One read in flight per key, shared by the waiters registered before it started (`_read`),
+        # with the number it started at; `_seq` numbers registrations and reads in one order.
+        self._reads: dict[str, tuple[int, asyncio.Future[Any]]] = {}
+        self._seq = 0
+        self.reads = 0  # reads made (tests: woken waiters of one key share one)
         self.connects = 0  # LISTEN connections made, the first and every reconnect (tests, logs)
 
     async def wait(self, key: str, read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
                    seconds: float) -> T:
         """`read()`'s result as soon as `done` holds for it, else as it is after `seconds` (read
-        again at the end). Reads again each time `key` is notified or the connection was lost."""
+        again at the end). Reads again each time `key` is notified or the connection was lost.
+        Waiters of one key pass the same read: a read that started after a waiter registered
+        answers it as well as its own, so the waiters a notification wakes share one read."""
         deadline = time.monotonic() + seconds
         while True:
-            woken = self._register(key)
+            woken, registered = self._register(key)
             try:
                 left = deadline - time.monotonic()
                 if left > 0:
@@ -60,7 +68,7 @@ class Listener:
                     # deadline ends the wait with a read (which fails the same way, if it does).
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._listening(), left)
-                value = await read()
+                value = await self._read(key, read, registered)
                 left = deadline - time.monotonic()
                 if done(value) or left <= 0 or self._closed:  # closed: nothing would wake it
                     return value
@@ -85,10 +93,31 @@ class Listener:
             self._task = None
         self._wake_all()
 
-    def _register(self, key: str) -> asyncio.Future[None]:
+    def _register(self, key: str) -> tuple[asyncio.Future[None], int]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, set()).add(future)
-        return future
+        self._seq += 1
+        return future, self._seq
+
+    async def _read(self, key: str, read: Callable[[], Awaitable[T]], registered: int) -> T:
+        """`read()`'s result, from the key's read in flight if that started after the waiter
+        registered (an earlier one may have missed a commit the waiter was woken for), else from
+        a new one that later waiters may join. Shielded: a waiter that goes away (its client
+        disconnected) does not cancel the read for the others."""
+        current = self._reads.get(key)
+        if current is None or current[0] < registered:
+            self._seq += 1
+            self.reads += 1
+            current = (self._seq, asyncio.ensure_future(read()))
+            self._reads[key] = current
+            current[1].add_done_callback(functools.partial(self._forget_read, key, current))
+        return cast(T, await asyncio.shield(current[1]))
+
+    def _forget_read(self, key: str, entry: tuple[int, asyncio.Future[Any]], _: object) -> None:
+        if self._reads.get(key) is entry:
+            del self._reads[key]
+        if not entry[1].cancelled():
+            entry[1].exception()  # retrieved: its waiters saw it (no "never retrieved" warning)
 
     def _unregister(self, key: str, future: asyncio.Future[None]) -> None:
         waiters = self._waiters.get(key)

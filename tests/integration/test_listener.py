@@ -1,7 +1,7 @@
 """services/common/listener.py against real Postgres: one LISTEN connection shared by every waiter
 (the release wait's, `GET /api/v1/releases/{id}?wait=`). A waiter registers before it reads, so a
 notification sent between its read and its wait still wakes it; a waiter whose key is never
-notified ends at its deadline, read once more; a Postgres that cannot be reached ends a wait at
+notified ends at its deadline, read once more; the waiters one notification wakes share one read; a Postgres that cannot be reached ends a wait at
 its deadline too, and `close` ends the waits in progress at once."""
 
 from __future__ import annotations
@@ -64,6 +64,28 @@ async def test_waiters_on_other_keys_wait_on_until_their_deadline(fresh_schema):
         assert time.monotonic() - started >= 1.0
         # a: its first read and the one at its deadline; b: one more, for its notification.
         assert reads.count("a") == 2 and reads.count("b") == 3
+    finally:
+        await listener.close()
+
+
+async def test_the_waiters_a_notification_wakes_share_one_read(fresh_schema):
+    listener = Listener(fresh_schema, CHANNEL)
+    state = {"released": False}
+
+    async def read() -> bool:
+        await asyncio.sleep(0.01)  # a read takes a while: the woken waiters join it
+        return state["released"]
+
+    try:
+        waiters = [asyncio.create_task(listener.wait("k", read, bool, 20)) for _ in range(20)]
+        await asyncio.sleep(0.5)
+        assert listener.waiting == 20
+        before = listener.reads
+        state["released"] = True
+        with psycopg.connect(fresh_schema, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, 'k')", (CHANNEL,))
+        assert await asyncio.gather(*waiters) == [True] * 20
+        assert listener.reads - before == 1  # one read for the twenty (Postgres answers it once)
     finally:
         await listener.close()
 
