@@ -1,8 +1,8 @@
 """services/common/listener.py against real Postgres: one LISTEN connection shared by every waiter
 (the release wait's, `GET /api/v1/releases/{id}?wait=`). A waiter registers before it reads, so a
 notification sent between its read and its wait still wakes it; a waiter whose key is never
-notified ends at its deadline, read once more; the waiters one notification wakes share one read; a Postgres that cannot be reached ends a wait at
-its deadline too, and `close` ends the waits in progress at once."""
+notified ends at its deadline, read once more; the waiters one notification wakes share one read;
+a Postgres that cannot be reached ends a wait at its deadline too, and `close` ends the waits in progress at once."""
 
 from __future__ import annotations
 
