@@ -146,8 +146,12 @@ class Listener:
         backoff = 0.0
         while not self._closed:
             try:
+                # TCP keepalives: a connection lost without a word (a dropped network path, no
+                # reset) is noticed within ~60 s, as the listener only reads and nothing else
+                # would notice it; meanwhile waiters still end at their own deadlines.
                 async with await psycopg.AsyncConnection.connect(
-                        self._dsn, autocommit=True, application_name=self._application_name) as conn:
+                        self._dsn, autocommit=True, application_name=self._application_name, keepalives=1,
+                        keepalives_idle=30, keepalives_interval=10, keepalives_count=3) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connects += 1
                     self._up.set()

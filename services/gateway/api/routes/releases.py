@@ -35,12 +35,13 @@ async def get_release(release_id: str, _: Curator, res: Res,
                           "Seconds to wait for the release to be released before answering (answered"
                           " the moment it is; 0: at once)."))] = 0) -> dict:
     """One release: its status, counts and manifest digest."""
-    async with res.pool.connection() as conn:
-        row = await releases.get(conn, release_id)
+    if wait > 0:  # its first read answers an unknown or released one at once
+        row = await releases.wait_released(release_listener(res), res.pool, release_id, wait)
+    else:
+        async with res.pool.connection() as conn:
+            row = await releases.get(conn, release_id)
     if row is None:
         raise Problem(404, f"no release {release_id!r}")
-    if wait > 0 and row["status"] != "released":
-        row = await releases.wait_released(release_listener(res), res.pool, release_id, wait) or row
     return iso_row(row)
 
 
