@@ -4,7 +4,8 @@ Run `python -m radcurate.eval_labels [--data PATH] [--openi DIR] [--verbose]`. T
 
 - the project's hand-written set (tests/data/README.md states the labelling convention);
 - real radiologists' reports, when present: the Open-i chest X-ray development set with the expert
-  NegBio gold standard (`../shared/data/openi-dev/` beside the repository, or `$RADCURATE_OPENI_DIR`).
+  NegBio gold standard (`../shared/data/openi-dev/` beside the repository, or beside the main
+  checkout when run from a linked git worktree, or `$RADCURATE_OPENI_DIR`).
   Its files are never copied into the repository. Its gold has 14 ChestX-ray14 columns; only the six
   labels whose definitions line up with the taxonomy are scored (the README of the folder maps them).
   The set is scored whole and split by uid parity (even: where rules are developed; odd: held out),
@@ -60,11 +61,40 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def openi_dir(explicit: Path | None = None) -> Path:
-    """Where the Open-i development set is: `--openi`, else `$RADCURATE_OPENI_DIR`, else beside the repo."""
+def openi_dir(explicit: Path | None = None, root: Path = REPO_ROOT) -> Path:
+    """Where the Open-i development set is: `--openi`, else `$RADCURATE_OPENI_DIR`, else beside the
+    repository, else beside the main checkout when `root` is a linked git worktree (a worktree sits
+    elsewhere, and the real set was skipped there unless passed by hand)."""
     if explicit is not None:
         return explicit
-    return Path(os.environ[OPENI_ENV]) if os.environ.get(OPENI_ENV) else DEFAULT_OPENI
+    if os.environ.get(OPENI_ENV):
+        return Path(os.environ[OPENI_ENV])
+    beside = root.parent / "shared" / "data" / "openi-dev"
+    main = _main_checkout(root)
+    if main is not None and not beside.is_dir():
+        beside_main = main.parent / "shared" / "data" / "openi-dev"
+        if beside_main.is_dir():
+            return beside_main
+    return beside
+
+
+def _main_checkout(root: Path) -> Path | None:
+    """The main checkout of the repository a linked worktree belongs to, or None when `root` is not
+    a linked worktree. Its `.git` is a file naming the worktree's git dir
+    (`<main>/.git/worktrees/<name>`), whose `commondir` leads to the main `.git`."""
+    marker = root / ".git"
+    if not marker.is_file():
+        return None
+    try:
+        key, _, value = marker.read_text(encoding="utf-8").partition(":")
+        if key.strip() != "gitdir":
+            return None
+        gitdir = (root / value.strip()).resolve()
+        commondir = gitdir / "commondir"
+        common = (gitdir / commondir.read_text(encoding="utf-8").strip()).resolve() if commondir.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return common.parent if common is not None and common.name == ".git" else None
 
 
 def load_openi(folder: Path) -> list[dict[str, Any]]:
@@ -200,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="gold JSONL file")
     parser.add_argument(
         "--openi", type=Path, default=None,
-        help=f"Open-i development set folder (default ${OPENI_ENV}, else {DEFAULT_OPENI})",
+        help=f"Open-i development set folder (default ${OPENI_ENV}, else {DEFAULT_OPENI},"
+             " else beside the main checkout of a git worktree)",
     )
     parser.add_argument("--verbose", action="store_true", help="list the misses")
     parser.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per throughput measurement")

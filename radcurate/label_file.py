@@ -1,7 +1,8 @@
 """`radcurate label --in reports.jsonl --out labels.jsonl`: label a report file offline.
 
 One bad line must not sink an archive-sized batch, so each unusable input line is reported as
-`line N: <reason>` and skipped while the rest are labelled.
+`line N: <reason>` and skipped while the rest are labelled; a line that is not UTF-8 text is one
+too. A byte-order mark (Notepad's and Excel's "UTF-8" files start with one) is read, not a fault.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def label_file(in_path: Path, out_path: Path, backend: str = "rules") -> LabelSu
     configs = _llm_configs() if chosen is Backend.LLM else ()  # a config fault fails before any output
     errors: list[str] = []
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with in_path.open(encoding="utf-8") as source, out_path.open("w", encoding="utf-8") as sink:
+    # undecodable bytes become lone surrogates, found per line (_parse_lines): a file saved in a
+    # legacy encoding loses those lines, named, not the whole run to one codec error without a line
+    with (in_path.open(encoding="utf-8-sig", errors="surrogateescape") as source,
+          out_path.open("w", encoding="utf-8") as sink):
         rows = _parse_lines(source, errors)
         if chosen is Backend.LLM:
             labelled = asyncio.run(_label_with_llm(rows, sink, taxonomy, errors, *configs))
@@ -66,11 +70,21 @@ def _parse_lines(source: Iterable[str], errors: list[str]) -> Iterator[tuple[int
         if not line.strip():
             continue
         try:
+            _require_utf8(line)
             study_id, report = parse_line(line)
         except BadLine as exc:
             errors.append(f"line {number}: {exc}")
             continue
         yield number, study_id, report
+
+
+def _require_utf8(line: str) -> None:
+    """BadLine when the line held bytes that are not UTF-8 (read as lone surrogates)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(line[exc.start]) - 0xDC00
+        raise BadLine(f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
 
 
 def _write(sink: TextIO, records: Iterable[dict[str, Any]]) -> int:

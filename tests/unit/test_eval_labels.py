@@ -13,6 +13,7 @@ from radcurate.eval_labels import (
     load_openi,
     load_rows,
     main,
+    openi_dir,
 )
 from services.common.taxonomy import load_taxonomy
 
@@ -150,3 +151,40 @@ def test_an_open_i_folder_without_the_gold_columns_is_a_clear_error(tmp_path, ca
     assert main(["--data", str(data), "--openi", str(tmp_path / "openi"), "--seconds", "0.05"]) == 2
     out = capsys.readouterr().out
     assert "not in the expected format" in out and "missing column(s) Cardiomegaly" in out
+
+
+def _linked_worktree(tmp_path):
+    """A main checkout and a linked worktree of it laid out as git lays them out, elsewhere."""
+    main_git = tmp_path / "repo" / "main" / ".git"
+    (main_git / "worktrees" / "wt").mkdir(parents=True)
+    (main_git / "worktrees" / "wt" / "commondir").write_text("../..\n")
+    worktree = tmp_path / "trees" / "wt"
+    worktree.mkdir(parents=True)
+    (worktree / ".git").write_text(f"gitdir: {main_git / 'worktrees' / 'wt'}\n")
+    return worktree
+
+
+def test_a_git_worktree_finds_the_open_i_set_beside_its_main_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv("RADCURATE_OPENI_DIR", raising=False)
+    worktree = _linked_worktree(tmp_path)
+    (tmp_path / "repo" / "shared" / "data").mkdir(parents=True)
+    write_openi(tmp_path / "repo" / "shared" / "data" / "openi-dev", OPENI_SAMPLE)
+    assert openi_dir(root=worktree) == tmp_path / "repo" / "shared" / "data" / "openi-dev"
+    # one beside the worktree itself still comes first, and the environment and --openi before it
+    (tmp_path / "trees" / "shared" / "data").mkdir(parents=True)
+    write_openi(tmp_path / "trees" / "shared" / "data" / "openi-dev", OPENI_SAMPLE)
+    assert openi_dir(root=worktree) == tmp_path / "trees" / "shared" / "data" / "openi-dev"
+    monkeypatch.setenv("RADCURATE_OPENI_DIR", str(tmp_path / "env"))
+    assert openi_dir(root=worktree) == tmp_path / "env"
+    assert openi_dir(tmp_path / "flag", root=worktree) == tmp_path / "flag"
+
+
+def test_a_plain_checkout_or_a_broken_git_file_looks_beside_the_repository_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("RADCURATE_OPENI_DIR", raising=False)
+    plain = tmp_path / "plain"
+    (plain / ".git").mkdir(parents=True)
+    assert openi_dir(root=plain) == tmp_path / "shared" / "data" / "openi-dev"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / ".git").write_text("not a git file\n")
+    assert openi_dir(root=broken) == tmp_path / "shared" / "data" / "openi-dev"

@@ -72,3 +72,26 @@ def test_an_unknown_backend_is_a_value_error(tmp_path):
     source = write_lines(tmp_path / "r.jsonl", [json.dumps({"id": "a", "report": "Cardiomegaly."})])
     with pytest.raises(ValueError, match="unknown backend 'gpt'"):
         label_file(source, tmp_path / "o.jsonl", backend="gpt")
+
+
+def test_a_file_saved_with_a_byte_order_mark_keeps_its_first_report(tmp_path):
+    # Notepad's and Excel's "UTF-8" start the file with a BOM; the first report used to be a bad line
+    source = tmp_path / "reports.jsonl"
+    lines = [json.dumps({"id": "s1", "report": "Cardiomegaly."}), json.dumps({"id": "s2", "report": "No effusion."})]
+    source.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    summary = label_file(source, tmp_path / "labels.jsonl")
+    assert summary == LabelSummary(labelled=2, errors=[])
+    assert [r["id"] for r in read_records(tmp_path / "labels.jsonl")] == ["s1", "s2"]
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_line_and_the_rest_are_labelled(tmp_path):
+    source = tmp_path / "reports.jsonl"
+    legacy = json.dumps({"id": "cp1252", "report": "Effusion \u00b1 atelectasis."}, ensure_ascii=False)
+    source.write_bytes(
+        json.dumps({"id": "ok-1", "report": "Cardiomegaly."}).encode() + b"\n"
+        + legacy.encode("cp1252") + b"\n"
+        + json.dumps({"id": "ok-2", "report": "Right pneumothorax."}).encode() + b"\n"
+    )
+    summary = label_file(source, tmp_path / "labels.jsonl")
+    assert summary.errors == ["line 2: not UTF-8 text (byte 0xb1); save the file as UTF-8"]
+    assert [r["id"] for r in read_records(tmp_path / "labels.jsonl")] == ["ok-1", "ok-2"]

@@ -6,7 +6,7 @@ report collection.
 
 import pytest
 
-from services.common.contracts import Certainty
+from services.common.contracts import Certainty, Laterality
 from services.common.protocols.cxr.extract import (
     NONSPECIFIC_CONFIDENCE,
     POSSIBLE_CONFIDENCE,
@@ -346,6 +346,113 @@ def test_a_field_s_evidence_is_its_name_and_value():
     assert finding.evidence == "Pleural effusion: Small left."
 
 
+@pytest.mark.parametrize(
+    "report", ["Pneumothorax: excluded.", "Pneumothorax - no longer seen.", "Pneumonia: ruled out."]
+)
+def test_a_field_whose_value_is_a_negation_after_the_finding_is_absent(report):
+    assert labels(report) == set()
+
+
+def test_a_field_whose_value_is_an_exclusion_not_made_is_a_weak_hedge():
+    assert graded("Pneumothorax: not excluded.") == {"pneumothorax": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}
+
+
 def test_a_field_name_with_a_hedge_of_its_own_keeps_the_hedge():
     assert graded("IMPRESSION: Possible pneumonia: right lower lobe.") == {
         "consolidation": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}
+
+
+# --- a field's side, its name and value read together, checklist answers -------------------
+
+
+@pytest.mark.parametrize(
+    ("report", "label_id", "side"),
+    [
+        ("FINDINGS:\nPneumothorax: small right apical.", "pneumothorax", Laterality.RIGHT),
+        ("IMPRESSION: Pleural effusion: small left, no loculation.", "pleural_effusion", Laterality.LEFT),
+        ("Pleural effusions: small, bilateral.", "pleural_effusion", Laterality.BILATERAL),
+        ("Pneumothorax - tiny, left apex.", "pneumothorax", Laterality.LEFT),
+        # the name's own side still wins, as in a sentence
+        ("Right pleural effusion: small, left lung clear.", "pleural_effusion", Laterality.RIGHT),
+    ],
+)
+def test_a_field_s_side_comes_from_its_value(report, label_id, side):
+    (finding,) = [f for f in extract_findings(report, TAXONOMY) if f.label_hint == label_id]
+    assert finding.laterality is side
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ("FINDINGS:\nHeart: mildly enlarged.\nLungs: clear.",
+         {"cardiomegaly": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("IMPRESSION: Heart size: enlarged.", {"cardiomegaly": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("Cardiac silhouette - enlarged.", {"cardiomegaly": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("Heart: possibly enlarged.", {"cardiomegaly": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}),
+        ("Mediastinum: widened.", {"mediastinal_hilar_abnormality": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("FINDINGS:\nHeart: not enlarged.\nMediastinum: normal.", {}),
+        ("Heart: normal size, large hiatal hernia.", {}),
+    ],
+)
+def test_a_field_named_by_an_organ_is_read_with_its_value(report, expected):
+    assert graded(report) == expected
+
+
+def test_a_field_whose_value_names_the_finding_is_one_finding():
+    assert [f.evidence for f in extract_findings("Heart: The heart is enlarged.", TAXONOMY)] == [
+        "The heart is enlarged."]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Right pneumothorax, now resolved.",
+        "Left pleural effusion, which has since resolved.",
+        "Right chest tube, now removed.",
+        "Left lower lobe atelectasis (since cleared).",
+        "Right pneumothorax - no longer seen.",
+    ],
+)
+def test_a_resolution_told_as_an_aside_drops_the_finding(report):
+    assert labels(report) == set()
+
+
+@pytest.mark.parametrize(
+    ("report", "label_id"),
+    [
+        ("Right pneumothorax, nearly resolved.", "pneumothorax"),  # some is left
+        ("Bilateral pleural effusions, resolved on the right.", "pleural_effusion"),  # the left one stays
+        ("Right pneumothorax, new since the prior study.", "pneumothorax"),
+    ],
+)
+def test_a_partial_resolution_or_another_aside_keeps_the_finding(report, label_id):
+    assert labels(report) == {label_id}
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ("Pneumothorax? No.", {}),
+        ("Pneumothorax? no", {}),
+        ("Pneumothorax or pleural effusion? None.", {}),
+        ("Pneumothorax? No. Pleural effusion? Yes, small left.",
+         {"pleural_effusion": (Certainty.PRESENT, PRESENT_CONFIDENCE)}),
+        ("Pneumonia? Possibly.", {"consolidation": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}),
+        # unanswered, or followed by a sentence of its own: still the question's hedge
+        ("Pneumonia? Recommend a lateral view.", {"consolidation": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}),
+        ("Pneumothorax? No. Pleural effusion?", {"pleural_effusion": (Certainty.UNCERTAIN, POSSIBLE_CONFIDENCE)}),
+    ],
+)
+def test_a_checklist_question_is_read_from_its_answer(report, expected):
+    assert graded(report) == expected
+
+
+def test_an_answer_s_side_is_the_finding_s():
+    (finding,) = extract_findings("Pneumothorax? Yes, small right apical.", TAXONOMY)
+    assert (finding.certainty, finding.laterality) == (Certainty.PRESENT, Laterality.RIGHT)
+    assert finding.evidence == "Pneumothorax? Yes, small right apical."
+
+
+def test_no_as_a_number_does_not_end_the_sentence():
+    (finding,) = extract_findings("Endotracheal tube no. 7 in place.", TAXONOMY)
+    assert finding.evidence == "Endotracheal tube no. 7 in place."

@@ -16,6 +16,10 @@ is unavailable. The steps follow the CheXpert labeler:
 5. per label, keep the mentions of the highest confidence: positive > probable > possible >
    negated, and drop the label when only negated mentions remain (negated == absent).
 
+Typed templates are read by their fields: "Pleural effusion: small left." and "Pneumothorax? No."
+from the value or the answer (its side too), and "Heart: mildly enlarged." as its name and value
+together ("heart ... enlarged").
+
 Hedges come in two strengths, as radiologists use them: "probable", "likely", "A versus B" and
 "borderline" commit to the finding; "possible", "may represent", "cannot exclude" and "question of"
 do not. Both are flagged uncertain; the confidence tells them apart. Stability wording
@@ -33,7 +37,7 @@ from enum import Enum
 from services.common import alternation
 from services.common.alternation import LoweredText
 from services.common.contracts import Certainty, Finding, Laterality
-from services.common.taxonomy import LabelDef, Taxonomy
+from services.common.taxonomy import LabelDef, Taxonomy, compile_phrases
 
 
 class Polarity(Enum):
@@ -206,10 +210,13 @@ _SKIPPED_SECTIONS = frozenset({
     "reason for study", "comparison", "comparisons", "technique", "exam", "examination",
     "procedure",
 })
+_SECTION_NAMES = _SKIPPED_SECTIONS | {"findings", "impression", "impressions", "conclusion", "conclusions",
+                                      "summary", "opinion", "report", "result", "results"}
 _HEADER_RE = re.compile(r"(?:^|(?<=[.\n]))[ \t]*([A-Za-z][A-Za-z /]{0,38}?)[ \t]*:(?!\d)", re.M)
 _ABBREVIATIONS = frozenset("approx dr vs e.g i.e etc mr mrs ms st no fig cf incl resp pt".split())
 _SENTENCE_MARK_RE = re.compile(r"[.!?\n]")  # what `_split_region` looks at
 _RUN_ON_RE = re.compile(r"[a-z]{3}\.[A-Z]")  # "apex.There": a word of 3+ lowercase letters
+_NUMBER_AFTER_RE = re.compile(r"\s*\d")
 _LIST_MARKER_RE = re.compile(r"\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _NEWLINE_JOIN_MIN = 50  # a line at least this long, followed by lowercase, is a wrapped sentence
 
@@ -229,11 +236,31 @@ _CLAUSE_VERB_RE = re.compile(
 # "Name: value" where Name names a finding; the value reads as absent when it opens with these
 # (a dash between blanks separates them too in typed templates: "Pneumothorax - none.")
 _FIELD_NAME_RE = re.compile(r"[ \t]*([A-Za-z][A-Za-z /]{0,38}?)(?:[ \t]*:(?!\d)|[ \t]+[-\u2013\u2014][ \t]+)")
+_DASH_SEPARATOR_RE = re.compile(r"[-\u2013\u2014](?=[ \t])")  # the blank before it is looked at after
+_HYPHEN_SEPARATOR_RE = re.compile(r"-(?=[ \t])")
+FIELD_NAME_LENGTH = 40  # characters: a field's name is at most this long (_FIELD_NAME_RE)
 _FIELD_SEPARATOR_RE = re.compile(r":|[ \t][-\u2013\u2014][ \t]")
 _FIELD_ABSENT_RE = re.compile(
     # "no" alone: "Pneumothorax: No."; "no change" is a stable finding, "No pneumothorax" a trigger
     r"\s*(?:none|no(?=\s*(?:[.;,]|$))|nil|absent|negative|normal|unremarkable|resolved"
     r"|not (?:seen|present|identified|visuali[sz]ed|demonstrated|detected|evident|appreciated))\b",
+    re.IGNORECASE,
+)
+# a checklist question's answer ("Pneumothorax? No."): one word (or "not seen"), then a stop or a comma
+_ANSWER_RE = re.compile(
+    r"(?:yes|no|none|nil|negative|positive|present|absent|not (?:seen|present|identified)"
+    r"|possibl[ey]|probabl[ey]|likely|unlikely)(?=[ \t]*(?:[.,;!]|$))",
+    re.IGNORECASE,
+)
+# a resolution told as an aside right after the finding: "Right pneumothorax, now resolved.",
+# "Left effusion (since resolved)", "Chest tube, which has been removed". A comma ends every
+# post-trigger's scope, so these were read as present. Not "nearly / largely resolved" (some is
+# left) nor "resolved on the right" (a side of a bilateral finding).
+_RESOLVED_ASIDE_RE = re.compile(
+    r"[ \t]*(?:[,(]|[-\u2013\u2014](?=[ \t]))[ \t]*(?:(?:which|that)[ \t]+)?(?:(?:has|have)[ \t]+)?"
+    r"(?:(?:now|since|subsequently|completely|also)[ \t]+){0,2}(?:been[ \t]+)?"
+    r"(?:resolved|cleared|removed|no longer (?:seen|visible|visualized|present|identified|evident|apparent))\b"
+    r"(?![ \t]+(?:on|in|at|from)\b)",
     re.IGNORECASE,
 )
 FIELD_VALUE_WINDOW = 2  # words before a hedge that still opens a field's value ("small, possibly" does not)
@@ -281,6 +308,7 @@ class Mention:
     certainty: Certainty | None  # None: negated
     confidence: float = 0.0  # 0 when negated
     nonspecific: bool = False  # a loose descriptor ("airspace opacity")
+    value: tuple[int, int] | None = None  # a template field's value ("Pneumothorax: small right apical.")
 
 
 def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
@@ -293,6 +321,9 @@ def extract_findings(report: str, taxonomy: Taxonomy) -> list[Finding]:
     mentions: list[Mention] = []
     for label in taxonomy.labels:
         mentions.extend(_label_mentions(report, label, sentences, triggers, lowered))
+    spanning = _spanning_phrases(taxonomy)
+    if _names_a_field(report, spanning):
+        mentions.extend(_name_and_value_mentions(report, spanning, sentences, triggers, mentions))
     kept = _strongest_per_label(_drop_attributed_descriptors(report, mentions))
     return [_to_finding(report, m) for m in sorted(kept, key=lambda m: (m.start, m.label.id))]
 
@@ -306,6 +337,7 @@ def _label_mentions(
         index = bisect_right(sentence_starts, start) - 1
         inside = index >= 0 and end <= sentences[index][1]
         field = _field(report, start, end, sentences, index, inside, triggers)
+        value = None
         if field is not None:  # "Pneumothorax: none.": the value says whether the named finding is there
             sentence, value = field
             certainty, confidence = _assess_field_value(report, value, triggers)
@@ -317,8 +349,126 @@ def _label_mentions(
         nonspecific = label.is_nonspecific(report, start, end)
         if nonspecific and certainty is not None:
             confidence = min(confidence, NONSPECIFIC_CONFIDENCE)
-        found.append(Mention(label, start, end, sentence, certainty, confidence, nonspecific))
+        found.append(Mention(label, start, end, sentence, certainty, confidence, nonspecific, value))
     return found
+
+
+@dataclass(frozen=True)
+class _Spanning:
+    """A taxonomy's phrases with a gap ("heart ... enlarged"): only these can run from a field's
+    name into its value, the gap taking the separator's place."""
+
+    firsts: re.Pattern[str] | None  # the phrases' first parts ("heart", "cardiac silhouette")
+    labels: tuple[tuple[LabelDef, re.Pattern[str]], ...]
+
+
+_SPANNING: dict[int, tuple[Taxonomy, _Spanning]] = {}
+
+
+def _spanning_phrases(taxonomy: Taxonomy) -> _Spanning:
+    cached = _SPANNING.get(id(taxonomy))
+    if cached is not None and cached[0] is taxonomy:
+        return cached[1]
+    labels, firsts = [], set()
+    for label in taxonomy.labels:
+        gapped = tuple(p for p in label.synonyms + label.nonspecific if "..." in p)
+        pattern = compile_phrases(gapped)
+        if pattern is not None:
+            labels.append((label, pattern))
+            firsts.update(p.split("...")[0].strip() for p in gapped)
+    spanning = _Spanning(compile_phrases(tuple(f for f in firsts if f)), tuple(labels))
+    _SPANNING[id(taxonomy)] = (taxonomy, spanning)
+    return spanning
+
+
+def _names_a_field(report: str, spanning: _Spanning) -> bool:
+    """Whether a phrase's first part is in a field's name somewhere ("Heart size:"). Looked for
+    only before each separator: a report has a few (its section headers), while a search of the
+    whole report for the first parts cost ~15 us (most reports say "heart")."""
+    if spanning.firsts is None:
+        return False
+    for end in _separator_positions(report):
+        start = max(0, end - FIELD_NAME_LENGTH)
+        start = max(start, report.rfind("\n", start, end) + 1, report.rfind(".", start, end) + 1)
+        if report[start:end].strip().lower() in _SECTION_NAMES:
+            continue  # most separators end a section's header, which names no finding
+        if spanning.firsts.search(report, start, end):
+            return True
+    return False
+
+
+def _separator_positions(report: str) -> list[int]:
+    """Where _FIELD_SEPARATOR_RE matches (its colon or its dash), found by str.find and a regex
+    that starts on the dash (a regex opening with a class is a fast scan; the separator's own
+    tries both branches at every blank, ~7 us a report)."""
+    found, colon = [], report.find(":")
+    while colon >= 0:
+        found.append(colon)
+        colon = report.find(":", colon + 1)
+    # a class with non-ASCII dashes is scanned ~5x slower than a plain "-": used only when needed
+    dashes = _DASH_SEPARATOR_RE if "\u2013" in report or "\u2014" in report else _HYPHEN_SEPARATOR_RE
+    found.extend(m.start() - 1 for m in dashes.finditer(report, 1) if report[m.start() - 1] in " \t")
+    return found
+
+
+def _name_and_value_mentions(
+    report: str, spanning: _Spanning, sentences: list[tuple[int, int]], triggers: list[Trigger],
+    mentions: list[Mention],
+) -> list[Mention]:
+    """Findings named by a field's name and value read together: "Heart: mildly enlarged." is
+    "heart ... enlarged", "Mediastinum: widened." is "mediastinum ... widened". A taxonomy phrase
+    never crosses the colon (nor the dash of "Heart - enlarged"), so these were lost; the name
+    alone names an organ, not a finding. Only a phrase that starts in the name and ends in the
+    value counts, and not where the value names the same finding itself ("Heart: the heart is
+    enlarged"); the value's opening hedge or absence grades it as any field's ("Heart: possibly
+    enlarged"), a negation inside the phrase negates it ("Heart: not enlarged")."""
+    found = []
+    for name, value, evidence in _fields(report, sentences, triggers):
+        # the name and the value as one phrase, a blank where the separator was
+        text = report[name[0] : name[1]] + " " + report[value[0] : value[1]]
+        shift = value[0] - (name[1] - name[0] + 1)  # text offset past the name -> report offset
+        for label, pattern in spanning.labels:
+            for match in pattern.finditer(text):
+                start, end = match.span()
+                if start >= name[1] - name[0] or end <= name[1] - name[0] + 1:
+                    continue  # inside the name or inside the value: the usual reading has it
+                excluded = label.exclusion_pattern
+                if excluded is not None and any(
+                        x.start() < end and start < x.end() for x in excluded.finditer(text)):
+                    continue
+                r_start, r_end = name[0] + start, end + shift
+                if any(m.label is label and value[0] <= m.start < value[1] for m in mentions):
+                    continue
+                if _NEGATED_MENTION_RE.search(text, start, end):
+                    certainty, confidence = None, 0.0
+                else:
+                    certainty, confidence = _assess_field_value(report, value, triggers)
+                nonspecific = label.is_nonspecific(text, start, end)
+                if nonspecific and certainty is not None:
+                    confidence = min(confidence, NONSPECIFIC_CONFIDENCE)
+                found.append(Mention(label, r_start, r_end, evidence, certainty, confidence, nonspecific, value))
+    return found
+
+
+def _fields(
+    report: str, sentences: list[tuple[int, int]], triggers: list[Trigger]
+) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """(name, value, evidence) spans of the report's template fields ("Heart: mildly enlarged."),
+    inline at a sentence's start or cut like a section header at a line's start."""
+    fields = []
+    for s, e in sentences:
+        if _FIELD_SEPARATOR_RE.search(report, s, min(e, s + 42)):  # inline: "IMPRESSION: Heart: enlarged."
+            name = _FIELD_NAME_RE.match(report, s, e)
+            if name is not None and name.end() < e and not _has_trigger(triggers, s, name.end(1)):
+                fields.append(((name.start(1), name.end(1)), (name.end(), e), (s, e)))
+        line = max(report.rfind("\n", 0, s), report.rfind(".", 0, s)) + 1
+        header = _HEADER_RE.match(report, line)
+        if (header is not None and header.end() <= s and not report[header.end() : s].strip()
+                and len(header.group(1).split()) <= 4
+                and header.group(1).strip().lower() not in _SECTION_NAMES
+                and not _has_trigger(triggers, header.start(1), header.end(1))):
+            fields.append(((header.start(1), header.end(1)), (s, e), (header.start(1), e)))
+    return fields
 
 
 def _field(
@@ -331,6 +481,9 @@ def _field(
     the field's finding was dropped (or, inline, suggested whatever its value said). A name with
     a trigger of its own ("Possible pneumonia: right lower lobe") is read as a sentence."""
     if inside:  # "IMPRESSION: Effusion: none. ...": the field opens the sentence
+        answered = _answered_question(report, sentences, index)
+        if answered is not None:
+            return answered
         s, e = sentences[index]
         if _FIELD_SEPARATOR_RE.search(report, s, min(e, end + 42)) is None:
             return None  # most sentences: no field separator where a field's name could end
@@ -352,6 +505,35 @@ def _field(
     return (name.start(1), sentences[following][1]), sentences[following]
 
 
+def _answered_question(
+    report: str, sentences: list[tuple[int, int]], index: int
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(evidence, answer) spans when the mention's sentence is a question answered right after it
+    ("Pneumothorax? No.", "Effusion? Yes, small left."): a checklist's question is read from its
+    answer like a field from its value; the "?" alone would raise it as a hedge. An unanswered
+    question, or one followed by a sentence of its own ("Pneumonia? Recommend a lateral view."),
+    stays a hedge."""
+    s, e = sentences[index]
+    if report[e - 1] != "?" or index + 1 >= len(sentences):
+        return None
+    answer = sentences[index + 1]
+    if report[e : answer[0]].strip() or not _ANSWER_RE.match(report, answer[0], answer[1]):
+        return None
+    return (s, answer[1]), answer
+
+
+def _value_laterality(report: str, value: tuple[int, int]) -> Laterality:
+    """The side a field's value gives ("Pneumothorax: small right apical."): its first clause that
+    names one, a bilateral word winning there, else the first side word."""
+    start = value[0]
+    for end in [m.start() for m in _CLAUSE_BREAK_RE.finditer(report, *value)] + [value[1]]:
+        sides = [_side(m.group(0)) for m in _SIDE_RE.finditer(report, start, end)]
+        if sides:
+            return Laterality.BILATERAL if Laterality.BILATERAL in sides else sides[0]
+        start = end
+    return Laterality.NONE
+
+
 def _has_trigger(triggers: list[Trigger], start: int, end: int) -> bool:
     return any(start <= t.start < end and t.polarity is not Polarity.PSEUDO for t in triggers)
 
@@ -365,7 +547,7 @@ def _assess_field_value(report: str, value: tuple[int, int], triggers: list[Trig
     for t in triggers:
         if t.start < start or t.polarity is Polarity.PSEUDO:
             continue
-        if (t.start >= end or t.polarity is Polarity.TERMINATION or t.direction is Direction.POST
+        if (t.start >= end or t.polarity is Polarity.TERMINATION
                 or len(report[start : t.start].split()) > FIELD_VALUE_WINDOW
                 or _CLAUSE_BREAK_RE.search(report, start, t.start)):
             break
@@ -448,10 +630,14 @@ def _strongest_per_label(mentions: list[Mention]) -> list[Mention]:
 
 def _to_finding(report: str, m: Mention) -> Finding:
     start, end = m.sentence
+    side = laterality(report, m.start, m.end, m.sentence)
+    if side is Laterality.NONE and m.value is not None:
+        # a field's name is its own clause ("Right pleural effusion: small"); else its value says
+        side = _value_laterality(report, m.value)
     return Finding(
         text=report[m.start : m.end],
         certainty=m.certainty or Certainty.PRESENT,
-        laterality=laterality(report, m.start, m.end, m.sentence),
+        laterality=side,
         evidence=report[start:end],
         evidence_start=start,
         evidence_end=end,
@@ -519,7 +705,8 @@ def _ends_sentence(report: str, region_start: int, i: int, end: int) -> bool:
     before = report[max(region_start, i - 12) : i]
     token = before.rsplit(None, 1)[-1] if before.strip() else ""
     if token.lower().rstrip(".") in _ABBREVIATIONS:
-        return False
+        # "No." is "number" only before one ("tube no. 5"); a checklist's answer "No." ends
+        return token.lower() == "no" and not _NUMBER_AFTER_RE.match(report, i + 1, end)
     if token.isdigit() and len(token) <= 2:
         preceding = report[region_start : i - len(token)].rstrip()
         return bool(preceding) and preceding[-1] not in ".:\n"  # "1." list marker
@@ -573,6 +760,8 @@ def assess_mention(
     """Certainty of one mention (None: negated) and how firmly it is asserted (0 when negated)."""
     if _NEGATED_MENTION_RE.search(report, start, end):
         return None, 0.0  # "heart is not enlarged" matched "heart ... enlarged"
+    if _RESOLVED_ASIDE_RE.match(report, end, sentence[1]):
+        return None, 0.0  # "Right pneumothorax, now resolved."
     hedged_inside = _HEDGED_MENTION_RE.search(report, start, end) is not None  # "borderline heart size"
     before = _nearest_pre(report, start, sentence, triggers)
     after = _nearest_post(report, end, sentence, triggers)
