@@ -511,8 +511,9 @@ class LlmClient:
         At most twice `concurrency` callers compute at once (`_admitted`): the calls in flight and
         as many ready to leave the moment a slot frees. The others wait before preparing their
         request, so a batch's preparations are spread over its run instead of all done at its
-        start: 2,000 at once took ~0.15 s of CPU (0.2-0.5 s under load), in which the first
-        answers waited unread. Waiting for another caller's answer needs no admission.
+        start: 2,000 at once were ~0.1 s of CPU (0.2-0.5 s of wall time at load 5-10, past the
+        first round's L), in which the first answers waited unread. Waiting for another caller's
+        answer needs no admission (a duplicate still makes no call of its own).
         """
         key = cache_key(self.config.model, prompt_version, payload)
         if key not in self._in_flight:
@@ -622,7 +623,7 @@ class LlmClient:
             # every one of their reads and validations after every one of those sends (once
             # would let the first answer's work run before the second waiter's send, and so on).
             # A round's next requests then leave within microseconds of its answers, not after
-            # ~0.15 ms of work per answer ahead of them (~2 us per yield).
+            # ~0.15 ms of work per answer ahead of them (a yield is ~1 us of CPU on uvloop).
             await asyncio.sleep(0)
             await asyncio.sleep(0)
         self._requests["ok"].inc()
