@@ -23,7 +23,7 @@ from services.common.llm import (
     connection_limits,
 )
 from services.extractor.llm import LlmExtractor
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI, fixed_responder
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +45,55 @@ async def test_calls_reuse_kept_alive_connections_and_never_open_more_than_the_b
             await client.aclose()
     assert server.request_count == 60
     assert 1 <= len(server.connections) <= 4
+
+
+async def test_a_freed_slot_sends_the_next_request_before_the_answer_that_freed_it_is_validated():
+    """At C = 128 a round's answers arrive together: a waiting call's request must leave as soon
+    as a slot frees, not after the reading and validation of every answer that arrived with it."""
+    events: list[str] = []
+    with FakeOpenAI(fixed_responder({}), latency=0.01) as server:
+        client = client_for(server.base_url, concurrency=1)
+        transport = client._openai._client._transport
+        send = transport.send
+
+        async def spy(origin, head, body, *args, **kwargs):
+            events.append(f"sent {json.loads(body)['messages'][1]['content']}")
+            return await send(origin, head, body, *args, **kwargs)
+
+        transport.send = spy
+
+        async def ask(name: str) -> None:
+            def validate(data: dict, _reply: object) -> None:
+                events.append(f"validated {name}")
+
+            await client.complete_json([{"role": "system", "content": "s"}, {"role": "user", "content": name}],
+                                       schema_name="any", schema={"type": "object"}, validate=validate)
+        try:
+            await ask("warm-up")  # the route to the server is found on the first call
+            events.clear()
+            await asyncio.gather(ask("a"), ask("b"), ask("c"))
+        finally:
+            await client.aclose()
+    assert events == ["sent a", "sent b", "validated a", "sent c", "validated b", "validated c"]
+
+
+async def test_a_schema_changed_between_calls_is_sent_as_it_now_is():
+    """The encoded response format is kept per schema name: a schema changed in place, or another
+    under the same name, is still sent as it is at the call."""
+    schema: dict = {"type": "object", "properties": {"a": {"type": "string"}}}
+    with FakeOpenAI(fixed_responder({})) as server:
+        client = client_for(server.base_url)
+        try:
+            for _ in range(2):
+                await client.complete([{"role": "user", "content": "x"}], schema_name="s", schema=schema)
+                schema["properties"]["b"] = {"type": "integer"}
+            await client.complete([{"role": "user", "content": "x"}], schema_name="s", schema={"type": "array"})
+        finally:
+            await client.aclose()
+    sent = [request["response_format"]["json_schema"]["schema"] for request in server.requests]
+    assert sent == [{"type": "object", "properties": {"a": {"type": "string"}}},
+                    {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}},
+                    {"type": "array"}]
 
 
 async def test_a_call_carries_auth_and_json_headers_and_none_of_the_sdks_analytics():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -145,6 +146,34 @@ async def test_the_first_caller_computes_before_callers_scheduled_after_it_prepa
 
     assert await asyncio.gather(*(extract(i) for i in range(3))) == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert events == ["ask 0", "compute 0", "ask 1", "compute 1", "ask 2", "compute 2"]
+    await client.aclose()
+
+
+async def test_at_most_twice_the_concurrency_callers_prepare_at_once_and_followers_need_no_admission():
+    """A batch far larger than the concurrency prepares its requests as slots come free, not all
+    at its start (where 2,000 preparations kept the first answers unread); a caller asking for an
+    answer already being computed waits for it without taking anyone's place."""
+    client = LlmClient(dataclasses.replace(CONFIG, concurrency=2))  # admits 4
+    release, computing, computed = asyncio.Event(), set(), []
+
+    def compute_for(i: int):
+        async def compute() -> dict:
+            computing.add(i)
+            computed.append(i)
+            await release.wait()
+            computing.discard(i)
+            return {"i": i}
+        return compute
+
+    inputs = [*range(10), 0, 1]  # the last two ask for answers already being computed
+    callers = [asyncio.create_task(client.cached("v1", {"report": i}, compute_for(i))) for i in inputs]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert computed == [0, 1, 2, 3]
+    assert sum(flight.followers for flight in client._in_flight.values()) == 2
+    release.set()
+    assert await asyncio.gather(*callers) == [{"i": i} for i in inputs]
+    assert sorted(computed) == list(range(10)) and not computing
     await client.aclose()
 
 
