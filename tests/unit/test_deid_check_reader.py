@@ -224,3 +224,34 @@ def test_what_the_lean_reader_does_not_follow_goes_to_dcmread_with_the_same_find
             }.get(damage, data)
     same_findings(data)
     assert deid._read_candidates(data, io.BytesIO(data)) is None
+
+
+class _Store:
+    """The part of ObjectStore a check uses: the object's bytes handed over in pieces."""
+
+    def __init__(self, data: bytes, piece: int = 65536) -> None:
+        self.data, self.piece = data, piece
+
+    def read_into(self, bucket: str, key: str, sink: object) -> str:
+        for at in range(0, len(self.data), self.piece):
+            sink(self.data[at:at + self.piece])  # type: ignore[operator]
+        return "etag-1"
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("case", ["conforming", "a removed attribute", "private after the pixel data"])
+def test_check_object_held_in_memory_or_on_disk_records_the_bytes_and_the_same_findings(case, in_memory, monkeypatch):
+    """check_object keeps a small object as the store's pieces and a large one on disk (mapped):
+    the digest is of every byte read, the findings those of dcmread + violations."""
+    import hashlib
+
+    from services.consensus import object_checks
+
+    ds = stored()
+    CRAFTED[case](ds)
+    data = encoded(ds)
+    monkeypatch.setattr(object_checks, "SPOOL_IN_MEMORY", len(data) + 1 if in_memory else len(data) // 3)
+    check = object_checks.check_object(_Store(data, piece=len(data) // 5 + 1), "b", "k")  # type: ignore[arg-type]
+    assert check.sha256 == hashlib.sha256(data).hexdigest() and check.etag == "etag-1"
+    assert list(check.violations) == reference(data, allow_burned_in=True)
+    assert (check.violations == ()) == (case == "conforming")
