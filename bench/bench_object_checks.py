@@ -6,7 +6,8 @@ Starts the local S3 server alone, stores N of the bench's synthetic CXR objects 
 ingest stores them, then runs each way over all of them in turn (ABAB..., `--rounds` times) with
 8 threads as a release does, printing the client's and the S3 server's CPU per object (from /proc)
 with the load average. The client's CPU is this process's own, so nothing else on the machine is
-counted; compare the ways within a round.
+counted; compare the ways within a round. The last way is the profile check alone (deid.check_bytes
+on bytes already held): run this file with another tree's PYTHONPATH for a pair of that alone.
 
 Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_object_checks.py [--objects 400] [--rounds 3]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import shutil
 import sys
@@ -81,10 +83,15 @@ def main() -> int:
         size = sum(len(f.read_bytes()) for f in files) / len(files)
         object_checks.import_checker()
         print(f"{len(keys)} objects of ~{size / 1024:.0f} KiB; load {load()}", flush=True)
+        from services.common import deid
+
+        held = {k: store.get_bytes(bucket, k) for k in keys}
         ways: dict[str, Callable[[str], object]] = {
             "minio GET": lambda k: minio_read(store, bucket, k),
             "lean GET": lambda k: lean_read(store, bucket, k),
             "check (lean GET + profile)": lambda k: object_checks.check_object(store, bucket, k),
+            # deid.check_bytes alone, on bytes already held (a file object: main's takes no bytes)
+            "profile only (in memory)": lambda k: deid.check_bytes(io.BytesIO(held[k])),
         }
         s3_pid = state["s3"]["pid"]
         for r in range(args.rounds):

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.objectstore import ObjectStore
 
@@ -26,7 +27,8 @@ PROFILE_REVISION = "1"
 PROFILE_TABLES_SHA256 = "6b80f86201432b3fc476adb046631692cdab1e1f3c20a0eff2407f59df47ab8b"
 PROFILE_VERSION = f"ps3.15-basic+clean-descriptors+modified-dates/{PROFILE_REVISION}"
 CHECK_WORKERS = 8
-SPOOL_IN_MEMORY = 4 << 20  # bytes of an object kept in memory while it is checked (x CHECK_WORKERS)
+SPOOL_IN_MEMORY = 4 << 20  # bytes of an object kept in memory while it is checked (x CHECK_WORKERS; a
+# moment twice that, joined)
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ def import_checker() -> None:
 
 
 def check_object(store: ObjectStore, bucket: str, key: str) -> ObjectCheck:
-    """Read one stored DICOM object whole (spooled: private or overlay elements can follow the
-    pixel data, and objects can be large; through the store's lean GET, `ObjectStore.read_into`)
-    and check it against the profile."""
+    """Read one stored DICOM object whole (private or overlay elements can follow the pixel data;
+    held in memory up to SPOOL_IN_MEMORY, on disk beyond; through the store's lean GET,
+    `ObjectStore.read_into`) and check it against the profile."""
     # Imported on the first check, not at start: pydicom is ~0.6 s of CPU at every consensus
     # start, and only a release (or its check ahead) reads DICOM.
     from pydicom.errors import InvalidDicomError
@@ -71,20 +73,35 @@ def check_object(store: ObjectStore, bucket: str, key: str) -> ObjectCheck:
     from services.common import deid
 
     digest = hashlib.sha256()
-    # Small objects (most DICOM) stay in memory; a large one goes on to disk.
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as fp:
+    # Small objects (most DICOM) stay in memory, as the pieces the store hands over (joined once:
+    # a spooled file's writes and reads copied each byte twice); a large one goes on to disk.
+    pieces: list[bytes] = []
+    held = 0
+    spill: Any = None
 
-        def sink(chunk: bytes) -> None:
-            digest.update(chunk)
-            fp.write(chunk)
+    def sink(chunk: bytes) -> None:
+        nonlocal held, spill
+        digest.update(chunk)
+        if spill is None and held + len(chunk) > SPOOL_IN_MEMORY:
+            spill = tempfile.TemporaryFile()
+            spill.writelines(pieces)
+            pieces.clear()
+        if spill is None:
+            pieces.append(bytes(chunk))
+            held += len(chunk)
+        else:
+            spill.write(chunk)
 
+    try:
         etag = store.read_into(bucket, key, sink)
-        fp.seek(0)
         try:
             # BurnedInAnnotation YES reached the store only by a curator's override at ingest.
-            found = deid.check_bytes(fp, allow_burned_in=True)
+            found = deid.check_bytes(b"".join(pieces) if spill is None else spill, allow_burned_in=True)
         except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError) as exc:
             found = [f"not readable as DICOM ({exc.__class__.__name__})"]
+    finally:
+        if spill is not None:
+            spill.close()
     return ObjectCheck(key, digest.hexdigest(), etag, tuple(found))
 
 
