@@ -127,9 +127,11 @@ class _Seen:
 # The inbox rows of a whole batch in one statement; RETURNING lists the events not seen before.
 # DO NOTHING, not the per-record path's conditional DO UPDATE: that one lets a dead letter's replay
 # overwrite its row, and replays never take this path (`_fits_one_transaction`). A second copy of
-# an event within the statement is skipped like any duplicate.
+# an event within the statement is skipped like any duplicate. The ids travel as a binary array
+# (%b): a text-format one is written element by element in Python (~12 us an id against ~2 for
+# 100 ids, load ~7).
 _INBOX_MANY = ("INSERT INTO inbox (event_id, topic, outcome) SELECT event_id, %s, 'applied'"
-               " FROM unnest(%s::text[]) AS event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+               " FROM unnest(%b::text[]) AS event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
 
 
 @dataclass

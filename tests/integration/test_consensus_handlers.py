@@ -409,6 +409,27 @@ async def test_a_batch_of_votes_has_exactly_the_effects_of_its_votes_one_by_one(
     assert len(tables["votes"]) == len({v.vote_id for v in votes}) + 1 == len(votes)
 
 
+async def test_a_batch_stores_every_vote_exactly_as_one_by_one_whatever_its_text_and_seconds(db, handlers):
+    """The batch's arrays travel in binary: judgements whose text a text-format array would have to
+    escape (quotes, backslashes, braces, commas, NULL, non-ASCII), and seconds left out for every vote
+    of a statement or only some, are stored exactly as the one-by-one statement stores them."""
+    awkward = ['say "no"', "back\\slash", "{a,b}", "NULL", "", "épanchement 胸水", "tab\tnew\nline"]
+    for study in ("T1", "T2", "T3"):
+        await apply(db, handlers, assigned(study))
+    votes = [vote(s, r, "agree_mostly", vote_id=f"{s}-{r}", added_labels=awkward[i % 7:] or ["x"],
+                  removed_labels=awkward[: i % 7]).model_copy(update={"seconds_spent": seconds})
+             for i, (s, r, seconds) in enumerate([("T1", "r1", None), ("T2", "r1", None), ("T3", "r1", None),
+                                                   ("T1", "r2", 2.5), ("T2", "r2", None), ("T3", "r2", 7),
+                                                   ("T1", "r3", None), ("T2", "r3", 0.0), ("T3", "r3", 3)])]
+    one_by_one = await _run_votes(db, handlers, votes, batch=False)
+    batched = await _run_votes(db, handlers, votes, batch=True)
+    assert batched == one_by_one
+    stored = {v["vote_id"]: v for v in batched[1]["votes"]}
+    for v in votes:
+        assert stored[v.vote_id]["judgement"] == json.loads(v.judgement.model_dump_json())
+        assert stored[v.vote_id]["seconds_spent"] == v.seconds_spent
+
+
 async def test_a_batch_holding_a_vote_by_someone_who_is_not_a_reader_is_refused(db, handlers):
     await apply(db, handlers, assigned("S9"))
     with pytest.raises(PermanentError, match="not a reader"):

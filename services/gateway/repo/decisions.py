@@ -20,11 +20,12 @@ async def save(conn: Conn, e: ConsensusReached) -> None:
 
 
 async def save_many(conn: Conn, events: Sequence[ConsensusReached]) -> None:
-    """`save` for a batch of decisions of different studies, in one statement."""
+    """`save` for a batch of decisions of different studies, in one statement. The arrays travel in
+    binary: a text-format array is escaped element by element in Python, every quote of each JSON value."""
     await conn.execute(
         "INSERT INTO decisions (study_id, accepted, labels, rule, vote_ids, cells)"
         " SELECT study_id, accepted, labels::jsonb, rule, vote_ids::jsonb, cells::jsonb"
-        " FROM unnest(%s::text[], %s::bool[], %s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY"
+        " FROM unnest(%b::text[], %b::bool[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY"
         " AS d(study_id, accepted, labels, rule, vote_ids, cells, n) ORDER BY n ON CONFLICT (study_id) DO NOTHING",
         ([e.study_id for e in events], [e.accepted for e in events], [json.dumps(e.labels) for e in events],
          [e.rule for e in events], [json.dumps(e.vote_ids) for e in events], [_cells_json(e.cells) for e in events]))
