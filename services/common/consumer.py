@@ -616,12 +616,12 @@ class EventConsumer:
         for item in seen:
             record = item.record
             self._trace(record, item.event_id, item.outcome)
-            metrics.EVENTS_CONSUMED.labels(self.service, record.topic, item.outcome).inc()
+            metrics.child(metrics.EVENTS_CONSUMED, self.service, record.topic, item.outcome).inc()
             if item.outcome == "dead_lettered":
                 log.error("dead-lettered %s to %s.dlq: %s", item.event_id, record.topic, item.error)
                 metrics.DLQ_EVENTS.labels(self.service, record.topic).inc()
             elif item.seconds is not None:
-                metrics.EVENT_PROCESSING.labels(self.service, record.topic).observe(item.seconds)
+                metrics.child(metrics.EVENT_PROCESSING, self.service, record.topic).observe(item.seconds)
 
     def _decode(self, record: ConsumerRecord) -> Event | PermanentError:
         if record.value is None:

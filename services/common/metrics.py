@@ -6,7 +6,20 @@ or event id as a label value (cardinality must not grow with the data).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+@functools.cache
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once per label values. prometheus_client's `labels()`
+    checks and joins the values and takes a lock on every call (~7 us for a counter, ~8 for a
+    histogram, against ~1 and ~3 for the child's inc/observe), which the hot paths paid on every
+    request and every consumed or published event. The label values are bounded (module
+    docstring), and prometheus_client keeps each child for good anyway, so the cache adds none."""
+    return metric.labels(*labels)
 
 EVENTS_CONSUMED = Counter(
     "radcurate_events_consumed_total",

@@ -256,7 +256,7 @@ class OutboxRelay:
                     log.warning("%d outbox rows failed to send; retrying them: %s",
                                 len(failed) - len(parked), failed[0][1])
         for r in sent:
-            metrics.EVENTS_PUBLISHED.labels(self._service, r["topic"]).inc()
+            metrics.child(metrics.EVENTS_PUBLISHED, self._service, r["topic"]).inc()
         if self._delivery_log:  # the producer's side of the consumers' delivery log (consumer.py)
             for r, res in zip(rows, results, strict=True):
                 if not isinstance(res, BaseException):

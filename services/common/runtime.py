@@ -327,8 +327,8 @@ class HttpMetrics:
         finally:
             template = getattr(scope.get("route"), "path", "unmatched")
             if template not in ("/metrics", "/healthz"):
-                metrics.HTTP_REQUESTS.labels(self.service, scope["method"], template, status).inc()
-                metrics.HTTP_LATENCY.labels(self.service, scope["method"], template).observe(
+                metrics.child(metrics.HTTP_REQUESTS, self.service, scope["method"], template, status).inc()
+                metrics.child(metrics.HTTP_LATENCY, self.service, scope["method"], template).observe(
                     time.perf_counter() - started)
 
 

@@ -33,3 +33,20 @@ def test_requests_are_counted_per_route_template_and_crashes_as_500():
     assert client.get("/boom").status_code == 500
     assert sample("/studies/{study_id}", "200") == before_ok + 2  # one series, not one per study
     assert sample("/boom", "500") == before_boom + 1
+
+
+def test_a_metric_child_is_looked_up_once_and_counts_in_the_registry():
+    """metrics.child() keeps each label set's child: the same object every call (no labels() on
+    the hot path), and what it counts is what the registry exports."""
+    from prometheus_client import REGISTRY
+
+    def exported() -> float:
+        return REGISTRY.get_sample_value("radcurate_votes_total", {"verdict": "unit-test-child"}) or 0.0
+
+    before = exported()
+    first = metrics.child(metrics.VOTES, "unit-test-child")
+    assert metrics.child(metrics.VOTES, "unit-test-child") is first
+    assert first is metrics.VOTES.labels("unit-test-child")  # the child prometheus_client exports
+    first.inc()
+    metrics.child(metrics.VOTES, "unit-test-child").inc(2)
+    assert exported() == before + 3

@@ -263,10 +263,6 @@ async def _cast_on_opened_read(res: Resources[Any], opened: OpenedRead, body: Vo
     return protocol, event, confirmed, (row if row.get("assignment_id") is not None else None)
 
 
-# metrics.VOTES' child per outcome, looked up once: `labels()` costs more than the count (hot_routes.py's `count`).
-_VOTES_BY_OUTCOME: dict[str, Any] = {}
-
-
 def _recorded(res: Resources[Any], reader_id: str, protocol: CurationProtocol, event: VoteCast,
               confirmed: list[dict], next_row: dict | None, next_after: list[str] | None) -> VoteOut:
     """The answer to a vote just committed (its event in the outbox: the relay is told)."""
@@ -276,11 +272,7 @@ def _recorded(res: Resources[Any], reader_id: str, protocol: CurationProtocol, e
     # completes is not held (session 11: ~50 ms of the 'last vote -> all decided' chain). At most
     # one early round per reader who runs dry; readers who do not ask for `next` change nothing.
     res.relay.notify(at_once=next_after is not None and next_row is None)
-    outcome = protocol.vote_outcome(event.judgement)
-    counter = _VOTES_BY_OUTCOME.get(outcome)
-    if counter is None:
-        counter = _VOTES_BY_OUTCOME[outcome] = metrics.VOTES.labels(outcome)
-    counter.inc()
+    metrics.child(metrics.VOTES, protocol.vote_outcome(event.judgement)).inc()
     metrics.READS.inc()
     return VoteOut(vote_id=event.vote_id, assignment_id=event.assignment_id, study_id=event.study_id,
                    confirmed_omissions=confirmed, **event.judgement.model_dump(mode="json", exclude={"protocol"}),
