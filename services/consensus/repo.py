@@ -131,14 +131,15 @@ async def record_votes(conn: psycopg.AsyncConnection, votes: list[VoteCast]) -> 
 async def decision_inputs_many(conn: psycopg.AsyncConnection, study_ids: list[str],
                                ) -> dict[str, tuple[dict | None, bool, list[dict]]]:
     """`decision_inputs` for several studies in one round trip: study id -> (assignment or None,
-    decided, counted votes in casting order)."""
+    decided, counted votes in casting order). The ids travel in binary, as `record_votes`' arrays
+    (a text-format list is dumped element by element in Python: 50 ids ~205 against ~22 us)."""
     assignments = await conn.execute(
         "SELECT a.*, EXISTS (SELECT 1 FROM decisions d WHERE d.study_id = a.study_id) AS decided"
-        " FROM assignments a WHERE a.study_id = ANY(%s)", (study_ids,))
+        " FROM assignments a WHERE a.study_id = ANY(%b::text[])", (study_ids,))
     votes = await conn.execute(
         f"SELECT v.study_id, v.vote_id, v.reader_id, {_JUDGEMENT_COLUMNS}"
         " FROM votes v JOIN assignments a USING (study_id)"
-        " WHERE v.study_id = ANY(%s) AND v.counted ORDER BY v.study_id, v.cast_at, v.vote_id", (study_ids,))
+        " WHERE v.study_id = ANY(%b::text[]) AND v.counted ORDER BY v.study_id, v.cast_at, v.vote_id", (study_ids,))
     found: dict[str, tuple[dict | None, bool, list[dict]]] = {s: (None, False, []) for s in study_ids}
     for row in await assignments.fetchall():
         decided = row.pop("decided")

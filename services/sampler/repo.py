@@ -168,10 +168,11 @@ async def close_leases(conn: psycopg.AsyncConnection, reads: list[tuple[str, str
     """`close_lease` for several distinct (study_id, reader_id) reads in one statement: the leases
     closed by it, as they were before, keyed by read (a read missing from the answer has no lease
     or was voted already). Rows are locked in key order, as every multi-row lock should be, so two
-    transactions locking overlapping sets wait for each other instead of deadlocking."""
+    transactions locking overlapping sets wait for each other instead of deadlocking. The ids travel
+    in binary (a text-format list is dumped element by element in Python: 50 ids ~205 against ~22 us)."""
     cur = await conn.execute(
         "WITH old AS (SELECT l.study_id, l.reader_id, l.run_id, l.status, l.replaced_by FROM leases l"
-        " JOIN unnest(%s::text[], %s::text[]) AS r(study_id, reader_id) USING (study_id, reader_id)"
+        " JOIN unnest(%b::text[], %b::text[]) AS r(study_id, reader_id) USING (study_id, reader_id)"
         " ORDER BY l.study_id, l.reader_id FOR UPDATE OF l)"
         " UPDATE leases l SET status = 'voted' FROM old"
         " WHERE l.study_id = old.study_id AND l.reader_id = old.reader_id AND old.status <> 'voted'"
