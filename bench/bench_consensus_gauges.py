@@ -19,24 +19,19 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/bench_consensus_gauges.py [studies] 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from throwaway_postgres import service_postgres  # this folder (run as a script)
 
-import services
 from radcurate.cpu_clock import process_cpu, stack_cpu
-from radcurate.stack import postgres
 from services.common import metrics, protocols
-from services.common.db import COMMON_MIGRATIONS, apply_migrations
 from services.consensus import gauges, repo
 
 PERIOD_S = 15.0  # ConsensusSettings.gauge_refresh_seconds
@@ -112,23 +107,9 @@ async def _run(dsn: str, pg_pid: int, repeats: int) -> None:
         await _measure("new tick, nothing changed", lambda: gauges.refresh(pool, last), pg_pid, repeats)
 
 
-@contextlib.contextmanager
-def consensus_postgres() -> Iterator[tuple[str, int]]:
-    """A throwaway Postgres with consensus's schema: (its DSN, the server's pid), stopped after."""
-    with tempfile.TemporaryDirectory() as tmp:
-        info = postgres.start(Path(tmp) / "pg" / "data", Path(tmp) / "pg.log")
-        try:
-            dsn = postgres.with_database(info["admin_dsn"], "postgres")
-            apply_migrations(dsn, sorted(Path(COMMON_MIGRATIONS).glob("*.sql")))
-            apply_migrations(dsn, sorted((Path(services.__file__).parent / "consensus" / "migrations").glob("*.sql")))
-            yield dsn, info["pid"]
-        finally:
-            os.kill(info["pid"], 15)
-            time.sleep(1)
-
-
 def main(studies: int, repeats: int) -> None:
-    with consensus_postgres() as (dsn, pg_pid):
+    with service_postgres("consensus") as (dsn, pg):
+        pg_pid = pg["pid"]
         started = time.perf_counter()
         _fill(dsn, studies)
         filled = time.perf_counter() - started

@@ -22,8 +22,9 @@ import sys
 import time
 
 import psycopg
-from bench_consensus_gauges import LABELS, PROTOCOL, consensus_postgres  # this folder (run as a script)
+from bench_consensus_gauges import LABELS, PROTOCOL  # this folder (run as a script)
 from psycopg.rows import dict_row
+from throwaway_postgres import service_postgres  # this folder (run as a script)
 
 from radcurate.cpu_clock import process_cpu, stack_cpu
 from services.common.contracts import Protocol, VoteCast
@@ -83,7 +84,8 @@ class _Res:
 
 
 def main(studies: int, batch: int, repeats: int) -> None:
-    with consensus_postgres() as (dsn, pg_pid):
+    with service_postgres("consensus") as (dsn, pg):
+        pg_pid = pg["pid"]
         for round_ in range(repeats):
             _assign(dsn, studies, round_)
             votes = _votes(studies, round_)

@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
+from throwaway_postgres import service_postgres  # this folder (run as a script)
 
-import services
 from radcurate.cpu_clock import process_cpu
-from radcurate.stack import postgres
-from radcurate.stack.procs import stop
-from services.common.db import apply_migrations, migration_files
 from services.gateway.repo import progress
 
 PROTOCOL = "cxr-label-verification"
+VOTES = 300  # cast at each size, one per sampled study (every 10th): the last 3,000 studies
 READERS = 3
 BATCH = 500
 
@@ -123,18 +119,14 @@ async def vote_cost(conn: psycopg.AsyncConnection, base: int, votes: int) -> flo
 
 
 async def main(sizes: list[int]) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-progress-"))
-    state = postgres.start(tmp / "pg", tmp / "pg.log")
-    try:
-        dsn = state["admin_dsn"]
-        apply_migrations(dsn, migration_files(Path(services.__file__).parent / "gateway"))
+    with service_postgres("gateway") as (dsn, _):
         conn = await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row)
         have = 0
         for size in sizes:
             ingest = await grow(conn, have, size)
             have = size
             cpu, wall, funnel = await funnel_cost(conn, 20 if size > 10_000 else 100)
-            voted = await vote_cost(conn, 0 if len(sizes) == 1 else size - 10 * 300, 300)
+            voted = await vote_cost(conn, size - 10 * VOTES, VOTES)
             funnel = await progress.funnel(conn, PROTOCOL)  # the votes just cast included
             await conn.commit()
             print(f"{size:>7} studies: funnel {cpu:.3f} ms Postgres CPU, {wall:.3f} ms wall per call;"
@@ -142,10 +134,12 @@ async def main(sizes: list[int]) -> None:
                   f" per vote; load {load()}", flush=True)
             print(f"{'':>16}{funnel}", flush=True)
         await conn.close()
-    finally:
-        stop(state, timeout=20)
-        shutil.rmtree(tmp, ignore_errors=True)
+
 
 
 if __name__ == "__main__":
-    asyncio.run(main([int(a) for a in sys.argv[1:]] or [3000, 30000]))
+    wanted = [int(a) for a in sys.argv[1:]] or [3000, 30000]
+    if wanted[0] < 10 * VOTES or wanted != sorted(set(wanted)):
+        sys.exit(f"sizes must grow and start at {10 * VOTES:,} or more (the votes go to the last {10 * VOTES:,}"
+                 f" studies of each size): got {wanted}")
+    asyncio.run(main(wanted))

@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from bench_consensus_gauges import _fill, _load, consensus_postgres  # this folder (run as a script)
+from bench_consensus_gauges import _fill, _load  # this folder (run as a script)
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from throwaway_postgres import service_postgres  # this folder (run as a script)
 
 from radcurate.cpu_clock import stack_cpu
 from services.common import protocols
@@ -91,7 +92,8 @@ async def _run(dsn: str, pg_pid: int, rounds: int, repeats: int) -> None:
 
 
 def main(studies: int, rounds: int, repeats: int) -> None:
-    with consensus_postgres() as (dsn, pg_pid):
+    with service_postgres("consensus") as (dsn, pg):
+        pg_pid = pg["pid"]
         _fill(dsn, studies)
         print(f"{studies} CXR studies, 3 counted votes each; {_load()}")
         asyncio.run(_run(dsn, pg_pid, rounds, repeats))

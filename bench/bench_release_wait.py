@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import psycopg
 from pydantic import SecretStr
+from throwaway_postgres import service_postgres  # this folder (run as a script)
 
-import services
 from radcurate.cpu_clock import process_cpu, stack_cpu
-from radcurate.stack import postgres
-from radcurate.stack.procs import stop
 from services.common.contracts import BenchmarkReleased
-from services.common.db import apply_migrations, migration_files, open_pool
+from services.common.db import open_pool
 from services.common.runtime import Resources
 from services.gateway.app import GatewaySettings, build_app
 from services.gateway.auth import token_hash
@@ -82,11 +77,7 @@ async def one_round(client: httpx.AsyncClient, pool, dsn: str, pg: dict,
 
 
 async def main(waiters: int, rounds: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-release-wait-"))
-    state = postgres.start(tmp / "pg", tmp / "pg.log")
-    try:
-        dsn = state["admin_dsn"]
-        apply_migrations(dsn, migration_files(Path(services.__file__).parent / "gateway"))
+    with service_postgres("gateway") as (dsn, state):
         token = f"rc_c1_{uuid.uuid4().hex}"
         with psycopg.connect(dsn) as conn:
             conn.execute("INSERT INTO users (user_id, display_name, role, token_sha256, active, token_expires_at)"
@@ -113,9 +104,6 @@ async def main(waiters: int, rounds: int) -> None:
         if (listener := res.extra.get("release_listener")) is not None:
             await listener.close()
         await pool.close()
-    finally:
-        stop(state, timeout=20)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
